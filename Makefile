@@ -1,0 +1,32 @@
+# LLM Workbench — set-up and main jobs. `make report` and `make test` do all set-up.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  := torch==2.13.0
+PROFILE ?= default
+
+.PHONY: install report test lab bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[lab,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+report: $(VENV)/.installed
+	$(PY) -m workbench report --profile $(PROFILE)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+
+bench: $(VENV)/.installed
+	$(PY) -m workbench bench
+
+clean:
+	rm -rf $(VENV) data/cache runs reports

@@ -1,0 +1,183 @@
+"""Tests for workbench.tokenizer: round-trips, errors, save/load, display strings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import tokenizer as tokmod
+from workbench.tokenizer import (
+    BPETokenizer,
+    CharTokenizer,
+    load_tokenizer,
+    tokenizer_from_dict,
+    train_tokenizer,
+)
+
+TEXT = """First Citizen:
+Before we proceed any further, hear me speak.
+
+All:
+Speak, speak.
+
+First Citizen:
+You are all resolved rather to die than to famish?
+
+All:
+Resolved. resolved.
+
+First Citizen:
+First, you know Caius Marcius is chief enemy to the people.
+"""
+SMALL = TEXT * 4  # a few KB: enough for a few hundred merges, trains in milliseconds
+
+TRICKY = [
+    "",
+    " ",
+    "\n",
+    "\n\n\n",
+    "   leading and trailing   ",
+    "tabs\t\tand\r\nwindows line ends\r\n",
+    "héllo wörld, ça va?",
+    "日本語のテキスト",
+    "emoji 😀👍🏽 and a family 👨‍👩‍👧",
+    "combining e\u0301 and zero\u200bwidth",
+    "\x00\x01 control bytes \x7f",
+    "<|endoftext|>",
+    "before<|endoftext|>after",
+    "x" * 300 + " " * 50 + "y",
+    "\n\n**NAME**\n\n  \n",
+]
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(SMALL, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def char():
+    return CharTokenizer.train(TEXT)
+
+
+def test_char_vocab_is_sorted_set_and_round_trips(char):
+    assert char.chars == sorted(set(TEXT))
+    assert char.vocab_size == len(set(TEXT))
+    assert char.kind == "char"
+    for s in (TEXT, "", "Speak, speak.", TEXT[::-1]):
+        ids = char.encode(s)
+        assert isinstance(ids, list) and len(ids) == len(s)
+        assert char.decode(ids) == s
+
+
+def test_char_decode_accepts_arrays_and_tensors(char):
+    ids = char.encode("Speak")
+    assert char.decode(np.array(ids)) == "Speak"
+    assert char.decode(torch.tensor(ids)) == "Speak"
+    assert char.encode_to_array("Speak").dtype == np.uint16
+
+
+def test_char_unknown_character_names_it_and_the_fix(char):
+    with pytest.raises(ValueError, match="'Z'.*bpe tokenizer"):
+        char.encode("Zounds")
+
+
+def test_decode_rejects_ids_outside_the_vocabulary(char, bpe):
+    with pytest.raises(ValueError, match="outside"):
+        char.decode([char.vocab_size])
+    with pytest.raises(ValueError, match="outside"):
+        bpe.decode([-1])
+
+
+@pytest.mark.parametrize("s", TRICKY)
+def test_bpe_round_trips_any_string(bpe, s):
+    assert bpe.decode(bpe.encode(s)) == s
+    assert bpe.decode(bpe.encode_to_array(s)) == s
+
+
+def test_bpe_chunked_encoding_equals_whole_text_encoding(monkeypatch):
+    # Long texts are cut into chunks for encode_batch; the cuts must not change any id.
+    # "\n\n" must be a learned token for this to bite: whole-text GPT-2 pre-tokenization
+    # splits "\n\n" before a word into "\n" + "\n", but keeps it whole at a chunk's end.
+    tok = BPETokenizer.train(SMALL.replace("\n\n", "\n\n\n\n"), vocab_size=300)
+    assert len(tok.encode("\n\n")) == 1
+    text = SMALL + "".join(TRICKY) + "\n\nend.\nX \nY\n\n\nZ"
+    whole = tok.encode(text)  # short text: one call to the fast tokenizer, no chunks
+    monkeypatch.setattr(tokmod, "_CHUNK_CHARS", 7)
+    chunked = tok.encode_to_array(text)
+    assert chunked.tolist() == whole
+    assert tok.decode(chunked) == text
+
+
+def test_bpe_vocab_size_is_honored_and_eot_exists(bpe):
+    assert bpe.vocab_size == 300
+    assert bpe.kind == "bpe"
+    assert bpe.encode("<|endoftext|>") == [bpe.eot_id]
+    assert max(bpe.encode(SMALL)) < 300
+    assert bpe.encode_to_array(SMALL).dtype == np.uint16
+    # merges were learned: the text takes fewer tokens than bytes
+    assert len(bpe.encode(TEXT)) < 0.75 * len(TEXT.encode())
+
+
+def test_bpe_warns_when_text_is_too_small_for_the_vocab():
+    with pytest.warns(UserWarning, match="larger corpus or a smaller vocab_size"):
+        tok = BPETokenizer.train("tiny text", vocab_size=5000)
+    assert tok.vocab_size < 5000
+
+
+def test_tokens_are_readable_display_strings(char, bpe):
+    assert char.tokens(char.encode("Speak, all\n")) == ["S", "p", "e", "a", "k", ",", " ", "a", "l", "l", "↵"]
+    line = "First Citizen:\nSpeak, speak."
+    pieces = bpe.tokens(bpe.encode(line))
+    assert "".join(pieces) == line.replace("\n", "↵")
+    assert " speak" in pieces  # a learned piece keeps its leading space
+    assert bpe.tokens([bpe.eot_id]) == ["<|endoftext|>"]
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_save_and_load_preserve_encoding_and_fingerprint(kind, tmp_path, char, bpe):
+    tok = {"char": char, "bpe": bpe}[kind]
+    path = tok.save(tmp_path / "sub" / "tokenizer.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["kind"] == kind  # plain JSON
+    loaded = load_tokenizer(path)
+    assert type(loaded) is type(tok)
+    assert loaded.fingerprint == tok.fingerprint and loaded == tok
+    assert loaded.encode(TEXT) == tok.encode(TEXT)
+    assert load_tokenizer(tok.to_dict()) == tok
+    assert tokenizer_from_dict(json.loads(json.dumps(tok.to_dict()))) == tok
+
+
+def test_fingerprint_is_hex_sha256_and_tells_tokenizers_apart(char, bpe):
+    assert len(char.fingerprint) == 64 and int(char.fingerprint, 16) >= 0
+    assert CharTokenizer.train(TEXT).fingerprint == char.fingerprint  # deterministic
+    assert CharTokenizer.train(TEXT + "Z").fingerprint != char.fingerprint
+    assert BPETokenizer.train(SMALL, vocab_size=300) == bpe  # BPE training is deterministic
+    assert BPETokenizer.train(SMALL, vocab_size=290) != bpe
+    assert char != bpe
+
+
+def test_train_tokenizer_dispatches_and_validates():
+    assert isinstance(train_tokenizer("char", [TEXT, "Z"]), CharTokenizer)
+    assert "Z" in train_tokenizer("char", [TEXT, "Z"]).chars
+    assert isinstance(train_tokenizer("bpe", [TEXT, TEXT], vocab_size=260), BPETokenizer)
+    with pytest.raises(ValueError, match="unknown tokenizer kind 'word'.*char, bpe"):
+        train_tokenizer("word", TEXT)
+    with pytest.raises(ValueError, match="at least 257"):
+        train_tokenizer("bpe", TEXT, vocab_size=256)
+    with pytest.raises(ValueError, match="integer vocab_size"):
+        train_tokenizer("bpe", TEXT)
+    with pytest.raises(ValueError, match="empty text"):
+        train_tokenizer("char", "")
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_tokenizer(missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_tokenizer(bad)
+    with pytest.raises(ValueError, match="expected kind"):
+        load_tokenizer({"kind": "word"})

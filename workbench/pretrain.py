@@ -1,0 +1,169 @@
+"""Pretraining a GPT on a corpus, end to end, and loading what it wrote.
+
+`pretrain(config, out_dir)` is what `python -m workbench pretrain` and notebook 02
+call: load the corpus, train (or reload) the tokenizer, encode and cache the splits,
+build the GPT, run the `Trainer`, and write the run directory:
+
+    out_dir/model/          the final (best) model: model.safetensors, config.json, tokenizer.json
+    out_dir/checkpoints/    resumable step checkpoints and a `latest` pointer
+    out_dir/history.csv     every logged metric
+    out_dir/metrics.json    headline figures: val_loss, tokens_per_s, ms_per_iter_median, wall_s, params
+
+Everything that can be checked is checked before the first file is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .config import ModelConfig, RunConfig
+from .data import encode_splits, get_batch, iter_eval_batches, load_corpus
+from .model import GPT
+from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from .train import History, Trainer, resolve_device
+
+FINAL = "model"
+
+
+@dataclass
+class PretrainResult:
+    model: GPT
+    tokenizer: Tokenizer
+    config: RunConfig
+    history: History
+    metrics: dict[str, Any]
+    run_dir: Path | None
+
+
+def lm_evaluator(data: np.ndarray, block_size: int, batch_size: int, eval_iters: int | None, device,
+                 seed: int = 0, prefix: str = "val"):
+    """A Trainer `evaluate` function: mean next-token cross-entropy on a split.
+
+    eval_iters=None scores the whole split in non-overlapping windows; an integer draws that many
+    random batches from a generator re-seeded at every call, so evaluations are comparable and
+    never disturb the training RNG.
+    """
+    def evaluate(model) -> dict[str, float]:
+        total, count = 0.0, 0
+        if eval_iters is None:
+            batches = iter_eval_batches(data, block_size, batch_size, device=device)
+        else:
+            g = torch.Generator().manual_seed(seed)
+            batches = (get_batch(data, block_size, batch_size, g, device=device) for _ in range(eval_iters))
+        for x, y in batches:
+            logits, _ = model(x)
+            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            count += y.numel()
+        return {f"{prefix}_loss": total / count}
+    return evaluate
+
+
+def check_fresh_out_dir(out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite an existing run unless resuming it."""
+    if resume:
+        if ckpt.latest_checkpoint(out_dir) is None:
+            raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
+
+
+def _check_same(saved: dict, given: dict, section: str) -> None:
+    for key, value in given.items():
+        if key in saved and saved[key] != value:
+            raise ValueError(f"{section}.{key}={value!r} differs from the checkpoint's {saved[key]!r}; "
+                             f"drop the flag to resume as saved, or start a new run in another --out")
+
+
+def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool = False,
+             callbacks: Iterable[Any] = (), progress: bool = True) -> PretrainResult:
+    """Train a GPT language model as `config` says; write the run to `out_dir` (if given).
+
+    Returns:
+        PretrainResult with the trained (best-validation) model, its tokenizer, the History and
+        the headline metrics also written to out_dir/metrics.json.
+    """
+    t_start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_fresh_out_dir(out, resume)
+
+    corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
+    saved = ckpt.load_checkpoint(out) if (out is not None and resume) else None
+    if saved is not None:
+        _check_same(saved.artifacts["config"]["data"], vars(config.data), "data")
+        _check_same(saved.artifacts["config"]["model"], {k: v for k, v in vars(config.model).items()
+                                                         if k != "vocab_size"}, "model")
+        tokenizer = load_tokenizer(saved.artifacts["tokenizer"])
+    else:
+        tokenizer = train_tokenizer(config.data.tokenizer, corpus.train_text,
+                                    config.data.vocab_size if config.data.tokenizer == "bpe" else None)
+    config.model = ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size})
+    splits = encode_splits(corpus, tokenizer)
+    T, tc = config.model.block_size, config.train
+    for name in ("train", "val"):
+        if len(splits[name]) <= T:
+            raise ValueError(f"the {name} split has {len(splits[name])} tokens, fewer than block_size+1={T + 1}; "
+                             f"lower --block-size or use a larger corpus")
+
+    torch.manual_seed(tc.seed)
+    model = GPT(config.model)
+    device = resolve_device(tc.device)
+    train_data = splits["train"]
+
+    def next_batch(generator: torch.Generator):
+        return get_batch(train_data, T, tc.batch_size, generator, device=device)
+
+    evaluate = lm_evaluator(splits["val"], T, tc.batch_size * 4, tc.eval_iters, device, seed=tc.seed)
+    artifacts = {"config": config.to_dict(), "tokenizer": tokenizer.to_dict()}
+    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=out, artifacts=artifacts,
+                      callbacks=callbacks, progress=progress)
+    if saved is not None:
+        trainer.resume(saved.path)
+    history = trainer.fit()
+
+    metrics = {
+        "val_loss": trainer.best,
+        "best_step": trainer.best_step,
+        "final_step": trainer.step,
+        "params": model.num_params(),
+        "flops_per_token": model.flops_per_token(),
+        **trainer.summary(),
+        "wall_s": time.perf_counter() - t_start,
+        "device": str(device),
+        "corpus": corpus.name,
+        "tokenizer": tokenizer.kind,
+        "vocab_size": tokenizer.vocab_size,
+        "train_tokens": int(len(splits["train"])),
+        "val_tokens": int(len(splits["val"])),
+    }
+    if out is not None:
+        ckpt.save_checkpoint(out / FINAL, model, artifacts)
+        history.df.to_csv(out / "history.csv", index=False)
+        ckpt.write_json(out / "metrics.json", metrics)
+    return PretrainResult(model, tokenizer, config, history, metrics, out)
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
+    """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
+    path = Path(path)
+    if (path / FINAL / ckpt.MODEL_FILE).is_file():
+        path = path / FINAL
+    c = ckpt.load_checkpoint(path)
+    if "config" not in c.artifacts or "tokenizer" not in c.artifacts:
+        raise FileNotFoundError(f"{c.path} lacks config.json or tokenizer.json; point at a pretraining run's --out")
+    config = RunConfig.from_dict(c.artifacts["config"])
+    tokenizer = load_tokenizer(c.artifacts["tokenizer"])
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+                         f"{config.model.vocab_size}; use the tokenizer.json saved with this checkpoint")
+    model = GPT(config.model)
+    c.load_weights(model)
+    return model.to(device).eval(), tokenizer, config
