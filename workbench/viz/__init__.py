@@ -1,0 +1,39 @@
+"""Figures (pure functions returning Plotly figures) and the widgets that wrap them.
+
+Notebooks call `setup_notebook()` in their first cell. `attention_explorer` (a widget) is
+imported on first use, so the figures work without ipywidgets installed.
+"""
+
+from __future__ import annotations
+
+from .attention import (attention_explorer_figure, attention_heatmap, attention_over_checkpoints, head_summary,
+                        matrix_figure, model_view, positional_encoding_figure, token_labels)
+from .training import LiveLossPlot, loss_curves, scaling_figure
+
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+
+__all__ = ["setup_notebook", "token_labels", "attention_heatmap", "attention_explorer_figure", "model_view",
+           "head_summary", "attention_over_checkpoints", "positional_encoding_figure", "matrix_figure",
+           "loss_curves", "LiveLossPlot", "scaling_figure", "attention_explorer"]
+
+
+def setup_notebook() -> None:
+    """Make figures render inline AND survive export: call once in a notebook's first cell.
+
+    In a kernel Plotly would emit only its mimetype, which JupyterLab draws but an executed
+    notebook converted to HTML does not. "plotly_mimetype+notebook" also embeds plotly.js
+    (from the installed package, no CDN) with the figures, so HTML reports show them
+    offline. Setting it again is a no-op, so plotly.js is embedded only once.
+    """
+    import plotly.io as pio
+
+    if pio.renderers.default != NOTEBOOK_RENDERER:
+        pio.renderers.default = NOTEBOOK_RENDERER
+
+
+def __getattr__(name: str):
+    if name == "attention_explorer":  # ipywidgets is only needed for the widget
+        from .widgets import attention_explorer
+
+        return attention_explorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,288 @@
+"""Attention figures: pure functions from plain tensors (and token strings) to Plotly figures.
+
+Nothing here sees a model: `workbench.capture` turns a model and a text into tensors, and
+these functions draw them (bertviz's split). Every figure works in a static HTML export:
+where a figure lets you pick a layer, head or training step it does so with Plotly's own
+`updatemenus`/`sliders`, which need no Python kernel.
+
+Conventions: a (T, T) attention matrix has queries on rows and keys on columns, so the
+heatmaps put query tokens on y (top to bottom) and key tokens on x. Axis labels are
+`token_labels(tokens)`, "position:token", because Plotly merges repeated category names
+("the" twice would become one row).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as empty
+HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"
+
+
+def _as_array(x, ndim: int, name: str, shape_help: str) -> np.ndarray:
+    """A tensor, array or nested list as a float64 numpy array with `ndim` dimensions."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {shape_help}, got shape {a.shape}")
+    return a
+
+
+def _check_tokens(tokens: Sequence[str], T: int) -> None:
+    if len(tokens) != T:
+        raise ValueError(f"{len(tokens)} tokens for attention over {T} positions; pass the tokens of the "
+                         "same text the attention was captured on (AttentionResult.tokens)")
+
+
+def token_labels(tokens: Sequence[str]) -> list[str]:
+    """Unique axis labels "i:token", so repeated tokens keep their own rows and columns."""
+    return [f"{i}:{tok}" for i, tok in enumerate(tokens)]
+
+
+def attention_heatmap(weights, tokens: Sequence[str], title: str | None = None) -> go.Figure:
+    """One head's attention as a heatmap.
+
+    Args:
+        weights: (T, T) tensor or array; row i is query i's weights over the keys.
+        tokens: T display strings.
+        title: figure title.
+    Returns:
+        a Figure with one Heatmap trace: z = weights, y = query labels (first at the top),
+        x = key labels, colour scale fixed to 0..1.
+    """
+    w = _as_array(weights, 2, "weights", "(T, T)")
+    _check_tokens(tokens, w.shape[1])
+    labels = token_labels(tokens)
+    fig = go.Figure(go.Heatmap(z=w, x=labels, y=labels[: w.shape[0]], zmin=0, zmax=1,
+                               colorscale=ATTENTION_COLORS, hovertemplate=HOVER))
+    side = min(900, 250 + 22 * w.shape[1])
+    fig.update_layout(title=title, width=side + 100, height=side,
+                      xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
+                      yaxis=dict(title="query (attending)", type="category", autorange="reversed"))
+    return fig
+
+
+def attention_explorer_figure(attentions, tokens: Sequence[str], title: str | None = None) -> go.Figure:
+    """Every head of every layer, one at a time, picked with a layer and a head dropdown.
+
+    Plotly's dropdowns cannot read each other's state, so two dropdowns that both switch
+    traces would forget each other's choice. Instead all heads sit in ONE heatmap laid out
+    as a grid (layers down, heads across) and the layer dropdown moves the y axis onto a
+    layer's band while the head dropdown moves the x axis onto a head's band. The two never
+    interfere, and it all runs in the browser (static HTML included). Zooming out (double
+    click) shows the whole grid.
+
+    Args:
+        attentions: (n_layer, n_head, T, T).
+        tokens: T display strings.
+        title: figure title.
+    Returns:
+        a Figure with one Heatmap of z (n_layer*T, n_head*T) where block [l, h] is
+        attentions[l, h]; updatemenus[0] picks the layer, updatemenus[1] the head.
+    """
+    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)")
+    L, H, T, _ = A.shape
+    _check_tokens(tokens, T)
+    labels = token_labels(tokens)
+    z = A.transpose(0, 2, 1, 3).reshape(L * T, H * T)  # row l*T+i, column h*T+j = A[l, h, i, j]
+    # Category names carry the layer/head so they stay unique across bands (and show on
+    # hover); the ticks show only the token.
+    y = [f"L{l}·{lab}" for l in range(L) for lab in labels]
+    x = [f"H{h}·{lab}" for h in range(H) for lab in labels]
+
+    def y_range(l):  # reversed: query 0 at the top
+        return [l * T + T - 0.5, l * T - 0.5]
+
+    def x_range(h):
+        return [h * T - 0.5, h * T + T - 0.5]
+
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, zmin=0, zmax=1, colorscale=ATTENTION_COLORS,
+                               hovertemplate=HOVER))
+    layer_menu = dict(buttons=[dict(label=f"layer {l}", method="relayout", args=[{"yaxis.range": y_range(l)}])
+                               for l in range(L)], x=0.0, xanchor="left", y=1.12, yanchor="bottom")
+    head_menu = dict(buttons=[dict(label=f"head {h}", method="relayout", args=[{"xaxis.range": x_range(h)}])
+                              for h in range(H)], x=0.45, xanchor="left", y=1.12, yanchor="bottom")
+    side = min(900, 250 + 22 * T)
+    fig.update_layout(
+        title=dict(text=title, y=0.98), width=side + 100, height=side + 60, updatemenus=[layer_menu, head_menu],
+        margin=dict(t=120),
+        xaxis=dict(title="key (attended to)", type="category", range=x_range(0), tickmode="array",
+                   tickvals=x, ticktext=labels * H, tickangle=-60),
+        yaxis=dict(title="query (attending)", type="category", range=y_range(0), tickmode="array",
+                   tickvals=y, ticktext=labels * L),
+    )
+    return fig
+
+
+def model_view(attentions, tokens: Sequence[str], title: str | None = None,
+               show_labels: bool | None = None) -> go.Figure:
+    """All heads at once (bertviz's model view): rows are layers, columns are heads.
+
+    Args:
+        attentions: (n_layer, n_head, T, T).
+        tokens: T display strings.
+        title: figure title.
+        show_labels: token tick labels on every small heatmap; default only when the grid
+            and the text are small enough to read them (at most 16 heads, T <= 16).
+    Returns:
+        a Figure with n_layer*n_head Heatmap traces in layer-major order, titled "L{l} H{h}",
+        sharing one 0..1 colour axis.
+    """
+    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)")
+    L, H, T, _ = A.shape
+    _check_tokens(tokens, T)
+    labels = token_labels(tokens)
+    if show_labels is None:
+        show_labels = L * H <= 16 and T <= 16
+    fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L) for h in range(H)],
+                        horizontal_spacing=0.12 / H, vertical_spacing=0.3 / L)
+    for l in range(L):
+        for h in range(H):
+            fig.add_trace(go.Heatmap(z=A[l, h], x=labels, y=labels, coloraxis="coloraxis",
+                                     hovertemplate=f"L{l} H{h}<br>" + HOVER), row=l + 1, col=h + 1)
+    cell = 160 if show_labels else max(70, min(130, 1100 // H))
+    fig.update_xaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8)
+    fig.update_yaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8,
+                     autorange="reversed")
+    fig.update_annotations(font_size=10)  # the subplot titles
+    fig.update_layout(title=title, coloraxis=dict(colorscale=ATTENTION_COLORS, cmin=0, cmax=1),
+                      width=H * cell + 150, height=L * cell + 120, margin=dict(l=40, r=40, t=80, b=40))
+    return fig
+
+
+def head_summary(attentions) -> pd.DataFrame:
+    """A few numbers per head that name common attention patterns.
+
+    Args:
+        attentions: (n_layer, n_head, T, T), rows summing to 1.
+    Returns:
+        one row per (layer, head) with
+        - entropy: mean over query rows of -Σ p log p (nats). Low: the head looks at one key;
+          high: it spreads out. Under a causal mask row i has only i+1 keys, so its largest
+          possible entropy is log(i+1), and the mean over rows of a uniform causal head is
+          mean_i log(i+1), below log T; compare heads of the same model and text only.
+        - prev_token: mean weight of query i on key i-1, over queries i >= 1 (NaN if T == 1).
+        - first_token: mean weight on key 0 over all queries (in a causal model query 0 can
+          only look there, so it always contributes 1).
+        - self_token: mean weight of each query on its own position (the diagonal).
+    """
+    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T); for one layer use x[None]")
+    L, H, T, _ = A.shape
+    logs = np.log(np.where(A > 0, A, 1.0))  # 0·log 0 counts as 0
+    entropy = -(A * logs).sum(-1).mean(-1)  # (L, H)
+    idx = np.arange(T)
+    prev = A[..., idx[1:], idx[:-1]].mean(-1) if T > 1 else np.full((L, H), np.nan)
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            rows.append(dict(layer=l, head=h, entropy=entropy[l, h], prev_token=prev[l, h],
+                             first_token=A[l, h, :, 0].mean(), self_token=A[l, h, idx, idx].mean()))
+    return pd.DataFrame(rows)
+
+
+def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Sequence[str],
+                               title: str | None = None) -> go.Figure:
+    """One head's attention through training, with a slider over the checkpoints.
+
+    Args:
+        frames: (step, weights (T, T)) pairs, in the order the slider should show them.
+        tokens: T display strings.
+        title: figure title.
+    Returns:
+        a Figure with one Heatmap trace per checkpoint (only the first visible) and
+        `layout.sliders[0]` with one step per checkpoint, labelled by its training step.
+    """
+    if not frames:
+        raise ValueError("no checkpoints given; pass a list of (step, weights) pairs")
+    arrays = [_as_array(w, 2, f"weights of step {s}", "(T, T)") for s, w in frames]
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError("checkpoint weights differ in shape; capture them all on the same text")
+    _check_tokens(tokens, arrays[0].shape[1])
+    labels = token_labels(tokens)
+    n = len(frames)
+    fig = go.Figure([go.Heatmap(z=a, x=labels, y=labels, zmin=0, zmax=1, colorscale=ATTENTION_COLORS,
+                                hovertemplate=HOVER, visible=(k == 0), name=f"step {s}")
+                     for k, ((s, _), a) in enumerate(zip(frames, arrays))])
+    steps = [dict(label=str(s), method="restyle", args=[{"visible": [j == k for j in range(n)]}])
+             for k, (s, _) in enumerate(frames)]
+    side = min(900, 250 + 22 * len(labels))
+    fig.update_layout(
+        title=title, width=side + 100, height=side + 80,
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="step "), pad=dict(t=60))],
+        xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
+        yaxis=dict(title="query (attending)", type="category", autorange="reversed"),
+    )
+    return fig
+
+
+def positional_encoding_figure(pe, title: str | None = "positional encoding") -> go.Figure:
+    """A positional encoding table as a heatmap, positions down and dimensions across.
+
+    Args:
+        pe: (n_pos, dim), e.g. `workbench.model.sinusoidal_encoding(n_pos, dim)` or a learned `wpe`.
+    """
+    a = _as_array(pe, 2, "pe", "(n_pos, dim)")
+    fig = go.Figure(go.Heatmap(z=a, colorscale="RdBu", zmid=0,
+                               hovertemplate="position %{y}<br>dimension %{x}<br>value %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="dimension", yaxis=dict(title="position", autorange="reversed"))
+    return fig
+
+
+def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None = None,
+                  col_labels: Sequence[str] | None = None, title: str | None = None,
+                  show_values: bool | None = None) -> go.Figure:
+    """A row of labelled heatmaps, e.g. the steps of `capture.attention_walkthrough`.
+
+    Each matrix has its own colour range (diverging around 0, no colour bars). -inf entries
+    (masked scores) are drawn blank and, with values shown, written "-∞".
+
+    Args:
+        matrices: name -> 2-D tensor/array (a 1-D one is drawn as a single row).
+        row_labels: labels for the rows of every matrix with that many rows (e.g. tokens);
+            others are numbered. Made unique with `token_labels`.
+        col_labels: the same for columns.
+        title: figure title.
+        show_values: write each value in its cell; default when every matrix has <= 144 cells.
+    Returns:
+        a Figure with one Heatmap per matrix, in order, each subplot titled by its name.
+    """
+    if not matrices:
+        raise ValueError("no matrices given; pass a dict such as {'Q': Q, 'K': K}")
+    arrays = {}
+    for name, m in matrices.items():
+        a = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=float)
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2:
+            raise ValueError(f"matrix {name!r} has shape {a.shape}; pass 2-D matrices (index heads "
+                             "into separate entries)")
+        arrays[name] = a
+    if show_values is None:
+        show_values = all(a.size <= 144 for a in arrays.values())
+
+    def labels(given, n):
+        return token_labels(given) if given is not None and len(given) == n else [str(i) for i in range(n)]
+
+    fig = make_subplots(rows=1, cols=len(arrays), subplot_titles=list(arrays), horizontal_spacing=0.04)
+    for k, (name, a) in enumerate(arrays.items()):
+        finite = np.where(np.isfinite(a), a, np.nan)  # -inf would stretch the colour scale
+        limit = np.nanmax(np.abs(finite)) if np.isfinite(finite).any() else 1.0
+        text = None
+        if show_values:
+            text = np.where(np.isneginf(a), "-∞", np.char.mod("%.2f", np.nan_to_num(a, neginf=0.0)))
+        fig.add_trace(go.Heatmap(z=finite, x=labels(col_labels, a.shape[1]), y=labels(row_labels, a.shape[0]),
+                                 colorscale="RdBu", zmin=-limit, zmax=limit, showscale=False,
+                                 text=text, texttemplate="%{text}" if show_values else None,
+                                 name=name, hovertemplate=f"{name}[%{{y}}, %{{x}}] = %{{z:.3f}}<extra></extra>"),
+                      row=1, col=k + 1)
+    fig.update_xaxes(type="category", tickfont_size=9)
+    fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
+    fig.update_layout(title=title, width=max(500, 260 * len(arrays)), height=380, plot_bgcolor="white")
+    return fig

@@ -1,0 +1,155 @@
+"""Training figures: loss curves (static and live) and model-size scaling.
+
+`loss_curves` and `scaling_figure` are pure functions of a DataFrame. `LiveLossPlot` is a
+`Trainer` callback that keeps the records it is given and, inside a Jupyter kernel, redraws
+the same `loss_curves` figure in place while training runs. Widgets are not kept in static
+HTML exports, so a notebook shows `live.figure()` (a plain figure) after training as well.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+
+def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str | None = "loss",
+                log_y: bool = False) -> go.Figure:
+    """Training loss per logged step and validation loss at each evaluation, against step.
+
+    Args:
+        history_df: `History.df` of a Trainer: a `step` column, `loss` on training records and
+            `val_loss` on evaluation records (each NaN on the other kind of row). Either loss
+            column may be missing; an empty frame gives empty curves.
+        extra: more columns to draw on a second y axis (e.g. "lr", "val_accuracy").
+        title: figure title.
+        log_y: logarithmic loss axis.
+    Returns:
+        a Figure whose traces are "train loss", "val loss", then one per `extra` column, in that order.
+    """
+    df = history_df
+    if "step" not in df.columns:
+        if len(df):
+            raise ValueError("history has no 'step' column; pass History.df from a Trainer")
+        df = df.assign(step=pd.Series(dtype=float))  # nothing logged yet
+    missing = [c for c in extra if c not in df.columns]
+    if missing:
+        raise ValueError(f"extra columns {missing} are not in the history; it has {list(df.columns)}")
+
+    def points(col):
+        if col not in df.columns:
+            return [], []
+        rows = df[df[col].notna()]
+        return rows["step"].tolist(), rows[col].tolist()
+
+    fig = go.Figure()
+    x, y = points("loss")
+    fig.add_trace(go.Scatter(x=x, y=y, name="train loss", mode="lines"))
+    x, y = points("val_loss")
+    fig.add_trace(go.Scatter(x=x, y=y, name="val loss", mode="lines+markers"))
+    for col in extra:
+        x, y = points(col)
+        fig.add_trace(go.Scatter(x=x, y=y, name=col, mode="lines+markers", yaxis="y2", line_dash="dot"))
+    fig.update_layout(title=title, xaxis_title="step", hovermode="x unified",
+                      yaxis=dict(title="loss (nats/token)", type="log" if log_y else "linear"))
+    if extra:
+        fig.update_layout(yaxis2=dict(title=", ".join(extra), overlaying="y", side="right", showgrid=False),
+                          legend=dict(x=1.08))
+    return fig
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel, where widgets can be displayed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class LiveLossPlot:
+    """Trainer callback: a loss plot that updates while training runs in a notebook.
+
+    Inside a Jupyter kernel with ipywidgets installed, the first record displays a
+    `go.FigureWidget` and later records update its traces in place: at most every
+    `min_interval` seconds for training steps, always for evaluations. Anywhere else it
+    only collects the records. `figure()` gives the static figure of everything seen.
+
+    >>> live = LiveLossPlot()
+    >>> Trainer(..., callbacks=[live]).fit()
+    >>> live.figure()  # for the HTML report
+    """
+
+    def __init__(self, extra: Sequence[str] = (), min_interval: float = 0.5, title: str | None = "loss"):
+        self.extra = tuple(extra)
+        self.min_interval = min_interval
+        self.title = title
+        self.records: list[dict] = []
+        self.widget: go.FigureWidget | None = None
+        self._last_draw = float("-inf")
+        self._live = _in_kernel()
+
+    def on_step(self, trainer, record: dict) -> None:
+        self.records.append(dict(record))
+        if time.monotonic() - self._last_draw >= self.min_interval:
+            self._draw()
+
+    def on_eval(self, trainer, record: dict) -> None:
+        self.records.append(dict(record))
+        self._draw()
+
+    def figure(self) -> go.Figure:
+        """`loss_curves` of the records seen so far."""
+        df = pd.DataFrame.from_records(self.records)
+        for col in self.extra:  # not logged yet: an empty curve, so the widget's traces stay fixed
+            if col not in df.columns:
+                df[col] = float("nan")
+        return loss_curves(df, extra=self.extra, title=self.title)
+
+    def _draw(self) -> None:
+        if not self._live:
+            return
+        self._last_draw = time.monotonic()
+        fig = self.figure()
+        if self.widget is None:
+            try:
+                from IPython.display import display
+                self.widget = go.FigureWidget(fig)  # needs ipywidgets + anywidget
+            except (ImportError, ValueError):
+                self._live = False  # no widget support: keep collecting, draw nothing
+                return
+            display(self.widget)
+            return
+        with self.widget.batch_update():
+            for live_trace, trace in zip(self.widget.data, fig.data):
+                live_trace.x, live_trace.y = trace.x, trace.y
+
+
+def scaling_figure(df: pd.DataFrame, x: str = "params", y: str = "val_loss", label: str | None = "label",
+                   title: str | None = "validation loss vs model size", log_y: bool = False) -> go.Figure:
+    """Loss against model size on a log x axis, one line per label.
+
+    Args:
+        df: one row per trained model with columns `x` (parameter count) and `y`; optionally
+            a `label` column (e.g. the positional encoding) that splits the rows into lines.
+        x, y, label: column names; label is ignored when the column is absent.
+        title: figure title.
+        log_y: logarithmic y axis too (a power law is then a straight line).
+    Returns:
+        a Figure with one lines+markers trace per label (rows sorted by x).
+    """
+    missing = [c for c in (x, y) if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing; the frame has {list(df.columns)}")
+    groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y, df)]
+    fig = go.Figure()
+    for name, rows in groups:
+        rows = rows.sort_values(x)
+        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=str(name), mode="lines+markers",
+                                 hovertemplate=f"{x} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{name}</extra>"))
+    fig.update_layout(title=title, xaxis=dict(title=x, type="log"),
+                      yaxis=dict(title=y, type="log" if log_y else "linear"))
+    return fig

@@ -1,0 +1,82 @@
+"""Jupyter widgets: thin live wrappers around the pure figures of `workbench.viz.attention`.
+
+Widgets need a running kernel and are blank in static HTML exports, so a notebook shows a
+static figure (e.g. `attention_explorer_figure`) beside each widget. Needs ipywidgets and
+anywidget (the `lab` extra).
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from ..capture import AttentionResult, attention_for
+from .attention import attention_heatmap
+
+
+class AttentionExplorer(widgets.VBox):
+    """Text box, model dropdown, layer and head sliders over a live attention heatmap.
+
+    Changing the text or the model captures attention again (`capture.attention_for`);
+    moving a slider only redraws. The slider ranges follow the chosen model's shape.
+
+    Attributes:
+        text_box, model_dropdown, layer_slider, head_slider: the controls.
+        figure_widget: the `go.FigureWidget` heatmap (one Heatmap trace).
+        status: an HTML line showing errors such as characters the tokenizer does not know.
+        result: the current `AttentionResult`.
+    """
+
+    def __init__(self, models: dict[str, tuple], text: str):
+        if not models:
+            raise ValueError("no models given; pass {'name': (model, tokenizer), ...}")
+        self.models = models
+        self.result: AttentionResult | None = None
+        self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
+                                     layout=widgets.Layout(width="90%"))
+        self.model_dropdown = widgets.Dropdown(options=list(models), description="model")
+        self.layer_slider = widgets.IntSlider(value=0, min=0, max=0, description="layer")
+        self.head_slider = widgets.IntSlider(value=0, min=0, max=0, description="head")
+        self.status = widgets.HTML()
+        self.figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
+        self._capture()
+        self.text_box.observe(self._capture, names="value")
+        self.model_dropdown.observe(self._capture, names="value")
+        self.layer_slider.observe(self._draw, names="value")
+        self.head_slider.observe(self._draw, names="value")
+        controls = widgets.HBox([self.model_dropdown, self.layer_slider, self.head_slider])
+        super().__init__([self.text_box, controls, self.status, self.figure_widget])
+
+    def _capture(self, change=None) -> None:
+        model, tokenizer = self.models[self.model_dropdown.value]
+        try:
+            self.result = attention_for(model, tokenizer, self.text_box.value)
+        except ValueError as e:  # e.g. a character outside a char tokenizer's vocabulary
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
+        self.status.value = ""
+        # Narrowing a slider clamps its value, which would redraw from a half-updated state;
+        # hold the redraws and draw once at the end.
+        with self.layer_slider.hold_trait_notifications(), self.head_slider.hold_trait_notifications():
+            self.layer_slider.max = self.result.n_layer - 1
+            self.head_slider.max = self.result.n_head - 1
+        self._draw()
+
+    def _draw(self, change=None) -> None:
+        if self.result is None:
+            return
+        l, h = self.layer_slider.value, self.head_slider.value
+        fig = attention_heatmap(self.result.head(l, h), self.result.tokens,
+                                title=f"{self.result.model_name}: layer {l}, head {h}")
+        trace = fig.data[0].to_plotly_json()
+        trace.pop("type")
+        with self.figure_widget.batch_update():
+            self.figure_widget.data[0].update(trace, overwrite=True)
+            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+
+
+def attention_explorer(models: dict[str, tuple], text: str) -> AttentionExplorer:
+    """An `AttentionExplorer` widget over `models` ({"name": (model, tokenizer)}), starting on `text`."""
+    return AttentionExplorer(models, text)
