@@ -17,9 +17,12 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 report: $(VENV)/.installed
-	$(PY) -m workbench report --profile $(PROFILE)
+	@out=reports/$$(date +%Y%m%d-%H%M%S); \
+	echo "running the notebooks (profile $(PROFILE)) into $$out/"; \
+	$(PY) -m workbench report --profile $(PROFILE) --out $$out
 
 test: $(VENV)/.installed
+	bash .ci/browser-deps
 	$(PY) -m pytest -q
 
 lab: $(VENV)/.installed

@@ -1,0 +1,122 @@
+"""Exported HTML renders its Plotly figures offline: headless Debian chromium opens the page with
+every non-file request blocked, and each figure must have drawn SVG marks with a real size.
+
+`assert_plotly_figures_drawn(html_path, min_figures)` is reusable for the real report's pages."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from workbench.report import run_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+# Plotly's drawn marks: anything in a trace layer (heatmap images, lines, markers, bars; each
+# cartesian trace layer is a `g.<type>layer.mlayer`) or a pie slice. Axes and grid lines are not marks.
+MARKS = ".main-svg .mlayer image, .main-svg .mlayer path, .main-svg .pielayer path"
+
+pytestmark = pytest.mark.browser
+
+
+def require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    message = "Debian chromium not installed: run `apt-get install -y chromium` (make test does this when run as root)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run the browser tests. {message}")
+    pytest.skip(message)
+
+
+def assert_plotly_figures_drawn(html_path: str | Path, min_figures: int,
+                                screenshot: str | Path | None = None) -> list[dict]:
+    """Open `html_path` offline in headless chromium and check every Plotly figure drew.
+
+    Requests other than file:// and data: are aborted and recorded, so a figure that needs the
+    network fails here. Returns one dict per figure: its size, trace types and drawn-mark count.
+    """
+    from playwright.sync_api import sync_playwright
+
+    blocked, page_errors = [], []
+
+    def offline(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.route("**/*", offline)
+            page.goto(Path(html_path).resolve().as_uri(), wait_until="load", timeout=60_000)
+            n_divs = page.locator(".plotly-graph-div").count()
+            assert n_divs >= min_figures, f"{n_divs} Plotly figures in the page, expected >= {min_figures}"
+            try:
+                page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_divs}",
+                                       timeout=30_000)
+            except Exception:  # the assertions below say what is missing
+                pass
+            figures = page.evaluate("""(marks) => [...document.querySelectorAll('.plotly-graph-div')].map(div => {
+                const box = el => { const r = el.getBoundingClientRect(); return [r.width, r.height]; };
+                const svg = div.querySelector('.main-svg');
+                return {id: div.id, drawn: div.classList.contains('js-plotly-plot'),
+                        size: svg ? box(svg) : [0, 0],
+                        traces: (div.data || []).map(t => t.type || 'scatter'),
+                        marks: [...div.querySelectorAll(marks)].filter(el => box(el)[0] > 0 && box(el)[1] > 0).length,
+                        heatmap_images: [...div.querySelectorAll('.hm image')].filter(el => box(el)[0] > 0).length,
+                        lines: [...div.querySelectorAll('path.js-line')].filter(el => box(el)[0] > 0).length};
+            })""", MARKS)
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    context = f"blocked requests: {blocked}; page errors: {page_errors}"
+    assert not page_errors, context
+    for fig in figures:
+        assert fig["drawn"] and min(fig["size"]) > 0, f"figure {fig} did not draw; {context}"
+        assert fig["marks"] > 0, f"figure {fig} has no visible marks; {context}"
+    assert not [url for url in blocked if "plotly" in url.lower()], context
+    return figures
+
+
+@pytest.fixture(scope="module")
+def exported_page(tmp_path_factory):
+    require_chromium()  # before paying for a kernel
+    root = tmp_path_factory.mktemp("browser")
+    params = new_code_cell('profile = "default"\nrun_dir = "unset"')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(
+        "import plotly.graph_objects as go, plotly.io as pio\n"
+        'pio.renderers.default = "plotly_mimetype+notebook"\n'
+        'go.Figure(go.Heatmap(z=[[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], colorscale="Viridis"),\n'
+        '          layout_title_text="attention").show()\n'
+        'go.Figure(go.Scatter(y=[4.2, 3.1, 2.6, 2.3, 2.2], mode="lines"), layout_title_text="loss").show()')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (root / "notebooks").mkdir()
+    nbformat.write(nb, root / "notebooks" / "01_figures.ipynb")
+    run_report(root / "notebooks", root / "out", profile="smoke", timeout=120)
+    return root / "out" / "01_figures.html"
+
+
+def test_heatmap_and_line_chart_render_offline(exported_page, tmp_path):
+    screenshot = tmp_path / "page.png"
+    figures = assert_plotly_figures_drawn(exported_page, min_figures=2, screenshot=screenshot)
+    assert [f["traces"] for f in figures] == [["heatmap"], ["scatter"]]
+    assert figures[0]["heatmap_images"] == 1, figures[0]
+    assert figures[1]["lines"] >= 1, figures[1]
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_a_page_without_figures_fails_the_check(tmp_path):
+    require_chromium()
+    page = tmp_path / "empty.html"
+    page.write_text("<!DOCTYPE html><html><body><p>no figures</p></body></html>")
+    with pytest.raises(AssertionError, match="0 Plotly figures"):
+        assert_plotly_figures_drawn(page, min_figures=1)

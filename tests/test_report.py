@@ -1,0 +1,189 @@
+"""Report runner: notebooks run in order with the injected parameters, report.json and index.html
+record metrics and the environment, the HTML carries plotly.js inline, and a failing notebook stops
+the run with one `error:` line while everything before it is kept.
+
+Each kernel start costs a few seconds, so two module-scoped runs (one passing, one failing) feed
+all the assertions."""
+
+import io
+import json
+import re
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from workbench.__main__ import main
+from workbench.report import NotebookFailedError, run_report
+
+FIGURE = """import plotly.graph_objects as go, plotly.io as pio
+pio.renderers.default = "plotly_mimetype+notebook"
+go.Figure(go.Scatter(y=[1, 3, 2])).show()"""
+
+
+def write_notebook(path: Path, *cells: str) -> Path:
+    """A notebook with a `parameters` cell of literals followed by `cells`."""
+    params = new_code_cell('profile = "default"\nrun_dir = "unset"')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell(f"# {path.stem}"), params, *map(new_code_cell, cells)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def record_cell(stem: str) -> str:
+    """Appends the notebook's name to run_dir/order.txt and writes run_dir/metrics/<stem>.json."""
+    return f"""import json, os
+from pathlib import Path
+with open(Path(run_dir) / "order.txt", "a") as f:
+    f.write("{stem}\\n")
+(Path(run_dir) / "metrics").mkdir(exist_ok=True)
+(Path(run_dir) / "metrics" / "{stem}.json").write_text(json.dumps(
+    {{"profile": profile, "run_dir": run_dir, "cwd": os.getcwd(), "val_loss": 1.2345678}}))"""
+
+
+@pytest.fixture(scope="module")
+def passing(tmp_path_factory):
+    root = tmp_path_factory.mktemp("passing")
+    notebooks = root / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "02_second.ipynb", record_cell("02_second"), FIGURE)  # written first on purpose
+    write_notebook(notebooks / "01_first.ipynb", record_cell("01_first"), FIGURE)
+    report = run_report(notebooks, root / "out", profile="smoke", timeout=120)
+    return notebooks, root / "out", report
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failing")
+    notebooks = root / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_ok.ipynb", record_cell("01_ok"))
+    write_notebook(notebooks / "02_bad.ipynb", "x = 1", 'raise ValueError("bad thing")  # on purpose', "y = 2")
+    write_notebook(notebooks / "03_never.ipynb", record_cell("03_never"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = main(["report", "--notebooks", str(notebooks), "--out", str(root / "out"), "--profile", "smoke",
+                     "--timeout", "120"])
+    return root / "out", code, stderr.getvalue()
+
+
+# ------------------------------------------------------------------ a passing run
+def test_notebooks_run_in_name_order_with_the_injected_parameters(passing):
+    notebooks, out, report = passing
+    assert (out / "run" / "order.txt").read_text().split() == ["01_first", "02_second"]
+    assert [nb["name"] for nb in report["notebooks"]] == ["01_first.ipynb", "02_second.ipynb"]
+    for nb in report["notebooks"]:
+        assert nb["parameters"] == {"profile": "smoke", "run_dir": str(out.resolve() / "run")}
+        assert nb["metrics"]["profile"] == "smoke"  # what the kernel saw, not what we passed
+        assert nb["metrics"]["run_dir"] == str(out.resolve() / "run")
+        assert Path(nb["metrics"]["cwd"]).resolve() == notebooks.resolve()
+
+
+def test_report_json_holds_status_metrics_timing_and_environment(passing):
+    _, out, report = passing
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["status"] == "ok" and report["error"] is None and report["profile"] == "smoke"
+    assert report["wall_s"] >= sum(nb["wall_s"] for nb in report["notebooks"]) > 0
+    assert all(nb["status"] == "ok" and nb["metrics"]["val_loss"] == 1.2345678 for nb in report["notebooks"])
+    env = report["environment"]
+    assert set(env) >= {"python", "torch", "numpy", "plotly", "papermill", "platform", "cpu_count",
+                        "torch_threads", "device"}
+    assert isinstance(env["device"], str) and env["device"]  # "cpu" or the CUDA device name
+    assert all(env[k] for k in ("python", "torch", "numpy", "plotly", "papermill"))
+
+
+def test_executed_notebooks_and_html_are_written(passing):
+    _, out, report = passing
+    for nb in report["notebooks"]:
+        executed = nbformat.read(out / nb["ipynb"], as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+        assert (out / nb["html"]).stat().st_size > 1_000_000  # plotly.js is inline
+
+
+def test_html_carries_plotly_inline_and_loads_nothing_it_needs_from_a_cdn(passing):
+    _, out, report = passing
+    page = (out / report["notebooks"][0]["html"]).read_text(encoding="utf-8")
+    assert "plotly.js v" in page  # the bundle's banner comment
+    assert "Plotly.newPlot" in page
+    scripts = re.findall(r"<script\b[^>]*\bsrc=[\"']([^\"']+)[\"'][^>]*>", page)
+    assert not [s for s in scripts if "plotly" in s.lower()], scripts
+    blocking = [tag for tag in re.findall(r"<script\b[^>]*\bsrc=[\"']https?://[^>]*>", page) if "defer" not in tag]
+    assert not blocking, f"remote scripts that block rendering: {blocking}"
+
+
+def test_index_html_links_every_notebook_with_its_metrics(passing):
+    _, out, report = passing
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for nb in report["notebooks"]:
+        assert f'href="{nb["html"]}"' in index
+    assert "val_loss 1.235" in index and "smoke" in index
+    assert "<script" not in index
+
+
+# ------------------------------------------------------------------ a failing run
+def test_a_failing_notebook_ends_the_cli_with_one_error_line(failing):
+    out, code, stderr = failing
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert "02_bad.ipynb" in errors[0]
+    # the index counts the source notebook's cells (markdown, parameters, x = 1, raise), not papermill's
+    assert 'cell 3 (`raise ValueError("bad thing")  # on purpose`)' in errors[0]
+    assert "ValueError: bad thing" in errors[0]
+    assert "Traceback" not in stderr
+
+
+def test_a_failing_notebook_stops_the_run_and_keeps_what_came_before(failing):
+    out, _, _ = failing
+    assert (out / "run" / "order.txt").read_text().split() == ["01_ok"]  # 03 never ran
+    assert (out / "01_ok.ipynb").exists() and (out / "01_ok.html").exists()
+    assert (out / "run" / "metrics" / "01_ok.json").exists()
+    assert not (out / "03_never.ipynb").exists()
+    assert "bad thing" in (out / "02_bad.html").read_text(encoding="utf-8")  # the traceback, for the reader
+    executed = nbformat.read(out / "02_bad.ipynb", as_version=4)
+    assert any(o.get("ename") == "ValueError" for c in executed.cells for o in c.get("outputs", []))
+
+
+def test_a_failing_notebook_is_recorded_in_report_json_and_index(failing):
+    out, _, _ = failing
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and "02_bad.ipynb" in report["error"]
+    assert [nb["status"] for nb in report["notebooks"]] == ["ok", "failed", "not run"]
+    assert "ValueError: bad thing" in report["notebooks"][1]["error"]
+    assert report["notebooks"][0]["metrics"]["profile"] == "smoke"
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "failed" in index and 'href="02_bad.html"' in index and 'href="03_never.html"' not in index
+
+
+def test_a_cell_that_runs_past_the_timeout_fails_the_notebook(tmp_path):
+    write_notebook(tmp_path / "01_slow.ipynb", "x = 1", "import time\ntime.sleep(60)", "y = 2")
+    with pytest.raises(NotebookFailedError, match=r"01_slow.ipynb failed at cell 3 \(`import time`\): "
+                       r"CellTimeoutError: .*pass a larger --timeout") as failure:
+        run_report(tmp_path, tmp_path / "out", profile="smoke", timeout=2)
+    assert failure.value.report["notebooks"][0]["status"] == "failed"
+    assert (tmp_path / "out" / "01_slow.html").exists()
+
+
+# ------------------------------------------------------------------ input checks (no kernel)
+def test_bad_arguments_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass --notebooks"):
+        run_report(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(ValueError, match="no .ipynb files"):
+        run_report(tmp_path, tmp_path / "out")
+    write_notebook(tmp_path / "01_x.ipynb")
+    with pytest.raises(ValueError, match="choose one of smoke, default, full"):
+        run_report(tmp_path, tmp_path / "out", profile="huge")
+    with pytest.raises(ValueError, match="set by the runner"):
+        run_report(tmp_path, tmp_path / "out", parameters={"run_dir": "x"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds files"):
+        run_report(tmp_path, tmp_path / "out")
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["report", "--notebooks", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: notebook folder")

@@ -1,0 +1,294 @@
+"""Report runner: execute the notebooks in order with papermill and publish them as HTML.
+
+`run_report(notebooks_dir, out_dir, profile)` runs every `NN_topic.ipynb` in name order with the
+parameters `profile` and `run_dir` (= `<out_dir>/run`; notebooks hand artifacts to each other
+there), then writes into `out_dir`:
+
+    01_attention.ipynb, 01_attention.html, ...   executed notebooks and self-contained HTML
+    run/                                         artifacts; run/metrics/<stem>.json from each notebook
+    report.json                                  per notebook: status, wall_s, parameters, metrics;
+                                                 plus the environment, profile and total wall time
+    index.html                                   a table linking the notebooks, with headline metrics
+
+A failing notebook stops the run: its partial notebook and HTML (with the traceback) are still
+written, earlier outputs are kept, report.json records status "failed", and `NotebookFailedError`
+names the notebook, the cell and the error.
+
+The HTML works offline: figures are rendered by plotly's `plotly_mimetype+notebook` renderer,
+which inlines plotly.js in the notebook. nbconvert's lab template loads require.js and MathJax
+(for markdown math) from a CDN; `export_html` defers those scripts so they never block the page,
+and drops the per-figure MathJax `<script src>` plotly adds, so nothing a figure needs comes from
+the network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PROFILES = ("smoke", "default", "full")
+DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
+
+# nbconvert's lab template with its remote <script src> tags deferred: they load when online
+# (MathJax typesets markdown math) but never block parsing, so inline figure scripts run at once.
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% from 'mathjax.html.j2' import mathjax %}
+{%- block html_head_js_requirejs -%}
+<script defer src="{{ resources.require_js_url }}"></script>
+{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}
+{{ mathjax(resources.mathjax_url) | replace('<script src=', '<script defer src=') }}
+{%- endblock html_head_js_mathjax -%}
+"""
+# plotly's HTML renderers put a synchronous MathJax <script src> from a CDN before every figure.
+_REMOTE_MATHJAX = re.compile(r"<script[^>]*\ssrc=\"https?://[^\"]*mathjax[^\"]*\"[^>]*>\s*</script>",
+                             re.IGNORECASE)
+
+
+class NotebookFailedError(RuntimeError):
+    """A notebook raised (or timed out); `report` is the report dict as written to report.json."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
+    """Write a self-contained HTML page of an (executed) notebook.
+
+    Args:
+        ipynb_path: the notebook to convert.
+        html_path: where to write the page.
+    Returns:
+        `html_path` as a Path.
+    """
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(ipynb_path), as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/html" in data:
+                text = data["text/html"]
+                text = "".join(text) if isinstance(text, list) else text
+                data["text/html"] = _REMOTE_MATHJAX.sub("", text)
+    exporter = HTMLExporter(template_name="lab", template_file="workbench_report.html.j2",
+                            extra_loaders=[jinja2.DictLoader({"workbench_report.html.j2": _TEMPLATE})])
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(ipynb_path).stem}})
+    html_path = Path(html_path)
+    html_path.write_text(body, encoding="utf-8")
+    return html_path
+
+
+def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: str = "default",
+               timeout: int = DEFAULT_TIMEOUT_S, parameters: dict | None = None) -> dict:
+    """Execute every notebook in `notebooks_dir` in name order and write the report into `out_dir`.
+
+    Args:
+        notebooks_dir: folder of `.ipynb` files; None means the repository's `notebooks/`.
+        out_dir: report folder; created, and must be empty if it exists.
+        profile: "smoke", "default" or "full", passed to every notebook as `profile`.
+        timeout: seconds each cell may run before the notebook counts as failed.
+        parameters: extra papermill parameters for every notebook (besides profile and run_dir).
+    Returns:
+        The report dict, as written to `out_dir/report.json`.
+    Raises:
+        NotebookFailedError: a notebook failed; the report (status "failed") is still written.
+    """
+    import papermill as pm
+
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
+    notebooks = _find_notebooks(notebooks_dir)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    clash = {"profile", "run_dir"} & set(parameters or {})
+    if clash:
+        raise ValueError(f"parameters {sorted(clash)} are set by the runner; pass profile= or out_dir= instead")
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; choose a folder for the report")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} already holds files; choose a new or empty output folder")
+    run_dir = out_dir / "run"
+    run_dir.mkdir(parents=True)
+
+    params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    report = {"status": "running", "profile": profile, "started": started, "wall_s": None,
+              "run_dir": str(run_dir), "error": None, "environment": describe_environment(),
+              "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None, "parameters": dict(params),
+                             "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
+    t_run = time.perf_counter()
+    for nb_path, entry in zip(notebooks, report["notebooks"]):
+        logger.info("running %s (profile %s)", nb_path.name, profile)
+        executed, t0, error = out_dir / nb_path.name, time.perf_counter(), None
+        entry["status"] = "running"
+        with _environ(PYTHONHASHSEED="0"):
+            try:
+                pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name="python3",
+                                    cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout), start_timeout=120,
+                                    progress_bar=sys.stderr.isatty())
+            except Exception as e:  # PapermillExecutionError, a cell timeout, a dead kernel
+                error = e
+        entry["wall_s"] = round(time.perf_counter() - t0, 2)
+        entry["metrics"] = _read_metrics(run_dir / "metrics" / f"{nb_path.stem}.json")
+        page = export_html(executed, out_dir / entry["html"]) if executed.exists() else None
+        if error is not None:
+            entry["status"] = "failed"
+            entry["error"] = _describe_failure(executed, error, timeout)
+            report.update(status="failed", wall_s=round(time.perf_counter() - t_run, 2),
+                          error=f"{nb_path.name} failed at {entry['error']}" + (f"; see {page}" if page else ""))
+            _write_report(out_dir, report)
+            raise NotebookFailedError(report["error"], report) from error
+        entry["status"] = "ok"
+        logger.info("%s ok in %.1f s", nb_path.name, entry["wall_s"])
+        _write_report(out_dir, report)
+    report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2))
+    _write_report(out_dir, report)
+    return report
+
+
+def describe_environment() -> dict:
+    """Versions, platform and compute the report ran on (saved into report.json)."""
+    import torch
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": version("numpy"),
+            "plotly": version("plotly"), "papermill": version("papermill"), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+
+
+def _find_notebooks(notebooks_dir: Path) -> list[Path]:
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(f"notebook folder {notebooks_dir} not found; pass --notebooks DIR")
+    notebooks = sorted(notebooks_dir.glob("*.ipynb"))
+    if not notebooks:
+        raise ValueError(f"no .ipynb files in {notebooks_dir}; pass --notebooks DIR")
+    return notebooks
+
+
+@contextmanager
+def _environ(**values: str):
+    """Set environment variables for kernels started inside the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _read_metrics(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        warnings.warn(f"ignoring metrics in {path}: not valid JSON ({e})", stacklevel=2)
+        return {}
+
+
+def _describe_failure(executed: Path, error: Exception, timeout: float) -> str:
+    """'cell 3 (`first line of source`): ValueError: message', on one line.
+
+    The cell index counts the source notebook's cells (papermill's own inserted cells are skipped).
+    """
+    import nbformat
+
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    if isinstance(error, TimeoutError):  # nbclient's CellTimeoutError quotes the whole cell; say the fix
+        evalue = f"the cell ran longer than the {timeout} s timeout; pass a larger --timeout"
+    where = "start-up"  # no cell ran: the kernel did not start
+    if executed.exists():
+        cells = [c for c in nbformat.read(str(executed), as_version=4).cells
+                 if not PAPERMILL_TAGS & set(c.metadata.get("tags", []))]
+        failed = [i for i, c in enumerate(cells) if any(o.output_type == "error" for o in c.get("outputs", []))]
+        started = [i for i, c in enumerate(cells) if c.metadata.get("papermill", {}).get("start_time")]
+        index = failed[0] if failed else started[-1] if started else None  # timeouts leave no error output
+        if index is not None:
+            first_line = next((line.strip() for line in cells[index].source.splitlines() if line.strip()), "")
+            where = f"cell {index} (`{first_line[:80]}`)"
+    message = " ".join(f"{ename}: {evalue}".split())  # one line, whatever the exception text holds
+    return f"{where}: {message[:500]}"
+
+
+def _write_report(out_dir: Path, report: dict) -> None:
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    (out_dir / "index.html").write_text(_index_html(report), encoding="utf-8")
+
+
+def _headline(metrics: dict, limit: int = 8) -> str:
+    """The first few numeric metrics as 'name value' pairs."""
+    items = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        items.append(f"{key} {value:,.0f}" if abs(value) >= 1000 else f"{key} {value:.4g}")
+        if len(items) == limit:
+            break
+    return ", ".join(items)
+
+
+def _index_html(report: dict) -> str:
+    esc = html.escape
+    rows = []
+    for nb in report["notebooks"]:
+        wall = "" if nb["wall_s"] is None else f"{nb['wall_s']:.1f} s"
+        name = (f'<a href="{esc(nb["html"])}">{esc(nb["name"])}</a>' if nb["status"] in ("ok", "failed")
+                else esc(nb["name"]))
+        detail = esc(nb.get("error") or _headline(nb["metrics"]))
+        rows.append(f'<tr class="{esc(nb["status"].replace(" ", "-"))}"><td>{name}</td><td>{esc(nb["status"])}</td>'
+                    f'<td>{wall}</td><td>{detail}</td></tr>')
+    env = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
+    total = "" if report["wall_s"] is None else f", {report['wall_s']:.0f} s in all"
+    error = f'<p class="failed">{esc(report["error"])}</p>' if report["error"] else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>LLM Workbench report {esc(report['started'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
+td:nth-child(-n+3) {{ white-space: nowrap; }}
+.ok td:nth-child(2) {{ color: #1a7f37; }} .failed, .failed td:nth-child(2) {{ color: #c62828; }}
+.not-run {{ color: #888; }} small {{ color: #666; }}
+</style></head><body>
+<h1>LLM Workbench report</h1>
+<p>Profile <b>{esc(report['profile'])}</b>, started {esc(report['started'])}{total}: <b>{esc(report['status'])}</b></p>
+{error}
+<table><tr><th>notebook</th><th>status</th><th>wall time</th><th>headline metrics</th></tr>
+{chr(10).join(rows)}
+</table>
+<p><small>{esc(env)}. Artifacts in <code>run/</code>; everything in <code>report.json</code>.</small></p>
+</body></html>
+"""
