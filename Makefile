@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 PROFILE ?= default
 
-.PHONY: install report test lab bench clean
+.PHONY: install report test lab clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'" >&2; exit 2; }
@@ -27,9 +27,6 @@ test: $(VENV)/.installed
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
-
-bench: $(VENV)/.installed
-	$(PY) -m workbench bench
 
 clean:
 	rm -rf $(VENV) data/cache runs reports

@@ -110,7 +110,10 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
                                                          if k != "vocab_size"}, "model")
         tokenizer = load_tokenizer(saved.artifacts["tokenizer"])
     elif tokenizer is None:
-        tokenizer = train_tokenizer(config.data.tokenizer, corpus.train_text,
+        # BPE learns merges from the training text only; the char vocabulary is just the character
+        # set, taken from the whole corpus as nanoGPT does, so held-out text always encodes.
+        text = corpus.train_text if config.data.tokenizer == "bpe" else corpus.text
+        tokenizer = train_tokenizer(config.data.tokenizer, text,
                                     config.data.vocab_size if config.data.tokenizer == "bpe" else None)
     config = RunConfig(data=config.data, model=ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size}),
                        train=config.train)

@@ -1,0 +1,360 @@
+"""The command line: pretrain / sample / export-hf end to end on a tiny corpus, exact resume,
+presets and flags, and bad input that ends in one `error:` line, exit status 2, and no file
+of an existing run touched."""
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from workbench.__main__ import main
+from workbench.pretrain import load_pretrained
+from workbench.tokenizer import train_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = ("the king queen of love and night shall speak to my lord with gentle heart upon this day "
+         "sweet fair good noble heaven earth sword crown blood tears mercy honour father mother son "
+         "daughter friend enemy war peace death life time sorrow joy fortune grace").split()
+SPEAKERS = ("KING", "QUEEN", "ROMEO", "JULIET", "HAMLET")
+# A tiny model, set by flags (no preset), 20 steps with an evaluation and checkpoint every 10.
+TINY = ["--tokenizer", "char", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
+        "--batch-size", "8", "--max-iters", "20", "--eval-interval", "10", "--warmup-iters", "5",
+        "--eval-iters", "4", "--device", "cpu", "--seed", "7"]
+METRIC_KEYS = ("val_loss", "tokens_per_s", "ms_per_iter_median", "wall_s", "params")
+
+
+def english_like(n_speeches: int = 50, seed: int = 0) -> str:
+    """About 8 KB of play-shaped text: speaker lines and short sentences from a small word list."""
+    rng = random.Random(seed)
+    # Every capital first, so the char tokenizer (trained on the first 90%) knows all of val's characters.
+    lines = [" ".join(w.capitalize() for w in WORDS) + ".,;!?", ""]
+    for _ in range(n_speeches):
+        lines.append(rng.choice(SPEAKERS) + ":")
+        for _ in range(4):
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 9)))
+            lines.append(words.capitalize() + rng.choice(".,;!?"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """Run `python -m workbench ARGV` in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors and --help
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def cli_subprocess(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the real `python -m workbench ARGV` in a child process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "workbench", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def snapshot(path: Path) -> dict | None:
+    """Every file below `path` with its mtime and content hash (None when `path` does not exist)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {".": (path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())}
+    return {p.relative_to(path).as_posix(): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            if p.is_file() else "dir" for p in sorted(path.rglob("*"))}
+
+
+def assert_user_error(code: int, err: str, fix: str) -> str:
+    """Exit status 2, stderr exactly one `error: ...` line that contains `fix`, no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert fix in lines[0], f"{fix!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory):
+    """Encoded splits go to a throwaway cache, not the repository's data/cache."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBENCH_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(english_like(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus) -> tuple[Path, str]:
+    """One finished tiny run, shared (read-only) by the tests below: (run dir, printed summary)."""
+    out = tmp_path_factory.mktemp("runs") / "base"
+    code, stdout, err = cli("pretrain", "--corpus", corpus, *TINY, "--out", out)
+    assert code == 0, err
+    return out, stdout
+
+
+# --------------------------------------------------------------------------- pretrain
+def test_pretrain_writes_model_history_and_metrics(trained):
+    out, stdout = trained
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert (out / "model" / name).is_file()
+    history = pd.read_csv(out / "history.csv")
+    assert history["step"].max() == 20 and history["val_loss"].notna().sum() == 2  # evals at 10 and 20
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in METRIC_KEYS:
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+    assert metrics["final_step"] == 20 and metrics["tokenizer"] == "char"
+    assert metrics["val_loss"] == history["val_loss"].min()
+    model = json.loads((out / "model" / "config.json").read_text())["model"]
+    assert (model["n_layer"], model["n_head"], model["n_embd"], model["block_size"]) == (2, 2, 32, 32)
+    text = english_like()
+    assert model["vocab_size"] == metrics["vocab_size"] == len(set(text[:int(0.9 * len(text))]))
+    assert f"checkpoint: {out / 'model'}" in stdout
+    assert f"val_loss {metrics['val_loss']:.4f}" in stdout
+
+
+def test_pretrain_with_bpe_tokenizer(tmp_path, corpus):
+    out = tmp_path / "bpe"
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--tokenizer", "bpe", "--vocab-size", "300",
+                       "--max-iters", "4", "--eval-interval", "4", "--out", out)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The 8 KB corpus has enough repeated words for BPE to learn all 300 - 257 merges.
+    assert metrics["tokenizer"] == "bpe" and metrics["vocab_size"] == 300
+    model, tokenizer, config = load_pretrained(out)
+    assert tokenizer.kind == "bpe" and tokenizer.vocab_size == config.model.vocab_size == 300
+    assert model.transformer.wte.weight.shape[0] == 300
+    assert metrics["train_tokens"] < len(english_like()) * 0.9  # BPE merges: fewer tokens than characters
+
+
+def test_resume_gives_bit_identical_weights(tmp_path, corpus, trained):
+    straight, _ = trained  # 20 steps in one go
+    for name, resume_args in (("same-flags", ["--corpus", corpus, *TINY]), ("bare", [])):
+        run = tmp_path / name
+        assert cli("pretrain", "--corpus", corpus, *TINY, "--out", run)[0] == 0
+        # Turn the finished run into one stopped right after its step-10 checkpoint.
+        shutil.rmtree(run / "model")
+        shutil.rmtree(run / "checkpoints" / "step-0000020")
+        (run / "metrics.json").unlink()
+        (run / "history.csv").unlink()
+        (run / "checkpoints" / "latest").write_text("step-0000010")
+        step_10 = snapshot(run / "checkpoints" / "step-0000010")
+
+        code, _, err = cli("pretrain", *resume_args, "--resume", "--out", run)
+        assert code == 0, err
+        # A restart from step 0 would give the same weights too (same seed), but rewrite step 10.
+        assert snapshot(run / "checkpoints" / "step-0000010") == step_10
+        assert (run / "checkpoints" / "latest").read_text() == "step-0000020"
+        a = load_file(straight / "model" / "model.safetensors")
+        b = load_file(run / "model" / "model.safetensors")
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
+        for column in ("step", "loss", "val_loss"):
+            pd.testing.assert_series_equal(pd.read_csv(straight / "history.csv")[column],
+                                           pd.read_csv(run / "history.csv")[column])
+
+
+# --------------------------------------------------------------------------- flags
+def test_preset_sets_defaults_and_explicit_flags_win(tmp_path, corpus):
+    out = tmp_path / "preset"
+    code, _, err = cli("pretrain", "--corpus", corpus, "--preset", "smoke", "--n-layer", "3",
+                       "--max-iters", "2", "--eval-interval", "2", "--device", "cpu", "--out", out)
+    assert code == 0, err
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["model"]["n_layer"] == 3  # the flag
+    assert (config["model"]["n_head"], config["model"]["n_embd"], config["model"]["block_size"]) == (2, 32, 32)
+    assert config["train"]["max_iters"] == 2 and config["train"]["batch_size"] == 8  # flag, preset
+    assert config["train"]["eval_iters"] == 4 and config["data"]["tokenizer"] == "char"  # preset
+
+
+def test_help_lists_the_config_flags():
+    code, stdout, _ = cli("pretrain", "--help")
+    assert code == 0
+    for flag in ("--corpus", "--tokenizer", "--vocab-size", "--n-layer", "--n-head", "--n-embd", "--block-size",
+                 "--batch-size", "--grad-accum", "--max-iters", "--lr", "--min-lr", "--warmup-iters",
+                 "--weight-decay", "--dropout", "--eval-interval", "--device", "--compile", "--seed",
+                 "--resume", "--out", "--preset"):
+        assert f"{flag} " in stdout or f"{flag}\n" in stdout or f"{flag}," in stdout, flag
+    assert "--vocab-size" in stdout and "default: 2048" in stdout
+    code, stdout, _ = cli("sample", "--help")
+    assert code == 0
+    for flag in ("--checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed"):
+        assert flag in stdout
+
+
+# --------------------------------------------------------------------------- sample, export-hf
+def test_sample_starts_with_the_prompt_and_follows_the_seed(trained):
+    run, _ = trained
+
+    def sample(seed: int) -> str:
+        code, stdout, err = cli("sample", "--checkpoint", run, "--prompt", "KING:", "--max-new-tokens", "60",
+                                "--seed", seed, "--device", "cpu")
+        assert code == 0, err
+        return stdout
+
+    first, again, other = sample(1), sample(1), sample(2)
+    assert first.startswith("KING:") and len(first.rstrip("\n")) > len("KING:") + 30
+    assert first == again
+    assert first != other
+
+
+def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained):
+    transformers = pytest.importorskip("transformers")
+    run, _ = trained
+    out = tmp_path / "hf"
+    code, _, err = cli("export-hf", "--checkpoint", run, "--out", out)
+    assert code == 0, err
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    model, tokenizer, _ = load_pretrained(run)
+    idx = torch.tensor([tokenizer.encode("KING:\nGood night, sweet lord.")])
+    with torch.no_grad():
+        ours, _ = model(idx)
+        theirs = hf(idx).logits
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+
+    before = snapshot(out)
+    code, _, err = cli("export-hf", "--checkpoint", run, "--out", out)
+    assert_user_error(code, err, "choose an empty --out")
+    assert snapshot(out) == before
+
+
+# --------------------------------------------------------------------------- bad input
+def bad_corpus(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.txt"
+    content = {"empty": b"", "whitespace": b"  \n\n\t \n", "not-utf8": b"\xff\xfe\x00abc"}.get(kind)
+    if content is not None:
+        path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("kind, fix", [
+    ("empty", "add text to it or choose another corpus"),
+    ("whitespace", "add text to it or choose another corpus"),
+    ("not-utf8", "re-save it as UTF-8"),
+    ("missing", "pass 'shakespeare'"),
+])
+def test_bad_corpus_is_refused_before_anything_is_written(tmp_path, trained, kind, fix):
+    corpus = bad_corpus(tmp_path, kind)
+    fresh = tmp_path / "fresh"
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--out", fresh)
+    assert_user_error(code, err, fix)
+    assert not fresh.exists()
+
+    run, _ = trained
+    before = snapshot(run)
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--resume", "--out", run)
+    assert_user_error(code, err, fix)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("flags, fix", [
+    (["--n-embd", "30", "--n-head", "4"], "choose n_embd as a multiple of n_head (e.g. --n-embd 32)"),
+    (["--block-size", "block_size_over_val"], "lower --block-size or use a larger corpus"),
+    (["--tokenizer", "wordpiece"], "pick one of those"),
+    (["--tokenizer", "bpe", "--vocab-size", "100"], "use e.g. 2048"),
+    (["--min-lr", "1.0"], "lower --min-lr"),
+])
+def test_bad_config_is_refused_before_anything_is_written(tmp_path, corpus, trained, flags, fix):
+    text = corpus.read_text(encoding="utf-8")
+    val_chars = len(text) - int(0.9 * len(text))
+    flags = [str(val_chars + 50) if f == "block_size_over_val" else f for f in flags]  # fits train, not val
+    fresh = tmp_path / "fresh"
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, *flags, "--out", fresh)
+    message = assert_user_error(code, err, fix)
+    assert not fresh.exists()
+    if "--block-size" in flags:
+        assert f"the val split has {val_chars} tokens" in message
+
+    run, _ = trained
+    before = snapshot(run)
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, *flags, "--resume", "--out", run)
+    message = assert_user_error(code, err, "")
+    assert fix in message or "to resume as saved" in message  # or: which flag to drop
+    assert snapshot(run) == before
+
+
+def test_existing_run_is_never_overwritten(tmp_path, corpus, trained):
+    run, _ = trained
+    before = snapshot(run)
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--out", run)
+    assert_user_error(code, err, "pass --resume to continue that run or choose another --out")
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--n-layer", "3", "--resume", "--out", run)
+    assert_user_error(code, err, "drop --n-layer")
+    code, _, err = cli("pretrain", "--preset", "cpu", "--resume", "--out", run)
+    assert_user_error(code, err, "(or the --preset that sets it)")
+    assert snapshot(run) == before
+
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--resume", "--out", tmp_path / "nothing")
+    assert_user_error(code, err, "drop --resume to start a new run")
+    assert not (tmp_path / "nothing").exists()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    code, _, err = cli("pretrain", "--corpus", corpus, *TINY, "--out", a_file)
+    assert_user_error(code, err, "choose a directory path for --out")
+    assert a_file.read_text() == "keep me"
+
+
+def test_tokenizer_that_does_not_fit_the_checkpoint_is_refused(tmp_path, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    train_tokenizer("char", "abc").save(run / "model" / "tokenizer.json")  # 3 tokens, not the model's
+    before = snapshot(run)
+    code, _, err = cli("sample", "--checkpoint", run, "--max-new-tokens", "5", "--device", "cpu")
+    assert_user_error(code, err, "use the tokenizer.json saved with this checkpoint")
+    code, _, err = cli("export-hf", "--checkpoint", run, "--out", tmp_path / "hf")
+    assert_user_error(code, err, "use the tokenizer.json saved with this checkpoint")
+    assert snapshot(run) == before
+    assert not (tmp_path / "hf").exists()
+
+
+def test_sample_refuses_a_missing_checkpoint_and_unknown_prompt_characters(tmp_path, trained):
+    code, _, err = cli("sample", "--checkpoint", tmp_path / "nope", "--device", "cpu")
+    assert_user_error(code, err, "train one first")
+    run, _ = trained
+    code, _, err = cli("sample", "--checkpoint", run, "--prompt", "Zebra €", "--device", "cpu")
+    message = assert_user_error(code, err, "remove them from --prompt")
+    assert "'Z'" in message and "'€'" in message
+    code, _, err = cli("sample", "--checkpoint", run, "--top-k", "0", "--device", "cpu")
+    assert_user_error(code, err, "--top-k")
+
+
+def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
+    code, _, err = cli("pretrain", "--corpus", corpus, "--preset", "foo", "--out", tmp_path / "x")
+    assert code == 2 and "Traceback" not in err
+    assert "invalid choice: 'foo' (choose from" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command, fix", [
+    (["pretrain", "--corpus", "empty.txt", "--preset", "smoke", "--out", "run"], "add text to it"),
+    (["pretrain", "--n-embd", "30", "--n-head", "4", "--out", "run"], "--n-embd 32"),
+    (["sample", "--checkpoint", "run"], "train one first"),
+])
+def test_real_process_exits_2_with_one_error_line(tmp_path, command, fix):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    proc = cli_subprocess(*command, cwd=tmp_path)
+    assert_user_error(proc.returncode, proc.stderr, fix)
+    assert proc.stdout == ""
+    assert not (tmp_path / "run").exists()
