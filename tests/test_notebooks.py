@@ -10,6 +10,7 @@ import papermill as pm
 import pytest
 
 from workbench import notebook
+from workbench.report import run_report
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -78,41 +79,83 @@ def test_a_bad_parameter_stops_the_notebook_at_its_first_cell(tmp_path):
 
 
 # ------------------------------------------------------------------ smoke runs
+# Timing figures and absolute paths differ between runs; everything else must repeat exactly.
+VOLATILE = {"tokens_per_s", "train_s", "estimated_train_s", "wall_s", "ms_per_iter_median", "gpt_source"}
+
+
+def run_smoke_report(out):
+    return run_report(None, out, profile="smoke", timeout=300)
+
+
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Both notebooks executed in order with profile=smoke, sharing one run_dir."""
-    run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    for path in ALL[:2]:
-        pm.execute_notebook(str(path), str(run_dir.parent / path.name), cwd=str(NOTEBOOKS),
-                            parameters={"profile": "smoke", "run_dir": str(run_dir)},
-                            kernel_name="python3", execution_timeout=300, progress_bar=False)
-    return run_dir
+def smoke_report(tmp_path_factory):
+    """Every notebook through the real report runner with profile=smoke, sharing one run_dir."""
+    out = tmp_path_factory.mktemp("report") / "smoke"
+    report = run_smoke_report(out)
+    return out, report
 
 
-def metrics(run_dir, name):
-    return json.loads((run_dir / "metrics" / f"{name}.json").read_text())
+def metrics(out, name):
+    return json.loads((out / "run" / "metrics" / f"{name}.json").read_text())
 
 
 @pytest.mark.slow
-def test_01_attention_smoke_metrics(smoke_run):
-    m = metrics(smoke_run, "01_attention")
+def test_report_runs_every_notebook_in_order(smoke_report):
+    out, report = smoke_report
+    assert report["status"] == "ok"
+    assert [n["name"] for n in report["notebooks"]] == [p.name for p in ALL]
+    for entry in report["notebooks"]:
+        assert entry["status"] == "ok" and entry["metrics"], entry["name"]
+        assert entry["parameters"]["profile"] == "smoke"
+        assert (out / entry["html"]).exists()
+
+
+@pytest.mark.slow
+def test_01_attention_smoke_metrics(smoke_report):
+    m = metrics(smoke_report[0], "01_attention")
     assert m["minilm_layers"] == 6 and m["minilm_heads"] == 12
     assert m["char_tokens"] == len("To be, or not to be, that is the question")
     assert 0 < m["bpe_tokens"] < m["char_tokens"]
     assert 2.0 < m["bpe_chars_per_token_val"] < 4.0
     assert m["walkthrough_rows_sum_to_one"] is True
     assert 0 <= m["gpt_max_prev_token"] <= 1 and m["gpt_mean_entropy"] > 0
-    assert m["gpt_source"].endswith("attention_gpt")  # run alone first, it trains its own GPT
+    assert m["gpt_source"].endswith("attention_gpt")  # 01 runs before 02: it trains its own GPT
 
 
 @pytest.mark.slow
-def test_02_pretraining_smoke_metrics(smoke_run):
-    m = metrics(smoke_run, "02_pretraining")
+def test_02_pretraining_smoke_metrics(smoke_report):
     import math
+    out = smoke_report[0]
+    m = metrics(out, "02_pretraining")
     assert m["val_loss"] < math.log(m["vocab_size"])  # learned something beyond uniform guessing
     assert m["vocab_size"] == 512
     assert len(m["sweep_params"]) == 3 and m["sweep_params"] == sorted(m["sweep_params"])
     assert all(math.isfinite(v) for v in m["sweep_val_loss"])
     assert m["samples"] >= 2 and m["attention_snapshots"] >= 2
     assert m["estimated_train_s"] > 0 and m["tokens_per_s"] > 0
-    assert (smoke_run / "pretrain" / "model" / "model.safetensors").exists()
+    assert (out / "run" / "pretrain" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
+    from test_browser import assert_plotly_figures_drawn, require_chromium
+
+    require_chromium()
+    out = smoke_report[0]
+    attention = assert_plotly_figures_drawn(out / "01_attention.html", min_figures=8)
+    assert sum("heatmap" in f["traces"] for f in attention) >= 6
+    pretraining = assert_plotly_figures_drawn(out / "02_pretraining.html", min_figures=3)
+    assert any("scatter" in f["traces"] for f in pretraining)  # the loss curves
+    assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
+
+
+@pytest.mark.slow
+def test_a_second_report_gives_the_same_metrics(smoke_report, tmp_path):
+    out, _ = smoke_report
+    run_smoke_report(tmp_path / "again")
+    for path in ALL:
+        first, second = metrics(out, path.stem), metrics(tmp_path / "again", path.stem)
+        assert first.keys() == second.keys()
+        for key in first.keys() - VOLATILE:
+            assert first[key] == second[key], f"{path.stem}: {key} differs between identical runs"

@@ -272,5 +272,5 @@ def scaling_sweep(base: RunConfig, tokenizer: Tokenizer, n_embd: list[int], n_la
         result = pretrain(cfg, tokenizer=tokenizer, progress=False)
         rows.append({"n_embd": width, "n_layer": n_layer, "params": result.metrics["params"],
                      "val_loss": result.metrics["val_loss"], "train_s": result.metrics.get("train_s"),
-                     "label": f"{n_layer}x{width}"})
+                     "shape": f"{n_layer}x{width}"})
     return pd.DataFrame(rows)
