@@ -10,6 +10,7 @@ as plain JSON (`asdict`), so a run can always be rebuilt from its files.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -129,6 +130,91 @@ class DataConfig:
         _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 2048")
 
 
+# Fine-tuning (workbench.finetune): what is trained, and each mode's default learning rate.
+MODES = ("full", "frozen", "scratch", "lora", "multitask", "hf")
+POOLINGS = ("mean", "last", "cls")  # last: GPT only (the causal summary); cls: HF encoders only
+# Backbone (or adapter) learning rate of each mode when FinetuneConfig.lr is None, measured on the
+# genre task with the 4-layer BPE GPT (workbench.finetune.compare_modes). A random init and adapters
+# that start at zero want a larger step than weights that already work.
+DEFAULT_LR = {"full": 3e-4, "frozen": 3e-4, "scratch": 1e-3, "lora": 2e-3, "multitask": 3e-4, "hf": 5e-5}
+
+
+@dataclass
+class FinetuneConfig:
+    """How to fine-tune: what is trained, for how long, at which learning rates.
+
+    Steps: `max_steps` if set, else ceil(epochs * n_train / batch_size); batches are drawn with
+    replacement from a seeded generator, so "epochs" is the expected number of passes.
+    Learning rates: the backbone (or the LoRA adapters) follows warmup + cosine from `lr` down to
+    `lr * min_lr_frac`; the head runs the same schedule scaled to `head_lr`; with `layer_decay` < 1
+    block i of n trains at lr * layer_decay**(n - i) (embeddings one step lower still).
+    """
+
+    mode: str = "full"  # full | frozen | scratch | lora | multitask | hf
+    pooling: str = "mean"  # mean over real tokens | last real token (GPT) | cls token (hf)
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs
+    batch_size: int = 16
+    lr: float | None = None  # backbone / adapters; None: DEFAULT_LR[mode]
+    head_lr: float = 1e-3
+    min_lr_frac: float = 0.1  # the cosine ends at lr * min_lr_frac
+    warmup_frac: float = 0.1  # fraction of the steps spent warming up
+    layer_decay: float = 1.0  # 1: one lr for the whole backbone
+    weight_decay: float = 0.01  # matrices only
+    dropout: float = 0.1  # in the backbone (GPT modes) and before the head
+    grad_clip: float = 1.0
+    lm_weight: float = 0.5  # multitask only: loss = classification + lm_weight * LM
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    max_len: int | None = None  # tokens per passage; None: the model's block_size (hf: 128)
+    eval_interval: int | None = None  # steps between validations; None: 4 per run
+    eval_batch_size: int = 64
+    patience: int | None = None  # early stopping: evaluations without a better val macro-F1
+    seed: int = 0
+    hf_model: str = "minilm"  # hf mode: "minilm" (packaged) or a local Hugging Face model folder
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, MODES)
+        _choice("pooling", self.pooling, POOLINGS)
+        if self.mode == "hf":
+            _check(self.pooling != "last", "pooling='last' needs a causal model; use pooling='mean' or 'cls' with mode='hf'")
+        else:
+            _check(self.pooling != "cls", f"pooling='cls' needs an encoder with a [CLS] token; use 'mean' or 'last' "
+                                          f"with mode={self.mode!r}")
+        _check(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "lora_r", "eval_batch_size"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_steps", "max_len", "eval_interval", "patience"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, int) and value > 0),
+                   f"{name} must be a positive integer or unset, got {value!r}")
+        _check(self.lr is None or self.lr > 0, f"lr must be > 0 (or unset for the mode's default), got {self.lr}")
+        _check(self.head_lr > 0, f"head_lr must be > 0, got {self.head_lr}")
+        _check(0 <= self.min_lr_frac <= 1, f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        _check(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        _check(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1] (1 disables it), got {self.layer_decay}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        _check(self.lm_weight >= 0, f"lm_weight must be >= 0, got {self.lm_weight}")
+        _check(self.mode != "multitask" or self.lm_weight > 0,
+               "mode='multitask' needs lm_weight > 0 (e.g. 0.5); with 0 it is mode='full'")
+        _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
+        _choice("device", self.device, DEVICES)
+        _choice("dtype", self.dtype, DTYPES)
+
+    @property
+    def backbone_lr(self) -> float:
+        """`lr`, or the mode's default when unset."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
+
+    def steps(self, n_train: int) -> int:
+        return self.max_steps or max(1, math.ceil(self.epochs * n_train / self.batch_size))
+
+
 # Presets: sensible sizes for a smoke test, nanoGPT's baby GPT, a laptop CPU and one GPU. They set defaults
 # only; explicit flags win. `cpu` finishes in a few minutes on 2 cores.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -150,6 +236,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
         "train": {"batch_size": 16, "max_iters": 1500, "lr": 2e-3, "min_lr": 2e-4, "warmup_iters": 100,
                   "eval_interval": 250, "eval_iters": 40},
+    },
+    # GPT-2 small's shape (124M parameters with a 50304-token vocabulary), for the GPU benchmark.
+    "gpt2": {
+        "data": {"tokenizer": "bpe", "vocab_size": 50304},
+        "model": {"block_size": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768, "dropout": 0.0, "bias": False},
+        "train": {"batch_size": 12, "lr": 6e-4, "min_lr": 6e-5, "warmup_iters": 100, "compile": True},
     },
     "gpu": {
         "data": {"tokenizer": "char"},

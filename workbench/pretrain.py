@@ -28,6 +28,7 @@ from .config import ModelConfig, RunConfig, TrainConfig
 from .data import encode_splits, get_batch, iter_eval_batches, load_corpus
 from .model import GPT
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from .distributed import barrier, init_distributed, rank_slice
 from .train import History, Trainer, resolve_device
 
 FINAL = "model"
@@ -101,6 +102,11 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         check_fresh_out_dir(out, resume)
+    device = resolve_device(config.train.device)
+    dist = init_distributed(device.type)  # a single process unless launched by torchrun
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    barrier(dist)  # every rank has checked --out before rank 0 writes into it
 
     corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
     saved = ckpt.load_checkpoint(out) if (out is not None and resume) else None
@@ -117,7 +123,11 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
                                     config.data.vocab_size if config.data.tokenizer == "bpe" else None)
     config = RunConfig(data=config.data, model=ModelConfig(**{**vars(config.model), "vocab_size": tokenizer.vocab_size}),
                        train=config.train)
+    if not dist.is_main:
+        barrier(dist)  # rank 0 encodes and caches the splits; the others then read the cache
     splits = encode_splits(corpus, tokenizer)
+    if dist.is_main:
+        barrier(dist)
     T, tc = config.model.block_size, config.train
     for name in ("train", "val"):
         if len(splits[name]) <= T:
@@ -126,16 +136,17 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
 
     torch.manual_seed(tc.seed)
     model = GPT(config.model)
-    device = resolve_device(tc.device)
     train_data = splits["train"]
 
     def next_batch(generator: torch.Generator):
-        return get_batch(train_data, T, tc.batch_size, generator, device=device)
+        # every rank draws the same global batch and keeps its own slice of it
+        batch = get_batch(train_data, T, tc.batch_size * dist.world_size, generator, device=device)
+        return rank_slice(batch, dist)
 
-    evaluate = lm_evaluator(splits["val"], T, tc.batch_size * 4, tc.eval_iters, device, seed=tc.seed)
+    evaluate = lm_evaluator(splits["val"], T, tc.batch_size * dist.world_size * 4, tc.eval_iters, device, seed=tc.seed)
     artifacts = {"config": config.to_dict(), "tokenizer": tokenizer.to_dict()}
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=out, artifacts=artifacts,
-                      callbacks=callbacks, progress=progress)
+                      callbacks=callbacks, progress=progress, dist=dist, device=device)
     if saved is not None:
         trainer.resume(saved.path)
     history = trainer.fit()
@@ -155,7 +166,9 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         "train_tokens": int(len(splits["train"])),
         "val_tokens": int(len(splits["val"])),
     }
-    if out is not None:
+    if dist.enabled:
+        metrics["world_size"] = dist.world_size
+    if out is not None and dist.is_main:
         ckpt.save_checkpoint(out / FINAL, model, artifacts)
         history.df.to_csv(out / "history.csv", index=False)
         ckpt.write_json(out / "metrics.json", metrics)

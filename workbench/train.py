@@ -25,10 +25,12 @@ from typing import Any, Callable, Iterable, Protocol
 
 import pandas as pd
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .distributed import DistInfo, barrier, mean_across_ranks
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +99,24 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only: not on biases, norms or 1-d gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                   param_groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only: not on biases, norms or 1-d gains.
+
+    `param_groups` (optional) is a list of {"params": [...], "lr_scale": float}: each group's
+    learning rate is the schedule's value times its lr_scale (fine-tuning: a head faster than the
+    backbone, layer-wise decay). Parameters that do not require grad are left out either way.
+    """
+    if param_groups is None:
+        param_groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    groups = []
+    for g in param_groups:
+        params = [p for p in g["params"] if p.requires_grad]
+        scale = float(g.get("lr_scale", 1.0))
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": scale},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
+    if len(param_groups) > 1:
+        groups = [g for g in groups if g["params"]]
     # The fused kernel is one pass over all parameters; PyTorch has it for CPU and CUDA.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type in ("cuda", "cpu"))
@@ -122,17 +135,24 @@ class Trainer:
         artifacts: name -> JSON-able object written beside every checkpoint (config, tokenizer).
         monitor, mode: the metric early stopping and "best" follow, "min" or "max".
         callbacks: objects with on_step / on_eval / on_checkpoint methods.
-        tokens_per_step: for the tokens/s figure (default: numel of the batch's targets).
+        progress: show a progress bar.
+        param_groups: optional [{"params": [...], "lr_scale": s}, ...]; each group trains at the
+            schedule's lr times s (see `make_optimizer`). Default: one group, scale 1.
+        dist: the process group (workbench.distributed); with several ranks the model is wrapped in
+            DistributedDataParallel and only rank 0 writes checkpoints or shows progress.
+        device: overrides config.device (e.g. cuda:<local rank>).
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, next_batch: Callable[[torch.Generator], Batch],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]], run_dir: str | Path | None = None,
                  artifacts: dict[str, Any] | None = None, monitor: str = "val_loss", mode: str = "min",
-                 callbacks: Iterable[Any] = (), progress: bool = True):
+                 callbacks: Iterable[Any] = (), progress: bool = True, param_groups: list[dict] | None = None,
+                 dist: DistInfo | None = None, device: torch.device | None = None):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = dist or DistInfo()
+        self.device = device or resolve_device(config.device)
         self.model = model.to(self.device)
         self.next_batch = next_batch
         self.evaluate_fn = evaluate
@@ -140,8 +160,8 @@ class Trainer:
         self.artifacts = artifacts or {}
         self.monitor, self.mode = monitor, mode
         self.callbacks = list(callbacks)
-        self.progress = progress
-        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.progress = progress and self.dist.is_main
+        self.optimizer = make_optimizer(self.model, config, self.device, param_groups)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history = History()
         self.step = 0
@@ -149,7 +169,12 @@ class Trainer:
         self.best_step: int | None = None
         self.evals_since_best = 0
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        self._forward = self.model
+        if self.dist.enabled:  # gradients are averaged across ranks during backward
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._forward = DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self._forward = torch.compile(self._forward)
         self.step_times: list[float] = []  # seconds per optimizer step, this session
         self.tokens_per_step = 0
 
@@ -166,7 +191,8 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
+            barrier(self.dist)
             return None
         tensors, _ = ckpt.optimizer_to_tensors(self.optimizer)
         tensors.update(ckpt.rng_tensors(self.generator))
@@ -175,6 +201,7 @@ class Trainer:
         path = ckpt.save_checkpoint(ckpt.step_checkpoint_path(self.run_dir, self.step), self.model,
                                     self.artifacts, self.state(), self.history.records, tensors)
         ckpt.mark_latest(self.run_dir, path)
+        barrier(self.dist)  # the other ranks wait until the checkpoint is complete
         self._call("on_checkpoint", path)
         return path
 
@@ -245,14 +272,14 @@ class Trainer:
         t0 = time.perf_counter()
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         tokens = 0
         for _ in range(cfg.grad_accum):
             batch = self.next_batch(self.generator)
             with autocast_context(self.device, cfg.dtype):
                 _, loss = self._forward(*batch)
             (loss / cfg.grad_accum).backward()
-            tokens += batch[-1].numel()
+            tokens += batch[-1].numel() * self.dist.world_size  # the global batch
         grad_norm = None
         if cfg.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -263,7 +290,7 @@ class Trainer:
         if self.step % cfg.log_interval and self.step != cfg.max_iters:
             self.step_times.append(time.perf_counter() - t0)
             return None
-        loss_value = loss.item()  # syncs the device: only on logging steps
+        loss_value = mean_across_ranks(loss, self.dist).item()  # syncs the device: only on logging steps
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
         if not math.isfinite(loss_value):

@@ -1,0 +1,151 @@
+"""Speed benchmark: training throughput, MFU, memory and generation speed of a configuration.
+
+`python -m workbench bench --preset baby` trains the preset's model on random tokens through the
+same `Trainer` that `pretrain` uses (so the figures are the real training path's), and prints:
+
+- ms per iteration (median over a measured window after warm-up) and training tokens/s;
+- model FLOPs utilisation: `flops_per_token x tokens/s` against a peak measured on the same
+  device, a large matmul in the training dtype (MFU as in the PaLM paper and nanoGPT);
+- peak memory (CUDA allocator peak, or the process's peak resident set on CPU);
+- generation tokens/s with and without the KV cache at 128 and 512 new tokens.
+
+Random tokens cost exactly what real ones do; quality is measured by `pretrain`, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, RunConfig
+from .data import get_batch
+from .model import GPT
+from .train import Trainer, autocast_context, resolve_device
+
+GEN_LENGTHS = (128, 512)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 10) -> float:
+    """FLOP/s of an n x n matmul in `dtype` on `device`: the attainable peak MFU is measured against."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10) -> dict[str, Any]:
+    """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`."""
+    tc, mc = config.train, config.model
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+    model = GPT(mc)
+    data = np.random.default_rng(0).integers(0, mc.vocab_size, size=max(1_000_000, 4 * mc.block_size),
+                                             dtype=np.int64).astype(np.uint16 if mc.vocab_size < 65536 else np.uint32)
+    train = RunConfig(data=config.data, model=mc, train=type(tc)(**{**asdict(tc), "max_iters": warmup + iters,
+                                                                    "eval_interval": warmup + iters}))
+
+    def next_batch(generator):
+        return get_batch(data, mc.block_size, tc.batch_size, generator, device=device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer = Trainer(model, train.train, next_batch, lambda m: {"val_loss": 0.0}, progress=False)
+    trainer.fit()
+    times = trainer.step_times[warmup:]
+    median = statistics.median(times)
+    tokens = tc.batch_size * tc.grad_accum * mc.block_size
+    memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"model": model, "device": device, "ms_per_iter": median * 1000, "tokens_per_s": tokens / median,
+            "tokens_per_iter": tokens, "peak_memory_mb": memory / 2**20, "params": model.num_params(),
+            "flops_per_token": model.flops_per_token()}
+
+
+@torch.no_grad()
+def generation_speed(model: GPT, device: torch.device, dtype: str, new_tokens: int, use_cache: bool,
+                     prompt_len: int = 16) -> float:
+    """Tokens/s of greedy decoding of `new_tokens` after a random prompt (batch of one)."""
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), device=device)
+    with autocast_context(device, dtype):
+        model.generate(prompt, 8, temperature=0, use_cache=use_cache)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        model.generate(prompt, new_tokens, temperature=0, use_cache=use_cache)
+        _sync(device)
+    return new_tokens / (time.perf_counter() - t0)
+
+
+def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: bool = True) -> dict[str, Any]:
+    """Every figure of the benchmark as a plain dict (see the module docstring)."""
+    tc = config.train
+    result = training_speed(config, iters, warmup)
+    device = result.pop("device")
+    result.pop("model")
+    use_bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")
+    peak = peak_matmul_flops(device, torch.bfloat16 if use_bf16 else torch.float32)
+    achieved = result["flops_per_token"] * result["tokens_per_s"]
+    out = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "dtype": "bfloat16" if use_bf16 else "float32", "compile": tc.compile,
+        "n_layer": config.model.n_layer, "n_head": config.model.n_head, "n_embd": config.model.n_embd,
+        "block_size": config.model.block_size, "batch_size": tc.batch_size, "vocab_size": config.model.vocab_size,
+        **result, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12, "mfu": achieved / peak,
+    }
+    if generation:
+        # Enough context for 512 new tokens, so the cache is exercised rather than the sliding window.
+        gen_config = ModelConfig(**{**asdict(config.model), "block_size": max(config.model.block_size, 16 + max(GEN_LENGTHS))})
+        gen_model = GPT(gen_config).to(device).eval()
+        for n in GEN_LENGTHS:
+            cached = generation_speed(gen_model, device, tc.dtype, n, use_cache=True)
+            plain = generation_speed(gen_model, device, tc.dtype, n, use_cache=False)
+            out[f"gen{n}_cached_tokens_per_s"] = cached
+            out[f"gen{n}_uncached_tokens_per_s"] = plain
+            out[f"gen{n}_cache_speedup"] = cached / plain
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    rows = [
+        ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}"),
+        ("shape", f"{result['n_layer']} layers x {result['n_head']} heads x {result['n_embd']}, block {result['block_size']}, "
+                  f"batch {result['batch_size']}, vocab {result['vocab_size']}"),
+        ("parameters", f"{result['params']:,}"),
+        ("ms / iteration (median)", f"{result['ms_per_iter']:.2f}"),
+        ("training tokens / s", f"{result['tokens_per_s']:,.0f}"),
+        ("achieved / peak TFLOP/s", f"{result['achieved_tflops']:.3f} / {result['peak_tflops']:.3f}"),
+        ("MFU", f"{100 * result['mfu']:.1f}%"),
+        ("peak memory (MB)", f"{result['peak_memory_mb']:,.0f}"),
+    ]
+    for n in GEN_LENGTHS:
+        if f"gen{n}_cached_tokens_per_s" in result:
+            rows.append((f"generate {n}: cached / uncached tok/s",
+                         f"{result[f'gen{n}_cached_tokens_per_s']:,.0f} / {result[f'gen{n}_uncached_tokens_per_s']:,.0f} "
+                         f"({result[f'gen{n}_cache_speedup']:.1f}x)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1))
