@@ -108,3 +108,18 @@ def test_walkthrough_tokens_share_embeddings():
         attention_walkthrough(T=4, tokens=["a", "b"])
     with pytest.raises(ValueError, match="divisible"):
         attention_walkthrough(d_model=6, n_head=4)
+
+
+def test_attention_shift_measures_total_variation_per_head():
+    from workbench.capture import attention_shift
+
+    a = torch.zeros(2, 3, 4, 4)
+    a[..., 0] = 1.0  # every query on the first token
+    b = a.clone()
+    b[1, 2] = 0.0
+    b[1, 2, :, 1] = 1.0  # one head moved all its weight elsewhere
+    df = attention_shift(a, b)
+    assert len(df) == 6 and df.set_index(["layer", "head"]).loc[(1, 2), "tv_distance"] == 1.0
+    assert df["tv_distance"].sum() == 1.0
+    with pytest.raises(ValueError, match="same text"):
+        attention_shift(a, b[:, :2])

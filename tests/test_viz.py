@@ -238,3 +238,13 @@ def test_attention_explorer_widget_redraws_on_slider_and_model_change():
     assert "?" in w.status.value or "vocabulary" in w.status.value
     w.text_box.value = "sat"
     assert w.status.value == "" and list(w.figure_widget.data[0].x) == ["0:s", "1:a", "2:t"]
+
+
+def test_head_grid_figure_lays_out_layers_by_heads():
+    import pandas as pd
+    from workbench.viz import head_grid_figure
+
+    table = pd.DataFrame([{"layer": l, "head": h, "tv": 10 * l + h} for l in range(2) for h in range(3)])
+    fig = head_grid_figure(table, "tv")
+    assert fig.data[0].z.tolist() == [[0, 1, 2], [10, 11, 12]]
+    assert list(fig.data[0].y) == ["L0", "L1"] and list(fig.data[0].x) == ["H0", "H1", "H2"]

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.nn import functional as F
 
@@ -226,3 +227,22 @@ def attention_walkthrough(T: int | None = None, d_model: int = 8, n_head: int = 
     return {"x": x, "W_q": W_q, "W_k": W_k, "W_v": W_v, "Q": Q, "K": K, "V": V, "scores": scores,
             "scaled": scaled, "masked": masked, "weights": weights, "output": output,
             "heads_weights": heads_weights, "heads_output": heads_output, "concat": concat}
+
+
+def attention_shift(before: torch.Tensor, after: torch.Tensor) -> pd.DataFrame:
+    """How much each head's attention changed between two models on the same text.
+
+    Args:
+        before, after: (n_layer, n_head, T, T) attention weights of the same tokens.
+    Returns:
+        DataFrame with one row per (layer, head): `tv_distance`, the total-variation distance
+        0.5·Σ_j |a_ij − b_ij| between each query's two distributions, averaged over queries
+        (0 = unchanged, 1 = disjoint), and `max_tv`, the largest over queries.
+    """
+    if before.shape != after.shape:
+        raise ValueError(f"attention shapes differ ({tuple(before.shape)} vs {tuple(after.shape)}); "
+                         "capture both models on the same text with the same tokenizer")
+    tv = 0.5 * (before.float() - after.float()).abs().sum(-1)  # (L, H, T)
+    L, H = tv.shape[:2]
+    return pd.DataFrame([{"layer": l, "head": h, "tv_distance": tv[l, h].mean().item(), "max_tv": tv[l, h].max().item()}
+                         for l in range(L) for h in range(H)])

@@ -286,3 +286,20 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
     fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
     fig.update_layout(title=title, width=max(500, 260 * len(arrays)), height=380, plot_bgcolor="white")
     return fig
+
+
+def head_grid_figure(table: pd.DataFrame, value: str, title: str | None = None) -> go.Figure:
+    """A layer x head heatmap of one per-head number (e.g. `capture.attention_shift`'s tv_distance).
+
+    Args:
+        table: one row per (layer, head) with a `value` column.
+    """
+    missing = [c for c in ("layer", "head", value) if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing; the table has {list(table.columns)}")
+    grid = table.pivot(index="layer", columns="head", values=value)
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"H{h}" for h in grid.columns], y=[f"L{l}" for l in grid.index],
+                               colorscale="Reds", colorbar=dict(title=value),
+                               hovertemplate="layer %{y}, head %{x}<br>" + value + " %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title or value, xaxis_title="head", yaxis=dict(title="layer", autorange="reversed"))
+    return fig
