@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench pretrain | sample | export-hf | report`.
+"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report`.
 
 The training flags are generated from the config dataclasses (`--n-layer` is
 `ModelConfig.n_layer`), so the command line and the library cannot drift apart.
@@ -16,7 +16,7 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .config import PRESETS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict
 from .report import DEFAULT_TIMEOUT_S, PROFILES
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -38,6 +38,15 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             else:
                 group.add_argument(flag, type=TYPES[f.type], metavar=f.name.upper(), **kwargs)
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str) -> None:
+    """One flag per field of a config dataclass, stored as `section.field` only when given."""
+    group = parser.add_argument_group(f"{section} ({cls.__name__})")
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        kwargs = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=f"default: {default}")
+        group.add_argument("--" + f.name.replace("_", "-"), type=TYPES[f.type], metavar=f.name.upper(), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, dict] | None = None) -> RunConfig:
@@ -62,15 +71,44 @@ def saved_config(out: Path) -> dict[str, dict] | None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .distributed import init_distributed, shutdown
     from .pretrain import pretrain
 
     config = config_from_args(args, saved_config(Path(args.out)) if args.resume else None)
     result = pretrain(config, args.out, resume=args.resume)
+    info = init_distributed(result.metrics["device"].split(":")[0])  # the group pretrain joined, if any
+    shutdown(info)
+    if not info.is_main:  # under torchrun only rank 0 reports
+        return
     m = result.metrics
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']}), {m['params']:,} parameters, "
           f"{m.get('ms_per_iter_median', float('nan')):.1f} ms/iter, {m.get('tokens_per_s', float('nan')):,.0f} tokens/s, "
           f"{m['wall_s']:.0f} s")
     print(f"checkpoint: {Path(args.out) / 'model'}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .checkpoint import latest_checkpoint
+    from .data import load_task
+    from .finetune import finetune
+
+    out = Path(args.out)
+    saved = {}
+    if args.resume:  # the run's own config, so `--resume --out DIR --task T` resumes as saved
+        latest = latest_checkpoint(out) if out.is_dir() else None
+        if latest is not None and (latest / "finetune.json").is_file():
+            saved = json.loads((latest / "finetune.json").read_text(encoding="utf-8"))
+    given = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("finetune.")}
+    config = from_dict(FinetuneConfig, {**saved, **given})
+    task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
+    m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
+    if not m["completed"]:
+        print(f"interrupted; rerun with --resume to continue from {out / 'checkpoints'}", file=sys.stderr)
+        raise SystemExit(130)
+    print(f"{m['mode']}: test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} "
+          f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
+          f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s")
+    print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -111,6 +149,25 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
     print(f"GPT2LMHeadModel written to {out} (load with transformers.GPT2LMHeadModel.from_pretrained)")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .checkpoint import write_json
+    from .evaluate import evaluate_checkpoint
+
+    out = Path(args.out or Path(args.checkpoint) / f"evaluation-{args.split}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; choose a directory path for --out")
+    result = evaluate_checkpoint(args.checkpoint, args.split, n_prompts=args.prompts, max_chars=args.max_chars,
+                                 compression_chars=args.compression_chars, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", result)
+    lm = result["lm"]
+    print(f"{args.split}: {lm['bits_per_char']:.4f} bits/char, perplexity {lm['perplexity']:.2f} "
+          f"over {lm['tokens']:,} tokens")
+    for row in result.get("generation", []):
+        print(f"{row['strategy']}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}")
+    print(f"metrics: {out / 'metrics.json'}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import NotebookFailedError, run_report
 
@@ -120,6 +177,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     except NotebookFailedError as e:  # the report is written; one `error:` line names notebook, cell, error
         raise ValueError(str(e)) from None
     print(f"report ({report['profile']}, {report['wall_s']:.0f} s): {out.resolve() / 'index.html'}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from .bench import format_table, run_bench, write_json
+
+    config = config_from_args(args)
+    vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
+    config = RunConfig(data=config.data, model=replace(config.model, vocab_size=vocab), train=config.train)
+    result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a classifier: the genre of a speech, or your CSV/JSONL")
+    p.add_argument("--checkpoint", default=None, help="a pretrain --out directory (not needed for --mode hf)")
+    p.add_argument("--task", default="genre", help="genre (First Folio genre of a speech) or a .csv/.jsonl file")
+    p.add_argument("--text-col", default="text", help="text column of a CSV/JSONL task")
+    p.add_argument("--label-col", default="label", help="label column of a CSV/JSONL task")
+    p.add_argument("--max-chars", type=int, default=600, help="keep the first MAX_CHARS of a passage (0: all)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split of a table without a split column")
+    p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    add_dataclass_flags(p, FinetuneConfig, "finetune")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
@@ -148,6 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("evaluate", help="evaluation card of a trained checkpoint: bits/char, BLEU/chrF, compression")
+    p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
+    p.add_argument("--split", default="val", choices=["val", "test"], help="held-out split of the model's corpus")
+    p.add_argument("--out", default=None, help="folder for metrics.json (default: CHECKPOINT/evaluation-SPLIT)")
+    p.add_argument("--prompts", type=int, default=20, help="continuation prompts for BLEU/chrF (0 skips)")
+    p.add_argument("--max-chars", type=int, default=None,
+                   help="score only the first MAX_CHARS characters of each held-out play (of the split, other corpora)")
+    p.add_argument("--compression-chars", type=int, default=20_000,
+                   help="characters scored per compression variant (0 skips compression)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="training and generation speed, MFU and memory of a configuration")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="baby", help="model and batch sizes (default: baby)")
+    p.add_argument("--iters", type=int, default=50, help="measured iterations after warm-up")
+    p.add_argument("--warmup", type=int, default=10, help="iterations left out of the measurement")
+    p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="run the notebooks with papermill into an HTML + JSON report")
     p.add_argument("--profile", default="default", choices=PROFILES,

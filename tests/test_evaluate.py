@@ -1,0 +1,458 @@
+"""The evaluation card, checked against references: sacrebleu for BLEU/chrF, sklearn for the
+classification metrics, hand-computed ECE, F.cross_entropy on a direct forward for perplexity,
+a uniform "model" whose bits per token/character are known exactly, every token scored once by
+the sliding windows, and compression that does what it says (size, sparsity, close logits).
+The CLI writes metrics.json for a tiny trained run."""
+
+import contextlib
+import io
+import json
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import sacrebleu
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from workbench import evaluate as ev
+from workbench import viz
+from workbench.__main__ import main
+from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from workbench.data import Document
+from workbench.model import GPT
+from workbench.pretrain import pretrain
+from workbench.tokenizer import CharTokenizer, train_tokenizer
+
+TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name; café.\n")
+
+
+def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: int = 1, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
+                           n_embd=n_embd)).eval()
+
+
+class Uniform(nn.Module):
+    """A "model" whose next-token distribution is exactly uniform: every token costs log(V) nats."""
+
+    def __init__(self, vocab_size: int, block_size: int = 8):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab_size, block_size=block_size)
+
+    def forward(self, idx, targets=None):
+        return torch.zeros(*idx.shape, self.config.vocab_size), None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads
+    contending with other processes run many times slower: keep this file fast and steady."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return CharTokenizer.train(TEXT)
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    with pytest.warns(UserWarning, match="learned only"):  # the text is too small for 400 tokens
+        return train_tokenizer("bpe", TEXT * 3, vocab_size=400)
+
+
+# ------------------------------------------------------------------------- language modelling
+def test_short_text_perplexity_is_exp_of_mean_cross_entropy_of_one_forward(char_tok):
+    model = tiny_gpt(char_tok.vocab_size, block_size=64)
+    text = TEXT[:40]
+    ids = torch.tensor(char_tok.encode(text))
+    logits, _ = model(ids[None, :-1])
+    ce = F.cross_entropy(logits[0], ids[1:]).item()  # mean over the 39 tokens after the first
+    m = ev.lm_metrics(model, char_tok, text)
+    assert m["tokens"] == 39 and m["characters"] == 39 and m["bytes"] == 39
+    assert m["cross_entropy"] == pytest.approx(ce, rel=1e-6)
+    assert m["perplexity"] == pytest.approx(math.exp(ce), rel=1e-6)
+    assert m["bits_per_token"] == pytest.approx(ce / math.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_uniform_model_gives_log2_v_bits_per_token_and_per_character(kind, char_tok, bpe_tok):
+    tok = char_tok if kind == "char" else bpe_tok
+    V = tok.vocab_size
+    ids = tok.encode(TEXT)
+    first = tok.decode(ids[:1])
+    m = ev.lm_metrics(Uniform(V), tok, TEXT)
+    n_tokens, n_chars = len(ids) - 1, len(TEXT) - len(first)
+    n_bytes = len(TEXT.encode()) - len(first.encode())
+    assert (m["tokens"], m["characters"], m["bytes"]) == (n_tokens, n_chars, n_bytes)
+    assert m["bits_per_token"] == pytest.approx(math.log2(V))
+    assert m["perplexity"] == pytest.approx(V)
+    assert m["bits_per_char"] == pytest.approx(n_tokens * math.log2(V) / n_chars)
+    assert m["bits_per_byte"] == pytest.approx(n_tokens * math.log2(V) / n_bytes)
+    assert n_bytes > n_chars  # "é" is two bytes, so the two denominators differ
+
+
+def test_bpe_and_char_differ_in_perplexity_but_bits_per_char_counts_the_same_text(char_tok, bpe_tok):
+    c = ev.lm_metrics(Uniform(char_tok.vocab_size), char_tok, TEXT)
+    b = ev.lm_metrics(Uniform(bpe_tok.vocab_size), bpe_tok, TEXT)
+    assert b["tokens"] < c["tokens"] and b["perplexity"] > c["perplexity"]
+    # both are per character of (almost) the same text: only the first token's characters differ
+    assert abs(b["characters"] - c["characters"]) <= len(bpe_tok.decode(bpe_tok.encode(TEXT)[:1]))
+
+
+def chunked_total_nats(model, ids: torch.Tensor, T: int) -> float:
+    """Independent reference: non-overlapping chunks of T inputs, the last one partial."""
+    total = 0.0
+    for b in range(0, len(ids) - 1, T):
+        x, y = ids[b : b + T], ids[b + 1 : b + T + 1]
+        x = x[: len(y)]
+        logits, _ = model(x[None])
+        total += F.cross_entropy(logits[0], y, reduction="sum").item()
+    return total
+
+
+def test_stride_equal_to_block_size_is_chunked_cross_entropy(char_tok):
+    T = 16
+    model = tiny_gpt(char_tok.vocab_size, block_size=T)
+    ids = torch.tensor(char_tok.encode(TEXT))
+    assert len(ids) > 5 * T
+    m = ev.lm_metrics(model, char_tok, TEXT, stride=T, batch_size=3)
+    total = chunked_total_nats(model, ids, T)
+    assert m["cross_entropy"] * m["tokens"] == pytest.approx(total, rel=1e-6)
+    # total bits = bits per char x chars = sum of per-token cross-entropy in bits
+    assert m["bits_per_char"] * m["characters"] == pytest.approx(total / math.log(2), rel=1e-6)
+
+
+@pytest.mark.parametrize("n,T,stride", [(40, 16, 5), (40, 16, 16), (17, 16, 8), (5, 16, 8), (2, 4, 1), (33, 8, 3)])
+def test_sliding_windows_score_every_token_once_with_enough_context(n, T, stride):
+    counts = np.zeros(n, dtype=int)
+    for begin, end, n_new in ev.sliding_windows(n, T, stride):
+        assert 0 < end - begin <= T and 1 <= n_new <= end - begin
+        for p in range(end - n_new + 1, end + 1):  # target positions counted by this window
+            counts[p] += 1
+            if begin > 0:
+                assert p - begin >= T - stride  # tokens of context before p
+    assert counts[0] == 0 and (counts[1:] == 1).all()
+
+
+def test_sliding_window_losses_equal_a_direct_forward_per_token(char_tok):
+    T, stride = 16, 5
+    model = tiny_gpt(char_tok.vocab_size, block_size=T)
+    ids = torch.tensor(char_tok.encode(TEXT[:45]))
+    losses = ev.token_losses(model, ids, stride=stride, batch_size=2)
+    assert losses.shape == (len(ids) - 1,)
+    for begin, end, n_new in ev.sliding_windows(len(ids), T, stride):
+        for p in range(end - n_new + 1, end + 1):
+            logits, _ = model(ids[None, begin:p])  # context ids[begin:p], last position predicts p
+            assert losses[p - 1] == pytest.approx(F.cross_entropy(logits[0, -1:], ids[p : p + 1]).item(), rel=1e-5)
+
+
+def test_bad_stride_and_too_short_text_are_refused(char_tok):
+    model = tiny_gpt(char_tok.vocab_size, block_size=8)
+    with pytest.raises(ValueError, match="stride"):
+        ev.lm_metrics(model, char_tok, TEXT, stride=9)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        ev.lm_metrics(model, char_tok, "R")
+
+
+def test_perplexity_by_document_has_one_row_per_document(char_tok):
+    model = tiny_gpt(char_tok.vocab_size)
+    docs = [Document("Romeo", "romeo", "", "tragedy", TEXT[:60]), Document("Juliet", "juliet", "", "comedy", TEXT[60:])]
+    df = ev.perplexity_by_document(model, char_tok, docs)
+    assert df["document"].tolist() == ["Romeo", "Juliet"] and df["genre"].tolist() == ["tragedy", "comedy"]
+    assert df.loc[1, "perplexity"] == pytest.approx(ev.lm_metrics(model, char_tok, TEXT[60:])["perplexity"])
+    assert ev.perplexity_by_document(model, char_tok, {"a": TEXT}).loc[0, "document"] == "a"
+
+
+# ----------------------------------------------------------------------------- classification
+def test_classification_metrics_on_a_hand_checked_case():
+    y_true = [0, 0, 1, 1, 2, 2]
+    y_pred = [0, 1, 1, 1, 1, 0]  # class 2 is never predicted
+    assert ev.confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 1, 0]]
+    m = ev.classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    # a: P 1/2, R 1/2, F1 1/2; b: P 2/4, R 1, F1 2/3; c: P 0 (never predicted), R 0, F1 0
+    assert m["macro_precision"] == pytest.approx((0.5 + 0.5 + 0) / 3)
+    assert m["macro_recall"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    table = ev.per_class_table(y_true, y_pred, ["a", "b", "c"])
+    assert table["support"].tolist() == [2, 2, 2] and table["predicted"].tolist() == [2, 4, 0]
+    assert table.loc[2, ["precision", "recall", "f1"]].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n_classes = 4
+    y_true = rng.integers(0, n_classes, 50)
+    y_pred = np.where(rng.random(50) < 0.5, y_true, rng.integers(0, 3, 50))  # class 3 rarely predicted
+    labels = list(range(n_classes))
+    m = ev.classification_metrics(y_true, y_pred, ["w", "x", "y", "z"])
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    pm, rm, fm, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    _, _, fw, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert (m["macro_precision"], m["macro_recall"], m["macro_f1"]) == pytest.approx((pm, rm, fm))
+    assert m["weighted_f1"] == pytest.approx(fw)
+    table = ev.per_class_table(y_true, y_pred, ["w", "x", "y", "z"])
+    np.testing.assert_allclose(table[["precision", "recall", "f1"]].to_numpy().T, [p, r, f])
+    assert table["support"].tolist() == s.tolist()
+    assert (ev.confusion(y_true, y_pred, n_classes) == confusion_matrix(y_true, y_pred, labels=labels)).all()
+
+
+def test_bad_labels_are_refused():
+    with pytest.raises(ValueError, match="outside 0..1"):
+        ev.confusion([0, 2], [0, 1], 2)
+    with pytest.raises(ValueError, match="one prediction per example"):
+        ev.confusion([0, 1], [0], 2)
+    with pytest.raises(ValueError, match="softmax"):
+        ev.calibration([[2.0, -1.0]], [0])
+
+
+def test_ece_on_a_hand_computed_example():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.35, 0.65], [0.4, 0.6], [0.3, 0.7]])
+    y = np.array([0, 1, 1, 0, 1])
+    # 2 bins: (0, .5] is empty; (.5, 1] holds everything. Confidences .9 .8 .65 .6 .7 (mean .73),
+    # correct: yes no yes no yes (accuracy .6): ECE = |.6 - .73| = .13
+    ece, bins = ev.calibration(probs, y, n_bins=2)
+    assert ece == pytest.approx(0.13)
+    assert bins["count"].tolist() == [0, 5] and math.isnan(bins.loc[0, "accuracy"])
+    # 5 bins of .2: (.4,.6] {.6: wrong}, (.6,.8] {.8 wrong, .65 right, .7 right}, (.8,1] {.9 right}
+    ece, bins = ev.calibration(probs, y, n_bins=5)
+    assert bins["count"].tolist() == [0, 0, 1, 3, 1]
+    expected = (1 * abs(0 - 0.6) + 3 * abs(2 / 3 - (0.8 + 0.65 + 0.7) / 3) + 1 * abs(1 - 0.9)) / 5
+    assert ece == pytest.approx(expected)
+    m = ev.classification_metrics(y, probs.argmax(1), ["a", "b"], probs=probs, n_bins=5)
+    assert m["ece"] == pytest.approx(expected)
+    assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.65, 0.4, 0.7])))
+
+
+# ---------------------------------------------------------------------------------- generation
+def test_distinct_n_and_repetition_on_hand_examples():
+    words = "the cat the cat the dog".split()
+    assert ev.distinct_n(words, 1) == pytest.approx(3 / 6)  # the, cat, dog
+    assert ev.distinct_n(words, 2) == pytest.approx(3 / 5)  # the-cat, cat-the, the-dog
+    assert ev.repetition_rate(words, 4) == 0.0  # its three 4-grams are all different
+    assert ev.repetition_rate("a b c d a b c d".split(), 4) == pytest.approx(1 - 4 / 5)  # abcd seen twice
+    assert ev.repetition_rate("a a a a a a".split(), 4) == pytest.approx(2 / 3)
+    assert ev.distinct_n(["a"], 2) == 0.0 and ev.repetition_rate(["a", "b"], 4) == 0.0
+
+
+def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
+    model = tiny_gpt(char_tok.vocab_size)
+    strategies = {"greedy": {"temperature": 0.0}, "top-k": {"temperature": 1.0, "top_k": 5}}
+    df = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
+    assert len(df) == 4 and df["strategy"].tolist() == ["greedy", "greedy", "top-k", "top-k"]
+    assert (df["new_tokens"] == 12).all() and (df["characters"] == 12).all()  # one char per token
+    again = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
+    assert df["text"].tolist() == again["text"].tolist()
+    row = df.iloc[2]
+    words = row["text"].split()
+    assert row["distinct_1"] == ev.distinct_n(words, 1) and row["repetition_4"] == ev.repetition_rate(words, 4)
+    with pytest.raises(ValueError, match="unknown settings"):
+        ev.generation_table(model, char_tok, ["R"], {"bad": {"temp": 1.0}})
+
+
+def test_continuation_task_cuts_passages_at_line_starts():
+    docs = {"one": TEXT, "two": TEXT.upper()}
+    task = ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1)
+    assert len(task) == 4
+    for _, row in task.iterrows():
+        text = docs[row["document"]]
+        assert text[row["start"] : row["start"] + 50] == row["prompt"] + row["reference"]
+        assert row["start"] == 0 or text[row["start"] - 1] == "\n"
+        assert len(row["prompt"]) == 30 and len(row["reference"]) == 20
+    assert task.equals(ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1))
+    with pytest.raises(ValueError, match="lower n"):
+        ev.continuation_task(TEXT, n=50, prompt_chars=30, continuation_chars=20)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_continuations_have_the_references_length(kind, char_tok, bpe_tok):
+    tok = char_tok if kind == "char" else bpe_tok
+    model = tiny_gpt(tok.vocab_size)
+    task = ev.continuation_task(TEXT, n=2, prompt_chars=30, continuation_chars=25, seed=0)
+    samples = ev.continuation_samples(model, tok, task, {"greedy": {"temperature": 0.0}})
+    assert (samples["hypothesis"].str.len() == 25).all()
+    scores = ev.score_continuations(samples)
+    assert scores["strategy"].tolist() == ["greedy"] and 0 <= scores.loc[0, "chrf"] <= 100
+
+
+def test_bleu_and_chrf_are_sacrebleus():
+    hyps = ["the cat sat on the mat\nand slept", "O Romeo, wherefore art thou", "a completely different line"]
+    refs = ["the cat sat upon the mat\nand slept", "O Romeo, Romeo, wherefore art thou Romeo?", "nothing alike at all"]
+    s = ev.bleu_chrf(hyps, refs)
+    assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert 0 < s["bleu"] < 100 and 0 < s["chrf"] < 100
+    perfect = ev.bleu_chrf(refs, refs)
+    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
+    none = ev.bleu_chrf(["xyz qqq vvv www"], ["abc def ghi jkl"])
+    assert none["bleu"] == 0 and none["chrf"] == 0
+    samples = pd.DataFrame({"strategy": ["g", "g", "s"], "hypothesis": hyps, "reference": refs,
+                            "new_tokens": [1, 2, 3]})
+    scores = ev.score_continuations(samples)
+    assert scores["bleu"].tolist() == pytest.approx([ev.bleu_chrf(hyps[:2], refs[:2])["bleu"],
+                                                     ev.bleu_chrf(hyps[2:], refs[2:])["bleu"]])
+
+
+# --------------------------------------------------------------------------------- compression
+def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
+    model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
+    q = ev.quantize_int8(model)
+    assert isinstance(model.transformer.h[0].mlp.c_fc, nn.Linear)  # the original is untouched
+    assert "quantized" in type(q.transformer.h[0].mlp.c_fc).__module__
+    assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.transformer.wte.weight  # tied head stays float
+    assert len(ev.serialized_bytes(q)) < 0.5 * len(ev.serialized_bytes(model))
+    x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x)[0], q(x)[0]
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75])
+def test_pruning_zeroes_the_requested_share_of_linear_weights(sparsity):
+    model = tiny_gpt(65, n_embd=32, n_layer=2)
+    wte = model.transformer.wte.weight.detach().clone()
+    pruned = ev.prune_linears(model, sparsity)
+    names = ev.compressible_linears(pruned)
+    assert "lm_head" not in names and len(names) == 8  # 4 Linear per block; the tied head is the embedding
+    weights = [pruned.get_submodule(n).weight for n in names]
+    total = sum(w.numel() for w in weights)
+    assert sum(int((w == 0).sum()) for w in weights) == round(sparsity * total)
+    # global magnitude pruning: every weight removed was smaller than every weight kept, across layers
+    before = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in names])
+    zeroed = torch.cat([(w == 0).flatten() for w in weights])
+    assert before[zeroed].max() <= before[~zeroed].min()
+    assert ev.linear_sparsity(pruned) == pytest.approx(sparsity, abs=1 / total)
+    assert not any("_orig" in n or "_mask" in n for n, _ in pruned.named_parameters()) and not list(pruned.buffers())
+    assert torch.equal(pruned.transformer.wte.weight, wte) and pruned.lm_head.weight is pruned.transformer.wte.weight
+    assert ev.linear_sparsity(model) == 0  # the original is untouched
+
+
+def test_compression_table_rows_and_columns(char_tok):
+    model = tiny_gpt(char_tok.vocab_size, n_embd=32)
+    calls = []
+
+    def classify(m):
+        calls.append(m)
+        return 0.5
+
+    table = ev.compression_table(model, lambda m: ev.lm_metrics(m, char_tok, TEXT[:50])["perplexity"],
+                                 sparsities=(0.5,), classify=classify, runs=1)
+    assert table["variant"].tolist() == ["baseline", "int8", "prune-50%"] and len(calls) == 3
+    base, int8, pruned = (table.iloc[i] for i in range(3))
+    assert base["delta_perplexity"] == 0 and base["perplexity"] == pytest.approx(
+        ev.lm_metrics(model, char_tok, TEXT[:50])["perplexity"])
+    assert int8["size_mb"] < base["size_mb"] and pruned["size_mb"] == pytest.approx(base["size_mb"], rel=0.01)
+    assert pruned["zipped_mb"] < base["zipped_mb"] and pruned["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert abs(int8["delta_perplexity"]) < 0.05 * base["perplexity"]
+    assert (table["tokens_per_s"] > 0).all() and (table["delta_macro_f1"] == 0).all()
+
+
+# ------------------------------------------------------------------------------------- figures
+def test_evaluation_figures_show_their_data():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.35, 0.65], [0.4, 0.6]])
+    ece, bins = ev.calibration(probs, [0, 1, 1, 0], n_bins=5)
+    fig = viz.reliability_diagram(bins, ece=ece)
+    bars, points, diagonal = fig.data
+    full = bins[bins["count"] > 0]
+    assert list(bars.y) == full["accuracy"].tolist() and list(bars.width) == pytest.approx([0.2] * len(full))
+    assert list(points.x) == full["confidence"].tolist() and list(diagonal.x) == [0, 1]
+    assert "ECE" in fig.layout.title.text
+
+    m = np.array([[3, 1], [0, 0]])
+    (heat,) = viz.confusion_figure(m, ["comedy", "tragedy"]).data
+    assert np.array(heat.z).tolist() == m.tolist() and list(heat.x) == ["comedy", "tragedy"]
+    assert np.array(heat.customdata).tolist() == [[0.75, 0.25], [0, 0]]  # row shares; an empty row stays 0
+    with pytest.raises(ValueError, match="one label per class"):
+        viz.confusion_figure(m, ["a"])
+
+    table = pd.DataFrame({"variant": ["baseline", "int8"], "size_mb": [4.0, 1.5], "perplexity": [60.0, 61.0]})
+    (pts,) = viz.compression_figure(table).data
+    assert list(pts.text) == ["baseline", "int8"] and list(pts.y) == [60.0, 61.0]
+    with pytest.raises(ValueError, match="compression_table"):
+        viz.compression_figure(table, y="macro_f1")
+
+    docs = pd.DataFrame({"document": ["A", "B", "C"], "genre": ["comedy", "tragedy", "comedy"],
+                         "bits_per_char": [2.0, 2.5, 2.2]})
+    fig = viz.perplexity_by_document_figure(docs)
+    assert [t.name for t in fig.data] == ["comedy", "tragedy"] and list(fig.data[0].x) == ["A", "C"]
+    assert list(fig.layout.xaxis.categoryarray) == ["A", "B", "C"]
+
+
+# -------------------------------------------------------------------------------- command line
+def cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 20-step char-level run on a small play-shaped text (its own encoded-data cache)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    rng = random.Random(0)
+    words = "the king queen of love and night shall speak to my lord with gentle heart sweet fair".split()
+    lines = []
+    for _ in range(60):
+        lines += [rng.choice(["KING:", "QUEEN:"])] + [" ".join(rng.choices(words, k=6)).capitalize() + "."
+                                                     for _ in range(3)] + [""]
+    corpus = root / "plays.txt"
+    corpus.write_text("\n".join(lines), encoding="utf-8")
+    config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
+                       model=ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
+                       train=TrainConfig(batch_size=8, max_iters=20, warmup_iters=2, eval_interval=10, eval_iters=2,
+                                         device="cpu", seed=0))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBENCH_CACHE", str(root / "cache"))
+        pretrain(config, root / "run", progress=False)
+        yield root / "run"
+
+
+def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    code, stdout, err = cli("evaluate", "--checkpoint", tiny_run, "--out", out, "--prompts", 2,
+                            "--compression-chars", 400)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"lm", "generation", "compression", "timings_s", "split", "tokenizer"} <= set(metrics)
+    assert metrics["split"] == "val" and metrics["tokenizer"] == "char"
+    lm = metrics["lm"]
+    assert {"tokens", "characters", "bytes", "cross_entropy", "perplexity", "bits_per_token", "bits_per_char",
+            "bits_per_byte"} <= set(lm)
+    assert lm["perplexity"] == pytest.approx(math.exp(lm["cross_entropy"])) and lm["bits_per_char"] > 0
+    assert [g["strategy"] for g in metrics["generation"]] == list(ev.DEFAULT_STRATEGIES)
+    assert all(0 <= g["bleu"] <= 100 and 0 <= g["chrf"] <= 100 and g["samples"] == 2 for g in metrics["generation"])
+    assert [c["variant"] for c in metrics["compression"]] == ["baseline", "int8", "prune-25%", "prune-50%", "prune-75%"]
+    assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
+    assert f"{lm['bits_per_char']:.4f} bits/char" in stdout
+
+
+@pytest.mark.parametrize("extra,fix", [(["--split", "test"], "use --split val"),
+                                       (["--prompts", "-1"], "n_prompts must be >= 0"),
+                                       (["--max-chars", "1"], "max_chars must be at least 2")])
+def test_cli_evaluate_bad_input_is_one_error_line(tiny_run, tmp_path, extra, fix):
+    code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--out", tmp_path / "e", *extra)
+    assert code == 2 and err.startswith("error: ") and fix in err and err.count("\n") == 1
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_evaluate_missing_checkpoint(tmp_path):
+    code, _, err = cli("evaluate", "--checkpoint", tmp_path / "nope", "--out", tmp_path / "e")
+    assert code == 2 and err.startswith("error: ") and "does not exist" in err

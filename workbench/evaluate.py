@@ -1,0 +1,837 @@
+"""The evaluation card: how good is a model, measured five ways, as plain numbers and DataFrames.
+
+- Language modelling on held-out text (`lm_metrics`, `perplexity_by_document`): cross-entropy,
+  perplexity, and bits per character / byte, which (unlike perplexity) compare a char-level and
+  a BPE model fairly because they divide by the same characters. Text longer than the context
+  is scored with sliding windows (`sliding_windows`).
+- Classification (`classification_metrics`, `per_class_table`, `confusion`, `calibration`):
+  accuracy, precision / recall / F1 per class and macro, the confusion matrix, and expected
+  calibration error with the data of a reliability diagram.
+- Generation (`generation_table`, `continuation_task`, `continuation_scores`): greedy,
+  temperature, top-k and top-p decoding; distinct-n and repetition; BLEU and chrF (computed by
+  `sacrebleu`) of continuations of held-out passages.
+- Compression (`compression_table`): dynamic int8 quantization and magnitude pruning, with
+  size on disk, CPU speed and the change in perplexity (and classification macro-F1).
+- `evaluate_checkpoint`: all of it for one pretraining run, what `python -m workbench
+  evaluate` writes to metrics.json.
+
+Figures of these tables are in `workbench.viz.evaluation`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import tempfile
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import Document
+from .tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+# =============================================================================================
+# Language modelling
+# =============================================================================================
+
+
+def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -> list[tuple[int, int, int]]:
+    """The windows that score every token of a sequence of ids exactly once (HF's perplexity guide).
+
+    Token 0 has no context and is never scored; tokens 1..n_tokens-1 are. A window that starts
+    at `begin` feeds ids[begin:end] (end - begin <= block_size) and predicts ids[begin+1:end+1];
+    only its last `n_new` targets are counted, the ones no earlier window scored. Windows start
+    every `stride` tokens, so each counted token after the first window sees at least
+    block_size - stride tokens of context (the first window's tokens see 1..block_size).
+    stride = block_size is plain non-overlapping chunks (fastest, least context on average);
+    a smaller stride costs about block_size / stride times the compute for better context.
+
+    Args:
+        n_tokens: length of the id sequence (>= 2).
+        block_size: the model's context length T.
+        stride: 1..block_size; default block_size // 2.
+    Returns:
+        a list of (begin, end, n_new): the targets counted are positions end - n_new + 1 .. end.
+    """
+    stride = block_size // 2 if stride is None else stride
+    if not 1 <= stride <= block_size:
+        raise ValueError(f"stride must be in 1..block_size={block_size}, got {stride}; "
+                         f"e.g. stride={max(1, block_size // 2)}")
+    if n_tokens < 2:
+        raise ValueError(f"need at least 2 tokens to score a text, got {n_tokens}; pass a longer text")
+    windows, scored = [], 0  # `scored`: the last target position counted so far
+    for begin in range(0, n_tokens - 1, stride):
+        end = min(begin + block_size, n_tokens - 1)
+        windows.append((begin, end, end - scored))
+        scored = end
+        if end == n_tokens - 1:
+            break
+    return windows
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: int = 16,
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """Next-token cross-entropy (nats) of every token after the first, with sliding windows.
+
+    Args:
+        model: a GPT (anything with `config.block_size` whose forward returns (logits, ...)).
+        ids: 1-D sequence of token ids (list, array or tensor), length N >= 2.
+        stride: see `sliding_windows`; default block_size // 2.
+        batch_size: windows per forward pass.
+        device: where to run; default the model's device.
+    Returns:
+        float64 array (N - 1,): entry p - 1 is -log p(ids[p] | the window's context before p).
+    """
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+    T = model.config.block_size
+    windows = sliding_windows(len(ids), T, stride)
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(ids) - 1, dtype=np.float64)
+    i = 0
+    while i < len(windows):
+        # consecutive windows of the same length go in one batch (only the last may be shorter)
+        length = windows[i][1] - windows[i][0]
+        j = i
+        while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
+            j += 1
+        batch = windows[i:j]
+        x = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # (B, L)
+        y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in batch]).to(device)
+        logits = model(x)[0].float()  # (B, L, V)
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+        ce = ce.view(len(batch), length).double().cpu().numpy()
+        for row, (_, e, n_new) in enumerate(batch):
+            out[e - n_new : e] = ce[row, length - n_new :]  # target position p is out[p - 1]
+        i = j
+    model.train(was_training)
+    return out
+
+
+def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | None = None,
+               batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
+    """Cross-entropy, perplexity and bits per token / character / byte of a model on a text.
+
+    Every token but the first is scored once (`sliding_windows`). Perplexity = exp(mean
+    cross-entropy per token) depends on the tokenizer: a BPE token carries more text than a
+    character, so BPE perplexities are larger. Bits per character = total cross-entropy in bits
+    / number of characters scored, and bits per byte the same per UTF-8 byte: these compare
+    models with different tokenizers. The characters scored are the text minus the first
+    token's (which has no context); when the first token is part of a multi-byte character
+    the whole text is counted.
+
+    Args:
+        model: a GPT (or anything with `config.block_size` and forward(idx) -> (logits, ...)).
+        tokenizer: the model's tokenizer.
+        text: held-out text (at least two tokens long).
+        stride: window stride, default block_size // 2 (see `sliding_windows`).
+        batch_size: windows per forward pass.
+        device: default the model's device.
+    Returns:
+        {"tokens", "characters", "bytes", "cross_entropy" (nats/token), "perplexity",
+        "bits_per_token", "bits_per_char", "bits_per_byte", "block_size", "stride"}.
+    """
+    ids = tokenizer.encode_to_array(text)
+    T = model.config.block_size
+    stride = T // 2 if stride is None else stride
+    losses = token_losses(model, ids, stride=stride, batch_size=batch_size, device=device)
+    first = tokenizer.decode(ids[:1])
+    scored = text[len(first):] if text.startswith(first) else text
+    n_chars, n_bytes = len(scored), len(scored.encode("utf-8"))
+    total_bits = float(losses.sum()) / LN2
+    ce = float(losses.mean())
+    return {
+        "tokens": int(len(losses)),
+        "characters": n_chars,
+        "bytes": n_bytes,
+        "cross_entropy": ce,
+        "perplexity": math.exp(ce),
+        "bits_per_token": ce / LN2,
+        "bits_per_char": total_bits / max(n_chars, 1),
+        "bits_per_byte": total_bits / max(n_bytes, 1),
+        "block_size": int(T),
+        "stride": int(stride),
+    }
+
+
+def perplexity_by_document(model: nn.Module, tokenizer: Tokenizer, documents: Sequence[Document] | Mapping[str, str],
+                           stride: int | None = None, batch_size: int = 16,
+                           device: str | torch.device | None = None) -> pd.DataFrame:
+    """`lm_metrics` of each document on its own (e.g. each held-out play).
+
+    Args:
+        documents: `Document`s (e.g. `split_documents(load_shakespeare())["val"]`) or {name: text}.
+        stride, batch_size, device: as in `lm_metrics`.
+    Returns:
+        one row per document, in order: document, genre ("" for plain texts), then the
+        `lm_metrics` columns.
+    """
+    items = ([(name, "", text) for name, text in documents.items()] if isinstance(documents, Mapping)
+             else [(d.title, d.genre, d.text) for d in documents])
+    rows = [{"document": name, "genre": genre, **lm_metrics(model, tokenizer, text, stride, batch_size, device)}
+            for name, genre, text in items]
+    return pd.DataFrame(rows)
+
+
+def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The `lm_metrics` of several texts scored separately, as one: totals of tokens, characters,
+    bytes and cross-entropy, so the result is token- (or character-) weighted, not a mean of means.
+
+    Args:
+        rows: `perplexity_by_document` output, or a list of `lm_metrics` dicts.
+    Returns:
+        a dict with the `lm_metrics` keys.
+    """
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ValueError("nothing to combine; pass at least one lm_metrics row")
+    tokens, chars, n_bytes = int(df["tokens"].sum()), int(df["characters"].sum()), int(df["bytes"].sum())
+    total = float((df["cross_entropy"] * df["tokens"]).sum())  # nats
+    ce = total / tokens
+    return {"tokens": tokens, "characters": chars, "bytes": n_bytes, "cross_entropy": ce, "perplexity": math.exp(ce),
+            "bits_per_token": ce / LN2, "bits_per_char": total / LN2 / max(chars, 1),
+            "bits_per_byte": total / LN2 / max(n_bytes, 1), "block_size": int(df["block_size"].iloc[0]),
+            "stride": int(df["stride"].iloc[0])}
+
+
+# =============================================================================================
+# Classification
+# =============================================================================================
+
+
+def _as_labels(y, name: str, n_classes: int) -> np.ndarray:
+    a = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be a 1-D sequence of integer class ids, got shape {a.shape} dtype {a.dtype}; "
+                         "map label names to ids first")
+    if a.size and (a.min() < 0 or a.max() >= n_classes):
+        raise ValueError(f"{name} has class id {a.min() if a.min() < 0 else a.max()} outside 0..{n_classes - 1}; "
+                         "pass labels (or n_classes) covering every class")
+    return a.astype(np.int64)
+
+
+def _as_probs(probs, n: int | None = None) -> np.ndarray:
+    p = np.asarray(probs.detach().float().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be (N, n_classes), got shape {p.shape}")
+    if n is not None and len(p) != n:
+        raise ValueError(f"probs has {len(p)} rows for {n} examples; pass one row per example")
+    if p.size and (p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4)):
+        raise ValueError("each row of probs must be a probability distribution (>= 0, summing to 1); "
+                         "apply softmax to logits first")
+    return p
+
+
+def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Confusion matrix (n_classes, n_classes) of counts: row = true class, column = predicted (sklearn's layout)."""
+    t, p = _as_labels(y_true, "y_true", n_classes), _as_labels(y_pred, "y_pred", n_classes)
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} entries but y_pred {len(p)}; pass one prediction per example")
+    m = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(m, (t, p), 1)
+    return m
+
+
+def _per_class(m: np.ndarray) -> tuple[np.ndarray, ...]:
+    """precision, recall, f1, support, predicted from a confusion matrix (n, n).
+
+    0 where undefined, as sklearn's zero_division=0. F1 = 2TP / (2TP + FP + FN).
+    """
+    tp = np.diag(m).astype(np.float64)
+    support, predicted = m.sum(axis=1), m.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        denom = 2 * tp + (predicted - tp) + (support - tp)  # 2TP + FP + FN
+        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
+    return precision, recall, f1, support, predicted
+
+
+def per_class_table(y_true, y_pred, labels: Sequence[str]) -> pd.DataFrame:
+    """Precision, recall, F1, support (true count) and predicted count of each class.
+
+    A class that is never predicted has precision 0, one that never occurs recall 0 (sklearn's
+    zero_division=0).
+
+    Args:
+        y_true, y_pred: (N,) integer class ids in 0..len(labels)-1.
+        labels: class names, index = class id.
+    Returns:
+        one row per class: label, precision, recall, f1, support, predicted.
+    """
+    precision, recall, f1, support, predicted = _per_class(confusion(y_true, y_pred, len(labels)))
+    return pd.DataFrame({"label": list(labels), "precision": precision, "recall": recall, "f1": f1,
+                         "support": support, "predicted": predicted})
+
+
+def calibration(probs, y_true, n_bins: int = 10) -> tuple[float, pd.DataFrame]:
+    """Expected calibration error and reliability-diagram data (Guo et al., 2017).
+
+    Confidence = the largest probability, prediction = its class. Confidences go into n_bins
+    equal-width bins (lower, upper] of [0, 1] (a confidence of exactly 0 joins the first bin);
+    ECE = sum over bins of count/N * |accuracy - mean confidence|.
+
+    Args:
+        probs: (N, n_classes) probabilities (rows sum to 1).
+        y_true: (N,) true class ids.
+        n_bins: number of bins.
+    Returns:
+        (ece, bins): bins has one row per bin: bin, lower, upper, count, confidence (mean),
+        accuracy, gap (accuracy - confidence); confidence/accuracy/gap are NaN for empty bins.
+    """
+    if not (isinstance(n_bins, (int, np.integer)) and n_bins >= 1):
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    y = np.asarray(y_true.detach().cpu() if isinstance(y_true, torch.Tensor) else y_true)
+    p = _as_probs(probs, len(y))
+    y = _as_labels(y, "y_true", p.shape[1])
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)  # (lower, upper]
+    rows, ece = [], 0.0
+    for b in range(n_bins):
+        sel = which == b
+        count = int(sel.sum())
+        c = float(conf[sel].mean()) if count else float("nan")
+        a = float(correct[sel].mean()) if count else float("nan")
+        if count:
+            ece += count / len(y) * abs(a - c)
+        rows.append({"bin": b, "lower": edges[b], "upper": edges[b + 1], "count": count,
+                     "confidence": c, "accuracy": a, "gap": a - c})
+    return float(ece), pd.DataFrame(rows)
+
+
+def classification_metrics(y_true, y_pred, labels: Sequence[str], probs=None, n_bins: int = 10) -> dict[str, float]:
+    """Headline classification metrics.
+
+    Args:
+        y_true, y_pred: (N,) integer class ids in 0..len(labels)-1.
+        labels: class names, index = class id.
+        probs: optional (N, n_classes) predicted probabilities, for calibration and log-loss.
+        n_bins: calibration bins.
+    Returns:
+        {"n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1"} (macro =
+        unweighted mean over ALL classes in `labels`, absent ones included, as sklearn's
+        average="macro" with labels=range(n)); with probs also "ece", "mean_confidence" and
+        "nll" (mean -log p(true class), nats).
+    """
+    m = confusion(y_true, y_pred, len(labels))
+    precision, recall, f1, support, _ = _per_class(m)
+    n = int(m.sum())
+    out = {
+        "n": n,
+        "accuracy": float(np.trace(m) / n) if n else float("nan"),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "weighted_f1": float((f1 * support).sum() / n) if n else float("nan"),
+    }
+    if probs is not None:
+        p = _as_probs(probs, n)
+        y = _as_labels(y_true, "y_true", len(labels))
+        out["ece"], _ = calibration(p, y, n_bins)
+        out["mean_confidence"] = float(p.max(axis=1).mean())
+        out["nll"] = float(-np.log(np.clip(p[np.arange(n), y], 1e-12, None)).mean())
+    return out
+
+
+# =============================================================================================
+# Generation
+# =============================================================================================
+
+# Named decoding settings, passed to GPT.generate. temperature 0 is greedy.
+DEFAULT_STRATEGIES: dict[str, dict[str, Any]] = {
+    "greedy": {"temperature": 0.0},
+    "temperature 0.8": {"temperature": 0.8},
+    "top-k 40": {"temperature": 1.0, "top_k": 40},
+    "top-p 0.9": {"temperature": 1.0, "top_p": 0.9},
+}
+_SETTINGS = ("temperature", "top_k", "top_p")
+
+
+def _check_strategies(strategies: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    strategies = dict(DEFAULT_STRATEGIES if strategies is None else strategies)
+    if not strategies:
+        raise ValueError("strategies is empty; pass e.g. {'greedy': {'temperature': 0.0}}")
+    for name, settings in strategies.items():
+        unknown = set(settings) - set(_SETTINGS)
+        if unknown:
+            raise ValueError(f"strategy {name!r} has unknown settings {sorted(unknown)}; "
+                             f"use only {', '.join(_SETTINGS)}")
+    return {name: dict(settings) for name, settings in strategies.items()}
+
+
+def distinct_n(tokens: Sequence, n: int) -> float:
+    """Distinct-n (Li et al., 2016): unique n-grams / all n-grams of a sequence; 0.0 when it has none."""
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(tokens: Sequence, n: int = 4) -> float:
+    """Share of n-grams that repeat an earlier n-gram of the same sequence (= 1 - distinct-n);
+    0.0 when it has no n-grams. 0 means no n-gram occurs twice; a text stuck in a loop tends to 1."""
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("a prompt is empty; give every prompt at least one character (e.g. '\\n')")
+    return ids
+
+
+def generate_continuation(model: nn.Module, tokenizer: Tokenizer, prompt: str, settings: Mapping[str, Any],
+                          max_new_tokens: int | None = None, min_chars: int | None = None,
+                          seed: int = 0) -> tuple[str, int]:
+    """Continue a prompt with one decoding setting; return (continuation text, new tokens).
+
+    Either `max_new_tokens` tokens, or (with `min_chars`) as many as it takes for the
+    continuation to reach min_chars characters, generated in rounds sized from the prompt's
+    characters per token. The continuation is decode(prompt + new ids) minus the prompt, so a
+    multi-byte character split across tokens decodes whole.
+    """
+    if (max_new_tokens is None) == (min_chars is None):
+        raise ValueError("pass exactly one of max_new_tokens and min_chars")
+    ids = _prompt_ids(tokenizer, prompt)
+    idx = torch.tensor([ids], dtype=torch.long, device=_model_device(model))
+    if min_chars is None:
+        out = model.generate(idx, max_new_tokens, seed=seed, **settings)
+        return tokenizer.decode(out[0].tolist())[len(prompt):], int(max_new_tokens)
+    chars_per_token = max(len(prompt) / len(ids), 1.0)
+    text = ""
+    for rounds in range(min_chars):  # bounded: a round of >= 3 tokens adds at least one character
+        k = math.ceil((min_chars - len(text)) / chars_per_token * 1.1) + 2  # ~10% spare; loop if short
+        idx = model.generate(idx, k, seed=seed + 1000 * rounds, **settings)
+        text = tokenizer.decode(idx[0].tolist())[len(prompt):]
+        if len(text) >= min_chars:
+            break
+    return text, int(idx.size(1) - len(ids))
+
+
+def generation_table(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],
+                     strategies: Mapping[str, Mapping[str, Any]] | None = None, max_new_tokens: int = 100,
+                     seed: int = 0) -> pd.DataFrame:
+    """Sample every prompt with every decoding strategy; per-sample diversity statistics.
+
+    Diversity is measured on whitespace-separated words of the generated text (not model
+    tokens), so char and BPE models compare: distinct-1 and distinct-2 (`distinct_n`), and
+    repetition = share of word 4-grams that repeat an earlier one (`repetition_rate`).
+    Sample i of every strategy uses seed + i, so tables are reproducible.
+
+    Args:
+        prompts: prompt strings.
+        strategies: {name: GPT.generate settings}; default `DEFAULT_STRATEGIES` (greedy,
+            temperature 0.8, top-k 40, top-p 0.9).
+        max_new_tokens: tokens generated per sample.
+        seed: base seed.
+    Returns:
+        one row per (strategy, prompt): strategy, prompt_id, prompt, text (the continuation),
+        new_tokens, characters, words, distinct_1, distinct_2, repetition_4.
+    """
+    strategies = _check_strategies(strategies)
+    rows = []
+    for name, settings in strategies.items():
+        for i, prompt in enumerate(prompts):
+            text, n_new = generate_continuation(model, tokenizer, prompt, settings, max_new_tokens=max_new_tokens,
+                                                seed=seed + i)
+            words = text.split()
+            rows.append({"strategy": name, "prompt_id": i, "prompt": prompt, "text": text, "new_tokens": n_new,
+                         "characters": len(text), "words": len(words), "distinct_1": distinct_n(words, 1),
+                         "distinct_2": distinct_n(words, 2), "repetition_4": repetition_rate(words, 4)})
+    return pd.DataFrame(rows)
+
+
+def continuation_task(source: str | Sequence[Document] | Mapping[str, str], n: int = 20, prompt_chars: int = 200,
+                      continuation_chars: int = 100, seed: int = 0) -> pd.DataFrame:
+    """Passages of held-out text cut into a prompt and its true continuation.
+
+    Passages start at the beginning of a non-empty line (drawn without replacement with a
+    seeded RNG, in proportion to each document's lines), so a prompt opens on a speaker name or
+    a verse line rather than mid-word.
+
+    Args:
+        source: a text, `Document`s (e.g. the held-out plays) or {name: text}.
+        n: number of passages.
+        prompt_chars, continuation_chars: characters of prompt and of reference continuation.
+        seed: RNG seed.
+    Returns:
+        n rows sorted by document and position: document, start, prompt, reference.
+    """
+    if prompt_chars < 1 or continuation_chars < 1:
+        raise ValueError(f"prompt_chars and continuation_chars must be >= 1, got {prompt_chars}, {continuation_chars}")
+    if isinstance(source, str):
+        items = [("text", source)]
+    elif isinstance(source, Mapping):
+        items = list(source.items())
+    else:
+        items = [(d.title, d.text) for d in source]
+    need = prompt_chars + continuation_chars
+    candidates = []  # (document index, start)
+    for k, (_, text) in enumerate(items):
+        starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+        candidates += [(k, s) for s in starts if s + need <= len(text) and text[s] != "\n"]
+    if len(candidates) < n:
+        raise ValueError(f"the text has only {len(candidates)} line starts with {need} characters after them, "
+                         f"fewer than n={n}; lower n, prompt_chars or continuation_chars, or pass more text")
+    pick = sorted(np.random.default_rng(seed).choice(len(candidates), size=n, replace=False).tolist())
+    rows = []
+    for c in pick:
+        k, s = candidates[c]
+        name, text = items[k]
+        rows.append({"document": name, "start": s, "prompt": text[s : s + prompt_chars],
+                     "reference": text[s + prompt_chars : s + need]})
+    return pd.DataFrame(rows)
+
+
+def continuation_samples(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFrame,
+                         strategies: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Continue each prompt of a `continuation_task` with each strategy, cut to the reference's length.
+
+    Returns:
+        one row per (strategy, passage): strategy, prompt_id, prompt, reference, hypothesis
+        (the generated continuation, exactly len(reference) characters), new_tokens.
+    """
+    strategies = _check_strategies(strategies)
+    rows = []
+    for name, settings in strategies.items():
+        for i, (prompt, reference) in enumerate(zip(task["prompt"], task["reference"])):
+            text, n_new = generate_continuation(model, tokenizer, prompt, settings, min_chars=len(reference),
+                                                seed=seed + i)
+            rows.append({"strategy": name, "prompt_id": i, "prompt": prompt, "reference": reference,
+                         "hypothesis": text[: len(reference)], "new_tokens": n_new})
+    return pd.DataFrame(rows)
+
+
+def bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU and chrF (0..100) of hypotheses against one reference each, by `sacrebleu`
+    with its defaults (BLEU: 13a tokenization, exponential smoothing; chrF: character 6-grams, beta 2)."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references; "
+                         "pass one reference per hypothesis")
+    hyps, refs = list(hypotheses), [list(references)]
+    return {"bleu": float(sacrebleu.corpus_bleu(hyps, refs).score),
+            "chrf": float(sacrebleu.corpus_chrf(hyps, refs).score)}
+
+
+def score_continuations(samples: pd.DataFrame) -> pd.DataFrame:
+    """BLEU and chrF per strategy of a `continuation_samples` table.
+
+    Returns:
+        one row per strategy (in order of appearance): strategy, bleu, chrf, samples,
+        mean_new_tokens.
+    """
+    rows = []
+    for name, g in samples.groupby("strategy", sort=False):
+        rows.append({"strategy": name, **bleu_chrf(g["hypothesis"].tolist(), g["reference"].tolist()),
+                     "samples": len(g), "mean_new_tokens": float(g["new_tokens"].mean())})
+    return pd.DataFrame(rows)
+
+
+def continuation_scores(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFrame,
+                        strategies: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> pd.DataFrame:
+    """BLEU and chrF of each decoding strategy on a continuation task (see `continuation_task`).
+
+    The model continues the first part of each held-out passage; the continuation, cut to the
+    true continuation's length in characters, is compared with it as a decoded string.
+
+    Caveat: n-gram overlap with a single reference is a weak measure of a language model. It
+    rewards reproducing the one continuation that happened (copying, memorised text) and
+    penalises every other valid one, so scores are low even for good models; chrF (character
+    n-grams) is less harsh than BLEU on short, re-tokenized text. Sampling (temperature, top-k,
+    top-p) scores lower than greedy decoding by design: greedy picks the likeliest tokens,
+    which overlap most with any reference, while sampling trades that for diversity. Compare
+    strategies and models on the same task and seed, not with published BLEU.
+
+    Returns:
+        one row per strategy: strategy, bleu, chrf, samples, mean_new_tokens.
+    """
+    return score_continuations(continuation_samples(model, tokenizer, task, strategies, seed))
+
+
+# =============================================================================================
+# Compression
+# =============================================================================================
+
+
+def compressible_linears(model: nn.Module) -> list[str]:
+    """Names of the nn.Linear modules that quantization and pruning act on.
+
+    Every Linear except one whose weight IS an embedding's weight (GPT's output head tied to
+    the token embedding): compressing it would change the embedding too (pruning) or store a
+    second copy of it (quantization), so tied heads stay float.
+    """
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and id(m.weight) not in embedding_weights]
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of the model on CPU with dynamic int8 quantization of its `compressible_linears`.
+
+    Weights are stored as int8 with a per-tensor scale; activations are quantized on the fly
+    at each call (`torch.ao.quantization.quantize_dynamic`, CPU only). In torch 2.13 this API
+    still works but warns that torch.ao.quantization is deprecated in favour of torchao's
+    `quantize_` (not a dependency here); those deprecation warnings are silenced in this call.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    names = set(compressible_linears(model))
+    if not names:
+        raise ValueError("the model has no Linear layers to quantize")
+    cpu = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
+        return quantize_dynamic(cpu, names, dtype=torch.qint8)
+
+
+def prune_linears(model: nn.Module, sparsity: float) -> nn.Module:
+    """A copy of the model with the smallest-magnitude `sparsity` fraction of its Linear weights set to 0.
+
+    Global L1 unstructured pruning (`torch.nn.utils.prune.global_unstructured`) over the
+    weights of all `compressible_linears` together (so layers lose different fractions), then
+    `prune.remove` makes it permanent: plain dense weights with zeros, no masks left. Biases
+    are kept. Dense zeros neither shrink the file nor speed up dense kernels; only a sparse
+    format or a compressor (see `zipped_mb` in `compression_table`) turns them into savings.
+    """
+    from torch.nn.utils import prune
+
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}; e.g. 0.5 prunes half the weights")
+    pruned = copy.deepcopy(model)
+    modules = [pruned.get_submodule(name) for name in compressible_linears(pruned)]
+    if not modules:
+        raise ValueError("the model has no Linear layers to prune")
+    params = [(m, "weight") for m in modules]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(sparsity))
+    for m, name in params:
+        prune.remove(m, name)
+    return pruned
+
+
+def linear_sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero weights over all `compressible_linears` (float models)."""
+    weights = [model.get_submodule(n).weight for n in compressible_linears(model)]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / max(total, 1)
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
+def serialized_bytes(model: nn.Module) -> bytes:
+    """The model's weights as they would be stored: a safetensors file (tied tensors once) for
+    float models; for quantized modules (which safetensors cannot hold) torch.save of the
+    state_dict, used only to measure size, never to load anything."""
+    if _is_quantized(model):
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        return buf.getvalue()
+    from safetensors.torch import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        save_model(model, str(path))
+        return path.read_bytes()
+
+
+@torch.no_grad()
+def throughput(models: Sequence[nn.Module], idx: torch.Tensor, runs: int = 5) -> list[float]:
+    """Forward-pass tokens per second of each model on a fixed batch idx (B, T).
+
+    The models are timed in turns (one forward of each, `runs` rounds, after one warm-up round),
+    so a burst of load from other processes slows all of them alike; each gets B*T / its median
+    time. On a small shared CPU, compare the numbers of one call, not of separate calls.
+    """
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+        m(idx)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(runs):
+        for m, t in zip(models, times):
+            t0 = time.perf_counter()
+            m(idx)
+            t.append(time.perf_counter() - t0)
+    for m, w in zip(models, was_training):
+        m.train(w)
+    return [idx.numel() / float(np.median(t)) for t in times]
+
+
+def tokens_per_second(model: nn.Module, idx: torch.Tensor, runs: int = 5) -> float:
+    """Forward-pass throughput on a fixed batch idx (B, T): B*T / median seconds of `runs` runs (after a warm-up)."""
+    return throughput([model], idx, runs)[0]
+
+
+def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float],
+                      sparsities: Sequence[float] = (0.25, 0.5, 0.75), quantize: bool = True,
+                      classify: Callable[[nn.Module], float] | None = None, example_input: torch.Tensor | None = None,
+                      batch_size: int = 8, runs: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Size, CPU speed and quality of the model, int8-quantized, and pruned at several sparsities.
+
+    Everything runs on CPU (dynamic quantization exists only there), on copies of the model.
+
+    Args:
+        model: the float model (a GPT, or any module `eval_fn` and `classify` accept).
+        eval_fn: model -> held-out perplexity, e.g.
+            `lambda m: lm_metrics(m, tok, val_text[:20_000])["perplexity"]`.
+        sparsities: fractions of Linear weights to prune, one row each.
+        quantize: include the dynamic int8 row.
+        classify: optional model -> classification macro-F1 (adds macro_f1 and delta_macro_f1).
+        example_input: the (B, T) ids timed for tokens_per_s; default `batch_size` random
+            sequences of block_size ids from `seed`.
+        runs: timed forward passes of each variant (median; variants timed in turns).
+    Returns:
+        one row per variant (baseline, int8, prune-25%, ...): variant, size_mb (the stored
+        weights: safetensors, or torch.save for int8), zipped_mb (that file through zlib:
+        where pruning's zeros pay off), sparsity (share of zero Linear weights), tokens_per_s,
+        perplexity, delta_perplexity (vs baseline) [, macro_f1, delta_macro_f1].
+    """
+    base = copy.deepcopy(model).cpu().eval()
+    if example_input is None:
+        g = torch.Generator().manual_seed(seed)
+        cfg = base.config
+        example_input = torch.randint(cfg.vocab_size, (batch_size, cfg.block_size), generator=g)
+    example_input = example_input.cpu()
+    variants: list[tuple[str, Callable[[], nn.Module]]] = [("baseline", lambda: base)]
+    if quantize:
+        variants.append(("int8", lambda: quantize_int8(base)))
+    for s in sparsities:
+        variants.append((f"prune-{round(100 * s)}%", lambda s=s: prune_linears(base, s)))
+    models, rows = [], []
+    for name, build in variants:
+        m = build()
+        blob = serialized_bytes(m)
+        row = {"variant": name, "size_mb": len(blob) / 1e6, "zipped_mb": len(zlib.compress(blob, 6)) / 1e6,
+               "sparsity": float("nan") if _is_quantized(m) else linear_sparsity(m), "perplexity": float(eval_fn(m))}
+        if classify is not None:
+            row["macro_f1"] = float(classify(m))
+        models.append(m)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["tokens_per_s"] = throughput(models, example_input, runs)  # in turns: fair on a busy CPU
+    df["delta_perplexity"] = df["perplexity"] - df["perplexity"].iloc[0]
+    cols = ["variant", "size_mb", "zipped_mb", "sparsity", "tokens_per_s", "perplexity", "delta_perplexity"]
+    if classify is not None:
+        df["delta_macro_f1"] = df["macro_f1"] - df["macro_f1"].iloc[0]
+        cols += ["macro_f1", "delta_macro_f1"]
+    return df[cols]
+
+
+def json_safe(obj: Any) -> Any:
+    """obj with NaN/inf floats as None and numpy scalars as Python numbers, for strict JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# =============================================================================================
+# One pretraining run, end to end (python -m workbench evaluate)
+# =============================================================================================
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: int = 20, prompt_chars: int = 200,
+                        continuation_chars: int = 100, max_chars: int | None = None,
+                        compression_chars: int = 20_000, sparsities: Sequence[float] = (0.25, 0.5, 0.75),
+                        strategies: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
+                        device: str = "cpu") -> dict[str, Any]:
+    """The evaluation card of a pretraining run on the held-out split of its own corpus.
+
+    For the plays, every held-out play is scored on its own (`perplexity_by_document`) and
+    "lm" combines them (`combine_lm_metrics`); for other corpora "lm" scores the split's text.
+
+    Args:
+        checkpoint: a pretraining run directory (or a checkpoint directory in it).
+        split: "val" or "test" (plain-text corpora have no test split).
+        n_prompts, prompt_chars, continuation_chars: the continuation task (0 prompts skips it).
+        max_chars: score only the first max_chars characters of each held-out play (of the
+            split, for other corpora); None scores everything.
+        compression_chars: characters of the held-out text scored for each compression
+            variant (0 skips compression).
+        sparsities, strategies, seed: as in `compression_table` / `continuation_scores`.
+        device: where LM scoring and generation run (compression is always CPU).
+    Returns:
+        a JSON-able dict (NaN as None): checkpoint, split, corpus, tokenizer, params, lm
+        (`lm_metrics`), documents (per held-out play, for the plays), generation (records of
+        `continuation_scores`), compression (records of `compression_table`), timings_s.
+    """
+    from .data import DOC_SEP, load_corpus, split_documents
+    from .pretrain import load_pretrained
+
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    for name, value in (("n_prompts", n_prompts), ("compression_chars", compression_chars)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0 (0 skips that part), got {value}")
+    if max_chars is not None and max_chars < 2:
+        raise ValueError(f"max_chars must be at least 2 (or unset to score everything), got {max_chars}")
+    model, tokenizer, config = load_pretrained(checkpoint, device=device)
+    corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
+    if not corpus.splits[split]:
+        raise ValueError(f"corpus {corpus.name!r} has no {split} split (only the plays have a test split); "
+                         "use --split val")
+    cut = slice(0, max_chars)
+    held_out = split_documents(corpus.documents)[split] if corpus.name == "shakespeare" else []
+    docs = [Document(d.title, d.slug, d.folder, d.genre, d.text[cut]) for d in held_out]
+    text = DOC_SEP.join(d.text for d in docs) if docs else corpus.splits[split][cut]
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "corpus": corpus.name,
+                              "tokenizer": tokenizer.kind, "params": model.num_params()}
+
+    t0 = time.perf_counter()
+    if docs:
+        per_doc = perplexity_by_document(model, tokenizer, docs)
+        result["lm"] = combine_lm_metrics(per_doc)
+        result["documents"] = per_doc.to_dict("records")
+    else:
+        result["lm"] = lm_metrics(model, tokenizer, text)
+    timings["lm"] = time.perf_counter() - t0
+
+    if n_prompts:
+        t0 = time.perf_counter()
+        task = continuation_task(docs or text, n_prompts, prompt_chars, continuation_chars, seed)
+        result["generation"] = continuation_scores(model, tokenizer, task, strategies, seed).to_dict("records")
+        timings["generation"] = time.perf_counter() - t0
+
+    if compression_chars:
+        t0 = time.perf_counter()
+        held_out = text[:compression_chars]
+        table = compression_table(model, lambda m: lm_metrics(m, tokenizer, held_out)["perplexity"], sparsities,
+                                  seed=seed)
+        result["compression"] = table.to_dict("records")
+        timings["compression"] = time.perf_counter() - t0
+    result["timings_s"] = timings
+    return json_safe(result)
