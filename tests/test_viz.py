@@ -248,3 +248,15 @@ def test_head_grid_figure_lays_out_layers_by_heads():
     fig = head_grid_figure(table, "tv")
     assert fig.data[0].z.tolist() == [[0, 1, 2], [10, 11, 12]]
     assert list(fig.data[0].y) == ["L0", "L1"] and list(fig.data[0].x) == ["H0", "H1", "H2"]
+
+
+def test_validation_curves_one_trace_per_run():
+    import pandas as pd
+    from workbench.viz import validation_curves
+
+    h = pd.DataFrame({"step": [1, 2, 2, 4, 4], "loss": [1.0, 0.9, None, 0.8, None], "val_macro_f1": [None, None, 0.4, None, 0.5]})
+    fig = validation_curves({"full": h, "frozen": h.assign(val_macro_f1=h["val_macro_f1"] / 2)})
+    assert [t.name for t in fig.data] == ["full", "frozen"]
+    assert list(fig.data[0].x) == [2, 4] and list(fig.data[1].y) == [0.2, 0.25]
+    with pytest.raises(ValueError, match="no column"):
+        validation_curves({"x": h}, metric="val_loss")

@@ -663,26 +663,31 @@ def serialized_bytes(model: nn.Module) -> bytes:
 
 
 @torch.no_grad()
-def throughput(models: Sequence[nn.Module], idx: torch.Tensor, runs: int = 5) -> list[float]:
+def throughput(models: Sequence[nn.Module], idx: torch.Tensor | tuple, runs: int = 5) -> list[float]:
     """Forward-pass tokens per second of each model on a fixed batch idx (B, T).
+
+    idx may be a tuple of forward arguments whose first is the (B, T) ids (a classifier's
+    `(idx, lengths)`).
 
     The models are timed in turns (one forward of each, `runs` rounds, after one warm-up round),
     so a burst of load from other processes slows all of them alike; each gets B*T / its median
     time. On a small shared CPU, compare the numbers of one call, not of separate calls.
     """
+    args = idx if isinstance(idx, tuple) else (idx,)
     was_training = [m.training for m in models]
-    for m in models:
-        m.eval()
-        m(idx)
-    times: list[list[float]] = [[] for _ in models]
-    for _ in range(runs):
-        for m, t in zip(models, times):
-            t0 = time.perf_counter()
-            m(idx)
-            t.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+            m(*args)
+        times: list[list[float]] = [[] for _ in models]
+        for _ in range(runs):
+            for m, t in zip(models, times):
+                t0 = time.perf_counter()
+                m(*args)
+                t.append(time.perf_counter() - t0)
     for m, w in zip(models, was_training):
         m.train(w)
-    return [idx.numel() / float(np.median(t)) for t in times]
+    return [args[0].numel() / float(np.median(t)) for t in times]
 
 
 def tokens_per_second(model: nn.Module, idx: torch.Tensor, runs: int = 5) -> float:
@@ -690,7 +695,7 @@ def tokens_per_second(model: nn.Module, idx: torch.Tensor, runs: int = 5) -> flo
     return throughput([model], idx, runs)[0]
 
 
-def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float],
+def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float] | None,
                       sparsities: Sequence[float] = (0.25, 0.5, 0.75), quantize: bool = True,
                       classify: Callable[[nn.Module], float] | None = None, example_input: torch.Tensor | None = None,
                       batch_size: int = 8, runs: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -701,12 +706,14 @@ def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     Args:
         model: the float model (a GPT, or any module `eval_fn` and `classify` accept).
         eval_fn: model -> held-out perplexity, e.g.
-            `lambda m: lm_metrics(m, tok, val_text[:20_000])["perplexity"]`.
+            `lambda m: lm_metrics(m, tok, val_text[:20_000])["perplexity"]`; None leaves the
+            perplexity columns out (a classifier scored by `classify` alone).
         sparsities: fractions of Linear weights to prune, one row each.
         quantize: include the dynamic int8 row.
         classify: optional model -> classification macro-F1 (adds macro_f1 and delta_macro_f1).
-        example_input: the (B, T) ids timed for tokens_per_s; default `batch_size` random
-            sequences of block_size ids from `seed`.
+        example_input: the (B, T) ids timed for tokens_per_s (or a tuple of forward arguments);
+            default `batch_size` random sequences of block_size ids from `seed` (plus full lengths
+            for a classifier with a `.backbone`).
         runs: timed forward passes of each variant (median; variants timed in turns).
     Returns:
         one row per variant (baseline, int8, prune-25%, ...): variant, size_mb (the stored
@@ -717,9 +724,15 @@ def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     base = copy.deepcopy(model).cpu().eval()
     if example_input is None:
         g = torch.Generator().manual_seed(seed)
-        cfg = base.config
+        gpt = getattr(base, "backbone", base)
+        cfg = gpt.config
         example_input = torch.randint(cfg.vocab_size, (batch_size, cfg.block_size), generator=g)
-    example_input = example_input.cpu()
+        if gpt is not base:  # a classifier: forward(idx, lengths)
+            example_input = (example_input, torch.full((batch_size,), cfg.block_size))
+    if isinstance(example_input, tuple):
+        example_input = tuple(t.cpu() for t in example_input)
+    else:
+        example_input = example_input.cpu()
     variants: list[tuple[str, Callable[[], nn.Module]]] = [("baseline", lambda: base)]
     if quantize:
         variants.append(("int8", lambda: quantize_int8(base)))
@@ -730,19 +743,80 @@ def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float],
         m = build()
         blob = serialized_bytes(m)
         row = {"variant": name, "size_mb": len(blob) / 1e6, "zipped_mb": len(zlib.compress(blob, 6)) / 1e6,
-               "sparsity": float("nan") if _is_quantized(m) else linear_sparsity(m), "perplexity": float(eval_fn(m))}
+               "sparsity": float("nan") if _is_quantized(m) else linear_sparsity(m)}
+        if eval_fn is not None:
+            row["perplexity"] = float(eval_fn(m))
         if classify is not None:
             row["macro_f1"] = float(classify(m))
         models.append(m)
         rows.append(row)
     df = pd.DataFrame(rows)
     df["tokens_per_s"] = throughput(models, example_input, runs)  # in turns: fair on a busy CPU
-    df["delta_perplexity"] = df["perplexity"] - df["perplexity"].iloc[0]
-    cols = ["variant", "size_mb", "zipped_mb", "sparsity", "tokens_per_s", "perplexity", "delta_perplexity"]
+    cols = ["variant", "size_mb", "zipped_mb", "sparsity", "tokens_per_s"]
+    if eval_fn is not None:
+        df["delta_perplexity"] = df["perplexity"] - df["perplexity"].iloc[0]
+        cols += ["perplexity", "delta_perplexity"]
     if classify is not None:
         df["delta_macro_f1"] = df["macro_f1"] - df["macro_f1"].iloc[0]
         cols += ["macro_f1", "delta_macro_f1"]
     return df[cols]
+
+
+def held_out_plays(max_chars: int | None = None) -> dict[str, list[Document]]:
+    """The validation and test plays (whole, or their first max_chars characters each)."""
+    from .data import load_shakespeare, split_documents
+
+    splits = split_documents(load_shakespeare())
+    cut = slice(0, max_chars)
+    return {split: [Document(d.title, d.slug, d.folder, d.genre, d.text[cut]) for d in splits[split]]
+            for split in ("val", "test")}
+
+
+def perplexity_fn(tokenizer: Tokenizer, text: str) -> Callable[[nn.Module], float]:
+    """model -> perplexity on `text`: the `eval_fn` of `compression_table`."""
+    return lambda model: lm_metrics(model, tokenizer, text)["perplexity"]
+
+
+def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test", n_bins: int = 10
+                      ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Every classification metric of several fine-tuned classifiers on one split of a task.
+
+    Args:
+        classifiers: name -> a `finetune.TextClassifier` (anything with predict_proba(texts)).
+        task: a `data.TaskData`; its labels order the classes.
+        split: "val" or "test".
+    Returns:
+        (one row per classifier: accuracy, macro precision/recall/F1, weighted F1, ECE, NLL...;
+         name -> {"confusion": (C, C) counts, "bins": reliability bins, "ece": float, "probs": (N, C)}).
+    """
+    frame = task.split(split)
+    texts, y = frame["text"].tolist(), frame["label_id"].to_numpy()
+    rows, details = [], {}
+    for name, clf in classifiers.items():
+        probs = clf.predict_proba(texts)
+        pred = probs.argmax(-1)
+        metrics = classification_metrics(y, pred, task.labels, probs=probs, n_bins=n_bins)
+        ece, bins = calibration(probs, y, n_bins)
+        rows.append({"model": name, **metrics})
+        details[name] = {"confusion": confusion(y, pred, task.num_labels), "bins": bins, "ece": ece, "probs": probs}
+    return pd.DataFrame(rows), details
+
+
+def classifier_compression(classifier, task, split: str = "test", sparsities: Sequence[float] = (0.25, 0.5, 0.75),
+                           max_examples: int | None = None, runs: int = 5) -> pd.DataFrame:
+    """`compression_table` for a fine-tuned classifier: size, speed and test macro-F1 of each variant."""
+    frame = task.split(split)
+    if max_examples is not None:
+        frame = frame.iloc[:max_examples]
+    texts, y = frame["text"].tolist(), frame["label_id"].to_numpy()
+
+    def macro_f1(model) -> float:
+        variant = copy.copy(classifier)  # shares tokenizer and labels
+        variant.model = model
+        pred = variant.predict_proba(texts).argmax(-1)
+        return classification_metrics(y, pred, task.labels)["macro_f1"]
+
+    return compression_table(classifier.model, None, sparsities, classify=macro_f1, runs=runs)
 
 
 def json_safe(obj: Any) -> Any:

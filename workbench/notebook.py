@@ -50,6 +50,15 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "sweep": {"n_embd": [128, 256, 384], "n_layer": 6, "n_head": 6, "max_iters": 1000},
         },
     },
+    "04_evaluation": {
+        "smoke": {"max_chars": 3000, "n_prompts": 4, "prompt_chars": 120, "continuation_chars": 60,
+                  "compression_chars": 3000, "sparsities": [0.5], "classifier_examples": 64, "runs": 2},
+        "default": {"max_chars": None, "n_prompts": 20, "prompt_chars": 200, "continuation_chars": 100,
+                    "compression_chars": 20000, "sparsities": [0.25, 0.5, 0.75], "classifier_examples": 400, "runs": 5},
+        "full": {"max_chars": None, "n_prompts": 100, "prompt_chars": 300, "continuation_chars": 150,
+                 "compression_chars": 100000, "sparsities": [0.25, 0.5, 0.75, 0.9], "classifier_examples": None,
+                 "runs": 5},
+    },
 }
 
 
@@ -166,3 +175,24 @@ def trained_gpt(ctx: NotebookContext, spec: dict[str, Any]):
             return model, tokenizer, str(ctx.path(folder))
     result = pretrain(run_config(spec), ctx.path("attention_gpt"), progress=False)
     return result.model.cpu().eval(), result.tokenizer, str(ctx.path("attention_gpt"))
+
+
+def finetuned_classifiers(ctx: NotebookContext) -> dict[str, Any]:
+    """Every classifier 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
+    from .finetune import load_finetuned
+
+    root = ctx.require("finetune", "03_finetuning")
+    return {p.name: load_finetuned(p) for p in sorted(root.iterdir()) if (p / "model" / "model.safetensors").exists()
+            or (p / "model.safetensors").exists()}
+
+
+def metrics_summary(ctx: NotebookContext) -> "pd.DataFrame":
+    """The headline numbers every notebook wrote to run_dir/metrics/*.json, one row per figure."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(ctx.path("metrics").glob("*.json")):
+        for key, value in json.loads(path.read_text()).items():
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                rows.append({"notebook": path.stem, "metric": key, "value": value})
+    return pd.DataFrame(rows)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from .attention import (attention_explorer_figure, attention_heatmap, attention_over_checkpoints, head_grid_figure,
                         head_summary, matrix_figure, model_view, positional_encoding_figure, token_labels)
-from .training import LiveLossPlot, loss_curves, scaling_figure
+from .training import LiveLossPlot, loss_curves, scaling_figure, validation_curves
 from .evaluation import compression_figure, confusion_figure, perplexity_by_document_figure, reliability_diagram
 
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 
 __all__ = ["setup_notebook", "token_labels", "attention_heatmap", "attention_explorer_figure", "model_view",
            "head_summary", "head_grid_figure", "attention_over_checkpoints", "positional_encoding_figure", "matrix_figure",
-           "loss_curves", "LiveLossPlot", "scaling_figure", "attention_explorer",
+           "loss_curves", "LiveLossPlot", "scaling_figure", "validation_curves", "attention_explorer",
            "reliability_diagram", "confusion_figure", "compression_figure", "perplexity_by_document_figure"]
 
 

@@ -153,3 +153,22 @@ def scaling_figure(df: pd.DataFrame, x: str = "params", y: str = "val_loss", lab
     fig.update_layout(title=title, xaxis=dict(title=x, type="log"),
                       yaxis=dict(title=y, type="log" if log_y else "linear"))
     return fig
+
+
+def validation_curves(histories: dict[str, pd.DataFrame], metric: str = "val_macro_f1",
+                      title: str | None = None) -> go.Figure:
+    """One validation curve per run (e.g. per fine-tuning mode) on shared axes.
+
+    Args:
+        histories: name -> a Trainer History DataFrame (rows with `metric` are evaluations).
+        metric: the column to plot against `step`.
+    """
+    fig = go.Figure()
+    for name, df in histories.items():
+        if metric not in df.columns:
+            raise ValueError(f"history {name!r} has no column {metric!r}; it has {list(df.columns)}")
+        rows = df.dropna(subset=[metric])
+        fig.add_trace(go.Scatter(x=rows["step"], y=rows[metric], name=str(name), mode="lines+markers",
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title=title or f"{metric} during fine-tuning", xaxis_title="step", yaxis_title=metric)
+    return fig
