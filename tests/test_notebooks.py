@@ -18,7 +18,7 @@ ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 def test_the_ordered_notebooks_exist():
     names = [p.stem for p in ALL]
-    assert names[:2] == ["01_attention", "02_pretraining"]
+    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -134,6 +134,31 @@ def test_02_pretraining_smoke_metrics(smoke_report):
     assert m["samples"] >= 2 and m["attention_snapshots"] >= 2
     assert m["estimated_train_s"] > 0 and m["tokens_per_s"] > 0
     assert (out / "run" / "pretrain" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_03_finetuning_smoke_metrics(smoke_report):
+    out = smoke_report[0]
+    m = metrics(out, "03_finetuning")
+    modes = ["full", "frozen", "scratch", "lora", "multitask", "hf", "tfidf"]
+    assert all(0 <= m[f"{mode}_test_macro_f1_mean"] <= 1 for mode in modes)
+    assert m["frozen_trainable_params"] < m["lora_trainable_params"] < m["full_trainable_params"]
+    assert m["full_trainable_params"] == m["scratch_trainable_params"] == m["multitask_trainable_params"]
+    assert m["n_train"] == m["n_val"] == m["n_test"] == 72  # 24 speeches per genre per split under smoke
+    assert m["best_mode"] in modes and 0 <= m["max_attention_shift"] <= 1
+    assert sorted(p.name for p in (out / "run" / "finetune").iterdir()) == sorted(modes[:-1])
+
+
+@pytest.mark.slow
+def test_04_evaluation_smoke_metrics(smoke_report):
+    import math
+    m = metrics(smoke_report[0], "04_evaluation")
+    assert 0 < m["val_bits_per_char"] < 8 and 0 < m["test_bits_per_char"] < 8
+    assert math.isclose(math.log2(m["test_perplexity"]) > 0, True)
+    assert m["classifiers"] == 6 and 0 <= m["best_test_macro_f1"] <= 1 and 0 <= m["best_test_ece"] <= 1
+    assert {"bleu_greedy", "chrf_greedy", "bleu_top-p 0.9", "chrf_top-p 0.9"} <= m.keys()
+    assert 0 < m["int8_size_ratio"] < 1  # int8 weights are smaller
+    assert abs(m["int8_delta_perplexity"]) < 0.05 * m["test_perplexity"]
 
 
 @pytest.mark.slow
