@@ -19,7 +19,7 @@ from workbench import checkpoint as ckpt
 KILLS = 10
 # Checkpoint at every step, so a good share of the kills land inside a checkpoint write.
 FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
-         "--max-iters", "60", "--eval-interval", "1", "--eval-iters", "1", "--warmup-iters", "5",
+         "--max-iters", "150", "--eval-interval", "1", "--eval-iters", "1", "--warmup-iters", "5",
          "--device", "cpu", "--seed", "3"]
 
 

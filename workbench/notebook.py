@@ -41,9 +41,9 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "default": {
             "run": {"preset": "cpu", "data": {"tokenizer": "bpe", "vocab_size": 2048},
                     "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
-                    "train": {"max_iters": 1200, "eval_interval": 200, "eval_iters": 20, "lr": 2e-3,
+                    "train": {"max_iters": 900, "eval_interval": 150, "eval_iters": 20, "lr": 2e-3,
                               "min_lr": 2e-4}},
-            "sweep": {"n_embd": [32, 64, 128], "n_layer": 2, "n_head": 4, "max_iters": 150},
+            "sweep": {"n_embd": [32, 64, 128], "n_layer": 2, "n_head": 4, "max_iters": 120},
         },
         "full": {
             "run": {"preset": "gpu", "data": {"tokenizer": "bpe", "vocab_size": 8192}},
@@ -56,7 +56,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
                   "overrides": {"hf": {"max_steps": 4}}},
         "default": {"max_chars": 600, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
                     "seeds": [0, 1, 2], "mode_seeds": {"hf": [0]},
-                    "config": {"max_steps": 120, "max_len": 64, "batch_size": 16, "eval_interval": 40},
+                    "config": {"max_steps": 100, "max_len": 64, "batch_size": 16, "eval_interval": 50},
                     "overrides": {"full": {"lr": 2e-3}, "multitask": {"lr": 2e-3}, "scratch": {"lr": 4e-3},
                                   "lora": {"lr": 5e-3}, "hf": {"lr": 1e-4, "max_steps": 60}}},
         "full": {"max_chars": 600, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
