@@ -4,6 +4,7 @@ was never interrupted."""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,21 +41,27 @@ def corpus(tmp_path_factory):
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(corpus, tmp_path):
     env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache")}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "workbench", "--help"], check=True, env=env, capture_output=True)
+    startup = time.perf_counter() - t0  # imports: killing before training starts proves little
     straight = tmp_path / "straight"
+    t0 = time.perf_counter()
     subprocess.run(pretrain_cmd(corpus, straight, False), check=True, env=env, capture_output=True)
+    whole = time.perf_counter() - t0
 
     killed = tmp_path / "killed"
     rng = random.Random(1234)
     kills, steps_seen = 0, []
-    while not (killed / "model" / ckpt.MODEL_FILE).exists():
+    while kills < KILLS or not (killed / "model" / ckpt.MODEL_FILE).exists():
+        if (killed / "model").exists():  # finished before the next kill: start over, keep counting
+            shutil.rmtree(killed)
         resume = ckpt.latest_checkpoint(killed) is not None
         if not resume and killed.exists():  # killed before its first checkpoint: start again
-            subprocess.run(["rm", "-rf", str(killed)], check=True)
+            shutil.rmtree(killed)
         proc = subprocess.Popen(pretrain_cmd(corpus, killed, resume), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if kills < KILLS:
-            # start-up (imports) takes ~2 s; kill somewhere in the training that follows
-            time.sleep(rng.uniform(2.0, 4.0))
+        if kills < KILLS:  # a random moment of the training (checkpoint writes included)
+            time.sleep(rng.uniform(startup, 0.9 * whole))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
@@ -68,7 +75,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(corpus, tmp_path):
             assert load_file(str(latest / ckpt.MODEL_FILE))
             steps_seen.append(c.state["step"])
     assert kills == KILLS
-    assert len(set(steps_seen)) > 3, f"kills should land at many different steps, saw {steps_seen}"
+    assert len(set(steps_seen)) >= 3, f"kills should land at many different steps, saw {steps_seen}"
 
     a = load_file(str(straight / "model" / ckpt.MODEL_FILE))
     b = load_file(str(killed / "model" / ckpt.MODEL_FILE))
