@@ -1,8 +1,10 @@
-"""torchrun + DDP on CPU (gloo): two processes with half the batch each train exactly like one
-process with the whole batch, only rank 0 writes, and a DDP run resumes from its checkpoint."""
+"""torchrun + DDP / FSDP on CPU (gloo): two processes with half the batch each train exactly like one
+process with the whole batch, only rank 0 writes, and a run resumes from its checkpoint. FSDP
+checkpoints are the single-process files: either kind of run resumes from the other's."""
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -37,6 +39,22 @@ def torchrun(n):
             "-m", "workbench"]
 
 
+def roll_back_to_step_15(run_dir):
+    """Make a finished 30-step run look as if it had been stopped after its step-15 checkpoint."""
+    shutil.rmtree(run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints" / "step-0000030")
+    (run_dir / "checkpoints" / "latest").write_text("step-0000015")
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def max_diff(wa, wb):
+    assert wa.keys() == wb.keys()
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
 @pytest.mark.slow
 def test_two_ranks_match_one_process_on_the_same_global_batch(corpus, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -64,11 +82,86 @@ def test_a_ddp_run_resumes_from_its_checkpoint(corpus, tmp_path):
                                "--batch-size", "4", *FLAGS, *extra]
     run(cmd(straight), tmp_path)
     run(cmd(cut), tmp_path)
-    # roll the second run back to its step-15 checkpoint, as if it had been stopped there
-    import shutil
-    shutil.rmtree(cut / "model")
-    shutil.rmtree(cut / "checkpoints" / "step-0000030")
-    (cut / "checkpoints" / "latest").write_text("step-0000015")
+    roll_back_to_step_15(cut)
     run(cmd(cut, "--resume"), tmp_path)
     wa, wb = load_file(str(straight / "model" / "model.safetensors")), load_file(str(cut / "model" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# ----------------------------------------------------------------------- FSDP
+@pytest.mark.slow
+def test_fsdp_ranks_match_one_process_and_write_single_process_checkpoints(corpus, tmp_path):
+    from safetensors import safe_open
+
+    from workbench.pretrain import load_pretrained
+
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    run([sys.executable, "-m", "workbench", "pretrain", "--corpus", str(corpus), "--out", str(single),
+         "--batch-size", "8", *FLAGS], tmp_path)
+    proc = run([*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(fsdp), "--batch-size", "4",
+                "--parallel", "fsdp", *FLAGS], tmp_path)
+    assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
+
+    a, b = pd.read_csv(single / "history.csv"), pd.read_csv(fsdp / "history.csv")
+    la, lb = a["loss"].dropna().to_numpy(), b["loss"].dropna().to_numpy()
+    assert len(la) == len(lb) == 30
+    assert abs(la - lb).max() < 1e-4, f"loss curves differ: {abs(la - lb).max()}"
+    assert abs(a["val_loss"].dropna().to_numpy() - b["val_loss"].dropna().to_numpy()).max() < 1e-4
+    assert sorted(p.name for p in (fsdp / "checkpoints").glob("step-*")) == ["step-0000015", "step-0000030"]
+
+    # the same files as a single process writes: whole tensors, the tied weight stored once
+    for name in ("model/model.safetensors", "checkpoints/step-0000030/model.safetensors",
+                 "checkpoints/step-0000030/optimizer.safetensors"):
+        with safe_open(str(single / name), "pt") as fa, safe_open(str(fsdp / name), "pt") as fb:
+            assert fa.metadata() == fb.metadata()
+            assert sorted(fa.keys()) == sorted(fb.keys())
+            assert all(fa.get_slice(k).get_shape() == fb.get_slice(k).get_shape() for k in fa.keys())
+    assert "transformer.wte.weight" not in weights(fsdp)  # stored once, as "lm_head.weight"
+
+    # ... so one process loads the FSDP run, with the single-process run's weights and the tie intact
+    model, _, config = load_pretrained(fsdp)
+    assert config.train.parallel == "fsdp"
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert max_diff({k: v for k, v in model.state_dict().items() if k in weights(fsdp)}, weights(single)) < 1e-4
+
+    # and an FSDP run resumes a single-process checkpoint
+    shutil.copytree(single, tmp_path / "cut")
+    roll_back_to_step_15(tmp_path / "cut")
+    run([*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "cut"), "--batch-size", "4",
+         "--parallel", "fsdp", *FLAGS, "--resume"], tmp_path)
+    assert max_diff(weights(tmp_path / "cut"), weights(single)) < 1e-4
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_resumes_across_ranks_and_in_one_process(corpus, tmp_path):
+    straight = tmp_path / "straight"
+    cmd = lambda out, *extra: [*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(out),
+                               "--batch-size", "4", "--parallel", "fsdp", *FLAGS, *extra]
+    run(cmd(straight), tmp_path)
+    for name in ("fsdp", "single"):
+        shutil.copytree(straight, tmp_path / name)
+        roll_back_to_step_15(tmp_path / name)
+    run(cmd(tmp_path / "fsdp", "--resume"), tmp_path)
+    wa, wb = weights(straight), weights(tmp_path / "fsdp")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # sharded resume is exact
+    run([sys.executable, "-m", "workbench", "pretrain", "--corpus", str(corpus), "--out", str(tmp_path / "single"),
+         "--batch-size", "8", *FLAGS, "--resume"], tmp_path)
+    assert max_diff(weights(tmp_path / "single"), wa) < 1e-4
+
+
+def test_fsdp_without_torchrun_trains_one_process_with_a_warning(corpus, tmp_path, caplog, monkeypatch):
+    from workbench.config import RunConfig, TrainConfig
+    from workbench.pretrain import pretrain
+
+    with pytest.raises(ValueError, match="parallel='zero' is not one of ddp, fsdp"):
+        TrainConfig(parallel="zero")
+    config = RunConfig.from_dict({"data": {"corpus": str(corpus)},
+                                  "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16},
+                                  "train": {"max_iters": 2, "eval_interval": 2, "eval_iters": 1, "device": "cpu",
+                                            "parallel": "fsdp"}})
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger="workbench.train"):
+        result = pretrain(config, progress=False)
+    assert result.metrics["final_step"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "fsdp" in r.getMessage()]
+    assert len(warnings) == 1 and "torchrun --nproc_per_node" in warnings[0] and "\n" not in warnings[0]

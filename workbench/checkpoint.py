@@ -53,6 +53,16 @@ class Checkpoint:
             raise ValueError(f"checkpoint {self.path} does not fit this model (missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}); build the model from the checkpoint's config.json")
 
+    def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The saved weights (CPU) named as `model.state_dict()` names them: a tied weight, stored
+        once, appears under each of its names (for loading into a sharded model)."""
+        weights = load_file(str(self.path / MODEL_FILE))
+        for names in tied_groups(model):
+            stored = next((weights[n] for n in names if n in weights), None)
+            if stored is not None:
+                weights.update({n: stored for n in names})
+        return weights
+
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a temp file beside the target, then os.replace."""
@@ -66,12 +76,15 @@ def write_json(path: Path, obj: Any) -> None:
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[str, Any] | None = None,
                     state: dict[str, Any] | None = None, history: list[dict] | None = None,
-                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
+                    tensors: dict[str, torch.Tensor] | None = None,
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory atomically and return its path.
 
     Args:
         path: target directory; an existing one is replaced only once the new one is complete.
         model: its state_dict goes to model.safetensors.
+        weights: `model`'s whole state dict, when `model` itself holds only a shard (FSDP); it is
+            written as `model` would be, each tied weight once.
         artifacts: name -> JSON-able object, each written as <name>.json.
         state, history: loop state and metric records (JSON).
         tensors: extra tensors (optimizer state, RNG states) for optimizer.safetensors.
@@ -82,7 +95,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(_unwrap(model), str(tmp / MODEL_FILE))
+    if weights is None:
+        save_model(_unwrap(model), str(tmp / MODEL_FILE))
+    else:
+        save_weights(weights, model, tmp / MODEL_FILE)
     if tensors:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / OPTIMIZER_FILE))
     for name, obj in (artifacts or {}).items():
@@ -101,6 +117,24 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         os.replace(tmp, path)
     _fsync_dir(path.parent)
     return path
+
+
+def tied_groups(model: torch.nn.Module) -> list[list[str]]:
+    """The names of each parameter registered under several names (sorted), e.g.
+    [["lm_head.weight", "transformer.wte.weight"]] for a GPT with tied embeddings."""
+    names: dict[int, list[str]] = {}
+    for name, p in _unwrap(model).named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return [sorted(group) for group in names.values() if len(group) > 1]
+
+
+def save_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module, filename: str | Path) -> None:
+    """Write a state dict gathered from a sharded `model` exactly as safetensors' save_model writes the
+    model: each tied weight once, under the first of its names in sorted order, the others in the
+    metadata pointing to it."""
+    dropped = {name: names[0] for names in tied_groups(model) for name in names[1:]}
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items() if k not in dropped},
+              str(filename), metadata=dropped or None)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -161,9 +195,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 # ------------------------------------------------------- optimizer and RNG state
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Split an optimizer state_dict into flat tensors ("state.<param>.<name>") and JSON param groups."""
-    sd = optimizer.state_dict()
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer | dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Split an optimizer state_dict (or the optimizer's own) into flat tensors ("state.<param>.<name>")
+    and JSON param groups."""
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors = {}
     for pid, entries in sd["state"].items():
         for name, value in entries.items():

@@ -18,6 +18,7 @@ POS_ENCODINGS = ("learned", "sinusoidal", "rope")
 ACTIVATIONS = ("gelu", "relu")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
+PARALLEL = ("ddp", "fsdp")
 TOKENIZERS = ("char", "bpe")
 
 
@@ -93,6 +94,9 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
     compile: bool = False
     seed: int = 1337
+    # How torchrun ranks share the model: ddp (a whole copy each) | fsdp (sharded, for models that do not
+    # fit one device). Ignored in a single process (fsdp then logs a warning and trains unsharded).
+    parallel: str = "ddp"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "log_interval"):
@@ -109,6 +113,7 @@ class TrainConfig:
                    f"{name} must be a positive integer or unset, got {value!r}")
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("parallel", self.parallel, PARALLEL)
 
     @property
     def decay_iters(self) -> int:

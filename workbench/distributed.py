@@ -1,14 +1,30 @@
-"""Several processes, one training run: PyTorch's DistributedDataParallel under `torchrun`.
+"""Several processes, one training run: PyTorch's DDP or FSDP2 under `torchrun`.
 
     torchrun --nproc_per_node=2 -m workbench pretrain --corpus shakespeare --out runs/ddp
+    torchrun --nproc_per_node=2 -m workbench pretrain --parallel fsdp --out runs/fsdp
 
 `torchrun` starts one process per rank and sets RANK / WORLD_SIZE / LOCAL_RANK /
 MASTER_ADDR / MASTER_PORT; `init_distributed` joins them into a process group (gloo on CPU,
 NCCL on GPUs). Every rank draws the same global batch from the same generator and keeps its
 own slice of it, so the data is sharded per rank while the "data position" (one generator
-state) is the same everywhere; DDP averages the gradients, so N ranks with batch B train
-exactly like one process with batch N·B. Only rank 0 writes checkpoints and logs; every rank
-resumes from the same checkpoint.
+state) is the same everywhere. Only rank 0 writes checkpoints and logs; every rank resumes
+from the same checkpoint.
+
+How the ranks share the model (`TrainConfig.parallel`):
+
+- "ddp" (default): DistributedDataParallel. Every rank holds the whole model and optimizer;
+  gradients are averaged during backward, so N ranks with batch B train exactly like one
+  process with batch N·B.
+- "fsdp": FSDP2 (`torch.distributed.fsdp.fully_shard`), for models that do not fit one device.
+  Every parameter, gradient and optimizer moment is split along dimension 0 across the ranks
+  (`shard_model`); each transformer block is gathered just before its forward/backward and
+  freed after. The arithmetic is DDP's (gradients are averaged by reduce-scatter), so the loss
+  curve matches DDP and a single process up to float rounding. Checkpoints stay in the
+  single-process format: every rank takes part in gathering the full weights and optimizer
+  state (`gather_model_state`, `gather_optimizer_state`) and rank 0 writes them, so an FSDP
+  checkpoint loads in one process and a single-process checkpoint resumes under FSDP.
+  With one process (no torchrun) "fsdp" has nothing to shard across: the Trainer logs a
+  one-line warning and trains the plain model.
 
 Multi-node: run the same command on every node with `--nnodes=M --node_rank=i
 --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT` (see the README).
@@ -21,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -77,3 +94,100 @@ def rank_slice(batch: tuple[torch.Tensor, ...], info: DistInfo) -> tuple[torch.T
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------- FSDP
+# The FSDP and distributed-checkpoint modules are imported inside these functions: they add
+# over half a second to `import workbench`, and only an FSDP run needs them.
+
+
+def _gather_options():
+    """Gathered state is whole (not sharded) and on the CPU, and only rank 0 receives it: the
+    others get {} and so never hold a full copy of a model that does not fit them."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def shard_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """Shard `model` over the ranks with FSDP2, in place, and return it.
+
+    Every child of every nn.ModuleList (a GPT's transformer blocks) becomes its own FSDP unit,
+    all-gathered just before its forward and backward and freed after; the remaining parameters
+    (embeddings, final norm, a head tied to the embedding) form the root unit, so a tied weight
+    stays one parameter. Build the optimizer afterwards: it must see the sharded (DTensor)
+    parameters.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (info.world_size,))
+    # innermost lists first, so nested units are sharded before the unit that holds them
+    for module in reversed(list(model.modules())):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a DTensor (e.g. the grad norm of a sharded model); others unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole `model.state_dict()` on the CPU, on rank 0; {} on the other ranks.
+
+    Collective: every rank must call it. A tied weight appears under each of its names.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_gather_options())
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load rank 0's whole state dict (model.state_dict() names) into a sharded model.
+
+    Collective: rank 0 sends each tensor and every rank keeps its shard; what other ranks
+    pass is ignored.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of each optimizer parameter, in the order of its integer id in optimizer.state_dict()."""
+    names = {p: name for name, p in model.named_parameters()}  # a tied weight: its first name
+    return [names[p] for group in optimizer.param_groups for p in group["params"]]
+
+
+def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer.state_dict() a single process would have, on rank 0; {} on the other ranks.
+
+    PyTorch's gathered optimizer state is keyed by parameter name; this renumbers it with the
+    integer ids of `optimizer.state_dict()`, so the checkpoint file does not depend on how
+    training was parallelised. Collective: every rank must call it.
+    """
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    state = get_optimizer_state_dict(model, optimizer, options=_gather_options())
+    if not state:
+        return {}
+    ids = {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])}
+    return {"state": {ids[name]: entry for name, entry in state["state"].items()},
+            "param_groups": [{**g, "params": [ids[n] for n in g["params"]]} for g in state["param_groups"]]}
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a whole optimizer.state_dict() (integer ids, as a single process saves it) into the
+    optimizer of a sharded model; every rank passes the same `state` and keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _param_names(model, optimizer)
+    named = {"state": {names[i]: entry for i, entry in state["state"].items()},
+             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, named, options=StateDictOptions(full_state_dict=True))

@@ -96,7 +96,9 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
 
     Returns:
         PretrainResult with the trained (best-validation) model, its tokenizer, the History and
-        the headline metrics also written to out_dir/metrics.json.
+        the headline metrics also written to out_dir/metrics.json. Under torchrun with
+        parallel="fsdp" the model holds only this rank's shard; `load_pretrained(out_dir)` gives
+        the whole one.
     """
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
@@ -168,8 +170,10 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     }
     if dist.enabled:
         metrics["world_size"] = dist.world_size
+        metrics["parallel"] = tc.parallel
+    weights = trainer.weights() if out is not None else None  # FSDP: every rank helps gather them
     if out is not None and dist.is_main:
-        ckpt.save_checkpoint(out / FINAL, model, artifacts)
+        ckpt.save_checkpoint(out / FINAL, model, artifacts, weights=weights)
         history.df.to_csv(out / "history.csv", index=False)
         ckpt.write_json(out / "metrics.json", metrics)
     return PretrainResult(model, tokenizer, config, history, metrics, out)

@@ -6,7 +6,8 @@
 every run needs: AdamW (weight decay on matrices only), linear warmup + cosine decay,
 gradient accumulation and clipping, bf16 autocast on CUDA, optional `torch.compile`,
 periodic evaluation, early stopping with best-weights restore, resumable checkpoints,
-callbacks for live figures, a progress bar, and a `History` of every metric.
+callbacks for live figures, a progress bar, and a `History` of every metric. Under torchrun
+it trains with DDP or, with `parallel="fsdp"`, FSDP2 (see `workbench.distributed`).
 
 Resume is exact: the step, optimizer moments, every RNG state and the data sampler's
 generator (its "position") are checkpointed, so k steps + resume + (N-k) steps gives
@@ -30,7 +31,8 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import DistInfo, barrier, mean_across_ranks
+from .distributed import (DistInfo, barrier, full_tensor, gather_model_state, gather_optimizer_state,
+                          load_model_state, load_optimizer_state, mean_across_ranks, shard_model)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,9 @@ class Trainer:
         param_groups: optional [{"params": [...], "lr_scale": s}, ...]; each group trains at the
             schedule's lr times s (see `make_optimizer`). Default: one group, scale 1.
         dist: the process group (workbench.distributed); with several ranks the model is wrapped in
-            DistributedDataParallel and only rank 0 writes checkpoints or shows progress.
+            DistributedDataParallel, or sharded with FSDP2 when config.parallel is "fsdp" (in place:
+            `model` then holds only this rank's shard), and only rank 0 writes checkpoints or shows
+            progress.
         device: overrides config.device (e.g. cuda:<local rank>).
     """
 
@@ -161,6 +165,13 @@ class Trainer:
         self.monitor, self.mode = monitor, mode
         self.callbacks = list(callbacks)
         self.progress = progress and self.dist.is_main
+        # FSDP shards the parameters in place; the optimizer must be built on the shards
+        self.sharded = self.dist.enabled and config.parallel == "fsdp"
+        if self.sharded:
+            shard_model(self.model, self.device, self.dist)
+        elif config.parallel == "fsdp":
+            log.warning("parallel='fsdp' shards across torchrun ranks, but this is a single process: training "
+                        "unsharded (launch with torchrun --nproc_per_node=N to shard)")
         self.optimizer = make_optimizer(self.model, config, self.device, param_groups)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history = History()
@@ -168,9 +179,10 @@ class Trainer:
         self.best: float | None = None
         self.best_step: int | None = None
         self.evals_since_best = 0
+        # FSDP: a whole CPU copy on rank 0 and {} on the other ranks (see `weights`)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._forward = self.model
-        if self.dist.enabled:  # gradients are averaged across ranks during backward
+        if self.dist.enabled and not self.sharded:  # gradients are averaged across ranks during backward
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._forward = DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
@@ -189,17 +201,42 @@ class Trainer:
                 "evals_since_best": self.evals_since_best, "monitor": self.monitor, "mode": self.mode,
                 "param_groups": self.optimizer.state_dict()["param_groups"]}
 
+    def weights(self) -> dict[str, torch.Tensor] | None:
+        """The whole weights of a sharded model (CPU, on rank 0; {} on the other ranks), for
+        `ckpt.save_checkpoint(..., weights=)`; None when `self.model` holds them whole.
+
+        Under FSDP this is collective: every rank must call it.
+        """
+        return gather_model_state(self.model) if self.sharded else None
+
+    def _copy_weights(self) -> dict[str, torch.Tensor]:
+        if self.sharded:
+            return gather_model_state(self.model)
+        return {k: v.detach().clone() for k, v in ckpt._unwrap(self.model).state_dict().items()}
+
+    def _load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        if self.sharded:
+            load_model_state(self.model, state)  # rank 0's copy, sent to every rank's shard
+        else:
+            ckpt._unwrap(self.model).load_state_dict(state)
+
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
-        if self.run_dir is None or not self.dist.is_main:
+        if self.run_dir is None:
             barrier(self.dist)
             return None
-        tensors, _ = ckpt.optimizer_to_tensors(self.optimizer)
+        # a sharded model and optimizer are gathered by every rank, then written by rank 0
+        weights = self.weights()
+        optimizer_state = gather_optimizer_state(self.model, self.optimizer) if self.sharded else self.optimizer
+        if not self.dist.is_main:
+            barrier(self.dist)
+            return None
+        tensors, _ = ckpt.optimizer_to_tensors(optimizer_state)
         tensors.update(ckpt.rng_tensors(self.generator))
         if self._best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self._best_state.items()})
         path = ckpt.save_checkpoint(ckpt.step_checkpoint_path(self.run_dir, self.step), self.model,
-                                    self.artifacts, self.state(), self.history.records, tensors)
+                                    self.artifacts, self.state(), self.history.records, tensors, weights)
         ckpt.mark_latest(self.run_dir, path)
         barrier(self.dist)  # the other ranks wait until the checkpoint is complete
         self._call("on_checkpoint", path)
@@ -211,8 +248,13 @@ class Trainer:
         if not path:
             return False
         c = ckpt.load_checkpoint(path)
-        c.load_weights(ckpt._unwrap(self.model))
-        self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(c.tensors, c.state["param_groups"]))
+        optimizer_state = ckpt.optimizer_from_tensors(c.tensors, c.state["param_groups"])
+        if self.sharded:  # every rank reads the whole checkpoint and keeps its shard
+            load_model_state(self.model, c.state_dict(self.model))
+            load_optimizer_state(self.model, self.optimizer, optimizer_state)
+        else:
+            c.load_weights(ckpt._unwrap(self.model))
+            self.optimizer.load_state_dict(optimizer_state)
         ckpt.restore_rng(c.tensors, self.generator)
         self.step = c.state["step"]
         self.best, self.best_step = c.state["best"], c.state["best_step"]
@@ -264,7 +306,7 @@ class Trainer:
         finally:
             bar.close()
         if self._best_state is not None and (stopped_early or self.step >= cfg.max_iters):
-            ckpt._unwrap(self.model).load_state_dict(self._best_state)
+            self._load_weights(self._best_state)
         return self.history
 
     def _train_step(self) -> dict | None:
@@ -283,6 +325,8 @@ class Trainer:
         grad_norm = None
         if cfg.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if self.sharded:  # a DTensor, already reduced over the ranks
+                grad_norm = full_tensor(grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -313,7 +357,7 @@ class Trainer:
             raise NonFiniteLossError(f"{self.monitor} became {value} at step {self.step}; lower --lr and resume")
         if self._is_better(value):
             self.best, self.best_step, self.evals_since_best = value, self.step, 0
-            self._best_state = {k: v.detach().clone() for k, v in ckpt._unwrap(self.model).state_dict().items()}
+            self._best_state = self._copy_weights()
         else:
             self.evals_since_best += 1
         record = self.history.log(step=self.step, **metrics, best=self.best)
