@@ -28,6 +28,9 @@ from workbench.finetune import (
     load_finetuned,
     macro_f1,
     per_class_prf,
+    predict_logits,
+    reading_coverage,
+    encode_task,
     summarize,
     tfidf_baseline,
 )
@@ -249,6 +252,10 @@ def test_every_mode_learns_and_trains_what_it_should(base, csv_task, mode):
     assert m["trainable_params"] == expected and m["total_params"] == total + lora_params
     assert count_params(model) == (expected, total + lora_params)
     assert {"test_accuracy", "test_macro_f1", "test_per_class", "val_macro_f1", "train_s"} <= set(m)
+    # val metrics come from the best step's evaluation: the same as scoring the restored weights again
+    val_pred = predict_logits(model, *encode_texts(load_pretrained(base)[1], task.val["text"].tolist(), 32)).argmax(-1)
+    assert m["val_macro_f1"] == pytest.approx(macro_f1(task.val["label_id"], val_pred.numpy(), 3))
+    assert m["val_macro_f1"] == pytest.approx(result.history.evals().set_index("step").loc[m["best_step"], "val_macro_f1"])
     if mode in ("frozen", "lora"):  # the pretrained weights are bit-identical after training
         sd = model.backbone.state_dict()
         for k, v in pretrained.state_dict().items():
@@ -442,3 +449,38 @@ def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, arg
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fix in lines[0], err
     assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_reading_coverage_counts_what_a_window_holds(csv_task):
+    """A char tokenizer: tokens = characters, so the window's share is exact arithmetic."""
+    _, task = csv_task
+    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
+    tok = train_tokenizer("char", text)
+    lengths = task.train["text"].str.len()
+    short = int(lengths.median())
+    cov = reading_coverage(tok, task, short)
+    assert list(cov.index) == ["train", "val", "test"]
+    assert cov.loc["train", "passages"] == len(task.train)
+    assert cov.loc["train", "median_tokens"] == cov.loc["train", "median_chars"] == lengths.median()
+    assert cov.loc["train", "read_whole_pct"] == pytest.approx(100 * (lengths <= short).mean())
+    assert cov.loc["train", "chars_read_pct"] == pytest.approx(100 * lengths.clip(upper=short).sum() / lengths.sum())
+    whole = reading_coverage(tok, task, int(lengths.max()) + 1)
+    assert (whole["read_whole_pct"] == 100).all() and (whole["chars_read_pct"] == 100).all()
+
+
+def test_window_is_max_len_capped_by_the_block_size():
+    assert FinetuneConfig(max_len=80).window(128) == 80
+    assert FinetuneConfig(max_len=200).window(128) == 128
+    assert FinetuneConfig().window(64) == 64
+
+
+def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task, base):
+    from workbench.pretrain import load_pretrained
+
+    _, task = csv_task
+    tok = load_pretrained(base)[1]
+    first = encode_task(tok, task, 16)
+    assert encode_task(load_pretrained(base)[1], task, 16) is first  # an equal tokenizer loaded again
+    assert encode_task(tok, task, 12) is not first
+    idx, lengths = first["val"]
+    assert torch.equal(idx, encode_texts(tok, task.val["text"].tolist(), 16)[0]) and int(lengths.max()) <= 16

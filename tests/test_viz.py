@@ -188,6 +188,14 @@ def test_live_loss_plot_in_a_kernel_updates_one_widget(monkeypatch):
     assert list(live.widget.data[0].x) == [1, 2] and list(live.widget.data[1].y) == [2.7]
 
 
+def test_live_loss_plot_starts_afresh_when_the_next_run_begins():
+    live = viz.LiveLossPlot()
+    for step, loss in [(1, 3.0), (2, 2.5), (1, 2.9), (2, 2.4), (3, 2.0)]:
+        live.on_step(None, dict(step=step, loss=loss))
+    train = live.figure().data[0]
+    assert list(train.x) == [1, 2, 3] and list(train.y) == [2.9, 2.4, 2.0]
+
+
 def test_live_loss_plot_as_a_trainer_callback():
     torch.manual_seed(0)
     data = np.random.default_rng(0).integers(0, 16, size=600).astype(np.uint16)

@@ -219,6 +219,10 @@ class FinetuneConfig:
     def steps(self, n_train: int) -> int:
         return self.max_steps or max(1, math.ceil(self.epochs * n_train / self.batch_size))
 
+    def window(self, limit: int) -> int:
+        """Tokens read per passage: `max_len`, capped by the model's `limit` (its block size)."""
+        return min(self.max_len or limit, limit)
+
 
 # Presets: sensible sizes for a smoke test, nanoGPT's baby GPT, a laptop CPU and one GPU. They set defaults
 # only; explicit flags win. `cpu` finishes in a few minutes on 2 cores.

@@ -139,6 +139,45 @@ def _trim(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return idx[:, : int(lengths.max())]
 
 
+_ENCODED: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}  # the last few tasks' encodings
+
+
+def encode_task(tokenizer, task: TaskData, max_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`encode_texts` of the train, val and test texts, remembered for the next run on the same
+    task, tokenizer and max_len (a comparison grid encodes each task once; treat the tensors as read-only)."""
+    vocab = tokenizer.to_dict() if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer.to_str()
+    key = (str(vocab), max_len, *(tuple(task.split(s)["text"]) for s in ("train", "val", "test")))
+    if key not in _ENCODED:
+        while len(_ENCODED) >= 2:
+            _ENCODED.pop(next(iter(_ENCODED)))
+        _ENCODED[key] = {s: encode_texts(tokenizer, task.split(s)["text"].tolist(), max_len) for s in ("train", "val", "test")}
+    return _ENCODED[key]
+
+
+def reading_coverage(tokenizer, task: TaskData, max_len: int) -> pd.DataFrame:
+    """How much of each passage a model that reads `max_len` tokens actually sees, per split.
+
+    TF-IDF reads every character of a passage; a GPT reads its first `max_len` tokens. A fair
+    comparison gives both the same text, so check that `read_whole_pct` is close to 100.
+
+    Returns:
+        DataFrame indexed by split: passages, median_chars, median_tokens, read_whole_pct
+        (passages with at most max_len tokens), chars_read_pct (characters inside the window).
+    """
+    rows = {}
+    for split in ("train", "val", "test"):
+        texts = task.split(split)["text"].tolist()
+        tokens = [tokenizer.encode(t) for t in texts]
+        n_tok = np.array([len(t) for t in tokens])
+        n_chr = np.array([len(t) for t in texts])
+        read = np.array([len(tokenizer.decode(t[:max_len])) for t in tokens])
+        rows[split] = {"passages": len(texts), "median_chars": float(np.median(n_chr)),
+                       "median_tokens": float(np.median(n_tok)),
+                       "read_whole_pct": 100.0 * float(np.mean(n_tok <= max_len)),
+                       "chars_read_pct": 100.0 * float(read.sum() / n_chr.sum())}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("split")
+
+
 # ---------------------------------------------------------------------------------------------
 # Models: a pretrained body and a linear head
 # ---------------------------------------------------------------------------------------------
@@ -356,15 +395,27 @@ class TextClassifier:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(-1)]
 
 
-def _evaluator(idx, lengths, labels, num_labels: int, batch_size: int, device, prefix: str = "val"):
-    """A Trainer `evaluate` function: loss, accuracy and macro-F1 on one encoded split."""
-    def evaluate(model) -> dict[str, float]:
-        logits = predict_logits(model, idx, lengths, batch_size, device)
+class _Evaluator:
+    """A Trainer `evaluate` function: loss, accuracy and macro-F1 on one encoded split.
+
+    It keeps each evaluation's logits by training step, so the metrics of the restored best
+    weights need no second pass over the split.
+    """
+
+    def __init__(self, idx, lengths, labels, num_labels: int, batch_size: int, device, prefix: str = "val"):
+        self.idx, self.lengths, self.labels = idx, lengths, labels
+        self.num_labels, self.batch_size, self.device, self.prefix = num_labels, batch_size, device, prefix
+        self.trainer: Trainer | None = None  # set once the Trainer exists: its step keys the logits
+        self.logits: dict[int, torch.Tensor] = {}
+
+    def __call__(self, model) -> dict[str, float]:
+        logits = predict_logits(model, self.idx, self.lengths, self.batch_size, self.device)
+        if self.trainer is not None:
+            self.logits[self.trainer.step] = logits
         pred = logits.argmax(-1).numpy()
-        return {f"{prefix}_loss": F.cross_entropy(logits, labels).item(),
-                f"{prefix}_accuracy": accuracy(labels.numpy(), pred),
-                f"{prefix}_macro_f1": macro_f1(labels.numpy(), pred, num_labels)}
-    return evaluate
+        return {f"{self.prefix}_loss": F.cross_entropy(logits, self.labels).item(),
+                f"{self.prefix}_accuracy": accuracy(self.labels.numpy(), pred),
+                f"{self.prefix}_macro_f1": macro_f1(self.labels.numpy(), pred, self.num_labels)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,9 +498,9 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         limit = HF_MAX_LEN
     else:
         limit = base_config.model.block_size
-    max_len = min(config.max_len or limit, limit)
+    max_len = config.window(limit)
 
-    enc = {s: encode_texts(tokenizer, task.split(s)["text"].tolist(), max_len) for s in ("train", "val", "test")}
+    enc = encode_task(tokenizer, task, max_len)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
     steps = config.steps(n_train)
@@ -466,12 +517,13 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         n = train_len[ix]
         return _trim(train_idx[ix], n).to(device), n.to(device), y["train"][ix].to(device)
 
-    evaluate = _evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
+    evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
     artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
     if config.mode != "hf":
         artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=out, artifacts=artifacts, monitor="val_macro_f1",
                       mode="max", callbacks=callbacks, progress=progress, param_groups=param_groups(model, config))
+    evaluate.trainer = trainer
     if resume:
         trainer.resume()
     history = trainer.fit()
@@ -484,8 +536,11 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         return FinetuneResult(classifier, history, metrics, out)
 
     for s in ("val", "test"):
-        pred = predict_logits(model, *enc[s], config.eval_batch_size, device).argmax(-1).numpy()
-        metrics |= classification_metrics(y[s].numpy(), pred, list(task.labels), prefix=f"{s}_")
+        # the restored best weights were scored on val at best_step during training
+        logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
+        if logits is None:
+            logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
+        metrics |= classification_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     speed = trainer.summary()
     metrics |= {
         "pooling": config.pooling, "lr": config.backbone_lr, "head_lr": config.head_lr, "steps": steps,
@@ -564,11 +619,13 @@ ROW_KEYS = ("mode", "seed", "test_accuracy", "test_macro_f1", "val_accuracy", "v
 
 @dataclass
 class Comparison:
-    """What `compare_modes` returns: every run's row, and the first seed's history and classifier per mode."""
+    """What `compare_modes` returns: every run's row, and the first seed's history, classifier and
+    full metrics (per-class scores, confusion matrices) per mode."""
 
     runs: pd.DataFrame
     histories: dict[str, pd.DataFrame]
     classifiers: dict[str, TextClassifier]
+    metrics: dict[str, dict[str, Any]]
 
 
 def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable[str] = MODES,
@@ -593,13 +650,13 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         mode_seeds: per-mode seeds instead of `seeds` (e.g. fewer for the slow hf encoder).
     Returns:
         Comparison: runs (one row per mode x seed, + tfidf: ROW_KEYS columns), and the first seed's
-        history DataFrame and classifier per mode. hf is skipped with a warning when the packaged
+        history DataFrame, classifier and metrics per mode (metrics also for tfidf). hf is skipped with a warning when the packaged
         MiniLM is not installed.
     """
     base = base_config or FinetuneConfig()
     overrides = overrides or {}
     seeds = list(seeds)
-    rows, histories, classifiers = [], {}, {}
+    rows, histories, classifiers, metrics = [], {}, {}, {}
     for mode in modes:
         change = {"mode": mode, **overrides.get(mode, {})}
         if mode == "hf" and base.pooling == "last" and "pooling" not in change:
@@ -619,11 +676,12 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
                               callbacks=callbacks, progress=progress)
             rows.append({k: result.metrics.get(k) for k in ROW_KEYS})
             if first:
-                histories[mode], classifiers[mode] = result.history.df, result.classifier
+                histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
     if tfidf:
         m = tfidf_baseline(task)
         rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
-    return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers)
+        metrics["tfidf"] = m
+    return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers, metrics)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "default": {
             "run": {"preset": "cpu", "data": {"tokenizer": "bpe", "vocab_size": 2048},
-                    "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128},
+                    "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128, "pos_encoding": "rope"},
                     "train": {"max_iters": 900, "eval_interval": 150, "eval_iters": 20, "lr": 2e-3,
                               "min_lr": 2e-4}},
             "sweep": {"n_embd": [32, 64, 128], "n_layer": 2, "n_head": 4, "max_iters": 120},
@@ -54,11 +54,14 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"max_chars": 300, "per_label": 24, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"], "seeds": [0],
                   "mode_seeds": {}, "config": {"max_steps": 8, "max_len": 32, "batch_size": 8, "eval_interval": 4},
                   "overrides": {"hf": {"max_steps": 4}}},
-        "default": {"max_chars": 600, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
+        # 200-character passages (~70 BPE tokens): max_len 80 lets the GPT read what TF-IDF reads
+        "default": {"max_chars": 200, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
                     "seeds": [0, 1, 2], "mode_seeds": {"hf": [0]},
-                    "config": {"max_steps": 100, "max_len": 64, "batch_size": 16, "eval_interval": 50},
-                    "overrides": {"full": {"lr": 2e-3}, "multitask": {"lr": 2e-3}, "scratch": {"lr": 4e-3},
-                                  "lora": {"lr": 5e-3}, "hf": {"lr": 1e-4, "max_steps": 60}}},
+                    # dropout 0: the same validation F1 as 0.1 and 30% faster on CPU
+                    "config": {"max_steps": 200, "max_len": 80, "batch_size": 16, "eval_interval": 100, "dropout": 0.0},
+                    "overrides": {"full": {"lr": 2e-3}, "multitask": {"lr": 2e-3}, "scratch": {"lr": 1e-3},
+                                  "lora": {"lr": 5e-3}, "hf": {"lr": 1e-4, "max_steps": 60, "eval_interval": 60,
+                                                               "dropout": 0.1, "dtype": "bfloat16"}}},
         "full": {"max_chars": 600, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
                  "seeds": [0, 1, 2], "mode_seeds": {},
                  "config": {"epochs": 3, "batch_size": 32}, "overrides": {"hf": {"lr": 5e-5}}},

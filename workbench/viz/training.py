@@ -76,7 +76,8 @@ class LiveLossPlot:
     Inside a Jupyter kernel with ipywidgets installed, the first record displays a
     `go.FigureWidget` and later records update its traces in place: at most every
     `min_interval` seconds for training steps, always for evaluations. Anywhere else it
-    only collects the records. `figure()` gives the static figure of everything seen.
+    only collects the records. `figure()` gives the static figure of everything seen since
+    the run started; a step count that goes back (the next run of a grid) starts afresh.
 
     >>> live = LiveLossPlot()
     >>> Trainer(..., callbacks=[live]).fit()
@@ -93,6 +94,8 @@ class LiveLossPlot:
         self._live = _in_kernel()
 
     def on_step(self, trainer, record: dict) -> None:
+        if self.records and record["step"] <= self.records[-1]["step"]:
+            self.records = []  # a new run (e.g. the next fine-tuning mode): start a fresh plot
         self.records.append(dict(record))
         if time.monotonic() - self._last_draw >= self.min_interval:
             self._draw()
