@@ -146,6 +146,7 @@ def test_03_finetuning_smoke_metrics(smoke_report):
     assert m["full_trainable_params"] == m["scratch_trainable_params"] == m["multitask_trainable_params"]
     assert m["n_train"] == m["n_val"] == m["n_test"] == 72  # 24 speeches per genre per split under smoke
     assert m["best_mode"] in modes and 0 <= m["max_attention_shift"] <= 1
+    assert 0 <= m["gpt_reads_whole_pct"] < 50  # smoke: 300-character passages, a 32-token window
     assert sorted(p.name for p in (out / "run" / "finetune").iterdir()) == sorted(modes[:-1])
 
 
