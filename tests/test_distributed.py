@@ -58,10 +58,11 @@ def max_diff(wa, wb):
 @pytest.mark.slow
 def test_two_ranks_match_one_process_on_the_same_global_batch(corpus, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
+    # two micro-batches per step: the ranks exchange gradients once, after the second (no_sync)
     run([sys.executable, "-m", "workbench", "pretrain", "--corpus", str(corpus), "--out", str(single),
-         "--batch-size", "8", *FLAGS], tmp_path)
-    proc = run([*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(ddp), "--batch-size", "4", *FLAGS],
-               tmp_path)
+         "--batch-size", "8", "--grad-accum", "2", *FLAGS], tmp_path)
+    proc = run([*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(ddp), "--batch-size", "4",
+                "--grad-accum", "2", *FLAGS], tmp_path)
     assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
 
     a, b = pd.read_csv(single / "history.csv"), pd.read_csv(ddp / "history.csv")
@@ -97,9 +98,9 @@ def test_fsdp_ranks_match_one_process_and_write_single_process_checkpoints(corpu
 
     single, fsdp = tmp_path / "single", tmp_path / "fsdp"
     run([sys.executable, "-m", "workbench", "pretrain", "--corpus", str(corpus), "--out", str(single),
-         "--batch-size", "8", *FLAGS], tmp_path)
+         "--batch-size", "8", "--grad-accum", "2", *FLAGS], tmp_path)
     proc = run([*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(fsdp), "--batch-size", "4",
-                "--parallel", "fsdp", *FLAGS], tmp_path)
+                "--grad-accum", "2", "--parallel", "fsdp", *FLAGS], tmp_path)
     assert proc.stdout.count("checkpoint:") == 1  # only rank 0 reports
 
     a, b = pd.read_csv(single / "history.csv"), pd.read_csv(fsdp / "history.csv")

@@ -182,9 +182,10 @@ class Trainer:
         # FSDP: a whole CPU copy on rank 0 and {} on the other ranks (see `weights`)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._forward = self.model
+        self._ddp: DistributedDataParallel | None = None
         if self.dist.enabled and not self.sharded:  # gradients are averaged across ranks during backward
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._forward = DistributedDataParallel(self.model, device_ids=ids)
+            self._forward = self._ddp = DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
             self._forward = torch.compile(self._forward)
         self.step_times: list[float] = []  # seconds per optimizer step, this session
@@ -309,6 +310,14 @@ class Trainer:
             self._load_weights(self._best_state)
         return self.history
 
+    def _gradient_sync(self, last: bool):
+        """Ranks exchange gradients only after the last micro-batch of an accumulated step."""
+        if self.sharded:  # FSDP2: keep unsharded gradients locally until the last backward
+            self.model.set_requires_gradient_sync(last)
+        elif self._ddp is not None and not last:
+            return self._ddp.no_sync()
+        return contextlib.nullcontext()
+
     def _train_step(self) -> dict | None:
         cfg = self.config
         t0 = time.perf_counter()
@@ -316,11 +325,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         tokens = 0
-        for _ in range(cfg.grad_accum):
+        for micro in range(cfg.grad_accum):
             batch = self.next_batch(self.generator)
-            with autocast_context(self.device, cfg.dtype):
-                _, loss = self._forward(*batch)
-            (loss / cfg.grad_accum).backward()
+            with self._gradient_sync(last=micro == cfg.grad_accum - 1):
+                with autocast_context(self.device, cfg.dtype):
+                    _, loss = self._forward(*batch)
+                (loss / cfg.grad_accum).backward()
             tokens += batch[-1].numel() * self.dist.world_size  # the global batch
         grad_norm = None
         if cfg.grad_clip > 0:
