@@ -19,21 +19,18 @@ from workbench.finetune import (
     FinetuneConfig,
     GPTClassifier,
     build_classifier,
-    classification_metrics,
     compare_modes,
-    confusion_matrix,
     count_params,
     encode_texts,
     finetune,
     load_finetuned,
-    macro_f1,
-    per_class_prf,
     predict_logits,
     reading_coverage,
     encode_task,
     summarize,
     tfidf_baseline,
 )
+from workbench.metrics import confusion, macro_f1, per_class_table, split_metrics
 from workbench.model import GPT
 from workbench.tokenizer import train_tokenizer
 
@@ -188,14 +185,14 @@ def test_metric_functions_agree_with_sklearn():
     y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 3, 200))
     y_pred[y_pred == 3] = 0  # class 3 is never predicted: precision 0/0 counts as 0, as zero_division=0
     labels = list(range(4))
-    assert (confusion_matrix(y_true, y_pred, 4) == skm.confusion_matrix(y_true, y_pred, labels=labels)).all()
+    assert (confusion(y_true, y_pred, 4) == skm.confusion_matrix(y_true, y_pred, labels=labels)).all()
     assert macro_f1(y_true, y_pred, 4) == pytest.approx(
         skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    ours = per_class_prf(y_true, y_pred, 4)
-    for a, b in ((ours["precision"], p), (ours["recall"], r), (ours["f1"], f), (ours["support"], s)):
-        assert np.allclose(a, b)
-    m = classification_metrics(y_true, y_pred, ["a", "b", "c", "d"], prefix="test_")
+    ours = per_class_table(y_true, y_pred, ["a", "b", "c", "d"])
+    for col, b in (("precision", p), ("recall", r), ("f1", f), ("support", s)):
+        assert np.allclose(ours[col], b)
+    m = split_metrics(y_true, y_pred, ["a", "b", "c", "d"], prefix="test_")
     assert m["test_accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert m["test_per_class"]["d"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": int(s[3])}
 

@@ -4,9 +4,9 @@
   perplexity, and bits per character / byte, which (unlike perplexity) compare a char-level and
   a BPE model fairly because they divide by the same characters. Text longer than the context
   is scored with sliding windows (`sliding_windows`).
-- Classification (`classification_metrics`, `per_class_table`, `confusion`, `calibration`):
-  accuracy, precision / recall / F1 per class and macro, the confusion matrix, and expected
-  calibration error with the data of a reliability diagram.
+- Classification, from `workbench.metrics` (`classification_metrics`, `per_class_table`,
+  `confusion`, `calibration`): accuracy, precision / recall / F1 per class and macro, the
+  confusion matrix, and expected calibration error with the data of a reliability diagram.
 - Generation (`generation_table`, `continuation_task`, `continuation_scores`): greedy,
   temperature, top-k and top-p decoding; distinct-n and repetition; BLEU and chrF (computed by
   `sacrebleu`) of continuations of held-out passages.
@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import Document
+from .metrics import calibration, classification_metrics, confusion
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -215,147 +216,6 @@ def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> di
             "bits_per_token": ce / LN2, "bits_per_char": total / LN2 / max(chars, 1),
             "bits_per_byte": total / LN2 / max(n_bytes, 1), "block_size": int(df["block_size"].iloc[0]),
             "stride": int(df["stride"].iloc[0])}
-
-
-# =============================================================================================
-# Classification
-# =============================================================================================
-
-
-def _as_labels(y, name: str, n_classes: int) -> np.ndarray:
-    a = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{name} must be a 1-D sequence of integer class ids, got shape {a.shape} dtype {a.dtype}; "
-                         "map label names to ids first")
-    if a.size and (a.min() < 0 or a.max() >= n_classes):
-        raise ValueError(f"{name} has class id {a.min() if a.min() < 0 else a.max()} outside 0..{n_classes - 1}; "
-                         "pass labels (or n_classes) covering every class")
-    return a.astype(np.int64)
-
-
-def _as_probs(probs, n: int | None = None) -> np.ndarray:
-    p = np.asarray(probs.detach().float().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be (N, n_classes), got shape {p.shape}")
-    if n is not None and len(p) != n:
-        raise ValueError(f"probs has {len(p)} rows for {n} examples; pass one row per example")
-    if p.size and (p.min() < 0 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4)):
-        raise ValueError("each row of probs must be a probability distribution (>= 0, summing to 1); "
-                         "apply softmax to logits first")
-    return p
-
-
-def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """Confusion matrix (n_classes, n_classes) of counts: row = true class, column = predicted (sklearn's layout)."""
-    t, p = _as_labels(y_true, "y_true", n_classes), _as_labels(y_pred, "y_pred", n_classes)
-    if len(t) != len(p):
-        raise ValueError(f"y_true has {len(t)} entries but y_pred {len(p)}; pass one prediction per example")
-    m = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(m, (t, p), 1)
-    return m
-
-
-def _per_class(m: np.ndarray) -> tuple[np.ndarray, ...]:
-    """precision, recall, f1, support, predicted from a confusion matrix (n, n).
-
-    0 where undefined, as sklearn's zero_division=0. F1 = 2TP / (2TP + FP + FN).
-    """
-    tp = np.diag(m).astype(np.float64)
-    support, predicted = m.sum(axis=1), m.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        denom = 2 * tp + (predicted - tp) + (support - tp)  # 2TP + FP + FN
-        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
-    return precision, recall, f1, support, predicted
-
-
-def per_class_table(y_true, y_pred, labels: Sequence[str]) -> pd.DataFrame:
-    """Precision, recall, F1, support (true count) and predicted count of each class.
-
-    A class that is never predicted has precision 0, one that never occurs recall 0 (sklearn's
-    zero_division=0).
-
-    Args:
-        y_true, y_pred: (N,) integer class ids in 0..len(labels)-1.
-        labels: class names, index = class id.
-    Returns:
-        one row per class: label, precision, recall, f1, support, predicted.
-    """
-    precision, recall, f1, support, predicted = _per_class(confusion(y_true, y_pred, len(labels)))
-    return pd.DataFrame({"label": list(labels), "precision": precision, "recall": recall, "f1": f1,
-                         "support": support, "predicted": predicted})
-
-
-def calibration(probs, y_true, n_bins: int = 10) -> tuple[float, pd.DataFrame]:
-    """Expected calibration error and reliability-diagram data (Guo et al., 2017).
-
-    Confidence = the largest probability, prediction = its class. Confidences go into n_bins
-    equal-width bins (lower, upper] of [0, 1] (a confidence of exactly 0 joins the first bin);
-    ECE = sum over bins of count/N * |accuracy - mean confidence|.
-
-    Args:
-        probs: (N, n_classes) probabilities (rows sum to 1).
-        y_true: (N,) true class ids.
-        n_bins: number of bins.
-    Returns:
-        (ece, bins): bins has one row per bin: bin, lower, upper, count, confidence (mean),
-        accuracy, gap (accuracy - confidence); confidence/accuracy/gap are NaN for empty bins.
-    """
-    if not (isinstance(n_bins, (int, np.integer)) and n_bins >= 1):
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    y = np.asarray(y_true.detach().cpu() if isinstance(y_true, torch.Tensor) else y_true)
-    p = _as_probs(probs, len(y))
-    y = _as_labels(y, "y_true", p.shape[1])
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)  # (lower, upper]
-    rows, ece = [], 0.0
-    for b in range(n_bins):
-        sel = which == b
-        count = int(sel.sum())
-        c = float(conf[sel].mean()) if count else float("nan")
-        a = float(correct[sel].mean()) if count else float("nan")
-        if count:
-            ece += count / len(y) * abs(a - c)
-        rows.append({"bin": b, "lower": edges[b], "upper": edges[b + 1], "count": count,
-                     "confidence": c, "accuracy": a, "gap": a - c})
-    return float(ece), pd.DataFrame(rows)
-
-
-def classification_metrics(y_true, y_pred, labels: Sequence[str], probs=None, n_bins: int = 10) -> dict[str, float]:
-    """Headline classification metrics.
-
-    Args:
-        y_true, y_pred: (N,) integer class ids in 0..len(labels)-1.
-        labels: class names, index = class id.
-        probs: optional (N, n_classes) predicted probabilities, for calibration and log-loss.
-        n_bins: calibration bins.
-    Returns:
-        {"n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1"} (macro =
-        unweighted mean over ALL classes in `labels`, absent ones included, as sklearn's
-        average="macro" with labels=range(n)); with probs also "ece", "mean_confidence" and
-        "nll" (mean -log p(true class), nats).
-    """
-    m = confusion(y_true, y_pred, len(labels))
-    precision, recall, f1, support, _ = _per_class(m)
-    n = int(m.sum())
-    out = {
-        "n": n,
-        "accuracy": float(np.trace(m) / n) if n else float("nan"),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
-        "weighted_f1": float((f1 * support).sum() / n) if n else float("nan"),
-    }
-    if probs is not None:
-        p = _as_probs(probs, n)
-        y = _as_labels(y_true, "y_true", len(labels))
-        out["ece"], _ = calibration(p, y, n_bins)
-        out["mean_confidence"] = float(p.max(axis=1).mean())
-        out["nll"] = float(-np.log(np.clip(p[np.arange(n), y], 1e-12, None)).mean())
-    return out
 
 
 # =============================================================================================

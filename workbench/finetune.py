@@ -24,7 +24,7 @@ mask is needed, and `lengths` alone says where each passage ends (the HF encoder
 bidirectional, builds its attention mask from the same `lengths`).
 
 The classification metrics (accuracy, macro-F1, per-class precision/recall/F1, confusion
-matrix) are small numpy functions here, checked against scikit-learn in the tests.
+matrix) come from `workbench.metrics`, shared with the evaluation card.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from . import checkpoint as ckpt
 from .config import DEFAULT_LR, MODES, POOLINGS, FinetuneConfig  # noqa: F401 (re-exported here)
 from .config import ModelConfig, RunConfig, TrainConfig, from_dict
 from .data import TaskData
+from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
 from .pretrain import FINAL, check_fresh_out_dir, load_pretrained
 from .tokenizer import Tokenizer, load_tokenizer
@@ -57,49 +58,6 @@ log = logging.getLogger(__name__)
 
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics (plain numpy; cross-checked against scikit-learn in tests/test_finetune.py)
-# ---------------------------------------------------------------------------------------------
-
-
-def confusion_matrix(y_true, y_pred, num_labels: int) -> np.ndarray:
-    """(num_labels, num_labels) int counts; row = true class, column = predicted class."""
-    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return cm
-
-
-def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
-
-
-def per_class_prf(y_true, y_pred, num_labels: int) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 and support of every class; 0 where a ratio is 0/0 (as sklearn's zero_division=0)."""
-    cm = confusion_matrix(y_true, y_pred, num_labels)
-    tp, predicted, support = np.diag(cm).astype(float), cm.sum(axis=0), cm.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros(num_labels), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(num_labels), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(num_labels), where=denom > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
-
-
-def macro_f1(y_true, y_pred, num_labels: int) -> float:
-    """Unweighted mean of the per-class F1 over all `num_labels` classes."""
-    return float(per_class_prf(y_true, y_pred, num_labels)["f1"].mean())
-
-
-def classification_metrics(y_true, y_pred, labels: list[str], prefix: str = "") -> dict[str, Any]:
-    """accuracy, macro_f1, per_class {label: {precision, recall, f1, support}}, confusion (lists), prefixed."""
-    prf = per_class_prf(y_true, y_pred, len(labels))
-    per_class = {name: {k: (int(v[i]) if k == "support" else float(v[i])) for k, v in prf.items()}
-                 for i, name in enumerate(labels)}
-    return {f"{prefix}accuracy": accuracy(y_true, y_pred), f"{prefix}macro_f1": float(prf["f1"].mean()),
-            f"{prefix}per_class": per_class,
-            f"{prefix}confusion": confusion_matrix(y_true, y_pred, len(labels)).tolist()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,7 +498,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
         if logits is None:
             logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
-        metrics |= classification_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
+        metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     speed = trainer.summary()
     metrics |= {
         "pooling": config.pooling, "lr": config.backbone_lr, "head_lr": config.head_lr, "steps": steps,
@@ -607,7 +565,7 @@ def tfidf_baseline(task: TaskData, C_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 1
     _, C, clf = best
     metrics: dict[str, Any] = {"mode": "tfidf", "C": C}
     for s, x in (("val", x_val), ("test", x_test)):
-        metrics |= classification_metrics(task.split(s)["label_id"].to_numpy(), clf.predict(x), list(task.labels), f"{s}_")
+        metrics |= split_metrics(task.split(s)["label_id"].to_numpy(), clf.predict(x), list(task.labels), f"{s}_")
     metrics |= {"train_s": time.perf_counter() - t0, "trainable_params": int(clf.coef_.size + clf.intercept_.size),
                 "total_params": int(clf.coef_.size + clf.intercept_.size), "features": len(vectorizer.vocabulary_)}
     return metrics

@@ -1,9 +1,10 @@
-"""Evaluation-card figures: pure functions from the tables of `workbench.evaluate` to Plotly figures.
+"""Evaluation-card figures: pure functions from the tables of `workbench.evaluate` and
+`workbench.metrics` to Plotly figures.
 
 - `reliability_diagram`: accuracy against confidence per calibration bin, with the diagonal
-  of perfect calibration (data: `evaluate.calibration`).
+  of perfect calibration (data: `metrics.calibration`).
 - `confusion_figure`: the confusion matrix as a heatmap of counts, row-normalised shares in
-  the hover (data: `evaluate.confusion`).
+  the hover (data: `metrics.confusion`).
 - `compression_figure`: the size / quality trade-off of `evaluate.compression_table`.
 - `perplexity_by_document_figure`: a bar per document of `evaluate.perplexity_by_document`.
 """
@@ -30,7 +31,7 @@ def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
     """Accuracy against confidence per bin: bars at their bins, the diagonal is perfect calibration.
 
     Args:
-        bins: the DataFrame of `evaluate.calibration` (lower, upper, count, confidence, accuracy).
+        bins: the DataFrame of `metrics.calibration` (lower, upper, count, confidence, accuracy).
         ece: shown in the title when given.
         title: figure title.
     Returns:
@@ -39,7 +40,7 @@ def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
         (markers at each non-empty bin's (mean confidence, accuracy)) and "perfect calibration"
         (the y = x line).
     """
-    _require(bins, ("lower", "upper", "count", "confidence", "accuracy"), "evaluate.calibration")
+    _require(bins, ("lower", "upper", "count", "confidence", "accuracy"), "metrics.calibration")
     full = bins[bins["count"] > 0]
     centre = ((full["lower"] + full["upper"]) / 2).tolist()
     width = (full["upper"] - full["lower"]).tolist()
@@ -67,7 +68,7 @@ def confusion_figure(matrix, labels: Sequence[str], title: str | None = "confusi
     """The confusion matrix as a heatmap: true class on y (top to bottom), predicted on x.
 
     Args:
-        matrix: (n, n) counts, row = true class (as `evaluate.confusion`).
+        matrix: (n, n) counts, row = true class (as `metrics.confusion`).
         labels: n class names.
         title: figure title.
     Returns:
