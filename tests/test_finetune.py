@@ -481,3 +481,15 @@ def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task, base
     assert encode_task(tok, task, 12) is not first
     idx, lengths = first["val"]
     assert torch.equal(idx, encode_texts(tok, task.val["text"].tolist(), 16)[0]) and int(lengths.max()) <= 16
+
+
+def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
+    path, task = csv_task
+    with caplog.at_level("WARNING", logger="workbench.finetune"):
+        cut = finetune(base, task, quick(max_steps=2, max_len=8), progress=False)
+    assert cut.metrics["window_filled_pct"] > 90 and "raise --max-len" in caplog.text
+    caplog.clear()
+    short = load_task(path, max_chars=20)  # char tokens: every passage fits the 32-token block
+    with caplog.at_level("WARNING", logger="workbench.finetune"):
+        whole = finetune(base, short, quick(max_steps=2), progress=False)
+    assert whole.metrics["window_filled_pct"] == 0 and "raise --max-len" not in caplog.text

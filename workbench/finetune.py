@@ -459,6 +459,10 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     max_len = config.window(limit)
 
     enc = encode_task(tokenizer, task, max_len)
+    cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
+    if cut_pct > 25 and not resume:
+        log.warning("%.0f%% of the training passages fill the %d-token window and are cut: the model reads less of "
+                    "them than TF-IDF does; raise --max-len (at most %d) or lower --max-chars", cut_pct, max_len, limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
     steps = config.steps(n_train)
@@ -502,6 +506,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     speed = trainer.summary()
     metrics |= {
         "pooling": config.pooling, "lr": config.backbone_lr, "head_lr": config.head_lr, "steps": steps,
+        "window_filled_pct": cut_pct,
         "epochs": steps * config.batch_size / n_train, "best_step": trainer.best_step, "max_len": max_len,
         "trainable_params": trainable, "total_params": total, "train_s": speed.get("train_s", 0.0),
         "examples_per_s": speed.get("tokens_per_s", float("nan")),  # the Trainer counts labels: examples
