@@ -166,3 +166,28 @@ def test_fsdp_without_torchrun_trains_one_process_with_a_warning(corpus, tmp_pat
     assert result.metrics["final_step"] == 2
     warnings = [r.getMessage() for r in caplog.records if "fsdp" in r.getMessage()]
     assert len(warnings) == 1 and "torchrun --nproc_per_node" in warnings[0] and "\n" not in warnings[0]
+
+
+CALLBACKS_SCRIPT = """
+import sys
+from workbench import data, pretrain as pt, tokenizer as tk
+from workbench.config import preset
+corpus, out = sys.argv[1:3]
+config = preset("smoke", data={"corpus": corpus}, train={"parallel": "fsdp", "max_iters": 10, "eval_interval": 5,
+                                                        "device": "cpu"})
+tok = tk.train_tokenizer("char", data.load_corpus(corpus).train_text)
+samples, snapshots = pt.TextSamples(tok, prompt="now", max_new_tokens=8), pt.AttentionSnapshots(tok, "now is the")
+pt.pretrain(config, out, tokenizer=tok, callbacks=[samples, snapshots], progress=False)
+print("samples", len(samples.samples), "snapshots", len(snapshots.snapshots), repr(samples.samples[-1]["text"]))
+"""
+
+
+@pytest.mark.slow
+def test_notebook_callbacks_sample_and_capture_attention_under_fsdp(corpus, tmp_path):
+    script = tmp_path / "callbacks.py"
+    script.write_text(CALLBACKS_SCRIPT)
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                str(corpus), str(tmp_path / "run")], tmp_path)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("samples")]
+    assert len(lines) == 2 and lines[0] == lines[1]  # both ranks sampled the same text from the gathered model
+    assert lines[0].startswith("samples 2 snapshots")

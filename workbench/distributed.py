@@ -119,7 +119,7 @@ def shard_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mo
     parameters.
     """
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(device.type, (info.world_size,))
     # innermost lists first, so nested units are sharded before the unit that holds them
@@ -128,6 +128,8 @@ def shard_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mo
             for block in module:
                 fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    if hasattr(model, "generate"):  # a GPT samples outside forward (e.g. TextSamples): gather around it too
+        register_fsdp_forward_method(model, "generate")
     return model
 
 
