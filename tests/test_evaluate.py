@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from workbench import compress as cp
 from workbench import evaluate as ev
 from workbench import metrics as mt
 from workbench import viz
@@ -310,11 +311,11 @@ def test_bleu_and_chrf_are_sacrebleus():
 # --------------------------------------------------------------------------------- compression
 def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
     model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
-    q = ev.quantize_int8(model)
+    q = cp.quantize_int8(model)
     assert isinstance(model.transformer.h[0].mlp.c_fc, nn.Linear)  # the original is untouched
     assert "quantized" in type(q.transformer.h[0].mlp.c_fc).__module__
     assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.transformer.wte.weight  # tied head stays float
-    assert len(ev.serialized_bytes(q)) < 0.5 * len(ev.serialized_bytes(model))
+    assert len(cp.serialized_bytes(q)) < 0.5 * len(cp.serialized_bytes(model))
     x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = model(x)[0], q(x)[0]
@@ -326,8 +327,8 @@ def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
 def test_pruning_zeroes_the_requested_share_of_linear_weights(sparsity):
     model = tiny_gpt(65, n_embd=32, n_layer=2)
     wte = model.transformer.wte.weight.detach().clone()
-    pruned = ev.prune_linears(model, sparsity)
-    names = ev.compressible_linears(pruned)
+    pruned = cp.prune_linears(model, sparsity)
+    names = cp.compressible_linears(pruned)
     assert "lm_head" not in names and len(names) == 8  # 4 Linear per block; the tied head is the embedding
     weights = [pruned.get_submodule(n).weight for n in names]
     total = sum(w.numel() for w in weights)
@@ -336,10 +337,10 @@ def test_pruning_zeroes_the_requested_share_of_linear_weights(sparsity):
     before = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in names])
     zeroed = torch.cat([(w == 0).flatten() for w in weights])
     assert before[zeroed].max() <= before[~zeroed].min()
-    assert ev.linear_sparsity(pruned) == pytest.approx(sparsity, abs=1 / total)
+    assert cp.linear_sparsity(pruned) == pytest.approx(sparsity, abs=1 / total)
     assert not any("_orig" in n or "_mask" in n for n, _ in pruned.named_parameters()) and not list(pruned.buffers())
     assert torch.equal(pruned.transformer.wte.weight, wte) and pruned.lm_head.weight is pruned.transformer.wte.weight
-    assert ev.linear_sparsity(model) == 0  # the original is untouched
+    assert cp.linear_sparsity(model) == 0  # the original is untouched
 
 
 def test_compression_table_rows_and_columns(char_tok):
@@ -350,7 +351,7 @@ def test_compression_table_rows_and_columns(char_tok):
         calls.append(m)
         return 0.5
 
-    table = ev.compression_table(model, lambda m: ev.lm_metrics(m, char_tok, TEXT[:50])["perplexity"],
+    table = cp.compression_table(model, lambda m: ev.lm_metrics(m, char_tok, TEXT[:50])["perplexity"],
                                  sparsities=(0.5,), classify=classify, runs=1)
     assert table["variant"].tolist() == ["baseline", "int8", "prune-50%"] and len(calls) == 3
     base, int8, pruned = (table.iloc[i] for i in range(3))

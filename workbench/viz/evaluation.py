@@ -5,7 +5,7 @@
   of perfect calibration (data: `metrics.calibration`).
 - `confusion_figure`: the confusion matrix as a heatmap of counts, row-normalised shares in
   the hover (data: `metrics.confusion`).
-- `compression_figure`: the size / quality trade-off of `evaluate.compression_table`.
+- `compression_figure`: the size / quality trade-off of `compress.compression_table`.
 - `perplexity_by_document_figure`: a bar per document of `evaluate.perplexity_by_document`.
 """
 
@@ -99,7 +99,7 @@ def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str = "siz
     """One labelled point per compression variant: size against quality.
 
     Args:
-        table: `evaluate.compression_table` (variant plus the x and y columns).
+        table: `compress.compression_table` (variant plus the x and y columns).
         y: "perplexity" (lower is better), "macro_f1" or any other column.
         x: "size_mb", "zipped_mb" or "tokens_per_s".
         title: figure title.
