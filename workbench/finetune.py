@@ -52,7 +52,7 @@ from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
 from .pretrain import FINAL, check_fresh_out_dir, load_pretrained
 from .tokenizer import Tokenizer, load_tokenizer
-from .train import History, Trainer, resolve_device
+from .train import History, Trainer, autocast_context, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -500,8 +500,9 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     for s in ("val", "test"):
         # the restored best weights were scored on val at best_step during training
         logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
-        if logits is None:
-            logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
+        if logits is None:  # in the training dtype, as the validation passes were
+            with autocast_context(device, config.dtype):
+                logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     speed = trainer.summary()
     metrics |= {
