@@ -2,9 +2,7 @@
 presets and flags, and bad input that ends in one `error:` line, exit status 2, and no file
 of an existing run touched."""
 
-import contextlib
 import hashlib
-import io
 import json
 import math
 import os
@@ -17,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import cli
 from safetensors.torch import load_file
 
-from workbench.__main__ import main
 from workbench.pretrain import load_pretrained
 from workbench.tokenizer import train_tokenizer
 
@@ -47,17 +45,6 @@ def english_like(n_speeches: int = 50, seed: int = 0) -> str:
             lines.append(words.capitalize() + rng.choice(".,;!?"))
         lines.append("")
     return "\n".join(lines)
-
-
-def cli(*argv) -> tuple[int, str, str]:
-    """Run `python -m workbench ARGV` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse's own errors and --help
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def cli_subprocess(*argv, cwd: Path) -> subprocess.CompletedProcess:

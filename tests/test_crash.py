@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import word_corpus
 from safetensors.torch import load_file
 
 from workbench import checkpoint as ckpt
@@ -31,11 +32,8 @@ def pretrain_cmd(corpus: Path, out: Path, resume: bool) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("crash") / "text.txt"
-    rng = random.Random(0)
-    words = "to be or not that is the question whether tis nobler in mind suffer slings arrows".split()
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(10)) for _ in range(400)))
-    return path
+    return word_corpus(tmp_path_factory.mktemp("crash") / "text.txt",
+                       "to be or not that is the question whether tis nobler in mind suffer slings arrows", 400, 10)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ process with the whole batch, only rank 0 writes, and a run resumes from its che
 checkpoints are the single-process files: either kind of run resumes from the other's."""
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from helpers import word_corpus
 from safetensors.torch import load_file
 
 FLAGS = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--max-iters", "30",
@@ -20,11 +20,8 @@ FLAGS = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "3
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "text.txt"
-    rng = random.Random(0)
-    words = "now is the winter of our discontent made glorious summer by this sun of york".split()
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(600)))
-    return path
+    return word_corpus(tmp_path_factory.mktemp("ddp") / "text.txt",
+                       "now is the winter of our discontent made glorious summer by this sun of york", 600, 12)
 
 
 def run(cmd, tmp_path):

@@ -4,8 +4,6 @@ a uniform "model" whose bits per token/character are known exactly, every token 
 the sliding windows, and compression that does what it says (size, sparsity, close logits).
 The CLI writes metrics.json for a tiny trained run."""
 
-import contextlib
-import io
 import json
 import math
 import random
@@ -18,13 +16,13 @@ import sacrebleu
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import cli
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from workbench import compress as cp
 from workbench import evaluate as ev
 from workbench import metrics as mt
 from workbench import viz
-from workbench.__main__ import main
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.data import Document
 from workbench.model import GPT
@@ -395,16 +393,6 @@ def test_evaluation_figures_show_their_data():
 
 
 # -------------------------------------------------------------------------------- command line
-def cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 20-step char-level run on a small play-shaped text (its own encoded-data cache)."""

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import cli
 from sklearn import metrics as skm
 
 from workbench import checkpoint as ckpt
-from workbench.__main__ import main
 from workbench.config import ModelConfig, RunConfig
 from workbench.data import TEST_PLAYS, VAL_PLAYS, TaskData, load_task, play_speeches, load_shakespeare, table_task
 from workbench.finetune import (
@@ -385,19 +385,6 @@ def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
 
 
 # ------------------------------------------------------------------------------------- command line
-def cli(*argv):
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
     path, _ = csv_task
     code, out, err = cli("finetune", "--checkpoint", base, "--task", path, "--mode", "frozen", "--max-steps", "8",

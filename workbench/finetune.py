@@ -50,7 +50,7 @@ from .config import ModelConfig, RunConfig, TrainConfig, from_dict
 from .data import TaskData
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
-from .pretrain import FINAL, check_fresh_out_dir, load_pretrained
+from .pretrain import FINAL, check_fresh_out_dir, load_final, load_pretrained
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import History, Trainer, autocast_context, resolve_device
 
@@ -523,12 +523,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
 
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
-    path = Path(path)
-    if (path / FINAL / ckpt.MODEL_FILE).is_file():
-        path = path / FINAL
-    c = ckpt.load_checkpoint(path)
-    if "finetune" not in c.artifacts or "labels" not in c.artifacts:
-        raise FileNotFoundError(f"{c.path} lacks finetune.json or labels.json; point at a finetune run's --out")
+    c = load_final(path, ("finetune", "labels"), "point at a finetune run's --out")
     config = from_dict(FinetuneConfig, c.artifacts["finetune"])
     labels = list(c.artifacts["labels"])
     base = RunConfig.from_dict(c.artifacts["config"]) if config.mode != "hf" else None
@@ -538,7 +533,7 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
         tokenizer, limit = load_hf_encoder(config.hf_model, with_model=False)[1], HF_MAX_LEN
     else:
         tokenizer, limit = load_tokenizer(c.artifacts["tokenizer"]), base.model.block_size
-    return TextClassifier(model.to(device).eval(), tokenizer, labels, config, min(config.max_len or limit, limit))
+    return TextClassifier(model.to(device).eval(), tokenizer, labels, config, config.window(limit))
 
 
 # ---------------------------------------------------------------------------------------------

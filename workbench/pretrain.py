@@ -179,14 +179,21 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     return PretrainResult(model, tokenizer, config, history, metrics, out)
 
 
-def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
-    """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
+def load_final(path: str | Path, needs: tuple[str, ...], hint: str) -> ckpt.Checkpoint:
+    """The checkpoint in a run directory's model/ folder (or `path` itself, a checkpoint directory),
+    which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint`."""
     path = Path(path)
     if (path / FINAL / ckpt.MODEL_FILE).is_file():
         path = path / FINAL
     c = ckpt.load_checkpoint(path)
-    if "config" not in c.artifacts or "tokenizer" not in c.artifacts:
-        raise FileNotFoundError(f"{c.path} lacks config.json or tokenizer.json; point at a pretraining run's --out")
+    if any(name not in c.artifacts for name in needs):
+        raise FileNotFoundError(f"{c.path} lacks {' or '.join(f'{name}.json' for name in needs)}; {hint}")
+    return c
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
+    """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
+    c = load_final(path, ("config", "tokenizer"), "point at a pretraining run's --out")
     config = RunConfig.from_dict(c.artifacts["config"])
     tokenizer = load_tokenizer(c.artifacts["tokenizer"])
     if tokenizer.vocab_size != config.model.vocab_size:
