@@ -3,6 +3,7 @@ non-finite loss handling, and atomic checkpoints that never unpickle."""
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -20,17 +21,17 @@ DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
 DATA[::3] = 5  # some structure so the loss can fall
 
 
-def make_trainer(run_dir=None, **train_kw) -> Trainer:
+def make_trainer(run_dir=None, dropout=0.1, next_batch=None, **train_kw) -> Trainer:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=0.1))
+    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=dropout))
     cfg = TrainConfig(**{"batch_size": 4, "max_iters": 12, "warmup_iters": 2, "eval_interval": 4,
                          "eval_iters": 2, "lr": 3e-3, "min_lr": 3e-4, "device": "cpu", **train_kw})
 
-    def next_batch(generator):
+    def batch(generator):
         return get_batch(DATA, BLOCK, cfg.batch_size, generator)
 
     evaluate = lm_evaluator(DATA[-800:], BLOCK, 8, cfg.eval_iters, "cpu")
-    return Trainer(model, cfg, next_batch, evaluate, run_dir=run_dir, artifacts={"config": {"x": 1}},
+    return Trainer(model, cfg, next_batch or batch, evaluate, run_dir=run_dir, artifacts={"config": {"x": 1}},
                    progress=False)
 
 
@@ -66,6 +67,36 @@ def test_training_lowers_the_loss_and_history_is_a_dataframe():
     assert list(evals["step"]) == [20, 40]
     assert df["loss"].dropna().iloc[-5:].mean() < df["loss"].dropna().iloc[:5].mean()
     assert trainer.summary()["tokens_per_s"] > 0
+
+
+def test_steps_between_logging_steps_share_their_window_time():
+    """Only logging steps synchronise the device, so a slow step's time is spread over its window."""
+    calls = []
+
+    def slow_third_batch(generator):
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(0.2)
+        return get_batch(DATA, BLOCK, 4, generator)
+
+    trainer = make_trainer(next_batch=slow_third_batch, log_interval=5, eval_interval=4)
+    trainer.fit()
+    logged = [r["step"] for r in trainer.history.records if "loss" in r]
+    assert logged == [4, 5, 8, 10, 12]  # every log_interval, every evaluation and the last step
+    times = trainer.step_times
+    assert len(times) == 12 and len(set(times[:4])) == 1 and times[0] >= 0.05  # 0.2 s over steps 1-4
+    assert max(times[4:]) < 0.05
+    assert trainer.history.records[0]["ms_per_iter"] == pytest.approx(1000 * times[0])
+
+
+def test_compiled_training_matches_eager():
+    eager = make_trainer(dropout=0.0, max_iters=6, eval_interval=6)
+    compiled = make_trainer(dropout=0.0, max_iters=6, eval_interval=6, compile=True)
+    assert type(compiled._forward).__name__ == "OptimizedModule"  # torch.compile's wrapper
+    losses = [[r["loss"] for r in t.fit().records if "loss" in r] for t in (eager, compiled)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    for k, v in weights(eager).items():
+        torch.testing.assert_close(weights(compiled)[k], v, rtol=1e-3, atol=1e-5)
 
 
 def test_resume_is_bit_identical(tmp_path):

@@ -188,7 +188,12 @@ class Trainer:
             self._forward = self._ddp = DistributedDataParallel(self.model, device_ids=ids)
         if config.compile:
             self._forward = torch.compile(self._forward)
-        self.step_times: list[float] = []  # seconds per optimizer step, this session
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for the fp32 matmuls that autocast leaves
+        # Seconds per optimizer step, this session. The device is synchronised only on logging steps
+        # (reading the loss), so each step between two of them is charged the window's average.
+        self.step_times: list[float] = []
+        self._window: list[float] = []  # start times of the steps since the last logging step
         self.tokens_per_step = 0
 
     # ---------------------------------------------------------------- state
@@ -286,6 +291,7 @@ class Trainer:
         cfg = self.config
         stop_at = min(until, cfg.max_iters) if until is not None else cfg.max_iters
         self.model.train()
+        self._window = []  # time spent outside fit() (a pause, a notebook cell) is not a step's
         bar = tqdm(total=cfg.max_iters, initial=self.step, disable=not self.progress, desc="train",
                    dynamic_ncols=True)
         stopped_early = False
@@ -320,7 +326,7 @@ class Trainer:
 
     def _train_step(self) -> dict | None:
         cfg = self.config
-        t0 = time.perf_counter()
+        self._window.append(time.perf_counter())
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -341,12 +347,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_per_step = tokens
-        if self.step % cfg.log_interval and self.step != cfg.max_iters:
-            self.step_times.append(time.perf_counter() - t0)
+        logging = (self.step % cfg.log_interval == 0 or self.step % cfg.eval_interval == 0
+                   or self.step == cfg.max_iters)
+        if not logging:  # the device may still be working: no time is taken until it is synchronised
             return None
         loss_value = mean_across_ranks(loss, self.dist).item()  # syncs the device: only on logging steps
-        dt = time.perf_counter() - t0
-        self.step_times.append(dt)
+        dt = (time.perf_counter() - self._window[0]) / len(self._window)  # per step, over the window
+        self.step_times += [dt] * len(self._window)
+        self._window = []
         if not math.isfinite(loss_value):
             last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None
             raise NonFiniteLossError(
