@@ -25,3 +25,22 @@ def word_corpus(path: Path, words: str, lines: int, words_per_line: int) -> Path
     vocab = words.split()
     path.write_text("\n".join(" ".join(rng.choice(vocab) for _ in range(words_per_line)) for _ in range(lines)))
     return path
+
+
+# A tiny 3-class text task: each class shows in a few cue words among filler.
+LABELS = ("comedy", "history", "tragedy")
+CUES = {"comedy": ("jest", "wed", "fool", "merry"), "history": ("crown", "england", "france", "war"),
+        "tragedy": ("death", "blood", "grave", "ghost")}
+FILLER = "the a my lord and of to thy good sir".split()
+
+
+def tiny_rows(n_per_class: int, seed: int = 0) -> list[dict]:
+    """Short texts whose class shows in a few cue words among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for label in LABELS:
+        for _ in range(n_per_class):
+            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))] + [rng.choice(CUES[label]) for _ in range(2)]
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": label})
+    return rows

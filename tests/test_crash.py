@@ -1,6 +1,6 @@
 """Crash safety: training killed with SIGKILL at random moments (checkpoint writes included) always
-leaves a loadable latest checkpoint, and resuming reaches the same final weights as a run that
-was never interrupted."""
+leaves a loadable latest checkpoint, Ctrl-C (SIGINT) checkpoints the step it stopped at, and
+resuming reaches the same final weights as a run that was never interrupted."""
 
 import os
 import random
@@ -25,9 +25,9 @@ FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "1
          "--device", "cpu", "--seed", "3"]
 
 
-def pretrain_cmd(corpus: Path, out: Path, resume: bool) -> list[str]:
+def pretrain_cmd(corpus: Path, out: Path, resume: bool, *extra: str) -> list[str]:
     return [sys.executable, "-m", "workbench", "pretrain", "--corpus", str(corpus), "--out", str(out), *FLAGS,
-            *(["--resume"] if resume else [])]
+            *extra, *(["--resume"] if resume else [])]
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +36,27 @@ def corpus(tmp_path_factory):
                        "to be or not that is the question whether tis nobler in mind suffer slings arrows", 400, 10)
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_never_loses_the_run(corpus, tmp_path):
-    env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache")}
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory):
+    """The uninterrupted run, the seconds the command needs to start, and its whole wall time."""
+    root = tmp_path_factory.mktemp("straight")
+    env = {**os.environ, "WORKBENCH_CACHE": str(root / "cache")}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "workbench", "--help"], check=True, env=env, capture_output=True)
     startup = time.perf_counter() - t0  # imports: killing before training starts proves little
-    straight = tmp_path / "straight"
     t0 = time.perf_counter()
-    subprocess.run(pretrain_cmd(corpus, straight, False), check=True, env=env, capture_output=True)
-    whole = time.perf_counter() - t0
+    subprocess.run(pretrain_cmd(corpus, root / "run", False), check=True, env=env, capture_output=True)
+    return root / "run", env, startup, time.perf_counter() - t0
 
+
+def same_final_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a / "model" / ckpt.MODEL_FILE)), load_file(str(b / "model" / ckpt.MODEL_FILE))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_the_run(corpus, straight, tmp_path):
+    straight, env, startup, whole = straight
     killed = tmp_path / "killed"
     rng = random.Random(1234)
     kills, steps_seen = 0, []
@@ -75,7 +85,44 @@ def test_sigkill_at_random_moments_never_loses_the_run(corpus, tmp_path):
     assert kills == KILLS
     assert len(set(steps_seen)) >= 3, f"kills should land at many different steps, saw {steps_seen}"
 
-    a = load_file(str(straight / "model" / ckpt.MODEL_FILE))
-    b = load_file(str(killed / "model" / ckpt.MODEL_FILE))
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "the killed-and-resumed run ended with different weights"
+    assert same_final_weights(straight, killed), "the killed-and-resumed run ended with different weights"
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_the_step_it_stopped_at_and_resume_finishes_the_run(corpus, straight, tmp_path):
+    """SIGINT, as Ctrl-C sends it, at random moments of training: exit status 130 and a one-line hint,
+    the latest checkpoint is the step training stopped at, nothing final is written; resuming after
+    three interruptions ends with the uninterrupted run's weights."""
+    _, env, startup, _ = straight
+    sparse = ("--max-iters", "2000", "--eval-interval", "500")  # checkpoints at 500, 1000, ...: the others are Ctrl-C's
+    straight = tmp_path / "straight"
+    t0 = time.perf_counter()
+    subprocess.run(pretrain_cmd(corpus, straight, False, *sparse), check=True, env=env, capture_output=True)
+    per_step = (time.perf_counter() - t0 - startup) / 2000
+    run = tmp_path / "interrupted"
+    rng = random.Random(7)
+    stopped_at = []
+    for attempt in range(4):
+        proc = subprocess.Popen(pretrain_cmd(corpus, run, attempt > 0, *sparse), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        if attempt < 3:
+            before = ckpt.latest_checkpoint(run) if run.exists() else None
+            deadline = time.monotonic() + 120
+            while (ckpt.latest_checkpoint(run) if run.exists() else None) == before:  # training has started
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 300 * per_step))  # up to ~300 steps after that checkpoint
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        if attempt == 3:
+            assert proc.returncode == 0, err[-2000:]
+            break
+        assert proc.returncode == 130, err[-2000:]
+        step = int(err.split("interrupted at step ")[1].split(";")[0])
+        assert "rerun with --resume" in err and not (run / "model").exists() and not (run / "metrics.json").exists()
+        latest = ckpt.load_checkpoint(run)
+        assert latest.state["step"] == step and latest.history[-1]["step"] == step
+        stopped_at.append(step)
+    assert stopped_at == sorted(stopped_at) and len(set(stopped_at)) == 3, stopped_at
+    assert any(step % 500 for step in stopped_at), f"no interruption between evaluations: {stopped_at}"
+    assert same_final_weights(straight, run), "the interrupted-and-resumed run ended with different weights"

@@ -1,25 +1,23 @@
-"""Fine-tuning: the genre task and user tables, every mode on a tiny GPT (what is trained, what
-stays frozen, padding invariance, exact resume), the MiniLM mode, the TF-IDF reference, the
-metrics against scikit-learn, and the `finetune` command line."""
+"""Fine-tuning: every mode on a tiny GPT (what is trained, what stays frozen, padding invariance,
+exact resume), the MiniLM mode, the comparison grid and its TF-IDF reference, the metrics against
+scikit-learn, and the `finetune` command line. The task data itself: tests/test_tasks.py."""
 
 import json
-import random
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, tiny_rows
 from sklearn import metrics as skm
 
 from workbench import checkpoint as ckpt
 from workbench.config import ModelConfig, RunConfig
-from workbench.data import TEST_PLAYS, VAL_PLAYS, TaskData, load_task, play_speeches, load_shakespeare, table_task
+from workbench.tasks import load_task
 from workbench.finetune import (
     FinetuneConfig,
     GPTClassifier,
     build_classifier,
-    compare_modes,
     count_params,
     encode_texts,
     finetune,
@@ -27,30 +25,13 @@ from workbench.finetune import (
     predict_logits,
     reading_coverage,
     encode_task,
-    summarize,
-    tfidf_baseline,
 )
+from workbench.compare import compare_modes, summarize, tfidf_baseline
 from workbench.metrics import confusion, macro_f1, per_class_table, split_metrics
 from workbench.model import GPT
 from workbench.tokenizer import train_tokenizer
 
-LABELS = ("comedy", "history", "tragedy")
-CUES = {"comedy": ("jest", "wed", "fool", "merry"), "history": ("crown", "england", "france", "war"),
-        "tragedy": ("death", "blood", "grave", "ghost")}
-FILLER = "the a my lord and of to thy good sir".split()
 TINY = dict(block_size=32, n_layer=1, n_head=2, n_embd=32)  # ~10k parameters with a char vocabulary
-
-
-def tiny_rows(n_per_class: int, seed: int = 0) -> list[dict]:
-    """Short texts whose class shows in a few cue words among filler."""
-    rng = random.Random(seed)
-    rows = []
-    for label in LABELS:
-        for _ in range(n_per_class):
-            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))] + [rng.choice(CUES[label]) for _ in range(2)]
-            rng.shuffle(words)
-            rows.append({"text": " ".join(words), "label": label})
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -79,103 +60,6 @@ def quick(**kw) -> FinetuneConfig:
     """A few dozen steps of a tiny batch on the CPU, fast learning rates."""
     return FinetuneConfig(**{"max_steps": 30, "batch_size": 8, "lr": 3e-3, "head_lr": 1e-2, "eval_interval": 15,
                              "dropout": 0.0, "device": "cpu", "warmup_frac": 0.1, **kw})
-
-
-# ------------------------------------------------------------------------------------- task data
-@pytest.fixture(scope="module")
-def genre():
-    return load_task("genre")
-
-
-def test_genre_task_splits_by_whole_plays_into_three_classes(genre):
-    assert genre.labels == ["comedy", "history", "tragedy"]
-    plays = {s: set(genre.split(s)["play"]) for s in ("train", "val", "test")}
-    assert plays["val"] == set(VAL_PLAYS) and plays["test"] == set(TEST_PLAYS)
-    assert not (plays["train"] & plays["val"] or plays["train"] & plays["test"] or plays["val"] & plays["test"])
-    assert len(plays["train"]) == 26
-    for s in ("train", "val", "test"):
-        df = genre.split(s)
-        assert set(df["label"]) == set(genre.labels)
-        assert (df["label_id"] == df["label"].map(genre.labels.index)).all()
-        assert df["text"].str.len().between(1, 600).all()  # max_chars=600 by default
-    assert len(genre.train) + len(genre.val) + len(genre.test) == 6154
-
-
-def test_genre_passages_hold_no_speaker_names(genre):
-    name_lines = {d.slug: {f"{speaker}:" for speaker, _ in play_speeches(d)} for d in load_shakespeare()}
-    assert "HAMLET:" in name_lines["hamlet"] and "HAMLET:" in load_shakespeare()[0].text + "".join(
-        d.text for d in load_shakespeare() if d.slug == "hamlet")  # the plays have them ...
-    for df in (genre.train, genre.val, genre.test):  # ... the passages do not
-        for text, play, speaker in zip(df["text"], df["play"], df["speaker"]):
-            assert not text.startswith(f"{speaker}:")
-            assert not set(text.split("\n")) & name_lines[play], (play, text[:80])
-
-
-def test_genre_balance_table_matches_the_splits(genre):
-    b = genre.balance()
-    assert list(b.index) == genre.labels and list(b.columns) == ["train", "val", "test", "total"]
-    for s in ("train", "val", "test"):
-        assert b[s].sum() == len(genre.split(s))
-    assert (b["total"] == b[["train", "val", "test"]].sum(axis=1)).all()
-    assert np.allclose(genre.balance(normalize=True).sum(), 1.0)
-
-
-def test_genre_passages_are_cut_at_whitespace():
-    task = load_task("genre", max_chars=250)
-    long = task.train["text"].str.len()
-    assert long.max() <= 250 and (long > 200).any()
-    whole = load_task("genre", max_chars=None)
-    assert whole.train["text"].str.len().max() > 600
-    cut = task.train["text"].iloc[int(long.argmax())]
-    assert whole.train["text"].iloc[int(long.argmax())].startswith(cut)
-
-
-def test_table_task_split_is_stratified_and_deterministic(csv_task):
-    path, task = csv_task
-    assert task.name == "tiny.csv" and task.labels == list(LABELS)
-    assert task.balance().loc["comedy"].tolist() == [24, 3, 3, 30]
-    again = load_task(path)
-    assert again.test["text"].tolist() == task.test["text"].tolist()
-    other = load_task(path, seed=1)
-    assert other.test["text"].tolist() != task.test["text"].tolist()
-
-
-def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
-    rows = tiny_rows(4)
-    for i, r in enumerate(rows):
-        r["split"] = ("train", "train", "val", "test")[i % 4]
-        r["review"], r["stars"] = r.pop("text"), r.pop("label")
-    path = tmp_path / "t.jsonl"
-    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
-    task = load_task(path, text_col="review", label_col="stars")
-    assert (len(task.train), len(task.val), len(task.test)) == (6, 3, 3)
-    assert list(task.train.columns[:3]) == ["text", "label", "label_id"]
-
-
-@pytest.mark.parametrize("rows, kwargs, fix", [
-    ([{"text": "a", "label": "x"}], {"label_col": "genre"}, "(columns: text, label); pass --text-col / --label-col"),
-    ([{"text": " ", "label": "x"}, {"text": "b", "label": "y"}], {}, "row(s) have an empty text"),
-    ([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}], {}, "at least two classes"),
-    ([{"text": "a", "label": "x", "split": "train"}, {"text": "b", "label": "y", "split": "val"},
-      {"text": "c", "label": "x", "split": "test"}], {}, "'y' appear in val/test but never in train"),
-    ([{"text": "a", "label": "x", "split": "dev"}, {"text": "b", "label": "y", "split": "train"}], {},
-     "use only train, val and test"),
-    ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], {}, "the val split is empty"),
-])
-def test_table_task_errors_name_the_fix(tmp_path, rows, kwargs, fix):
-    path = tmp_path / "bad.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    with pytest.raises(ValueError) as e:
-        load_task(path, **kwargs)
-    assert fix in str(e.value) and "\n" not in str(e.value)
-
-
-def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pass --task genre"):
-        load_task(tmp_path / "none.csv")
-    (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(ValueError, match="neither .csv nor .jsonl"):
-        table_task(tmp_path / "x.txt")
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -297,14 +181,14 @@ def test_multitask_adds_the_language_modelling_loss(base):
 
 
 class StopAt:
-    """Interrupt training after `step` steps, as Ctrl-C would."""
+    """Interrupt training after `step` steps, as Ctrl-C does."""
 
     def __init__(self, step):
         self.step = step
 
     def on_step(self, trainer, record):
         if trainer.step == self.step:
-            raise KeyboardInterrupt
+            trainer.request_stop()
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

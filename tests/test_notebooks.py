@@ -185,3 +185,66 @@ def test_a_second_report_gives_the_same_metrics(smoke_report, tmp_path):
         assert first.keys() == second.keys()
         for key in first.keys() - VOLATILE:
             assert first[key] == second[key], f"{path.stem}: {key} differs between identical runs"
+
+
+# ------------------------------------------------------------------ interrupting a kernel
+KERNEL_SETUP = """
+import pathlib
+from workbench import pretrain as pt
+from workbench.config import preset
+corpus = pathlib.Path({root!r}) / "text.txt"
+corpus.write_text("to be or not to be that is the question whether tis nobler in the mind\\n" * 400)
+config = preset("smoke", data={{"corpus": str(corpus)}},
+                train={{"max_iters": 3000, "eval_interval": 1000, "device": "cpu"}})
+
+class Started:  # lets the test interrupt once training runs
+    def on_step(self, trainer, record):
+        if trainer.step == 20:
+            (pathlib.Path({root!r}) / "started").touch()
+"""
+# The notebook's own training call (02_pretraining): rerunning the cell resumes.
+KERNEL_TRAIN = ('result = pt.pretrain(config, pathlib.Path({root!r}) / "run", callbacks=[Started()], progress=False, '
+                'resume="auto")\nprint("RESULT", result.metrics["completed"], result.metrics["final_step"])')
+
+
+def _run_cell(kc, code: str, timeout: float = 300) -> tuple[str, str]:
+    """Execute `code` in the kernel; (reply status, printed text)."""
+    printed = []
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: printed.append(
+        m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+    return reply["content"]["status"], "".join(printed)
+
+
+@pytest.mark.slow
+def test_interrupting_the_kernel_stops_training_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
+    import threading
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    from workbench import checkpoint as ckpt
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        assert _run_cell(kc, KERNEL_SETUP.format(root=str(tmp_path)))[0] == "ok"
+
+        def interrupt_once_started():
+            deadline = time.monotonic() + 120
+            while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            km.interrupt_kernel()  # what the ■ button does: SIGINT to the kernel
+
+        threading.Thread(target=interrupt_once_started, daemon=True).start()
+        status, printed = _run_cell(kc, KERNEL_TRAIN.format(root=str(tmp_path)))
+        assert status == "ok", printed  # the cell returns; no KeyboardInterrupt traceback
+        completed, step = printed.split("RESULT")[1].split()[:2]
+        assert completed == "False" and 20 <= int(step) < 3000
+        assert ckpt.load_checkpoint(tmp_path / "run").state["step"] == int(step)
+        assert not (tmp_path / "run" / "model").exists()
+
+        status, printed = _run_cell(kc, KERNEL_TRAIN.format(root=str(tmp_path)))
+        assert status == "ok" and printed.split("RESULT")[1].split() == ["True", "3000"], printed
+        assert (tmp_path / "run" / "model" / ckpt.MODEL_FILE).is_file()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -81,6 +81,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if not info.is_main:  # under torchrun only rank 0 reports
         return
     m = result.metrics
+    if not m["completed"]:
+        print(f"interrupted at step {m['final_step']}; rerun with --resume to continue from {Path(args.out) / 'checkpoints'}",
+              file=sys.stderr)
+        raise SystemExit(130)
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']}), {m['params']:,} parameters, "
           f"{m.get('ms_per_iter_median', float('nan')):.1f} ms/iter, {m.get('tokens_per_s', float('nan')):,.0f} tokens/s, "
           f"{m['wall_s']:.0f} s")
@@ -89,7 +93,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from .checkpoint import latest_checkpoint
-    from .data import load_task
+    from .tasks import load_task
     from .finetune import finetune
 
     out = Path(args.out)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from .model import GPT
 

@@ -139,7 +139,7 @@ class DataConfig:
 MODES = ("full", "frozen", "scratch", "lora", "multitask", "hf")
 POOLINGS = ("mean", "last", "cls")  # last: GPT only (the causal summary); cls: HF encoders only
 # Backbone (or adapter) learning rate of each mode when FinetuneConfig.lr is None, measured on the
-# genre task with the 4-layer BPE GPT (workbench.finetune.compare_modes). A random init and adapters
+# genre task with the 4-layer BPE GPT (workbench.compare.compare_modes). A random init and adapters
 # that start at zero want a larger step than weights that already work.
 DEFAULT_LR = {"full": 1e-3, "frozen": 1e-3, "scratch": 1e-3, "lora": 5e-3, "multitask": 1e-3, "hf": 1e-4}
 

@@ -13,12 +13,7 @@ Pipeline::
     data = encode_splits(corpus, tok)                       # {"train": memmap, ...}, cached
     x, y = get_batch(data["train"], block_size, batch_size, generator)   # (B, T) each
 
-Classification tasks (for ``workbench.finetune``)::
-
-    task = load_task("genre")               # speeches -> First Folio genre, the same held-out plays
-    task = load_task("reviews.csv", text_col="review", label_col="stars")   # a user table
-    task.train, task.val, task.test         # DataFrames: text, label, label_id (+ play, speaker)
-    task.balance()                          # class counts per split
+Labelled passages for fine-tuning (the genre task, user tables) are in ``workbench.tasks``.
 """
 
 from __future__ import annotations
@@ -263,7 +258,7 @@ def _make_corpus(name: str, documents: list[Document], splits: dict[str, str]) -
     return Corpus(name, documents, splits, h.hexdigest())
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     """Read a file as UTF-8 (a BOM is dropped, CRLF becomes LF) with a one-line error otherwise."""
     data = path.read_bytes()
     try:
@@ -276,7 +271,7 @@ def _read_utf8(path: Path) -> str:
 
 
 def _read_table(path: Path, text_column: str) -> list[Document]:
-    text = _read_utf8(path)
+    text = read_utf8(path)
     try:
         if path.suffix.lower() == ".csv":
             df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
@@ -326,11 +321,11 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
         docs = []
         for f in files:
             rel = f.relative_to(path).with_suffix("").as_posix()
-            docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", _read_utf8(f)))
+            docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
     elif path.suffix.lower() in (".csv", ".jsonl"):
         docs = _read_table(path, text_column)
     else:
-        docs = [Document(path.name, path.stem, "", "", _read_utf8(path))]
+        docs = [Document(path.name, path.stem, "", "", read_utf8(path))]
 
     text = DOC_SEP.join(d.text for d in docs)
     if not text.strip():
@@ -524,239 +519,3 @@ def corpus_stats(corpus: Corpus) -> pd.DataFrame:
         split_of = {id(d): "" for d in corpus.documents}
     return pd.DataFrame([{"title": d.title, "genre": d.genre, "split": split_of[id(d)], "characters": len(d.text),
                           "lines": d.text.count("\n"), "words": len(d.text.split())} for d in corpus.documents])
-
-
-# ---------------------------------------------------------------------------------------------
-# Classification tasks: labelled passages for fine-tuning
-# ---------------------------------------------------------------------------------------------
-
-TASK_COLUMNS = ("text", "label", "label_id")
-GENRE_MIN_CHARS = 200  # a speech shorter than this says too little to tell its play's genre
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test of a user table without a `split` column
-
-
-@dataclass
-class TaskData:
-    """A text classification task: labelled passages in disjoint train/val/test splits.
-
-    Attributes:
-        name: "genre" or the file's name.
-        labels: class names, sorted; ``label_id`` indexes this list (saved with a fine-tuned model).
-        train, val, test: DataFrames with columns ``text`` (str), ``label`` (str) and ``label_id``
-            (int), plus ``play`` and ``speaker`` for the genre task.
-    """
-
-    name: str
-    labels: list[str]
-    train: pd.DataFrame = field(repr=False)
-    val: pd.DataFrame = field(repr=False)
-    test: pd.DataFrame = field(repr=False)
-
-    def __repr__(self) -> str:
-        sizes = ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
-        return f"TaskData({self.name!r}, labels={self.labels}, {sizes})"
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.labels)
-
-    def split(self, name: str) -> pd.DataFrame:
-        """The DataFrame of split "train", "val" or "test"."""
-        if name not in SPLITS:
-            raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
-        return getattr(self, name)
-
-    def balance(self, normalize: bool = False) -> pd.DataFrame:
-        """Class balance: one row per label, one column per split plus "total".
-
-        Args:
-            normalize: fractions of each column instead of counts.
-        Returns:
-            DataFrame indexed by label (in ``labels`` order) with columns train, val, test, total.
-        """
-        counts = pd.DataFrame({s: self.split(s)["label"].value_counts() for s in SPLITS})
-        counts = counts.reindex(self.labels).fillna(0).astype(int)
-        counts["total"] = counts[list(SPLITS)].sum(axis=1)
-        counts.index.name = "label"
-        return counts / counts.sum() if normalize else counts
-
-    def subsample(self, per_label: int | None, seed: int = 0) -> "TaskData":
-        """At most `per_label` random rows of each label in each split (None: everything), for quick runs."""
-        if per_label is None:
-            return self
-        def pick(df: pd.DataFrame) -> pd.DataFrame:
-            rows = [i for _, g in df.groupby("label") for i in g.sample(min(len(g), per_label), random_state=seed).index]
-            return df.loc[sorted(rows)]
-
-        return TaskData(self.name, self.labels, pick(self.train), pick(self.val), pick(self.test))
-
-
-def cut_passage(text: str, max_chars: int | None) -> str:
-    """The start of `text`, at most `max_chars` characters, cut at the last whitespace so no
-    word is split (a single word longer than `max_chars` is cut mid-word). None keeps all."""
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    head = text[: max_chars + 1]  # one more: a cut right before whitespace keeps the last word
-    cut = max(head.rfind(" "), head.rfind("\n"))
-    return (text[:cut] if cut > 0 else text[:max_chars]).rstrip()
-
-
-def play_speeches(doc: Document) -> list[tuple[str, str]]:
-    """The speeches of a parsed play as (speaker, spoken text), the ``NAME:`` line removed.
-
-    Paragraphs with no speaker (a few lines after a heading, see ``parse_play_markdown``) are left
-    out: some are stage-direction fragments, and a passage should be one character's speech.
-    """
-    out = []
-    for para in doc.text.split("\n\n"):
-        first, _, rest = para.strip("\n").partition("\n")
-        if first.endswith(":") and rest:
-            out.append((first[:-1], rest))
-    return out
-
-
-def _task_frame(rows: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
-    df = rows.reset_index(drop=True)
-    df["label_id"] = df["label"].map({name: i for i, name in enumerate(labels)}).astype(int)
-    return df[[*TASK_COLUMNS, *[c for c in df.columns if c not in TASK_COLUMNS]]]
-
-
-def genre_task(min_chars: int = GENRE_MIN_CHARS, max_chars: int | None = 600) -> TaskData:
-    """The built-in task: which First Folio genre (comedy, history, tragedy) is a speech's play?
-
-    Passages are speeches (speaker turns) of the parsed plays with at least `min_chars` characters
-    of spoken text; the speaker's ``NAME:`` line is removed so a name cannot give the play away
-    (names *inside* the lines stay: they are what the characters say). With the defaults there are
-    6,154 speeches (the parse keeps a speech that resumes after a stage direction whole).
-    A speech longer than `max_chars` keeps only its start (``cut_passage``); the tokenizer's block
-    size truncates further at fine-tuning time. Splits are whole plays, exactly the plays of
-    ``split_documents`` (``VAL_PLAYS``, ``TEST_PLAYS``), so no play is in two splits and the
-    language model pretrained on the train split never saw a validation or test play.
-
-    Args:
-        min_chars: shortest speech kept (characters of spoken text, before cutting).
-        max_chars: longest passage; None keeps whole speeches.
-    Returns:
-        TaskData "genre" with labels ["comedy", "history", "tragedy"] and columns
-        text, label, label_id, play (slug), speaker.
-    """
-    if max_chars is not None and max_chars < min_chars:
-        raise ValueError(f"max_chars={max_chars} is below min_chars={min_chars}; raise max_chars or pass None")
-    labels = sorted(set(FOLIO_GENRE.values()))
-    parts = {}
-    for split, docs in split_documents(load_shakespeare()).items():
-        rows = [{"text": cut_passage(text, max_chars), "label": d.genre, "play": d.slug, "speaker": speaker}
-                for d in docs for speaker, text in play_speeches(d) if len(text) >= min_chars]
-        parts[split] = _task_frame(pd.DataFrame(rows), labels)
-    return TaskData("genre", labels, parts["train"], parts["val"], parts["test"])
-
-
-def _read_task_table(path: Path) -> pd.DataFrame:
-    text = _read_utf8(path)
-    try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
-    except ValueError as e:  # pandas' parser errors are ValueErrors with multi-line messages
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot parse {path} ({first}); check that it is valid {path.suffix[1:].upper()}") from None
-
-
-def stratified_split(labels: pd.Series, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
-                     ) -> pd.Series:
-    """Assign each row to train/val/test, class by class, deterministically from `seed`.
-
-    Within each class (in sorted order) the rows are shuffled by ``np.random.default_rng(seed)``;
-    round(n * val fraction) go to val, as many to test (for the default 80/10/10), the rest to train,
-    so every split keeps the class balance as closely as whole rows allow.
-
-    Returns:
-        a Series of "train" | "val" | "test" aligned with `labels`.
-    """
-    rng = np.random.default_rng(seed)
-    out = pd.Series("train", index=labels.index, dtype=object)
-    for name in sorted(labels.unique()):
-        idx = labels.index[labels == name].to_numpy()
-        idx = idx[rng.permutation(len(idx))]
-        n_val, n_test = round(len(idx) * fractions[1]), round(len(idx) * fractions[2])
-        out[idx[:n_val]] = "val"
-        out[idx[n_val : n_val + n_test]] = "test"
-    return out
-
-
-def table_task(path: str | Path, text_col: str = "text", label_col: str = "label", seed: int = 0,
-               max_chars: int | None = None) -> TaskData:
-    """A classification task from a user's CSV or JSONL file.
-
-    Rows need a text column and a label column (labels are read as strings). If a ``split``
-    column exists, its values (train/val/test) place the rows; otherwise ``stratified_split``
-    makes a deterministic 80/10/10 split by class with `seed`. Label ids index the sorted label
-    names. Every problem raises one ValueError naming the fix: missing columns (the available
-    ones are listed), empty texts or labels, a single class, a bad or empty split, and labels in
-    val/test that train never shows.
-
-    Args:
-        path: a .csv or .jsonl file.
-        text_col, label_col: column names.
-        seed: for the stratified split.
-        max_chars: cut longer texts to their start (``cut_passage``); None keeps them whole.
-    Returns:
-        TaskData named after the file.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.jsonl file")
-    if path.suffix.lower() not in (".csv", ".jsonl"):
-        raise ValueError(f"task file {path} is neither .csv nor .jsonl; save it as one of those")
-    df = _read_task_table(path)
-    missing = [c for c in (text_col, label_col) if c not in df.columns]
-    if missing:
-        cols = ", ".join(map(str, df.columns)) or "none"
-        raise ValueError(f"{path} has no column {', '.join(map(repr, missing))} (columns: {cols}); "
-                         "pass --text-col / --label-col naming the right ones")
-    rows = pd.DataFrame({"text": df[text_col].fillna("").astype(str),
-                         "label": df[label_col].fillna("").astype(str).str.strip()})
-    for col, what in (("text", "text"), ("label", "label")):
-        empty = rows.index[rows[col].str.strip() == ""]
-        if len(empty):
-            raise ValueError(f"{path}: {len(empty)} row(s) have an empty {what} (first: row {empty[0]}); "
-                             f"fill or remove them")
-    labels = sorted(rows["label"].unique())
-    if len(labels) < 2:
-        raise ValueError(f"{path}: every row has the label {labels[0]!r}; a classifier needs at least two classes")
-    if "split" in df.columns:
-        rows["split"] = df["split"].astype(str).str.strip().str.lower()
-        bad = sorted(set(rows["split"]) - set(SPLITS))
-        if bad:
-            raise ValueError(f"{path}: split column has value(s) {', '.join(map(repr, bad[:5]))}; "
-                             "use only train, val and test (or drop the column for an 80/10/10 split)")
-    else:
-        rows["split"] = stratified_split(rows["label"], seed)
-    for s in SPLITS:
-        if not (rows["split"] == s).any():
-            raise ValueError(f"{path}: the {s} split is empty; add rows (each class needs about 5+ for an "
-                             "80/10/10 split) or a split column with train, val and test rows")
-    unseen = sorted(set(rows.loc[rows["split"] != "train", "label"]) - set(rows.loc[rows["split"] == "train", "label"]))
-    if unseen:
-        raise ValueError(f"{path}: label(s) {', '.join(map(repr, unseen[:5]))} appear in val/test but never in "
-                         "train; move some of those rows to train")
-    rows["text"] = [cut_passage(t, max_chars) for t in rows["text"]]
-    parts = {s: _task_frame(rows[rows["split"] == s].drop(columns="split"), labels) for s in SPLITS}
-    return TaskData(path.name, labels, parts["train"], parts["val"], parts["test"])
-
-
-def load_task(spec: str | Path = "genre", text_col: str = "text", label_col: str = "label", seed: int = 0,
-              max_chars: int | None = 600) -> TaskData:
-    """A classification task: "genre" (``genre_task``) or a CSV/JSONL path (``table_task``).
-
-    Args:
-        spec: "genre" or a path.
-        text_col, label_col: columns of a user table.
-        seed: the 80/10/10 split of a table without a split column.
-        max_chars: passages longer than this keep their start; None keeps them whole.
-    Returns:
-        TaskData.
-    """
-    if str(spec) == "genre":
-        return genre_task(max_chars=max_chars)
-    return table_task(spec, text_col, label_col, seed, max_chars)

@@ -456,7 +456,7 @@ def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test",
 
     Args:
         classifiers: name -> a `finetune.TextClassifier` (anything with predict_proba(texts)).
-        task: a `data.TaskData`; its labels order the classes.
+        task: a `tasks.TaskData`; its labels order the classes.
         split: "val" or "test".
     Returns:
         (one row per classifier: accuracy, macro precision/recall/F1, weighted F1, ECE, NLL...;

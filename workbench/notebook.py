@@ -16,10 +16,13 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROFILES = ("smoke", "default", "full")
 
@@ -202,7 +205,7 @@ def finetuned_classifiers(ctx: NotebookContext) -> dict[str, Any]:
             or (p / "model.safetensors").exists()}
 
 
-def metrics_summary(ctx: NotebookContext) -> "pd.DataFrame":
+def metrics_summary(ctx: NotebookContext) -> pd.DataFrame:
     """The headline numbers every notebook wrote to run_dir/metrics/*.json, one row per figure."""
     import pandas as pd
 

@@ -14,10 +14,11 @@ Everything that can be checked is checked before the first file is written.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
@@ -30,6 +31,11 @@ from .model import GPT
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from .distributed import barrier, init_distributed, rank_slice
 from .train import History, Trainer, resolve_device
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
 
 FINAL = "model"
 
@@ -86,7 +92,7 @@ def _check_same(saved: dict, given: dict, section: str) -> None:
                              f"(or the --preset that sets it) to resume as saved, or start a new run in another --out")
 
 
-def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool = False,
+def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool | str = False,
              callbacks: Iterable[Any] = (), progress: bool = True, tokenizer: Tokenizer | None = None
              ) -> PretrainResult:
     """Train a GPT language model as `config` says; write the run to `out_dir` (if given).
@@ -98,10 +104,16 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         PretrainResult with the trained (best-validation) model, its tokenizer, the History and
         the headline metrics also written to out_dir/metrics.json. Under torchrun with
         parallel="fsdp" the model holds only this rank's shard; `load_pretrained(out_dir)` gives
-        the whole one.
+        the whole one. Interrupted (Ctrl-C), it returns the history so far, metrics["completed"] is
+        False (final_step says where it stopped), and nothing final is written: the checkpoint saved at the
+        interruption is the run, and `resume=True` continues it. `resume="auto"` continues the
+        run in out_dir when it has a checkpoint and starts one otherwise (a notebook cell that can
+        simply be run again after an interruption).
     """
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
+    if resume == "auto":
+        resume = out is not None and ckpt.latest_checkpoint(out) is not None
     if out is not None:
         check_fresh_out_dir(out, resume)
     device = resolve_device(config.train.device)
@@ -154,6 +166,7 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     history = trainer.fit()
 
     metrics = {
+        "completed": trainer.finished,
         "val_loss": trainer.best,
         "best_step": trainer.best_step,
         "final_step": trainer.step,
@@ -171,6 +184,10 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     if dist.enabled:
         metrics["world_size"] = dist.world_size
         metrics["parallel"] = tc.parallel
+    if not trainer.finished:  # Ctrl-C: the checkpoint just written is the run; nothing final yet
+        log.warning("pretraining stopped at step %d of %d; resume with resume=True (--resume)", trainer.step,
+                    tc.max_iters)
+        return PretrainResult(model, tokenizer, config, history, metrics, out)
     weights = trainer.weights() if out is not None else None  # FSDP: every rank helps gather them
     if out is not None and dist.is_main:
         ckpt.save_checkpoint(out / FINAL, model, artifacts, weights=weights)
@@ -283,7 +300,7 @@ class AttentionSnapshots:
 
 
 def scaling_sweep(base: RunConfig, tokenizer: Tokenizer, n_embd: list[int], n_layer: int, n_head: int,
-                  max_iters: int) -> "pd.DataFrame":
+                  max_iters: int) -> pd.DataFrame:
     """Train one model per width with the same data, budget and seed; val loss against parameters."""
     import pandas as pd
 

@@ -26,11 +26,14 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +366,7 @@ def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
     return tokenizer_from_dict(d)
 
 
-def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> "pd.DataFrame":
+def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> pd.DataFrame:
     """The same text through several tokenizers, one row per token: tokenizer, position, token, id."""
     import pandas as pd
 
@@ -375,7 +378,7 @@ def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> "pd.DataF
     return pd.DataFrame(rows)
 
 
-def compression_table(tokenizers: dict[str, Tokenizer], texts: dict[str, str]) -> "pd.DataFrame":
+def compression_table(tokenizers: dict[str, Tokenizer], texts: dict[str, str]) -> pd.DataFrame:
     """Vocabulary size, tokens and characters per token of each tokenizer on each named text."""
     import pandas as pd
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -179,6 +181,9 @@ class Trainer:
         self.best: float | None = None
         self.best_step: int | None = None
         self.evals_since_best = 0
+        self.finished = False  # fit() reached max_iters or stopped early (not paused, not interrupted)
+        self._stop_requested = False  # see request_stop
+        self._saved_step: int | None = None
         # FSDP: a whole CPU copy on rank 0 and {} on the other ranks (see `weights`)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._forward = self.model
@@ -228,6 +233,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
+        self._saved_step = self.step
         if self.run_dir is None:
             barrier(self.dist)
             return None
@@ -285,36 +291,75 @@ class Trainer:
         """Train until max_iters or early stopping; restore the best weights; return the History.
 
         `until` pauses after that step instead (the schedule still runs to max_iters), so a notebook
-        can train in chunks; a later `fit()` carries on. Ctrl-C stops cleanly: a checkpoint is
-        written and the history so far returned.
+        can train in chunks; a later `fit()` carries on. Ctrl-C (SIGINT, which is also what
+        interrupting a notebook kernel sends) or `request_stop()` stops cleanly after the current
+        step: a checkpoint of that step is written and the history so far returned, so a resume
+        continues exactly. A second Ctrl-C stops at once, without saving (the last checkpoint stays).
         """
         cfg = self.config
         stop_at = min(until, cfg.max_iters) if until is not None else cfg.max_iters
         self.model.train()
         self._window = []  # time spent outside fit() (a pause, a notebook cell) is not a step's
+        self._stop_requested = False
         bar = tqdm(total=cfg.max_iters, initial=self.step, disable=not self.progress, desc="train",
                    dynamic_ncols=True)
         stopped_early = False
         try:
-            while self.step < stop_at:
-                record = self._train_step()
-                bar.update(1)
-                if record is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                at_end = self.step == cfg.max_iters
-                if self.step % cfg.eval_interval == 0 or at_end:
-                    stopped_early = self._eval_and_checkpoint(at_end)
-                    if stopped_early:
-                        break
-        except KeyboardInterrupt:
-            log.warning("interrupted at step %d; saving a checkpoint", self.step)
-            self.save()
-            return self.history
+            with self._stop_on_sigint():
+                while self.step < stop_at:
+                    record = self._train_step()
+                    bar.update(1)
+                    if record is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                    at_end = self.step == cfg.max_iters
+                    if self.step % cfg.eval_interval == 0 or at_end:
+                        stopped_early = self._eval_and_checkpoint(at_end)
+                        if stopped_early:
+                            break
+                    if self._should_stop(record is not None):
+                        log.warning("interrupted at step %d; saving a checkpoint", self.step)
+                        if self._saved_step != self.step:  # (an evaluation step may have saved it)
+                            self.save()
+                        return self.history
         finally:
             bar.close()
-        if self._best_state is not None and (stopped_early or self.step >= cfg.max_iters):
+        self.finished = stopped_early or self.step >= cfg.max_iters
+        if self._best_state is not None and self.finished:
             self._load_weights(self._best_state)
         return self.history
+
+    def request_stop(self) -> None:
+        """Stop `fit()` after the current step, with a checkpoint (what Ctrl-C does; for callbacks, widgets)."""
+        self._stop_requested = True
+
+    @contextlib.contextmanager
+    def _stop_on_sigint(self):
+        """While training, a first SIGINT requests a clean stop instead of raising KeyboardInterrupt."""
+        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_requested:  # the second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            log.warning("Ctrl-C: stopping after this step (press again to stop at once, without saving)")
+            self.request_stop()
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _should_stop(self, synced: bool) -> bool:
+        """Whether a stop was requested; under torchrun every rank must agree, so the ranks decide
+        together at logging steps, where they synchronise anyway."""
+        if not self.dist.enabled:
+            return self._stop_requested
+        if not synced:
+            return False
+        flag = torch.tensor(float(self._stop_requested), device=self.device)
+        return bool(mean_across_ranks(flag, self.dist).item() > 0)
 
     def _gradient_sync(self, last: bool):
         """Ranks exchange gradients only after the last micro-batch of an accumulated step."""

@@ -1,0 +1,114 @@
+"""Classification tasks: the genre task's whole-play splits and passages, and user CSV/JSONL tables
+(stratified, deterministic splits; every bad input named with its fix)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import LABELS, tiny_rows
+
+from workbench.data import TEST_PLAYS, VAL_PLAYS, load_shakespeare
+from workbench.tasks import load_task, play_speeches, table_task
+
+
+@pytest.fixture(scope="module")
+def csv_task(tmp_path_factory):
+    """A 3-class CSV (30 rows per class) and the task loaded from it (80/10/10 split)."""
+    path = tmp_path_factory.mktemp("task") / "tiny.csv"
+    pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
+    return path, load_task(path)
+
+
+@pytest.fixture(scope="module")
+def genre():
+    return load_task("genre")
+
+
+def test_genre_task_splits_by_whole_plays_into_three_classes(genre):
+    assert genre.labels == ["comedy", "history", "tragedy"]
+    plays = {s: set(genre.split(s)["play"]) for s in ("train", "val", "test")}
+    assert plays["val"] == set(VAL_PLAYS) and plays["test"] == set(TEST_PLAYS)
+    assert not (plays["train"] & plays["val"] or plays["train"] & plays["test"] or plays["val"] & plays["test"])
+    assert len(plays["train"]) == 26
+    for s in ("train", "val", "test"):
+        df = genre.split(s)
+        assert set(df["label"]) == set(genre.labels)
+        assert (df["label_id"] == df["label"].map(genre.labels.index)).all()
+        assert df["text"].str.len().between(1, 600).all()  # max_chars=600 by default
+    assert len(genre.train) + len(genre.val) + len(genre.test) == 6154
+
+
+def test_genre_passages_hold_no_speaker_names(genre):
+    name_lines = {d.slug: {f"{speaker}:" for speaker, _ in play_speeches(d)} for d in load_shakespeare()}
+    assert "HAMLET:" in name_lines["hamlet"] and "HAMLET:" in load_shakespeare()[0].text + "".join(
+        d.text for d in load_shakespeare() if d.slug == "hamlet")  # the plays have them ...
+    for df in (genre.train, genre.val, genre.test):  # ... the passages do not
+        for text, play, speaker in zip(df["text"], df["play"], df["speaker"]):
+            assert not text.startswith(f"{speaker}:")
+            assert not set(text.split("\n")) & name_lines[play], (play, text[:80])
+
+
+def test_genre_balance_table_matches_the_splits(genre):
+    b = genre.balance()
+    assert list(b.index) == genre.labels and list(b.columns) == ["train", "val", "test", "total"]
+    for s in ("train", "val", "test"):
+        assert b[s].sum() == len(genre.split(s))
+    assert (b["total"] == b[["train", "val", "test"]].sum(axis=1)).all()
+    assert np.allclose(genre.balance(normalize=True).sum(), 1.0)
+
+
+def test_genre_passages_are_cut_at_whitespace():
+    task = load_task("genre", max_chars=250)
+    long = task.train["text"].str.len()
+    assert long.max() <= 250 and (long > 200).any()
+    whole = load_task("genre", max_chars=None)
+    assert whole.train["text"].str.len().max() > 600
+    cut = task.train["text"].iloc[int(long.argmax())]
+    assert whole.train["text"].iloc[int(long.argmax())].startswith(cut)
+
+
+def test_table_task_split_is_stratified_and_deterministic(csv_task):
+    path, task = csv_task
+    assert task.name == "tiny.csv" and task.labels == list(LABELS)
+    assert task.balance().loc["comedy"].tolist() == [24, 3, 3, 30]
+    again = load_task(path)
+    assert again.test["text"].tolist() == task.test["text"].tolist()
+    other = load_task(path, seed=1)
+    assert other.test["text"].tolist() != task.test["text"].tolist()
+
+
+def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
+    rows = tiny_rows(4)
+    for i, r in enumerate(rows):
+        r["split"] = ("train", "train", "val", "test")[i % 4]
+        r["review"], r["stars"] = r.pop("text"), r.pop("label")
+    path = tmp_path / "t.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    task = load_task(path, text_col="review", label_col="stars")
+    assert (len(task.train), len(task.val), len(task.test)) == (6, 3, 3)
+    assert list(task.train.columns[:3]) == ["text", "label", "label_id"]
+
+
+@pytest.mark.parametrize("rows, kwargs, fix", [
+    ([{"text": "a", "label": "x"}], {"label_col": "genre"}, "(columns: text, label); pass --text-col / --label-col"),
+    ([{"text": " ", "label": "x"}, {"text": "b", "label": "y"}], {}, "row(s) have an empty text"),
+    ([{"text": "a", "label": "x"}, {"text": "b", "label": "x"}], {}, "at least two classes"),
+    ([{"text": "a", "label": "x", "split": "train"}, {"text": "b", "label": "y", "split": "val"},
+      {"text": "c", "label": "x", "split": "test"}], {}, "'y' appear in val/test but never in train"),
+    ([{"text": "a", "label": "x", "split": "dev"}, {"text": "b", "label": "y", "split": "train"}], {},
+     "use only train, val and test"),
+    ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], {}, "the val split is empty"),
+])
+def test_table_task_errors_name_the_fix(tmp_path, rows, kwargs, fix):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(ValueError) as e:
+        load_task(path, **kwargs)
+    assert fix in str(e.value) and "\n" not in str(e.value)
+
+
+def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass --task genre"):
+        load_task(tmp_path / "none.csv")
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ValueError, match="neither .csv nor .jsonl"):
+        table_task(tmp_path / "x.txt")

