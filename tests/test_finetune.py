@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import cli, tiny_rows
+from helpers import cli
 from sklearn import metrics as skm
 
 from workbench import checkpoint as ckpt
@@ -32,14 +32,6 @@ from workbench.model import GPT
 from workbench.tokenizer import train_tokenizer
 
 TINY = dict(block_size=32, n_layer=1, n_head=2, n_embd=32)  # ~10k parameters with a char vocabulary
-
-
-@pytest.fixture(scope="module")
-def csv_task(tmp_path_factory):
-    """A 3-class CSV (30 rows per class) and the task loaded from it (80/10/10 split)."""
-    path = tmp_path_factory.mktemp("task") / "tiny.csv"
-    pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
-    return path, load_task(path)
 
 
 @pytest.fixture(scope="module")
