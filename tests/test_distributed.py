@@ -4,8 +4,10 @@ checkpoints are the single-process files: either kind of run resumes from the ot
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -89,6 +91,34 @@ def test_a_ddp_run_resumes_from_its_checkpoint(corpus, tmp_path):
     roll_back_to_step_15(cut)
     run(cmd(cut, "--resume"), tmp_path)
     wa, wb = load_file(str(straight / "model" / "model.safetensors")), load_file(str(cut / "model" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_both_ranks_at_one_step_and_the_run_resumes_exactly(corpus, tmp_path):
+    """Ctrl-C reaches torchrun, which forwards SIGINT to every rank: the ranks agree on the step to stop
+    at, rank 0 checkpoints it and names --resume, and resuming gives the uninterrupted run's weights."""
+    from workbench import checkpoint as ckpt
+
+    longer = ("--max-iters", "600", "--eval-interval", "200")
+    cmd = lambda out, *extra: [*torchrun(2), "pretrain", "--corpus", str(corpus), "--out", str(out),
+                               "--batch-size", "4", *FLAGS, *longer, *extra]
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    run(cmd(straight), tmp_path)
+    env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd(cut), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while ckpt.latest_checkpoint(cut) is None:  # training runs once the step-200 checkpoint is there
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends torchrun
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and err.count("; rerun with --resume") == 1, err[-3000:]  # rank 0 reports
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert 200 <= step < 600 and not (cut / "model").exists()
+    assert ckpt.load_checkpoint(cut).state["step"] == step
+    run(cmd(cut, "--resume"), tmp_path)
+    wa, wb = weights(straight), weights(cut)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
