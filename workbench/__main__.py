@@ -70,6 +70,15 @@ def saved_config(out: Path) -> dict[str, dict] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
 
 
+def exit_if_interrupted(metrics: dict, out: Path) -> None:
+    """A run stopped by Ctrl-C exits with status 130 and says how to continue it."""
+    if metrics["completed"]:
+        return
+    at = f" at step {metrics['final_step']}" if "final_step" in metrics else ""
+    print(f"interrupted{at}; rerun with --resume to continue from {out / 'checkpoints'}", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .distributed import init_distributed, shutdown
     from .pretrain import pretrain
@@ -81,10 +90,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if not info.is_main:  # under torchrun only rank 0 reports
         return
     m = result.metrics
-    if not m["completed"]:
-        print(f"interrupted at step {m['final_step']}; rerun with --resume to continue from {Path(args.out) / 'checkpoints'}",
-              file=sys.stderr)
-        raise SystemExit(130)
+    exit_if_interrupted(m, Path(args.out))
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']}), {m['params']:,} parameters, "
           f"{m.get('ms_per_iter_median', float('nan')):.1f} ms/iter, {m.get('tokens_per_s', float('nan')):,.0f} tokens/s, "
           f"{m['wall_s']:.0f} s")
@@ -106,9 +112,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     config = from_dict(FinetuneConfig, {**saved, **given})
     task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
-    if not m["completed"]:
-        print(f"interrupted; rerun with --resume to continue from {out / 'checkpoints'}", file=sys.stderr)
-        raise SystemExit(130)
+    exit_if_interrupted(m, out)
     print(f"{m['mode']}: test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} "
           f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
           f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s")

@@ -167,6 +167,12 @@ def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str
     return [names[p] for group in optimizer.param_groups for p in group["params"]]
 
 
+def _rekey(state: dict, key: dict) -> dict:
+    """An optimizer state dict with every parameter key k replaced by key[k] (names <-> integer ids)."""
+    return {"state": {key[k]: entry for k, entry in state["state"].items()},
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}
+
+
 def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer.state_dict() a single process would have, on rank 0; {} on the other ranks.
 
@@ -179,9 +185,7 @@ def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -
     state = get_optimizer_state_dict(model, optimizer, options=_gather_options())
     if not state:
         return {}
-    ids = {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])}
-    return {"state": {ids[name]: entry for name, entry in state["state"].items()},
-            "param_groups": [{**g, "params": [ids[n] for n in g["params"]]} for g in state["param_groups"]]}
+    return _rekey(state, {name: i for i, name in enumerate(_param_names(model, optimizer))})
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
@@ -189,7 +193,5 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     optimizer of a sharded model; every rank passes the same `state` and keeps its shard."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    names = _param_names(model, optimizer)
-    named = {"state": {names[i]: entry for i, entry in state["state"].items()},
-             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    named = _rekey(state, dict(enumerate(_param_names(model, optimizer))))
     set_optimizer_state_dict(model, optimizer, named, options=StateDictOptions(full_state_dict=True))

@@ -311,9 +311,8 @@ class Trainer:
                     bar.update(1)
                     if record is not None:
                         bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                    at_end = self.step == cfg.max_iters
-                    if self.step % cfg.eval_interval == 0 or at_end:
-                        stopped_early = self._eval_and_checkpoint(at_end)
+                    if self._is_eval_step():
+                        stopped_early = self._eval_and_checkpoint(at_end=self.step == cfg.max_iters)
                         if stopped_early:
                             break
                     if self._should_stop(record is not None):
@@ -392,9 +391,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_per_step = tokens
-        logging = (self.step % cfg.log_interval == 0 or self.step % cfg.eval_interval == 0
-                   or self.step == cfg.max_iters)
-        if not logging:  # the device may still be working: no time is taken until it is synchronised
+        if self.step % cfg.log_interval and not self._is_eval_step():  # the device may still be working: no time is taken until it is synchronised
             return None
         loss_value = mean_across_ranks(loss, self.dist).item()  # syncs the device: only on logging steps
         dt = (time.perf_counter() - self._window[0]) / len(self._window)  # per step, over the window
@@ -410,6 +407,10 @@ class Trainer:
                                   grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
         self._call("on_step", record)
         return record
+
+    def _is_eval_step(self) -> bool:
+        """Evaluation follows every eval_interval-th step and the last one (they are logging steps too)."""
+        return self.step % self.config.eval_interval == 0 or self.step == self.config.max_iters
 
     def _eval_and_checkpoint(self, at_end: bool) -> bool:
         """Evaluate, track the best weights, checkpoint; True when early stopping triggers."""
