@@ -12,7 +12,9 @@ from helpers import cli
 from sklearn import metrics as skm
 
 from workbench import checkpoint as ckpt
-from workbench.config import ModelConfig, RunConfig
+from dataclasses import fields
+
+from workbench.config import ModelConfig, RunConfig, TrainConfig, finetune_train
 from workbench.tasks import load_task
 from workbench.finetune import (
     FinetuneConfig,
@@ -48,10 +50,16 @@ def base(tmp_path_factory, csv_task):
     return path
 
 
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
 def quick(**kw) -> FinetuneConfig:
-    """A few dozen steps of a tiny batch on the CPU, fast learning rates."""
-    return FinetuneConfig(**{"max_steps": 30, "batch_size": 8, "lr": 3e-3, "head_lr": 1e-2, "eval_interval": 15,
-                             "dropout": 0.0, "device": "cpu", "warmup_frac": 0.1, **kw})
+    """A few dozen steps of a tiny batch on the CPU, fast learning rates; loop fields go to `train`."""
+    train = {"max_iters": 30, "batch_size": 8, "lr": 3e-3, "eval_interval": 15, "device": "cpu"}
+    own = {"head_lr": 1e-2, "dropout": 0.0}
+    for key, value in kw.items():
+        (train if key in TRAIN_FIELDS else own)[key] = value
+    return FinetuneConfig(**own, train=finetune_train(**train))
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -114,7 +122,7 @@ def test_every_mode_learns_and_trains_what_it_should(base, csv_task, mode):
 
     _, task = csv_task
     pretrained, _, _ = load_pretrained(base)
-    result = finetune(base, task, quick(mode=mode, max_steps=40), progress=False)
+    result = finetune(base, task, quick(mode=mode, max_iters=40), progress=False)
     m, model = result.metrics, result.model
     losses = result.history.df["loss"].dropna().to_numpy()
     assert losses[-8:].mean() < losses[:8].mean(), mode
@@ -146,7 +154,7 @@ def test_head_and_backbone_train_at_their_own_learning_rates(base, csv_task):
         def on_step(self, trainer, record):
             seen.append(sorted({round(g["lr"] / record["lr"], 6) for g in trainer.optimizer.param_groups}))
 
-    finetune(base, task, quick(max_steps=3, lr=1e-3, head_lr=5e-3, layer_decay=0.5, eval_interval=3),
+    finetune(base, task, quick(max_iters=3, lr=1e-3, head_lr=5e-3, layer_decay=0.5, eval_interval=3),
              callbacks=[Spy()], progress=False)
     # block 0 of 1 at 0.5, embeddings at 0.25, final norm at 1, the head at head_lr/lr = 5
     assert seen[0] == [0.25, 0.5, 1.0, 5.0]
@@ -186,7 +194,7 @@ class StopAt:
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     _, task = csv_task
-    config = quick(mode=mode, max_steps=12, eval_interval=4, dropout=0.1)
+    config = quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.1)
     straight = finetune(base, task, config, tmp_path / "a", progress=False)
     paused = finetune(base, task, config, tmp_path / "b", callbacks=[StopAt(6)], progress=False)
     assert paused.metrics["completed"] is False and not (tmp_path / "b" / "model").exists()
@@ -194,8 +202,8 @@ def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics["test_macro_f1"] == straight.metrics["test_macro_f1"]
-    with pytest.raises(ValueError, match="differs from the run's"):
-        finetune(None, task, quick(mode=mode, max_steps=12, eval_interval=4, dropout=0.2), tmp_path / "b",
+    with pytest.raises(ValueError, match="differs from the checkpoint's"):
+        finetune(None, task, quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.2), tmp_path / "b",
                  resume=True, progress=False)
 
 
@@ -212,7 +220,7 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
 
 def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path):
     _, task = csv_task
-    comparison = compare_modes(base, task, modes=["full", "frozen"], seeds=[0, 1], base_config=quick(max_steps=6),
+    comparison = compare_modes(base, task, modes=["full", "frozen"], seeds=[0, 1], base_config=quick(max_iters=6),
                                out_dir=tmp_path / "ft")
     df = comparison.runs
     assert sorted(comparison.histories) == sorted(comparison.classifiers) == ["frozen", "full"]
@@ -247,7 +255,7 @@ def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
     _, task = csv_task
     shared = load_minilm()[0]
     before = shared.embeddings.word_embeddings.weight.clone()
-    result = finetune(None, task, quick(mode="hf", max_steps=4, batch_size=4, lr=5e-5, max_len=16, eval_interval=4),
+    result = finetune(None, task, quick(mode="hf", max_iters=4, batch_size=4, lr=5e-5, max_len=16, eval_interval=4),
                       progress=False)
     m = result.metrics
     assert m["mode"] == "hf" and m["total_params"] > 20_000_000 and 0 <= m["test_macro_f1"] <= 1
@@ -263,7 +271,7 @@ def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
 # ------------------------------------------------------------------------------------- command line
 def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
     path, _ = csv_task
-    code, out, err = cli("finetune", "--checkpoint", base, "--task", path, "--mode", "frozen", "--max-steps", "8",
+    code, out, err = cli("finetune", "--checkpoint", base, "--task", path, "--mode", "frozen", "--max-iters", "8",
                          "--batch-size", "8", "--head-lr", "0.01", "--seed", "3", "--device", "cpu",
                          "--out", tmp_path / "run")
     assert code == 0, err
@@ -277,7 +285,7 @@ def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
 
 def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_path):
     path, task = csv_task
-    config = quick(mode="frozen", max_steps=8, eval_interval=4, seed=5)
+    config = quick(mode="frozen", max_iters=8, eval_interval=4, seed=5)
     finetune(base, task, config, tmp_path / "run", callbacks=[StopAt(4)], progress=False)
     code, out, err = cli("finetune", "--task", path, "--resume", "--out", tmp_path / "run")  # no other flags
     assert code == 0, err
@@ -305,7 +313,7 @@ def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, arg
         (out / "keep.txt").write_text("mine")
     swap = {"BASE": base, "CSV": path}
     argv = [swap.get(a, a) for a in args if a != "OUT_EXISTS"]
-    code, _, err = cli("finetune", *argv, "--out", out, "--device", "cpu", "--max-steps", "2")
+    code, _, err = cli("finetune", *argv, "--out", out, "--device", "cpu", "--max-iters", "2")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fix in lines[0], err
     assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]
@@ -349,10 +357,10 @@ def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task, base
 def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
     path, task = csv_task
     with caplog.at_level("WARNING", logger="workbench.finetune"):
-        cut = finetune(base, task, quick(max_steps=2, max_len=8), progress=False)
+        cut = finetune(base, task, quick(max_iters=2, max_len=8), progress=False)
     assert cut.metrics["window_filled_pct"] > 90 and "raise --max-len" in caplog.text
     caplog.clear()
     short = load_task(path, max_chars=20)  # char tokens: every passage fits the 32-token block
     with caplog.at_level("WARNING", logger="workbench.finetune"):
-        whole = finetune(base, short, quick(max_steps=2), progress=False)
+        whole = finetune(base, short, quick(max_iters=2), progress=False)
     assert whole.metrics["window_filled_pct"] == 0 and "raise --max-len" not in caplog.text

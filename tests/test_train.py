@@ -16,6 +16,7 @@ from workbench.config import ModelConfig, TrainConfig
 from workbench.data import get_batch
 from workbench.model import GPT
 from workbench.pretrain import lm_evaluator
+from workbench.run import stop_on_sigint
 from workbench.train import NonFiniteLossError, Trainer, lr_at, make_optimizer
 
 BLOCK = 16
@@ -94,7 +95,7 @@ def test_steps_between_logging_steps_share_their_window_time():
 def test_compiled_training_matches_eager():
     eager = make_trainer(dropout=0.0, max_iters=6, eval_interval=6)
     compiled = make_trainer(dropout=0.0, max_iters=6, eval_interval=6, compile=True)
-    assert type(compiled._forward).__name__ == "OptimizedModule"  # torch.compile's wrapper
+    assert type(compiled.parallel.forward).__name__ == "OptimizedModule"  # torch.compile's wrapper
     losses = [[r["loss"] for r in t.fit().records if "loss" in r] for t in (eager, compiled)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     for k, v in weights(eager).items():
@@ -137,8 +138,9 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_p
     handler = signal.getsignal(signal.SIGINT)
     stopped = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
     stopped.callbacks.append(SigintAt(6))
-    history = stopped.fit()
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after fit
+    with stop_on_sigint(stopped):
+        history = stopped.fit()
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after training
     assert stopped.step == 6 and not stopped.finished and history.records[-1]["step"] == 6
     assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000006"  # not a checkpoint_interval step
     resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
@@ -152,7 +154,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_p
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
     trainer = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
     trainer.callbacks.append(SigintAt(6, times=2))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), stop_on_sigint(trainer):
         trainer.fit()
     assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
 
@@ -222,7 +224,8 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path):
     make_trainer(tmp_path).fit()
     path = ckpt.latest_checkpoint(tmp_path)
     names = sorted(p.name for p in path.iterdir())
-    assert names == ["config.json", "history.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+    assert names == ["best.safetensors", "config.json", "history.json", "model.safetensors", "optimizer.safetensors",
+                     "state.json"]
     state = json.loads((path / "state.json").read_text())
     assert state["step"] == 12 and math.isfinite(state["best"])
     assert not list(tmp_path.rglob(".*tmp*")), "temporary files left behind"

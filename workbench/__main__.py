@@ -17,19 +17,23 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict
-from .report import DEFAULT_TIMEOUT_S, PROFILES
+from .profiles import PROFILES
+from .report import DEFAULT_TIMEOUT_S
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+RUN_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+FINETUNE_SECTIONS = {"finetune": FinetuneConfig, "train": TrainConfig}
 DERIVED = {("model", "vocab_size")}  # set from the tokenizer, not by hand
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are left unset so presets and explicit flags can merge."""
-    for section, cls in SECTIONS.items():
+def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS) -> None:
+    """One flag per field of each config dataclass (`--n-layer` is ModelConfig.n_layer), stored as
+    `section.field` only when given, so presets, saved configs and explicit flags can merge. A field
+    that is itself a config (FinetuneConfig.train) is its own section."""
+    for section, cls in sections.items():
         group = parser.add_argument_group(f"{section} ({cls.__name__})")
         for f in fields(cls):
-            if (section, f.name) in DERIVED:
+            if (section, f.name) in DERIVED or f.type not in TYPES and f.type != "bool":
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
@@ -40,33 +44,42 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, type=TYPES[f.type], metavar=f.name.upper(), **kwargs)
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str) -> None:
-    """One flag per field of a config dataclass, stored as `section.field` only when given."""
-    group = parser.add_argument_group(f"{section} ({cls.__name__})")
-    for f in fields(cls):
-        default = f.default if f.default is not MISSING else None
-        kwargs = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=f"default: {default}")
-        group.add_argument("--" + f.name.replace("_", "-"), type=TYPES[f.type], metavar=f.name.upper(), **kwargs)
+def given_flags(args: argparse.Namespace) -> dict[str, dict]:
+    """The config flags given on the command line, by section: {"train": {"lr": 2e-3}, ...}."""
+    parts: dict[str, dict] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            parts.setdefault(section, {})[name] = value
+    return parts
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, dict] | None = None) -> RunConfig:
     """Dataclass defaults (or `base`, a saved run's config) <- preset <- explicit flags, validated."""
-    parts: dict[str, dict] = {name: dict((base or {}).get(name, {})) for name in SECTIONS}
-    for name in SECTIONS:
-        parts[name].update(PRESETS[args.preset].get(name, {}) if args.preset else {})
-    for key, value in vars(args).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            parts[section][name] = value
+    parts: dict[str, dict] = {name: dict((base or {}).get(name, {})) for name in RUN_SECTIONS}
+    for name, values in (PRESETS[args.preset] if args.preset else {}).items():
+        parts[name].update(values)
+    for name, values in given_flags(args).items():
+        parts[name].update(values)
     return RunConfig.from_dict(parts)
 
 
-def saved_config(out: Path) -> dict[str, dict] | None:
-    """The config of the checkpoint `--resume` continues, so a bare `--resume --out DIR` resumes as saved."""
+def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None) -> FinetuneConfig:
+    """Fine-tuning defaults (or `base`, a saved run's finetune.json) <- explicit flags, validated."""
+    given = given_flags(args)
+    config = dict(base or {})
+    config.update(given.get("finetune", {}))
+    config["train"] = {**(base or {}).get("train", {}), **given.get("train", {})}
+    return from_dict(FinetuneConfig, config)
+
+
+def saved_artifact(out: Path, name: str) -> dict | None:
+    """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
+    `--resume --out DIR` resumes as saved."""
     from .checkpoint import latest_checkpoint
 
     latest = latest_checkpoint(out) if out.is_dir() else None
-    path = latest / "config.json" if latest is not None else None
+    path = latest / f"{name}.json" if latest is not None else None
     return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
 
 
@@ -82,14 +95,16 @@ def exit_if_interrupted(metrics: dict, out: Path) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .distributed import init_distributed, shutdown
     from .pretrain import pretrain
+    from .train import resolve_device
 
-    config = config_from_args(args, saved_config(Path(args.out)) if args.resume else None)
-    result = pretrain(config, args.out, resume=args.resume)
-    info = init_distributed(result.metrics["device"].split(":")[0])  # the group pretrain joined, if any
-    shutdown(info)
+    config = config_from_args(args, saved_artifact(Path(args.out), "config") if args.resume else None)
+    info = init_distributed(resolve_device(config.train.device).type)  # under torchrun: join the ranks
+    try:
+        m = pretrain(config, args.out, resume=args.resume).metrics
+    finally:
+        shutdown(info)
     if not info.is_main:  # under torchrun only rank 0 reports
         return
-    m = result.metrics
     exit_if_interrupted(m, Path(args.out))
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']}), {m['params']:,} parameters, "
           f"{m.get('ms_per_iter_median', float('nan')):.1f} ms/iter, {m.get('tokens_per_s', float('nan')):,.0f} tokens/s, "
@@ -98,24 +113,18 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from .checkpoint import latest_checkpoint
-    from .tasks import load_task
     from .finetune import finetune
+    from .tasks import load_task
 
     out = Path(args.out)
-    saved = {}
-    if args.resume:  # the run's own config, so `--resume --out DIR --task T` resumes as saved
-        latest = latest_checkpoint(out) if out.is_dir() else None
-        if latest is not None and (latest / "finetune.json").is_file():
-            saved = json.loads((latest / "finetune.json").read_text(encoding="utf-8"))
-    given = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("finetune.")}
-    config = from_dict(FinetuneConfig, {**saved, **given})
+    config = finetune_config_from_args(args, saved_artifact(out, "finetune") if args.resume else None)
     task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
     exit_if_interrupted(m, out)
     print(f"{m['mode']}: test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} "
           f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
-          f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s")
+          f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s, "
+          f"{m['tokens_per_s']:,.0f} tokens/s")
     print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}")
 
 
@@ -194,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
-    config = RunConfig(data=config.data, model=replace(config.model, vocab_size=vocab), train=config.train)
+    config = replace(config, model=replace(config.model, vocab_size=vocab))
     result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
     print(format_table(result))
     if args.json:
@@ -221,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split of a table without a split column")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_dataclass_flags(p, FinetuneConfig, "finetune")
+    add_config_flags(p, FINETUNE_SECTIONS)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint")
@@ -262,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="run the notebooks with papermill into an HTML + JSON report")
-    p.add_argument("--profile", default="default", choices=PROFILES,
+    p.add_argument("--profile", default="default", choices=list(PROFILES),
                    help="passed to every notebook as `profile` (default: default)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<timestamp>)")
     p.add_argument("--notebooks", default=None, help="folder of notebooks (default: the repository's notebooks/)")

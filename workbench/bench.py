@@ -18,17 +18,19 @@ import json
 import resource
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import ModelConfig, RunConfig
+from .config import RunConfig
 from .data import get_batch
 from .model import GPT
-from .train import Trainer, autocast_context, resolve_device
+from .distributed import DistInfo
+from .run import setup_device
+from .train import autocast_context, time_steps
 
 GEN_LENGTHS = (128, 512)
 
@@ -58,22 +60,15 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = 
 def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`."""
     tc, mc = config.train, config.model
-    device = resolve_device(tc.device)
+    device = setup_device(tc, DistInfo())
     torch.manual_seed(tc.seed)
     model = GPT(mc)
     data = np.random.default_rng(0).integers(0, mc.vocab_size, size=max(1_000_000, 4 * mc.block_size),
                                              dtype=np.int64).astype(np.uint16 if mc.vocab_size < 65536 else np.uint32)
-    train = RunConfig(data=config.data, model=mc, train=type(tc)(**{**asdict(tc), "max_iters": warmup + iters,
-                                                                    "eval_interval": warmup + iters}))
-
-    def next_batch(generator):
-        return get_batch(data, mc.block_size, tc.batch_size, generator, device=device)
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(model, train.train, next_batch, lambda m: {"val_loss": 0.0}, progress=False)
-    trainer.fit()
-    times = trainer.step_times[warmup:]
+    times = time_steps(model, tc, lambda g: get_batch(data, mc.block_size, tc.batch_size, g, device=device),
+                       warmup + iters, device)[warmup:]
     median = statistics.median(times)
     tokens = tc.batch_size * tc.grad_accum * mc.block_size
     memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
@@ -115,7 +110,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     }
     if generation:
         # Enough context for 512 new tokens, so the cache is exercised rather than the sliding window.
-        gen_config = ModelConfig(**{**asdict(config.model), "block_size": max(config.model.block_size, 16 + max(GEN_LENGTHS))})
+        gen_config = replace(config.model, block_size=max(config.model.block_size, 16 + max(GEN_LENGTHS)))
         gen_model = GPT(gen_config).to(device).eval()
         for n in GEN_LENGTHS:
             cached = generation_speed(gen_model, device, tc.dtype, n, use_cache=True)

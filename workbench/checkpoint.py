@@ -4,6 +4,7 @@ A checkpoint is a directory:
 
     model.safetensors       weights (tied tensors stored once)
     optimizer.safetensors   optimizer moments and RNG states (resumable checkpoints only)
+    best.safetensors        the best weights so far, for early stopping's restore (resumable only)
     state.json              loop state: step, best metric, optimizer hyper-parameters, ...
     history.json            every logged metric so far
     <name>.json             artifacts the caller hands in: config, tokenizer, labels, ...
@@ -13,7 +14,7 @@ crash mid-write never leaves a half-written checkpoint where a reader looks. Loa
 reads only safetensors and JSON: it never unpickles anything.
 
 A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
-with a `checkpoints/latest` pointer, and the final (best) model at its top level.
+with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in `model/`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
+BEST_FILE = "best.safetensors"
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
 CHECKPOINTS = "checkpoints"
@@ -53,15 +55,27 @@ class Checkpoint:
             raise ValueError(f"checkpoint {self.path} does not fit this model (missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}); build the model from the checkpoint's config.json")
 
-    def state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def state_dict(self, model: torch.nn.Module, filename: str = MODEL_FILE) -> dict[str, torch.Tensor]:
         """The saved weights (CPU) named as `model.state_dict()` names them: a tied weight, stored
         once, appears under each of its names (for loading into a sharded model)."""
-        weights = load_file(str(self.path / MODEL_FILE))
+        weights = load_file(str(self.path / filename))
         for names in tied_groups(model):
             stored = next((weights[n] for n in names if n in weights), None)
             if stored is not None:
                 weights.update({n: stored for n in names})
         return weights
+
+    def best_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The best weights so far of a resumable checkpoint (as `state_dict`), or None."""
+        return self.state_dict(model, BEST_FILE) if (self.path / BEST_FILE).is_file() else None
+
+    def optimizer_state(self) -> dict:
+        """The optimizer.state_dict() saved by `save_step`."""
+        return optimizer_from_tensors(self.tensors, self.state["param_groups"])
+
+    def restore_rng(self, data_generator: torch.Generator | None = None) -> None:
+        """Put every RNG state saved by `save_step` back (torch, CUDA, the data sampler)."""
+        restore_rng(self.tensors, data_generator)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -77,7 +91,8 @@ def write_json(path: Path, obj: Any) -> None:
 def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[str, Any] | None = None,
                     state: dict[str, Any] | None = None, history: list[dict] | None = None,
                     tensors: dict[str, torch.Tensor] | None = None,
-                    weights: dict[str, torch.Tensor] | None = None) -> Path:
+                    weights: dict[str, torch.Tensor] | None = None,
+                    best: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory atomically and return its path.
 
     Args:
@@ -88,6 +103,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         artifacts: name -> JSON-able object, each written as <name>.json.
         state, history: loop state and metric records (JSON).
         tensors: extra tensors (optimizer state, RNG states) for optimizer.safetensors.
+        best: another whole state dict of `model` (the best weights so far), for best.safetensors.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,11 +112,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         shutil.rmtree(tmp)
     tmp.mkdir()
     if weights is None:
-        save_model(_unwrap(model), str(tmp / MODEL_FILE))
+        save_model(model, str(tmp / MODEL_FILE))
     else:
         save_weights(weights, model, tmp / MODEL_FILE)
     if tensors:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / OPTIMIZER_FILE))
+    if best:
+        save_weights(best, model, tmp / BEST_FILE)
     for name, obj in (artifacts or {}).items():
         write_json(tmp / f"{name}.json", obj)
     if state is not None:
@@ -123,7 +141,7 @@ def tied_groups(model: torch.nn.Module) -> list[list[str]]:
     """The names of each parameter registered under several names (sorted), e.g.
     [["lm_head.weight", "transformer.wte.weight"]] for a GPT with tied embeddings."""
     names: dict[int, list[str]] = {}
-    for name, p in _unwrap(model).named_parameters(remove_duplicate=False):
+    for name, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(name)
     return [sorted(group) for group in names.values() if len(group) > 1]
 
@@ -166,6 +184,27 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 # ------------------------------------------------------- run-directory layout
 def step_checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
+
+
+def save_step(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer | dict,
+              data_generator: torch.Generator, state: dict[str, Any], history: list[dict],
+              artifacts: dict[str, Any] | None = None, weights: dict[str, torch.Tensor] | None = None,
+              best: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the resumable checkpoint of `step` (weights, optimizer moments, every RNG state, the best
+    weights so far, loop state, history) and point `checkpoints/latest` at it.
+
+    Args:
+        optimizer: the optimizer, or its whole state_dict (gathered from a sharded model).
+        weights: the whole state dict when `model` holds only a shard (see `save_checkpoint`).
+    Returns:
+        the checkpoint directory.
+    """
+    tensors, _ = optimizer_to_tensors(optimizer)
+    tensors.update(rng_tensors(data_generator))
+    path = save_checkpoint(step_checkpoint_path(run_dir, step), model, artifacts, state, history, tensors,
+                           weights, best)
+    mark_latest(run_dir, path)
+    return path
 
 
 def mark_latest(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
@@ -234,12 +273,6 @@ def restore_rng(tensors: dict[str, torch.Tensor], data_generator: torch.Generato
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     if data_generator is not None and "rng.data" in tensors:
         data_generator.set_state(tensors["rng.data"])
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under torch.compile / DDP wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import MODES, FinetuneConfig
+from .config import MODES, FinetuneConfig, updated
 from .finetune import TextClassifier, finetune
 from .metrics import macro_f1, split_metrics
 from .tasks import TaskData
@@ -84,9 +84,10 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         task: the task.
         modes, seeds: the grid.
         base_config: shared settings (steps, batch size, max_len, ...); mode and seed are set per run.
-            Its lr applies to every mode when set; leave it None for each mode's DEFAULT_LR.
-        overrides: per-mode field changes, e.g. {"lora": {"lr": 1e-3}}. hf runs with pooling "mean"
-            when the base pooling is "last" (a causal-only choice) and no override says otherwise.
+            Its train.lr applies to every mode when set; leave it None for each mode's DEFAULT_LR.
+        overrides: per-mode changes, nested as FinetuneConfig is, e.g. {"lora": {"train": {"lr": 1e-3}}}.
+            hf runs with pooling "mean" when the base pooling is "last" (a causal-only choice) and no
+            override says otherwise.
         progress: progress bars.
         tfidf: add the TF-IDF + logistic-regression row (seed NaN).
         out_dir: if given, the first seed of each mode is saved as a run in out_dir/<mode>.
@@ -113,7 +114,7 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
                 continue
         run_seeds = list((mode_seeds or {}).get(mode, seeds))
         for seed in run_seeds:
-            config = replace(base, **change, seed=seed)
+            config = updated(base, {**change, "train": {**change.get("train", {}), "seed": seed}})
             first = seed == run_seeds[0]
             run_dir = Path(out_dir) / mode if (out_dir is not None and first) else None
             result = finetune(checkpoint if mode != "hf" else None, task, config, out_dir=run_dir,

@@ -11,7 +11,7 @@ as plain JSON (`asdict`), so a run can always be rebuilt from its files.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
@@ -76,16 +76,17 @@ class TrainConfig:
 
     batch_size: int = 12
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
+    max_iters: int | None = 2000  # optimizer steps; None: from `epochs`
+    epochs: float | None = None  # passes over the training examples; decides the steps when max_iters is None
+    lr: float | None = 1e-3  # None: the caller's default (fine-tuning: DEFAULT_LR of its mode)
+    min_lr: float | None = 1e-4  # where the cosine ends; None: lr / 10
+    warmup_iters: int | None = 100  # None: 10% of the steps
     lr_decay_iters: int | None = None  # cosine reaches min_lr here; None means max_iters
     weight_decay: float = 0.1  # applied to matrices only (not biases, norms)
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250
+    eval_interval: int | None = 250  # None: 4 evaluations per run
     eval_iters: int | None = None  # None: the whole validation split; N: N random batches
     patience: int | None = None  # early stopping: evaluations without improvement
     checkpoint_interval: int | None = None  # None: checkpoint at every evaluation
@@ -99,21 +100,47 @@ class TrainConfig:
     parallel: str = "ddp"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "log_interval"):
+        for name in ("batch_size", "grad_accum", "log_interval"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
-        _check(self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must lie in [0, lr={self.lr}]; lower --min-lr")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-        for name in ("eval_iters", "patience", "checkpoint_interval", "lr_decay_iters"):
+        for name in ("max_iters", "eval_interval", "eval_iters", "patience", "checkpoint_interval", "lr_decay_iters"):
             value = getattr(self, name)
             _check(value is None or (isinstance(value, int) and value > 0),
                    f"{name} must be a positive integer or unset, got {value!r}")
+        _check(self.max_iters is not None or self.epochs is not None,
+               "set max_iters (optimizer steps) or epochs (passes over the data); both are unset")
+        _check(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        _check(self.warmup_iters is None or self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
+        _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        if self.lr is not None and self.min_lr is not None:
+            _check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must lie in [0, lr={self.lr}]; lower --min-lr")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
         _choice("parallel", self.parallel, PARALLEL)
+
+    def resolved(self, examples: int | None = None, default_lr: float | None = None) -> "TrainConfig":
+        """A copy with every derived field filled in: what the Trainer runs.
+
+        Args:
+            examples: training examples per epoch (needed when the steps come from `epochs`).
+            default_lr: the lr when `lr` is unset (fine-tuning: its mode's default).
+        Returns:
+            a TrainConfig whose max_iters, lr, min_lr, warmup_iters and eval_interval are set:
+            steps = ceil(epochs * examples / (batch_size * grad_accum)) when max_iters is unset,
+            min_lr = lr / 10, warmup 10% of the steps, 4 evaluations per run.
+        """
+        steps = self.max_iters
+        if steps is None:
+            _check(examples is not None and examples > 0, "epochs needs the number of training examples; set max_iters")
+            steps = max(1, math.ceil(self.epochs * examples / (self.batch_size * self.grad_accum)))
+        lr = self.lr if self.lr is not None else default_lr
+        _check(lr is not None, "lr is unset; pass --lr")
+        return replace(self, max_iters=steps, lr=lr,
+                       min_lr=self.min_lr if self.min_lr is not None else lr * 0.1,
+                       warmup_iters=self.warmup_iters if self.warmup_iters is not None else round(0.1 * steps),
+                       eval_interval=self.eval_interval or math.ceil(steps / 4))
 
     @property
     def decay_iters(self) -> int:
@@ -138,49 +165,51 @@ class DataConfig:
 # Fine-tuning (workbench.finetune): what is trained, and each mode's default learning rate.
 MODES = ("full", "frozen", "scratch", "lora", "multitask", "hf")
 POOLINGS = ("mean", "last", "cls")  # last: GPT only (the causal summary); cls: HF encoders only
-# Backbone (or adapter) learning rate of each mode when FinetuneConfig.lr is None, measured on the
+# Backbone (or adapter) learning rate of each mode when FinetuneConfig.train.lr is None, measured on the
 # genre task with the 4-layer BPE GPT (workbench.compare.compare_modes). A random init and adapters
 # that start at zero want a larger step than weights that already work.
 DEFAULT_LR = {"full": 1e-3, "frozen": 1e-3, "scratch": 1e-3, "lora": 5e-3, "multitask": 1e-3, "hf": 1e-4}
 
 
+# The fine-tuning loop's defaults: the steps follow from the data (3 epochs), the lr from the mode
+# (DEFAULT_LR), warmup, the cosine floor and the evaluations from the steps (`TrainConfig.resolved`).
+FINETUNE_TRAIN = dict(batch_size=16, max_iters=None, epochs=3.0, lr=None, min_lr=None, warmup_iters=None,
+                      eval_interval=None, weight_decay=0.01, seed=0)
+
+
+def finetune_train(**changes: Any) -> TrainConfig:
+    """The fine-tuning loop's TrainConfig: FINETUNE_TRAIN with `changes`."""
+    return from_dict(TrainConfig, {**FINETUNE_TRAIN, **changes})
+
+
 @dataclass
 class FinetuneConfig:
-    """How to fine-tune: what is trained, for how long, at which learning rates.
+    """How to fine-tune: what is trained (mode, head, adapters) and, in `train`, the loop.
 
-    Steps: `max_steps` if set, else ceil(epochs * n_train / batch_size); batches are drawn with
-    replacement from a seeded generator, so "epochs" is the expected number of passes.
-    Learning rates: the backbone (or the LoRA adapters) follows warmup + cosine from `lr` down to
-    `lr * min_lr_frac`; the head runs the same schedule scaled to `head_lr`; with `layer_decay` < 1
-    block i of n trains at lr * layer_decay**(n - i) (embeddings one step lower still).
+    The loop is a TrainConfig with fine-tuning defaults (`FINETUNE_TRAIN`): 3 epochs unless
+    train.max_iters is set (batches are drawn with replacement from a seeded generator, so
+    "epochs" is the expected number of passes), the backbone (or LoRA adapters) at the mode's
+    DEFAULT_LR unless train.lr is set, warmup over 10% of the steps and a cosine down to lr / 10.
+    The head runs the same schedule scaled to `head_lr`; with `layer_decay` < 1 block i of n trains
+    at lr * layer_decay**(n - i) (embeddings one step lower still).
     """
 
     mode: str = "full"  # full | frozen | scratch | lora | multitask | hf
     pooling: str = "mean"  # mean over real tokens | last real token (GPT) | cls token (hf)
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 16
-    lr: float | None = None  # backbone / adapters; None: DEFAULT_LR[mode]
     head_lr: float = 1e-3
-    min_lr_frac: float = 0.1  # the cosine ends at lr * min_lr_frac
-    warmup_frac: float = 0.1  # fraction of the steps spent warming up
     layer_decay: float = 1.0  # 1: one lr for the whole backbone
-    weight_decay: float = 0.01  # matrices only
     dropout: float = 0.1  # in the backbone (GPT modes) and before the head
-    grad_clip: float = 1.0
     lm_weight: float = 0.5  # multitask only: loss = classification + lm_weight * LM
     lora_r: int = 8
     lora_alpha: float = 16.0
     max_len: int | None = None  # tokens per passage; None: the model's block_size (hf: 128)
-    eval_interval: int | None = None  # steps between validations; None: 4 per run
     eval_batch_size: int = 64
-    patience: int | None = None  # early stopping: evaluations without a better val macro-F1
-    seed: int = 0
     hf_model: str = "minilm"  # hf mode: "minilm" (packaged) or a local Hugging Face model folder
-    device: str = "auto"
-    dtype: str = "auto"
+    train: TrainConfig = field(default_factory=finetune_train)
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, dict):  # from JSON / keyword dicts: fine-tuning defaults underneath
+            self.train = finetune_train(**self.train)
         _choice("mode", self.mode, MODES)
         _choice("pooling", self.pooling, POOLINGS)
         if self.mode == "hf":
@@ -188,40 +217,29 @@ class FinetuneConfig:
         else:
             _check(self.pooling != "cls", f"pooling='cls' needs an encoder with a [CLS] token; use 'mean' or 'last' "
                                           f"with mode={self.mode!r}")
-        _check(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size", "lora_r", "eval_batch_size"):
+        for name in ("lora_r", "eval_batch_size"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_steps", "max_len", "eval_interval", "patience"):
-            value = getattr(self, name)
-            _check(value is None or (isinstance(value, int) and value > 0),
-                   f"{name} must be a positive integer or unset, got {value!r}")
-        _check(self.lr is None or self.lr > 0, f"lr must be > 0 (or unset for the mode's default), got {self.lr}")
+        _check(self.max_len is None or (isinstance(self.max_len, int) and self.max_len > 0),
+               f"max_len must be a positive integer or unset, got {self.max_len!r}")
         _check(self.head_lr > 0, f"head_lr must be > 0, got {self.head_lr}")
-        _check(0 <= self.min_lr_frac <= 1, f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
-        _check(0 <= self.warmup_frac < 1, f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         _check(0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1] (1 disables it), got {self.layer_decay}")
-        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
-        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         _check(self.lm_weight >= 0, f"lm_weight must be >= 0, got {self.lm_weight}")
         _check(self.mode != "multitask" or self.lm_weight > 0,
                "mode='multitask' needs lm_weight > 0 (e.g. 0.5); with 0 it is mode='full'")
         _check(self.lora_alpha > 0, f"lora_alpha must be > 0, got {self.lora_alpha}")
-        _choice("device", self.device, DEVICES)
-        _choice("dtype", self.dtype, DTYPES)
 
-    @property
-    def backbone_lr(self) -> float:
-        """`lr`, or the mode's default when unset."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.mode]
-
-    def steps(self, n_train: int) -> int:
-        return self.max_steps or max(1, math.ceil(self.epochs * n_train / self.batch_size))
+    def loop(self, n_train: int) -> TrainConfig:
+        """The TrainConfig this run trains with, on `n_train` examples (`TrainConfig.resolved`)."""
+        return self.train.resolved(n_train, default_lr=DEFAULT_LR[self.mode])
 
     def window(self, limit: int) -> int:
         """Tokens read per passage: `max_len`, capped by the model's `limit` (its block size)."""
         return min(self.max_len or limit, limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 # Presets: sensible sizes for a smoke test, nanoGPT's baby GPT, a laptop CPU and one GPU. They set defaults
@@ -278,6 +296,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, dict[str, Any]]) -> "RunConfig":
+        return from_dict(cls, d)
+
+
+def from_dict(cls, d: dict[str, dict[str, Any]]) -> "RunConfig":
         return cls(
             data=from_dict(DataConfig, d.get("data", {})),
             model=from_dict(ModelConfig, d.get("model", {})),
@@ -286,11 +308,29 @@ class RunConfig:
 
 
 def from_dict(cls, d: dict[str, Any]):
-    """Build a config dataclass from a dict, rejecting unknown keys with the valid ones listed."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
+    """Build a config dataclass from a (nested) dict, rejecting unknown keys with the valid ones listed.
+
+    A nested config (RunConfig.model, FinetuneConfig.train) given as a dict overrides that field's
+    own default, so {"train": {"max_iters": 200}} keeps every other fine-tuning default.
+    """
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
     _check(not unknown, f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    return cls(**d)
+    values = dict(d)
+    for name, value in d.items():
+        f = names[name]
+        if isinstance(value, dict) and f.default_factory is not MISSING and is_dataclass(default := f.default_factory()):
+            values[name] = from_dict(type(default), {**asdict(default), **value})
+    return cls(**values)
+
+
+def updated(config, changes: dict[str, Any]):
+    """A validated copy of a config dataclass with (nested) `changes`, e.g.
+    updated(run_config, {"data": {"corpus": "my.txt"}}) or updated(finetune_config, {"train": {"lr": 2e-3}})."""
+    def merge(base: dict, new: dict) -> dict:
+        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in new.items()}}
+    return from_dict(type(config), merge(asdict(config), changes))
 
 
 def preset(name: str, **overrides: dict[str, Any]) -> RunConfig:

@@ -32,12 +32,16 @@ Multi-node: run the same command on every node with `--nnodes=M --node_rank=i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,11 @@ class DistInfo:
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment; a single process otherwise."""
+    """Join the process group torchrun describes in the environment; a single process otherwise.
+
+    Called once by the entry point (the command line), which also calls `shutdown` at the end,
+    as nanoGPT's train.py does; library code asks `dist_info()`.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -67,6 +75,21 @@ def init_distributed(device_type: str) -> DistInfo:
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def dist_info() -> DistInfo:
+    """The process group this process has joined (`init_distributed`), or a single process.
+
+    Raises a ValueError when torchrun started several ranks but no group was joined: each rank
+    would otherwise train alone and write the same files.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        raise ValueError(f"WORLD_SIZE={world_size} (torchrun) but no process group was joined; call "
+                         "workbench.distributed.init_distributed(device_type) first, as `python -m workbench` does")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def barrier(info: DistInfo) -> None:
@@ -195,3 +218,73 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
 
     named = _rekey(state, dict(enumerate(_param_names(model, optimizer))))
     set_optimizer_state_dict(model, optimizer, named, options=StateDictOptions(full_state_dict=True))
+
+
+# ------------------------------------------------------------------- the Trainer's view
+class Parallel:
+    """How the Trainer's model is spread over the ranks: one process, DDP or FSDP2, maybe compiled.
+
+    `forward` is what a training step calls: the model itself, its DistributedDataParallel
+    wrapper, or either compiled. `model` stays the plain module (under FSDP it holds this rank's
+    shard, sharded in place here, so build the optimizer afterwards). The methods hide the
+    difference wherever the Trainer touches weights, gradients or optimizer state.
+    """
+
+    def __init__(self, model: nn.Module, info: DistInfo, device: torch.device, parallel: str = "ddp",
+                 compile: bool = False):
+        self.model, self.info = model, info
+        self.sharded = info.enabled and parallel == "fsdp"
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.sharded:
+            shard_model(model, device, info)
+        elif parallel == "fsdp":
+            log.warning("parallel='fsdp' shards across torchrun ranks, but this is a single process: training "
+                        "unsharded (launch with torchrun --nproc_per_node=N to shard)")
+        self.forward: nn.Module = model
+        if info.enabled and not self.sharded:  # gradients are averaged across ranks during backward
+            ids = [device.index] if device.type == "cuda" else None
+            self.forward = self.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if compile:
+            self.forward = torch.compile(self.forward)
+
+    def gradient_sync(self, last: bool):
+        """Ranks exchange gradients only after the last micro-batch of an accumulated step."""
+        if self.sharded:  # FSDP2: keep unsharded gradients locally until the last backward
+            self.model.set_requires_gradient_sync(last)
+        elif self.ddp is not None and not last:
+            return self.ddp.no_sync()
+        return contextlib.nullcontext()
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm; returns it (a plain tensor, reduced over the ranks)."""
+        return full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        return mean_across_ranks(value, self.info)
+
+    def whole_state(self) -> dict[str, torch.Tensor] | None:
+        """The whole weights of a sharded model (CPU, rank 0; {} elsewhere); None when `model` holds
+        them whole. Collective under FSDP: every rank must call it."""
+        return gather_model_state(self.model) if self.sharded else None
+
+    def copy_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the whole weights (the best so far): gathered under FSDP, cloned otherwise."""
+        if self.sharded:
+            return gather_model_state(self.model)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.sharded:
+            load_model_state(self.model, state)  # rank 0's copy, sent to every rank's shard
+        else:
+            self.model.load_state_dict(state)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict | torch.optim.Optimizer:
+        """What a checkpoint stores of the optimizer (gathered under FSDP: collective)."""
+        return gather_optimizer_state(self.model, optimizer) if self.sharded else optimizer
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.sharded:
+            load_optimizer_state(self.model, optimizer, state)
+        else:
+            optimizer.load_state_dict(state)

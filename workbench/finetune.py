@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,15 +41,15 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from . import checkpoint as ckpt
 from .config import DEFAULT_LR, MODES, POOLINGS, FinetuneConfig  # noqa: F401 (re-exported here)
-from .config import ModelConfig, RunConfig, TrainConfig, from_dict
-from .tasks import TaskData
+from .config import ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
-from .pretrain import FINAL, check_fresh_out_dir, load_final, load_pretrained
+from .pretrain import load_pretrained
+from .run import Run, load_final, setup_device
+from .tasks import TaskData
 from .tokenizer import Tokenizer, load_tokenizer
-from .train import History, Trainer, autocast_context, resolve_device
+from .train import History, Trainer, autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +259,7 @@ def build_classifier(config: FinetuneConfig, num_labels: int, model_config: Mode
         encoder, _ = load_hf_encoder(config.hf_model)
         return HFClassifier(encoder, num_labels, config.pooling, config.dropout)
     assert model_config is not None
-    backbone = GPT(ModelConfig(**{**vars(model_config), "dropout": config.dropout}))
+    backbone = GPT(replace(model_config, dropout=config.dropout))
     if pretrained is not None and config.mode != "scratch":
         backbone.load_state_dict(pretrained.state_dict())
     if config.mode == "frozen":
@@ -281,8 +279,9 @@ def build_classifier(config: FinetuneConfig, num_labels: int, model_config: Mode
 _LAYER = re.compile(r"\.(?:h|layer)\.(\d+)\.")
 
 
-def param_groups(model: nn.Module, config: FinetuneConfig) -> list[dict]:
+def param_groups(model: nn.Module, config: FinetuneConfig, lr: float) -> list[dict]:
     """Trainer parameter groups: the head at head_lr/lr, backbone depth d at layer_decay**(L+1-d).
+    (`lr` is the backbone's learning rate, `config.loop(n).lr`.)
 
     Depth: embeddings 0, block i -> i+1, everything above the blocks (final norm) L+1.
     """
@@ -293,7 +292,7 @@ def param_groups(model: nn.Module, config: FinetuneConfig) -> list[dict]:
         if not p.requires_grad:
             continue
         if name.startswith("head."):
-            scale = config.head_lr / config.backbone_lr
+            scale = config.head_lr / lr
         else:
             m = _LAYER.search(name)
             depth = int(m.group(1)) + 1 if m else (0 if ("wte" in name or "wpe" in name or "embeddings" in name)
@@ -396,59 +395,45 @@ def _task_info(task: TaskData) -> dict[str, Any]:
     return {"name": task.name, "labels": list(task.labels), **{f"n_{s}": len(task.split(s)) for s in ("train", "val", "test")}}
 
 
-def _check_same_config(saved: dict, config: FinetuneConfig) -> None:
-    for key, value in asdict(config).items():
-        if key in saved and saved[key] != value:
-            raise ValueError(f"{key}={value!r} differs from the run's {saved[key]!r}; drop --{key.replace('_', '-')} "
-                             f"to resume as saved, or start a new run in another --out")
-
-
 def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
-             callbacks: Iterable[Any] = (), progress: bool = True, resume: bool = False) -> FinetuneResult:
+             callbacks: Iterable[Any] = (), progress: bool = True, resume: bool | str = False) -> FinetuneResult:
     """Fine-tune a classifier on `task` as `config` says; write it to `out_dir` (if given).
 
     Args:
         checkpoint: a pretraining run or model directory (GPT modes); ignored for mode "hf" and
             when resuming (the run's own files rebuild the model).
         task: from `workbench.tasks.load_task`.
-        config: FinetuneConfig.
+        config: FinetuneConfig (its `train` is the loop).
         out_dir: run directory: model/ (safetensors + finetune.json, config.json, tokenizer.json,
             labels.json, task.json), checkpoints/, history.csv, metrics.json. Must be new or empty
             unless resume.
         callbacks: Trainer callbacks (on_step, on_eval, on_checkpoint).
         progress: show a progress bar.
-        resume: continue the run in out_dir from its latest checkpoint (exactly).
+        resume: continue the run in out_dir from its latest checkpoint, exactly (see `workbench.run.Run`).
     Returns:
         FinetuneResult: the classifier (best validation macro-F1 weights), History and metrics: test_accuracy,
         test_macro_f1, test_per_class, test_confusion, val_accuracy, val_macro_f1, train_s, trainable_params,
-        total_params, ... If training was interrupted (Ctrl-C) the run is checkpointed, nothing final is
-        written and metrics["completed"] is False: call again with resume=True.
+        total_params, tokens_per_s, examples_per_s, ... If training was interrupted (Ctrl-C) the run is
+        checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
     """
-    t_start = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        check_fresh_out_dir(out, resume)
-    if resume and out is None:
-        raise ValueError("resume=True needs the out_dir of the run to continue")
+    run = Run(out_dir, resume)
     info = _task_info(task)
-
     # What to build: the saved run when resuming, else the pretrained checkpoint.
     pretrained, tokenizer, base_config = None, None, None
-    if resume:
-        saved = ckpt.load_checkpoint(out)
-        _check_same_config(saved.artifacts["finetune"], config)
-        if saved.artifacts["task"] != info:
-            raise ValueError(f"the task differs from the run's ({saved.artifacts['task']['name']}, "
-                             f"{saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")
+    if run.saved is not None:
+        run.check_same("finetune", asdict(config))
+        if run.saved.artifacts["task"] != info:
+            raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']['name']}, "
+                             f"{run.saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")
         if config.mode != "hf":
-            base_config = RunConfig.from_dict(saved.artifacts["config"])
-            tokenizer = load_tokenizer(saved.artifacts["tokenizer"])
+            base_config = RunConfig.from_dict(run.saved.artifacts["config"])
+            tokenizer = load_tokenizer(run.saved.artifacts["tokenizer"])
     elif config.mode != "hf":
         if checkpoint is None:
             raise ValueError(f"mode={config.mode!r} needs --checkpoint (a pretraining run); only mode='hf' runs without one")
         pretrained, tokenizer, base_config = load_pretrained(checkpoint)
 
-    torch.manual_seed(config.seed)  # the head, the adapters and (scratch) the whole GPT
+    torch.manual_seed(config.train.seed)  # the head, the adapters and (scratch) the whole GPT
     model = build_classifier(config, task.num_labels, base_config.model if base_config else None, pretrained)
     if config.mode == "hf":
         tokenizer = load_hf_encoder(config.hf_model, with_model=False)[1]
@@ -459,22 +444,17 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
 
     enc = encode_task(tokenizer, task, max_len)
     cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
-    if cut_pct > 25 and not resume:
+    if cut_pct > 25 and run.saved is None:
         log.warning("%.0f%% of the training passages fill the %d-token window and are cut: the model reads less of "
                     "them than TF-IDF does; raise --max-len (at most %d) or lower --max-chars", cut_pct, max_len, limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
-    steps = config.steps(n_train)
-    tc = TrainConfig(batch_size=config.batch_size, max_iters=steps, lr=config.backbone_lr,
-                     min_lr=config.backbone_lr * config.min_lr_frac, warmup_iters=round(config.warmup_frac * steps),
-                     weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-                     eval_interval=config.eval_interval or math.ceil(steps / 4), patience=config.patience,
-                     device=config.device, dtype=config.dtype, seed=config.seed)
-    device = resolve_device(tc.device)
+    tc = config.loop(n_train)
+    device = setup_device(tc, run.dist)
     train_idx, train_len = enc["train"]
 
     def next_batch(generator: torch.Generator):
-        ix = torch.randint(n_train, (config.batch_size,), generator=generator)
+        ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
         n = train_len[ix]
         return _trim(train_idx[ix], n).to(device), n.to(device), y["train"][ix].to(device)
 
@@ -482,41 +462,34 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
     if config.mode != "hf":
         artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
-    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=out, artifacts=artifacts, monitor="val_macro_f1",
-                      mode="max", callbacks=callbacks, progress=progress, param_groups=param_groups(model, config))
+    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, monitor="val_macro_f1",
+                      mode="max", callbacks=callbacks, progress=progress, param_groups=param_groups(model, config, tc.lr),
+                      dist=run.dist, device=device, count_tokens=lambda batch: int(batch[1].sum()))
     evaluate.trainer = trainer
-    if resume:
-        trainer.resume()
-    history = trainer.fit()
+    completed = run.fit(trainer)
     classifier = TextClassifier(model, tokenizer, list(task.labels), config, max_len)
-    trainable, total = count_params(model)
-    metrics: dict[str, Any] = {"mode": config.mode, "seed": config.seed, "completed": trainer.finished}
-    if not trainer.finished:
-        log.warning("fine-tuning stopped at step %d of %d; resume with resume=True (--resume)", trainer.step, steps)
-        return FinetuneResult(classifier, history, metrics, out)
+    metrics: dict[str, Any] = {"mode": config.mode, "seed": tc.seed, **run.base_metrics(trainer)}
+    if not completed:
+        return FinetuneResult(classifier, trainer.history, metrics, run.out)
 
     for s in ("val", "test"):
         # the restored best weights were scored on val at best_step during training
         logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
         if logits is None:  # in the training dtype, as the validation passes were
-            with autocast_context(device, config.dtype):
+            with autocast_context(device, tc.dtype):
                 logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
-    speed = trainer.summary()
+    trainable, total = count_params(model)
     metrics |= {
-        "pooling": config.pooling, "lr": config.backbone_lr, "head_lr": config.head_lr, "steps": steps,
-        "window_filled_pct": cut_pct,
-        "epochs": steps * config.batch_size / n_train, "best_step": trainer.best_step, "max_len": max_len,
-        "trainable_params": trainable, "total_params": total, "train_s": speed.get("train_s", 0.0),
-        "examples_per_s": speed.get("tokens_per_s", float("nan")),  # the Trainer counts labels: examples
-        "wall_s": time.perf_counter() - t_start, "device": str(device), "labels": list(task.labels),
-        "task": task.name, "n_train": n_train, "n_val": len(y["val"]), "n_test": len(y["test"]),
+        "pooling": config.pooling, "lr": tc.lr, "head_lr": config.head_lr, "steps": tc.max_iters,
+        "window_filled_pct": cut_pct, "epochs": tc.max_iters * tc.batch_size / n_train, "max_len": max_len,
+        "trainable_params": trainable, "total_params": total, "train_s": metrics.get("train_s", 0.0),
+        "examples_per_s": tc.batch_size * 1000 / metrics.get("ms_per_iter_median", float("nan")),
+        "labels": list(task.labels), "task": task.name, "n_train": n_train, "n_val": len(y["val"]),
+        "n_test": len(y["test"]),
     }
-    if out is not None:
-        ckpt.save_checkpoint(out / FINAL, model, artifacts)
-        history.df.to_csv(out / "history.csv", index=False)
-        ckpt.write_json(out / "metrics.json", metrics)
-    return FinetuneResult(classifier, history, metrics, out)
+    run.finish(trainer, artifacts, metrics)
+    return FinetuneResult(classifier, trainer.history, metrics, run.out)
 
 
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:

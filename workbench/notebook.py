@@ -3,18 +3,16 @@
 Notebooks are thin: a `parameters` cell of literals, then `ctx = start("02_pretraining",
 profile=profile, run_dir=run_dir)`. `start` validates the parameters (a bad one stops the
 notebook right there with a message naming the parameter and the fix), sets up Plotly for
-offline HTML, seeds the RNGs, and returns a `NotebookContext` with the profile's settings,
-the run directory where notebooks hand artifacts to each other, and `write_metrics`.
-
-Profiles: `smoke` (CI: each notebook within a minute on 2 cores), `default` (a laptop CPU:
-the whole set within ten minutes, with results worth looking at), `full` (GPU-sized).
+offline HTML, seeds the RNGs, and returns a `NotebookContext` with the notebook's settings
+from its profile (`workbench.profiles`: smoke, default, full), the run directory where
+notebooks hand artifacts to each other, and `write_metrics`.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,61 +22,7 @@ import torch
 if TYPE_CHECKING:
     import pandas as pd
 
-PROFILES = ("smoke", "default", "full")
-
-# Per notebook and profile: the sizes the notebook's cells read from ctx.settings.
-SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "01_attention": {
-        # a small GPT trained on the spot when 02_pretraining has not left one in run_dir
-        "smoke": {"gpt": {"preset": "smoke", "train": {"max_iters": 40}}},
-        "default": {"gpt": {"preset": "smoke", "model": {"block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 64},
-                            "train": {"max_iters": 300, "eval_interval": 100, "batch_size": 16, "lr": 3e-3}}},
-        "full": {"gpt": {"preset": "cpu"}},
-    },
-    "02_pretraining": {
-        "smoke": {
-            "run": {"preset": "smoke", "data": {"tokenizer": "bpe", "vocab_size": 512},
-                    "train": {"max_iters": 40, "eval_interval": 20}},
-            "sweep": {"n_embd": [16, 32, 48], "n_layer": 1, "n_head": 2, "max_iters": 15},
-        },
-        "default": {
-            "run": {"preset": "cpu", "data": {"tokenizer": "bpe", "vocab_size": 2048},
-                    "model": {"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128, "pos_encoding": "rope"},
-                    "train": {"max_iters": 900, "eval_interval": 150, "eval_iters": 20, "lr": 2e-3,
-                              "min_lr": 2e-4}},
-            "sweep": {"n_embd": [32, 64, 128], "n_layer": 2, "n_head": 4, "max_iters": 120},
-        },
-        "full": {
-            "run": {"preset": "gpu", "data": {"tokenizer": "bpe", "vocab_size": 8192}},
-            "sweep": {"n_embd": [128, 256, 384], "n_layer": 6, "n_head": 6, "max_iters": 1000},
-        },
-    },
-    "03_finetuning": {
-        "smoke": {"max_chars": 300, "per_label": 24, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"], "seeds": [0],
-                  "mode_seeds": {}, "config": {"max_steps": 8, "max_len": 32, "batch_size": 8, "eval_interval": 4},
-                  "overrides": {"hf": {"max_steps": 4}}},
-        # 200-character passages (~70 BPE tokens): max_len 80 lets the GPT read what TF-IDF reads
-        "default": {"max_chars": 200, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
-                    "seeds": [0, 1, 2], "mode_seeds": {"hf": [0]},
-                    # dropout 0: the same validation F1 as 0.1 and 30% faster on CPU
-                    "config": {"max_steps": 200, "max_len": 80, "batch_size": 16, "eval_interval": 100, "dropout": 0.0},
-                    "overrides": {"full": {"lr": 2e-3}, "multitask": {"lr": 2e-3}, "scratch": {"lr": 1e-3},
-                                  "lora": {"lr": 5e-3}, "hf": {"lr": 1e-4, "max_steps": 60, "eval_interval": 60,
-                                                               "dropout": 0.1, "dtype": "bfloat16"}}},
-        "full": {"max_chars": 600, "per_label": None, "modes": ["full", "frozen", "scratch", "lora", "multitask", "hf"],
-                 "seeds": [0, 1, 2], "mode_seeds": {},
-                 "config": {"epochs": 3, "batch_size": 32}, "overrides": {"hf": {"lr": 5e-5}}},
-    },
-    "04_evaluation": {
-        "smoke": {"per_label": 24, "max_chars": 3000, "n_prompts": 4, "prompt_chars": 120, "continuation_chars": 60,
-                  "compression_chars": 3000, "sparsities": [0.5], "classifier_examples": 64, "runs": 2},
-        "default": {"per_label": None, "max_chars": None, "n_prompts": 20, "prompt_chars": 200, "continuation_chars": 100,
-                    "compression_chars": 20000, "sparsities": [0.25, 0.5, 0.75], "classifier_examples": 400, "runs": 5},
-        "full": {"per_label": None, "max_chars": None, "n_prompts": 100, "prompt_chars": 300, "continuation_chars": 150,
-                 "compression_chars": 100000, "sparsities": [0.25, 0.5, 0.75, 0.9], "classifier_examples": None,
-                 "runs": 5},
-    },
-}
+from .profiles import PROFILES, get_profile
 
 
 @dataclass
@@ -86,7 +30,11 @@ class NotebookContext:
     name: str
     profile: str
     run_dir: Path
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Any = None  # this notebook's settings of the profile (workbench.profiles)
+
+    def settings_of(self, notebook: str) -> Any:
+        """Another notebook's settings in this profile, e.g. ctx.settings_of("03_finetuning").max_chars."""
+        return get_profile(self.profile).for_notebook(notebook)
 
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
@@ -144,7 +92,7 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
                                   f"set run_dir to a new folder (or delete {run_path / folder}) to run again")
     run_path.mkdir(parents=True, exist_ok=True)
     ctx = NotebookContext(name=name, profile=profile, run_dir=run_path,
-                          settings=SETTINGS.get(name, {}).get(profile, {}))
+                          settings=get_profile(profile).for_notebook(name))
     for relative, producer in (requires or {}).items():
         ctx.require(relative, producer)
 
@@ -155,14 +103,6 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
     np.random.seed(seed)
     torch.manual_seed(seed)
     return ctx
-
-
-def run_config(spec: dict[str, Any], **overrides: dict[str, Any]):
-    """A RunConfig from a settings entry {"preset": ..., "data": {...}, "model": {...}, "train": {...}}."""
-    from .config import preset
-
-    parts = {k: {**spec.get(k, {}), **overrides.get(k, {})} for k in ("data", "model", "train")}
-    return preset(spec.get("preset", "smoke"), **parts)
 
 
 def _plain(obj: Any) -> Any:
@@ -180,8 +120,9 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def trained_gpt(ctx: NotebookContext, spec: dict[str, Any]):
-    """The GPT that 02_pretraining left in run_dir, else a small one trained here per `spec`.
+def trained_gpt(ctx: NotebookContext, config):
+    """The GPT that 02_pretraining left in run_dir, else a small one trained here as `config`
+    (a RunConfig) says.
 
     Returns:
         (model, tokenizer, where it came from)
@@ -192,7 +133,7 @@ def trained_gpt(ctx: NotebookContext, spec: dict[str, Any]):
         if ctx.path(folder, "model", "model.safetensors").exists():
             model, tokenizer, _ = load_pretrained(ctx.path(folder))
             return model, tokenizer, str(ctx.path(folder))
-    result = pretrain(run_config(spec), ctx.path("attention_gpt"), progress=False)
+    result = pretrain(config, ctx.path("attention_gpt"), progress=False)
     return result.model.cpu().eval(), result.tokenizer, str(ctx.path("attention_gpt"))
 
 

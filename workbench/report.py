@@ -38,9 +38,10 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from .profiles import get_profile
+
 logger = logging.getLogger(__name__)
 
-PROFILES = ("smoke", "default", "full")
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
@@ -117,8 +118,7 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
 
     notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
     notebooks = _find_notebooks(notebooks_dir)
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    get_profile(profile)  # a one-line error for an unknown profile
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     clash = {"profile", "run_dir"} & set(parameters or {})

@@ -1,0 +1,174 @@
+"""A training run's lifecycle, the same for every training command (pretrain, finetune, ...).
+
+An entry point builds its model, data and evaluator; `Run` does the rest:
+
+    run = Run(out_dir, resume)                    # checks out_dir; loads the checkpoint to resume
+    run.check_same("config", {...})               # a resumed run must be the run that was saved
+    trainer = Trainer(..., run_dir=run.out)
+    if run.fit(trainer):                          # resume, fit; Ctrl-C stops cleanly (False)
+        run.finish(trainer, artifacts, metrics)   # model/, history.csv, metrics.json
+
+and writes the run directory:
+
+    out/model/          the final (best) model: model.safetensors and the artifacts (config.json, ...)
+    out/checkpoints/    resumable step checkpoints and a `latest` pointer (workbench.checkpoint)
+    out/history.csv     every logged metric
+    out/metrics.json    the headline figures
+
+Everything that can be checked is checked before the first file is written. Interrupted
+(Ctrl-C, or `Trainer.request_stop`), a run writes nothing final: the checkpoint of the step it
+stopped at is the run, and `resume=True` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import DistInfo, barrier, dist_info
+from .train import Trainer, resolve_device
+
+log = logging.getLogger(__name__)
+
+FINAL = "model"
+
+
+def check_out_dir(out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite an existing run unless resuming it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; choose a directory path for --out")
+    if resume:
+        if ckpt.latest_checkpoint(out_dir) is None:
+            raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
+
+
+def setup_device(config: TrainConfig, dist: DistInfo) -> torch.device:
+    """The device this process trains on, with the process-wide settings that go with it:
+    cuda:<local rank> under torchrun, and TF32 for the fp32 matmuls that bf16 autocast leaves."""
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        if dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        torch.set_float32_matmul_precision("high")
+    return device
+
+
+@contextlib.contextmanager
+def stop_on_sigint(trainer: Trainer):
+    """While training, a first SIGINT (Ctrl-C, or a notebook's interrupt button) asks `trainer` to stop
+    after the current step, with a checkpoint; a second one raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: stopping after this step (press again to stop at once, without saving)")
+        trainer.request_stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Run:
+    """One training run's directory: checks, the checkpoint to resume, fit, the final files.
+
+    Args:
+        out_dir: the run directory; None trains without writing anything.
+        resume: True continues the run in out_dir from its latest checkpoint; "auto" does so when
+            there is one and starts a new run otherwise (a notebook cell that can simply be run
+            again after an interruption); False starts a new run in a new or empty out_dir.
+    Attributes:
+        out, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started.
+    """
+
+    def __init__(self, out_dir: str | Path | None, resume: bool | str = False):
+        self.started = time.perf_counter()
+        self.out = Path(out_dir) if out_dir is not None else None
+        if resume == "auto":
+            resume = self.out is not None and ckpt.latest_checkpoint(self.out) is not None
+        if resume and self.out is None:
+            raise ValueError("resume needs the out_dir of the run to continue")
+        self.dist = dist_info()
+        if self.out is not None:
+            check_out_dir(self.out, bool(resume))
+        barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
+        self.saved = ckpt.load_checkpoint(self.out) if resume else None
+
+    def check_same(self, artifact: str, given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+        """A resumed run must be the saved one: every field of `given` (nested sections allowed, e.g.
+        {"data": {...}, "model": {...}}) must equal the saved artifact's, except `ignore` ("model.vocab_size")."""
+        if self.saved is None:
+            return
+
+        def compare(saved: dict, new: dict, prefix: str) -> None:
+            for key, value in new.items():
+                name = f"{prefix}{key}"
+                if name in ignore or key not in saved:
+                    continue
+                if isinstance(value, dict) and isinstance(saved[key], dict):
+                    compare(saved[key], value, f"{name}.")
+                elif saved[key] != value:
+                    raise ValueError(f"{name}={value!r} differs from the checkpoint's {saved[key]!r}; drop "
+                                     f"--{key.replace('_', '-')} (or the --preset that sets it) to resume as saved, "
+                                     f"or start a new run in another --out")
+
+        compare(self.saved.artifacts[artifact], given, "")
+
+    def fit(self, trainer: Trainer) -> bool:
+        """Resume `trainer` from the saved checkpoint (if any) and train; True when the run completed,
+        False when it was stopped (Ctrl-C: its checkpoint is the run; resume continues it)."""
+        if self.saved is not None:
+            trainer.resume(self.saved.path)
+        with stop_on_sigint(trainer):
+            trainer.fit()
+        if not trainer.finished:
+            log.warning("training stopped at step %d of %d; resume with resume=True (--resume)", trainer.step,
+                        trainer.config.max_iters)
+        return trainer.finished
+
+    def finish(self, trainer: Trainer, artifacts: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Write model/ (the trained model, restored to its best weights), history.csv and metrics.json.
+
+        Collective under FSDP (every rank helps gather the weights); rank 0 writes.
+        """
+        weights = trainer.weights() if self.out is not None else None
+        if self.out is None or not self.dist.is_main:
+            return
+        ckpt.save_checkpoint(self.out / FINAL, trainer.model, artifacts, weights=weights)
+        trainer.history.df.to_csv(self.out / "history.csv", index=False)
+        ckpt.write_json(self.out / "metrics.json", metrics)
+
+    def base_metrics(self, trainer: Trainer) -> dict[str, Any]:
+        """What every run reports: completed, the step of the best monitored value, where it stopped,
+        the speed figures (`Trainer.summary`), wall time and device."""
+        return {"completed": trainer.finished, "best_step": trainer.best_step,
+                "final_step": trainer.step, **trainer.summary(), "wall_s": time.perf_counter() - self.started,
+                "device": str(trainer.device)}
+
+
+def load_final(path: str | Path, needs: tuple[str, ...], hint: str) -> ckpt.Checkpoint:
+    """The checkpoint in a run directory's model/ folder (or `path` itself, a checkpoint directory),
+    which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint`."""
+    path = Path(path)
+    if (path / FINAL / ckpt.MODEL_FILE).is_file():
+        path = path / FINAL
+    c = ckpt.load_checkpoint(path)
+    if any(name not in c.artifacts for name in needs):
+        raise FileNotFoundError(f"{c.path} lacks {' or '.join(f'{name}.json' for name in needs)}; {hint}")
+    return c
