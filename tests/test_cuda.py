@@ -13,6 +13,8 @@ from workbench.bench import run_bench
 from workbench.config import ModelConfig, TrainConfig, preset
 from workbench.data import get_batch
 from workbench.model import GPT
+from workbench.distributed import DistInfo
+from workbench.run import setup_device
 from workbench.train import Trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")]
@@ -29,8 +31,9 @@ def small_gpt(**kw) -> GPT:
 def trainer(model: GPT, **train_kw) -> Trainer:
     cfg = TrainConfig(**{"batch_size": 8, "max_iters": 20, "warmup_iters": 2, "eval_interval": 20, "lr": 3e-3,
                          "min_lr": 3e-4, "device": "cuda", **train_kw})
+    device = setup_device(cfg, DistInfo())  # what every entry point does first: TF32 on CUDA
     return Trainer(model, cfg, lambda g: get_batch(DATA, 128, cfg.batch_size, g, device="cuda"),
-                   lambda m: {"val_loss": 0.0}, progress=False)
+                   lambda m: {"val_loss": 0.0}, progress=False, device=device)
 
 
 def test_training_forward_and_backward_run_on_flash_attention_in_bf16():

@@ -16,7 +16,7 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict, with_length
 from .profiles import PROFILES
 from .report import DEFAULT_TIMEOUT_S
 
@@ -59,8 +59,10 @@ def config_from_args(args: argparse.Namespace, base: dict[str, dict] | None = No
     parts: dict[str, dict] = {name: dict((base or {}).get(name, {})) for name in RUN_SECTIONS}
     for name, values in (PRESETS[args.preset] if args.preset else {}).items():
         parts[name].update(values)
-    for name, values in given_flags(args).items():
+    given = given_flags(args)
+    for name, values in given.items():
         parts[name].update(values)
+    parts["train"] = with_length(parts["train"], given.get("train", {}))
     return RunConfig.from_dict(parts)
 
 
@@ -69,7 +71,7 @@ def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None
     given = given_flags(args)
     config = dict(base or {})
     config.update(given.get("finetune", {}))
-    config["train"] = {**(base or {}).get("train", {}), **given.get("train", {})}
+    config["train"] = with_length({**(base or {}).get("train", {}), **given.get("train", {})}, given.get("train", {}))
     return from_dict(FinetuneConfig, config)
 
 

@@ -76,8 +76,8 @@ class TrainConfig:
 
     batch_size: int = 12
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_iters: int | None = 2000  # optimizer steps; None: from `epochs`
-    epochs: float | None = None  # passes over the training examples; decides the steps when max_iters is None
+    max_iters: int | None = 2000  # optimizer steps; None: from `epochs` (set one of the two)
+    epochs: float | None = None  # passes over the training examples
     lr: float | None = 1e-3  # None: the caller's default (fine-tuning: DEFAULT_LR of its mode)
     min_lr: float | None = 1e-4  # where the cosine ends; None: lr / 10
     warmup_iters: int | None = 100  # None: 10% of the steps
@@ -107,8 +107,9 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or (isinstance(value, int) and value > 0),
                    f"{name} must be a positive integer or unset, got {value!r}")
-        _check(self.max_iters is not None or self.epochs is not None,
-               "set max_iters (optimizer steps) or epochs (passes over the data); both are unset")
+        _check((self.max_iters is None) != (self.epochs is None),
+               f"set one of max_iters (optimizer steps) or epochs (passes over the data), got max_iters={self.max_iters} "
+               f"and epochs={self.epochs}; pass --max-iters N or --epochs E")
         _check(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
         _check(self.warmup_iters is None or self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
         _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -137,7 +138,7 @@ class TrainConfig:
             steps = max(1, math.ceil(self.epochs * examples / (self.batch_size * self.grad_accum)))
         lr = self.lr if self.lr is not None else default_lr
         _check(lr is not None, "lr is unset; pass --lr")
-        return replace(self, max_iters=steps, lr=lr,
+        return replace(self, max_iters=steps, epochs=None, lr=lr,
                        min_lr=self.min_lr if self.min_lr is not None else lr * 0.1,
                        warmup_iters=self.warmup_iters if self.warmup_iters is not None else round(0.1 * steps),
                        eval_interval=self.eval_interval or math.ceil(steps / 4))
@@ -179,7 +180,17 @@ FINETUNE_TRAIN = dict(batch_size=16, max_iters=None, epochs=3.0, lr=None, min_lr
 
 def finetune_train(**changes: Any) -> TrainConfig:
     """The fine-tuning loop's TrainConfig: FINETUNE_TRAIN with `changes`."""
-    return from_dict(TrainConfig, {**FINETUNE_TRAIN, **changes})
+    return from_dict(TrainConfig, with_length({**FINETUNE_TRAIN, **changes}, changes))
+
+
+def with_length(train: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig fields where the run's length given last wins: max_iters given alone clears epochs
+    and epochs given alone clears max_iters (a preset's or a saved run's length does not clash)."""
+    if "max_iters" in given and "epochs" not in given:
+        return {**train, "epochs": None}
+    if "epochs" in given and "max_iters" not in given:
+        return {**train, "max_iters": None}
+    return train
 
 
 @dataclass
