@@ -44,18 +44,6 @@ from torch.nn import functional as F
 from .config import ModelConfig
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no `bias=False` before 2.1 on all paths)."""
-
-    def __init__(self, ndim: int, bias: bool):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
 class HookPoint(nn.Module):
     """An identity tap: hooks registered on it see the tensor passing through and may replace it.
 
@@ -147,6 +135,8 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         start = cache.pos if cache is not None else 0
+        # generation feeds a fresh sequence from position 0, then one token at a time
+        assert start == 0 or T == 1, f"{T} new positions after {start} cached ones; feed one at a time"
         if rope is not None:
             cos, sin = rope[0][start : start + T], rope[1][start : start + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -162,12 +152,9 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
             att = self.hook_pattern(F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1))
             y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
-        elif start == 0 or T == 1:
+        else:
             # a fresh sequence is plain causal; one new query may see every cached key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(T > 1 and start == 0))
-        else:  # several new queries after a filled cache: causal with an offset
-            mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
         z = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
         y = z.contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -192,11 +179,11 @@ class Block(nn.Module):
         super().__init__()
         # taps interleaved in forward order, so hook_points() lists them as they fire
         self.hook_resid_pre = HookPoint()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
@@ -221,7 +208,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
         if config.pos_encoding == "learned":
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
