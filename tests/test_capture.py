@@ -29,16 +29,17 @@ def minilm():
     return load_minilm()
 
 
-def test_gpt_attention_shape_rows_and_causality(gpt):
+def test_gpt_attention_is_the_pattern_taps_stacked(gpt):
     model, tok = gpt
     model.train()
     r = gpt_attention(model, tok, "the cat")
     assert isinstance(r, AttentionResult) and r.attentions.dtype == torch.float32
     assert r.attentions.shape == (2, 3, 7, 7) and (r.n_layer, r.n_head, r.T) == (2, 3, 7)
     assert r.tokens == list("the cat")
-    assert torch.allclose(r.attentions.sum(-1), torch.ones(2, 3, 7), atol=1e-6)
-    assert r.attentions.triu(diagonal=1).abs().max() == 0  # causal
     assert model.training  # mode restored
+    # the model's own pattern taps, layer by layer (test_model proves they are causal distributions)
+    _, cache = model.eval().run_with_cache(torch.tensor([tok.encode("the cat")]), lambda n: n.endswith("hook_pattern"))
+    assert torch.equal(r.attentions, torch.stack([cache[f"transformer.h.{i}.attn.hook_pattern"][0] for i in range(2)]))
     assert torch.equal(r.head(1, 2), r.attentions[1, 2])
     assert "2L" in r.model_name and "3H" in r.model_name
 

@@ -1,8 +1,10 @@
-"""GPT: the fused and explicit attention paths agree, the mask is causal, the KV cache is exact,
-and the GPT-2 layout loads in Hugging Face transformers with the same logits."""
+"""GPT: the fused and explicit attention paths agree, the mask is causal, the named taps see and
+replace what flows through them and leave no trace, the KV cache is exact, and the GPT-2 layout
+loads in Hugging Face transformers with the same logits."""
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from workbench.config import ModelConfig
 from workbench.model import GPT, sample_next, sinusoidal_encoding
@@ -15,30 +17,120 @@ def tiny(**kw) -> GPT:
     return GPT(ModelConfig(**{**TINY, **kw})).eval()
 
 
+def is_pattern(name: str) -> bool:
+    return name.endswith("attn.hook_pattern")
+
+
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 def test_fused_and_explicit_paths_agree(pos, act):
     model = tiny(pos_encoding=pos, activation=act, bias=(pos != "rope"))
     idx = torch.randint(0, 50, (3, 16))
     fused, _ = model(idx)
-    explicit, _, attn = model(idx, return_attention=True)
+    explicit, cache = model.run_with_cache(idx, is_pattern)  # hooking the pattern runs the explicit path
     assert (fused - explicit).abs().max().item() <= 1e-5
-    assert len(attn) == 2 and attn[0].shape == (3, 2, 16, 16)
-    for a in attn:
+    assert list(cache) == ["transformer.h.0.attn.hook_pattern", "transformer.h.1.attn.hook_pattern"]
+    for a in cache.values():
+        assert a.shape == (3, 2, 16, 16)
         assert torch.allclose(a.sum(-1), torch.ones(3, 2, 16), atol=1e-6)  # rows are distributions
         assert a.triu(diagonal=1).abs().max().item() == 0.0  # nothing attends to the future
         assert a[..., 0, 0].eq(1).all()  # the first token can only see itself
 
 
-def test_capture_context_records_every_layer_and_cleans_up():
+def test_explicit_path_runs_only_while_a_pattern_is_hooked_and_taps_leave_logits_unchanged(monkeypatch):
     model = tiny()
-    idx = torch.randint(0, 50, (1, 8))
-    with model.capture_attention() as attn:
-        logits, _ = model(idx)
-    assert len(attn) == 2 and attn[1].shape == (1, 2, 8, 8)
-    assert model._attention_store is None
-    _, _, direct = model(idx, return_attention=True)
-    assert torch.equal(direct[1], attn[1])
+    idx = torch.randint(0, 50, (2, 12))
+    sdpa, calls = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    plain, _ = model(idx)
+    assert len(calls) == 2  # fused in both layers
+    watched, cache = model.run_with_cache(idx, lambda name: not is_pattern(name))
+    assert len(cache) == 2 * 6 + 1 and len(calls) == 4  # every other tap: still fused, bit for bit
+    assert torch.equal(watched, plain)
+    model.run_with_cache(idx, ["transformer.h.1.attn.hook_pattern"])
+    assert len(calls) == 5  # only layer 0 stayed fused
+
+
+def test_hooks_are_removed_even_when_the_body_raises():
+    model = tiny()
+    idx = torch.randint(0, 50, (2, 8))
+    before, _ = model(idx)
+    seen = []
+    zero_z = ("transformer.h.0.attn.hook_z", lambda z, hook: torch.zeros_like(z))
+    with pytest.raises(RuntimeError, match="boom"):
+        with model.hooks([zero_z, ("hook_ln_f", lambda x, hook: seen.append(hook.name))]):
+            inside, _ = model(idx)
+            raise RuntimeError("boom")
+    assert seen == ["hook_ln_f"] and not torch.allclose(inside, before)  # they were active inside
+    assert not any(point.hooked for point in model.hook_points().values())
+    assert torch.equal(model(idx)[0], before)
+    with pytest.raises(ValueError, match=r"unknown hook name 'transformer.h.0.attn.hook_q'.*hook_resid_pre"):
+        with model.hooks([zero_z, ("transformer.h.0.attn.hook_q", print)]):
+            pass
+    assert not any(point.hooked for point in model.hook_points().values())  # a bad name adds no hook
+
+
+def test_zeroing_a_head_in_hook_z_equals_zeroing_its_slice_of_the_c_proj_input():
+    model = tiny(n_head=4)  # head size 4
+    idx = torch.randint(0, 50, (2, 10))
+    head, hs = 2, 4
+
+    def ablate(z, hook):  # z: (B, T, nh, hs)
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    with model.hooks([("transformer.h.1.attn.hook_z", ablate)]):
+        hooked, _ = model(idx)
+
+    def by_hand(module, args):  # c_proj's input: (B, T, C), heads side by side
+        y = args[0].clone()
+        y[..., head * hs:(head + 1) * hs] = 0
+        return (y,)
+
+    handle = model.transformer.h[1].attn.c_proj.register_forward_pre_hook(by_hand)
+    try:
+        manual, _ = model(idx)
+    finally:
+        handle.remove()
+    assert torch.equal(hooked, manual)
+    assert not torch.allclose(hooked, model(idx)[0])  # the head mattered
+
+
+def test_a_replaced_pattern_is_what_the_values_are_mixed_with():
+    model = tiny()
+    idx = torch.randint(0, 50, (2, 10))
+    attend_to_self = ("transformer.h.0.attn.hook_pattern", lambda p, hook: torch.eye(p.size(-1)).expand_as(p))
+    with model.hooks([attend_to_self]):
+        logits, cache = model.run_with_cache(idx, ["transformer.h.0.hook_resid_pre", "transformer.h.0.attn.hook_z"])
+    block = model.transformer.h[0]
+    v = block.attn.c_attn(block.ln_1(cache["transformer.h.0.hook_resid_pre"])).split(16, dim=2)[2]  # (B, T, C)
+    assert torch.allclose(cache["transformer.h.0.attn.hook_z"], v.view(2, 10, 2, 8), atol=1e-6)  # z = I · v
+    assert not torch.allclose(logits, model(idx)[0])
+
+
+def test_run_with_cache_keeps_the_named_taps_with_their_shapes():
+    model = tiny()
+    idx = torch.randint(0, 50, (3, 10))
+    logits, cache = model.run_with_cache(idx)
+    assert list(cache) == list(model.hook_points())
+    assert list(cache)[:7] == [f"transformer.h.0.{n}" for n in ("hook_resid_pre", "attn.hook_pattern", "attn.hook_z",
+                                                                 "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
+                                                                 "hook_resid_post")]
+    shapes = {"hook_pattern": (3, 2, 10, 10), "hook_z": (3, 10, 2, 8)}  # (B, nh, T, T), (B, T, nh, hs)
+    for name, t in cache.items():
+        assert t.shape == shapes.get(name.rsplit(".", 1)[-1], (3, 10, 16)), name  # the rest (B, T, C)
+        assert not t.requires_grad  # detached
+    h0, h1 = "transformer.h.0.", "transformer.h.1."
+    assert torch.equal(cache[h0 + "hook_resid_mid"], cache[h0 + "hook_resid_pre"] + cache[h0 + "hook_attn_out"])
+    assert torch.equal(cache[h0 + "hook_resid_post"], cache[h0 + "hook_resid_mid"] + cache[h0 + "hook_mlp_out"])
+    assert torch.equal(cache[h1 + "hook_resid_pre"], cache[h0 + "hook_resid_post"])
+    assert torch.equal(model.transformer.ln_f(cache[h1 + "hook_resid_post"]), cache["hook_ln_f"])
+    assert torch.allclose(model.lm_head(cache["hook_ln_f"]), logits, atol=1e-6)
+    assert list(model.run_with_cache(idx, ["hook_ln_f"])[1]) == ["hook_ln_f"]
+    assert list(model.run_with_cache(idx, lambda n: n.endswith("hook_z"))[1]) == [h0 + "attn.hook_z", h1 + "attn.hook_z"]
+    with pytest.raises(ValueError, match="hook_points"):
+        model.run_with_cache(idx, ["hook_resid_pre"])
 
 
 def test_future_tokens_do_not_change_past_logits():
@@ -64,12 +156,14 @@ def test_loss_matches_cross_entropy_and_starts_near_log_vocab():
 
 
 @pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
-def test_greedy_generation_with_and_without_cache_is_identical(pos):
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0, top_k=10, seed=3)],
+                         ids=["greedy", "sampled"])
+def test_generation_with_and_without_cache_is_identical(pos, settings):
     model = tiny(pos_encoding=pos)
     prompt = torch.randint(0, 50, (2, 5))
     # 30 new tokens run past block_size=16, so the sliding window is exercised too
-    cached = model.generate(prompt, 30, temperature=0, use_cache=True)
-    plain = model.generate(prompt, 30, temperature=0, use_cache=False)
+    cached = model.generate(prompt, 30, use_cache=True, **settings)
+    plain = model.generate(prompt, 30, use_cache=False, **settings)
     assert cached.shape == (2, 35)
     assert torch.equal(cached, plain)
 

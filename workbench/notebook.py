@@ -45,7 +45,7 @@ class NotebookContext:
 
         out = self.path("metrics", f"{self.name}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, _plain(metrics))
+        write_json(out, metrics)
         return out
 
     def require(self, relative: str, producer: str) -> Path:
@@ -103,21 +103,6 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
     np.random.seed(seed)
     torch.manual_seed(seed)
     return ctx
-
-
-def _plain(obj: Any) -> Any:
-    """Make metrics JSON-able: numpy/torch scalars to Python numbers, paths to strings."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def trained_gpt(ctx: NotebookContext, config):

@@ -378,8 +378,16 @@ def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def compression_table(tokenizers: dict[str, Tokenizer], texts: dict[str, str]) -> pd.DataFrame:
-    """Vocabulary size, tokens and characters per token of each tokenizer on each named text."""
+def chars_per_token_table(tokenizers: dict[str, Tokenizer], texts: dict[str, str]) -> pd.DataFrame:
+    """How many characters each tokenizer packs into a token, on each named text.
+
+    Args:
+        tokenizers: name -> tokenizer.
+        texts: label -> text.
+    Returns:
+        one row per tokenizer: `tokenizer`, `vocab_size`, and per text `<label>_tokens` and
+        `<label>_chars_per_token` (characters / tokens; 1.0 for a character tokenizer).
+    """
     import pandas as pd
 
     rows = []

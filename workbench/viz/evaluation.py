@@ -106,7 +106,7 @@ def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str = "siz
     Returns:
         a Figure with one Scatter trace (markers + the variant names as text), in table order.
     """
-    _require(table, ("variant", x, y), "evaluate.compression_table")
+    _require(table, ("variant", x, y), "compress.compression_table")
     fig = go.Figure(go.Scatter(x=table[x].tolist(), y=table[y].tolist(), mode="markers+text", name=y,
                                text=table["variant"].tolist(), textposition="top center",
                                marker=dict(size=11),
