@@ -3,8 +3,6 @@ non-finite loss handling, and atomic checkpoints that never unpickle."""
 
 import json
 import math
-import os
-import signal
 import time
 
 import numpy as np
@@ -16,7 +14,6 @@ from workbench.config import ModelConfig, TrainConfig
 from workbench.data import get_batch
 from workbench.model import GPT
 from workbench.pretrain import lm_evaluator
-from workbench.run import stop_on_sigint
 from workbench.train import NonFiniteLossError, Trainer, lr_at, make_optimizer
 
 BLOCK = 16
@@ -118,45 +115,6 @@ def test_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run drifted from the straight run"
     assert straight.history.df["loss"].dropna().tolist() == resumed.history.df["loss"].dropna().tolist()
-
-
-class SigintAt:
-    """Send this process SIGINT (what Ctrl-C and a notebook's interrupt send) after `step` steps."""
-
-    def __init__(self, step, times=1):
-        self.step, self.times = step, times
-
-    def on_step(self, trainer, record):
-        if trainer.step == self.step:
-            for _ in range(self.times):
-                os.kill(os.getpid(), signal.SIGINT)
-
-
-def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path):
-    straight = make_trainer(tmp_path / "a", max_iters=12, checkpoint_interval=4)
-    straight.fit()
-    handler = signal.getsignal(signal.SIGINT)
-    stopped = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    stopped.callbacks.append(SigintAt(6))
-    with stop_on_sigint(stopped):
-        history = stopped.fit()
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after training
-    assert stopped.step == 6 and not stopped.finished and history.records[-1]["step"] == 6
-    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000006"  # not a checkpoint_interval step
-    resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    assert resumed.resume() and resumed.step == 6
-    resumed.fit()
-    assert resumed.finished
-    for k, v in weights(straight).items():
-        assert torch.equal(weights(resumed)[k], v), k
-
-
-def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
-    trainer = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
-    trainer.callbacks.append(SigintAt(6, times=2))
-    with pytest.raises(KeyboardInterrupt), stop_on_sigint(trainer):
-        trainer.fit()
-    assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path):

@@ -41,8 +41,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .config import DEFAULT_LR, MODES, POOLINGS, FinetuneConfig  # noqa: F401 (re-exported here)
-from .config import ModelConfig, RunConfig, from_dict
+from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
 from .pretrain import load_pretrained

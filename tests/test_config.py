@@ -1,0 +1,66 @@
+"""Configs: validation messages that name the fix, the fine-tuning loop nested as a TrainConfig with
+derived fields resolved once, nested updates, and the typed profiles every notebook reads."""
+
+import pytest
+
+from workbench.config import (DEFAULT_LR, FinetuneConfig, RunConfig, TrainConfig, finetune_train, from_dict, updated,
+                              with_length)
+from workbench.profiles import PROFILES, get_profile
+
+
+def test_resolved_fills_the_derived_fields_from_the_data():
+    tc = TrainConfig(max_iters=None, epochs=2.0, batch_size=8, grad_accum=2, lr=None, min_lr=None, warmup_iters=None,
+                     eval_interval=None).resolved(examples=100, default_lr=5e-3)
+    assert tc.max_iters == 13  # ceil(2 * 100 / (8 * 2))
+    assert tc.epochs is None and tc.lr == 5e-3 and tc.min_lr == pytest.approx(5e-4)
+    assert tc.warmup_iters == 1 and tc.eval_interval == 4  # round(0.1 * 13), ceil(13 / 4)
+    explicit = TrainConfig(max_iters=40, lr=1e-3, min_lr=0.0, warmup_iters=0, eval_interval=7)
+    assert explicit.resolved() == explicit  # nothing to derive: unchanged
+
+
+def test_finetune_config_nests_the_loop_with_each_modes_learning_rate():
+    config = FinetuneConfig(mode="lora")
+    assert isinstance(config.train, TrainConfig) and config.train.weight_decay == 0.01
+    assert config.loop(160).lr == DEFAULT_LR["lora"] and config.loop(160).max_iters == 30  # 3 epochs of 16
+    assert FinetuneConfig(mode="lora", train=finetune_train(lr=1e-4)).loop(160).lr == 1e-4
+    assert updated(config, {"mode": "hf"}).loop(160).lr == DEFAULT_LR["hf"]  # unset lr follows the mode
+
+
+def test_from_dict_keeps_the_nested_defaults_and_rejects_unknown_fields():
+    config = from_dict(FinetuneConfig, {"mode": "frozen", "train": {"max_iters": 200, "epochs": None}})
+    assert config.train.max_iters == 200 and config.train.weight_decay == 0.01 and config.train.seed == 0
+    with pytest.raises(ValueError, match="unknown TrainConfig field.*max_steps.*valid:"):
+        from_dict(FinetuneConfig, {"train": {"max_steps": 5}})
+    run = RunConfig.from_dict({"model": {"n_layer": 3}})
+    assert run.model.n_layer == 3 and run.model.n_head == RunConfig().model.n_head
+
+
+def test_the_length_given_last_wins_and_both_lengths_are_refused():
+    assert finetune_train(max_iters=50).epochs is None
+    assert with_length({"max_iters": 2000, "epochs": 1.0}, {"epochs": 1.0}) == {"max_iters": None, "epochs": 1.0}
+    with pytest.raises(ValueError, match="set one of max_iters .* or epochs"):
+        TrainConfig(epochs=1.0)  # max_iters keeps its default 2000
+    with pytest.raises(ValueError, match="set one of max_iters"):
+        TrainConfig(max_iters=None)
+
+
+def test_updated_merges_nested_changes_and_validates():
+    run = RunConfig()
+    changed = updated(run, {"data": {"corpus": "my.txt"}, "train": {"lr": 2e-3}})
+    assert changed.data.corpus == "my.txt" and changed.train.lr == 2e-3 and changed.model == run.model
+    assert run.data.corpus == "shakespeare"  # the original is untouched
+    with pytest.raises(ValueError, match="n_embd=30 is not divisible by n_head=4"):
+        updated(run, {"model": {"n_embd": 30}})
+
+
+def test_every_profile_gives_every_notebook_valid_settings():
+    for name, profile in PROFILES.items():
+        assert profile.for_notebook("02_pretraining").run.data.tokenizer == "bpe"
+        settings = profile.for_notebook("03_finetuning")
+        for mode in settings.modes:  # each mode's config, as compare_modes builds it, resolves
+            config = updated(settings.config, {"mode": mode, **settings.overrides.get(mode, {})})
+            assert config.loop(600).max_iters > 0, (name, mode)
+    assert PROFILES["default"].finetuning.config.loop(5000).max_iters == 200
+    assert PROFILES["default"].for_notebook("03_finetuning").overrides["hf"]["train"]["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="unknown profile 'fast'; choose one of smoke, default, full"):
+        get_profile("fast")

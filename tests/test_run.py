@@ -1,0 +1,107 @@
+"""The run lifecycle every training command shares: out-dir checks, the saved-config comparison,
+resume="auto", Ctrl-C as a clean stop, and the final files."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import checkpoint as ckpt
+from workbench.config import ModelConfig, TrainConfig
+from workbench.data import get_batch
+from workbench.model import GPT
+from workbench.run import Run, stop_on_sigint
+from workbench.train import Trainer
+
+DATA = np.random.default_rng(0).integers(0, 32, size=3000).astype(np.uint16)
+
+
+def trainer(run: Run, max_iters=8) -> Trainer:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    cfg = TrainConfig(batch_size=4, max_iters=max_iters, warmup_iters=1, eval_interval=4, device="cpu")
+    return Trainer(model, cfg, lambda g: get_batch(DATA, 16, 4, g), lambda m: {"val_loss": 1.0 / (1 + m.training)},
+                   run_dir=run.out, artifacts={"config": {"data": {"corpus": "a"}, "model": {"n_layer": 1}}},
+                   progress=False)
+
+
+class SigintAt:
+    """Send this process SIGINT (what Ctrl-C and a notebook's interrupt send) after `step` steps."""
+
+    def __init__(self, step, times=1):
+        self.step, self.times = step, times
+
+    def on_step(self, trainer, record):
+        if trainer.step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_run_writes_model_history_and_metrics(tmp_path):
+    run = Run(tmp_path / "r")
+    t = trainer(run)
+    assert run.fit(t)
+    run.finish(t, {"config": {"x": 1}}, {**run.base_metrics(t), "val_loss": t.best})
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["completed"] is True and metrics["final_step"] == 8 and metrics["best_step"] == 4
+    assert (tmp_path / "r" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "r" / "model" / "config.json").is_file()
+    assert len((tmp_path / "r" / "history.csv").read_text().splitlines()) > 8
+
+
+def test_resume_auto_starts_a_new_run_then_continues_it(tmp_path):
+    first = Run(tmp_path, resume="auto")
+    assert first.saved is None
+    t = trainer(first)
+    t.fit(until=4)  # a checkpoint at 4, as if interrupted there
+    again = Run(tmp_path, resume="auto")
+    assert again.saved is not None and again.saved.path.name == "step-0000004"
+    resumed = trainer(again)
+    assert again.fit(resumed) and resumed.step == 8
+
+
+def test_saved_config_differences_are_refused_with_the_flag_to_drop(tmp_path):
+    trainer(Run(tmp_path)).fit(until=4)
+    run = Run(tmp_path, resume=True)
+    run.check_same("config", {"data": {"corpus": "a"}, "model": {"n_layer": 1, "vocab_size": 99}},
+                   ignore=("model.vocab_size",))  # the same run: no error
+    with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer"):
+        run.check_same("config", {"model": {"n_layer": 2}})
+
+
+@pytest.mark.parametrize("resume, fix", [(False, "already holds files; pass --resume"),
+                                         (True, "no checkpoint to resume; drop --resume")])
+def test_out_dir_checks_name_the_fix(tmp_path, resume, fix):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises((ValueError, FileNotFoundError), match=fix):
+        Run(tmp_path, resume=resume)
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # nothing written or removed
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path):
+    straight = trainer(Run(tmp_path / "a"), max_iters=12)
+    straight.fit()
+    handler = signal.getsignal(signal.SIGINT)
+    run = Run(tmp_path / "b")
+    stopped = trainer(run, max_iters=12)
+    stopped.callbacks.append(SigintAt(6))
+    assert run.fit(stopped) is False
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after training
+    assert stopped.step == 6 and stopped.history.records[-1]["step"] == 6
+    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000006"  # not an evaluation step
+    again = Run(tmp_path / "b", resume=True)
+    resumed = trainer(again, max_iters=12)
+    assert again.fit(resumed)
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
+    t = trainer(Run(tmp_path), max_iters=12)
+    t.callbacks.append(SigintAt(6, times=2))
+    with pytest.raises(KeyboardInterrupt), stop_on_sigint(t):
+        t.fit()
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
