@@ -201,7 +201,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .bench import format_table, run_bench, write_json
+    from .bench import format_table, run_bench
+    from .checkpoint import write_json
 
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
@@ -209,7 +210,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
     print(format_table(result))
     if args.json:
-        write_json(result, args.json)
+        write_json(Path(args.json), result)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,10 @@ Random tokens cost exactly what real ones do; quality is measured by `pretrain`,
 
 from __future__ import annotations
 
-import json
 import resource
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -141,6 +139,3 @@ def format_table(result: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
-
-def write_json(result: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=1))
