@@ -1,8 +1,8 @@
-"""The evaluation card, checked against references: sacrebleu for BLEU/chrF, sklearn for the
-classification metrics, hand-computed ECE, F.cross_entropy on a direct forward for perplexity,
-a uniform "model" whose bits per token/character are known exactly, every token scored once by
-the sliding windows, and compression that does what it says (size, sparsity, close logits).
-The CLI writes metrics.json for a tiny trained run."""
+"""The evaluation card, checked against references: sklearn for the classification metrics,
+hand-computed ECE, F.cross_entropy on a direct forward for perplexity, a uniform "model" whose
+bits per token/character are known exactly, every token scored once by the sliding windows, and
+compression that does what it says (size, sparsity, close logits). The CLI writes metrics.json
+for a tiny trained run. Generation quality is in test_generation_eval.py."""
 
 import json
 import math
@@ -12,11 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import sacrebleu
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import cli
+from helpers import TEXT, cli, tiny_gpt
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from workbench import compress as cp
@@ -25,18 +24,10 @@ from workbench import metrics as mt
 from workbench import viz
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.data import Document
-from workbench.model import GPT
+from workbench.generation_eval import DEFAULT_STRATEGIES
 from workbench.pretrain import pretrain
-from workbench.tokenizer import CharTokenizer, train_tokenizer
 
-TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
-        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name; café.\n")
-
-
-def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: int = 1, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
-                           n_embd=n_embd)).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Uniform(nn.Module):
@@ -48,27 +39,6 @@ class Uniform(nn.Module):
 
     def forward(self, idx, targets=None):
         return torch.zeros(*idx.shape, self.config.vocab_size), None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads
-    contending with other processes run many times slower: keep this file fast and steady."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def char_tok():
-    return CharTokenizer.train(TEXT)
-
-
-@pytest.fixture(scope="module")
-def bpe_tok():
-    with pytest.warns(UserWarning, match="learned only"):  # the text is too small for 400 tokens
-        return train_tokenizer("bpe", TEXT * 3, vocab_size=400)
 
 
 # ------------------------------------------------------------------------- language modelling
@@ -237,75 +207,6 @@ def test_ece_on_a_hand_computed_example():
     assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.65, 0.4, 0.7])))
 
 
-# ---------------------------------------------------------------------------------- generation
-def test_distinct_n_and_repetition_on_hand_examples():
-    words = "the cat the cat the dog".split()
-    assert ev.distinct_n(words, 1) == pytest.approx(3 / 6)  # the, cat, dog
-    assert ev.distinct_n(words, 2) == pytest.approx(3 / 5)  # the-cat, cat-the, the-dog
-    assert ev.repetition_rate(words, 4) == 0.0  # its three 4-grams are all different
-    assert ev.repetition_rate("a b c d a b c d".split(), 4) == pytest.approx(1 - 4 / 5)  # abcd seen twice
-    assert ev.repetition_rate("a a a a a a".split(), 4) == pytest.approx(2 / 3)
-    assert ev.distinct_n(["a"], 2) == 0.0 and ev.repetition_rate(["a", "b"], 4) == 0.0
-
-
-def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
-    model = tiny_gpt(char_tok.vocab_size)
-    strategies = {"greedy": {"temperature": 0.0}, "top-k": {"temperature": 1.0, "top_k": 5}}
-    df = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
-    assert len(df) == 4 and df["strategy"].tolist() == ["greedy", "greedy", "top-k", "top-k"]
-    assert (df["new_tokens"] == 12).all() and (df["characters"] == 12).all()  # one char per token
-    again = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
-    assert df["text"].tolist() == again["text"].tolist()
-    row = df.iloc[2]
-    words = row["text"].split()
-    assert row["distinct_1"] == ev.distinct_n(words, 1) and row["repetition_4"] == ev.repetition_rate(words, 4)
-    with pytest.raises(ValueError, match="unknown settings"):
-        ev.generation_table(model, char_tok, ["R"], {"bad": {"temp": 1.0}})
-
-
-def test_continuation_task_cuts_passages_at_line_starts():
-    docs = {"one": TEXT, "two": TEXT.upper()}
-    task = ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1)
-    assert len(task) == 4
-    for _, row in task.iterrows():
-        text = docs[row["document"]]
-        assert text[row["start"] : row["start"] + 50] == row["prompt"] + row["reference"]
-        assert row["start"] == 0 or text[row["start"] - 1] == "\n"
-        assert len(row["prompt"]) == 30 and len(row["reference"]) == 20
-    assert task.equals(ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1))
-    with pytest.raises(ValueError, match="lower n"):
-        ev.continuation_task(TEXT, n=50, prompt_chars=30, continuation_chars=20)
-
-
-@pytest.mark.parametrize("kind", ["char", "bpe"])
-def test_continuations_have_the_references_length(kind, char_tok, bpe_tok):
-    tok = char_tok if kind == "char" else bpe_tok
-    model = tiny_gpt(tok.vocab_size)
-    task = ev.continuation_task(TEXT, n=2, prompt_chars=30, continuation_chars=25, seed=0)
-    samples = ev.continuation_samples(model, tok, task, {"greedy": {"temperature": 0.0}})
-    assert (samples["hypothesis"].str.len() == 25).all()
-    scores = ev.score_continuations(samples)
-    assert scores["strategy"].tolist() == ["greedy"] and 0 <= scores.loc[0, "chrf"] <= 100
-
-
-def test_bleu_and_chrf_are_sacrebleus():
-    hyps = ["the cat sat on the mat\nand slept", "O Romeo, wherefore art thou", "a completely different line"]
-    refs = ["the cat sat upon the mat\nand slept", "O Romeo, Romeo, wherefore art thou Romeo?", "nothing alike at all"]
-    s = ev.bleu_chrf(hyps, refs)
-    assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
-    assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
-    assert 0 < s["bleu"] < 100 and 0 < s["chrf"] < 100
-    perfect = ev.bleu_chrf(refs, refs)
-    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
-    none = ev.bleu_chrf(["xyz qqq vvv www"], ["abc def ghi jkl"])
-    assert none["bleu"] == 0 and none["chrf"] == 0
-    samples = pd.DataFrame({"strategy": ["g", "g", "s"], "hypothesis": hyps, "reference": refs,
-                            "new_tokens": [1, 2, 3]})
-    scores = ev.score_continuations(samples)
-    assert scores["bleu"].tolist() == pytest.approx([ev.bleu_chrf(hyps[:2], refs[:2])["bleu"],
-                                                     ev.bleu_chrf(hyps[2:], refs[2:])["bleu"]])
-
-
 # --------------------------------------------------------------------------------- compression
 def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
     model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
@@ -427,7 +328,7 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     assert {"tokens", "characters", "bytes", "cross_entropy", "perplexity", "bits_per_token", "bits_per_char",
             "bits_per_byte"} <= set(lm)
     assert lm["perplexity"] == pytest.approx(math.exp(lm["cross_entropy"])) and lm["bits_per_char"] > 0
-    assert [g["strategy"] for g in metrics["generation"]] == list(ev.DEFAULT_STRATEGIES)
+    assert [g["strategy"] for g in metrics["generation"]] == list(DEFAULT_STRATEGIES)
     assert all(0 <= g["bleu"] <= 100 and 0 <= g["chrf"] <= 100 and g["samples"] == 2 for g in metrics["generation"])
     assert [c["variant"] for c in metrics["compression"]] == ["baseline", "int8", "prune-25%", "prune-50%", "prune-75%"]
     assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
