@@ -25,6 +25,7 @@ from workbench import viz
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.data import Document
 from workbench.generation_eval import DEFAULT_STRATEGIES
+from workbench.model import GPT
 from workbench.pretrain import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,27 +81,68 @@ def test_bpe_and_char_differ_in_perplexity_but_bits_per_char_counts_the_same_tex
     assert abs(b["characters"] - c["characters"]) <= len(bpe_tok.decode(bpe_tok.encode(TEXT)[:1]))
 
 
-def chunked_total_nats(model, ids: torch.Tensor, T: int) -> float:
-    """Independent reference: non-overlapping chunks of T inputs, the last one partial."""
-    total = 0.0
+@torch.no_grad()
+def chunked_token_losses(model, ids: torch.Tensor, T: int) -> np.ndarray:
+    """Independent reference for the held-out loss: non-overlapping chunks of T inputs (the last
+    one shorter), -log softmax of one direct forward per chunk; (len(ids) - 1,) nats."""
+    out = []
     for b in range(0, len(ids) - 1, T):
-        x, y = ids[b : b + T], ids[b + 1 : b + T + 1]
-        x = x[: len(y)]
-        logits, _ = model(x[None])
-        total += F.cross_entropy(logits[0], y, reduction="sum").item()
-    return total
+        y = ids[b + 1 : b + T + 1]
+        logits, _ = model(ids[b : b + len(y)][None])
+        out.append(-logits[0].log_softmax(-1).gather(1, y[:, None])[:, 0])
+    return torch.cat(out).double().numpy()
 
 
-def test_stride_equal_to_block_size_is_chunked_cross_entropy(char_tok):
+def test_default_windows_are_non_overlapping_chunks_with_the_shorter_last_one_scored(char_tok):
     T = 16
     model = tiny_gpt(char_tok.vocab_size, block_size=T)
     ids = torch.tensor(char_tok.encode(TEXT))
-    assert len(ids) > 5 * T
-    m = ev.lm_metrics(model, char_tok, TEXT, stride=T, batch_size=3)
-    total = chunked_total_nats(model, ids, T)
-    assert m["cross_entropy"] * m["tokens"] == pytest.approx(total, rel=1e-6)
+    assert len(ids) > 5 * T and (len(ids) - 1) % T != 0  # a shorter last window
+    ref = chunked_token_losses(model, ids, T)
+    np.testing.assert_allclose(ev.token_losses(model, ids, batch_size=3), ref, rtol=1e-5)
+    m = ev.lm_metrics(model, char_tok, TEXT, batch_size=3)
+    assert m["stride"] == T and m["tokens"] == len(ids) - 1
+    assert m["cross_entropy"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert m["cross_entropy"] == pytest.approx(ev.heldout_loss(model, ids), rel=1e-6)
     # total bits = bits per char x chars = sum of per-token cross-entropy in bits
-    assert m["bits_per_char"] * m["characters"] == pytest.approx(total / math.log(2), rel=1e-6)
+    assert m["bits_per_char"] * m["characters"] == pytest.approx(ref.sum() / math.log(2), rel=1e-6)
+
+
+# 202 targets: 25 windows of 8 and a last one of 2
+SPLIT = np.random.default_rng(0).integers(0, 40, size=203).astype(np.uint16)
+
+
+def test_lm_evaluator_on_the_whole_split_is_every_token_once_by_hand():
+    T = 8
+    model = tiny_gpt(40, block_size=T)
+    ref = chunked_token_losses(model, torch.from_numpy(SPLIT.astype(np.int64)), T)
+    assert len(ref) == len(SPLIT) - 1
+    whole = ev.lm_evaluator(SPLIT, T, batch_size=4, eval_iters=None, device="cpu", prefix="test")(model)
+    assert whole == {"test_loss": pytest.approx(ref.mean(), rel=1e-6)}
+    whole = whole["test_loss"]
+    assert ev.heldout_loss(model, SPLIT, batch_size=4) == whole
+    for eval_iters in (7, 100):  # 28 or more windows of the 26: the whole split, exactly
+        assert ev.lm_evaluator(SPLIT, T, 4, eval_iters, "cpu")(model)["val_loss"] == whole
+
+
+def test_sampled_evaluation_is_a_seeded_estimate_that_leaves_the_torch_rng_alone():
+    T = 8
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=40, block_size=T, n_layer=1, n_head=2, n_embd=16, dropout=0.5)).train()
+    evaluate = ev.lm_evaluator(SPLIT, T, batch_size=4, eval_iters=2, device="cpu", seed=3)  # 8 of 26 windows
+    state = torch.get_rng_state()
+    first = evaluate(model)["val_loss"]
+    assert torch.equal(torch.get_rng_state(), state)  # no dropout, no draw from torch's generator
+    assert model.training and evaluate(model)["val_loss"] == first
+    assert ev.lm_evaluator(SPLIT, T, 4, 2, "cpu", seed=4)(model)["val_loss"] != first
+    # the mean over 8 of the whole split's windows, drawn without replacement by numpy's seeded generator
+    ref = chunked_token_losses(model.eval(), torch.from_numpy(SPLIT.astype(np.int64)), T)
+    windows = [ref[b : b + T] for b in range(0, len(ref), T)]
+    pick = np.random.default_rng(3).choice(len(windows), size=8, replace=False)
+    assert first == pytest.approx(np.concatenate([windows[k] for k in pick]).mean(), rel=1e-6)
+    assert first != pytest.approx(ref.mean(), rel=1e-4)  # an estimate, not the whole split
+    with pytest.raises(ValueError, match="n_windows must be >= 1"):
+        ev.heldout_loss(model, SPLIT, n_windows=0)
 
 
 @pytest.mark.parametrize("n,T,stride", [(40, 16, 5), (40, 16, 16), (17, 16, 8), (5, 16, 8), (2, 4, 1), (33, 8, 3)])

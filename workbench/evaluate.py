@@ -1,9 +1,12 @@
 """The evaluation card: how good is a model, measured five ways, as plain numbers and DataFrames.
 
-- Language modelling on held-out text (`lm_metrics`, `perplexity_by_document`): cross-entropy,
-  perplexity, and bits per character / byte, which (unlike perplexity) compare a char-level and
-  a BPE model fairly because they divide by the same characters. Text longer than the context
-  is scored with sliding windows (`sliding_windows`).
+- Language modelling on held-out text: one held-out loss (`heldout_loss`, nats per token) with
+  one windowing rule, non-overlapping windows of block_size tokens that predict every token
+  after the first once, used by training evaluation (`lm_evaluator`) and by the card
+  (`lm_metrics`, `perplexity_by_document`), so the same model on the same ids
+  gives the same number everywhere. Besides cross-entropy: perplexity, and bits per character /
+  byte, which (unlike perplexity) compare a char-level and a BPE model fairly because they
+  divide by the same characters.
 - Classification, from `workbench.metrics` (`classification_metrics`, `per_class_table`,
   `confusion`, `calibration`): accuracy, precision / recall / F1 per class and macro, the
   confusion matrix, and expected calibration error with the data of a reliability diagram.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +63,23 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -
     Token 0 has no context and is never scored; tokens 1..n_tokens-1 are. A window that starts
     at `begin` feeds ids[begin:end] (end - begin <= block_size) and predicts ids[begin+1:end+1];
     only its last `n_new` targets are counted, the ones no earlier window scored. Windows start
-    every `stride` tokens, so each counted token after the first window sees at least
-    block_size - stride tokens of context (the first window's tokens see 1..block_size).
-    stride = block_size is plain non-overlapping chunks (fastest, least context on average);
-    a smaller stride costs about block_size / stride times the compute for better context.
+    every `stride` tokens. The default, stride = block_size, is the held-out loss's rule (see
+    `heldout_loss`): non-overlapping windows, every target counted, the last window shorter.
+    A smaller stride gives each counted token after the first window at least
+    block_size - stride tokens of context, for about block_size / stride times the compute: a
+    different (usually lower) number, not the one training reports.
 
     Args:
         n_tokens: length of the id sequence (>= 2).
         block_size: the model's context length T.
-        stride: 1..block_size; default block_size // 2.
+        stride: 1..block_size; default block_size.
     Returns:
         a list of (begin, end, n_new): the targets counted are positions end - n_new + 1 .. end.
     """
-    stride = block_size // 2 if stride is None else stride
+    stride = block_size if stride is None else stride
     if not 1 <= stride <= block_size:
         raise ValueError(f"stride must be in 1..block_size={block_size}, got {stride}; "
-                         f"e.g. stride={max(1, block_size // 2)}")
+                         f"e.g. stride={block_size} (the default)")
     if n_tokens < 2:
         raise ValueError(f"need at least 2 tokens to score a text, got {n_tokens}; pass a longer text")
     windows, scored = [], 0  # `scored`: the last target position counted so far
@@ -89,51 +93,141 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -
 
 
 @torch.no_grad()
-def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: int = 16,
-                 device: str | torch.device | None = None) -> np.ndarray:
-    """Next-token cross-entropy (nats) of every token after the first, with sliding windows.
+def _window_losses(model: nn.Module, ids: np.ndarray, windows: Sequence[tuple[int, int, int]], batch_size: int,
+                   device: torch.device) -> Iterator[tuple[Sequence[tuple[int, int, int]], np.ndarray]]:
+    """Forward `windows` of `ids` in batches; yield (the batch's windows, ce (B, L) float64 nats).
 
-    Args:
-        model: a GPT (anything with `config.block_size` whose forward returns (logits, ...)).
-        ids: 1-D sequence of token ids (list, array or tensor), length N >= 2.
-        stride: see `sliding_windows`; default block_size // 2.
-        batch_size: windows per forward pass.
-        device: where to run; default the model's device.
-    Returns:
-        float64 array (N - 1,): entry p - 1 is -log p(ids[p] | the window's context before p).
+    Consecutive windows of the same length L share a batch (at most batch_size), so with
+    stride = block_size every full window is batched and the one shorter last window runs alone.
+    ce[i, t] = -log p(ids[begin_i + t + 1] | ids[begin_i : begin_i + t + 1]). Only the (B, L, V)
+    logits of one batch are held; the losses leave the device per batch, summed later in float64.
     """
-    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    T = model.config.block_size
-    windows = sliding_windows(len(ids), T, stride)
-    device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    out = np.empty(len(ids) - 1, dtype=np.float64)
     i = 0
     while i < len(windows):
-        # consecutive windows of the same length go in one batch (only the last may be shorter)
         length = windows[i][1] - windows[i][0]
         j = i
         while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
             j += 1
         batch = windows[i:j]
-        x = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # (B, L)
-        y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in batch]).to(device)
+        pos = np.array([b for b, _, _ in batch])[:, None] + np.arange(length)  # (B, L) input positions
+        x = torch.from_numpy(np.asarray(ids[pos], dtype=np.int64)).to(device)
+        y = torch.from_numpy(np.asarray(ids[pos + 1], dtype=np.int64)).to(device)
         logits = model(x)[0].float()  # (B, L, V)
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-        ce = ce.view(len(batch), length).double().cpu().numpy()
+        yield batch, ce.view(len(batch), length).double().cpu().numpy()
+        i = j
+
+
+def _as_ids(ids) -> np.ndarray:
+    """A 1-D array view of ids (a list, array, memmap or CPU tensor), not copied."""
+    return ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: int = 16,
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """Next-token cross-entropy (nats) of every token after the first, window by window.
+
+    Args:
+        model: a GPT (anything with `config.block_size` whose forward returns (logits, ...)).
+        ids: 1-D sequence of token ids (list, array or tensor), length N >= 2.
+        stride: see `sliding_windows`; default block_size (the held-out loss's windows, so
+            losses.mean() is `heldout_loss`).
+        batch_size: windows per forward pass.
+        device: where to run; default the model's device.
+    Returns:
+        float64 array (N - 1,): entry p - 1 is -log p(ids[p] | the window's context before p).
+    """
+    ids = _as_ids(ids)
+    windows = sliding_windows(len(ids), model.config.block_size, stride)
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(ids) - 1, dtype=np.float64)
+    for batch, ce in _window_losses(model, ids, windows, batch_size, device):
+        length = ce.shape[1]
         for row, (_, e, n_new) in enumerate(batch):
             out[e - n_new : e] = ce[row, length - n_new :]  # target position p is out[p - 1]
-        i = j
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def heldout_loss(model: nn.Module, ids, batch_size: int = 16, device: str | torch.device | None = None,
+                 n_windows: int | None = None, seed: int = 0, block_size: int | None = None) -> float:
+    """The held-out LM loss: mean next-token cross-entropy, in nats per token, of a sequence of ids.
+
+    The one rule, used by training evaluation (`lm_evaluator`), the evaluation card and the
+    notebooks: cut the ids into non-overlapping windows of block_size tokens (the last one
+    shorter) and predict every token after the first exactly once, from the tokens before it in
+    its window: 1..block_size tokens of input, exactly the contexts training sees, so validation
+    and training loss compare. Windows restart where a sequence does, so each text scored on its
+    own (e.g. a play) costs its first token and some context: a slightly different number.
+
+    Args:
+        model: a GPT (forward(idx) -> (logits, ...)); run in eval mode.
+        ids: 1-D token ids (list, array, memmap or CPU tensor), length >= 2.
+        batch_size: windows per forward pass.
+        device: where to run; default the model's device.
+        n_windows: score a sample of this many windows, drawn without replacement by a
+            generator seeded with `seed` (numpy's: no torch RNG is touched), as an estimate of
+            the same quantity; None, or at least the number of windows, scores them all.
+        seed: the sample's seed.
+        block_size: window length; default model.config.block_size.
+    Returns:
+        total nats / tokens scored (len(ids) - 1 when every window is scored).
+    """
+    ids = _as_ids(ids)
+    T = block_size or model.config.block_size
+    windows = sliding_windows(len(ids), T, T)
+    if n_windows is not None and n_windows < len(windows):
+        if n_windows < 1:
+            raise ValueError(f"n_windows must be >= 1 (or None for every window), got {n_windows}")
+        pick = np.random.default_rng(seed).choice(len(windows), size=n_windows, replace=False)
+        windows = [windows[k] for k in np.sort(pick)]  # in order: the shorter last window, if drawn, stays last
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for _, ce in _window_losses(model, ids, windows, batch_size, device):
+        total += float(ce.sum())  # stride = T: every target of every window is counted
+        count += ce.size
+    model.train(was_training)
+    return total / count
+
+
+def lm_evaluator(data, block_size: int, batch_size: int, eval_iters: int | None, device, seed: int = 0,
+                 prefix: str = "val") -> Callable[[nn.Module], dict[str, float]]:
+    """A Trainer `evaluate` function: {f"{prefix}_loss": `heldout_loss` of the model on `data`}.
+
+    eval_iters=None scores the whole split. An integer scores eval_iters * batch_size of the
+    same windows, drawn without replacement from a generator re-seeded with `seed` at every
+    call, so evaluations are comparable, never disturb the training RNG, and estimate the
+    whole-split number (which they are, once eval_iters * batch_size covers every window).
+
+    Args:
+        data: 1-D token ids of the split (e.g. `encode_splits(...)["val"]`).
+        block_size: T, the window length.
+        batch_size: windows per forward pass.
+        eval_iters: None, or batches of windows to sample.
+        device: where to run.
+        seed: the sample's seed.
+        prefix: the metric is named f"{prefix}_loss".
+    """
+    n_windows = None if eval_iters is None else eval_iters * batch_size
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {f"{prefix}_loss": heldout_loss(model, data, batch_size, device, n_windows=n_windows, seed=seed,
+                                               block_size=block_size)}
+    return evaluate
 
 
 def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | None = None,
                batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
     """Cross-entropy, perplexity and bits per token / character / byte of a model on a text.
 
-    Every token but the first is scored once (`sliding_windows`). Perplexity = exp(mean
+    Every token but the first is scored once, by default with the held-out loss's windows
+    (cross_entropy is then `heldout_loss` of the text's ids). Perplexity = exp(mean
     cross-entropy per token) depends on the tokenizer: a BPE token carries more text than a
     character, so BPE perplexities are larger. Bits per character = total cross-entropy in bits
     / number of characters scored, and bits per byte the same per UTF-8 byte: these compare
@@ -145,7 +239,8 @@ def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | 
         model: a GPT (or anything with `config.block_size` and forward(idx) -> (logits, ...)).
         tokenizer: the model's tokenizer.
         text: held-out text (at least two tokens long).
-        stride: window stride, default block_size // 2 (see `sliding_windows`).
+        stride: window stride, default block_size; smaller gives more context per token and a
+            different (lower) number (see `sliding_windows`).
         batch_size: windows per forward pass.
         device: default the model's device.
     Returns:
@@ -154,7 +249,7 @@ def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | 
     """
     ids = tokenizer.encode_to_array(text)
     T = model.config.block_size
-    stride = T // 2 if stride is None else stride
+    stride = T if stride is None else stride
     losses = token_losses(model, ids, stride=stride, batch_size=batch_size, device=device)
     first = tokenizer.decode(ids[:1])
     scored = text[len(first):] if text.startswith(first) else text

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .config import ModelConfig, RunConfig, TrainConfig
-from .data import encode_splits, get_batch, iter_eval_batches, load_corpus
+from .data import encode_splits, get_batch, load_corpus
+from .evaluate import lm_evaluator
 from .model import GPT
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from .distributed import barrier, init_distributed, rank_slice
@@ -48,29 +48,6 @@ class PretrainResult:
     history: History
     metrics: dict[str, Any]
     run_dir: Path | None
-
-
-def lm_evaluator(data: np.ndarray, block_size: int, batch_size: int, eval_iters: int | None, device,
-                 seed: int = 0, prefix: str = "val"):
-    """A Trainer `evaluate` function: mean next-token cross-entropy on a split.
-
-    eval_iters=None scores the whole split in non-overlapping windows; an integer draws that many
-    random batches from a generator re-seeded at every call, so evaluations are comparable and
-    never disturb the training RNG.
-    """
-    def evaluate(model) -> dict[str, float]:
-        total, count = 0.0, 0
-        if eval_iters is None:
-            batches = iter_eval_batches(data, block_size, batch_size, device=device)
-        else:
-            g = torch.Generator().manual_seed(seed)
-            batches = (get_batch(data, block_size, batch_size, g, device=device) for _ in range(eval_iters))
-        for x, y in batches:
-            logits, _ = model(x)
-            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            count += y.numel()
-        return {f"{prefix}_loss": total / count}
-    return evaluate
 
 
 def check_fresh_out_dir(out_dir: Path, resume: bool) -> None:
