@@ -350,8 +350,8 @@ def tiny_run(tmp_path_factory):
     corpus.write_text("\n".join(lines), encoding="utf-8")
     config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
                        model=ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                       train=TrainConfig(batch_size=8, max_iters=20, warmup_iters=2, eval_interval=10, eval_iters=2,
-                                         device="cpu", seed=0))
+                       train=TrainConfig(batch_size=8, max_iters=20, warmup_iters=2, eval_interval=10,
+                                         eval_iters=None, device="cpu", seed=0))  # the whole val split
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBENCH_CACHE", str(root / "cache"))
         pretrain(config, root / "run", progress=False)
@@ -366,7 +366,11 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"lm", "generation", "compression", "timings_s", "split", "tokenizer"} <= set(metrics)
     assert metrics["split"] == "val" and metrics["tokenizer"] == "char"
+    # the same rule on the same ids as training's evaluation: the run's own val_loss
+    assert metrics["val_loss"] == pytest.approx(json.loads((tiny_run / "metrics.json").read_text())["val_loss"],
+                                                rel=1e-6)
     lm = metrics["lm"]
+    assert lm["cross_entropy"] == pytest.approx(metrics["val_loss"], rel=1e-6)  # one text: the whole split
     assert {"tokens", "characters", "bytes", "cross_entropy", "perplexity", "bits_per_token", "bits_per_char",
             "bits_per_byte"} <= set(lm)
     assert lm["perplexity"] == pytest.approx(math.exp(lm["cross_entropy"])) and lm["bits_per_char"] > 0
@@ -375,6 +379,7 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     assert [c["variant"] for c in metrics["compression"]] == ["baseline", "int8", "prune-25%", "prune-50%", "prune-75%"]
     assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
     assert f"{lm['bits_per_char']:.4f} bits/char" in stdout
+    assert f"val loss: {metrics['val_loss']:.4f} nats/token" in stdout
 
 
 @pytest.mark.parametrize("extra,fix", [(["--split", "test"], "use --split val"),

@@ -3,7 +3,7 @@
 - Language modelling on held-out text: one held-out loss (`heldout_loss`, nats per token) with
   one windowing rule, non-overlapping windows of block_size tokens that predict every token
   after the first once, used by training evaluation (`lm_evaluator`) and by the card
-  (`lm_metrics`, `perplexity_by_document`), so the same model on the same ids
+  (`split_loss`, `lm_metrics`, `perplexity_by_document`), so the same model on the same ids
   gives the same number everywhere. Besides cross-entropy: perplexity, and bits per character /
   byte, which (unlike perplexity) compare a char-level and a BPE model fairly because they
   divide by the same characters.
@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,10 +37,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .compress import compression_table
-from .data import Document
+from .data import DOC_SEP, Document, encode_splits, load_corpus, split_documents
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +225,22 @@ def lm_evaluator(data, block_size: int, batch_size: int, eval_iters: int | None,
     return evaluate
 
 
+def split_loss(model: nn.Module, tokenizer: Tokenizer, config: RunConfig, split: str = "val", batch_size: int = 16,
+               device: str | torch.device | None = None) -> float:
+    """`heldout_loss` on a whole split of a pretrained model's own corpus, encoded as training
+    encodes it (the cached `encode_splits`): for "val", the val_loss training reports when it
+    evaluates the whole split (eval_iters unset), to float rounding.
+
+    Args:
+        model, tokenizer, config: from `pretrain.load_pretrained`.
+        split: "val" or "test".
+    Returns:
+        nats per token.
+    """
+    corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
+    return heldout_loss(model, encode_splits(corpus, tokenizer)[split], batch_size, device)
+
+
 def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | None = None,
                batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
     """Cross-entropy, perplexity and bits per token / character / byte of a model on a text.
@@ -380,26 +399,31 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
                         device: str = "cpu") -> dict[str, Any]:
     """The evaluation card of a pretraining run on the held-out split of its own corpus.
 
-    For the plays, every held-out play is scored on its own (`perplexity_by_document`) and
-    "lm" combines them (`combine_lm_metrics`); for other corpora "lm" scores the split's text.
+    f"{split}_loss" is the loss of the whole split exactly as training evaluates it
+    (`split_loss`): for "val" it equals the run's val_loss when training scored the whole split.
+    For the plays, every held-out play is also scored on its own (`perplexity_by_document`) and
+    "lm" combines them (`combine_lm_metrics`): a play's first token has no context and windows
+    restart at each play, so its cross_entropy differs slightly from f"{split}_loss". For other
+    corpora "lm" scores the split's text.
 
     Args:
         checkpoint: a pretraining run directory (or a checkpoint directory in it).
         split: "val" or "test" (plain-text corpora have no test split).
         n_prompts, prompt_chars, continuation_chars: the continuation task (0 prompts skips it).
-        max_chars: score only the first max_chars characters of each held-out play (of the
-            split, for other corpora); None scores everything.
+        max_chars: in "lm", score only the first max_chars characters of each held-out play
+            (of the split, for other corpora); None scores everything. f"{split}_loss" always
+            scores the whole split.
         compression_chars: characters of the held-out text scored for each compression
             variant (0 skips compression).
         sparsities, strategies, seed: as in `compression_table` / `continuation_scores`.
         device: where LM scoring and generation run (compression is always CPU).
     Returns:
-        a JSON-able dict (NaN as None): checkpoint, split, corpus, tokenizer, params, lm
-        (`lm_metrics`), documents (per held-out play, for the plays), generation (records of
-        `continuation_scores`), compression (records of `compression_table`), timings_s.
+        a JSON-able dict (NaN as None): checkpoint, split, corpus, tokenizer, params,
+        f"{split}_loss" (nats/token), lm (`lm_metrics`), documents (per held-out play, for the
+        plays), generation (records of `continuation_scores`), compression (records of
+        `compression_table`), timings_s.
     """
-    from .data import DOC_SEP, load_corpus, split_documents
-    from .pretrain import load_pretrained
+    from .pretrain import load_pretrained  # here: pretrain imports this module
 
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
@@ -422,6 +446,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
                               "tokenizer": tokenizer.kind, "params": model.num_params()}
 
     t0 = time.perf_counter()
+    result[f"{split}_loss"] = split_loss(model, tokenizer, config, split, device=device)
     if docs:
         per_doc = perplexity_by_document(model, tokenizer, docs)
         result["lm"] = combine_lm_metrics(per_doc)
