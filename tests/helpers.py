@@ -5,7 +5,11 @@ import io
 import random
 from pathlib import Path
 
+import torch
+
 from workbench.__main__ import main
+from workbench.config import ModelConfig
+from workbench.model import GPT
 
 
 def cli(*argv) -> tuple[int, str, str]:
@@ -44,3 +48,15 @@ def tiny_rows(n_per_class: int, seed: int = 0) -> list[dict]:
             rng.shuffle(words)
             rows.append({"text": " ".join(words), "label": label})
     return rows
+
+
+# A short held-out-like text for LM and generation tests: two speeches, one non-ASCII character.
+TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name; café.\n")
+
+
+def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: int = 1, seed: int = 0) -> GPT:
+    """A freshly initialised (seeded) GPT in eval mode."""
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
+                           n_embd=n_embd)).eval()

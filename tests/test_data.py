@@ -15,7 +15,6 @@ from workbench.data import (
     default_cache_dir,
     encode_splits,
     get_batch,
-    iter_eval_batches,
     load_corpus,
     load_shakespeare,
     parse_play_markdown,
@@ -319,16 +318,3 @@ def test_get_batch_uses_the_last_token_and_rejects_short_data():
     assert x[0].tolist() == DATA[:8].tolist() and y[0].tolist() == DATA[1:9].tolist()
     with pytest.raises(ValueError, match=r"the val split has 8 tokens, fewer than block_size\+1=9; lower --block-size"):
         get_batch(DATA[:8], 8, 2, torch.Generator(), split="val")
-
-
-def test_iter_eval_batches_covers_the_split_once():
-    data = DATA[:103]
-    batches = list(iter_eval_batches(data, block_size=10, batch_size=4))
-    assert [len(x) for x, _ in batches] == [4, 4, 2]  # floor((103 - 1) / 10) = 10 windows
-    xs = torch.cat([x for x, _ in batches]).flatten().tolist()
-    ys = torch.cat([y for _, y in batches]).flatten().tolist()
-    assert xs == data[:100].tolist() and ys == data[1:101].tolist()
-    for n, windows in [(101, 10), (100, 9), (11, 1)]:  # a window needs T inputs + 1 more target
-        assert sum(len(x) for x, _ in iter_eval_batches(DATA[:n], 10, 4)) == windows == (n - 1) // 10
-    with pytest.raises(ValueError, match="fewer than block_size"):
-        iter_eval_batches(DATA[:10], 10, 4)

@@ -1,8 +1,8 @@
-"""The evaluation card, checked against references: sacrebleu for BLEU/chrF, sklearn for the
-classification metrics, hand-computed ECE, F.cross_entropy on a direct forward for perplexity,
-a uniform "model" whose bits per token/character are known exactly, every token scored once by
-the sliding windows, and compression that does what it says (size, sparsity, close logits).
-The CLI writes metrics.json for a tiny trained run."""
+"""The evaluation card, checked against references: sklearn for the classification metrics,
+hand-computed ECE, F.cross_entropy on a direct forward for perplexity, a uniform "model" whose
+bits per token/character are known exactly, every token scored once by the sliding windows, and
+compression that does what it says (size, sparsity, close logits). The CLI writes metrics.json
+for a tiny trained run. Generation quality is in test_generation_eval.py."""
 
 import json
 import math
@@ -12,11 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import sacrebleu
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import cli
+from helpers import TEXT, cli, tiny_gpt
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from workbench import compress as cp
@@ -25,18 +24,11 @@ from workbench import metrics as mt
 from workbench import viz
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.data import Document
+from workbench.generation_eval import DEFAULT_STRATEGIES
 from workbench.model import GPT
 from workbench.pretrain import pretrain
-from workbench.tokenizer import CharTokenizer, train_tokenizer
 
-TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
-        "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name; café.\n")
-
-
-def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: int = 1, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
-                           n_embd=n_embd)).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Uniform(nn.Module):
@@ -48,27 +40,6 @@ class Uniform(nn.Module):
 
     def forward(self, idx, targets=None):
         return torch.zeros(*idx.shape, self.config.vocab_size), None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads
-    contending with other processes run many times slower: keep this file fast and steady."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def char_tok():
-    return CharTokenizer.train(TEXT)
-
-
-@pytest.fixture(scope="module")
-def bpe_tok():
-    with pytest.warns(UserWarning, match="learned only"):  # the text is too small for 400 tokens
-        return train_tokenizer("bpe", TEXT * 3, vocab_size=400)
 
 
 # ------------------------------------------------------------------------- language modelling
@@ -110,27 +81,68 @@ def test_bpe_and_char_differ_in_perplexity_but_bits_per_char_counts_the_same_tex
     assert abs(b["characters"] - c["characters"]) <= len(bpe_tok.decode(bpe_tok.encode(TEXT)[:1]))
 
 
-def chunked_total_nats(model, ids: torch.Tensor, T: int) -> float:
-    """Independent reference: non-overlapping chunks of T inputs, the last one partial."""
-    total = 0.0
+@torch.no_grad()
+def chunked_token_losses(model, ids: torch.Tensor, T: int) -> np.ndarray:
+    """Independent reference for the held-out loss: non-overlapping chunks of T inputs (the last
+    one shorter), -log softmax of one direct forward per chunk; (len(ids) - 1,) nats."""
+    out = []
     for b in range(0, len(ids) - 1, T):
-        x, y = ids[b : b + T], ids[b + 1 : b + T + 1]
-        x = x[: len(y)]
-        logits, _ = model(x[None])
-        total += F.cross_entropy(logits[0], y, reduction="sum").item()
-    return total
+        y = ids[b + 1 : b + T + 1]
+        logits, _ = model(ids[b : b + len(y)][None])
+        out.append(-logits[0].log_softmax(-1).gather(1, y[:, None])[:, 0])
+    return torch.cat(out).double().numpy()
 
 
-def test_stride_equal_to_block_size_is_chunked_cross_entropy(char_tok):
+def test_default_windows_are_non_overlapping_chunks_with_the_shorter_last_one_scored(char_tok):
     T = 16
     model = tiny_gpt(char_tok.vocab_size, block_size=T)
     ids = torch.tensor(char_tok.encode(TEXT))
-    assert len(ids) > 5 * T
-    m = ev.lm_metrics(model, char_tok, TEXT, stride=T, batch_size=3)
-    total = chunked_total_nats(model, ids, T)
-    assert m["cross_entropy"] * m["tokens"] == pytest.approx(total, rel=1e-6)
+    assert len(ids) > 5 * T and (len(ids) - 1) % T != 0  # a shorter last window
+    ref = chunked_token_losses(model, ids, T)
+    np.testing.assert_allclose(ev.token_losses(model, ids, batch_size=3), ref, rtol=1e-5)
+    m = ev.lm_metrics(model, char_tok, TEXT, batch_size=3)
+    assert m["stride"] == T and m["tokens"] == len(ids) - 1
+    assert m["cross_entropy"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert m["cross_entropy"] == pytest.approx(ev.heldout_loss(model, ids), rel=1e-6)
     # total bits = bits per char x chars = sum of per-token cross-entropy in bits
-    assert m["bits_per_char"] * m["characters"] == pytest.approx(total / math.log(2), rel=1e-6)
+    assert m["bits_per_char"] * m["characters"] == pytest.approx(ref.sum() / math.log(2), rel=1e-6)
+
+
+# 202 targets: 25 windows of 8 and a last one of 2
+SPLIT = np.random.default_rng(0).integers(0, 40, size=203).astype(np.uint16)
+
+
+def test_lm_evaluator_on_the_whole_split_is_every_token_once_by_hand():
+    T = 8
+    model = tiny_gpt(40, block_size=T)
+    ref = chunked_token_losses(model, torch.from_numpy(SPLIT.astype(np.int64)), T)
+    assert len(ref) == len(SPLIT) - 1
+    whole = ev.lm_evaluator(SPLIT, T, batch_size=4, eval_iters=None, device="cpu", prefix="test")(model)
+    assert whole == {"test_loss": pytest.approx(ref.mean(), rel=1e-6)}
+    whole = whole["test_loss"]
+    assert ev.heldout_loss(model, SPLIT, batch_size=4) == whole
+    for eval_iters in (7, 100):  # 28 or more windows of the 26: the whole split, exactly
+        assert ev.lm_evaluator(SPLIT, T, 4, eval_iters, "cpu")(model)["val_loss"] == whole
+
+
+def test_sampled_evaluation_is_a_seeded_estimate_that_leaves_the_torch_rng_alone():
+    T = 8
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=40, block_size=T, n_layer=1, n_head=2, n_embd=16, dropout=0.5)).train()
+    evaluate = ev.lm_evaluator(SPLIT, T, batch_size=4, eval_iters=2, device="cpu", seed=3)  # 8 of 26 windows
+    state = torch.get_rng_state()
+    first = evaluate(model)["val_loss"]
+    assert torch.equal(torch.get_rng_state(), state)  # no dropout, no draw from torch's generator
+    assert model.training and evaluate(model)["val_loss"] == first
+    assert ev.lm_evaluator(SPLIT, T, 4, 2, "cpu", seed=4)(model)["val_loss"] != first
+    # the mean over 8 of the whole split's windows, drawn without replacement by numpy's seeded generator
+    ref = chunked_token_losses(model.eval(), torch.from_numpy(SPLIT.astype(np.int64)), T)
+    windows = [ref[b : b + T] for b in range(0, len(ref), T)]
+    pick = np.random.default_rng(3).choice(len(windows), size=8, replace=False)
+    assert first == pytest.approx(np.concatenate([windows[k] for k in pick]).mean(), rel=1e-6)
+    assert first != pytest.approx(ref.mean(), rel=1e-4)  # an estimate, not the whole split
+    with pytest.raises(ValueError, match="n_windows must be >= 1"):
+        ev.heldout_loss(model, SPLIT, n_windows=0)
 
 
 @pytest.mark.parametrize("n,T,stride", [(40, 16, 5), (40, 16, 16), (17, 16, 8), (5, 16, 8), (2, 4, 1), (33, 8, 3)])
@@ -237,75 +249,6 @@ def test_ece_on_a_hand_computed_example():
     assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.65, 0.4, 0.7])))
 
 
-# ---------------------------------------------------------------------------------- generation
-def test_distinct_n_and_repetition_on_hand_examples():
-    words = "the cat the cat the dog".split()
-    assert ev.distinct_n(words, 1) == pytest.approx(3 / 6)  # the, cat, dog
-    assert ev.distinct_n(words, 2) == pytest.approx(3 / 5)  # the-cat, cat-the, the-dog
-    assert ev.repetition_rate(words, 4) == 0.0  # its three 4-grams are all different
-    assert ev.repetition_rate("a b c d a b c d".split(), 4) == pytest.approx(1 - 4 / 5)  # abcd seen twice
-    assert ev.repetition_rate("a a a a a a".split(), 4) == pytest.approx(2 / 3)
-    assert ev.distinct_n(["a"], 2) == 0.0 and ev.repetition_rate(["a", "b"], 4) == 0.0
-
-
-def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
-    model = tiny_gpt(char_tok.vocab_size)
-    strategies = {"greedy": {"temperature": 0.0}, "top-k": {"temperature": 1.0, "top_k": 5}}
-    df = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
-    assert len(df) == 4 and df["strategy"].tolist() == ["greedy", "greedy", "top-k", "top-k"]
-    assert (df["new_tokens"] == 12).all() and (df["characters"] == 12).all()  # one char per token
-    again = ev.generation_table(model, char_tok, ["ROMEO:\n", "JULIET:\n"], strategies, max_new_tokens=12, seed=3)
-    assert df["text"].tolist() == again["text"].tolist()
-    row = df.iloc[2]
-    words = row["text"].split()
-    assert row["distinct_1"] == ev.distinct_n(words, 1) and row["repetition_4"] == ev.repetition_rate(words, 4)
-    with pytest.raises(ValueError, match="unknown settings"):
-        ev.generation_table(model, char_tok, ["R"], {"bad": {"temp": 1.0}})
-
-
-def test_continuation_task_cuts_passages_at_line_starts():
-    docs = {"one": TEXT, "two": TEXT.upper()}
-    task = ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1)
-    assert len(task) == 4
-    for _, row in task.iterrows():
-        text = docs[row["document"]]
-        assert text[row["start"] : row["start"] + 50] == row["prompt"] + row["reference"]
-        assert row["start"] == 0 or text[row["start"] - 1] == "\n"
-        assert len(row["prompt"]) == 30 and len(row["reference"]) == 20
-    assert task.equals(ev.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1))
-    with pytest.raises(ValueError, match="lower n"):
-        ev.continuation_task(TEXT, n=50, prompt_chars=30, continuation_chars=20)
-
-
-@pytest.mark.parametrize("kind", ["char", "bpe"])
-def test_continuations_have_the_references_length(kind, char_tok, bpe_tok):
-    tok = char_tok if kind == "char" else bpe_tok
-    model = tiny_gpt(tok.vocab_size)
-    task = ev.continuation_task(TEXT, n=2, prompt_chars=30, continuation_chars=25, seed=0)
-    samples = ev.continuation_samples(model, tok, task, {"greedy": {"temperature": 0.0}})
-    assert (samples["hypothesis"].str.len() == 25).all()
-    scores = ev.score_continuations(samples)
-    assert scores["strategy"].tolist() == ["greedy"] and 0 <= scores.loc[0, "chrf"] <= 100
-
-
-def test_bleu_and_chrf_are_sacrebleus():
-    hyps = ["the cat sat on the mat\nand slept", "O Romeo, wherefore art thou", "a completely different line"]
-    refs = ["the cat sat upon the mat\nand slept", "O Romeo, Romeo, wherefore art thou Romeo?", "nothing alike at all"]
-    s = ev.bleu_chrf(hyps, refs)
-    assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
-    assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
-    assert 0 < s["bleu"] < 100 and 0 < s["chrf"] < 100
-    perfect = ev.bleu_chrf(refs, refs)
-    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
-    none = ev.bleu_chrf(["xyz qqq vvv www"], ["abc def ghi jkl"])
-    assert none["bleu"] == 0 and none["chrf"] == 0
-    samples = pd.DataFrame({"strategy": ["g", "g", "s"], "hypothesis": hyps, "reference": refs,
-                            "new_tokens": [1, 2, 3]})
-    scores = ev.score_continuations(samples)
-    assert scores["bleu"].tolist() == pytest.approx([ev.bleu_chrf(hyps[:2], refs[:2])["bleu"],
-                                                     ev.bleu_chrf(hyps[2:], refs[2:])["bleu"]])
-
-
 # --------------------------------------------------------------------------------- compression
 def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
     model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
@@ -407,8 +350,8 @@ def tiny_run(tmp_path_factory):
     corpus.write_text("\n".join(lines), encoding="utf-8")
     config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
                        model=ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32),
-                       train=TrainConfig(batch_size=8, max_iters=20, warmup_iters=2, eval_interval=10, eval_iters=2,
-                                         device="cpu", seed=0))
+                       train=TrainConfig(batch_size=8, max_iters=20, warmup_iters=2, eval_interval=10,
+                                         eval_iters=None, device="cpu", seed=0))  # the whole val split
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBENCH_CACHE", str(root / "cache"))
         pretrain(config, root / "run", progress=False)
@@ -423,15 +366,20 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"lm", "generation", "compression", "timings_s", "split", "tokenizer"} <= set(metrics)
     assert metrics["split"] == "val" and metrics["tokenizer"] == "char"
+    # the same rule on the same ids as training's evaluation: the run's own val_loss
+    assert metrics["val_loss"] == pytest.approx(json.loads((tiny_run / "metrics.json").read_text())["val_loss"],
+                                                rel=1e-6)
     lm = metrics["lm"]
+    assert lm["cross_entropy"] == pytest.approx(metrics["val_loss"], rel=1e-6)  # one text: the whole split
     assert {"tokens", "characters", "bytes", "cross_entropy", "perplexity", "bits_per_token", "bits_per_char",
             "bits_per_byte"} <= set(lm)
     assert lm["perplexity"] == pytest.approx(math.exp(lm["cross_entropy"])) and lm["bits_per_char"] > 0
-    assert [g["strategy"] for g in metrics["generation"]] == list(ev.DEFAULT_STRATEGIES)
+    assert [g["strategy"] for g in metrics["generation"]] == list(DEFAULT_STRATEGIES)
     assert all(0 <= g["bleu"] <= 100 and 0 <= g["chrf"] <= 100 and g["samples"] == 2 for g in metrics["generation"])
     assert [c["variant"] for c in metrics["compression"]] == ["baseline", "int8", "prune-25%", "prune-50%", "prune-75%"]
     assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
     assert f"{lm['bits_per_char']:.4f} bits/char" in stdout
+    assert f"val loss: {metrics['val_loss']:.4f} nats/token" in stdout
 
 
 @pytest.mark.parametrize("extra,fix", [(["--split", "test"], "use --split val"),

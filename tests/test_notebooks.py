@@ -155,6 +155,7 @@ def test_04_evaluation_smoke_metrics(smoke_report):
     import math
     m = metrics(smoke_report[0], "04_evaluation")
     assert 0 < m["val_bits_per_char"] < 8 and 0 < m["test_bits_per_char"] < 8
+    assert 0 < m["val_loss_nats_per_token"] < math.log(512)  # 02's smoke BPE vocabulary: better than uniform
     assert math.isclose(math.log2(m["test_perplexity"]) > 0, True)
     assert m["classifiers"] == 6 and 0 <= m["best_test_macro_f1"] <= 1 and 0 <= m["best_test_ece"] <= 1
     assert {"bleu_greedy", "chrf_greedy", "bleu_top-p 0.9", "chrf_top-p 0.9"} <= m.keys()

@@ -13,7 +13,7 @@ from workbench import checkpoint as ckpt
 from workbench.config import ModelConfig, TrainConfig
 from workbench.data import get_batch
 from workbench.model import GPT
-from workbench.pretrain import lm_evaluator
+from workbench.evaluate import lm_evaluator
 from workbench.train import NonFiniteLossError, Trainer, lr_at, make_optimizer
 
 BLOCK = 16

@@ -180,6 +180,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", result)
     lm = result["lm"]
+    loss = result[f"{args.split}_loss"]
+    print(f"{args.split} loss: {loss:.4f} nats/token (the whole split, as training evaluates it)")
     print(f"{args.split}: {lm['bits_per_char']:.4f} bits/char, perplexity {lm['perplexity']:.2f} "
           f"over {lm['tokens']:,} tokens")
     for row in result.get("generation", []):

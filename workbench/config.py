@@ -87,7 +87,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int | None = 250  # None: 4 evaluations per run
-    eval_iters: int | None = None  # None: the whole validation split; N: N random batches
+    eval_iters: int | None = None  # None: the whole validation split; N: a seeded sample of N batches of its windows
     patience: int | None = None  # early stopping: evaluations without improvement
     checkpoint_interval: int | None = None  # None: checkpoint at every evaluation
     log_interval: int = 1

@@ -27,7 +27,6 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -474,42 +473,6 @@ def get_batch(
     x = torch.from_numpy(np.asarray(data[idx], dtype=np.int64))
     y = torch.from_numpy(np.asarray(data[idx + 1], dtype=np.int64))
     return _to_device(x, device), _to_device(y, device)
-
-
-def iter_eval_batches(
-    data: np.ndarray,
-    block_size: int,
-    batch_size: int,
-    device: str | torch.device = "cpu",
-    split: str = "data",
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every non-overlapping window of a split, in order: evaluation on the whole split.
-
-    Window k is x = data[kT : kT+T], y = data[kT+1 : kT+T+1], for the floor((len(data)-1)/T)
-    windows that fit; the last partial window is dropped, so every window has exactly T
-    targets and averaging per-batch mean losses weighted by batch size is the exact token mean.
-
-    Args:
-        data: 1-D array of token ids.
-        block_size: T.
-        batch_size: windows per batch (the last batch may be smaller).
-        device: where the tensors go.
-        split: the split's name, used only in the error message.
-    Returns:
-        an iterator of (x, y): int64 tensors of shape (B, T), in order.
-    """
-    _check_length(data, block_size, split)  # here, not lazily at the first next()
-    return _eval_batches(data, block_size, batch_size, device)
-
-
-def _eval_batches(data: np.ndarray, block_size: int, batch_size: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    n = (len(data) - 1) // block_size
-    xs = data[: n * block_size].reshape(n, block_size)  # views, no copy of the whole split
-    ys = data[1 : n * block_size + 1].reshape(n, block_size)
-    for i in range(0, n, batch_size):
-        x = torch.from_numpy(np.asarray(xs[i : i + batch_size], dtype=np.int64))
-        y = torch.from_numpy(np.asarray(ys[i : i + batch_size], dtype=np.int64))
-        yield _to_device(x, device), _to_device(y, device)
 
 
 def corpus_stats(corpus: Corpus) -> pd.DataFrame:

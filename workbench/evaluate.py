@@ -1,15 +1,18 @@
 """The evaluation card: how good is a model, measured five ways, as plain numbers and DataFrames.
 
-- Language modelling on held-out text (`lm_metrics`, `perplexity_by_document`): cross-entropy,
-  perplexity, and bits per character / byte, which (unlike perplexity) compare a char-level and
-  a BPE model fairly because they divide by the same characters. Text longer than the context
-  is scored with sliding windows (`sliding_windows`).
+- Language modelling on held-out text: one held-out loss (`heldout_loss`, nats per token) with
+  one windowing rule, non-overlapping windows of block_size tokens that predict every token
+  after the first once, used by training evaluation (`lm_evaluator`) and by the card
+  (`split_loss`, `lm_metrics`, `perplexity_by_document`), so the same model on the same ids
+  gives the same number everywhere. Besides cross-entropy: perplexity, and bits per character /
+  byte, which (unlike perplexity) compare a char-level and a BPE model fairly because they
+  divide by the same characters.
 - Classification, from `workbench.metrics` (`classification_metrics`, `per_class_table`,
   `confusion`, `calibration`): accuracy, precision / recall / F1 per class and macro, the
   confusion matrix, and expected calibration error with the data of a reliability diagram.
-- Generation (`generation_table`, `continuation_task`, `continuation_scores`): greedy,
-  temperature, top-k and top-p decoding; distinct-n and repetition; BLEU and chrF (computed by
-  `sacrebleu`) of continuations of held-out passages.
+- Generation, from `workbench.generation_eval` (`generation_table`, `continuation_task`,
+  `continuation_scores`): greedy, temperature, top-k and top-p decoding; distinct-n and
+  repetition; BLEU and chrF (computed by `sacrebleu`) of continuations of held-out passages.
 - Compression, from `workbench.compress` (`compression_table`): dynamic int8 quantization and
   magnitude pruning, with size on disk, CPU speed and the change in perplexity.
 - `evaluate_checkpoint`: all of it for one pretraining run, what `python -m workbench
@@ -23,9 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +38,13 @@ import torch.nn.functional as F
 
 from .checkpoint import json_safe
 from .compress import compression_table
-from .data import Document
+from .data import DOC_SEP, Document, encode_splits, load_corpus, split_documents
+from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,22 +67,23 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -
     Token 0 has no context and is never scored; tokens 1..n_tokens-1 are. A window that starts
     at `begin` feeds ids[begin:end] (end - begin <= block_size) and predicts ids[begin+1:end+1];
     only its last `n_new` targets are counted, the ones no earlier window scored. Windows start
-    every `stride` tokens, so each counted token after the first window sees at least
-    block_size - stride tokens of context (the first window's tokens see 1..block_size).
-    stride = block_size is plain non-overlapping chunks (fastest, least context on average);
-    a smaller stride costs about block_size / stride times the compute for better context.
+    every `stride` tokens. The default, stride = block_size, is the held-out loss's rule (see
+    `heldout_loss`): non-overlapping windows, every target counted, the last window shorter.
+    A smaller stride gives each counted token after the first window at least
+    block_size - stride tokens of context, for about block_size / stride times the compute: a
+    different (usually lower) number, not the one training reports.
 
     Args:
         n_tokens: length of the id sequence (>= 2).
         block_size: the model's context length T.
-        stride: 1..block_size; default block_size // 2.
+        stride: 1..block_size; default block_size.
     Returns:
         a list of (begin, end, n_new): the targets counted are positions end - n_new + 1 .. end.
     """
-    stride = block_size // 2 if stride is None else stride
+    stride = block_size if stride is None else stride
     if not 1 <= stride <= block_size:
         raise ValueError(f"stride must be in 1..block_size={block_size}, got {stride}; "
-                         f"e.g. stride={max(1, block_size // 2)}")
+                         f"e.g. stride={block_size} (the default)")
     if n_tokens < 2:
         raise ValueError(f"need at least 2 tokens to score a text, got {n_tokens}; pass a longer text")
     windows, scored = [], 0  # `scored`: the last target position counted so far
@@ -89,51 +97,157 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -
 
 
 @torch.no_grad()
-def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: int = 16,
-                 device: str | torch.device | None = None) -> np.ndarray:
-    """Next-token cross-entropy (nats) of every token after the first, with sliding windows.
+def _window_losses(model: nn.Module, ids: np.ndarray, windows: Sequence[tuple[int, int, int]], batch_size: int,
+                   device: torch.device) -> Iterator[tuple[Sequence[tuple[int, int, int]], np.ndarray]]:
+    """Forward `windows` of `ids` in batches; yield (the batch's windows, ce (B, L) float64 nats).
 
-    Args:
-        model: a GPT (anything with `config.block_size` whose forward returns (logits, ...)).
-        ids: 1-D sequence of token ids (list, array or tensor), length N >= 2.
-        stride: see `sliding_windows`; default block_size // 2.
-        batch_size: windows per forward pass.
-        device: where to run; default the model's device.
-    Returns:
-        float64 array (N - 1,): entry p - 1 is -log p(ids[p] | the window's context before p).
+    Consecutive windows of the same length L share a batch (at most batch_size), so with
+    stride = block_size every full window is batched and the one shorter last window runs alone.
+    ce[i, t] = -log p(ids[begin_i + t + 1] | ids[begin_i : begin_i + t + 1]). Only the (B, L, V)
+    logits of one batch are held; the losses leave the device per batch, summed later in float64.
     """
-    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    T = model.config.block_size
-    windows = sliding_windows(len(ids), T, stride)
-    device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    out = np.empty(len(ids) - 1, dtype=np.float64)
     i = 0
     while i < len(windows):
-        # consecutive windows of the same length go in one batch (only the last may be shorter)
         length = windows[i][1] - windows[i][0]
         j = i
         while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
             j += 1
         batch = windows[i:j]
-        x = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)  # (B, L)
-        y = torch.stack([ids[b + 1 : e + 1] for b, e, _ in batch]).to(device)
+        pos = np.array([b for b, _, _ in batch])[:, None] + np.arange(length)  # (B, L) input positions
+        x = torch.from_numpy(np.asarray(ids[pos], dtype=np.int64)).to(device)
+        y = torch.from_numpy(np.asarray(ids[pos + 1], dtype=np.int64)).to(device)
         logits = model(x)[0].float()  # (B, L, V)
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-        ce = ce.view(len(batch), length).double().cpu().numpy()
+        yield batch, ce.view(len(batch), length).double().cpu().numpy()
+        i = j
+
+
+def _as_ids(ids) -> np.ndarray:
+    """A 1-D array view of ids (a list, array, memmap or CPU tensor), not copied."""
+    return ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: int = 16,
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """Next-token cross-entropy (nats) of every token after the first, window by window.
+
+    Args:
+        model: a GPT (anything with `config.block_size` whose forward returns (logits, ...)).
+        ids: 1-D sequence of token ids (list, array or tensor), length N >= 2.
+        stride: see `sliding_windows`; default block_size (the held-out loss's windows, so
+            losses.mean() is `heldout_loss`).
+        batch_size: windows per forward pass.
+        device: where to run; default the model's device.
+    Returns:
+        float64 array (N - 1,): entry p - 1 is -log p(ids[p] | the window's context before p).
+    """
+    ids = _as_ids(ids)
+    windows = sliding_windows(len(ids), model.config.block_size, stride)
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(ids) - 1, dtype=np.float64)
+    for batch, ce in _window_losses(model, ids, windows, batch_size, device):
+        length = ce.shape[1]
         for row, (_, e, n_new) in enumerate(batch):
             out[e - n_new : e] = ce[row, length - n_new :]  # target position p is out[p - 1]
-        i = j
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def heldout_loss(model: nn.Module, ids, batch_size: int = 16, device: str | torch.device | None = None,
+                 n_windows: int | None = None, seed: int = 0, block_size: int | None = None) -> float:
+    """The held-out LM loss: mean next-token cross-entropy, in nats per token, of a sequence of ids.
+
+    The one rule, used by training evaluation (`lm_evaluator`), the evaluation card and the
+    notebooks: cut the ids into non-overlapping windows of block_size tokens (the last one
+    shorter) and predict every token after the first exactly once, from the tokens before it in
+    its window: 1..block_size tokens of input, exactly the contexts training sees, so validation
+    and training loss compare. Windows restart where a sequence does, so each text scored on its
+    own (e.g. a play) costs its first token and some context: a slightly different number.
+
+    Args:
+        model: a GPT (forward(idx) -> (logits, ...)); run in eval mode.
+        ids: 1-D token ids (list, array, memmap or CPU tensor), length >= 2.
+        batch_size: windows per forward pass.
+        device: where to run; default the model's device.
+        n_windows: score a sample of this many windows, drawn without replacement by a
+            generator seeded with `seed` (numpy's: no torch RNG is touched), as an estimate of
+            the same quantity; None, or at least the number of windows, scores them all.
+        seed: the sample's seed.
+        block_size: window length; default model.config.block_size.
+    Returns:
+        total nats / tokens scored (len(ids) - 1 when every window is scored).
+    """
+    ids = _as_ids(ids)
+    T = block_size or model.config.block_size
+    windows = sliding_windows(len(ids), T, T)
+    if n_windows is not None and n_windows < len(windows):
+        if n_windows < 1:
+            raise ValueError(f"n_windows must be >= 1 (or None for every window), got {n_windows}")
+        pick = np.random.default_rng(seed).choice(len(windows), size=n_windows, replace=False)
+        windows = [windows[k] for k in np.sort(pick)]  # in order: the shorter last window, if drawn, stays last
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for _, ce in _window_losses(model, ids, windows, batch_size, device):
+        total += float(ce.sum())  # stride = T: every target of every window is counted
+        count += ce.size
+    model.train(was_training)
+    return total / count
+
+
+def lm_evaluator(data, block_size: int, batch_size: int, eval_iters: int | None, device, seed: int = 0,
+                 prefix: str = "val") -> Callable[[nn.Module], dict[str, float]]:
+    """A Trainer `evaluate` function: {f"{prefix}_loss": `heldout_loss` of the model on `data`}.
+
+    eval_iters=None scores the whole split. An integer scores eval_iters * batch_size of the
+    same windows, drawn without replacement from a generator re-seeded with `seed` at every
+    call, so evaluations are comparable, never disturb the training RNG, and estimate the
+    whole-split number (which they are, once eval_iters * batch_size covers every window).
+
+    Args:
+        data: 1-D token ids of the split (e.g. `encode_splits(...)["val"]`).
+        block_size: T, the window length.
+        batch_size: windows per forward pass.
+        eval_iters: None, or batches of windows to sample.
+        device: where to run.
+        seed: the sample's seed.
+        prefix: the metric is named f"{prefix}_loss".
+    """
+    n_windows = None if eval_iters is None else eval_iters * batch_size
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {f"{prefix}_loss": heldout_loss(model, data, batch_size, device, n_windows=n_windows, seed=seed,
+                                               block_size=block_size)}
+    return evaluate
+
+
+def split_loss(model: nn.Module, tokenizer: Tokenizer, config: RunConfig, split: str = "val", batch_size: int = 16,
+               device: str | torch.device | None = None) -> float:
+    """`heldout_loss` on a whole split of a pretrained model's own corpus, encoded as training
+    encodes it (the cached `encode_splits`): for "val", the val_loss training reports when it
+    evaluates the whole split (eval_iters unset), to float rounding.
+
+    Args:
+        model, tokenizer, config: from `pretrain.load_pretrained`.
+        split: "val" or "test".
+    Returns:
+        nats per token.
+    """
+    corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
+    return heldout_loss(model, encode_splits(corpus, tokenizer)[split], batch_size, device)
 
 
 def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | None = None,
                batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
     """Cross-entropy, perplexity and bits per token / character / byte of a model on a text.
 
-    Every token but the first is scored once (`sliding_windows`). Perplexity = exp(mean
+    Every token but the first is scored once, by default with the held-out loss's windows
+    (cross_entropy is then `heldout_loss` of the text's ids). Perplexity = exp(mean
     cross-entropy per token) depends on the tokenizer: a BPE token carries more text than a
     character, so BPE perplexities are larger. Bits per character = total cross-entropy in bits
     / number of characters scored, and bits per byte the same per UTF-8 byte: these compare
@@ -145,7 +259,8 @@ def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | 
         model: a GPT (or anything with `config.block_size` and forward(idx) -> (logits, ...)).
         tokenizer: the model's tokenizer.
         text: held-out text (at least two tokens long).
-        stride: window stride, default block_size // 2 (see `sliding_windows`).
+        stride: window stride, default block_size; smaller gives more context per token and a
+            different (lower) number (see `sliding_windows`).
         batch_size: windows per forward pass.
         device: default the model's device.
     Returns:
@@ -154,7 +269,7 @@ def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | 
     """
     ids = tokenizer.encode_to_array(text)
     T = model.config.block_size
-    stride = T // 2 if stride is None else stride
+    stride = T if stride is None else stride
     losses = token_losses(model, ids, stride=stride, batch_size=batch_size, device=device)
     first = tokenizer.decode(ids[:1])
     scored = text[len(first):] if text.startswith(first) else text
@@ -216,222 +331,6 @@ def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> di
 
 
 # =============================================================================================
-# Generation
-# =============================================================================================
-
-# Named decoding settings, passed to GPT.generate. temperature 0 is greedy.
-DEFAULT_STRATEGIES: dict[str, dict[str, Any]] = {
-    "greedy": {"temperature": 0.0},
-    "temperature 0.8": {"temperature": 0.8},
-    "top-k 40": {"temperature": 1.0, "top_k": 40},
-    "top-p 0.9": {"temperature": 1.0, "top_p": 0.9},
-}
-_SETTINGS = ("temperature", "top_k", "top_p")
-
-
-def _check_strategies(strategies: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    strategies = dict(DEFAULT_STRATEGIES if strategies is None else strategies)
-    if not strategies:
-        raise ValueError("strategies is empty; pass e.g. {'greedy': {'temperature': 0.0}}")
-    for name, settings in strategies.items():
-        unknown = set(settings) - set(_SETTINGS)
-        if unknown:
-            raise ValueError(f"strategy {name!r} has unknown settings {sorted(unknown)}; "
-                             f"use only {', '.join(_SETTINGS)}")
-    return {name: dict(settings) for name, settings in strategies.items()}
-
-
-def distinct_n(tokens: Sequence, n: int) -> float:
-    """Distinct-n (Li et al., 2016): unique n-grams / all n-grams of a sequence; 0.0 when it has none."""
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def repetition_rate(tokens: Sequence, n: int = 4) -> float:
-    """Share of n-grams that repeat an earlier n-gram of the same sequence (= 1 - distinct-n);
-    0.0 when it has no n-grams. 0 means no n-gram occurs twice; a text stuck in a loop tends to 1."""
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def _prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("a prompt is empty; give every prompt at least one character (e.g. '\\n')")
-    return ids
-
-
-def generate_continuation(model: nn.Module, tokenizer: Tokenizer, prompt: str, settings: Mapping[str, Any],
-                          max_new_tokens: int | None = None, min_chars: int | None = None,
-                          seed: int = 0) -> tuple[str, int]:
-    """Continue a prompt with one decoding setting; return (continuation text, new tokens).
-
-    Either `max_new_tokens` tokens, or (with `min_chars`) as many as it takes for the
-    continuation to reach min_chars characters, generated in rounds sized from the prompt's
-    characters per token. The continuation is decode(prompt + new ids) minus the prompt, so a
-    multi-byte character split across tokens decodes whole.
-    """
-    if (max_new_tokens is None) == (min_chars is None):
-        raise ValueError("pass exactly one of max_new_tokens and min_chars")
-    ids = _prompt_ids(tokenizer, prompt)
-    idx = torch.tensor([ids], dtype=torch.long, device=_model_device(model))
-    if min_chars is None:
-        out = model.generate(idx, max_new_tokens, seed=seed, **settings)
-        return tokenizer.decode(out[0].tolist())[len(prompt):], int(max_new_tokens)
-    chars_per_token = max(len(prompt) / len(ids), 1.0)
-    text = ""
-    for rounds in range(min_chars):  # bounded: a round of >= 3 tokens adds at least one character
-        k = math.ceil((min_chars - len(text)) / chars_per_token * 1.1) + 2  # ~10% spare; loop if short
-        idx = model.generate(idx, k, seed=seed + 1000 * rounds, **settings)
-        text = tokenizer.decode(idx[0].tolist())[len(prompt):]
-        if len(text) >= min_chars:
-            break
-    return text, int(idx.size(1) - len(ids))
-
-
-def generation_table(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],
-                     strategies: Mapping[str, Mapping[str, Any]] | None = None, max_new_tokens: int = 100,
-                     seed: int = 0) -> pd.DataFrame:
-    """Sample every prompt with every decoding strategy; per-sample diversity statistics.
-
-    Diversity is measured on whitespace-separated words of the generated text (not model
-    tokens), so char and BPE models compare: distinct-1 and distinct-2 (`distinct_n`), and
-    repetition = share of word 4-grams that repeat an earlier one (`repetition_rate`).
-    Sample i of every strategy uses seed + i, so tables are reproducible.
-
-    Args:
-        prompts: prompt strings.
-        strategies: {name: GPT.generate settings}; default `DEFAULT_STRATEGIES` (greedy,
-            temperature 0.8, top-k 40, top-p 0.9).
-        max_new_tokens: tokens generated per sample.
-        seed: base seed.
-    Returns:
-        one row per (strategy, prompt): strategy, prompt_id, prompt, text (the continuation),
-        new_tokens, characters, words, distinct_1, distinct_2, repetition_4.
-    """
-    strategies = _check_strategies(strategies)
-    rows = []
-    for name, settings in strategies.items():
-        for i, prompt in enumerate(prompts):
-            text, n_new = generate_continuation(model, tokenizer, prompt, settings, max_new_tokens=max_new_tokens,
-                                                seed=seed + i)
-            words = text.split()
-            rows.append({"strategy": name, "prompt_id": i, "prompt": prompt, "text": text, "new_tokens": n_new,
-                         "characters": len(text), "words": len(words), "distinct_1": distinct_n(words, 1),
-                         "distinct_2": distinct_n(words, 2), "repetition_4": repetition_rate(words, 4)})
-    return pd.DataFrame(rows)
-
-
-def continuation_task(source: str | Sequence[Document] | Mapping[str, str], n: int = 20, prompt_chars: int = 200,
-                      continuation_chars: int = 100, seed: int = 0) -> pd.DataFrame:
-    """Passages of held-out text cut into a prompt and its true continuation.
-
-    Passages start at the beginning of a non-empty line (drawn without replacement with a
-    seeded RNG, in proportion to each document's lines), so a prompt opens on a speaker name or
-    a verse line rather than mid-word.
-
-    Args:
-        source: a text, `Document`s (e.g. the held-out plays) or {name: text}.
-        n: number of passages.
-        prompt_chars, continuation_chars: characters of prompt and of reference continuation.
-        seed: RNG seed.
-    Returns:
-        n rows sorted by document and position: document, start, prompt, reference.
-    """
-    if prompt_chars < 1 or continuation_chars < 1:
-        raise ValueError(f"prompt_chars and continuation_chars must be >= 1, got {prompt_chars}, {continuation_chars}")
-    if isinstance(source, str):
-        items = [("text", source)]
-    elif isinstance(source, Mapping):
-        items = list(source.items())
-    else:
-        items = [(d.title, d.text) for d in source]
-    need = prompt_chars + continuation_chars
-    candidates = []  # (document index, start)
-    for k, (_, text) in enumerate(items):
-        starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
-        candidates += [(k, s) for s in starts if s + need <= len(text) and text[s] != "\n"]
-    if len(candidates) < n:
-        raise ValueError(f"the text has only {len(candidates)} line starts with {need} characters after them, "
-                         f"fewer than n={n}; lower n, prompt_chars or continuation_chars, or pass more text")
-    pick = sorted(np.random.default_rng(seed).choice(len(candidates), size=n, replace=False).tolist())
-    rows = []
-    for c in pick:
-        k, s = candidates[c]
-        name, text = items[k]
-        rows.append({"document": name, "start": s, "prompt": text[s : s + prompt_chars],
-                     "reference": text[s + prompt_chars : s + need]})
-    return pd.DataFrame(rows)
-
-
-def continuation_samples(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFrame,
-                         strategies: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> pd.DataFrame:
-    """Continue each prompt of a `continuation_task` with each strategy, cut to the reference's length.
-
-    Returns:
-        one row per (strategy, passage): strategy, prompt_id, prompt, reference, hypothesis
-        (the generated continuation, exactly len(reference) characters), new_tokens.
-    """
-    strategies = _check_strategies(strategies)
-    rows = []
-    for name, settings in strategies.items():
-        for i, (prompt, reference) in enumerate(zip(task["prompt"], task["reference"])):
-            text, n_new = generate_continuation(model, tokenizer, prompt, settings, min_chars=len(reference),
-                                                seed=seed + i)
-            rows.append({"strategy": name, "prompt_id": i, "prompt": prompt, "reference": reference,
-                         "hypothesis": text[: len(reference)], "new_tokens": n_new})
-    return pd.DataFrame(rows)
-
-
-def bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF (0..100) of hypotheses against one reference each, by `sacrebleu`
-    with its defaults (BLEU: 13a tokenization, exponential smoothing; chrF: character 6-grams, beta 2)."""
-    import sacrebleu
-
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references; "
-                         "pass one reference per hypothesis")
-    hyps, refs = list(hypotheses), [list(references)]
-    return {"bleu": float(sacrebleu.corpus_bleu(hyps, refs).score),
-            "chrf": float(sacrebleu.corpus_chrf(hyps, refs).score)}
-
-
-def score_continuations(samples: pd.DataFrame) -> pd.DataFrame:
-    """BLEU and chrF per strategy of a `continuation_samples` table.
-
-    Returns:
-        one row per strategy (in order of appearance): strategy, bleu, chrf, samples,
-        mean_new_tokens.
-    """
-    rows = []
-    for name, g in samples.groupby("strategy", sort=False):
-        rows.append({"strategy": name, **bleu_chrf(g["hypothesis"].tolist(), g["reference"].tolist()),
-                     "samples": len(g), "mean_new_tokens": float(g["new_tokens"].mean())})
-    return pd.DataFrame(rows)
-
-
-def continuation_scores(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFrame,
-                        strategies: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> pd.DataFrame:
-    """BLEU and chrF of each decoding strategy on a continuation task (see `continuation_task`).
-
-    The model continues the first part of each held-out passage; the continuation, cut to the
-    true continuation's length in characters, is compared with it as a decoded string.
-
-    Caveat: n-gram overlap with a single reference is a weak measure of a language model. It
-    rewards reproducing the one continuation that happened (copying, memorised text) and
-    penalises every other valid one, so scores are low even for good models; chrF (character
-    n-grams) is less harsh than BLEU on short, re-tokenized text. Sampling (temperature, top-k,
-    top-p) scores lower than greedy decoding by design: greedy picks the likeliest tokens,
-    which overlap most with any reference, while sampling trades that for diversity. Compare
-    strategies and models on the same task and seed, not with published BLEU.
-
-    Returns:
-        one row per strategy: strategy, bleu, chrf, samples, mean_new_tokens.
-    """
-    return score_continuations(continuation_samples(model, tokenizer, task, strategies, seed))
-
-
-# =============================================================================================
 # Report helpers
 # =============================================================================================
 
@@ -488,26 +387,31 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
                         device: str = "cpu") -> dict[str, Any]:
     """The evaluation card of a pretraining run on the held-out split of its own corpus.
 
-    For the plays, every held-out play is scored on its own (`perplexity_by_document`) and
-    "lm" combines them (`combine_lm_metrics`); for other corpora "lm" scores the split's text.
+    f"{split}_loss" is the loss of the whole split exactly as training evaluates it
+    (`split_loss`): for "val" it equals the run's val_loss when training scored the whole split.
+    For the plays, every held-out play is also scored on its own (`perplexity_by_document`) and
+    "lm" combines them (`combine_lm_metrics`): a play's first token has no context and windows
+    restart at each play, so its cross_entropy differs slightly from f"{split}_loss". For other
+    corpora "lm" scores the split's text.
 
     Args:
         checkpoint: a pretraining run directory (or a checkpoint directory in it).
         split: "val" or "test" (plain-text corpora have no test split).
         n_prompts, prompt_chars, continuation_chars: the continuation task (0 prompts skips it).
-        max_chars: score only the first max_chars characters of each held-out play (of the
-            split, for other corpora); None scores everything.
+        max_chars: in "lm", score only the first max_chars characters of each held-out play
+            (of the split, for other corpora); None scores everything. f"{split}_loss" always
+            scores the whole split.
         compression_chars: characters of the held-out text scored for each compression
             variant (0 skips compression).
         sparsities, strategies, seed: as in `compression_table` / `continuation_scores`.
         device: where LM scoring and generation run (compression is always CPU).
     Returns:
-        a JSON-able dict (NaN as None): checkpoint, split, corpus, tokenizer, params, lm
-        (`lm_metrics`), documents (per held-out play, for the plays), generation (records of
-        `continuation_scores`), compression (records of `compression_table`), timings_s.
+        a JSON-able dict (NaN as None): checkpoint, split, corpus, tokenizer, params,
+        f"{split}_loss" (nats/token), lm (`lm_metrics`), documents (per held-out play, for the
+        plays), generation (records of `continuation_scores`), compression (records of
+        `compression_table`), timings_s.
     """
-    from .data import DOC_SEP, load_corpus, split_documents
-    from .pretrain import load_pretrained
+    from .pretrain import load_pretrained  # here: pretrain imports this module
 
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
@@ -530,6 +434,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
                               "tokenizer": tokenizer.kind, "params": model.num_params()}
 
     t0 = time.perf_counter()
+    result[f"{split}_loss"] = split_loss(model, tokenizer, config, split, device=device)
     if docs:
         per_doc = perplexity_by_document(model, tokenizer, docs)
         result["lm"] = combine_lm_metrics(per_doc)

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RunConfig
-from .data import encode_splits, get_batch, iter_eval_batches, load_corpus
+from .data import encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
+from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT
 from .run import Run, load_final, setup_device
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -44,29 +44,6 @@ class PretrainResult:
     history: History
     metrics: dict[str, Any]
     run_dir: Path | None
-
-
-def lm_evaluator(data: np.ndarray, block_size: int, batch_size: int, eval_iters: int | None, device,
-                 seed: int = 0, prefix: str = "val"):
-    """A Trainer `evaluate` function: mean next-token cross-entropy on a split.
-
-    eval_iters=None scores the whole split in non-overlapping windows; an integer draws that many
-    random batches from a generator re-seeded at every call, so evaluations are comparable and
-    never disturb the training RNG.
-    """
-    def evaluate(model) -> dict[str, float]:
-        total, count = 0.0, 0
-        if eval_iters is None:
-            batches = iter_eval_batches(data, block_size, batch_size, device=device)
-        else:
-            g = torch.Generator().manual_seed(seed)
-            batches = (get_batch(data, block_size, batch_size, g, device=device) for _ in range(eval_iters))
-        for x, y in batches:
-            logits, _ = model(x)
-            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            count += y.numel()
-        return {f"{prefix}_loss": total / count}
-    return evaluate
 
 
 def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool | str = False,
@@ -118,7 +95,13 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     trainer = Trainer(model, tc.resolved(len(train_data) // T), next_batch, evaluate, run_dir=run.out,
                       artifacts=artifacts, callbacks=callbacks, progress=progress, dist=run.dist, device=device)
     completed = run.fit(trainer)
-    metrics = {**run.base_metrics(trainer), "val_loss": trainer.best, "params": model.num_params(),
+    val_loss = trainer.best
+    if completed and (tc.eval_iters is not None or trainer.config.dtype != "float32" and device.type == "cuda"):
+        # training evaluated a sample (or under bf16 autocast): report the whole split in fp32, the
+        # number `evaluate` and notebook 04 give for the same model (evaluate.heldout_loss)
+        val_loss = heldout_loss(model, splits["val"], batch_size=tc.batch_size * 4, device=device)
+    metrics = {**run.base_metrics(trainer), "val_loss": val_loss, "best_monitored_val_loss": trainer.best,
+               "params": model.num_params(),
                "flops_per_token": model.flops_per_token(), "corpus": corpus.name, "tokenizer": tokenizer.kind,
                "vocab_size": tokenizer.vocab_size, "train_tokens": int(len(train_data)),
                "val_tokens": int(len(splits["val"]))}
