@@ -122,24 +122,6 @@ def test_compiled_training_matches_eager():
         torch.testing.assert_close(weights(compiled)[k], v, rtol=1e-3, atol=1e-5)
 
 
-def test_resume_is_bit_identical(tmp_path):
-    straight = make_trainer(tmp_path / "a", max_iters=12, checkpoint_interval=4)
-    straight.fit()
-
-    first = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    first.fit(until=4)  # stop after k=4 steps, as if killed there (a checkpoint is written at 4)
-    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000004"
-
-    resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    assert resumed.resume()
-    assert resumed.step == 4
-    resumed.fit()
-    a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run drifted from the straight run"
-    assert straight.history.df["loss"].dropna().tolist() == resumed.history.df["loss"].dropna().tolist()
-
-
 class SigintAt:
     """Send this process SIGINT (what Ctrl-C and a notebook's interrupt send) after `step` steps."""
 
@@ -152,22 +134,42 @@ class SigintAt:
                 os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path):
-    straight = make_trainer(tmp_path / "a", max_iters=12, checkpoint_interval=4)
-    straight.fit()
-    handler = signal.getsignal(signal.SIGINT)
-    stopped = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    stopped.callbacks.append(SigintAt(6))
-    history = stopped.fit()
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after fit
-    assert stopped.step == 6 and not stopped.finished and history.records[-1]["step"] == 6
-    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000006"  # not a checkpoint_interval step
-    resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    assert resumed.resume() and resumed.step == 6
+@pytest.fixture(scope="module")
+def straight_weights(tmp_path_factory):
+    """The weights after 12 uninterrupted steps (checkpoints every 4)."""
+    trainer = make_trainer(tmp_path_factory.mktemp("straight"), max_iters=12, checkpoint_interval=4)
+    trainer.fit()
+    return weights(trainer), trainer.history.df["loss"].dropna().tolist()
+
+
+@pytest.mark.parametrize("stop", ["pause", "ctrl-c"])
+def test_k_steps_resume_and_the_rest_equal_all_steps(tmp_path, straight_weights, stop):
+    """Paused with fit(until=4) at a checkpoint step, or stopped by Ctrl-C (SIGINT) after step 6, which
+    is not one: resuming from the checkpoint gives bit-identical weights and losses."""
+    first = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    if stop == "pause":
+        first.fit(until=4)
+        k = 4
+    else:
+        handler = signal.getsignal(signal.SIGINT)
+        first.callbacks.append(SigintAt(6))
+        history = first.fit()
+        k = 6
+        assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C means KeyboardInterrupt again after fit
+        assert history.records[-1]["step"] == 6
+    assert first.step == k and not first.finished
+    assert ckpt.latest_checkpoint(tmp_path).name == f"step-{k:07d}"
+
+    resumed = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    assert resumed.resume() and resumed.step == k
     resumed.fit()
     assert resumed.finished
-    for k, v in weights(straight).items():
-        assert torch.equal(weights(resumed)[k], v), k
+    straight, losses = straight_weights
+    b = weights(resumed)
+    assert straight.keys() == b.keys()
+    for key, v in straight.items():
+        assert torch.equal(b[key], v), f"{key}: the resumed run drifted from the straight run"
+    assert resumed.history.df["loss"].dropna().tolist() == losses
 
 
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
