@@ -122,6 +122,40 @@ def test_compiled_training_matches_eager():
         torch.testing.assert_close(weights(compiled)[k], v, rtol=1e-3, atol=1e-5)
 
 
+def test_k_micro_batches_equal_one_batch_k_times_larger():
+    """grad_accum=4 with batch 2 takes the same steps as grad_accum=1 with batch 8 when the four
+    micro-batches, concatenated, are the big batch (dropout 0, float32)."""
+    k, B, steps = 4, 2, 4
+    g = torch.Generator().manual_seed(42)
+    big_batches = [get_batch(DATA, BLOCK, k * B, g) for _ in range(steps)]
+    drawn = []
+
+    def one_big_batch(generator):
+        drawn.append("big")
+        return big_batches[len(drawn) - 1]
+
+    def next_quarter(generator):
+        i = len(drawn)
+        drawn.append("micro")
+        x, y = big_batches[i // k]
+        return x[i % k * B:(i % k + 1) * B], y[i % k * B:(i % k + 1) * B]
+
+    kw = dict(dropout=0.0, max_iters=steps, eval_interval=steps)
+    big = make_trainer(next_batch=one_big_batch, batch_size=k * B, grad_accum=1, **kw)
+    big.fit()
+    drawn.clear()
+    accumulated = make_trainer(next_batch=next_quarter, batch_size=B, grad_accum=k, **kw)
+    accumulated.fit()
+    assert len(drawn) == k * steps
+    # the gradient itself (its norm is logged before clipping): the micro-batch losses are averaged, not summed
+    norms = [[r["grad_norm"] for r in t.history.records if "grad_norm" in r] for t in (big, accumulated)]
+    assert len(norms[0]) == steps and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    start = weights(make_trainer(dropout=0.0))
+    for key, v in weights(big).items():
+        torch.testing.assert_close(weights(accumulated)[key], v, rtol=0, atol=1e-6)
+        assert key.endswith("bias") or not torch.equal(v, start[key]), f"{key} did not train"
+
+
 class SigintAt:
     """Send this process SIGINT (what Ctrl-C and a notebook's interrupt send) after `step` steps."""
 
