@@ -1,8 +1,8 @@
 """The evaluation card, checked against references: sacrebleu for BLEU/chrF, sklearn for the
 classification metrics, hand-computed ECE, F.cross_entropy on a direct forward for perplexity,
 a uniform "model" whose bits per token/character are known exactly, every token scored once by
-the sliding windows, and compression that does what it says (size, sparsity, close logits).
-The CLI writes metrics.json for a tiny trained run."""
+the sliding windows. The CLI writes metrics.json for a tiny trained run. Compression (the card's
+last section): tests/test_compress.py."""
 
 import json
 import math
@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from helpers import cli
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from workbench import compress as cp
 from workbench import evaluate as ev
 from workbench import metrics as mt
 from workbench import viz
@@ -304,61 +303,6 @@ def test_bleu_and_chrf_are_sacrebleus():
     scores = ev.score_continuations(samples)
     assert scores["bleu"].tolist() == pytest.approx([ev.bleu_chrf(hyps[:2], refs[:2])["bleu"],
                                                      ev.bleu_chrf(hyps[2:], refs[2:])["bleu"]])
-
-
-# --------------------------------------------------------------------------------- compression
-def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
-    model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
-    q = cp.quantize_int8(model)
-    assert isinstance(model.transformer.h[0].mlp.c_fc, nn.Linear)  # the original is untouched
-    assert "quantized" in type(q.transformer.h[0].mlp.c_fc).__module__
-    assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.transformer.wte.weight  # tied head stays float
-    assert len(cp.serialized_bytes(q)) < 0.5 * len(cp.serialized_bytes(model))
-    x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        a, b = model(x)[0], q(x)[0]
-    assert (a - b).abs().max() < 0.05 * a.abs().max()
-    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9
-
-
-@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75])
-def test_pruning_zeroes_the_requested_share_of_linear_weights(sparsity):
-    model = tiny_gpt(65, n_embd=32, n_layer=2)
-    wte = model.transformer.wte.weight.detach().clone()
-    pruned = cp.prune_linears(model, sparsity)
-    names = cp.compressible_linears(pruned)
-    assert "lm_head" not in names and len(names) == 8  # 4 Linear per block; the tied head is the embedding
-    weights = [pruned.get_submodule(n).weight for n in names]
-    total = sum(w.numel() for w in weights)
-    assert sum(int((w == 0).sum()) for w in weights) == round(sparsity * total)
-    # global magnitude pruning: every weight removed was smaller than every weight kept, across layers
-    before = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in names])
-    zeroed = torch.cat([(w == 0).flatten() for w in weights])
-    assert before[zeroed].max() <= before[~zeroed].min()
-    assert cp.linear_sparsity(pruned) == pytest.approx(sparsity, abs=1 / total)
-    assert not any("_orig" in n or "_mask" in n for n, _ in pruned.named_parameters()) and not list(pruned.buffers())
-    assert torch.equal(pruned.transformer.wte.weight, wte) and pruned.lm_head.weight is pruned.transformer.wte.weight
-    assert cp.linear_sparsity(model) == 0  # the original is untouched
-
-
-def test_compression_table_rows_and_columns(char_tok):
-    model = tiny_gpt(char_tok.vocab_size, n_embd=32)
-    calls = []
-
-    def classify(m):
-        calls.append(m)
-        return 0.5
-
-    table = cp.compression_table(model, lambda m: ev.lm_metrics(m, char_tok, TEXT[:50])["perplexity"],
-                                 sparsities=(0.5,), classify=classify, runs=1)
-    assert table["variant"].tolist() == ["baseline", "int8", "prune-50%"] and len(calls) == 3
-    base, int8, pruned = (table.iloc[i] for i in range(3))
-    assert base["delta_perplexity"] == 0 and base["perplexity"] == pytest.approx(
-        ev.lm_metrics(model, char_tok, TEXT[:50])["perplexity"])
-    assert int8["size_mb"] < base["size_mb"] and pruned["size_mb"] == pytest.approx(base["size_mb"], rel=0.01)
-    assert pruned["zipped_mb"] < base["zipped_mb"] and pruned["sparsity"] == pytest.approx(0.5, abs=0.01)
-    assert abs(int8["delta_perplexity"]) < 0.05 * base["perplexity"]
-    assert (table["tokens_per_s"] > 0).all() and (table["delta_macro_f1"] == 0).all()
 
 
 # ------------------------------------------------------------------------------------- figures
