@@ -3,6 +3,7 @@ exact resume), the MiniLM mode, the comparison grid and its TF-IDF reference, th
 scikit-learn, and the `finetune` command line. The task data itself: tests/test_tasks.py."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -295,22 +296,27 @@ def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
 
 
 def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_path):
+    """`finetune --resume` with no other flags takes every setting from the run and carries on from its
+    checkpoint (that a resume is exact: test_resume_of_a_finetune_is_exact)."""
     path, task = csv_task
     config = quick(mode="frozen", max_steps=8, eval_interval=4, seed=5)
-    finetune(base, task, config, tmp_path / "run", callbacks=[StopAt(4)], progress=False)
+    paused = finetune(base, task, config, tmp_path / "run", callbacks=[StopAt(4)], progress=False)
     code, out, err = cli("finetune", "--task", path, "--resume", "--out", tmp_path / "run")  # no other flags
     assert code == 0, err
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["seed"] == 5 and m["steps"] == 8 and m["completed"] is True
-    straight = finetune(base, task, config, tmp_path / "straight", progress=False)
-    assert m["test_macro_f1"] == straight.metrics["test_macro_f1"]
+    assert json.loads((tmp_path / "run" / "model" / "finetune.json").read_text()) == asdict(config)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["step"].max() == 8
+    first_four = paused.history.df
+    pd.testing.assert_frame_equal(history.iloc[: len(first_four)][first_four.columns].reset_index(drop=True),
+                                  first_four, check_dtype=False)  # timings too: the checkpoint's records, not a restart's
 
 
 @pytest.mark.parametrize("args, fix", [
     (["--checkpoint", "BASE", "--task", "nope.csv"], "does not exist"),
     (["--checkpoint", "BASE", "--task", "CSV", "--label-col", "genre"], "(columns: text, label)"),
     (["--checkpoint", "BASE", "--task", "CSV", "--mode", "bert"], "pick one of those"),
-    (["--checkpoint", "BASE", "--task", "CSV", "--pooling", "cls"], "use 'mean' or 'last'"),
     (["--checkpoint", "missing", "--task", "CSV"], "train one first"),
     (["--task", "CSV", "--mode", "frozen"], "needs --checkpoint"),
     (["--checkpoint", "BASE", "--task", "CSV", "OUT_EXISTS"], "already holds files"),
