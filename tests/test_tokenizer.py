@@ -110,6 +110,15 @@ def test_bpe_chunked_encoding_equals_whole_text_encoding(monkeypatch):
     assert tok.decode(chunked) == text
 
 
+def test_bpe_trained_on_chunks_equals_bpe_trained_on_the_whole_text(monkeypatch):
+    # Long training texts reach the Rust trainer in chunks, which it counts in parallel (what keeps
+    # training on the whole Shakespeare corpus fast); the cuts must not change a single merge.
+    text = SMALL + "".join(TRICKY) + "\n\nend.\nX \nY\n\n\nZ"
+    whole = BPETokenizer.train(text, vocab_size=300)  # shorter than a chunk: one piece
+    monkeypatch.setattr(tokmod, "_CHUNK_CHARS", 7)
+    assert BPETokenizer.train(text, vocab_size=300) == whole
+
+
 def test_bpe_vocab_size_is_honored_and_eot_exists(bpe):
     assert bpe.vocab_size == 300
     assert bpe.kind == "bpe"
