@@ -108,8 +108,11 @@ def test_pretrain_writes_model_history_and_metrics(trained):
     history = pd.read_csv(out / "history.csv")
     assert history["step"].max() == 20 and history["val_loss"].notna().sum() == 2  # evals at 10 and 20
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in METRIC_KEYS:
-        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+    assert set(METRIC_KEYS) <= metrics.keys() and math.isfinite(metrics["val_loss"])
+    assert metrics["params"] == load_pretrained(out)[0].num_params()
+    # every step trains on 8 x 32 tokens: tokens/s and the median step time must say so
+    assert metrics["tokens_per_s"] * metrics["ms_per_iter_median"] / 1000 == pytest.approx(8 * 32)
+    assert metrics["wall_s"] >= metrics["train_s"] > 0  # the whole command takes at least its training steps
     assert metrics["final_step"] == 20 and metrics["tokenizer"] == "char"
     assert metrics["val_loss"] == history["val_loss"].min()
     model = json.loads((out / "model" / "config.json").read_text())["model"]

@@ -158,7 +158,7 @@ def test_save_and_load_preserve_encoding_and_fingerprint(kind, tmp_path, char, b
 
 
 def test_fingerprint_is_hex_sha256_and_tells_tokenizers_apart(char, bpe):
-    assert len(char.fingerprint) == 64 and int(char.fingerprint, 16) >= 0
+    assert len(char.fingerprint) == 64 and set(char.fingerprint) <= set("0123456789abcdef")
     assert CharTokenizer.train(TEXT).fingerprint == char.fingerprint  # deterministic
     assert CharTokenizer.train(TEXT + "Z").fingerprint != char.fingerprint
     assert BPETokenizer.train(SMALL, vocab_size=300) == bpe  # BPE training is deterministic
