@@ -337,9 +337,10 @@ def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
     assert not (tmp_path / "x").exists()
 
 
+# Each message is checked in-process above; a real process adds only what the interpreter does around
+# main() (the exit status, import-time output). A bad config fails earlier on the same path as a bad corpus.
 @pytest.mark.parametrize("command, fix", [
     (["pretrain", "--corpus", "empty.txt", "--preset", "smoke", "--out", "run"], "add text to it"),
-    (["pretrain", "--n-embd", "30", "--n-head", "4", "--out", "run"], "--n-embd 32"),
     (["sample", "--checkpoint", "run"], "train one first"),
 ])
 def test_real_process_exits_2_with_one_error_line(tmp_path, command, fix):
