@@ -150,9 +150,9 @@ def test_k_micro_batches_equal_one_batch_k_times_larger():
     # the gradient itself (its norm is logged before clipping): the micro-batch losses are averaged, not summed
     norms = [[r["grad_norm"] for r in t.history.records if "grad_norm" in r] for t in (big, accumulated)]
     assert len(norms[0]) == steps and norms[1] == pytest.approx(norms[0], rel=1e-5)
-    start = weights(make_trainer(dropout=0.0))
-    for key, v in weights(big).items():
-        torch.testing.assert_close(weights(accumulated)[key], v, rtol=0, atol=1e-6)
+    start, a, b = weights(make_trainer(dropout=0.0)), weights(big), weights(accumulated)
+    for key, v in a.items():
+        torch.testing.assert_close(b[key], v, rtol=0, atol=1e-6)
         assert key.endswith("bias") or not torch.equal(v, start[key]), f"{key} did not train"
 
 
