@@ -1,7 +1,6 @@
 """Tests for workbench.data: play parsing, corpora and splits, the encode cache, batches."""
 
 import collections
-import time
 
 import numpy as np
 import pytest
@@ -272,11 +271,11 @@ def test_default_cache_dir_honors_env(monkeypatch, tmp_path):
     assert default_cache_dir() == datamod.Path(datamod.__file__).resolve().parent.parent / "data" / "cache"
 
 
-def test_bpe_on_the_full_shakespeare_train_split_is_fast():
+def test_bpe_on_the_full_shakespeare_train_split_round_trips_and_compresses():
+    # (It trains fast because the text reaches the trainer in chunks: tests/test_tokenizer.py.)
     c = load_corpus("shakespeare")
-    t0 = time.perf_counter()
     tok = train_tokenizer("bpe", c.train_text, vocab_size=1024)
-    assert time.perf_counter() - t0 < 5
+    assert tok.vocab_size == 1024
     val = c.splits["val"][:20_000]
     assert tok.decode(tok.encode(val)) == val
     assert len(tok.encode(val)) < len(val) / 2

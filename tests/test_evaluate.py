@@ -1,8 +1,8 @@
-"""The evaluation card, checked against references: sklearn for the classification metrics,
-hand-computed ECE, F.cross_entropy on a direct forward for perplexity, a uniform "model" whose
-bits per token/character are known exactly, every token scored once by the sliding windows, and
-compression that does what it says (size, sparsity, close logits). The CLI writes metrics.json
-for a tiny trained run. Generation quality is in test_generation_eval.py."""
+"""The evaluation card, checked against references: F.cross_entropy on a direct forward for
+perplexity, a uniform "model" whose bits per token/character are known exactly, every token scored
+once by the sliding windows, the one held-out LM loss. The CLI writes metrics.json for a tiny trained
+run. Classification metrics: test_metrics.py; compression: test_compress.py; generation quality:
+test_generation_eval.py."""
 
 import json
 import math
@@ -16,9 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from helpers import TEXT, cli, tiny_gpt
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from workbench import compress as cp
 from workbench import evaluate as ev
 from workbench import metrics as mt
 from workbench import viz
@@ -186,122 +184,6 @@ def test_perplexity_by_document_has_one_row_per_document(char_tok):
     assert ev.perplexity_by_document(model, char_tok, {"a": TEXT}).loc[0, "document"] == "a"
 
 
-# ----------------------------------------------------------------------------- classification
-def test_classification_metrics_on_a_hand_checked_case():
-    y_true = [0, 0, 1, 1, 2, 2]
-    y_pred = [0, 1, 1, 1, 1, 0]  # class 2 is never predicted
-    assert mt.confusion(y_true, y_pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 1, 0]]
-    m = mt.classification_metrics(y_true, y_pred, ["a", "b", "c"])
-    assert m["accuracy"] == pytest.approx(3 / 6)
-    # a: P 1/2, R 1/2, F1 1/2; b: P 2/4, R 1, F1 2/3; c: P 0 (never predicted), R 0, F1 0
-    assert m["macro_precision"] == pytest.approx((0.5 + 0.5 + 0) / 3)
-    assert m["macro_recall"] == pytest.approx((0.5 + 1 + 0) / 3)
-    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
-    table = mt.per_class_table(y_true, y_pred, ["a", "b", "c"])
-    assert table["support"].tolist() == [2, 2, 2] and table["predicted"].tolist() == [2, 4, 0]
-    assert table.loc[2, ["precision", "recall", "f1"]].tolist() == [0, 0, 0]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_classification_metrics_match_sklearn(seed):
-    rng = np.random.default_rng(seed)
-    n_classes = 4
-    y_true = rng.integers(0, n_classes, 50)
-    y_pred = np.where(rng.random(50) < 0.5, y_true, rng.integers(0, 3, 50))  # class 3 rarely predicted
-    labels = list(range(n_classes))
-    m = mt.classification_metrics(y_true, y_pred, ["w", "x", "y", "z"])
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    pm, rm, fm, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    _, _, fw, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
-    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
-    assert (m["macro_precision"], m["macro_recall"], m["macro_f1"]) == pytest.approx((pm, rm, fm))
-    assert m["weighted_f1"] == pytest.approx(fw)
-    table = mt.per_class_table(y_true, y_pred, ["w", "x", "y", "z"])
-    np.testing.assert_allclose(table[["precision", "recall", "f1"]].to_numpy().T, [p, r, f])
-    assert table["support"].tolist() == s.tolist()
-    assert (mt.confusion(y_true, y_pred, n_classes) == confusion_matrix(y_true, y_pred, labels=labels)).all()
-
-
-def test_bad_labels_are_refused():
-    with pytest.raises(ValueError, match="outside 0..1"):
-        mt.confusion([0, 2], [0, 1], 2)
-    with pytest.raises(ValueError, match="one prediction per example"):
-        mt.confusion([0, 1], [0], 2)
-    with pytest.raises(ValueError, match="softmax"):
-        mt.calibration([[2.0, -1.0]], [0])
-
-
-def test_ece_on_a_hand_computed_example():
-    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.35, 0.65], [0.4, 0.6], [0.3, 0.7]])
-    y = np.array([0, 1, 1, 0, 1])
-    # 2 bins: (0, .5] is empty; (.5, 1] holds everything. Confidences .9 .8 .65 .6 .7 (mean .73),
-    # correct: yes no yes no yes (accuracy .6): ECE = |.6 - .73| = .13
-    ece, bins = mt.calibration(probs, y, n_bins=2)
-    assert ece == pytest.approx(0.13)
-    assert bins["count"].tolist() == [0, 5] and math.isnan(bins.loc[0, "accuracy"])
-    # 5 bins of .2: (.4,.6] {.6: wrong}, (.6,.8] {.8 wrong, .65 right, .7 right}, (.8,1] {.9 right}
-    ece, bins = mt.calibration(probs, y, n_bins=5)
-    assert bins["count"].tolist() == [0, 0, 1, 3, 1]
-    expected = (1 * abs(0 - 0.6) + 3 * abs(2 / 3 - (0.8 + 0.65 + 0.7) / 3) + 1 * abs(1 - 0.9)) / 5
-    assert ece == pytest.approx(expected)
-    m = mt.classification_metrics(y, probs.argmax(1), ["a", "b"], probs=probs, n_bins=5)
-    assert m["ece"] == pytest.approx(expected)
-    assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.65, 0.4, 0.7])))
-
-
-# --------------------------------------------------------------------------------- compression
-def test_int8_quantization_shrinks_the_file_and_keeps_logits_close():
-    model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
-    q = cp.quantize_int8(model)
-    assert isinstance(model.transformer.h[0].mlp.c_fc, nn.Linear)  # the original is untouched
-    assert "quantized" in type(q.transformer.h[0].mlp.c_fc).__module__
-    assert isinstance(q.lm_head, nn.Linear) and q.lm_head.weight is q.transformer.wte.weight  # tied head stays float
-    assert len(cp.serialized_bytes(q)) < 0.5 * len(cp.serialized_bytes(model))
-    x = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        a, b = model(x)[0], q(x)[0]
-    assert (a - b).abs().max() < 0.05 * a.abs().max()
-    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9
-
-
-@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75])
-def test_pruning_zeroes_the_requested_share_of_linear_weights(sparsity):
-    model = tiny_gpt(65, n_embd=32, n_layer=2)
-    wte = model.transformer.wte.weight.detach().clone()
-    pruned = cp.prune_linears(model, sparsity)
-    names = cp.compressible_linears(pruned)
-    assert "lm_head" not in names and len(names) == 8  # 4 Linear per block; the tied head is the embedding
-    weights = [pruned.get_submodule(n).weight for n in names]
-    total = sum(w.numel() for w in weights)
-    assert sum(int((w == 0).sum()) for w in weights) == round(sparsity * total)
-    # global magnitude pruning: every weight removed was smaller than every weight kept, across layers
-    before = torch.cat([model.get_submodule(n).weight.detach().abs().flatten() for n in names])
-    zeroed = torch.cat([(w == 0).flatten() for w in weights])
-    assert before[zeroed].max() <= before[~zeroed].min()
-    assert cp.linear_sparsity(pruned) == pytest.approx(sparsity, abs=1 / total)
-    assert not any("_orig" in n or "_mask" in n for n, _ in pruned.named_parameters()) and not list(pruned.buffers())
-    assert torch.equal(pruned.transformer.wte.weight, wte) and pruned.lm_head.weight is pruned.transformer.wte.weight
-    assert cp.linear_sparsity(model) == 0  # the original is untouched
-
-
-def test_compression_table_rows_and_columns(char_tok):
-    model = tiny_gpt(char_tok.vocab_size, n_embd=32)
-    calls = []
-
-    def classify(m):
-        calls.append(m)
-        return 0.5
-
-    table = cp.compression_table(model, lambda m: ev.lm_metrics(m, char_tok, TEXT[:50])["perplexity"],
-                                 sparsities=(0.5,), classify=classify, runs=1)
-    assert table["variant"].tolist() == ["baseline", "int8", "prune-50%"] and len(calls) == 3
-    base, int8, pruned = (table.iloc[i] for i in range(3))
-    assert base["delta_perplexity"] == 0 and base["perplexity"] == pytest.approx(
-        ev.lm_metrics(model, char_tok, TEXT[:50])["perplexity"])
-    assert int8["size_mb"] < base["size_mb"] and pruned["size_mb"] == pytest.approx(base["size_mb"], rel=0.01)
-    assert pruned["zipped_mb"] < base["zipped_mb"] and pruned["sparsity"] == pytest.approx(0.5, abs=0.01)
-    assert abs(int8["delta_perplexity"]) < 0.05 * base["perplexity"]
-    assert (table["tokens_per_s"] > 0).all() and (table["delta_macro_f1"] == 0).all()
 
 
 # ------------------------------------------------------------------------------------- figures

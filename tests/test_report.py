@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from workbench.__main__ import main
@@ -91,7 +92,7 @@ def test_report_json_holds_status_metrics_timing_and_environment(passing):
     env = report["environment"]
     assert set(env) >= {"python", "torch", "numpy", "plotly", "papermill", "platform", "cpu_count",
                         "torch_threads", "device"}
-    assert isinstance(env["device"], str) and env["device"]  # "cpu" or the CUDA device name
+    assert env["device"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
     assert all(env[k] for k in ("python", "torch", "numpy", "plotly", "papermill"))
 
 

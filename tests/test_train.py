@@ -21,7 +21,7 @@ DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
 DATA[::3] = 5  # some structure so the loss can fall
 
 
-def make_trainer(run_dir=None, dropout=0.1, next_batch=None, **train_kw) -> Trainer:
+def make_trainer(run_dir=None, dropout=0.1, next_batch=None, evaluate=None, **train_kw) -> Trainer:
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=dropout))
     cfg = TrainConfig(**{"batch_size": 4, "max_iters": 12, "warmup_iters": 2, "eval_interval": 4,
@@ -30,7 +30,7 @@ def make_trainer(run_dir=None, dropout=0.1, next_batch=None, **train_kw) -> Trai
     def batch(generator):
         return get_batch(DATA, BLOCK, cfg.batch_size, generator)
 
-    evaluate = lm_evaluator(DATA[-800:], BLOCK, 8, cfg.eval_iters, "cpu")
+    evaluate = evaluate or lm_evaluator(DATA[-800:], BLOCK, 8, cfg.eval_iters, "cpu")
     return Trainer(model, cfg, next_batch or batch, evaluate, run_dir=run_dir, artifacts={"config": {"x": 1}},
                    progress=False)
 
@@ -66,27 +66,48 @@ def test_training_lowers_the_loss_and_history_is_a_dataframe():
     evals = history.evals()
     assert list(evals["step"]) == [20, 40]
     assert df["loss"].dropna().iloc[-5:].mean() < df["loss"].dropna().iloc[:5].mean()
-    assert trainer.summary()["tokens_per_s"] > 0
 
 
-def test_steps_between_logging_steps_share_their_window_time():
-    """Only logging steps synchronise the device, so a slow step's time is spread over its window."""
+class FakeClock:
+    """Stands in for time.perf_counter: time passes only when the test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_steps_between_logging_steps_share_their_window_time(monkeypatch):
+    """Only logging steps synchronise the device, so a slow step's time is spread over its window;
+    the time an evaluation takes is charged to no step. A fake clock makes every figure exact."""
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
     calls = []
 
-    def slow_third_batch(generator):
+    def batch_taking_10ms(generator):  # the third one takes 200 ms more
         calls.append(1)
-        if len(calls) == 3:
-            time.sleep(0.2)
+        clock.now += 0.010 + (0.2 if len(calls) == 3 else 0.0)
         return get_batch(DATA, BLOCK, 4, generator)
 
-    trainer = make_trainer(next_batch=slow_third_batch, log_interval=5, eval_interval=4)
+    lm_eval = lm_evaluator(DATA[-800:], BLOCK, 8, 2, "cpu")
+
+    def evaluation_taking_1s(model):
+        clock.now += 1.0
+        return lm_eval(model)
+
+    trainer = make_trainer(next_batch=batch_taking_10ms, evaluate=evaluation_taking_1s, log_interval=5,
+                           eval_interval=4)
     trainer.fit()
-    logged = [r["step"] for r in trainer.history.records if "loss" in r]
-    assert logged == [4, 5, 8, 10, 12]  # every log_interval, every evaluation and the last step
-    times = trainer.step_times
-    assert len(times) == 12 and len(set(times[:4])) == 1 and times[0] >= 0.05  # 0.2 s over steps 1-4
-    assert max(times[4:]) < 0.05
-    assert trainer.history.records[0]["ms_per_iter"] == pytest.approx(1000 * times[0])
+    logged = [r for r in trainer.history.records if "loss" in r]
+    assert [r["step"] for r in logged] == [4, 5, 8, 10, 12]  # every log_interval, every evaluation and the last step
+    # steps 1-4 share 4 x 10 ms + 200 ms; the evaluations after steps 4, 8 and 12 count for no step
+    assert trainer.step_times == pytest.approx([0.06] * 4 + [0.01] * 8)
+    assert [r["ms_per_iter"] for r in logged] == pytest.approx([60, 10, 10, 10, 10])
+    assert [r["tokens_per_s"] for r in logged] == pytest.approx([4 * BLOCK / 0.06] + [4 * BLOCK / 0.01] * 4)
+    # the summary leaves out the first 10% of the steps (warm-up) and takes the median
+    assert trainer.summary() == pytest.approx({"ms_per_iter_median": 10, "tokens_per_s": 4 * BLOCK / 0.01,
+                                               "train_s": 0.32})
 
 
 def test_compiled_training_matches_eager():
@@ -99,22 +120,86 @@ def test_compiled_training_matches_eager():
         torch.testing.assert_close(weights(compiled)[k], v, rtol=1e-3, atol=1e-5)
 
 
-def test_resume_is_bit_identical(tmp_path):
-    straight = make_trainer(tmp_path / "a", max_iters=12, checkpoint_interval=4)
-    straight.fit()
+def test_k_micro_batches_equal_one_batch_k_times_larger():
+    """grad_accum=4 with batch 2 takes the same steps as grad_accum=1 with batch 8 when the four
+    micro-batches, concatenated, are the big batch (dropout 0, float32)."""
+    k, B, steps = 4, 2, 4
+    g = torch.Generator().manual_seed(42)
+    big_batches = [get_batch(DATA, BLOCK, k * B, g) for _ in range(steps)]
+    drawn = []
 
-    first = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    first.fit(until=4)  # stop after k=4 steps, as if killed there (a checkpoint is written at 4)
-    assert ckpt.latest_checkpoint(tmp_path / "b").name == "step-0000004"
+    def one_big_batch(generator):
+        drawn.append("big")
+        return big_batches[len(drawn) - 1]
 
-    resumed = make_trainer(tmp_path / "b", max_iters=12, checkpoint_interval=4)
-    assert resumed.resume()
-    assert resumed.step == 4
+    def next_quarter(generator):
+        i = len(drawn)
+        drawn.append("micro")
+        x, y = big_batches[i // k]
+        return x[i % k * B:(i % k + 1) * B], y[i % k * B:(i % k + 1) * B]
+
+    kw = dict(dropout=0.0, max_iters=steps, eval_interval=steps)
+    big = make_trainer(next_batch=one_big_batch, batch_size=k * B, grad_accum=1, **kw)
+    big.fit()
+    drawn.clear()
+    accumulated = make_trainer(next_batch=next_quarter, batch_size=B, grad_accum=k, **kw)
+    accumulated.fit()
+    assert len(drawn) == k * steps
+    # the gradient itself (its norm is logged before clipping): the micro-batch losses are averaged, not summed
+    norms = [[r["grad_norm"] for r in t.history.records if "grad_norm" in r] for t in (big, accumulated)]
+    assert len(norms[0]) == steps and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    start, a, b = weights(make_trainer(dropout=0.0)), weights(big), weights(accumulated)
+    for key, v in a.items():
+        torch.testing.assert_close(b[key], v, rtol=0, atol=1e-6)
+        assert key.endswith("bias") or not torch.equal(v, start[key]), f"{key} did not train"
+
+
+@pytest.fixture(scope="module")
+def straight_weights(tmp_path_factory):
+    """The weights after 12 uninterrupted steps (checkpoints every 4)."""
+    trainer = make_trainer(tmp_path_factory.mktemp("straight"), max_iters=12, checkpoint_interval=4)
+    trainer.fit()
+    return weights(trainer), trainer.history.df["loss"].dropna().tolist()
+
+
+class StopAt:
+    """Ask the trainer to stop after `step` steps (what Ctrl-C does through workbench.run.stop_on_sigint)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, record):
+        if trainer.step == self.step:
+            trainer.request_stop()
+
+
+@pytest.mark.parametrize("stop", ["pause", "request_stop"])
+def test_k_steps_resume_and_the_rest_equal_all_steps(tmp_path, straight_weights, stop):
+    """Paused with fit(until=4) at a checkpoint step, or stopped by request_stop() after step 6, which
+    is not one: resuming from the checkpoint gives bit-identical weights and losses. (The SIGINT
+    plumbing around request_stop is tests/test_run.py's.)"""
+    first = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    if stop == "pause":
+        first.fit(until=4)
+        k = 4
+    else:
+        first.callbacks.append(StopAt(6))
+        history = first.fit()
+        k = 6
+        assert history.records[-1]["step"] == 6
+    assert first.step == k and not first.finished
+    assert ckpt.latest_checkpoint(tmp_path).name == f"step-{k:07d}"
+
+    resumed = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    assert resumed.resume() and resumed.step == k
     resumed.fit()
-    a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run drifted from the straight run"
-    assert straight.history.df["loss"].dropna().tolist() == resumed.history.df["loss"].dropna().tolist()
+    assert resumed.finished
+    straight, losses = straight_weights
+    b = weights(resumed)
+    assert straight.keys() == b.keys()
+    for key, v in straight.items():
+        assert torch.equal(b[key], v), f"{key}: the resumed run drifted from the straight run"
+    assert resumed.history.df["loss"].dropna().tolist() == losses
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path):
