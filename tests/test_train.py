@@ -148,6 +148,9 @@ def test_k_micro_batches_equal_one_batch_k_times_larger():
     # the gradient itself (its norm is logged before clipping): the micro-batch losses are averaged, not summed
     norms = [[r["grad_norm"] for r in t.history.records if "grad_norm" in r] for t in (big, accumulated)]
     assert len(norms[0]) == steps and norms[1] == pytest.approx(norms[0], rel=1e-5)
+    # the logged loss is the step's: the mean over its micro-batches, as the big batch's mean
+    losses = [[r["loss"] for r in t.history.records if "loss" in r] for t in (big, accumulated)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     start, a, b = weights(make_trainer(dropout=0.0)), weights(big), weights(accumulated)
     for key, v in a.items():
         torch.testing.assert_close(b[key], v, rtol=0, atol=1e-6)

@@ -294,13 +294,14 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        tokens = 0
+        tokens, loss_sum = 0, 0.0
         for micro in range(cfg.grad_accum):
             batch = self.next_batch(self.generator)
             with self.parallel.gradient_sync(last=micro == cfg.grad_accum - 1):
                 with autocast_context(self.device, cfg.dtype):
                     _, loss = self.parallel.forward(*batch)
                 (loss / cfg.grad_accum).backward()
+            loss_sum = loss_sum + loss.detach()  # the step's loss is the mean over its micro-batches
             tokens += self.count_tokens(batch) * self.dist.world_size  # the global batch
         grad_norm = self.parallel.clip_grad_norm(cfg.grad_clip) if cfg.grad_clip > 0 else None
         self.optimizer.step()
@@ -309,7 +310,7 @@ class Trainer:
         self.step_tokens.append(tokens)
         if self.step % cfg.log_interval and not self._is_eval_step():  # the device may still be working: no time is taken until it is synchronised
             return None
-        loss_value = self.parallel.mean(loss).item()  # syncs the device: only on logging steps
+        loss_value = self.parallel.mean(loss_sum / cfg.grad_accum).item()  # syncs the device: only on logging steps
         n = len(self._window)
         dt = (time.perf_counter() - self._window[0]) / n  # per step, over the window
         self.step_times += [dt] * n
