@@ -12,7 +12,8 @@ import torch.nn as nn
 from workbench import compress as cp
 from workbench import evaluate as ev
 from workbench.config import ModelConfig
-from workbench.finetune import FinetuneConfig, HFClassifier, TextClassifier, load_hf_encoder
+from workbench.config import FinetuneConfig
+from workbench.finetune import HFClassifier, TextClassifier, load_hf_encoder
 from workbench.metrics import macro_f1
 from workbench.model import GPT
 from workbench.tokenizer import CharTokenizer

@@ -21,13 +21,11 @@ from workbench.finetune import (
     GPTClassifier,
     build_classifier,
     count_params,
-    encode_texts,
     finetune,
     load_finetuned,
     predict_logits,
-    reading_coverage,
-    encode_task,
 )
+from workbench.tasks import encode_task, encode_texts, reading_coverage
 from workbench.compare import compare_modes, summarize, tfidf_baseline
 from workbench.metrics import macro_f1, split_metrics
 from workbench.model import GPT

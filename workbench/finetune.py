@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -46,90 +45,14 @@ from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
 from .pretrain import load_pretrained
 from .run import Run, load_final, setup_device
-from .tasks import TaskData
-from .tokenizer import Tokenizer, load_tokenizer
+from .tasks import TaskData, _trim, encode_task, encode_texts
+from .tokenizer import load_tokenizer
 from .train import History, Trainer, autocast_context
 
 log = logging.getLogger(__name__)
 
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenized passages
-# ---------------------------------------------------------------------------------------------
-
-
-def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize, keep the first `max_len` tokens, right-pad with id 0.
-
-    Args:
-        tokenizer: a workbench `Tokenizer`, or a Hugging Face fast tokenizer (its [CLS] ... [SEP]
-            framing is kept: a long text keeps its first max_len-1 tokens and its [SEP]).
-        texts: N strings.
-        max_len: longest sequence.
-    Returns:
-        (idx (N, T) int64 with T = the longest encoded text, lengths (N,) int64).
-    """
-    if isinstance(tokenizer, Tokenizer):
-        seqs = [tokenizer.encode(t)[:max_len] for t in texts]
-        pad = 0
-    else:  # Hugging Face: the backend encodes without touching the shared tokenizer's padding settings
-        seqs = [e.ids if len(e.ids) <= max_len else e.ids[: max_len - 1] + e.ids[-1:]
-                for e in tokenizer.backend_tokenizer.encode_batch(list(texts))]
-        pad = tokenizer.pad_token_id or 0
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    if len(seqs) and int(lengths.min()) == 0:
-        raise ValueError(f"text {int(lengths.argmin())} encodes to no tokens; remove empty texts")
-    idx = torch.full((len(seqs), int(lengths.max()) if len(seqs) else 0), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return idx, lengths
-
-
-def _trim(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Drop the columns that are padding in every row (a causal model's output is unchanged)."""
-    return idx[:, : int(lengths.max())]
-
-
-_ENCODED: dict[tuple, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}  # the last few tasks' encodings
-
-
-def encode_task(tokenizer, task: TaskData, max_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """`encode_texts` of the train, val and test texts, remembered for the next run on the same
-    task, tokenizer and max_len (a comparison grid encodes each task once; treat the tensors as read-only)."""
-    vocab = tokenizer.to_dict() if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer.to_str()
-    key = (str(vocab), max_len, *(tuple(task.split(s)["text"]) for s in ("train", "val", "test")))
-    if key not in _ENCODED:
-        while len(_ENCODED) >= 2:
-            _ENCODED.pop(next(iter(_ENCODED)))
-        _ENCODED[key] = {s: encode_texts(tokenizer, task.split(s)["text"].tolist(), max_len) for s in ("train", "val", "test")}
-    return _ENCODED[key]
-
-
-def reading_coverage(tokenizer, task: TaskData, max_len: int) -> pd.DataFrame:
-    """How much of each passage a model that reads `max_len` tokens actually sees, per split.
-
-    TF-IDF reads every character of a passage; a GPT reads its first `max_len` tokens. A fair
-    comparison gives both the same text, so check that `read_whole_pct` is close to 100.
-
-    Returns:
-        DataFrame indexed by split: passages, median_chars, median_tokens, read_whole_pct
-        (passages with at most max_len tokens), chars_read_pct (characters inside the window).
-    """
-    rows = {}
-    for split in ("train", "val", "test"):
-        texts = task.split(split)["text"].tolist()
-        tokens = [tokenizer.encode(t) for t in texts]
-        n_tok = np.array([len(t) for t in tokens])
-        n_chr = np.array([len(t) for t in texts])
-        read = np.array([len(tokenizer.decode(t[:max_len])) for t in tokens])
-        rows[split] = {"passages": len(texts), "median_chars": float(np.median(n_chr)),
-                       "median_tokens": float(np.median(n_tok)),
-                       "read_whole_pct": 100.0 * float(np.mean(n_tok <= max_len)),
-                       "chars_read_pct": 100.0 * float(read.sum() / n_chr.sum())}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("split")
 
 
 # ---------------------------------------------------------------------------------------------
