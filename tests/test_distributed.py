@@ -193,6 +193,8 @@ CALLBACKS_SCRIPT = """
 import sys
 from workbench import data, pretrain as pt, tokenizer as tk
 from workbench.config import preset
+from workbench.distributed import init_distributed, shutdown
+info = init_distributed("cpu")  # a script's entry point joins the ranks, as `python -m workbench` does
 corpus, out = sys.argv[1:3]
 config = preset("smoke", data={"corpus": corpus}, train={"parallel": "fsdp", "max_iters": 10, "eval_interval": 5,
                                                         "device": "cpu"})
@@ -200,6 +202,7 @@ tok = tk.train_tokenizer("char", data.load_corpus(corpus).train_text)
 samples, snapshots = pt.TextSamples(tok, prompt="now", max_new_tokens=8), pt.AttentionSnapshots(tok, "now is the")
 pt.pretrain(config, out, tokenizer=tok, callbacks=[samples, snapshots], progress=False)
 print("samples", len(samples.samples), "snapshots", len(snapshots.snapshots), repr(samples.samples[-1]["text"]))
+shutdown(info)
 """
 
 
@@ -212,3 +215,14 @@ def test_notebook_callbacks_sample_and_capture_attention_under_fsdp(corpus, tmp_
     lines = [line for line in proc.stdout.splitlines() if line.startswith("samples")]
     assert len(lines) == 2 and lines[0] == lines[1]  # both ranks sampled the same text from the gathered model
     assert lines[0].startswith("samples 2 snapshots")
+
+
+def test_library_code_under_torchrun_without_a_process_group_names_the_fix(monkeypatch, tmp_path):
+    """pretrain/finetune do not join ranks themselves (the entry point does): each rank would otherwise
+    train alone and write the same files."""
+    from workbench.run import Run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"no process group was joined; call workbench.distributed.init_distributed"):
+        Run(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
