@@ -147,7 +147,7 @@ class Run:
 
         Collective under FSDP (every rank helps gather the weights); rank 0 writes.
         """
-        weights = trainer.weights() if self.out is not None else None
+        weights = trainer.parallel.whole_state() if self.out is not None else None
         if self.out is None or not self.dist.is_main:
             return
         ckpt.save_checkpoint(self.out / FINAL, trainer.model, artifacts, weights=weights)

@@ -189,18 +189,12 @@ class Trainer:
                 "evals_since_best": self.evals_since_best, "monitor": self.monitor, "mode": self.mode,
                 "param_groups": self.optimizer.state_dict()["param_groups"]}
 
-    def weights(self) -> dict[str, torch.Tensor] | None:
-        """The whole weights of a sharded model (CPU, on rank 0; {} on the other ranks), for
-        `ckpt.save_checkpoint(..., weights=)`; None when `self.model` holds them whole.
-        Collective under FSDP: every rank must call it."""
-        return self.parallel.whole_state()
-
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
         self._saved_step = self.step
         path = None
         if self.run_dir is not None:
-            weights = self.weights()  # a sharded model and optimizer are gathered by every rank ...
+            weights = self.parallel.whole_state()  # a sharded model and optimizer are gathered by every rank ...
             optimizer = self.parallel.optimizer_state(self.optimizer)
             if self.dist.is_main:  # ... and written by rank 0
                 path = ckpt.save_step(self.run_dir, self.step, self.model, optimizer, self.generator, self.state(),
