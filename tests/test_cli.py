@@ -135,6 +135,13 @@ def test_pretrain_with_bpe_tokenizer(tmp_path, corpus):
     assert tokenizer.kind == "bpe" and tokenizer.vocab_size == config.model.vocab_size == 300
     assert model.transformer.wte.weight.shape[0] == 300
     assert metrics["train_tokens"] < len(english_like()) * 0.9  # BPE merges: fewer tokens than characters
+    # `sample` streams as it decodes, holding back a byte-level token that ends inside a character: what it
+    # prints in the end is exactly the library's non-streaming text
+    code, stdout, err = cli("sample", "--checkpoint", out, "--prompt", "café —", "--max-new-tokens", "40",
+                            "--seed", "3", "--device", "cpu")
+    ids = torch.tensor([tokenizer.encode("café —")])
+    assert code == 0, err
+    assert stdout == tokenizer.decode(model.generate(ids, 40, temperature=0.8, seed=3)[0].tolist()) + "\n"
 
 
 def test_resume_gives_bit_identical_weights(tmp_path, corpus, trained):

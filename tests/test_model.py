@@ -232,3 +232,16 @@ def test_export_hf_matches_transformers_gpt2(tmp_path, bias):
 def test_export_hf_refuses_non_gpt2_layouts(tmp_path):
     with pytest.raises(ValueError, match="GPT-2's layout"):
         tiny(pos_encoding="rope").export_hf(tmp_path)
+
+
+def test_streaming_yields_each_new_column_and_equals_generate():
+    model = tiny(pos_encoding="rope")
+    prompt = torch.randint(0, 50, (2, 5))
+    stream = model.generate_stream(prompt, 20, temperature=1.0, top_k=10, seed=4)
+    first = next(stream)  # decoded before the rest exist
+    assert first.shape == (2, 1)
+    columns = [first, *stream]
+    assert len(columns) == 20
+    assert torch.equal(torch.cat([prompt, *columns], dim=1), model.generate(prompt, 20, temperature=1.0, top_k=10, seed=4))
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        next(model.generate_stream(prompt, 3, temperature=-1.0))

@@ -147,11 +147,17 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"--prompt has characters this char-level model never saw ({', '.join(map(repr, unknown[:10]))}); "
                          "remove them from --prompt, or train with --tokenizer bpe")
-    ids = tokenizer.encode(prompt)
-    idx = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long, device=device)
-    out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, seed=args.seed)
-    print(tokenizer.decode(out[0].tolist()))
+    ids = tokenizer.encode(prompt)[-model.config.block_size:]
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    stream = model.generate_stream(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, seed=args.seed)
+    shown = ""  # printed so far: the text as it is decoded, held back only at an unfinished UTF-8 character
+    for column in stream:
+        ids.append(int(column[0, 0]))
+        stable = tokenizer.decode(ids).rstrip("\ufffd")  # a byte-level BPE token may end inside a character
+        print(stable[len(shown):], end="", flush=True)
+        shown = stable
+    print(tokenizer.decode(ids)[len(shown):])
 
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
@@ -238,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, FINETUNE_SECTIONS)
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("sample", help="generate text from a trained checkpoint")
+    p = sub.add_parser("sample", help="generate text from a trained checkpoint (printed as it is decoded)")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=300)

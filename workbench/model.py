@@ -352,9 +352,9 @@ class GPT(nn.Module):
 
     # --------------------------------------------------------------- generation
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
-        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens).
+    def generate_stream(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                        top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
+        """Continue idx (B, T) token by token, yielding each new column (B, 1) as soon as it is decoded.
 
         temperature=0 is greedy decoding. top_k keeps the k likeliest tokens, top_p the smallest
         set whose probability reaches p. With the KV cache each step feeds only the newest token;
@@ -367,23 +367,29 @@ class GPT(nn.Module):
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         was_training = self.training
         self.eval()
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=idx.device).manual_seed(seed)
+        generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
         block = self.config.block_size
         cache = None
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache.pos < block:
-                x = self.hidden_states(idx[:, -1:], cache)  # only the newest token
-            else:
-                idx_cond = idx[:, -block:]
-                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
-                x = self.hidden_states(idx_cond, cache)
-            logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab)
-            idx_next = sample_next(logits, temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, idx_next), dim=1)
-        self.train(was_training)
-        return idx
+        try:
+            for _ in range(max_new_tokens):
+                if use_cache and cache is not None and cache.pos < block:
+                    x = self.hidden_states(idx[:, -1:], cache)  # only the newest token
+                else:
+                    idx_cond = idx[:, -block:]
+                    cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
+                    x = self.hidden_states(idx_cond, cache)
+                logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab)
+                idx_next = sample_next(logits, temperature, top_k, top_p, generator)
+                idx = torch.cat((idx, idx_next), dim=1)
+                yield idx_next
+        finally:
+            self.train(was_training)
+
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
+        """`generate_stream` run to the end: idx (B, T) -> (B, T + max_new_tokens)."""
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache))
+        return torch.cat([idx, *new], dim=1)
 
     # ------------------------------------------------------------------- sizes
     def num_params(self, exclude_position: bool = False) -> int:
