@@ -104,8 +104,8 @@ class Run:
     def __init__(self, out_dir: str | Path | None, resume: bool | str = False):
         self.started = time.perf_counter()
         self.out = Path(out_dir) if out_dir is not None else None
-        if resume == "auto":
-            resume = self.out is not None and ckpt.latest_checkpoint(self.out) is not None
+        if resume == "auto":  # any step checkpoint, complete or damaged (then check_out_dir says so)
+            resume = self.out is not None and bool(ckpt.step_checkpoints(self.out))
         if resume and self.out is None:
             raise ValueError("resume needs the out_dir of the run to continue")
         self.dist = dist_info()
