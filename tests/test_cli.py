@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, tiny_rows
 from safetensors.torch import load_file
 
 from workbench.pretrain import load_pretrained
@@ -335,6 +336,63 @@ def test_sample_refuses_a_missing_checkpoint_and_unknown_prompt_characters(tmp_p
     assert "'Z'" in message and "'€'" in message
     code, _, err = cli("sample", "--checkpoint", run, "--top-k", "0", "--device", "cpu")
     assert_user_error(code, err, "--top-k")
+
+
+# --------------------------------------------------------------------------- damaged checkpoints
+def damage(path: Path, how: str) -> None:
+    """Truncate (a disk filled mid-copy), overwrite with garbage, or remove a checkpoint file."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x89garbage\x00\xff" * 50)
+    else:
+        path.unlink()
+
+
+DAMAGES = [("model.safetensors", "truncated"), ("model.safetensors", "garbage"), ("model.safetensors", "missing"),
+           ("config.json", "garbage"), ("tokenizer.json", "truncated"), ("tokenizer.json", "missing")]
+
+
+@pytest.mark.parametrize("name, how", DAMAGES)
+def test_a_damaged_final_model_is_one_error_line_naming_the_file(tmp_path, trained, corpus, name, how):
+    """Every command that loads a pretrained model, and load_pretrained (what notebooks call), stop
+    before doing anything with one line that names the damaged file."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)  # never damage the shared run
+    damage(run / "model" / name, how)
+    task = tmp_path / "task.csv"
+    pd.DataFrame(tiny_rows(10)).to_csv(task, index=False)
+    fix = (f"{run / 'model'} lacks {name}; point at a pretraining run's --out, or copy the missing file"
+           if name.endswith(".json") and how == "missing" else f"checkpoint file {run / 'model' / name} is ")
+    before = snapshot(run)
+    for argv in (["sample", "--checkpoint", run, "--max-new-tokens", "5", "--device", "cpu"],
+                 ["export-hf", "--checkpoint", run, "--out", tmp_path / "hf"],
+                 ["evaluate", "--checkpoint", run, "--prompts", "0", "--compression-chars", "0"],
+                 ["finetune", "--checkpoint", run, "--task", task, "--mode", "frozen", "--max-iters", "2",
+                  "--device", "cpu", "--out", tmp_path / "ft"]):
+        code, out, err = cli(*argv)
+        line = assert_user_error(code, err, fix)
+        assert out == "", argv[0]
+        if how != "missing":
+            assert line.endswith("copy it again from its source, or retrain "
+                                 "(--resume continues a run from its newest complete step checkpoint)")
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(fix)):
+        load_pretrained(run)
+    assert snapshot(run) == before  # nothing written, nothing removed
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "ft").exists()
+
+
+def test_pretrain_resume_with_every_step_checkpoint_damaged_is_one_error_line(tmp_path, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    shutil.rmtree(run / "model")  # a run stopped after its step-20 checkpoint
+    damage(run / "checkpoints" / "step-0000020" / "optimizer.safetensors", "truncated")
+    damage(run / "checkpoints" / "step-0000010" / "state.json", "garbage")
+    before = snapshot(run)
+    with pytest.warns(UserWarning, match="skipping the damaged step checkpoint"):
+        code, _, err = cli("pretrain", "--resume", "--out", run)
+    assert_user_error(code, err, "is damaged (see the warnings); copy the run again from its source, or drop --resume")
+    assert snapshot(run) == before
 
 
 def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):

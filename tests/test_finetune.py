@@ -198,6 +198,27 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
 
 
+@pytest.mark.parametrize("name, how", [("model.safetensors", "truncated"), ("labels.json", "garbage"),
+                                       ("finetune.json", "truncated"), ("tokenizer.json", "missing")])
+def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, tmp_path, name, how):
+    _, task = csv_task
+    finetune(base, task, quick(mode="frozen", max_iters=2, eval_interval=2), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "model" / name
+    if how == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if how == "truncated" else b"\xff\x00junk")
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        load_finetuned(tmp_path / "run")
+    message = str(info.value)
+    assert "\n" not in message
+    if how == "missing":
+        assert message == f"{path.parent} lacks {name}; point at a finetune run's --out, or copy the missing file again from its source"
+    else:
+        assert isinstance(info.value, ckpt.DamagedCheckpointError)
+        assert message.startswith(f"checkpoint file {path} is damaged (truncated or not ")
+
+
 def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path):
     _, task = csv_task
     comparison = compare_modes(base, task, modes=["full", "frozen"], seeds=[0, 1], base_config=quick(max_iters=6),

@@ -81,6 +81,18 @@ def test_out_dir_checks_name_the_fix(tmp_path, resume, fix):
     assert (tmp_path / "notes.txt").read_text() == "mine"  # nothing written or removed
 
 
+@pytest.mark.parametrize("resume", [True, "auto"])
+def test_a_run_whose_every_step_checkpoint_is_damaged_is_not_resumed(tmp_path, resume):
+    trainer(Run(tmp_path)).fit(until=4)
+    model_file = tmp_path / "checkpoints" / "step-0000004" / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="step-0000004: model.safetensors is damaged"):
+        with pytest.raises(FileNotFoundError, match=r"every step checkpoint in .* is damaged \(see the warnings\); "
+                                                    "copy the run again from its source, or drop --resume"):
+            Run(tmp_path, resume=resume)
+    assert len(model_file.read_bytes()) == 100  # left as it was
+
+
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path):
     straight = trainer(Run(tmp_path / "a"), max_iters=12)
     straight.fit()

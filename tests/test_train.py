@@ -205,6 +205,38 @@ def test_k_steps_resume_and_the_rest_equal_all_steps(tmp_path, straight_weights,
     assert resumed.history.df["loss"].dropna().tolist() == losses
 
 
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.safetensors"])
+def test_resume_skips_a_damaged_step_checkpoint_and_still_equals_all_steps(tmp_path, straight_weights, damaged):
+    """Step 8's file truncated (a disk filled mid-copy): resume warns, continues from step 4, and the
+    finished run has exactly the straight run's weights. The damaged files are not touched by the resume."""
+    first = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    first.fit(until=8)
+    step_8 = tmp_path / "checkpoints" / "step-0000008"
+    assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["step-0000008", "step-0000004"]
+    data = (step_8 / damaged).read_bytes()
+    (step_8 / damaged).write_bytes(data[: len(data) // 2])
+
+    resumed = make_trainer(tmp_path, max_iters=12, checkpoint_interval=4)
+    with pytest.warns(UserWarning, match=f"skipping the damaged step checkpoint {step_8}: {damaged} is damaged"):
+        assert resumed.resume()
+    assert resumed.step == 4
+    assert (step_8 / damaged).read_bytes() == data[: len(data) // 2]  # nothing already written is lost
+    resumed.fit()  # (its own step-8 checkpoint replaces the damaged one)
+    straight, losses = straight_weights
+    b = weights(resumed)
+    for key, v in straight.items():
+        assert torch.equal(b[key], v), f"{key}: the run resumed from step 4 drifted from the straight run"
+    assert resumed.history.df["loss"].dropna().tolist() == losses
+
+
+def test_resume_of_a_damaged_checkpoint_named_explicitly_is_one_line(tmp_path):
+    make_trainer(tmp_path, max_iters=4, checkpoint_interval=4).fit()
+    step_4 = ckpt.latest_checkpoint(tmp_path)
+    (step_4 / "state.json").write_text('{"step": 4, "be')
+    with pytest.raises(ckpt.DamagedCheckpointError, match=f"checkpoint file {step_4 / 'state.json'} is damaged"):
+        make_trainer(tmp_path).resume(step_4)
+
+
 def test_early_stopping_restores_the_best_weights(tmp_path):
     scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0, 0.5])  # best at the 2nd evaluation, then worse twice
     snapshots = {}

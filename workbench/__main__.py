@@ -9,7 +9,6 @@ The training flags are generated from the config dataclasses (`--n-layer` is
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -78,11 +77,11 @@ def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None
 def saved_artifact(out: Path, name: str) -> dict | None:
     """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
     `--resume --out DIR` resumes as saved."""
-    from .checkpoint import latest_checkpoint
+    from .checkpoint import latest_checkpoint, read_json
 
     latest = latest_checkpoint(out) if out.is_dir() else None
     path = latest / f"{name}.json" if latest is not None else None
-    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+    return read_json(path) if path is not None and path.is_file() else None
 
 
 def exit_if_interrupted(metrics: dict, out: Path) -> None:

@@ -13,17 +13,23 @@ It is first written to a hidden sibling directory and then renamed into place, s
 crash mid-write never leaves a half-written checkpoint where a reader looks. Loading
 reads only safetensors and JSON: it never unpickles anything. Every JSON file goes
 through `write_json`, which writes strict JSON (`json_safe`: NaN and infinities as null).
+A file damaged later (a disk filled mid-copy, an interrupted download) is caught on every
+read: `DamagedCheckpointError`, one line naming the file and the fix.
 
 A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
 with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in `model/`.
+`latest_checkpoint` skips (with a warning, never deleting them) step checkpoints whose
+files are damaged, so a resume continues from the newest complete one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 MODEL_FILE = "model.safetensors"
@@ -40,6 +47,72 @@ STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+# What a resumable step checkpoint must hold to resume from it (best.safetensors is optional).
+STEP_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, HISTORY_FILE)
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or unreadable. The message is one line that names the
+    file and the fix (the command line prints it as its `error:` line)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = " ".join(str(problem).split())  # one line: safetensors' messages may hold newlines
+        super().__init__(f"checkpoint file {self.path} {self.problem}; copy it again from its source, or retrain "
+                         f"(--resume continues a run from its newest complete step checkpoint)")
+
+
+def read_json(path: Path) -> Any:
+    """The content of a checkpoint's JSON file; DamagedCheckpointError when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedCheckpointError(path, "is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpointError(path, f"is damaged (truncated or not JSON: {e})") from None
+    except OSError as e:
+        raise DamagedCheckpointError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def reading_safetensors(path: Path):
+    """Turn what safetensors raises for a missing, truncated or foreign file read in this block into
+    DamagedCheckpointError. safetensors checks at open time that the file is as long as its header
+    says (tests/test_checkpoint.py), so a truncated file fails before any tensor is read."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DamagedCheckpointError(path, "is missing") from None
+    except SafetensorError as e:
+        raise DamagedCheckpointError(path, f"is damaged (truncated or not safetensors: {e})") from None
+    except OSError as e:
+        raise DamagedCheckpointError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (CPU); DamagedCheckpointError when it is missing or damaged."""
+    with reading_safetensors(path):
+        return load_file(str(path))
+
+
+def check_safetensors(path: Path) -> None:
+    """Open a safetensors file without reading its tensors: the header parses and the file is as long
+    as the header says. DamagedCheckpointError otherwise."""
+    with reading_safetensors(path), safe_open(str(path), "pt"):
+        pass
+
+
+def check_complete(path: Path, required: tuple[str, ...] = (MODEL_FILE,)) -> None:
+    """Cheaply check that every file of the checkpoint directory `path` opens: the `required` ones exist,
+    every safetensors header fits its file, every JSON file parses. DamagedCheckpointError names the
+    first file that does not."""
+    for name in required:
+        if not (path / name).is_file():
+            raise DamagedCheckpointError(path / name, "is missing")
+    for f in sorted(path.glob("*.safetensors")):
+        check_safetensors(f)
+    for f in sorted(path.glob("*.json")):
+        read_json(f)
 
 
 @dataclass
@@ -54,7 +127,8 @@ class Checkpoint:
 
     def load_weights(self, model: torch.nn.Module) -> None:
         """Copy the saved weights into `model` (strict: every key must match)."""
-        missing, unexpected = load_model(model, str(self.path / MODEL_FILE), strict=False)
+        with reading_safetensors(self.path / MODEL_FILE):
+            missing, unexpected = load_model(model, str(self.path / MODEL_FILE), strict=False)
         if missing or unexpected:
             raise ValueError(f"checkpoint {self.path} does not fit this model (missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}); build the model from the checkpoint's config.json")
@@ -62,7 +136,7 @@ class Checkpoint:
     def state_dict(self, model: torch.nn.Module, filename: str = MODEL_FILE) -> dict[str, torch.Tensor]:
         """The saved weights (CPU) named as `model.state_dict()` names them: a tied weight, stored
         once, appears under each of its names (for loading into a sharded model)."""
-        weights = load_file(str(self.path / filename))
+        weights = read_tensors(self.path / filename)
         for names in tied_groups(model):
             stored = next((weights[n] for n in names if n in weights), None)
             if stored is not None:
@@ -194,19 +268,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return latest
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train one first (python -m workbench pretrain --out {path})")
+    if any(path.glob("*.json")) or any(path.glob("*.safetensors")):  # a checkpoint that lost its weights
+        raise DamagedCheckpointError(path / MODEL_FILE, "is missing")
     raise FileNotFoundError(f"{path} holds no {MODEL_FILE}; point --checkpoint at a training run's --out directory")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint (or a run directory's latest one) without unpickling anything."""
+    """Read a checkpoint (or a run directory's latest complete one) without unpickling anything.
+
+    The weights are read later (`Checkpoint.load_weights`, `state_dict`), but their files are opened
+    here, so a damaged one fails before anything is built. Raises DamagedCheckpointError (a
+    ValueError) naming a missing, truncated or unreadable file."""
     path = resolve_checkpoint(path)
+    for f in (path / MODEL_FILE, path / BEST_FILE):
+        if f.name == MODEL_FILE or f.exists():
+            check_safetensors(f)
     artifacts = {}
     for f in sorted(path.glob("*.json")):
         if f.name not in (STATE_FILE, HISTORY_FILE):
-            artifacts[f.stem] = json.loads(f.read_text(encoding="utf-8"))
-    state = json.loads((path / STATE_FILE).read_text()) if (path / STATE_FILE).exists() else {}
-    history = json.loads((path / HISTORY_FILE).read_text()) if (path / HISTORY_FILE).exists() else []
-    tensors = load_file(str(path / OPTIMIZER_FILE)) if (path / OPTIMIZER_FILE).exists() else {}
+            artifacts[f.stem] = read_json(f)
+    state = read_json(path / STATE_FILE) if (path / STATE_FILE).exists() else {}
+    history = read_json(path / HISTORY_FILE) if (path / HISTORY_FILE).exists() else []
+    tensors = read_tensors(path / OPTIMIZER_FILE) if (path / OPTIMIZER_FILE).exists() else {}
     return Checkpoint(path=path, artifacts=artifacts, state=state, history=history, tensors=tensors)
 
 
@@ -248,18 +331,35 @@ def mark_latest(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Every step checkpoint directory of a run directory, newest first (complete or not)."""
+    root = Path(run_dir) / CHECKPOINTS
+    return sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.is_dir() else []
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete step checkpoint of a run directory, or None."""
+    """The newest complete step checkpoint of a run directory (`check_complete`), or None.
+
+    A damaged one (a truncated file, say) is skipped with a warning naming it, and left on disk.
+    """
     root = Path(run_dir) / CHECKPOINTS
     pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / MODEL_FILE).is_file():
-            return candidate
-    # The pointer is written after the checkpoint, so a crash between the two leaves the
-    # newest complete directory as the truth.
-    steps = sorted(p for p in root.glob("step-*") if (p / MODEL_FILE).is_file()) if root.is_dir() else []
-    return steps[-1] if steps else None
+    candidates = step_checkpoints(run_dir)
+    # The pointer first (it names the last checkpoint written), then the others newest first: the
+    # pointer is written after the checkpoint, so a crash between the two leaves a newer directory.
+    if pointer.is_file() and (named := root / pointer.read_text().strip()) in candidates:
+        candidates.remove(named)
+        candidates.insert(0, named)
+    for candidate in candidates:
+        try:
+            check_complete(candidate, STEP_FILES)
+        except DamagedCheckpointError as e:
+            # Shown once per directory (same text, same line), however often the run directory is read.
+            warnings.warn(f"skipping the damaged step checkpoint {candidate}: {e.path.name} {e.problem}; "
+                          "using an earlier one (the damaged files are left as they are)")
+            continue
+        return candidate
+    return None
 
 
 # ------------------------------------------------------- optimizer and RNG state

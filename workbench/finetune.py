@@ -44,7 +44,7 @@ from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT
 from .pretrain import load_pretrained
-from .run import Run, load_final, setup_device
+from .run import Run, load_final, require_artifacts, setup_device
 from .tasks import TaskData, _trim, encode_task, encode_texts
 from .tokenizer import load_tokenizer
 from .train import History, Trainer, autocast_context
@@ -419,6 +419,8 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     c = load_final(path, ("finetune", "labels"), "point at a finetune run's --out")
     config = from_dict(FinetuneConfig, c.artifacts["finetune"])
     labels = list(c.artifacts["labels"])
+    if config.mode != "hf":
+        require_artifacts(c, ("config", "tokenizer"), "point at a finetune run's --out")
     base = RunConfig.from_dict(c.artifacts["config"]) if config.mode != "hf" else None
     model = build_classifier(config, len(labels), base.model if base else None)
     c.load_weights(model)

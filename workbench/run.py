@@ -48,6 +48,10 @@ def check_out_dir(out_dir: Path, resume: bool) -> None:
         raise ValueError(f"--out {out_dir} is a file; choose a directory path for --out")
     if resume:
         if ckpt.latest_checkpoint(out_dir) is None:
+            if ckpt.step_checkpoints(out_dir):
+                raise FileNotFoundError(f"--resume: every step checkpoint in {out_dir / ckpt.CHECKPOINTS} is damaged "
+                                        "(see the warnings); copy the run again from its source, or drop --resume "
+                                        "and start a new run in another --out")
             raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
@@ -100,8 +104,8 @@ class Run:
     def __init__(self, out_dir: str | Path | None, resume: bool | str = False):
         self.started = time.perf_counter()
         self.out = Path(out_dir) if out_dir is not None else None
-        if resume == "auto":
-            resume = self.out is not None and ckpt.latest_checkpoint(self.out) is not None
+        if resume == "auto":  # any step checkpoint, complete or damaged (then check_out_dir says so)
+            resume = self.out is not None and bool(ckpt.step_checkpoints(self.out))
         if resume and self.out is None:
             raise ValueError("resume needs the out_dir of the run to continue")
         self.dist = dist_info()
@@ -166,9 +170,16 @@ def load_final(path: str | Path, needs: tuple[str, ...], hint: str) -> ckpt.Chec
     """The checkpoint in a run directory's model/ folder (or `path` itself, a checkpoint directory),
     which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint`."""
     path = Path(path)
-    if (path / FINAL / ckpt.MODEL_FILE).is_file():
+    if (path / FINAL).is_dir():  # a run's final model, damaged or not (never silently a step checkpoint)
         path = path / FINAL
     c = ckpt.load_checkpoint(path)
-    if any(name not in c.artifacts for name in needs):
-        raise FileNotFoundError(f"{c.path} lacks {' or '.join(f'{name}.json' for name in needs)}; {hint}")
+    require_artifacts(c, needs, hint)
     return c
+
+
+def require_artifacts(c: ckpt.Checkpoint, needs: tuple[str, ...], hint: str) -> None:
+    """A FileNotFoundError naming each artifact of `needs` that checkpoint `c` lacks, ending in `hint`."""
+    missing = [f"{name}.json" for name in needs if name not in c.artifacts]
+    if missing:
+        raise FileNotFoundError(f"{c.path} lacks {' and '.join(missing)}; {hint}, or copy the missing file "
+                                "again from its source")
