@@ -25,7 +25,7 @@ from workbench.finetune import (
     load_finetuned,
     predict_logits,
 )
-from workbench.tasks import encode_task, encode_texts, reading_coverage
+from workbench.tasks import encode_texts
 from workbench.compare import compare_modes, summarize, tfidf_baseline
 from workbench.metrics import macro_f1, split_metrics
 from workbench.model import GPT
@@ -86,14 +86,6 @@ def test_right_padding_does_not_change_a_passage(base, csv_task):
         junk = idx.clone()
         junk[0, lengths[0]:] = 7  # what the padding holds does not matter either
         assert torch.allclose(model(junk, lengths)[0][0], padded[0], atol=1e-5)
-
-
-def test_long_texts_keep_their_start(base):
-    from workbench.pretrain import load_pretrained
-
-    _, tok, _ = load_pretrained(base)
-    idx, lengths = encode_texts(tok, ["the lord " * 20], 32)
-    assert lengths.tolist() == [32] and tok.decode(idx[0].tolist()) == ("the lord " * 20)[:32]
 
 
 @pytest.mark.parametrize("mode", ["full", "frozen", "scratch", "lora", "multitask"])
@@ -344,39 +336,10 @@ def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, arg
     assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_reading_coverage_counts_what_a_window_holds(csv_task):
-    """A char tokenizer: tokens = characters, so the window's share is exact arithmetic."""
-    _, task = csv_task
-    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
-    tok = train_tokenizer("char", text)
-    lengths = task.train["text"].str.len()
-    short = int(lengths.median())
-    cov = reading_coverage(tok, task, short)
-    assert list(cov.index) == ["train", "val", "test"]
-    assert cov.loc["train", "passages"] == len(task.train)
-    assert cov.loc["train", "median_tokens"] == cov.loc["train", "median_chars"] == lengths.median()
-    assert cov.loc["train", "read_whole_pct"] == pytest.approx(100 * (lengths <= short).mean())
-    assert cov.loc["train", "chars_read_pct"] == pytest.approx(100 * lengths.clip(upper=short).sum() / lengths.sum())
-    whole = reading_coverage(tok, task, int(lengths.max()) + 1)
-    assert (whole["read_whole_pct"] == 100).all() and (whole["chars_read_pct"] == 100).all()
-
-
 def test_window_is_max_len_capped_by_the_block_size():
     assert FinetuneConfig(max_len=80).window(128) == 80
     assert FinetuneConfig(max_len=200).window(128) == 128
     assert FinetuneConfig().window(64) == 64
-
-
-def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task, base):
-    from workbench.pretrain import load_pretrained
-
-    _, task = csv_task
-    tok = load_pretrained(base)[1]
-    first = encode_task(tok, task, 16)
-    assert encode_task(load_pretrained(base)[1], task, 16) is first  # an equal tokenizer loaded again
-    assert encode_task(tok, task, 12) is not first
-    idx, lengths = first["val"]
-    assert torch.equal(idx, encode_texts(tok, task.val["text"].tolist(), 16)[0]) and int(lengths.max()) <= 16
 
 
 def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):

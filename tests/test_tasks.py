@@ -1,13 +1,15 @@
-"""Classification tasks: the genre task's whole-play splits and passages, and user CSV/JSONL tables
-(stratified, deterministic splits; every bad input named with its fix)."""
+"""Classification tasks: the genre task's whole-play splits and passages, user CSV/JSONL tables
+(stratified, deterministic splits; every bad input named with its fix), and passages as token ids."""
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import LABELS, tiny_rows
 
 from workbench.data import TEST_PLAYS, VAL_PLAYS, load_shakespeare
-from workbench.tasks import load_task, play_speeches, table_task
+from workbench.tasks import encode_task, encode_texts, load_task, play_speeches, reading_coverage, table_task
+from workbench.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,40 @@ def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ValueError, match="neither .csv nor .jsonl"):
         table_task(tmp_path / "x.txt")
+
+
+# ------------------------------------------------------------------------------ token ids
+def test_long_texts_keep_their_start_and_short_ones_are_right_padded():
+    tok = train_tokenizer("char", "the lord fool")
+    idx, lengths = encode_texts(tok, ["the lord " * 20, "fool"], 32)
+    assert lengths.tolist() == [32, 4] and idx.shape == (2, 32)
+    assert tok.decode(idx[0].tolist()) == ("the lord " * 20)[:32]
+    assert tok.decode(idx[1, :4].tolist()) == "fool" and idx[1, 4:].eq(0).all()
+
+
+def test_reading_coverage_counts_what_a_window_holds(csv_task):
+    """A char tokenizer: tokens = characters, so the window's share is exact arithmetic."""
+    _, task = csv_task
+    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
+    tok = train_tokenizer("char", text)
+    lengths = task.train["text"].str.len()
+    short = int(lengths.median())
+    cov = reading_coverage(tok, task, short)
+    assert list(cov.index) == ["train", "val", "test"]
+    assert cov.loc["train", "passages"] == len(task.train)
+    assert cov.loc["train", "median_tokens"] == cov.loc["train", "median_chars"] == lengths.median()
+    assert cov.loc["train", "read_whole_pct"] == pytest.approx(100 * (lengths <= short).mean())
+    assert cov.loc["train", "chars_read_pct"] == pytest.approx(100 * lengths.clip(upper=short).sum() / lengths.sum())
+    whole = reading_coverage(tok, task, int(lengths.max()) + 1)
+    assert (whole["read_whole_pct"] == 100).all() and (whole["chars_read_pct"] == 100).all()
+
+
+def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task):
+    _, task = csv_task
+    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
+    tok = train_tokenizer("char", text)
+    first = encode_task(tok, task, 16)
+    assert encode_task(train_tokenizer("char", text), task, 16) is first  # an equal tokenizer, built again
+    assert encode_task(tok, task, 12) is not first
+    idx, lengths = first["val"]
+    assert torch.equal(idx, encode_texts(tok, task.val["text"].tolist(), 16)[0]) and int(lengths.max()) <= 16
