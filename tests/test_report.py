@@ -56,6 +56,18 @@ def passing(tmp_path_factory):
     return notebooks, root / "out", report
 
 
+def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_noise(passing, capfd):
+    notebooks, out, first = passing  # an earlier finished report of the same profile beside the new one
+    lines = []
+    run_report(notebooks, out.parent / "again", profile="smoke", timeout=120, progress=lines.append)
+    took = {nb["name"]: nb["wall_s"] for nb in first["notebooks"]}
+    assert lines[0] == f"[1/2] 01_first ... (took {took['01_first.ipynb']:.0f} s in out)"
+    assert re.fullmatch(r"\[1/2\] 01_first ok in \d+ s \(elapsed 0:\d\d, about 0:\d\d left\)", lines[1])
+    assert lines[1].endswith(f"about 0:{int(took['02_second.ipynb']):02d} left)")
+    assert lines[2].startswith("[2/2] 02_second ...") and re.fullmatch(r".* ok in \d+ s \(elapsed \d:\d\d\)", lines[3])
+    assert "without encryption" not in capfd.readouterr().err  # the kernels' transport warning is gone
+
+
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory):
     root = tmp_path_factory.mktemp("failing")

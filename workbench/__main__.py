@@ -199,7 +199,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     out = Path(args.out or f"reports/{time.strftime('%Y%m%d-%H%M%S')}")
     try:
-        report = run_report(args.notebooks, out, profile=args.profile, timeout=args.timeout)
+        report = run_report(args.notebooks, out, profile=args.profile, timeout=args.timeout,
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookFailedError as e:  # the report is written; one `error:` line names notebook, cell, error
         raise ValueError(str(e)) from None
     print(f"report ({report['profile']}, {report['wall_s']:.0f} s): {out.resolve() / 'index.html'}")

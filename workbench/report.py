@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import math
 import os
 import platform
@@ -37,10 +36,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 from .profiles import get_profile
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -100,7 +98,8 @@ def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
 
 
 def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: str = "default",
-               timeout: int = DEFAULT_TIMEOUT_S, parameters: dict | None = None) -> dict:
+               timeout: int = DEFAULT_TIMEOUT_S, parameters: dict | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
     """Execute every notebook in `notebooks_dir` in name order and write the report into `out_dir`.
 
     Args:
@@ -109,6 +108,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         profile: "smoke", "default" or "full", passed to every notebook as `profile`.
         timeout: seconds each cell may run before the notebook counts as failed.
         parameters: extra papermill parameters for every notebook (besides profile and run_dir).
+        progress: called with one line as each notebook starts and ends (elapsed time and, when an
+            earlier report of the same profile sits beside out_dir, an estimate of what is left).
     Returns:
         The report dict, as written to `out_dir/report.json`.
     Raises:
@@ -139,18 +140,26 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
               "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None, "parameters": dict(params),
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     t_run = time.perf_counter()
-    for nb_path, entry in zip(notebooks, report["notebooks"]):
-        logger.info("running %s (profile %s)", nb_path.name, profile)
+    say = progress or (lambda line: None)
+    earlier, earlier_times = previous_report(out_dir, profile)
+    for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
+        expected = earlier_times.get(nb_path.name)
+        say(f"[{i}/{len(notebooks)}] {nb_path.stem} ..." + (f" (took {expected:.0f} s in {earlier})" if expected else ""))
         executed, t0, error = out_dir / nb_path.name, time.perf_counter(), None
         entry["status"] = "running"
         with _environ(PYTHONHASHSEED="0"):
             try:
+                # the kernel's own log level is ERROR: its transport warnings are nothing a reader can act on
                 pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name="python3",
                                     cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout), start_timeout=120,
-                                    progress_bar=sys.stderr.isatty())
+                                    progress_bar=sys.stderr.isatty(), extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except Exception as e:  # PapermillExecutionError, a cell timeout, a dead kernel
                 error = e
         entry["wall_s"] = round(time.perf_counter() - t0, 2)
+        left = [earlier_times.get(nb.name) for nb in notebooks[i:]]
+        estimate = f", about {_clock(sum(left))} left" if left and all(left) else ""
+        say(f"[{i}/{len(notebooks)}] {nb_path.stem} {'failed' if error else 'ok'} in {entry['wall_s']:.0f} s "
+            f"(elapsed {_clock(time.perf_counter() - t_run)}{estimate})")
         entry["metrics"] = _read_metrics(run_dir / "metrics" / f"{nb_path.stem}.json")
         page = export_html(executed, out_dir / entry["html"]) if executed.exists() else None
         if error is not None:
@@ -161,11 +170,34 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
             _write_report(out_dir, report)
             raise NotebookFailedError(report["error"], report) from error
         entry["status"] = "ok"
-        logger.info("%s ok in %.1f s", nb_path.name, entry["wall_s"])
         _write_report(out_dir, report)
     report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2))
     _write_report(out_dir, report)
     return report
+
+
+def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
+    """The newest finished report of `profile` beside out_dir (e.g. reports/<timestamp>): its folder
+    name and each notebook's wall time, for estimating what is left; (None, {}) when there is none."""
+    candidates = []
+    for path in out_dir.parent.glob("*/report.json"):
+        if path.parent == out_dir:
+            continue
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a damaged or foreign file is no estimate
+        if report.get("profile") == profile and report.get("status") == "ok":
+            candidates.append((report.get("started", ""), path.parent.name, report))
+    if not candidates:
+        return None, {}
+    _, name, report = max(candidates, key=lambda c: c[0])
+    return name, {nb["name"]: nb["wall_s"] for nb in report["notebooks"] if nb.get("wall_s")}
+
+
+def _clock(seconds: float) -> str:
+    """m:ss"""
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
 def describe_environment() -> dict:
