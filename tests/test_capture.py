@@ -89,6 +89,20 @@ def test_walkthrough_equals_sdpa():
     assert torch.allclose(w["heads_output"][1], heads[1], atol=1e-6)
 
 
+def test_walkthrough_multihead_output_is_concat_times_w_o():
+    w = attention_walkthrough(T=6, d_model=8, n_head=2, seed=1)
+    assert w["W_o"].shape == (8, 8) and w["multihead_output"].shape == (6, 8)
+    assert torch.allclose(w["multihead_output"], w["concat"] @ w["W_o"], atol=1e-6)
+    assert not torch.allclose(w["multihead_output"], w["concat"])  # the projection mixes the heads
+    # the same as torch's multi-head attention with these projections and no biases
+    mha = torch.nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([w["W_q"].T, w["W_k"].T, w["W_v"].T]))
+        mha.out_proj.weight.copy_(w["W_o"].T)
+    out, _ = mha(w["x"][None], w["x"][None], w["x"][None], attn_mask=torch.ones(6, 6, dtype=torch.bool).triu(1))
+    assert torch.allclose(out[0], w["multihead_output"], atol=1e-5)
+
+
 def test_walkthrough_steps_are_consistent():
     w = attention_walkthrough()
     assert w["x"].shape == (5, 8) and w["heads_weights"].shape == (2, 5, 5)

@@ -130,6 +130,8 @@ def test_02_pretraining_smoke_metrics(smoke_report):
     assert m["val_loss"] < math.log(m["vocab_size"])  # learned something beyond uniform guessing
     assert m["vocab_size"] == 512
     assert len(m["sweep_params"]) == 3 and m["sweep_params"] == sorted(m["sweep_params"])
+    assert m["sweep_non_embedding_params"] == sorted(m["sweep_non_embedding_params"])
+    assert all(n < p for n, p in zip(m["sweep_non_embedding_params"], m["sweep_params"]))
     assert all(math.isfinite(v) for v in m["sweep_val_loss"])
     assert m["samples"] >= 2 and m["attention_snapshots"] >= 2
     assert m["estimated_train_s"] > 0 and m["tokens_per_s"] > 0

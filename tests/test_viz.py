@@ -216,6 +216,14 @@ def test_scaling_figure_one_line_per_label_on_log_x():
     assert [t.name for t in fig.data] == ["a", "b"] and fig.layout.xaxis.type == "log"
     assert list(fig.data[0].x) == [1e5, 1e6] and list(fig.data[0].y) == [2.0, 1.5]  # sorted by size
     assert len(viz.scaling_figure(df.drop(columns="label")).data) == 1
+    assert fig.layout.xaxis.title.text == "parameters"
+
+
+def test_scaling_figure_plots_non_embedding_params_when_present():
+    df = pd.DataFrame(dict(params=[900, 500], non_embedding_params=[300, 100], val_loss=[1.5, 2.0]))
+    fig = viz.scaling_figure(df)
+    assert list(fig.data[0].x) == [100, 300] and fig.layout.xaxis.title.text == "non-embedding parameters"
+    assert list(viz.scaling_figure(df, x="params").data[0].x) == [500, 900]
 
 
 def test_setup_notebook_sets_the_offline_renderer(monkeypatch):

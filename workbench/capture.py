@@ -177,7 +177,8 @@ def attention_walkthrough(T: int | None = None, d_model: int = 8, n_head: int = 
     scaled = scores / √d_k; masked = scaled with -inf above the diagonal (no peeking ahead);
     weights = softmax(masked) row by row; output = weights V.
     Multi-head: Q, K, V are split into n_head slices of d_model / n_head channels, each
-    slice attends on its own, and the heads' outputs are concatenated side by side.
+    slice attends on its own, the heads' outputs are concatenated side by side, and an output
+    projection mixes them: MultiHead = Concat(head_1, …, head_h) W_o (`c_proj` in the GPT).
 
     Args:
         T: number of positions (default 5, or len(tokens)).
@@ -187,8 +188,9 @@ def attention_walkthrough(T: int | None = None, d_model: int = 8, n_head: int = 
         tokens: optional token strings; x then comes from a random embedding table, so a
             repeated token has the same row of x (but attends to a different past).
     Returns:
-        "x", "Q", "K", "V", "output", "concat": (T, d_model); "W_q", "W_k", "W_v": (d_model, d_model);
-        "scores", "scaled", "masked", "weights": (T, T); "heads_weights": (n_head, T, T);
+        "x", "Q", "K", "V", "output", "concat", "multihead_output": (T, d_model), the last being
+        concat @ W_o; "W_q", "W_k", "W_v", "W_o": (d_model, d_model); "scores", "scaled",
+        "masked", "weights": (T, T); "heads_weights": (n_head, T, T);
         "heads_output": (n_head, T, d_model / n_head).
     """
     if tokens is not None:
@@ -223,10 +225,14 @@ def attention_walkthrough(T: int | None = None, d_model: int = 8, n_head: int = 
     heads_weights = heads_scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     heads_output = heads_weights @ v  # (n_head, T, hs)
     concat = heads_output.transpose(0, 1).reshape(T, d_model)  # heads side by side
+    # Drawn last, so every earlier tensor is the same as without it for a given seed.
+    W_o = torch.randn(d_model, d_model, generator=g) / math.sqrt(d_model)
+    multihead_output = concat @ W_o  # (T, d_model): the projection mixes the heads' channels
 
     return {"x": x, "W_q": W_q, "W_k": W_k, "W_v": W_v, "Q": Q, "K": K, "V": V, "scores": scores,
             "scaled": scaled, "masked": masked, "weights": weights, "output": output,
-            "heads_weights": heads_weights, "heads_output": heads_output, "concat": concat}
+            "heads_weights": heads_weights, "heads_output": heads_output, "concat": concat,
+            "W_o": W_o, "multihead_output": multihead_output}
 
 
 def attention_shift(before: torch.Tensor, after: torch.Tensor) -> pd.DataFrame:

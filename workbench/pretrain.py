@@ -195,9 +195,26 @@ class AttentionSnapshots:
         return self.snapshots[-1][1].tokens if self.snapshots else []
 
 
+def non_embedding_params(model: GPT) -> int:
+    """Parameters without the token and position embeddings, the N of Kaplan et al. (2020).
+
+    wte is tied to lm_head and counted once; an untied lm_head is a vocabulary matrix too and
+    is left out with it. Fixed tables (sinusoidal, RoPE) are buffers, not parameters.
+    """
+    n = model.num_params(exclude_position=True) - model.transformer.wte.weight.numel()
+    if model.lm_head.weight is not model.transformer.wte.weight:
+        n -= model.lm_head.weight.numel()
+    return n
+
+
 def scaling_sweep(base: RunConfig, tokenizer: Tokenizer, n_embd: list[int], n_layer: int, n_head: int,
                   max_iters: int) -> pd.DataFrame:
-    """Train one model per width with the same data, budget and seed; val loss against parameters."""
+    """Train one model per width with the same data, budget and seed; val loss against parameters.
+
+    Returns:
+        one row per width: n_embd, n_layer, params (all, tied weights once), non_embedding_params
+        (without wte/wpe, as scaling-law studies count), val_loss, train_s, shape.
+    """
     import pandas as pd
 
     rows = []
@@ -207,6 +224,7 @@ def scaling_sweep(base: RunConfig, tokenizer: Tokenizer, n_embd: list[int], n_la
                                     warmup_iters=max(1, max_iters // 10)))
         result = pretrain(cfg, tokenizer=tokenizer, progress=False)
         rows.append({"n_embd": width, "n_layer": n_layer, "params": result.metrics["params"],
+                     "non_embedding_params": non_embedding_params(result.model),
                      "val_loss": result.metrics["val_loss"], "train_s": result.metrics.get("train_s"),
                      "shape": f"{n_layer}x{width}"})
     return pd.DataFrame(rows)

@@ -131,19 +131,22 @@ class LiveLossPlot:
                 live_trace.x, live_trace.y = trace.x, trace.y
 
 
-def scaling_figure(df: pd.DataFrame, x: str = "params", y: str = "val_loss", label: str | None = "label",
+def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", label: str | None = "label",
                    title: str | None = "validation loss vs model size", log_y: bool = False) -> go.Figure:
     """Loss against model size on a log x axis, one line per label.
 
     Args:
         df: one row per trained model with columns `x` (parameter count) and `y`; optionally
             a `label` column (e.g. the positional encoding) that splits the rows into lines.
-        x, y, label: column names; label is ignored when the column is absent.
+        x, y, label: column names; label is ignored when the column is absent. x defaults to
+            `non_embedding_params` when the frame has it (as scaling-law studies count), else `params`.
         title: figure title.
         log_y: logarithmic y axis too (a power law is then a straight line).
     Returns:
         a Figure with one lines+markers trace per label (rows sorted by x).
     """
+    if x is None:
+        x = "non_embedding_params" if "non_embedding_params" in df.columns else "params"
     missing = [c for c in (x, y) if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} are missing; the frame has {list(df.columns)}")
@@ -153,7 +156,8 @@ def scaling_figure(df: pd.DataFrame, x: str = "params", y: str = "val_loss", lab
         rows = rows.sort_values(x)
         fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=str(name), mode="lines+markers",
                                  hovertemplate=f"{x} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{name}</extra>"))
-    fig.update_layout(title=title, xaxis=dict(title=x, type="log"),
+    x_title = {"params": "parameters", "non_embedding_params": "non-embedding parameters"}.get(x, x)
+    fig.update_layout(title=title, xaxis=dict(title=x_title, type="log"),
                       yaxis=dict(title=y, type="log" if log_y else "linear"))
     return fig
 
