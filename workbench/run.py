@@ -42,19 +42,22 @@ log = logging.getLogger(__name__)
 FINAL = "model"
 
 
-def check_out_dir(out_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite an existing run unless resuming it."""
+def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
+    """Refuse to overwrite an existing run unless resuming it; the checkpoint to resume from (or None)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; choose a directory path for --out")
     if resume:
-        if ckpt.latest_checkpoint(out_dir) is None:
+        latest = ckpt.latest_checkpoint(out_dir)
+        if latest is None:
             if ckpt.step_checkpoints(out_dir):
                 raise FileNotFoundError(f"--resume: every step checkpoint in {out_dir / ckpt.CHECKPOINTS} is damaged "
                                         "(see the warnings); copy the run again from its source, or drop --resume "
                                         "and start a new run in another --out")
             raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
-    elif out_dir.exists() and any(out_dir.iterdir()):
+        return latest
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
+    return None
 
 
 def setup_device(config: TrainConfig, dist: DistInfo) -> torch.device:
@@ -109,10 +112,10 @@ class Run:
         if resume and self.out is None:
             raise ValueError("resume needs the out_dir of the run to continue")
         self.dist = dist_info()
-        if self.out is not None:
-            check_out_dir(self.out, bool(resume))
+        latest = check_out_dir(self.out, bool(resume)) if self.out is not None else None
         barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
-        self.saved = ckpt.load_checkpoint(self.out) if resume else None
+        # the newest complete step checkpoint, found (and its files checked) once
+        self.saved = ckpt.load_checkpoint(latest) if latest is not None else None
 
     def check_same(self, artifact: str, given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
         """A resumed run must be the saved one: every field of `given` (nested sections allowed, e.g.
