@@ -42,6 +42,9 @@ def test_the_length_given_last_wins_and_both_lengths_are_refused():
         TrainConfig(epochs=1.0)  # max_iters keeps its default 2000
     with pytest.raises(ValueError, match="set one of max_iters"):
         TrainConfig(max_iters=None)
+    # nested updates follow the same rule: a fine-tuning loop of 3 epochs given max_iters trains that many steps
+    assert updated(FinetuneConfig(), {"train": {"max_iters": 200}}).loop(10).max_iters == 200
+    assert from_dict(FinetuneConfig, {"train": {"max_iters": 7}}).train.epochs is None
 
 
 def test_updated_merges_nested_changes_and_validates():

@@ -180,7 +180,7 @@ FINETUNE_TRAIN = dict(batch_size=16, max_iters=None, epochs=3.0, lr=None, min_lr
 
 def finetune_train(**changes: Any) -> TrainConfig:
     """The fine-tuning loop's TrainConfig: FINETUNE_TRAIN with `changes`."""
-    return from_dict(TrainConfig, with_length({**FINETUNE_TRAIN, **changes}, changes))
+    return updated(from_dict(TrainConfig, FINETUNE_TRAIN), changes)
 
 
 def with_length(train: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -331,17 +331,20 @@ def from_dict(cls, d: dict[str, Any]):
     for name, value in d.items():
         f = names[name]
         if isinstance(value, dict) and f.default_factory is not MISSING and is_dataclass(default := f.default_factory()):
-            values[name] = from_dict(type(default), {**asdict(default), **value})
+            values[name] = updated(default, value)
     return cls(**values)
 
 
 def updated(config, changes: dict[str, Any]):
     """A validated copy of a config dataclass with (nested) `changes`, e.g.
     updated(run_config, {"data": {"corpus": "my.txt"}}) or updated(finetune_config, {"train": {"lr": 2e-3}})."""
-    def merge(base: dict, new: dict) -> dict:
-        return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-                           for k, v in new.items()}}
-    return from_dict(type(config), merge(asdict(config), changes))
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    for name, value in changes.items():  # unknown names reach from_dict, which names the valid ones
+        current = values.get(name)
+        values[name] = updated(current, value) if isinstance(value, dict) and is_dataclass(current) else value
+    if isinstance(config, TrainConfig):  # the run's length given here wins over the one it had
+        values = with_length(values, changes)
+    return from_dict(type(config), values)
 
 
 def preset(name: str, **overrides: dict[str, Any]) -> RunConfig:
