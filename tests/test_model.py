@@ -245,3 +245,24 @@ def test_streaming_yields_each_new_column_and_equals_generate():
     assert torch.equal(torch.cat([prompt, *columns], dim=1), model.generate(prompt, 20, temperature=1.0, top_k=10, seed=4))
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         next(model.generate_stream(prompt, 3, temperature=-1.0))
+
+
+def test_attend_paths_agree_with_masks_and_offsets():
+    """The fused and explicit paths of `attend` agree for a padding mask and for causal queries after cached keys."""
+    from workbench.model import HookPoint, attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g) for n in (4, 6, 6))
+    pad = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]  # (B, 1, 1, T_k)
+    tap = HookPoint()
+    seen = []
+    for kwargs in ({"mask": pad}, {"is_causal": True}, {"mask": pad, "is_causal": True}):
+        fused = attend(q, k, v, **kwargs)
+        handle = tap.register_forward_hook(lambda m, a, out: seen.append(out))
+        explicit = attend(q, k, v, pattern=tap, **kwargs)
+        handle.remove()
+        torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    causal = seen[1]  # query i is position 2 + i of 6: it sees keys 0..2+i
+    assert causal[..., 0, 3:].abs().max() == 0 and causal[..., 0, 2].min() > 0
+    assert seen[0][1, :, :, 4:].abs().max() == 0  # padded keys get no weight
+    torch.testing.assert_close(seen[0].sum(-1), torch.ones(2, 3, 4))

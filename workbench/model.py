@@ -22,7 +22,8 @@ T_k keys: T, or every cached position during generation):
 `with model.hooks([(name, fn), ...]):` adds hooks for the duration of a block;
 `model.run_with_cache(idx)` returns the logits and the tapped tensors by name.
 
-Attention has two paths that compute the same thing:
+Attention is one function, `attend`, which every kind of attention calls (the encoder–decoder's
+bidirectional and cross-attention too). It has two paths that compute the same thing:
 - the fused path, `F.scaled_dot_product_attention`, used for training and generation;
 - the explicit path, softmax(QKᵀ/√d_k)·V written out, used only while something is hooked
   on `attn.hook_pattern` (the fused kernel never forms the weights), so taps cost nothing
@@ -91,6 +92,44 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+           is_causal: bool = False, dropout: nn.Dropout | None = None,
+           pattern: HookPoint | None = None) -> torch.Tensor:
+    """softmax(QKᵀ/√d_k + M)·V: the one attention function that every kind of attention calls.
+
+    Self-attention (causal or bidirectional) and cross-attention differ only in where q, k and v
+    come from and in the mask. Two paths compute the same thing:
+    - fused `F.scaled_dot_product_attention` (never forms the weights), the default;
+    - the explicit path, taken when `pattern` has hooks, so they can read or replace the weights.
+
+    Args:
+        q: (B, nh, T, hs) queries; k, v: (B, nh, T_k, hs) keys and values.
+        mask: bool, broadcastable to (B, nh, T, T_k); True where a query may attend to a key
+            (padding masks, a static cache's filled positions). Every query needs one True key.
+        is_causal: query i may see keys 0..i + (T_k - T), i.e. the queries are the last T
+            positions of the keys (a fresh sequence, or new tokens after cached ones).
+        dropout: applied to the weights while training (the module, so `.training` decides).
+        pattern: the `hook_pattern` tap of the calling module.
+    Returns:
+        (B, nh, T, hs).
+    """
+    T, T_k = q.size(-2), k.size(-2)
+    explicit = pattern is not None and pattern.hooked
+    if is_causal and (T != T_k or mask is not None or explicit):
+        # SDPA's is_causal aligns top-left and takes no other mask: write the causal mask out
+        causal = torch.ones(T, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T)
+        mask = causal if mask is None else mask & causal
+        is_causal = False
+    if explicit:
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T_k)
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+        att = pattern(F.softmax(att, dim=-1))
+        return (dropout(att) if dropout is not None else att) @ v
+    dropout_p = dropout.p if dropout is not None and dropout.training else 0.0
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
@@ -119,7 +158,6 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
@@ -142,19 +180,8 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, start+T, hs)
-        T_k = k.size(2)
-        dropout_p = self.dropout if self.training else 0.0
-
-        if self.hook_pattern.hooked:
-            # softmax(Q Kᵀ / √d_k) V, written out so hooks can read or replace the weights.
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T_k)
-            # query i sits at absolute position start+i and may see keys 0..start+i
-            mask = torch.ones(T, T_k, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            att = self.hook_pattern(F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1))
-            y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
-        else:
-            # a fresh sequence is plain causal; one new query may see every cached key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
+        # a fresh sequence is plain causal; one new query may see every cached key
+        y = attend(q, k, v, is_causal=T > 1, dropout=self.attn_dropout, pattern=self.hook_pattern)
         z = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
         y = z.contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
