@@ -5,12 +5,12 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from workbench.checkpoint import latest_checkpoint, save_checkpoint
 from workbench.config import TrainConfig
-from workbench.seq2seq import (Seq2Seq, Seq2SeqConfig, beam_search, cross_attention, generate, greedy, load_seq2seq,
-                               make_batch, next_log_probs, pad_sources, save_seq2seq, strip_special, translate)
+from workbench.seq2seq import (Seq2Seq, Seq2SeqConfig, beam_search, cross_attention, generate, greedy, length_penalty,
+                               load_seq2seq, make_batch, next_log_probs, pad_sources, save_seq2seq, strip_special,
+                               translate)
 from workbench.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,6 +190,7 @@ def sequence_log_probs(model: Seq2Seq, src: list[int], outputs: list[list[int]])
 
 
 def test_beam_search_as_wide_as_every_prefix_finds_the_exhaustive_best():
+    assert length_penalty(1, 0.6) == 1.0 and length_penalty(7, 1.0) == 2.0  # GNMT: ((5 + |Y|) / 6)^alpha
     # 3 writable tokens + EOS, at most 4 written: 27 live prefixes x 4 candidates <= 128
     model = tiny(peaked=True, seed=0, tgt_vocab_size=6, max_tgt_len=4)
     outputs = [list(p) + [EOS] for n in range(4) for p in itertools.product([3, 4, 5], repeat=n)]
@@ -202,7 +203,8 @@ def test_beam_search_as_wide_as_every_prefix_finds_the_exhaustive_best():
         narrow = beam_search(model, src, beam=1, alpha=alpha)
         narrow_missed = 0
         for lp, hyps, greedy_hyp in zip(log_probs, found, narrow):
-            scored = sorted(((lp_i / ((5 + len(out)) / 6) ** alpha, out) for lp_i, out in zip(lp, outputs)), reverse=True)
+            scored = sorted(((lp_i / length_penalty(len(out), alpha), out) for lp_i, out in zip(lp, outputs)),
+                            reverse=True)
             best = [[t for t in out if t != EOS] for _, out in scored[:3]]
             assert [h.tokens for h in hyps] == best
             assert [h.score for h in hyps] == pytest.approx([score for score, _ in scored[:3]], abs=1e-4)

@@ -97,7 +97,8 @@ class Seq2SeqConfig:
                                             "change n_embd or n_head")
         _check(not self.shared_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"shared_embeddings needs one vocabulary, got src_vocab_size={self.src_vocab_size} and "
-               f"tgt_vocab_size={self.tgt_vocab_size}; set both to the shared tokenizer's size or shared_embeddings=False")
+               f"tgt_vocab_size={self.tgt_vocab_size}; set both to the shared tokenizer's size, "
+               "or shared_embeddings=False")
         special = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
         for name, value in special.items():
             _check(isinstance(value, int) and 0 <= value < self.tgt_vocab_size,
@@ -638,9 +639,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, beam: int = 4, max_len: int |
                     else:
                         new_scores[b, live], new_origin[b, live], new_token[b, live] = s, o, tok
                         live += 1
-                best = sorted(h.score for h in finished[b])[::-1]
-                best_live = new_scores[b, 0].item()
-                done[b] = live == 0 or (len(best) >= n_best and best[n_best - 1] >= best_live / length_penalty(max_len, alpha))
+                # done: nothing left alive, or n_best finished that no live beam can still beat
+                ceiling = new_scores[b, 0].item() / length_penalty(max_len, alpha)
+                kept = sorted((h.score for h in finished[b]), reverse=True)
+                done[b] = live == 0 or (len(kept) >= n_best and kept[n_best - 1] >= ceiling)
             if all(done):
                 break
             rows = (torch.arange(B)[:, None] * K + new_origin).view(-1).to(dev)  # (B*K,) each survivor's parent
