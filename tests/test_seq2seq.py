@@ -121,6 +121,23 @@ def test_padding_changes_no_logit_of_a_real_target_position(pos_encoding):
     torch.testing.assert_close(model(src, tgt_in)[0][real], logits[real], rtol=0, atol=1e-5)
 
 
+def test_hooks_replace_a_tapped_tensor_and_are_removed_after():
+    model = tiny(peaked=True)
+    src, tgt_in, _ = make_batch(SRC, TGT, model.config)
+    logits, _ = model(src, tgt_in)
+    seen = []
+    ablate = ("decoder.h.1.cross_attn.hook_z", lambda z, hook: seen.append(hook.name) or z * 0)
+    with model.hooks([ablate]):
+        ablated, _ = model(src, tgt_in)
+    assert seen == ["decoder.h.1.cross_attn.hook_z"]
+    assert (ablated - logits).abs().max() > 1e-3  # the decoder's last cross-attention matters ...
+    torch.testing.assert_close(model(src, tgt_in)[0], logits)  # ... and the hook is gone
+    with pytest.raises(ValueError, match="hook_points"):
+        with model.hooks([("decoder.h.0.attn.hook_z", print)]):  # the decoder has self_attn and cross_attn
+            pass
+    assert not any(point.hooked for point in model.hook_points().values())
+
+
 def test_loss_ignores_pad_targets_and_smooths_labels():
     model = tiny(peaked=True)
     batch = make_batch(SRC, TGT, model.config)

@@ -401,7 +401,9 @@ class Seq2Seq(HookedModule):
             src: (B, S) source ids; tgt_in: (B, T) BOS + target; tgt_out: (B, T) target + EOS.
                 All right-padded with pad_id (`make_batch`); pad targets are ignored by the loss.
         Returns:
-            (logits (B, T, tgt_vocab_size), cross-entropy with label_smoothing, or None).
+            (logits (B, T, tgt_vocab_size), the mean cross-entropy over non-pad targets, or None).
+            With label_smoothing ε the target gets 1-ε and ε is spread over the whole vocabulary
+            (`F.cross_entropy`'s smoothing).
         """
         memory, src_mask = self.encode(src)
         logits = self.decode(tgt_in, memory, src_mask)
