@@ -9,8 +9,8 @@ import torch
 from workbench.checkpoint import latest_checkpoint, save_checkpoint
 from workbench.config import TrainConfig
 from workbench.seq2seq import (Seq2Seq, Seq2SeqConfig, beam_search, cross_attention, generate, greedy, length_penalty,
-                               load_seq2seq, make_batch, next_log_probs, pad_sources, save_seq2seq, strip_special,
-                               translate)
+                               load_seq2seq, loss_evaluator, make_batch, next_log_probs, pad_sources, save_seq2seq,
+                               strip_special, translate)
 from workbench.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -285,12 +285,10 @@ def test_trainer_teaches_it_to_reverse_sequences(tmp_path):
         sources = [torch.randint(3, 10, (length,), generator=generator).tolist() for length in lengths]
         return sources, [s[::-1] for s in sources]
 
-    val = make_batch(*pairs(torch.Generator().manual_seed(99), 64), config)
-
-    def evaluate(m):
-        return {"val_loss": m(*val)[1].item()}
-
+    val = pairs(torch.Generator().manual_seed(99), 64)
+    evaluate = loss_evaluator(*val, config, batch_size=24)  # uneven batches: the mean is still per token
     before = evaluate(model.eval())["val_loss"]
+    torch.testing.assert_close(before, model(*make_batch(*val, config))[1].item())
     train = TrainConfig(batch_size=32, max_iters=120, lr=1e-2, min_lr=1e-3, warmup_iters=5, eval_interval=60,
                         weight_decay=0.0, device="cpu", seed=0)
     trainer = Trainer(model, train, lambda g: make_batch(*pairs(g, 32), config), evaluate, run_dir=tmp_path,

@@ -32,6 +32,9 @@ or every cached target position while decoding):
 
 `hooks()` and `run_with_cache(src, tgt_in, names)` work as the GPT's (`model.HookedModule`).
 
+Training: `Trainer(model, ...)` calls `model(src, tgt_in, tgt_out)` on `make_batch`'s tensors;
+`loss_evaluator` is its validation loss.
+
 Decoding (the encoder runs once per source; each decoder layer's cross-attention keys and values
 are computed once per source and its self-attention keys and values are cached, `DecoderCache`):
 `generate` (greedy, or sampling with temperature / top-k / top-p), `beam_search` (width,
@@ -476,6 +479,28 @@ def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]
         tgt_in[i, 0], tgt_in[i, 1 : len(ids) + 1] = config.bos_id, ids
         tgt_out[i, : len(ids)], tgt_out[i, len(ids)] = ids, config.eos_id
     return src, tgt_in.to(src.device), tgt_out.to(src.device)
+
+
+def loss_evaluator(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], config: Seq2SeqConfig,
+                   batch_size: int = 64, device=None) -> Callable[[nn.Module], dict[str, float]]:
+    """The `Trainer`'s `evaluate` for held-out pairs: model -> {"val_loss": mean NLL per target token}.
+
+    Every pair is read (batched, in order); each target token and EOS counts once, pads not at all.
+    Plain cross-entropy, without label smoothing, so runs with and without smoothing compare.
+    """
+    batches = [make_batch(sources[i : i + batch_size], targets[i : i + batch_size], config, device)
+               for i in range(0, len(sources), batch_size)]
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        total, count = 0.0, 0
+        for src, tgt_in, tgt_out in batches:
+            logits, _ = model(src, tgt_in)
+            total += F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=config.pad_id,
+                                     reduction="sum").item()
+            count += int((tgt_out != config.pad_id).sum())
+        return {"val_loss": total / count}
+
+    return evaluate
 
 
 def strip_special(ids: Sequence[int], config: Seq2SeqConfig) -> list[int]:
