@@ -189,6 +189,21 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
+def test_report_formulas_render_offline_and_no_page_references_the_network(smoke_report):
+    from test_browser import assert_formulas_rendered, require_chromium
+
+    from workbench.report import network_references
+
+    out = smoke_report[0]
+    for page in sorted(out.glob("*.html")):
+        assert network_references(page.read_text(encoding="utf-8")) == [], page.name
+    require_chromium()
+    formulas = assert_formulas_rendered(out / "01_attention.html", min_formulas=10)
+    assert sum(f["display"] == "block" for f in formulas) == 2  # the attention and multi-head formulas
+
+
+@pytest.mark.slow
 def test_a_second_report_gives_the_same_metrics(smoke_report, tmp_path):
     out, _ = smoke_report
     run_smoke_report(tmp_path / "again")

@@ -17,7 +17,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from workbench.__main__ import main
-from workbench.report import NotebookFailedError, run_report
+from workbench.report import NotebookFailedError, network_references, run_report
 
 FIGURE = """import plotly.graph_objects as go, plotly.io as pio
 pio.renderers.default = "plotly_mimetype+notebook"
@@ -116,15 +116,27 @@ def test_executed_notebooks_and_html_are_written(passing):
         assert (out / nb["html"]).stat().st_size > 1_000_000  # plotly.js is inline
 
 
-def test_html_carries_plotly_inline_and_loads_nothing_it_needs_from_a_cdn(passing):
+def test_html_carries_plotly_inline_and_references_no_network(passing):
     _, out, report = passing
     page = (out / report["notebooks"][0]["html"]).read_text(encoding="utf-8")
     assert "plotly.js v" in page  # the bundle's banner comment
     assert "Plotly.newPlot" in page
     scripts = re.findall(r"<script\b[^>]*\bsrc=[\"']([^\"']+)[\"'][^>]*>", page)
     assert not [s for s in scripts if "plotly" in s.lower()], scripts
-    blocking = [tag for tag in re.findall(r"<script\b[^>]*\bsrc=[\"']https?://[^>]*>", page) if "defer" not in tag]
-    assert not blocking, f"remote scripts that block rendering: {blocking}"
+    for nb in report["notebooks"]:  # no require.js, MathJax, mermaid or widget manager from a CDN
+        assert network_references((out / nb["html"]).read_text(encoding="utf-8")) == [], nb["html"]
+
+
+def test_network_references_finds_what_a_page_would_fetch():
+    would_fetch = ['<script defer src="https://cdnjs.example/require.min.js"></script>',
+                   '<link rel="stylesheet" href="//fonts.example/css">', "<style>@import url(https://f.example/a.css);</style>",
+                   '<div style="background: url(\'http://x.example/a.png\')">', 'await import("https://cdn.example/mermaid.mjs")',
+                   "var widgetRendererSrc = 'https://unpkg.example/embed-amd.js';"]
+    for snippet in would_fetch:
+        assert len(network_references(f"<html><body>{snippet}</body></html>")) == 1, snippet
+    reader_links_and_plotly = ('<a href="https://plotly.com/">plotly</a><svg xmlns="http://www.w3.org/2000/svg"></svg>'
+                               '<script>/**\n* plotly.js v4.1.1\n*/ var tiles = "url(https://tiles.example/{z})";</script>')
+    assert network_references(reader_links_and_plotly) == []
 
 
 def test_index_html_links_every_notebook_with_its_metrics(passing):

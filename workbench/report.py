@@ -14,11 +14,21 @@ A failing notebook stops the run: its partial notebook and HTML (with the traceb
 written, earlier outputs are kept, report.json records status "failed", and `NotebookFailedError`
 names the notebook, the cell and the error.
 
-The HTML works offline: figures are rendered by plotly's `plotly_mimetype+notebook` renderer,
-which inlines plotly.js in the notebook. nbconvert's lab template loads require.js and MathJax
-(for markdown math) from a CDN; `export_html` defers those scripts so they never block the page,
-and drops the per-figure MathJax `<script src>` plotly adds, so nothing a figure needs comes from
-the network.
+The HTML works offline and references nothing on the network (`network_references` finds what
+would): figures are drawn by plotly's `plotly_mimetype+notebook` renderer, which inlines plotly.js
+in the notebook. nbconvert's lab template would load require.js, MathJax, mermaid and the ipywidgets
+HTML manager from CDNs; `export_html` drops all four:
+
+- Maths: the `$...$` and `$$...$$` of markdown cells become MathML (`latex2mathml`, pure Python),
+  which Chromium (109+) and Firefox render natively. A MathJax copy inlined instead would add about
+  1-2 MB of script and fonts to every page and typeset only after its script ran; MathML adds a few
+  kB, shows as soon as the page is parsed and keeps the formulas as text a reader can copy. The
+  formulas here (fractions, roots, scripts, stretchy brackets) are MathML Core's own ground; TeX the
+  converter cannot read is shown as code, with a warning.
+- Widgets: a static view of an ipywidget needs the HTML manager's script, which no installed package
+  ships; its place says to open the notebook in JupyterLab, and every widget view in the notebooks
+  has a static figure beside it. The saved widget state (megabytes nothing can render) is left out.
+- require.js and mermaid: nothing in the notebooks uses them.
 """
 
 from __future__ import annotations
@@ -43,17 +53,16 @@ from .profiles import get_profile
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
+WIDGET_NOTE = "(an interactive widget: run the notebook in JupyterLab to use it)"
 
-# nbconvert's lab template with its remote <script src> tags deferred: they load when online
-# (MathJax typesets markdown math) but never block parsing, so inline figure scripts run at once.
+# nbconvert's lab template without its CDN scripts (require.js, MathJax, mermaid, the widget manager)
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
-{% from 'mathjax.html.j2' import mathjax %}
-{%- block html_head_js_requirejs -%}
-<script defer src="{{ resources.require_js_url }}"></script>
-{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}
-{{ mathjax(resources.mathjax_url) | replace('<script src=', '<script defer src=') }}
+<style>math[display="block"] { margin: 1em 0; font-size: 1.15em; } math { font-size: 1.1em; }</style>
 {%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 """
 # plotly's HTML renderers put a synchronous MathJax <script src> from a CDN before every figure.
 _REMOTE_MATHJAX = re.compile(r"<script[^>]*\ssrc=\"https?://[^\"]*mathjax[^\"]*\"[^>]*>\s*</script>",
@@ -69,7 +78,7 @@ class NotebookFailedError(RuntimeError):
 
 
 def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
-    """Write a self-contained HTML page of an (executed) notebook.
+    """Write a self-contained HTML page of an (executed) notebook: maths as MathML, no network use.
 
     Args:
         ipynb_path: the notebook to convert.
@@ -82,9 +91,15 @@ def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(ipynb_path), as_version=4)
+    nb.metadata.pop("widgets", None)  # the saved widget state: nothing offline can render it
+    formulas: dict[str, str] = {}  # placeholder -> MathML, put in after markdown has been rendered
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _replace_math(cell.source, formulas)
         for output in cell.get("outputs", []):
             data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                output["data"] = {"text/plain": WIDGET_NOTE}  # not the widget's repr, "IntSlider(value=3)"
             if "text/html" in data:
                 text = data["text/html"]
                 text = "".join(text) if isinstance(text, list) else text
@@ -92,9 +107,66 @@ def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
     exporter = HTMLExporter(template_name="lab", template_file="workbench_report.html.j2",
                             extra_loaders=[jinja2.DictLoader({"workbench_report.html.j2": _TEMPLATE})])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(ipynb_path).stem}})
+    for placeholder, mathml in formulas.items():
+        body = body.replace(placeholder, mathml)
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path
+
+
+# Markdown maths, found outside code spans and fences (_CODE): an escaped \$ is text; inline $...$
+# opens before a non-space and closes after one, not before a digit ("$5 and $10" is no formula).
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
+_MATH = re.compile(r"(?P<escaped>\\\$)|\$\$(?P<display>.+?)\$\$|\$(?=\S)(?P<inline>[^$\n]+?)(?<=\S)\$(?!\d)",
+                   re.DOTALL)
+
+
+def _replace_math(markdown: str, formulas: dict[str, str]) -> str:
+    """Replace each formula of a markdown cell with a plain-text placeholder (markdown leaves it alone)
+    and keep its MathML in `formulas`, to be put in after nbconvert has rendered the markdown."""
+
+    def placeholder(match: re.Match) -> str:
+        if match["escaped"]:
+            return match[0]
+        display = match["display"] is not None
+        key = f"WBMATH{len(formulas)}X"
+        formulas[key] = latex_to_mathml(match["display"] if display else match["inline"], display=display)
+        return key
+
+    parts = _CODE.split(markdown)  # odd parts are code, kept as written
+    return "".join(part if i % 2 else _MATH.sub(placeholder, part) for i, part in enumerate(parts))
+
+
+def latex_to_mathml(tex: str, display: bool = False) -> str:
+    """MathML for one TeX formula; TeX the converter cannot read comes back as escaped code, with a warning."""
+    from latex2mathml.converter import convert
+
+    try:
+        mathml = convert(tex.strip(), display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises many kinds of errors for TeX it does not know
+        warnings.warn(f"formula shown as TeX, not converted to MathML ({type(e).__name__}): {tex!r}", stacklevel=2)
+        return f"<code>{html.escape(tex)}</code>"
+    if re.search(r">\\[A-Za-z]", mathml):  # an unknown command is passed through as text
+        warnings.warn(f"formula has a TeX command MathML cannot show: {tex!r}", stacklevel=2)
+    return mathml
+
+
+# What a page could fetch: src/href of a script, a stylesheet, an image or a frame; CSS @import and
+# url(); a dynamic import() or a script URL assigned in code. (Links a reader clicks, <a href>, are fine.)
+_NETWORK = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//"
+                      r"|@import\s+(?:url\()?[\"']?(?:https?:)?//|url\(\s*[\"']?(?:https?:)?//"
+                      r"|\bimport\(\s*[\"'](?:https?:)?//|Src\s*=\s*[\"'](?:https?:)?//", re.IGNORECASE)
+
+
+def network_references(page: str) -> list[str]:
+    """The places in an HTML page that would fetch something from the network (80 characters each).
+
+    The scan skips the text of inline plotly.js bundles: their strings name map-tile and font servers
+    that only geographic figures would ever ask for.
+    """
+    outside_plotly = re.sub(r"(<script[^>]*>)(?:(?!</script>).)*?/\*\*?\s*\*?\s*plotly\.js v.*?</script>",
+                            r"\1</script>", page, flags=re.DOTALL)
+    return [outside_plotly[m.start():m.start() + 80] for m in _NETWORK.finditer(outside_plotly)]
 
 
 def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: str = "default",
