@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 from .profiles import PROFILES, get_profile
 
+DEFAULT_SEED = 1337  # every notebook's seed unless its caller passes another (recorded in reports)
+
 
 @dataclass
 class NotebookContext:
@@ -63,7 +65,7 @@ def _check_type(name: str, value: Any, kinds: tuple[type, ...], example: str) ->
                         f"got {type(value).__name__} {value!r}; set e.g. {name} = {example}")
 
 
-def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks", seed: Any = 1337,
+def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks", seed: Any = DEFAULT_SEED,
           outputs: tuple[str, ...] = (), requires: dict[str, str] | None = None, **params: Any) -> NotebookContext:
     """Validate a notebook's parameters and prepare the kernel; returns the NotebookContext.
 

@@ -6,9 +6,14 @@ there), then writes into `out_dir`:
 
     01_attention.ipynb, 01_attention.html, ...   executed notebooks and self-contained HTML
     run/                                         artifacts; run/metrics/<stem>.json from each notebook
-    report.json                                  per notebook: status, wall_s, parameters, metrics;
-                                                 plus the environment, profile and total wall time
-    index.html                                   a table linking the notebooks, with headline metrics
+    report.json                                  per notebook: status, wall_s, every parameter it ran
+                                                 with (its parameters cell, then the injected ones),
+                                                 metrics; plus the profile, its settings and the seed,
+                                                 the environment, the workbench's code revision and
+                                                 whether its tree had uncommitted changes, total wall time
+    index.html                                   a table linking the notebooks, with headline metrics, and
+                                                 what changed since the previous report of the profile
+                                                 (`workbench.report_diff`, also `python -m workbench compare`)
 
 A failing notebook stops the run: its partial notebook and HTML (with the traceback) are still
 written, earlier outputs are kept, report.json records status "failed", and `NotebookFailedError`
@@ -33,12 +38,15 @@ HTML manager from CDNs; `export_html` drops all four:
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import html
 import json
 import math
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 import warnings
@@ -48,6 +56,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from .notebook import DEFAULT_SEED
 from .profiles import get_profile
 
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
@@ -208,8 +217,10 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     report = {"status": "running", "profile": profile, "started": started, "wall_s": None,
-              "run_dir": str(run_dir), "error": None, "environment": describe_environment(),
-              "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None, "parameters": dict(params),
+              "run_dir": str(run_dir), "error": None, "code": describe_code(), "environment": describe_environment(),
+              "seed": DEFAULT_SEED, "settings": dataclasses.asdict(get_profile(profile)), "compared_with": None,
+              "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
+                             "parameters": {**notebook_parameters(nb), **params},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     t_run = time.perf_counter()
     say = progress or (lambda line: None)
@@ -243,8 +254,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
             raise NotebookFailedError(report["error"], report) from error
         entry["status"] = "ok"
         _write_report(out_dir, report)
-    report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2))
-    _write_report(out_dir, report)
+    report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
+    _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
 
 
@@ -265,6 +276,44 @@ def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, 
         return None, {}
     _, name, report = max(candidates, key=lambda c: c[0])
     return name, {nb["name"]: nb["wall_s"] for nb in report["notebooks"] if nb.get("wall_s")}
+
+
+def _read_previous(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def notebook_parameters(path: Path) -> dict:
+    """The literals of a notebook's `parameters` cell, e.g. {"profile": "default", "text": "To be"};
+    a value that is not a literal is kept as its source text."""
+    import papermill as pm
+
+    params = {}
+    for name, spec in pm.inspect_notebook(str(path)).items():
+        try:
+            params[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            params[name] = spec["default"]
+    return params
+
+
+def describe_code(root: str | Path | None = None) -> dict:
+    """The git revision of `root` (default: the workbench's own checkout) and whether tracked files had
+    uncommitted changes; None for both where it is not a git checkout (an installed wheel) or git is missing."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if revision else None
+    return {"revision": revision, "uncommitted_changes": None if changes is None else bool(changes)}
 
 
 def _clock(seconds: float) -> str:
@@ -347,9 +396,18 @@ def _describe_failure(executed: Path, error: Exception, timeout: float) -> str:
     return f"{where}: {message[:500]}"
 
 
-def _write_report(out_dir: Path, report: dict) -> None:
+def _write_report(out_dir: Path, report: dict, previous: dict | None = None) -> None:
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    (out_dir / "index.html").write_text(_index_html(report), encoding="utf-8")
+    comparison = ""
+    if previous is not None:
+        from .report_diff import compare_reports, comparison_html
+
+        try:
+            comparison = comparison_html(compare_reports(previous, json.loads((out_dir / "report.json").read_text()),
+                                                         report["compared_with"], out_dir.name))
+        except ValueError as e:  # e.g. no metric in common: say so rather than fail a finished report
+            comparison = f"<p>Not compared with {html.escape(report['compared_with'])}: {html.escape(str(e))}</p>"
+    (out_dir / "index.html").write_text(_index_html(report, comparison), encoding="utf-8")
 
 
 def _headline(metrics: dict, limit: int = 8) -> str:
@@ -364,7 +422,7 @@ def _headline(metrics: dict, limit: int = 8) -> str:
     return ", ".join(items)
 
 
-def _index_html(report: dict) -> str:
+def _index_html(report: dict, comparison: str = "") -> str:
     esc = html.escape
     rows = []
     for nb in report["notebooks"]:
@@ -375,6 +433,9 @@ def _index_html(report: dict) -> str:
         rows.append(f'<tr class="{esc(nb["status"].replace(" ", "-"))}"><td>{name}</td><td>{esc(nb["status"])}</td>'
                     f'<td>{wall}</td><td>{detail}</td></tr>')
     env = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
+    code = report.get("code") or {}
+    if code.get("revision"):
+        env += f"; code {code['revision'][:12]}" + (" with uncommitted changes" if code["uncommitted_changes"] else "")
     total = "" if report["wall_s"] is None else f", {report['wall_s']:.0f} s in all"
     error = f'<p class="failed">{esc(report["error"])}</p>' if report["error"] else ""
     return f"""<!DOCTYPE html>
@@ -385,7 +446,7 @@ table {{ border-collapse: collapse; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
 td:nth-child(-n+3) {{ white-space: nowrap; }}
 .ok td:nth-child(2) {{ color: #1a7f37; }} .failed, .failed td:nth-child(2) {{ color: #c62828; }}
-.not-run {{ color: #888; }} small {{ color: #666; }}
+.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }}
 </style></head><body>
 <h1>LLM Workbench report</h1>
 <p>Profile <b>{esc(report['profile'])}</b>, started {esc(report['started'])}{total}: <b>{esc(report['status'])}</b></p>
@@ -393,6 +454,7 @@ td:nth-child(-n+3) {{ white-space: nowrap; }}
 <table><tr><th>notebook</th><th>status</th><th>wall time</th><th>headline metrics</th></tr>
 {chr(10).join(rows)}
 </table>
+{comparison}
 <p><small>{esc(env)}. Artifacts in <code>run/</code>; everything in <code>report.json</code>.</small></p>
 </body></html>
 """
