@@ -195,16 +195,41 @@ def test_the_last_layer_of_the_logit_lens_is_the_models_own_logits():
     assert last["accuracy"] == pytest.approx((model(x)[0].argmax(-1) == y).float().mean().item())
 
 
+class LetterTokenizer:
+    """One token per letter a..z (ids 0..25), displayed as itself; the predictions of a 50-token model
+    beyond 25 show as "#id"."""
+
+    def encode(self, text):
+        return [ord(c) - ord("a") for c in text]
+
+    def tokens(self, ids):
+        return [chr(ord("a") + i) if i < 26 else f"#{i}" for i in ids]
+
+
 def test_logit_lens_top_tokens_label_positions_uniquely():
     model = tiny()
-    ids = [3, 7, 3, 9]
-    top, prob = interpret.logit_lens_top_tokens(model, ids, ["a", "b", "a", "c"], decode=lambda i: f"t{i}")
+    top, prob = interpret.logit_lens_top_tokens(model, LetterTokenizer(), "abac")
     assert list(top.columns) == ["0:a", "1:b", "2:a", "3:c"] and list(top.index) == ["embed", "block 0", "block 1"]
-    logits = model(torch.tensor([ids]))[0][0]
-    assert top.loc["block 1"].tolist() == [f"t{i}" for i in logits.argmax(-1).tolist()]
+    logits = model(torch.tensor([[0, 1, 0, 2]]))[0][0]
+    assert top.loc["block 1"].tolist() == LetterTokenizer().tokens(logits.argmax(-1).tolist())
     assert prob.loc["block 1"].to_numpy() == pytest.approx(logits.softmax(-1).max(-1).values.detach().numpy(), abs=1e-6)
-    with pytest.raises(ValueError, match="same ids"):
-        interpret.logit_lens_top_tokens(model, ids, ["a"])
+    assert interpret.logit_lens_top_tokens(model, LetterTokenizer(), "ab" * 20)[0].shape == (3, 16)  # the last block_size
+    with pytest.raises(ValueError, match="non-empty text"):
+        interpret.logit_lens_top_tokens(model, LetterTokenizer(), "")
+
+
+def test_pattern_statistics_average_head_summary_over_windows():
+    from workbench.viz import head_summary
+
+    model = tiny()
+    x, _ = windows(n=2)
+    stats = interpret.pattern_statistics(model, x)
+    _, cache = model.run_with_cache(x[1:], lambda n: n.endswith("hook_pattern"))
+    second = head_summary(torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"][0] for l in range(2)]))
+    _, cache = model.run_with_cache(x[:1], lambda n: n.endswith("hook_pattern"))
+    first = head_summary(torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"][0] for l in range(2)]))
+    assert stats["entropy"].to_numpy() == pytest.approx((first["entropy"] + second["entropy"]).to_numpy() / 2)
+    assert stats["prev_token"].to_numpy() == pytest.approx((first["prev_token"] + second["prev_token"]).to_numpy() / 2)
 
 
 # ----------------------------------------------------------------- figures
@@ -237,7 +262,7 @@ def test_induction_figures_carry_each_step():
 
 def test_logit_lens_figures():
     model = tiny()
-    top, prob = interpret.logit_lens_top_tokens(model, [1, 2, 1], ["x", "y", "x"])
+    top, prob = interpret.logit_lens_top_tokens(model, LetterTokenizer(), "xyx")
     fig = vi.logit_lens_figure(top, prob)
     assert list(fig.data[0].x) == ["0:x", "1:y", "2:x"] and list(fig.data[0].y) == ["embed", "block 0", "block 1"]
     assert fig.data[0].text.tolist() == top.to_numpy().tolist()

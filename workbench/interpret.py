@@ -111,6 +111,24 @@ def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def pattern_statistics(model: GPT, x: torch.Tensor) -> pd.DataFrame:
+    """`viz.head_summary`'s pattern statistics of every head, averaged over the windows of x.
+
+    Args:
+        model: a GPT; x: (B, T) token ids, e.g. the held-out windows the ablation used.
+    Returns:
+        one row per (layer, head): entropy, prev_token, first_token, self_token.
+    """
+    from .viz.attention import head_summary
+
+    model.eval()
+    _, cache = model.run_with_cache(x, lambda n: n.endswith("hook_pattern"))
+    A = torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"] for l in range(model.config.n_layer)], 1)
+    per_window = [head_summary(a) for a in A]  # A: (B, n_layer, nh, T, T)
+    return pd.concat(per_window).groupby(["layer", "head"], as_index=False).mean()
+
+
 def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
                       statistics: Sequence[str] = STATISTICS) -> pd.DataFrame:
     """Spearman rank correlation, over heads, between an ablation effect and each pattern statistic.
@@ -266,23 +284,23 @@ def logit_lens_metrics(model: GPT, x: torch.Tensor, y: torch.Tensor) -> pd.DataF
 
 
 @torch.no_grad()
-def logit_lens_top_tokens(model: GPT, ids: Sequence[int], tokens: Sequence[str],
-                          decode=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def logit_lens_top_tokens(model: GPT, tokenizer, text: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The top prediction of every depth at every position of a probe text.
 
     Args:
-        model: a GPT; ids: the probe's T token ids; tokens: their T display strings.
-        decode: id -> display string of a predicted token (default str).
+        model: a GPT; tokenizer: its tokenizer (`encode`, and `tokens` for display strings).
+        text: the probe; longer than block_size tokens, its last block_size are used.
     Returns:
-        (top: strings, prob: its probability), each indexed by layer label with one column per
-        position named "i:token" (the input token there; the prediction is for position i + 1).
+        (top: the predicted tokens' display strings, prob: their probabilities), each indexed by
+        layer label with one column per position named "i:token" (the input token there; the
+        prediction is for position i + 1).
     """
-    if len(ids) != len(tokens):
-        raise ValueError(f"{len(ids)} ids but {len(tokens)} tokens; pass the tokens of the same ids")
-    lens = logit_lens(model, torch.tensor([list(ids)]))[:, 0]  # (D, T, V)
+    ids = tokenizer.encode(text)[-model.config.block_size:]
+    if not ids:
+        raise ValueError("the probe text encodes to no tokens; pass a non-empty text")
+    lens = logit_lens(model, torch.tensor([ids]))[:, 0]  # (D, T, V)
     prob, top = lens.softmax(-1).max(-1)  # (D, T)
-    decode = decode or str
-    columns = [f"{i}:{tok}" for i, tok in enumerate(tokens)]
+    columns = [f"{i}:{tok}" for i, tok in enumerate(tokenizer.tokens(ids))]
     index = layer_labels(model.config.n_layer)
-    return (pd.DataFrame([[decode(int(t)) for t in row] for row in top], index=index, columns=columns),
+    return (pd.DataFrame([tokenizer.tokens(row.tolist()) for row in top], index=index, columns=columns),
             pd.DataFrame(prob.numpy(), index=index, columns=columns))
