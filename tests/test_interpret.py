@@ -269,3 +269,33 @@ def test_logit_lens_figures():
     metrics = pd.DataFrame({"layer": ["embed", "block 0"], "loss": [5.0, 3.0], "accuracy": [0.1, 0.3]})
     bars = vi.logit_lens_metrics_figure(metrics)
     assert bars.data[0].y.tolist() == [0.1, 0.3] and bars.data[1].y.tolist() == [5.0, 3.0]
+
+
+# ----------------------------------------------------------------- widgets
+def test_logit_lens_explorer_redraws_on_new_text_and_reports_bad_text():
+    pytest.importorskip("ipywidgets")
+    from workbench import viz
+
+    model = tiny()
+    w = viz.logit_lens_explorer(model, LetterTokenizer(), "abc")
+    assert list(w.figure_widget.data[0].x) == ["0:a", "1:b", "2:c"]
+    assert np.allclose(np.array(w.figure_widget.data[0].z), w.prob.to_numpy())
+    w.text_box.value = "dd"
+    assert list(w.figure_widget.data[0].x) == ["0:d", "1:d"] and w.status.value == ""
+    w.text_box.value = ""
+    assert "non-empty" in w.status.value and list(w.figure_widget.data[0].x) == ["0:d", "1:d"]  # the last good view stays
+
+
+def test_attention_explorer_titles_show_the_head_table():
+    pytest.importorskip("ipywidgets")
+    from workbench import viz
+    from workbench.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.train("the cat sat")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    table = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "mean_delta": [0.1, 0.2, 0.3, 0.4]})
+    w = viz.attention_explorer({"gpt": (model, tok)}, "the cat", head_table=table)
+    assert w.figure_widget.layout.title.text.endswith("mean_delta 0.100")
+    w.layer_slider.value, w.head_slider.value = 1, 1
+    assert w.figure_widget.layout.title.text.endswith(": layer 1, head 1 · mean_delta 0.400")

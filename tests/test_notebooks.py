@@ -200,8 +200,8 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     pretraining = assert_plotly_figures_drawn(out / "02_pretraining.html", min_figures=3)
     assert any("scatter" in f["traces"] for f in pretraining)  # the loss curves
     assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
-    interpretability = assert_plotly_figures_drawn(out / "06_interpretability.html", min_figures=6)
-    assert sum("heatmap" in f["traces"] for f in interpretability) >= 3  # ablation, induction over steps, logit lens
+    interpretability = assert_plotly_figures_drawn(out / "06_interpretability.html", min_figures=7)
+    assert sum("heatmap" in f["traces"] for f in interpretability) >= 4  # ablation, induction over steps, logit lens, explorer
 
 
 @pytest.mark.slow
