@@ -137,7 +137,7 @@ PROFILES: dict[str, Profile] = {
         interpretability=InterpretabilitySettings(
             gpt=preset("smoke", model={"block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 64},
                        train={"max_iters": 300, "eval_interval": 100, "batch_size": 16, "lr": 3e-3}),
-            snapshot_every=30, n_windows=32, induction_length=30, induction_batch=16),
+            snapshot_every=30, n_windows=16, induction_length=30, induction_batch=16),
     ),
     "full": Profile(
         attention=AttentionSettings(gpt=preset("cpu")),
