@@ -299,3 +299,15 @@ def test_attention_explorer_titles_show_the_head_table():
     assert w.figure_widget.layout.title.text.endswith("mean_delta 0.100")
     w.layer_slider.value, w.head_slider.value = 1, 1
     assert w.figure_widget.layout.title.text.endswith(": layer 1, head 1 · mean_delta 0.400")
+
+
+def test_every_profile_fits_the_induction_probe_and_snapshots_on_logging_steps():
+    from workbench.profiles import PROFILES
+
+    for name, profile in PROFILES.items():
+        s, pre = profile.for_notebook("06_interpretability"), profile.pretraining
+        for run in (s.gpt, pre.run):  # two copies fit whichever model 06 looks at
+            assert 2 * s.induction_length <= run.model.block_size, name
+        # WeightSnapshots runs on logging steps
+        assert pre.snapshot_every % pre.run.train.log_interval == 0 and s.snapshot_every % s.gpt.train.log_interval == 0
+        assert pre.run.train.max_iters // pre.snapshot_every >= 3, name  # enough snapshots to see a trend
