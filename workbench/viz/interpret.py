@@ -31,7 +31,7 @@ def _toggle(labels: Sequence[str], method: str = "update", extra: Sequence[dict]
     buttons = [dict(label=lab, method=method,
                     args=[{"visible": [j == k for j in range(n)]}] + ([extra[k]] if extra else []))
                for k, lab in enumerate(labels)]
-    return dict(buttons=buttons, x=0.0, xanchor="left", y=1.15, yanchor="bottom")
+    return dict(buttons=buttons, x=1.0, xanchor="right", y=1.02, yanchor="bottom")  # top right, clear of the title
 
 
 def ablation_figure(table: pd.DataFrame, kinds: Sequence[str] = ("mean", "zero"),
