@@ -93,3 +93,33 @@ def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     figures = json.loads(out.read_text())
     assert figures["n_layer"] == 2 and figures["vocab_size"] == 65 and "gen128_cached_tokens_per_s" not in figures
     assert f"{figures['ms_per_iter']:.2f}" in printed and f"{100 * figures['mfu']:.1f}%" in printed
+
+
+def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():
+    from workbench.bench import taps_bypassed
+    from workbench.model import HookPoint
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8)).eval()
+    idx = torch.randint(0, 20, (2, 8))
+    plain = model(idx)[0]
+    seen = []
+    with model.hooks([("hook_ln_f", lambda x, hook: seen.append(1))]):
+        with taps_bypassed():
+            bypassed = model(idx)[0]
+        assert seen == []  # the tap's call was removed, so its hook did not fire
+        model(idx)
+        assert seen == [1]  # and it is back afterwards
+    assert torch.equal(bypassed, plain) and "__call__" not in HookPoint.__dict__
+
+
+def test_tap_overhead_compares_the_two_builds_alternately(monkeypatch):
+    from workbench.model import HookPoint
+
+    calls = []
+    monkeypatch.setattr(bench, "training_speed", lambda config, iters, warmup: calls.append(
+        "__call__" in HookPoint.__dict__) or {"ms_per_iter": 12.0 if "__call__" in HookPoint.__dict__ else 12.6})
+    result = bench.tap_overhead(preset("smoke"), repeats=2)
+    assert calls == [False, True, False, True]
+    assert result["taps_unused_ms_per_iter"] == 12.6 and result["no_taps_ms_per_iter"] == 12.0
+    assert result["ratio"] == pytest.approx(1.05)

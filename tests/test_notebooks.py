@@ -18,7 +18,7 @@ ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 def test_the_ordered_notebooks_exist():
     names = [p.stem for p in ALL]
-    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation"]
+    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation", "06_interpretability"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -192,6 +192,20 @@ def test_04_evaluation_smoke_metrics(smoke_report):
 
 
 @pytest.mark.slow
+def test_06_interpretability_smoke_metrics(smoke_report):
+    import math
+    out = smoke_report[0]
+    m, pretraining = metrics(out, "06_interpretability"), metrics(out, "02_pretraining")
+    assert m["gpt_source"].endswith("pretrain")  # 02's model, with the weights it kept every 10 of its 40 steps
+    assert m["snapshots"] == 4 and m["heads"] == 2 * 2
+    assert m["base_loss"] < math.log(pretraining["vocab_size"])
+    assert len(m["top_ablation_heads"]) == 3 and m["top_mean_ablation_delta"] == sorted(m["top_mean_ablation_delta"], reverse=True)
+    # the logit lens after the last block is the model itself, on the same held-out windows
+    assert len(m["logit_lens_loss"]) == 3 and m["logit_lens_loss"][-1] == pytest.approx(m["base_loss"], rel=1e-5)
+    assert 0 <= m["max_induction_score"] <= 1 and all(0 <= a <= 1 for a in m["logit_lens_accuracy"])
+
+
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     from test_browser import assert_plotly_figures_drawn, require_chromium
@@ -203,6 +217,8 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     pretraining = assert_plotly_figures_drawn(out / "02_pretraining.html", min_figures=3)
     assert any("scatter" in f["traces"] for f in pretraining)  # the loss curves
     assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
+    interpretability = assert_plotly_figures_drawn(out / "06_interpretability.html", min_figures=7)
+    assert sum("heatmap" in f["traces"] for f in interpretability) >= 4  # ablation, induction over steps, logit lens, explorer
 
 
 @pytest.mark.slow

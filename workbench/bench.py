@@ -19,6 +19,7 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 
 from .config import RunConfig
 from .data import get_batch
-from .model import GPT
+from .model import GPT, HookPoint
 from .distributed import DistInfo
 from .run import setup_device
 from .train import autocast_context, resolve_device, time_steps
@@ -103,6 +104,34 @@ def loss_memory(config: RunConfig, iters: int = 5) -> dict[str, float]:
                 figures = pool.submit(_step_figures, config, iters, chunked).result()
         out.update({f"loss_{name}_{key}": value for key, value in figures.items()})
     return out
+
+
+@contextmanager
+def taps_bypassed():
+    """Within the block every `HookPoint` call is a bare `lambda x: x` (no module call, no hook
+    dispatch): the GPT as if it had no taps, the baseline of `tap_overhead`. Hooks do not fire inside."""
+    HookPoint.__call__ = lambda self, x: x
+    try:
+        yield
+    finally:
+        del HookPoint.__call__  # back to nn.Module.__call__
+
+
+def tap_overhead(config: RunConfig, iters: int = 50, warmup: int = 10, repeats: int = 3) -> dict[str, float]:
+    """What the named taps cost training when nothing is hooked: median ms/iteration of the GPT as
+    built against the same GPT with the taps bypassed (`taps_bypassed`), alternating `repeats` times
+    so that drifts in machine load hit both. A benchmark to run by hand, not a timed test:
+
+        python -c "from workbench.bench import tap_overhead; from workbench.config import preset; print(tap_overhead(preset('baby')))"
+    """
+    with_taps, without = [], []
+    for _ in range(repeats):
+        with_taps.append(training_speed(config, iters, warmup)["ms_per_iter"])
+        with taps_bypassed():
+            without.append(training_speed(config, iters, warmup)["ms_per_iter"])
+    a, b = statistics.median(with_taps), statistics.median(without)
+    return {"taps_unused_ms_per_iter": a, "no_taps_ms_per_iter": b, "ratio": a / b,
+            "runs_taps_unused": with_taps, "runs_no_taps": without}
 
 
 @torch.no_grad()

@@ -136,6 +136,36 @@ def trained_gpt(ctx: NotebookContext, config):
     return result.model.cpu().eval(), result.tokenizer, str(ctx.path("attention_gpt"))
 
 
+def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
+    """The GPT 02_pretraining left in run_dir with the weight snapshots it kept along the way, else a
+    small one trained here as `config` (a RunConfig) says, keeping its weights every `every` steps.
+
+    Returns:
+        (model, tokenizer, RunConfig, snapshots [(step, directory)] by step, where the model came
+        from). A 02 run that kept no snapshots gives its final model as the only one, with a warning.
+    """
+    import warnings
+
+    from .interpret import snapshot_steps
+    from .pretrain import WeightSnapshots, load_pretrained, pretrain
+
+    if ctx.path("pretrain", "model", "model.safetensors").exists():
+        model, tokenizer, config = load_pretrained(ctx.path("pretrain"))
+        snapshots = snapshot_steps(ctx.path("pretrain_snapshots"))
+        if not snapshots:
+            warnings.warn(f"{ctx.path('pretrain')} kept no weight snapshots (pretrain_snapshots/); showing its "
+                          "final model only: run 02_pretraining again in a new run_dir to see training unfold")
+            metrics = ctx.path("pretrain", "metrics.json")
+            step = json.loads(metrics.read_text()).get("final_step", 0) if metrics.exists() else 0
+            snapshots = [(int(step), ctx.path("pretrain", "model"))]
+        return model, tokenizer, config, snapshots, str(ctx.path("pretrain"))
+    folder = ctx.path("interpret_gpt")
+    result = pretrain(config, folder, callbacks=[WeightSnapshots(ctx.path("interpret_gpt_snapshots"), every)],
+                      progress=False, resume="auto")
+    snapshots = snapshot_steps(ctx.path("interpret_gpt_snapshots"))
+    return result.model.cpu().eval(), result.tokenizer, result.config, snapshots, str(folder)
+
+
 def finetuned_classifiers(ctx: NotebookContext) -> dict[str, Any]:
     """Every classifier 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
     from .finetune import load_finetuned

@@ -195,6 +195,31 @@ class AttentionSnapshots:
         return self.snapshots[-1][1].tokens if self.snapshots else []
 
 
+class WeightSnapshots:
+    """Trainer callback: keep the weights at chosen steps, for looking at how training got there.
+
+    Step checkpoints keep only the newest two (`checkpoint.mark_latest`); this writes the weights
+    alone (a few MB for a small GPT, no optimizer state) to `folder/step-NNNNNNN/model.safetensors`
+    every `every` steps. It runs on logging steps, so `every` should be a multiple of the run's
+    log_interval; `interpret.snapshot_steps(folder)` lists them. Single process only (under FSDP
+    the model holds a shard).
+    """
+
+    def __init__(self, folder: str | Path, every: int):
+        if every < 1:
+            raise ValueError(f"every must be >= 1 step, got {every}")
+        self.folder, self.every = Path(folder), every
+
+    def save(self, model, step: int) -> Path:
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self.folder / f"step-{step:07d}", model)
+
+    def on_step(self, trainer: Trainer, record: dict) -> None:
+        if trainer.dist.is_main and trainer.step % self.every == 0:
+            self.save(trainer.model, trainer.step)
+
+
 def non_embedding_params(model: GPT) -> int:
     """Parameters without the token and position embeddings, the N of Kaplan et al. (2020).
 

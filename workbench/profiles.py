@@ -40,6 +40,7 @@ class SweepSettings:
 class PretrainingSettings:
     run: RunConfig
     sweep: SweepSettings
+    snapshot_every: int  # keep the weights every this many steps, for 06_interpretability (pretrain.WeightSnapshots)
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,24 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class InterpretabilitySettings:
+    """06_interpretability: how much held-out text and how many repeated sequences it measures on, and
+    the small GPT (with weight snapshots) trained on the spot when 02_pretraining has not left one."""
+
+    gpt: RunConfig
+    snapshot_every: int  # steps between the fallback GPT's weight snapshots
+    n_windows: int  # held-out windows of block_size tokens for head ablation and the logit lens
+    induction_length: int  # random tokens per copy; two copies must fit the model's block_size
+    induction_batch: int  # repeated sequences per measurement
+
+
+@dataclass(frozen=True)
 class Profile:
     attention: AttentionSettings
     pretraining: PretrainingSettings
     finetuning: FinetuningSettings
     evaluation: EvaluationSettings
+    interpretability: InterpretabilitySettings
 
     def for_notebook(self, name: str) -> Any:
         """The settings of notebook `name` ("02_pretraining" -> self.pretraining); None if it has none."""
@@ -87,13 +101,16 @@ PROFILES: dict[str, Profile] = {
         attention=AttentionSettings(gpt=preset("smoke", train={"max_iters": 40})),
         pretraining=PretrainingSettings(
             run=preset("smoke", data={"tokenizer": "bpe", "vocab_size": 512}, train={"max_iters": 40, "eval_interval": 20}),
-            sweep=SweepSettings(n_embd=[16, 32, 48], n_layer=1, n_head=2, max_iters=15)),
+            sweep=SweepSettings(n_embd=[16, 32, 48], n_layer=1, n_head=2, max_iters=15), snapshot_every=10),
         finetuning=FinetuningSettings(
             max_chars=300, per_label=24, modes=ALL_MODES, seeds=[0],
             config=FinetuneConfig(max_len=32, train=finetune_train(max_iters=8, batch_size=8, eval_interval=4)),
             overrides={"hf": {"train": {"max_iters": 4}}}),
         evaluation=EvaluationSettings(per_label=24, max_chars=3000, n_prompts=4, prompt_chars=120, continuation_chars=60,
                                       compression_chars=3000, sparsities=[0.5], classifier_examples=64, runs=2),
+        interpretability=InterpretabilitySettings(gpt=preset("smoke", train={"max_iters": 40, "eval_interval": 20}),
+                                                  snapshot_every=10, n_windows=4, induction_length=12,
+                                                  induction_batch=4),
     ),
     "default": Profile(
         attention=AttentionSettings(gpt=preset(
@@ -103,7 +120,7 @@ PROFILES: dict[str, Profile] = {
             run=preset("cpu", data={"tokenizer": "bpe", "vocab_size": 2048},
                        model={"block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128, "pos_encoding": "rope"},
                        train={"max_iters": 900, "eval_interval": 150, "eval_iters": 20, "lr": 2e-3, "min_lr": 2e-4}),
-            sweep=SweepSettings(n_embd=[32, 64, 128], n_layer=2, n_head=4, max_iters=120)),
+            sweep=SweepSettings(n_embd=[32, 64, 128], n_layer=2, n_head=4, max_iters=120), snapshot_every=60),
         # 200-character passages (~70 BPE tokens): max_len 80 lets the GPT read what TF-IDF reads;
         # dropout 0: the same validation F1 as 0.1 and 30% faster on CPU
         finetuning=FinetuningSettings(
@@ -117,12 +134,16 @@ PROFILES: dict[str, Profile] = {
         evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=20, prompt_chars=200,
                                       continuation_chars=100, compression_chars=20000, sparsities=[0.25, 0.5, 0.75],
                                       classifier_examples=400, runs=5),
+        interpretability=InterpretabilitySettings(
+            gpt=preset("smoke", model={"block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 64},
+                       train={"max_iters": 300, "eval_interval": 100, "batch_size": 16, "lr": 3e-3}),
+            snapshot_every=30, n_windows=16, induction_length=30, induction_batch=16),
     ),
     "full": Profile(
         attention=AttentionSettings(gpt=preset("cpu")),
         pretraining=PretrainingSettings(
             run=preset("gpu", data={"tokenizer": "bpe", "vocab_size": 8192}),
-            sweep=SweepSettings(n_embd=[128, 256, 384], n_layer=6, n_head=6, max_iters=1000)),
+            sweep=SweepSettings(n_embd=[128, 256, 384], n_layer=6, n_head=6, max_iters=1000), snapshot_every=250),
         finetuning=FinetuningSettings(
             max_chars=600, per_label=None, modes=ALL_MODES, seeds=[0, 1, 2],
             config=FinetuneConfig(train=finetune_train(epochs=3.0, batch_size=32)),
@@ -130,6 +151,8 @@ PROFILES: dict[str, Profile] = {
         evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=100, prompt_chars=300,
                                       continuation_chars=150, compression_chars=100000, sparsities=[0.25, 0.5, 0.75, 0.9],
                                       classifier_examples=None, runs=5),
+        interpretability=InterpretabilitySettings(gpt=preset("cpu"), snapshot_every=100, n_windows=64,
+                                                  induction_length=60, induction_batch=16),
     ),
 }
 

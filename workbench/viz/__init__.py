@@ -1,7 +1,8 @@
 """Figures (pure functions returning Plotly figures) and the widgets that wrap them.
 
-Notebooks call `setup_notebook()` in their first cell. `attention_explorer` (a widget) is
-imported on first use, so the figures work without ipywidgets installed.
+Notebooks call `setup_notebook()` in their first cell. `attention_explorer` and
+`logit_lens_explorer` (widgets) are imported on first use, so the figures work without
+ipywidgets installed. The figures of `workbench.interpret` are in `viz.interpret`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 __all__ = ["setup_notebook", "token_labels", "attention_heatmap", "attention_explorer_figure", "model_view",
            "head_summary", "head_grid_figure", "attention_over_checkpoints", "positional_encoding_figure", "matrix_figure",
            "loss_curves", "LiveLossPlot", "scaling_figure", "validation_curves", "attention_explorer",
-           "reliability_diagram", "confusion_figure", "compression_figure", "perplexity_by_document_figure"]
+           "reliability_diagram", "confusion_figure", "compression_figure", "perplexity_by_document_figure",
+           "logit_lens_explorer"]
 
 
 def setup_notebook() -> None:
@@ -34,8 +36,8 @@ def setup_notebook() -> None:
 
 
 def __getattr__(name: str):
-    if name == "attention_explorer":  # ipywidgets is only needed for the widget
-        from .widgets import attention_explorer
+    if name in ("attention_explorer", "logit_lens_explorer"):  # ipywidgets is only needed for the widgets
+        from . import widgets
 
-        return attention_explorer
+        return getattr(widgets, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

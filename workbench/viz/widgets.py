@@ -1,4 +1,5 @@
-"""Jupyter widgets: thin live wrappers around the pure figures of `workbench.viz.attention`.
+"""Jupyter widgets: thin live wrappers around the pure figures of `workbench.viz.attention` and
+`workbench.viz.interpret`.
 
 Widgets need a running kernel and are blank in static HTML exports, so a notebook shows a
 static figure (e.g. `attention_explorer_figure`) beside each widget. Needs ipywidgets and
@@ -22,6 +23,9 @@ class AttentionExplorer(widgets.VBox):
     Changing the text or the model captures attention again (`capture.attention_for`);
     moving a slider only redraws. The slider ranges follow the chosen model's shape.
 
+    `head_table` (optional): one row per (layer, head) of numbers to show in the title for the
+    head on screen, e.g. its ablation effect and induction score (06_interpretability).
+
     Attributes:
         text_box, model_dropdown, layer_slider, head_slider: the controls.
         figure_widget: the `go.FigureWidget` heatmap (one Heatmap trace).
@@ -29,10 +33,11 @@ class AttentionExplorer(widgets.VBox):
         result: the current `AttentionResult`.
     """
 
-    def __init__(self, models: dict[str, tuple], text: str):
+    def __init__(self, models: dict[str, tuple], text: str, head_table=None):
         if not models:
             raise ValueError("no models given; pass {'name': (model, tokenizer), ...}")
         self.models = models
+        self.head_table = head_table.set_index(["layer", "head"]) if head_table is not None else None
         self.result: AttentionResult | None = None
         self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
                                      layout=widgets.Layout(width="90%"))
@@ -68,8 +73,11 @@ class AttentionExplorer(widgets.VBox):
         if self.result is None:
             return
         l, h = self.layer_slider.value, self.head_slider.value
-        fig = attention_heatmap(self.result.head(l, h), self.result.tokens,
-                                title=f"{self.result.model_name}: layer {l}, head {h}")
+        title = f"{self.result.model_name}: layer {l}, head {h}"
+        if self.head_table is not None and (l, h) in self.head_table.index:
+            numbers = self.head_table.loc[(l, h)]
+            title += " · " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items() if isinstance(v, (int, float)))
+        fig = attention_heatmap(self.result.head(l, h), self.result.tokens, title=title)
         trace = fig.data[0].to_plotly_json()
         trace.pop("type")
         with self.figure_widget.batch_update():
@@ -77,6 +85,48 @@ class AttentionExplorer(widgets.VBox):
             self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
 
 
-def attention_explorer(models: dict[str, tuple], text: str) -> AttentionExplorer:
+def attention_explorer(models: dict[str, tuple], text: str, head_table=None) -> AttentionExplorer:
     """An `AttentionExplorer` widget over `models` ({"name": (model, tokenizer)}), starting on `text`."""
-    return AttentionExplorer(models, text)
+    return AttentionExplorer(models, text, head_table)
+
+
+class LogitLensExplorer(widgets.VBox):
+    """A text box over a live logit-lens figure (`viz.interpret.logit_lens_figure`) of one GPT.
+
+    Attributes:
+        text_box, status (errors such as characters the tokenizer does not know),
+        figure_widget (one Heatmap trace), top and prob (the current tables).
+    """
+
+    def __init__(self, model, tokenizer, text: str):
+        self.model, self.tokenizer = model, tokenizer
+        self.top = self.prob = None
+        self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
+                                     layout=widgets.Layout(width="90%"))
+        self.status = widgets.HTML()
+        self.figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
+        self._draw()
+        self.text_box.observe(self._draw, names="value")
+        super().__init__([self.text_box, self.status, self.figure_widget])
+
+    def _draw(self, change=None) -> None:
+        from ..interpret import logit_lens_top_tokens
+        from .interpret import logit_lens_figure
+
+        try:
+            self.top, self.prob = logit_lens_top_tokens(self.model, self.tokenizer, self.text_box.value)
+        except ValueError as e:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
+        self.status.value = ""
+        fig = logit_lens_figure(self.top, self.prob)
+        trace = fig.data[0].to_plotly_json()
+        trace.pop("type")
+        with self.figure_widget.batch_update():
+            self.figure_widget.data[0].update(trace, overwrite=True)
+            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+
+
+def logit_lens_explorer(model, tokenizer, text: str) -> LogitLensExplorer:
+    """A `LogitLensExplorer` widget of a GPT, starting on `text`."""
+    return LogitLensExplorer(model, tokenizer, text)

@@ -1,0 +1,306 @@
+"""Looking inside, causally: which heads matter, induction heads, and the logit lens.
+
+The attention figures (`workbench.viz.attention`) show where each head looks; this module asks
+what the model does with it, through the GPT's named taps (`GPT.hooks`, `GPT.run_with_cache`):
+
+- head ablation: replace one head's output (`attn.hook_z`) by zeros or by its mean over held-out
+  positions and measure how much the held-out loss rises (nats/token) — "is important" — beside
+  the pattern statistics of `head_summary` — "looks important";
+- induction heads (Olsson et al. 2022, "In-context Learning and Induction Heads"): on random
+  tokens repeated twice, a head that attends from a token in the second copy to the token that
+  followed its first occurrence, and the loss on the second copy against the first;
+- the logit lens (nostalgebraist 2020): each layer's residual stream decoded through the final
+  LayerNorm and `lm_head`, as if the model stopped there.
+
+Functions take a GPT and token ids and return tensors or DataFrames; `workbench.viz.interpret`
+draws them. Layers of the logit lens are counted in blocks applied: depth 0 is the embeddings,
+depth n_layer the model's own output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from .model import GPT
+
+ABLATIONS = ("zero", "mean")
+STATISTICS = ("entropy", "prev_token", "first_token", "self_token")
+
+
+# ---------------------------------------------------------------- held-out text
+def heldout_windows(ids, block_size: int, n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n_windows` non-overlapping windows of held-out ids, evenly spread over the text.
+
+    Args:
+        ids: 1-D token ids (array, memmap, list or tensor), at least block_size + 1 of them.
+        block_size: tokens of input per window.
+        n_windows: how many windows (fewer if the text holds fewer).
+    Returns:
+        (x, y), each (n, block_size) int64: inputs and their next tokens.
+    """
+    ids = np.asarray(ids.numpy() if isinstance(ids, torch.Tensor) else ids)
+    available = (len(ids) - 1) // block_size
+    if available < 1 or n_windows < 1:
+        raise ValueError(f"{len(ids)} ids make {available} windows of {block_size + 1}; "
+                         f"pass a longer text or a smaller block_size (and n_windows >= 1)")
+    starts = np.linspace(0, available - 1, min(n_windows, available)).round().astype(int) * block_size
+    pos = starts[:, None] + np.arange(block_size)  # (n, T)
+    return (torch.from_numpy(ids[pos].astype(np.int64)), torch.from_numpy(ids[pos + 1].astype(np.int64)))
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
+
+
+# ---------------------------------------------------------------- head ablation
+def head_means(model: GPT, x: torch.Tensor) -> torch.Tensor:
+    """Each head's output averaged over every position of x: (n_layer, n_head, head_size)."""
+    names = [f"transformer.h.{l}.attn.hook_z" for l in range(model.config.n_layer)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x, names)
+    return torch.stack([cache[n].mean(dim=(0, 1)) for n in names])  # (B, T, nh, hs) -> (nh, hs) per layer
+
+
+def ablate_head(head: int, value: torch.Tensor | float = 0.0):
+    """A hook for `attn.hook_z` (B, T, nh, hs) that replaces head `head`'s output by `value` ((hs,) or a number)."""
+    def hook(z: torch.Tensor, point) -> torch.Tensor:
+        z = z.clone()
+        z[:, :, head] = value
+        return z
+    return hook
+
+
+@torch.no_grad()
+def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[str] = ABLATIONS) -> pd.DataFrame:
+    """The held-out loss with each head ablated in turn, against the intact model.
+
+    Zero ablation removes the head's output; mean ablation replaces it by its average over the
+    positions of x (what the head says "on average", so only its position-specific message is
+    lost; the usual, gentler test).
+
+    Args:
+        model: a GPT (put in eval mode).
+        x, y: (B, T) inputs and next tokens, e.g. from `heldout_windows`.
+        kinds: any of "zero", "mean".
+    Returns:
+        one row per (layer, head): base_loss and, per kind, `{kind}_loss` and `{kind}_delta`
+        (loss rise in nats/token over the intact model).
+    """
+    unknown = [k for k in kinds if k not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation {unknown[0]!r}; use kinds from {ABLATIONS}")
+    model.eval()
+    base = _loss(model(x)[0], y)
+    means = head_means(model, x) if "mean" in kinds else None
+    rows = []
+    for l in range(model.config.n_layer):
+        for h in range(model.config.n_head):
+            row = {"layer": l, "head": h, "base_loss": base}
+            for kind in kinds:
+                value = 0.0 if kind == "zero" else means[l, h]
+                with model.hooks([(f"transformer.h.{l}.attn.hook_z", ablate_head(h, value))]):
+                    loss = _loss(model(x)[0], y)
+                row[f"{kind}_loss"], row[f"{kind}_delta"] = loss, loss - base
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def pattern_statistics(model: GPT, x: torch.Tensor) -> pd.DataFrame:
+    """`viz.head_summary`'s pattern statistics of every head, averaged over the windows of x.
+
+    Args:
+        model: a GPT; x: (B, T) token ids, e.g. the held-out windows the ablation used.
+    Returns:
+        one row per (layer, head): entropy, prev_token, first_token, self_token.
+    """
+    from .viz.attention import head_summary
+
+    model.eval()
+    _, cache = model.run_with_cache(x, lambda n: n.endswith("hook_pattern"))
+    A = torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"] for l in range(model.config.n_layer)], 1)
+    per_window = [head_summary(a) for a in A]  # A: (B, n_layer, nh, T, T)
+    return pd.concat(per_window).groupby(["layer", "head"], as_index=False).mean()
+
+
+def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
+                      statistics: Sequence[str] = STATISTICS) -> pd.DataFrame:
+    """Spearman rank correlation, over heads, between an ablation effect and each pattern statistic.
+
+    Args:
+        table: one row per head with `effect` and the statistics (`head_ablation` merged with
+            `viz.head_summary` on layer and head).
+    Returns:
+        one row per statistic: spearman (NaN when a column is constant).
+    """
+    missing = [c for c in (effect, *statistics) if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing; merge head_ablation with viz.head_summary on layer, head")
+    ranks = table[[effect, *statistics]].rank()
+    return pd.DataFrame({"statistic": list(statistics),
+                         "spearman": [ranks[effect].corr(ranks[s]) for s in statistics]})
+
+
+# ---------------------------------------------------------------- induction heads
+def repeated_tokens(vocab_size: int, length: int, batch: int, seed: int = 0) -> torch.Tensor:
+    """Random token sequences repeated twice: (batch, 2 * length), row[i + length] == row[i]."""
+    if length < 2 or vocab_size < 2:
+        raise ValueError(f"need length >= 2 and vocab_size >= 2, got {length}, {vocab_size}")
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(0, vocab_size, (batch, length), generator=g)
+    return torch.cat([first, first], dim=1)
+
+
+@torch.no_grad()
+def induction_scores(model: GPT, idx: torch.Tensor) -> pd.DataFrame:
+    """Per head, the mean attention from each token of the second copy to the token after its first
+    occurrence: query length + i looks at key i + 1 (for a sequence from `repeated_tokens`).
+
+    Args:
+        model: a GPT; idx: (B, 2L) repeated sequences, 2L <= block_size.
+    Returns:
+        one row per (layer, head): induction_score in [0, 1] (1: all weight on the induction target).
+    """
+    B, T2 = idx.shape
+    L = T2 // 2
+    if T2 % 2 or not torch.equal(idx[:, :L], idx[:, L:]):
+        raise ValueError("idx must be sequences repeated twice; build them with repeated_tokens")
+    model.eval()
+    _, cache = model.run_with_cache(idx, lambda n: n.endswith("hook_pattern"))
+    rows = []
+    for l in range(model.config.n_layer):
+        pattern = cache[f"transformer.h.{l}.attn.hook_pattern"]  # (B, nh, 2L, 2L)
+        # the diagonal offset L - 1 below the main one: entries (L + i, i + 1) for i = 0..L-1
+        score = pattern.diagonal(offset=-(L - 1), dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, 2))  # (nh,)
+        rows += [{"layer": l, "head": h, "induction_score": float(score[h])} for h in range(len(score))]
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def copy_losses(model: GPT, idx: torch.Tensor) -> dict[str, float]:
+    """Next-token loss (nats) on the first copy of repeated sequences and on the second.
+
+    The first copy is random, so its loss stays near log(vocab_size) whatever the model knows;
+    a model that copies in context predicts the second copy from the first.
+
+    Returns:
+        {"first_copy_loss": mean over targets 1..L-1, "second_copy_loss": over targets L+1..2L-1}
+        (the token at L is the one target neither copy predicts from its own context).
+    """
+    L = idx.size(1) // 2
+    model.eval()
+    ce = F.cross_entropy(model(idx[:, :-1])[0].transpose(1, 2).float(), idx[:, 1:], reduction="none")  # (B, 2L-1)
+    return {"first_copy_loss": ce[:, : L - 1].mean().item(), "second_copy_loss": ce[:, L:].mean().item()}
+
+
+def snapshot_steps(folder: str | Path) -> list[tuple[int, Path]]:
+    """The weight snapshots a `pretrain.WeightSnapshots` callback kept: (step, directory), by step."""
+    root = Path(folder)
+    found = [(int(p.name.split("-")[1]), p) for p in root.glob("step-*") if (p / "model.safetensors").is_file()]
+    return sorted(found)
+
+
+def load_snapshot(model: GPT, path: str | Path) -> GPT:
+    """`model` with the weights of the snapshot at `path` (same config), in eval mode."""
+    from .checkpoint import load_checkpoint
+
+    load_checkpoint(path).load_weights(model)
+    return model.eval()
+
+
+def induction_over_checkpoints(model: GPT, snapshots: Sequence[tuple[int, str | Path]],
+                               idx: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Induction scores and copy losses of every snapshot of a training run.
+
+    Args:
+        model: a GPT of the snapshots' config; its weights are replaced by each snapshot's in turn
+            (and left at the last one).
+        snapshots: (step, directory) pairs, e.g. `snapshot_steps(...)`.
+        idx: (B, 2L) repeated sequences.
+    Returns:
+        (scores: one row per (step, layer, head) with induction_score,
+         by_step: one row per step with first_copy_loss, second_copy_loss, max_induction_score).
+    """
+    if not snapshots:
+        raise ValueError("no snapshots given; train with pretrain.WeightSnapshots to keep weights at chosen steps")
+    scores, by_step = [], []
+    for step, path in snapshots:
+        load_snapshot(model, path)
+        s = induction_scores(model, idx).assign(step=step)
+        scores.append(s)
+        by_step.append({"step": step, **copy_losses(model, idx), "max_induction_score": s["induction_score"].max()})
+    return pd.concat(scores, ignore_index=True), pd.DataFrame(by_step)
+
+
+def first_step_above(scores: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """The heads whose induction score ever exceeds `threshold`, each with the first step it did."""
+    above = scores[scores["induction_score"] > threshold].sort_values("step")
+    return above.groupby(["layer", "head"], as_index=False).first()[["layer", "head", "step", "induction_score"]]
+
+
+# ---------------------------------------------------------------- logit lens
+def layer_labels(n_layer: int) -> list[str]:
+    """Names of the logit lens's depths: "embed", then "block 0" .. "block {n_layer-1}"."""
+    return ["embed"] + [f"block {l}" for l in range(n_layer)]
+
+
+@torch.no_grad()
+def logit_lens(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Logits read from the residual stream after each block: lm_head(ln_f(resid)).
+
+    Args:
+        model: a GPT; idx: (B, T) token ids.
+    Returns:
+        (n_layer + 1, B, T, vocab_size): depth 0 decodes the embeddings (`hook_resid_pre` of
+        block 0), depth d the output of block d - 1 (`hook_resid_post`); depth n_layer equals
+        the model's own logits.
+    """
+    n = model.config.n_layer
+    names = ["transformer.h.0.hook_resid_pre"] + [f"transformer.h.{l}.hook_resid_post" for l in range(n)]
+    model.eval()
+    _, cache = model.run_with_cache(idx, names)
+    return torch.stack([model.lm_head(model.transformer.ln_f(cache[name])) for name in names])
+
+
+@torch.no_grad()
+def logit_lens_metrics(model: GPT, x: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
+    """Next-token loss and accuracy of the logit lens at every depth, on held-out windows.
+
+    Returns:
+        one row per depth: depth, layer (label), loss (nats/token), accuracy (top-1 == next token).
+    """
+    lens = logit_lens(model, x)  # (D, B, T, V)
+    rows = []
+    for d, (label, logits) in enumerate(zip(layer_labels(model.config.n_layer), lens)):
+        rows.append({"depth": d, "layer": label, "loss": _loss(logits, y),
+                     "accuracy": (logits.argmax(-1) == y).float().mean().item()})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def logit_lens_top_tokens(model: GPT, tokenizer, text: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The top prediction of every depth at every position of a probe text.
+
+    Args:
+        model: a GPT; tokenizer: its tokenizer (`encode`, and `tokens` for display strings).
+        text: the probe; longer than block_size tokens, its last block_size are used.
+    Returns:
+        (top: the predicted tokens' display strings, prob: their probabilities), each indexed by
+        layer label with one column per position named "i:token" (the input token there; the
+        prediction is for position i + 1).
+    """
+    ids = tokenizer.encode(text)[-model.config.block_size:]
+    if not ids:
+        raise ValueError("the probe text encodes to no tokens; pass a non-empty text")
+    lens = logit_lens(model, torch.tensor([ids]))[:, 0]  # (D, T, V)
+    prob, top = lens.softmax(-1).max(-1)  # (D, T)
+    columns = [f"{i}:{tok}" for i, tok in enumerate(tokenizer.tokens(ids))]
+    index = layer_labels(model.config.n_layer)
+    return (pd.DataFrame([tokenizer.tokens(row.tolist()) for row in top], index=index, columns=columns),
+            pd.DataFrame(prob.numpy(), index=index, columns=columns))
