@@ -215,7 +215,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
-    result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
+    result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation,
+                       compile_generation=not args.no_generation_compile, hf=not args.no_hf)
     print(format_table(result))
     if args.json:
         write_json(Path(args.json), result)
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=50, help="measured iterations after warm-up")
     p.add_argument("--warmup", type=int, default=10, help="iterations left out of the measurement")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--no-generation-compile", action="store_true",
+                   help="time only the eager decode step (compiling it takes a minute or two)")
+    p.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate on the same weights")
     p.add_argument("--json", help="also write the figures to this JSON file")
     add_config_flags(p)
     p.set_defaults(func=cmd_bench)

@@ -16,6 +16,7 @@ one-at-a-time decoding give the same tokens (greedy).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -113,11 +114,11 @@ class Engine:
         was_training = model.training
         model.eval()
         try:
-            # every row's tokens so far, right-padded; lengths on the host too, to slide without a sync
+            # every row's tokens so far, right-padded; their lengths on the host decide slides without a sync
             lengths = [len(r) for r in rows]
-            tokens = torch.zeros(B, max(lengths) + max_new_tokens, dtype=torch.long, device=device)
-            for b, r in enumerate(rows):
-                tokens[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+            ends = torch.tensor(lengths, device=device)[:, None]  # (B, 1) the same, on the device
+            width = max(lengths) + max_new_tokens
+            tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
             logits = self._encode_windows(tokens, lengths)
             filled = [min(n, block) for n in lengths]  # cache slots in use per row
             positions = torch.tensor(filled, device=device)[:, None] - 1  # (B, 1) slot of each row's newest token
@@ -133,8 +134,8 @@ class Engine:
                         logits = self.step(model, self.cache(B), idx_next, positions)
                         filled = [n + 1 for n in filled]
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-                tokens.scatter_(1, torch.tensor(lengths, device=device)[:, None], idx_next)
-                lengths = [n + 1 for n in lengths]
+                tokens.scatter_(1, ends, idx_next)
+                ends, lengths = ends + 1, [n + 1 for n in lengths]
                 yield idx_next
                 if len(stops):
                     done |= torch.isin(idx_next, stops)
@@ -237,3 +238,32 @@ def generate_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tok
     for pieces in stream_text(engine, tokenizer, prompts, max_new_tokens, stop, stop_tokens, **sampling):
         texts = [t + p for t, p in zip(texts, pieces)]
     return texts
+
+
+INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+def inference_model(model: GPT, dtype: str = "auto") -> GPT:
+    """The model to generate with: its weights in the dtype decoding runs in (a copy unless float32).
+
+    Args:
+        dtype: "auto" (bfloat16 on CUDA, float32 elsewhere); "bfloat16": a bf16 copy of the weights,
+            so every matmul and the KV cache are bf16 (not autocast over fp32 weights, which
+            converts the weights again at every step); "int8": dynamic int8 quantization of the
+            Linear layers (`compress.quantize_int8`, CPU only; the quality cost shows in `evaluate`'s
+            compression table and in `bench`'s greedy-token agreement); "float32": the model itself.
+    """
+    device = model.lm_head.weight.device
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"unknown inference dtype {dtype!r}; choose auto, {', '.join(INFERENCE_DTYPES)}")
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ValueError("int8 dynamic quantization runs on the CPU only; use bfloat16 on CUDA, or --device cpu")
+        from .compress import quantize_int8
+
+        return quantize_int8(model)
+    if dtype == "bfloat16":
+        return copy.deepcopy(model).to(torch.bfloat16).eval()
+    return model if model.lm_head.weight.dtype == torch.float32 else copy.deepcopy(model).float().eval()
