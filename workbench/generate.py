@@ -71,6 +71,7 @@ class Engine:
                 torch._dynamo.mark_static_address(self._cache.v)
         return self._cache
 
+    @torch.no_grad()
     def prefill(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encode right-padded rows from position 0 into the cache; the logits after each row's last token.
 
