@@ -132,3 +132,21 @@ def test_bad_arguments_name_the_fix():
         engine.generate([[1, 2], []], 3)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         engine.generate([[1]], 3, temperature=-1)
+
+
+def test_decode_step_attends_only_to_each_rows_filled_slots():
+    """A hook on the pattern sees the whole cache (block_size keys); slots after a row's position weigh 0."""
+    from workbench.generate import decode_step
+
+    model = sharp()
+    engine = Engine(model)
+    engine.prefill(torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]]), torch.tensor([4, 2]))
+    seen = []
+    with model.hooks([("transformer.h.1.attn.hook_pattern", lambda p, hook: seen.append(p))]), torch.no_grad():
+        logits = decode_step(model, engine.cache(2), torch.tensor([[7], [8]]), torch.tensor([[4], [2]]))
+    (pattern,) = seen
+    assert pattern.shape == (2, 2, 1, 16) and torch.allclose(pattern.sum(-1), torch.ones(2, 2, 1))
+    assert pattern[0, :, 0, 5:].abs().max() == 0 and pattern[1, :, 0, 3:].abs().max() == 0
+    assert (pattern[0, :, 0, :5] > 0).all() and (pattern[1, :, 0, :3] > 0).all()
+    expected, _ = model(torch.tensor([[5, 6, 8]]))  # row 1 alone: its padding left no trace
+    assert torch.allclose(logits[1], expected[0, -1], atol=1e-5)

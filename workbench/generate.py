@@ -25,9 +25,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .model import GPT, KVCache, sample_next
 
 # The decode step attends with a mask, which flash attention does not take, so on CUDA it runs on
-# the memory-efficient kernel. cuDNN is left out on purpose: it builds an execution plan per key
-# length (a new plan for every token with a growing cache). On CPU the fused CPU kernel or the
-# math path serve.
+# the memory-efficient kernel (tests/test_cuda.py checks). cuDNN is left out on purpose: it builds
+# an execution plan per shape, which made a growing cache rebuild one for every token, and the step
+# should not depend on which kernel a heuristic prefers. On a CPU the fused CPU kernel serves.
 DECODE_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
@@ -165,9 +165,9 @@ class Engine:
         columns = list(self.stream(prompts, max_new_tokens, stop_tokens=stop_tokens, **sampling))
         if not columns:
             return [[] for _ in range(len(prompts))]
-        out = []
+        stops, out = set(stop_tokens), []
         for row in torch.cat(columns, dim=1).tolist():
-            cut = next((i for i, t in enumerate(row) if t in set(stop_tokens)), len(row))
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
             out.append(row[:cut])
         return out
 

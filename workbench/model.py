@@ -8,7 +8,8 @@ self-attention and an MLP, a final LayerNorm and a (tied) output projection.
 Looking inside goes through named taps, `HookPoint`s (as in TransformerLens): identity
 modules whose forward hooks see, and may replace, the tensor passing through. Their names
 are module paths; for block i (B batch, T positions, C = n_embd, nh heads of hs channels,
-T_k keys: T, or every cached position during generation):
+T_k keys: T; during generation the cached positions, or all block_size slots of the cache in
+`workbench.generate`'s fixed-shape decode step, the unfilled ones weighted 0):
 
     transformer.h.{i}.hook_resid_pre     (B, T, C)        residual stream into the block
     transformer.h.{i}.attn.hook_pattern  (B, nh, T, T_k)  attention weights after the softmax
