@@ -179,8 +179,9 @@ def test_compiled_cuda_graph_decode_equals_eager_and_does_not_recompile_over_200
 
 def test_bench_decoding_on_cuda_uses_bf16_weights_and_matches_hugging_face():
     from workbench.bench import decoding_figures
+    from workbench.generate import inference_model
 
-    d = decoding_figures(sharp_gpt(), lengths=(16, 32), batches=(1, 4), compile=True, hf=True)
+    d = decoding_figures(inference_model(sharp_gpt()), lengths=(16, 32), batches=(1, 4), compile=True, hf=True)
     assert d["inference_dtype"] == "bfloat16" and "int8" not in d
     assert {(r["mode"], r["batch"]) for r in d["rows"]} == {(m, b) for m in ("eager", "compiled") for b in (1, 4)}
     assert all(r["decode_tokens_per_s"] > 0 for r in d["rows"])

@@ -155,19 +155,21 @@ def hf_generate_speed(model: GPT, new_tokens: int, prompt_len: int = PROMPT_LEN,
 
 def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: Sequence[int] = GEN_BATCHES,
                      compile: bool = True, hf: bool = True, int8: bool | None = None) -> dict[str, Any]:
-    """The engine's decoding speed in the inference dtype (`generate.inference_model`), eager and compiled,
-    at every batch size and length; Hugging Face `generate` on the same weights at batch 1; int8 on a CPU.
+    """The engine's decoding speed, eager and compiled, at every batch size and length; Hugging Face
+    `generate` on the same weights at batch 1; int8 on a CPU.
 
+    Args:
+        model: the GPT in the dtype to decode in (`generate.inference_model`: bf16 weights on CUDA).
+        int8: also time an int8-quantized copy of a float32 model (None: on a CPU).
     Returns:
         {"rows": one dict per (mode, batch, new_tokens): ttft_ms, prefill/decode/overall tokens_per_s;
          "hf": per length, HF tokens/s, ours (the fastest mode), the ratio and the share of greedy
          tokens that agree; "int8": batch-1 tokens/s and greedy agreement with the float model}.
     """
-    device = model.lm_head.weight.device
-    fast = inference_model(model)
-    engines = {"eager": Engine(fast, compile=False)}
+    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    engines = {"eager": Engine(model, compile=False)}
     if compile:
-        engines["compiled"] = Engine(fast, compile=True)
+        engines["compiled"] = Engine(model, compile=True)
     rows, ours = [], {}
     for mode, engine in engines.items():
         for batch in batches:
@@ -176,18 +178,18 @@ def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: 
                 if batch == 1:
                     ours.setdefault(n, []).append(r)
                 rows.append({"mode": mode, **{k: v for k, v in r.items() if k != "tokens"}})
-    out: dict[str, Any] = {"inference_dtype": str(fast.lm_head.weight.dtype).removeprefix("torch."), "rows": rows}
+    out: dict[str, Any] = {"inference_dtype": str(dtype).removeprefix("torch."), "rows": rows}
     layout = (model.config.pos_encoding, model.config.activation, model.config.tie_weights)
     if hf and 1 in batches and layout == ("learned", "gelu", True):
         out["hf"] = []
         for n in lengths:
-            theirs = hf_generate_speed(fast, n)
+            theirs = hf_generate_speed(model, n)
             best = max(ours[n], key=lambda r: r["tokens_per_s"])
             out["hf"].append({"new_tokens": n, "hf_tokens_per_s": theirs["tokens_per_s"],
                               "ours_tokens_per_s": best["tokens_per_s"],
                               "ratio": best["tokens_per_s"] / theirs["tokens_per_s"],
                               "token_agreement": (theirs["tokens"] == best["tokens"]).float().mean().item()})
-    if (int8 if int8 is not None else device.type == "cpu") and 1 in batches:
+    if (int8 if int8 is not None else device.type == "cpu") and 1 in batches and dtype == torch.float32:
         n = min(lengths)
         quantized = engine_speed(Engine(inference_model(model, "int8"), compile=False), 1, n)
         reference = ours[n][0]  # the eager engine in the inference dtype (float32 on a CPU)
