@@ -120,10 +120,11 @@ def test_compiled_decode_equals_eager_and_does_not_recompile_over_200_tokens():
 
 def test_kv_cache_reorder_keeps_the_chosen_rows_in_place():
     cache = KVCache(ModelConfig(**TINY), 3, "cpu", torch.float32)
-    cache.k.copy_(torch.arange(3.0)[None, :, None, None, None].expand_as(cache.k))
-    k = cache.k
+    for buffer in (*cache.k, *cache.v):
+        buffer.copy_(torch.arange(3.0)[:, None, None, None].expand_as(buffer))
+    k = cache.k[1]
     cache.reorder(torch.tensor([2, 2, 0]))
-    assert cache.k is k and cache.k[:, :, 0, 0, 0].tolist() == [[2.0, 2.0, 0.0]] * 2
+    assert cache.k[1] is k and [b[:, 0, 0, 0].tolist() for b in (*cache.k, *cache.v)] == [[2.0, 2.0, 0.0]] * 4
 
 
 def test_bad_arguments_name_the_fix():

@@ -137,11 +137,18 @@ def hf_generate_speed(model: GPT, new_tokens: int, prompt_len: int = PROMPT_LEN,
     Returns tokens/s (new_tokens over the whole call, prefill included) and the tokens (1, new_tokens).
     """
     from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
     device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export_hf(tmp)
-        hf = GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(device).eval()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no loading bar between the table's lines
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.export_hf(tmp)
+            hf = GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(device).eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=g).to(device)
     kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, pad_token_id=0)

@@ -59,16 +59,17 @@ class Engine:
         self.step = decode_step
         if self.compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self.step = torch.compile(decode_step, mode=mode, fullgraph=True)
+            # dynamic=False: one graph per batch size, never a slower shape-generic one
+            self.step = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
         self._cache: KVCache | None = None
 
     def cache(self, batch_size: int) -> KVCache:
         """The engine's cache for this batch size, kept between calls (a compiled step is traced with it)."""
-        if self._cache is None or self._cache.k.size(1) != batch_size:
+        if self._cache is None or self._cache.k[0].size(0) != batch_size:
             self._cache = KVCache(self.model.config, batch_size, self.device, self.model.lm_head.weight.dtype)
             if self.compile:  # the step writes the cache in place: same addresses on every replay
-                torch._dynamo.mark_static_address(self._cache.k)
-                torch._dynamo.mark_static_address(self._cache.v)
+                for buffer in (*self._cache.k, *self._cache.v):
+                    torch._dynamo.mark_static_address(buffer)
         return self._cache
 
     @torch.no_grad()

@@ -134,7 +134,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 class KVCache:
     """Keys and values of every layer, preallocated to block_size, so decoding never reallocates.
 
-    k, v: (n_layer, B, n_head, block_size, head_size). Two ways to fill it:
+    k[layer], v[layer]: (B, n_head, block_size, head_size), one tensor per layer (a compiled step
+    then writes each in place; slices of one shared tensor would be copied whole). Two ways to fill it:
     - growing (a prompt's prefill, beam search, the encoder-decoder's decoder): `update(layer, k, v)`
       writes after the `pos` filled positions and returns the filled part; the model advances `pos`.
     - fixed-shape (the decode step of `workbench.generate`): `write(layer, k, v, positions)` writes
@@ -143,18 +144,17 @@ class KVCache:
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, device, dtype):
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.pos = 0
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far."""
-        T = k.size(2)
-        self.k[layer, :, :, self.pos : self.pos + T] = k
-        self.v[layer, :, :, self.pos : self.pos + T] = v
-        end = self.pos + T
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor,
               positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,15 +163,16 @@ class KVCache:
         The positions are a tensor, not a Python int, so the step's shapes and code are the same
         at every position (a compiled step is traced once).
         """
-        index = positions[:, None, :, None].expand_as(k)  # (B, nh, T, hs)
-        self.k[layer].scatter_(2, index, k)
-        self.v[layer].scatter_(2, index, v)
+        rows = torch.arange(k.size(0), device=k.device)[:, None]  # (B, 1), with positions: (B, T) index pairs
+        # an index_put_ (not scatter_), which a compiled step performs in place on the cache
+        self.k[layer][rows, :, positions] = k.transpose(1, 2)  # values (B, T, nh, hs)
+        self.v[layer][rows, :, positions] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep the rows (batch entries) at indices `rows` (B,), in that order, in place (beam search)."""
-        self.k.copy_(self.k.index_select(1, rows))
-        self.v.copy_(self.v.index_select(1, rows))
+        for buffer in (*self.k, *self.v):
+            buffer.copy_(buffer.index_select(0, rows))
 
 
 class CausalSelfAttention(nn.Module):
