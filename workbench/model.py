@@ -309,11 +309,11 @@ class GPT(nn.Module):
         cache at those slots (the fixed-shape decode step; `cache.pos` is left alone).
         """
         B, T = idx.size()
-        if positions is None:
+        if positions is None:  # training, or a growing cache: T consecutive positions from start
             start = cache.pos if cache is not None else 0
             assert start + T <= self.config.block_size, f"sequence of {start + T} exceeds block_size"
             pos = slice(start, start + T)
-        else:
+        else:  # the fixed-shape decode step: each row's own positions
             pos = positions  # (B, T)
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.config.pos_encoding == "learned":
@@ -322,9 +322,9 @@ class GPT(nn.Module):
         elif self.config.pos_encoding == "sinusoidal":
             x = x + self.pe[pos]
         rope = None
-        if self.config.pos_encoding == "rope":  # (T, hs), or (B, 1, T, hs) per row
-            rope = (self.rope_cos[pos], self.rope_sin[pos]) if positions is None else \
-                (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])
+        if self.config.pos_encoding == "rope":
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs), or (B, T, hs) per row
+            rope = (cos, sin) if positions is None else (cos[:, None], sin[:, None])  # broadcast over heads
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, rope, cache, layer, positions)
