@@ -133,8 +133,10 @@ class Engine:
                         positions = torch.tensor(filled, device=device)[:, None] - 1
                     else:
                         positions = positions + 1
-                        logits = self.step(model, self.cache(B), idx_next, positions)
                         filled = [n + 1 for n in filled]
+                        # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
+                        cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
+                        logits = self.step(model, cache, idx_next, positions)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 tokens.scatter_(1, ends, idx_next)
                 ends, lengths = ends + 1, [n + 1 for n in lengths]

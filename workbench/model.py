@@ -34,6 +34,7 @@ bidirectional and cross-attention too). It has two paths that compute the same t
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -168,6 +169,13 @@ class KVCache:
         self.k[layer][rows, :, positions] = k.transpose(1, 2)  # values (B, T, nh, hs)
         self.v[layer][rows, :, positions] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
+
+    def prefix(self, n: int) -> KVCache:
+        """The first n slots of every layer as a cache of its own, sharing this one's memory (writes go
+        through). An eager decode step attends over `prefix(filled + 1)` instead of all block_size slots."""
+        view = copy.copy(self)
+        view.k, view.v = [b[:, :, :n] for b in self.k], [b[:, :, :n] for b in self.v]
+        return view
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep the rows (batch entries) at indices `rows` (B,), in that order, in place (beam search)."""
