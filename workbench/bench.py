@@ -145,7 +145,7 @@ def hf_generate_speed(model: GPT, new_tokens: int, prompt_len: int = PROMPT_LEN,
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model.export_hf(tmp)
-            hf = GPT2LMHeadModel.from_pretrained(tmp, dtype=dtype).to(device).eval()
+            hf = GPT2LMHeadModel.from_pretrained(tmp).to(device=device, dtype=dtype).eval()
     finally:
         if bar:
             hf_logging.enable_progress_bar()
