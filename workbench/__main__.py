@@ -205,7 +205,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .bench import format_table, run_bench
+    from .bench import format_table, loss_memory, run_bench
     from .checkpoint import write_json
 
     config = config_from_args(args)
@@ -213,6 +213,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     config = replace(config, model=replace(config.model, vocab_size=vocab))
     result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation,
                        compile_generation=not args.no_generation_compile, hf=not args.no_hf)
+    if args.loss_memory:
+        result.update(loss_memory(config))
     print(format_table(result))
     if args.json:
         write_json(Path(args.json), result)
@@ -284,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-generation-compile", action="store_true",
                    help="time only the eager decode step (compiling it takes a minute or two)")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate on the same weights")
+    p.add_argument("--loss-memory", action="store_true",
+                   help="also measure the step's peak memory with the chunked loss and with full logits")
     p.add_argument("--json", help="also write the figures to this JSON file")
     add_config_flags(p)
     p.set_defaults(func=cmd_bench)

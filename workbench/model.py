@@ -50,7 +50,8 @@ from .config import ModelConfig
 class HookPoint(nn.Module):
     """An identity tap: hooks registered on it see the tensor passing through and may replace it.
 
-    `name` is its module path in the GPT (set by `GPT.__init__`), e.g. "transformer.h.0.attn.hook_z".
+    `name` is its module path in the model (set by `HookedModule.name_hook_points`),
+    e.g. "transformer.h.0.attn.hook_z".
     """
 
     def __init__(self):
@@ -260,7 +261,78 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
-class GPT(nn.Module):
+class HookedModule(nn.Module):
+    """What every model with `HookPoint` taps shares: their names, `hooks`, and keeping what they see.
+
+    A subclass builds its modules, then calls `name_hook_points()`; its `run_with_cache` says which
+    inputs its forward takes and calls `_run_with_cache(names, *inputs)`. Used by `GPT` and by
+    `workbench.seq2seq.Seq2Seq`.
+    """
+
+    def name_hook_points(self) -> None:
+        """Give every tap its module path as `name` (call once, after building the modules)."""
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every tap by name, in forward order (each model's module docstring lists them)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]] = ()):
+        """Run the `with` block with forward hooks on named taps; they are removed on exit, even on error.
+
+        Each hook is called as `fn(tensor, hook)` with the tensor passing through the tap and the
+        HookPoint (`hook.name` says which); returning a tensor of the same shape replaces it
+        downstream (e.g. zeros in one head's slice of `attn.hook_z` ablate that head), returning
+        None leaves it. A hook on `attn.hook_pattern` switches that layer to the explicit path.
+
+        >>> with model.hooks([("transformer.h.0.attn.hook_z", lambda z, hook: z * 0)]):
+        ...     logits, _ = model(idx)
+
+        Args:
+            fwd_hooks: (name, fn) pairs; a name may appear more than once (hooks run in order).
+        Raises:
+            ValueError: for a name that is not a tap; no hook is added then.
+        """
+        fwd_hooks = list(fwd_hooks)
+        points = self.hook_points()
+        unknown = [name for name, _ in fwd_hooks if name not in points]
+        if unknown:
+            raise ValueError(f"unknown hook name {unknown[0]!r}; valid names look like "
+                             f"{', '.join(list(points)[:3])}, ... ({len(points)} in all: list(model.hook_points()))")
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                handles.append(points[name].register_forward_hook(
+                    lambda module, args, output, fn=fn: fn(output, module)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _run_with_cache(self, names: Iterable[str] | Callable[[str], bool] | str | None, *inputs):
+        """Run `self(*inputs)` through the model's own forward (so wrappers such as FSDP still gather
+        the weights) and keep what the named taps saw: (forward's output, {name: detached tensor}).
+        `names`: None for all taps, a list of names, or a predicate on names."""
+        if isinstance(names, str):
+            names = [names]
+        elif names is None:
+            names = list(self.hook_points())
+        elif callable(names):
+            names = [name for name in self.hook_points() if names(name)]
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(x, hook):
+            cache[hook.name] = x.detach()
+
+        with self.hooks([(name, keep) for name in names]):
+            output = self(*inputs)
+        return output, cache
+
+
+class GPT(HookedModule):
     """GPT decoder. `forward(idx, targets=None) -> (logits (B, T, vocab), loss or None)`.
 
     The tapped tensors are read with `run_with_cache` and read or replaced with `hooks`.
@@ -288,9 +360,8 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self.hook_ln_f = HookPoint()
-        for name, module in self.named_modules():
-            if isinstance(module, HookPoint):
-                module.name = name
+        self.chunked_loss = True  # training loss without full logits (forward); False only to compare
+        self.name_hook_points()
 
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
         # so the residual stream's variance does not grow with depth.
@@ -343,59 +414,30 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         """Logits for every position, and the loss when targets are given.
 
+        While training with targets (`model.train()` and autograd on), the loss comes from
+        `chunked_cross_entropy`, which never holds the full (B, T, vocab) logits, and the logits
+        returned are None (as Liger's fused linear cross-entropy does); in eval mode, or without
+        targets, the logits are computed in full.
+
         Args:
             idx: (B, T) token ids, T <= block_size.
             targets: (B, T) next-token ids; -1 marks positions to ignore.
         Returns:
-            (logits (B, T, vocab_size), loss scalar or None).
+            (logits (B, T, vocab_size) or None, loss scalar or None).
         """
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"input of length {T} exceeds block_size={self.config.block_size}; crop the input")
-        logits = self.lm_head(self.hidden_states(idx))
+        x = self.hidden_states(idx)  # (B, T, C)
+        if targets is not None and self.chunked_loss and self.training and torch.is_grad_enabled():
+            return None, chunked_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     # -------------------------------------------------------------------- hooks
-    def hook_points(self) -> dict[str, HookPoint]:
-        """Every tap by name, in forward order (the names are listed in the module docstring)."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
-
-    @contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]] = ()):
-        """Run the `with` block with forward hooks on named taps; they are removed on exit, even on error.
-
-        Each hook is called as `fn(tensor, hook)` with the tensor passing through the tap and the
-        HookPoint (`hook.name` says which); returning a tensor of the same shape replaces it
-        downstream (e.g. zeros in one head's slice of `attn.hook_z` ablate that head), returning
-        None leaves it. A hook on `attn.hook_pattern` switches that layer to the explicit path.
-
-        >>> with model.hooks([("transformer.h.0.attn.hook_z", lambda z, hook: z * 0)]):
-        ...     logits, _ = model(idx)
-
-        Args:
-            fwd_hooks: (name, fn) pairs; a name may appear more than once (hooks run in order).
-        Raises:
-            ValueError: for a name that is not a tap; no hook is added then.
-        """
-        fwd_hooks = list(fwd_hooks)
-        points = self.hook_points()
-        unknown = [name for name, _ in fwd_hooks if name not in points]
-        if unknown:
-            raise ValueError(f"unknown hook name {unknown[0]!r}; valid names look like "
-                             f"{', '.join(list(points)[:3])}, ... ({len(points)} in all: list(model.hook_points()))")
-        handles = []
-        try:
-            for name, fn in fwd_hooks:
-                handles.append(points[name].register_forward_hook(
-                    lambda module, args, output, fn=fn: fn(output, module)))
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-
     def run_with_cache(self, idx, names: Iterable[str] | Callable[[str], bool] | None = None):
         """Run the model on idx and keep what the named taps saw.
 
@@ -410,19 +452,7 @@ class GPT(nn.Module):
             (logits (B, T, vocab_size), cache {name: detached tensor}, shapes as in the module
             docstring with T_k = T).
         """
-        if isinstance(names, str):
-            names = [names]
-        elif names is None:
-            names = list(self.hook_points())
-        elif callable(names):
-            names = [name for name in self.hook_points() if names(name)]
-        cache: dict[str, torch.Tensor] = {}
-
-        def keep(x, hook):
-            cache[hook.name] = x.detach()
-
-        with self.hooks([(name, keep) for name in names]):
-            logits, _ = self(idx)
+        (logits, _), cache = self._run_with_cache(names, idx)
         return logits, cache
 
     # --------------------------------------------------------------- generation
@@ -520,6 +550,59 @@ class GPT(nn.Module):
         )
         hf_config.to_json_file(str(out / "config.json"))
         return out
+
+
+LOSS_CHUNK_ELEMENTS = 2**24  # logits held at once by chunked_cross_entropy: 64 MB in fp32
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (h @ Wᵀ) and both its gradients, computed chunk by chunk of rows.
+
+    The forward pass also computes d loss/d h and d loss/d W (softmax − one-hot, times h or W), so
+    only one chunk of logits exists at a time and backward just scales the stored gradients:
+    the same matmuls as the plain path (no recomputation), a fraction of its memory.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk_rows: int):
+        valid = targets != -1
+        n_valid = valid.sum().clamp(min=1)
+        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums in fp32 at least
+        loss = torch.zeros((), device=h.device, dtype=acc)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
+        for start in range(0, h.size(0), chunk_rows):
+            h_c, ok = h[start : start + chunk_rows], valid[start : start + chunk_rows]
+            target = targets[start : start + chunk_rows].clamp(min=0)[:, None]  # (n, 1)
+            logits = (h_c @ weight.t()).to(acc)  # (n, V)
+            lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
+            loss = loss + ((lse - logits.gather(1, target)).squeeze(1) * ok).sum()
+            grad = (logits - lse).exp_()  # softmax, in place of the logits
+            grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
+            grad = (grad * (ok / n_valid)[:, None]).to(h_c.dtype)  # d mean loss / d logits, (n, V)
+            grad_h[start : start + chunk_rows] = grad @ weight.to(grad.dtype)  # (n, C)
+            grad_w += grad.t() @ h_c  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return loss / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
+
+
+def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk_rows: int | None = None) -> torch.Tensor:
+    """`F.cross_entropy(h @ weight.T, targets, ignore_index=-1)` without materialising all logits.
+
+    Args:
+        h: (N, C) final hidden states; weight: (V, C) output layer; targets: (N,), -1 = ignore.
+        chunk_rows: rows per chunk; default keeps LOSS_CHUNK_ELEMENTS logits at a time.
+    Returns:
+        scalar mean loss over the targets that are not -1 (differentiable in h and weight).
+    """
+    chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.size(0))
+    return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_rows)
 
 
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator=None):
