@@ -227,6 +227,9 @@ def test_sample_ends_at_a_stop_string(trained):
     code, stopped, err = cli(*args, "--stop", stop, "--stop", "\x00never")
     assert code == 0, err
     assert stopped == "KING:" + continuation[: continuation.find(stop)] + "\n"
+    code, quantized, err = cli(*args, "--dtype", "int8")  # int8 weights decode (close to) the same text
+    assert code == 0, err
+    assert quantized.startswith("KING:") and len(quantized) == len(full)
 
 
 def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained):
