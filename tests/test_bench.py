@@ -10,8 +10,10 @@ import torch
 
 from workbench import bench
 from workbench.__main__ import main
-from workbench.bench import generation_speed, peak_matmul_flops, run_bench
+from workbench.bench import (decoding_figures, engine_speed, format_table, generation_speed, peak_matmul_flops,
+                             run_bench)
 from workbench.config import ModelConfig, preset
+from workbench.generate import Engine
 from workbench.model import GPT
 
 
@@ -46,12 +48,17 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
         generated.append((model.config.block_size, new_tokens, use_cache))
         return 400.0 if use_cache else 100.0
 
-    generated = []
+    def decoding(model, compile, hf):
+        decoded.append((model.config.block_size, model.lm_head.weight.dtype, compile, hf))
+        return {"rows": []}
+
+    generated, decoded = [], []
     monkeypatch.setattr(bench, "get_batch", get_batch)
     monkeypatch.setattr(bench, "peak_matmul_flops", peak)
     monkeypatch.setattr(bench, "generation_speed", generation)
+    monkeypatch.setattr(bench, "decoding_figures", decoding)
     config = preset("smoke", model={"vocab_size": 65}, train={"device": "cpu", "grad_accum": 2})
-    r = run_bench(config, iters=3, warmup=4)
+    r = run_bench(config, iters=3, warmup=4, hf=False)
     assert len(drawn) == 2 * (4 + 3)
     assert r["ms_per_iter"] == pytest.approx(20.0)  # the median of the 3 measured steps, warm-up left out
     assert r["tokens_per_iter"] == 2 * 8 * 32 and r["tokens_per_s"] == pytest.approx(512 / 0.020)
@@ -63,6 +70,7 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
     assert generated == [(528, 128, True), (528, 128, False), (528, 512, True), (528, 512, False)]
     assert r["gen128_cached_tokens_per_s"] == 400 and r["gen512_uncached_tokens_per_s"] == 100
     assert r["gen128_cache_speedup"] == r["gen512_cache_speedup"] == 4.0
+    assert decoded == [(528, torch.float32, True, False)] and r["decoding"] == {"rows": []}
 
 
 def test_matmul_peak_and_generation_speed_follow_from_their_clocks(monkeypatch):
@@ -123,3 +131,50 @@ def test_tap_overhead_compares_the_two_builds_alternately(monkeypatch):
     assert calls == [False, True, False, True]
     assert result["taps_unused_ms_per_iter"] == 12.6 and result["no_taps_ms_per_iter"] == 12.0
     assert result["ratio"] == pytest.approx(1.05)
+
+
+def sharp_gpt(**kw) -> GPT:
+    """A tiny GPT-2-layout model with large random weights: peaked logits, so no greedy near-ties."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{"vocab_size": 40, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16,
+                               "bias": False, **kw})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.5)
+    return model
+
+
+def test_engine_speed_splits_the_first_token_from_the_decode_steps(monkeypatch):
+    model = sharp_gpt()
+    engine = Engine(model)
+    monkeypatch.setattr(time, "perf_counter", FakeClock(tick=0.5))  # t0, first token, last token: 0.5 s apart
+    r = engine_speed(engine, batch=3, new_tokens=9, prompt_len=4)
+    assert r["ttft_ms"] == pytest.approx(500) and r["prefill_tokens_per_s"] == pytest.approx(3 * 4 / 0.5)
+    assert r["decode_tokens_per_s"] == pytest.approx(3 * 8 / 0.5) and r["tokens_per_s"] == pytest.approx(3 * 9 / 1.0)
+    prompts = torch.randint(0, 40, (3, 4), generator=torch.Generator().manual_seed(0))
+    assert r["tokens"].tolist() == engine.generate(prompts, 9, temperature=0)  # the same seeded prompts
+
+
+def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_hugging_face():
+    pytest.importorskip("transformers")
+    model = sharp_gpt()
+    d = decoding_figures(model, lengths=(4, 6), batches=(1, 2), compile=False, hf=True, int8=True)
+    assert d["inference_dtype"] == "float32"
+    assert [(r["mode"], r["batch"], r["new_tokens"]) for r in d["rows"]] == [
+        ("eager", 1, 4), ("eager", 1, 6), ("eager", 2, 4), ("eager", 2, 6)]
+    assert all(r["ttft_ms"] > 0 and r["decode_tokens_per_s"] > 0 for r in d["rows"])
+    assert [r["new_tokens"] for r in d["hf"]] == [4, 6]
+    for r in d["hf"]:  # HF generate on the exported weights decodes the very same greedy tokens
+        assert r["token_agreement"] == 1.0 and r["ratio"] == pytest.approx(r["ours_tokens_per_s"] / r["hf_tokens_per_s"])
+    assert d["int8"]["new_tokens"] == 4 and 0.0 <= d["int8"]["token_agreement"] <= 1.0
+    table = format_table({"device": "cpu", "torch": "x", "dtype": "float32", "compile": False, "n_layer": 2,
+                          "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
+                          "params": 1, "ms_per_iter": 1.0, "tokens_per_s": 1.0, "achieved_tflops": 0.0,
+                          "peak_tflops": 1.0, "mfu": 0.0, "peak_memory_mb": 1.0, "decoding": d})
+    assert "eager batch 2, 6 new" in table and "100% same greedy tokens" in table and "int8 4 new" in table
+
+
+def test_hugging_face_is_left_out_for_layouts_it_cannot_load():
+    d = decoding_figures(sharp_gpt(pos_encoding="rope"), lengths=(3,), batches=(1,), compile=False, int8=False)
+    assert "hf" not in d and "int8" not in d and len(d["rows"]) == 1

@@ -217,6 +217,21 @@ def test_sample_starts_with_the_prompt_and_follows_the_seed(trained):
     assert first != other
 
 
+def test_sample_ends_at_a_stop_string(trained):
+    run, _ = trained
+    args = ("sample", "--checkpoint", run, "--prompt", "KING:", "--max-new-tokens", "60", "--seed", "1", "--device", "cpu")
+    code, full, err = cli(*args)
+    assert code == 0, err
+    continuation = full[len("KING:"):-1]
+    stop = continuation[12:14]
+    code, stopped, err = cli(*args, "--stop", stop, "--stop", "\x00never")
+    assert code == 0, err
+    assert stopped == "KING:" + continuation[: continuation.find(stop)] + "\n"
+    code, quantized, err = cli(*args, "--dtype", "int8")  # int8 weights decode (close to) the same text
+    assert code == 0, err
+    assert quantized.startswith("KING:") and len(quantized) == len(full)
+
+
 def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained):
     transformers = pytest.importorskip("transformers")
     run, _ = trained

@@ -130,8 +130,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
-
+    from .generate import Engine, inference_model, stream_text
     from .pretrain import load_pretrained
     from .train import resolve_device
 
@@ -146,17 +145,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"--prompt has characters this char-level model never saw ({', '.join(map(repr, unknown[:10]))}); "
                          "remove them from --prompt, or train with --tokenizer bpe")
-    ids = tokenizer.encode(prompt)[-model.config.block_size:]
-    idx = torch.tensor([ids], dtype=torch.long, device=device)
-    stream = model.generate_stream(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                   top_p=args.top_p, seed=args.seed)
-    shown = ""  # printed so far: the text as it is decoded, held back only at an unfinished UTF-8 character
-    for column in stream:
-        ids.append(int(column[0, 0]))
-        stable = tokenizer.decode(ids).rstrip("\ufffd")  # a byte-level BPE token may end inside a character
-        print(stable[len(shown):], end="", flush=True)
-        shown = stable
-    print(tokenizer.decode(ids)[len(shown):])
+    engine = Engine(inference_model(model, args.dtype), compile=args.compile)
+    print(prompt, end="", flush=True)
+    # printed as it is decoded; text that may still turn out to be a stop string or an unfinished
+    # UTF-8 character is held back until it is decided
+    for pieces in stream_text(engine, tokenizer, [prompt], args.max_new_tokens, stop=args.stop or (),
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+        print(pieces[0], end="", flush=True)
+    print()
 
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
@@ -222,7 +218,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
-    result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
+    result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation,
+                       compile_generation=not args.no_generation_compile, hf=not args.no_hf)
     if args.loss_memory:
         result.update(loss_memory(config))
     print(format_table(result))
@@ -262,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
+                   help="weights to decode with: auto is a bf16 copy on CUDA, float32 elsewhere; int8 (CPU) "
+                        "quantizes the Linear layers")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the decode step (default: on CUDA only; it pays off over many tokens)")
+    p.add_argument("--stop", action="append", metavar="TEXT",
+                   help="end the sample at this text (not printed); repeat for several")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("export-hf", help="write a Hugging Face GPT2LMHeadModel directory")
@@ -286,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=50, help="measured iterations after warm-up")
     p.add_argument("--warmup", type=int, default=10, help="iterations left out of the measurement")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--no-generation-compile", action="store_true",
+                   help="time only the eager decode step (compiling it takes a minute or two)")
+    p.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate on the same weights")
     p.add_argument("--loss-memory", action="store_true",
                    help="also measure the step's peak memory with the chunked loss and with full logits")
     p.add_argument("--json", help="also write the figures to this JSON file")

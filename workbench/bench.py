@@ -7,7 +7,12 @@ same `Trainer` that `pretrain` uses (so the figures are the real training path's
 - model FLOPs utilisation: `flops_per_token x tokens/s` against a peak measured on the same
   device, a large matmul in the training dtype (MFU as in the PaLM paper and nanoGPT);
 - peak memory (CUDA allocator peak, or the process's peak resident set on CPU);
-- generation tokens/s with and without the KV cache at 128 and 512 new tokens.
+- generation tokens/s with and without the KV cache at 128 and 512 new tokens (`GPT.generate`);
+- the generation engine (`workbench.generate`) in the inference dtype (bf16 weights on CUDA),
+  eager and compiled, at batch 1 and 16, 128 and 512 new tokens: time to first token, prefill
+  and decode tokens/s; Hugging Face `generate` on the same weights (exported with `export_hf`,
+  same prompt, greedy: the share of identical tokens is shown) with the ratio; on a CPU, int8
+  dynamic quantization's speed and its greedy-token agreement with the float model.
 
 Random tokens cost exactly what real ones do; quality is measured by `pretrain`, not here.
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import statistics
+import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,12 +35,15 @@ import torch
 
 from .config import RunConfig
 from .data import get_batch
+from .generate import Engine, inference_model
 from .model import GPT, HookPoint
 from .distributed import DistInfo
 from .run import setup_device
 from .train import autocast_context, resolve_device, time_steps
 
-GEN_LENGTHS = (128, 512)
+GEN_LENGTHS = (128, 512)  # new tokens per generation figure
+GEN_BATCHES = (1, 16)  # prompts decoded together
+PROMPT_LEN = 16
 
 
 def _sync(device: torch.device) -> None:
@@ -136,8 +146,9 @@ def tap_overhead(config: RunConfig, iters: int = 50, warmup: int = 10, repeats: 
 
 @torch.no_grad()
 def generation_speed(model: GPT, device: torch.device, dtype: str, new_tokens: int, use_cache: bool,
-                     prompt_len: int = 16) -> float:
-    """Tokens/s of greedy decoding of `new_tokens` after a random prompt (batch of one)."""
+                     prompt_len: int = PROMPT_LEN) -> float:
+    """Tokens/s of `GPT.generate`'s greedy decoding of `new_tokens` after a random prompt (batch of one),
+    with its KV cache (the eager engine) or without (the whole window every step)."""
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), device=device)
     with autocast_context(device, dtype):
         model.generate(prompt, 8, temperature=0, use_cache=use_cache)  # warm-up
@@ -148,8 +159,119 @@ def generation_speed(model: GPT, device: torch.device, dtype: str, new_tokens: i
     return new_tokens / (time.perf_counter() - t0)
 
 
-def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: bool = True) -> dict[str, Any]:
-    """Every figure of the benchmark as a plain dict (see the module docstring)."""
+@torch.no_grad()
+def engine_speed(engine: Engine, batch: int, new_tokens: int, prompt_len: int = PROMPT_LEN,
+                 seed: int = 0) -> dict[str, Any]:
+    """Time to first token, prefill and decode speed of greedy decoding of random prompts (batch, prompt_len).
+
+    A short warm-up run first (it compiles a compiled engine's step). The first token needs the
+    prefill; the rest are decode steps. Returns the figures and the tokens (batch, new_tokens).
+    """
+    device = engine.device
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(0, engine.model.config.vocab_size, (batch, prompt_len), generator=g).to(device)
+    for _ in engine.stream(prompts, 8, temperature=0):
+        pass
+    _sync(device)
+    t0 = time.perf_counter()
+    stream = engine.stream(prompts, new_tokens, temperature=0)
+    columns = [next(stream)]
+    _sync(device)
+    t1 = time.perf_counter()
+    columns.extend(stream)
+    _sync(device)
+    t2 = time.perf_counter()
+    return {"batch": batch, "new_tokens": new_tokens, "ttft_ms": 1000 * (t1 - t0),
+            "prefill_tokens_per_s": batch * prompt_len / (t1 - t0),
+            "decode_tokens_per_s": batch * (new_tokens - 1) / (t2 - t1) if new_tokens > 1 else float("nan"),
+            "tokens_per_s": batch * new_tokens / (t2 - t0), "tokens": torch.cat(columns, dim=1).cpu()}
+
+
+@torch.no_grad()
+def hf_generate_speed(model: GPT, new_tokens: int, prompt_len: int = PROMPT_LEN, seed: int = 0) -> dict[str, Any]:
+    """Hugging Face `GPT2LMHeadModel.generate` on the same weights (`GPT.export_hf`), greedy, batch of one.
+
+    The same random prompt as `engine_speed(..., batch=1, seed=seed)`, in the model's device and dtype.
+    Returns tokens/s (new_tokens over the whole call, prefill included) and the tokens (1, new_tokens).
+    """
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no loading bar between the table's lines
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.export_hf(tmp)
+            hf = GPT2LMHeadModel.from_pretrained(tmp).to(device=device, dtype=dtype).eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=g).to(device)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, pad_token_id=0)
+    hf.generate(prompt, max_new_tokens=8, min_new_tokens=8, **kwargs)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    out = hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
+    _sync(device)
+    return {"tokens_per_s": new_tokens / (time.perf_counter() - t0), "tokens": out[:, prompt_len:].cpu()}
+
+
+def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: Sequence[int] = GEN_BATCHES,
+                     compile: bool = True, hf: bool = True, int8: bool | None = None) -> dict[str, Any]:
+    """The engine's decoding speed, eager and compiled, at every batch size and length; Hugging Face
+    `generate` on the same weights at batch 1; int8 on a CPU.
+
+    Args:
+        model: the GPT in the dtype to decode in (`generate.inference_model`: bf16 weights on CUDA).
+        int8: also time an int8-quantized copy of a float32 model (None: on a CPU).
+    Returns:
+        {"rows": one dict per (mode, batch, new_tokens): ttft_ms, prefill/decode/overall tokens_per_s;
+         "hf": per length, HF tokens/s, ours (the fastest mode), the ratio and the share of greedy
+         tokens that agree; "int8": batch-1 tokens/s and greedy agreement with the float model}.
+    """
+    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    engines = {"eager": Engine(model, compile=False)}
+    if compile:
+        engines["compiled"] = Engine(model, compile=True)
+    rows, ours = [], {}
+    for mode, engine in engines.items():
+        for batch in batches:
+            for n in lengths:
+                r = engine_speed(engine, batch, n)
+                if batch == 1:
+                    ours.setdefault(n, []).append(r)
+                rows.append({"mode": mode, **{k: v for k, v in r.items() if k != "tokens"}})
+    out: dict[str, Any] = {"inference_dtype": str(dtype).removeprefix("torch."), "rows": rows}
+    layout = (model.config.pos_encoding, model.config.activation, model.config.tie_weights)
+    if hf and 1 in batches and layout == ("learned", "gelu", True):
+        out["hf"] = []
+        for n in lengths:
+            theirs = hf_generate_speed(model, n)
+            best = max(ours[n], key=lambda r: r["tokens_per_s"])
+            out["hf"].append({"new_tokens": n, "hf_tokens_per_s": theirs["tokens_per_s"],
+                              "ours_tokens_per_s": best["tokens_per_s"],
+                              "ratio": best["tokens_per_s"] / theirs["tokens_per_s"],
+                              "token_agreement": (theirs["tokens"] == best["tokens"]).float().mean().item()})
+    if (int8 if int8 is not None else device.type == "cpu") and 1 in batches and dtype == torch.float32:
+        n = min(lengths)
+        quantized = engine_speed(Engine(inference_model(model, "int8"), compile=False), 1, n)
+        reference = ours[n][0]  # the eager engine in the inference dtype (float32 on a CPU)
+        out["int8"] = {"new_tokens": n, "tokens_per_s": quantized["tokens_per_s"],
+                       "float_tokens_per_s": reference["tokens_per_s"],
+                       "token_agreement": (quantized["tokens"] == reference["tokens"]).float().mean().item()}
+    return out
+
+
+def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: bool = True,
+              compile_generation: bool = True, hf: bool = True) -> dict[str, Any]:
+    """Every figure of the benchmark as a plain dict (see the module docstring).
+
+    Generation runs in the training dtype's inference form: a bf16 copy of the weights when training
+    would use bf16 (CUDA by default), float32 otherwise. compile_generation adds the compiled
+    engine beside the eager one; hf adds Hugging Face `generate` on the same weights.
+    """
     tc = config.train
     result = training_speed(config, iters, warmup)
     device = result.pop("device")
@@ -166,14 +288,15 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     }
     if generation:
         # Enough context for 512 new tokens, so the cache is exercised rather than the sliding window.
-        gen_config = replace(config.model, block_size=max(config.model.block_size, 16 + max(GEN_LENGTHS)))
-        gen_model = GPT(gen_config).to(device).eval()
+        gen_config = replace(config.model, block_size=max(config.model.block_size, PROMPT_LEN + max(GEN_LENGTHS)))
+        gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"])
         for n in GEN_LENGTHS:
-            cached = generation_speed(gen_model, device, tc.dtype, n, use_cache=True)
-            plain = generation_speed(gen_model, device, tc.dtype, n, use_cache=False)
+            cached = generation_speed(gen_model, device, "float32", n, use_cache=True)  # weights already in dtype
+            plain = generation_speed(gen_model, device, "float32", n, use_cache=False)
             out[f"gen{n}_cached_tokens_per_s"] = cached
             out[f"gen{n}_uncached_tokens_per_s"] = plain
             out[f"gen{n}_cache_speedup"] = cached / plain
+        out["decoding"] = decoding_figures(gen_model, compile=compile_generation, hf=hf)
     return out
 
 
@@ -198,6 +321,21 @@ def format_table(result: dict[str, Any]) -> str:
             rows.append((f"generate {n}: cached / uncached tok/s",
                          f"{result[f'gen{n}_cached_tokens_per_s']:,.0f} / {result[f'gen{n}_uncached_tokens_per_s']:,.0f} "
                          f"({result[f'gen{n}_cache_speedup']:.1f}x)"))
+    decoding = result.get("decoding")
+    if decoding:
+        rows.append(("decoding dtype", decoding["inference_dtype"]))
+        for r in decoding["rows"]:
+            rows.append((f"{r['mode']} batch {r['batch']}, {r['new_tokens']} new: TTFT ms / prefill / decode tok/s",
+                         f"{r['ttft_ms']:,.1f} / {r['prefill_tokens_per_s']:,.0f} / {r['decode_tokens_per_s']:,.0f}"))
+        for r in decoding.get("hf", []):
+            rows.append((f"HF generate {r['new_tokens']} new, batch 1: HF / ours tok/s",
+                         f"{r['hf_tokens_per_s']:,.0f} / {r['ours_tokens_per_s']:,.0f} ({r['ratio']:.1f}x, "
+                         f"{100 * r['token_agreement']:.0f}% same greedy tokens)"))
+        if "int8" in decoding:
+            r = decoding["int8"]
+            rows.append((f"int8 {r['new_tokens']} new, batch 1: int8 / float tok/s",
+                         f"{r['tokens_per_s']:,.0f} / {r['float_tokens_per_s']:,.0f} "
+                         f"({100 * r['token_agreement']:.0f}% same greedy tokens)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -8,7 +8,8 @@ self-attention and an MLP, a final LayerNorm and a (tied) output projection.
 Looking inside goes through named taps, `HookPoint`s (as in TransformerLens): identity
 modules whose forward hooks see, and may replace, the tensor passing through. Their names
 are module paths; for block i (B batch, T positions, C = n_embd, nh heads of hs channels,
-T_k keys: T, or every cached position during generation):
+T_k keys: T; during generation the cached positions, or all block_size slots of the cache in
+`workbench.generate`'s fixed-shape decode step, the unfilled ones weighted 0):
 
     transformer.h.{i}.hook_resid_pre     (B, T, C)        residual stream into the block
     transformer.h.{i}.attn.hook_pattern  (B, nh, T, T_k)  attention weights after the softmax
@@ -33,6 +34,7 @@ bidirectional and cross-attention too). It has two paths that compute the same t
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -132,24 +134,54 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
+    """Keys and values of every layer, preallocated to block_size, so decoding never reallocates.
 
-    k, v: (n_layer, B, n_head, block_size, head_size); `pos` is how many positions are filled.
+    k[layer], v[layer]: (B, n_head, block_size, head_size), one tensor per layer (a compiled step
+    then writes each in place; slices of one shared tensor would be copied whole). Two ways to fill it:
+    - growing (a prompt's prefill, beam search, the encoder-decoder's decoder): `update(layer, k, v)`
+      writes after the `pos` filled positions and returns the filled part; the model advances `pos`.
+    - fixed-shape (the decode step of `workbench.generate`): `write(layer, k, v, positions)` writes
+      at each row's own positions and returns the whole buffers; attention masks the unfilled slots,
+      so every step has the same shapes and compiles once.
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, device, dtype):
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, config.block_size, config.head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.pos = 0
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far."""
-        T = k.size(2)
-        self.k[layer, :, :, self.pos : self.pos + T] = k
-        self.v[layer, :, :, self.pos : self.pos + T] = v
-        end = self.pos + T
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor,
+              positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at positions (B, T) of each row; return the whole buffers (B, nh, block_size, hs).
+
+        The positions are a tensor, not a Python int, so the step's shapes and code are the same
+        at every position (a compiled step is traced once).
+        """
+        rows = torch.arange(k.size(0), device=k.device)[:, None]  # (B, 1), with positions: (B, T) index pairs
+        # an index_put_ (not scatter_), which a compiled step performs in place on the cache
+        self.k[layer][rows, :, positions] = k.transpose(1, 2)  # values (B, T, nh, hs)
+        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        return self.k[layer], self.v[layer]
+
+    def prefix(self, n: int) -> KVCache:
+        """The first n slots of every layer as a cache of its own, sharing this one's memory (writes go
+        through). An eager decode step attends over `prefix(filled + 1)` instead of all block_size slots."""
+        view = copy.copy(self)
+        view.k, view.v = [b[:, :, :n] for b in self.k], [b[:, :, :n] for b in self.v]
+        return view
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the rows (batch entries) at indices `rows` (B,), in that order, in place (beam search)."""
+        for buffer in (*self.k, *self.v):
+            buffer.copy_(buffer.index_select(0, rows))
 
 
 class CausalSelfAttention(nn.Module):
@@ -166,23 +198,29 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, nh, T, T_k)
         self.hook_z = HookPoint()  # (B, T, nh, hs)
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0):
-        """x: (B, T, C) -> (B, T, C). With a cache, x holds the positions after the cached ones."""
+    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, positions=None):
+        """x: (B, T, C) -> (B, T, C). rope: cos and sin tables at x's positions, broadcastable to
+        (B, nh, T, hs). With a cache, x holds the positions after the cached ones, or (fixed-shape
+        decoding) the positions (B, T) given."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        start = cache.pos if cache is not None else 0
-        # generation feeds a fresh sequence from position 0, then one token at a time
-        assert start == 0 or T == 1, f"{T} new positions after {start} cached ones; feed one at a time"
         if rope is not None:
-            cos, sin = rope[0][start : start + T], rope[1][start : start + T]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nh, start+T, hs)
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        mask = None
+        if positions is not None:
+            k, v = cache.write(layer, k, v, positions)  # (B, nh, block_size, hs)
+            # each query sees the slots up to its own position; later slots are stale or empty
+            slots = torch.arange(k.size(2), device=x.device)
+            mask = slots <= positions[:, None, :, None]  # (B, 1, T, block_size)
+        elif cache is not None:
+            # generation feeds a fresh sequence from position 0, then one token at a time
+            assert cache.pos == 0 or T == 1, f"{T} new positions after {cache.pos} cached ones; feed one at a time"
+            k, v = cache.update(layer, k, v)  # (B, nh, pos+T, hs)
         # a fresh sequence is plain causal; one new query may see every cached key
-        y = attend(q, k, v, is_causal=T > 1, dropout=self.attn_dropout, pattern=self.hook_pattern)
+        y = attend(q, k, v, mask, is_causal=T > 1 and mask is None, dropout=self.attn_dropout, pattern=self.hook_pattern)
         z = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
         y = z.contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -216,10 +254,10 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x, rope=None, cache=None, layer=0):
+    def forward(self, x, rope=None, cache=None, layer=0, positions=None):
         """x: (B, T, C) -> (B, T, C)."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, layer)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, layer, positions)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
@@ -342,24 +380,34 @@ class GPT(HookedModule):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ forward
-    def hidden_states(self, idx, cache: KVCache | None = None):
+    def hidden_states(self, idx, cache: KVCache | None = None, positions: torch.Tensor | None = None):
         """Final-LayerNorm hidden states (B, T, C) for token ids idx (B, T).
 
-        With a cache, idx holds the positions after the cached ones, and the cache advances.
+        With a cache, idx holds the positions after the cached ones, and the cache advances; or,
+        given `positions` (B, T), idx holds tokens at those positions of each row, written into the
+        cache at those slots (the fixed-shape decode step; `cache.pos` is left alone).
         """
         B, T = idx.size()
-        start = cache.pos if cache is not None else 0
-        assert start + T <= self.config.block_size, f"sequence of {start + T} exceeds block_size"
+        if positions is None:  # training, or a growing cache: T consecutive positions from start
+            start = cache.pos if cache is not None else 0
+            assert start + T <= self.config.block_size, f"sequence of {start + T} exceeds block_size"
+            pos = slice(start, start + T)
+        else:  # the fixed-shape decode step: each row's own positions
+            pos = positions  # (B, T)
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.config.pos_encoding == "learned":
-            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device) if positions is None
+                                         else positions)
         elif self.config.pos_encoding == "sinusoidal":
-            x = x + self.pe[start : start + T]
-        rope = (self.rope_cos, self.rope_sin) if self.config.pos_encoding == "rope" else None
+            x = x + self.pe[pos]
+        rope = None
+        if self.config.pos_encoding == "rope":
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs), or (B, T, hs) per row
+            rope = (cos, sin) if positions is None else (cos[:, None], sin[:, None])  # broadcast over heads
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, layer)
-        if cache is not None:
+            x = block(x, rope, cache, layer, positions)
+        if cache is not None and positions is None:
             cache.pos += T
         return self.hook_ln_f(self.transformer.ln_f(x))
 
@@ -414,10 +462,17 @@ class GPT(HookedModule):
         """Continue idx (B, T) token by token, yielding each new column (B, 1) as soon as it is decoded.
 
         temperature=0 is greedy decoding. top_k keeps the k likeliest tokens, top_p the smallest
-        set whose probability reaches p. With the KV cache each step feeds only the newest token;
-        once the text outgrows block_size the window slides and (like the uncached path) the last
-        block_size tokens are re-encoded, so cached and uncached decoding give the same tokens.
+        set whose probability reaches p. With the KV cache (`workbench.generate.Engine`, eager; build
+        an Engine yourself for a compiled step, batches of different lengths and stops) each step
+        feeds only the newest token; once the text outgrows block_size the window slides and (like
+        the uncached path) the last block_size tokens are re-encoded, so cached and uncached
+        decoding give the same tokens.
         """
+        if use_cache:
+            from .generate import Engine  # generation builds on the model, not the other way round
+
+            yield from Engine(self, compile=False).stream(idx, max_new_tokens, temperature, top_k, top_p, seed)
+            return
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
         if top_p is not None and not 0 < top_p <= 1:
@@ -425,16 +480,9 @@ class GPT(HookedModule):
         was_training = self.training
         self.eval()
         generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
-        block = self.config.block_size
-        cache = None
         try:
             for _ in range(max_new_tokens):
-                if use_cache and cache is not None and cache.pos < block:
-                    x = self.hidden_states(idx[:, -1:], cache)  # only the newest token
-                else:
-                    idx_cond = idx[:, -block:]
-                    cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
-                    x = self.hidden_states(idx_cond, cache)
+                x = self.hidden_states(idx[:, -self.config.block_size:])  # the whole window, every step
                 logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)
                 idx = torch.cat((idx, idx_next), dim=1)

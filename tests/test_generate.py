@@ -1,0 +1,162 @@
+"""The generation engine: the fixed-shape decode step over the static cache gives the uncached
+tokens, batched prompts of different lengths give what each prompt gives alone, a compiled step
+equals the eager one and never recompiles, stop tokens and stop strings end each row where
+expected, and streamed text equals the finished text."""
+
+import pytest
+import torch
+
+from workbench.config import ModelConfig
+from workbench.generate import Engine, generate_text, stream_text
+from workbench.model import GPT, KVCache
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def sharp(**kw) -> GPT:
+    """A tiny GPT with large random weights: peaked logits, varied greedy text, no near-ties."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{**TINY, **kw})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.5)
+    return model
+
+
+def prompts_of(lengths, vocab=50, seed=0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def uncached(model, prompt: list[int], n: int) -> list[int]:
+    return model.generate(torch.tensor([prompt]), n, temperature=0, use_cache=False)[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope"])
+def test_static_cache_greedy_tokens_equal_uncached_past_block_size(pos):
+    model = sharp(pos_encoding=pos)
+    prompt = prompts_of([5])[0]
+    new = Engine(model).generate([prompt], 30, temperature=0)[0]  # 35 > block_size 16: the window slides
+    assert new == uncached(model, prompt, 30)
+    assert len(set(new)) >= 3  # varied text, so a position mix-up would show
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_batched_prompts_of_different_lengths_equal_each_prompt_alone(pos):
+    model = sharp(pos_encoding=pos)
+    prompts = prompts_of([3, 9, 14, 1])
+    engine = Engine(model)
+    batched = engine.generate(prompts, 12, temperature=0)  # 14 + 12 > 16: rows slide at different steps
+    alone = [engine.generate([p], 12, temperature=0)[0] for p in prompts]
+    assert batched == alone
+    assert batched == [uncached(model, p, 12) for p in prompts]
+    assert len({tuple(row) for row in batched}) == 4
+
+
+def test_long_prompts_keep_their_last_block_size_tokens():
+    model = sharp()
+    long = prompts_of([40])[0]
+    assert Engine(model).generate([long, long[-16:]], 5, temperature=0) == [uncached(model, long[-16:], 5)] * 2
+
+
+def test_sampling_is_reproducible_and_equals_the_uncached_path():
+    model = sharp(pos_encoding="rope")
+    prompt = torch.tensor(prompts_of([4, 4]))
+    settings = dict(temperature=1.0, top_k=10, seed=3)
+    a = Engine(model).generate(prompt, 20, **settings)
+    assert a == Engine(model).generate(prompt, 20, **settings)
+    assert torch.tensor(a).equal(model.generate(prompt, 20, use_cache=False, **settings)[:, 4:])
+
+
+def test_stop_tokens_end_each_row_and_the_stream_when_all_have_stopped():
+    model = sharp()
+    prompts = prompts_of([3, 6])
+    engine = Engine(model)
+    free = engine.generate(prompts, 12, temperature=0)
+    stop = free[0][4]  # row 0 stops at index 4 (or earlier, where the token appeared before)
+    expected = [row[: row.index(stop)] if stop in row else row for row in free]
+    assert engine.generate(prompts, 12, temperature=0, stop_tokens=[stop]) == expected
+    columns = list(engine.stream(prompts, 12, temperature=0, stop_tokens=[free[0][0], free[1][0]]))
+    assert len(columns) == 1  # both rows stopped at their first token: nothing more is decoded
+
+
+def test_stop_strings_end_each_row_where_expected_and_streaming_equals_generate(char_tok):
+    model = sharp(vocab_size=char_tok.vocab_size, block_size=64)
+    engine = Engine(model)
+    prompts = ["to be", "the king and"]
+    free = generate_text(engine, char_tok, prompts, 30, temperature=0)
+    assert [len(t) for t in free] == [30, 30] and free[0] != free[1]
+    stop = [free[0][10:13], free[1][4:6]]
+    expected = [t[: min(i for i in (t.find(s) for s in stop) if i >= 0)] for t in free]
+    assert len(expected[0]) <= 10 and len(expected[1]) <= 4
+    assert generate_text(engine, char_tok, prompts, 30, stop=stop, temperature=0) == expected
+    steps = list(stream_text(engine, char_tok, prompts, 30, stop=stop, temperature=0))
+    assert ["".join(s[b] for s in steps) for b in range(2)] == expected
+    assert len(steps) <= 13 + 1  # both rows end by the 13th token; one closing step
+    # a stop string that never appears leaves the text whole, though its first character was held back
+    steps = list(stream_text(engine, char_tok, prompts, 30, stop=[free[0][3] + "\x00"], temperature=0))
+    assert ["".join(s[b] for s in steps) for b in range(2)] == free
+
+
+@pytest.mark.slow  # one inductor compilation: ~30 s on a busy 2-core CPU
+def test_compiled_decode_equals_eager_and_does_not_recompile_over_200_tokens():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    model = sharp(pos_encoding="rope", block_size=256)
+    prompts = prompts_of([5, 9])
+    compiled = Engine(model, compile=True)
+    compiled.generate(prompts, 3, temperature=0)  # warm-up: the one compilation
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a recompilation would raise
+        tokens = compiled.generate(prompts, 200, temperature=0)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert tokens == Engine(model, compile=False).generate(prompts, 200, temperature=0)
+
+
+def test_kv_cache_reorder_keeps_the_chosen_rows_in_place():
+    cache = KVCache(ModelConfig(**TINY), 3, "cpu", torch.float32)
+    for buffer in (*cache.k, *cache.v):
+        buffer.copy_(torch.arange(3.0)[:, None, None, None].expand_as(buffer))
+    k = cache.k[1]
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.k[1] is k and [b[:, 0, 0, 0].tolist() for b in (*cache.k, *cache.v)] == [[2.0, 2.0, 0.0]] * 4
+
+
+def test_a_cache_prefix_is_a_view_whose_writes_reach_the_cache():
+    cache = KVCache(ModelConfig(**TINY), 2, "cpu", torch.float32)
+    view = cache.prefix(5)
+    assert view.k[0].shape == (2, 2, 5, 8) and cache.k[0].shape == (2, 2, 16, 8)
+    k, v = view.write(1, torch.ones(2, 2, 1, 8), 2 * torch.ones(2, 2, 1, 8), torch.tensor([[4], [0]]))
+    assert k.shape == (2, 2, 5, 8)
+    assert cache.k[1][0, :, 4].eq(1).all() and cache.v[1][1, :, 0].eq(2).all() and cache.k[1].sum() == 2 * 2 * 8  # one slot per row
+
+
+def test_bad_arguments_name_the_fix():
+    engine = Engine(sharp())
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.generate([[1, 2], []], 3)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        engine.generate([[1]], 3, temperature=-1)
+
+
+def test_decode_step_attends_only_to_each_rows_filled_slots():
+    """A hook on the pattern sees the whole cache (block_size keys); slots after a row's position weigh 0."""
+    from workbench.generate import decode_step
+
+    model = sharp()
+    engine = Engine(model)
+    engine.prefill(torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]]), torch.tensor([4, 2]))
+    seen = []
+    with model.hooks([("transformer.h.1.attn.hook_pattern", lambda p, hook: seen.append(p))]), torch.no_grad():
+        logits = decode_step(model, engine.cache(2), torch.tensor([[7], [8]]), torch.tensor([[4], [2]]))
+    (pattern,) = seen
+    assert pattern.shape == (2, 2, 1, 16) and torch.allclose(pattern.sum(-1), torch.ones(2, 2, 1))
+    assert pattern[0, :, 0, 5:].abs().max() == 0 and pattern[1, :, 0, 3:].abs().max() == 0
+    assert (pattern[0, :, 0, :5] > 0).all() and (pattern[1, :, 0, :3] > 0).all()
+    expected, _ = model(torch.tensor([[5, 6, 8]]))  # row 1 alone: its padding left no trace
+    assert torch.allclose(logits[1], expected[0, -1], atol=1e-5)

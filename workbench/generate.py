@@ -1,0 +1,273 @@
+"""Fast generation: a fixed-shape decode step over a static KV cache, batched prompts, stops, streaming.
+
+`Engine` knows only token ids (as nanochat's `engine.py`). `Engine.stream` is a generator of token
+columns: it prefills every prompt at once (right-padded: row b's tokens sit at positions
+0..len_b-1, the padding after them is never attended to), then decodes one token per row per step.
+The decode step, `decode_step`, writes each row's new key/value at that row's position (a tensor)
+in a `KVCache` preallocated to block_size and attends over the whole cache through a mask of the
+filled positions, so its shapes never change as the text grows: it is traced once, and on CUDA
+`torch.compile(mode="reduce-overhead")` replays it as one CUDA graph per token. `Engine.generate`
+is the thin non-streaming wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
+
+When a row's text outgrows block_size, the window slides as in the uncached path: every row's
+last block_size tokens are encoded afresh (a prefill), so cached, uncached, batched and
+one-at-a-time decoding give the same tokens (greedy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .model import GPT, KVCache, sample_next
+
+# The decode step attends with a mask, which flash attention does not take, so on CUDA it runs on
+# the memory-efficient kernel (tests/test_cuda.py checks). cuDNN is left out on purpose: it builds
+# an execution plan per shape, which made a growing cache rebuild one for every token, and the step
+# should not depend on which kernel a heuristic prefers. On a CPU the fused CPU kernel serves.
+DECODE_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+
+
+def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Feed one token per row at its own position; the logits of the next token.
+
+    Args:
+        idx: (B, 1) token ids; positions: (B, 1) their positions (and cache slots) in each row.
+    Returns:
+        (B, vocab_size) float32 logits. Every call has the same shapes, whatever the positions.
+    """
+    with sdpa_kernel(DECODE_BACKENDS):
+        x = model.hidden_states(idx, cache, positions)  # (B, 1, C)
+    return model.lm_head(x[:, -1]).float()
+
+
+class Engine:
+    """Generates from a GPT with a static KV cache and a decode step compiled once.
+
+    Args:
+        model: a GPT (or a copy in another dtype, or int8-quantized); put in eval mode while generating.
+        compile: compile the decode step (`torch.compile`; CUDA graphs on CUDA). None: on CUDA only.
+    """
+
+    def __init__(self, model: GPT, compile: bool | None = None):
+        self.model = model
+        self.device = model.lm_head.weight.device
+        self.compile = self.device.type == "cuda" if compile is None else compile
+        self.step = decode_step
+        if self.compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            # dynamic=False: one graph per batch size, never a slower shape-generic one
+            self.step = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
+        self._cache: KVCache | None = None
+
+    def cache(self, batch_size: int) -> KVCache:
+        """The engine's cache for this batch size, kept between calls (a compiled step is traced with it)."""
+        if self._cache is None or self._cache.k[0].size(0) != batch_size:
+            self._cache = KVCache(self.model.config, batch_size, self.device, self.model.lm_head.weight.dtype)
+            if self.compile:  # the step writes the cache in place: same addresses on every replay
+                for buffer in (*self._cache.k, *self._cache.v):
+                    torch._dynamo.mark_static_address(buffer)
+        return self._cache
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encode right-padded rows from position 0 into the cache; the logits after each row's last token.
+
+        Args:
+            tokens: (B, T) ids, row b's tokens in its first lengths[b] columns, T <= block_size.
+            lengths: (B,) tokens per row, each >= 1.
+        Returns:
+            (B, vocab_size) float32 logits.
+        """
+        cache = self.cache(tokens.size(0))
+        cache.pos = 0
+        x = self.model.hidden_states(tokens, cache)  # (B, T, C); causal, so padding never reaches a row
+        last = x[torch.arange(x.size(0), device=x.device), lengths - 1]  # (B, C)
+        return self.model.lm_head(last).float()
+
+    @torch.no_grad()
+    def stream(self, prompts: Sequence[Sequence[int]] | torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               stop_tokens: Sequence[int] = ()) -> Iterator[torch.Tensor]:
+        """Yield every row's next token, a (B, 1) column, as soon as it is decoded.
+
+        Stops after max_new_tokens columns, or once every row has produced one of `stop_tokens`
+        (a row that has stopped keeps decoding until then; `generate` cuts it).
+
+        Args:
+            prompts: B token-id lists of any lengths >= 1, or a (B, T) tensor of equal-length prompts.
+                A prompt longer than block_size keeps its last block_size tokens.
+            temperature: 0 is greedy; top_k/top_p as in `sample_next`; seed makes sampling reproducible.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
+        if not rows or any(len(r) == 0 for r in rows):
+            raise ValueError("every prompt needs at least one token; start empty prompts with e.g. a newline")
+        model, device, block = self.model, self.device, self.model.config.block_size
+        B = len(rows)
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
+        was_training = model.training
+        model.eval()
+        try:
+            # every row's tokens so far, right-padded; their lengths on the host decide slides without a sync
+            lengths = [len(r) for r in rows]
+            ends = torch.tensor(lengths, device=device)[:, None]  # (B, 1) the same, on the device
+            width = max(lengths) + max_new_tokens
+            tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+            logits = self._encode_windows(tokens, lengths)
+            filled = [min(n, block) for n in lengths]  # cache slots in use per row
+            positions = torch.tensor(filled, device=device)[:, None] - 1  # (B, 1) slot of each row's newest token
+            done = torch.zeros(B, 1, dtype=torch.bool, device=device)
+            for i in range(max_new_tokens):
+                if i > 0:
+                    if max(filled) == block:  # a row's window is full: slide every row's window, encode afresh
+                        logits = self._encode_windows(tokens, lengths)
+                        filled = [min(n, block) for n in lengths]
+                        positions = torch.tensor(filled, device=device)[:, None] - 1
+                    else:
+                        positions = positions + 1
+                        filled = [n + 1 for n in filled]
+                        # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
+                        cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
+                        logits = self.step(model, cache, idx_next, positions)
+                idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                tokens.scatter_(1, ends, idx_next)
+                ends, lengths = ends + 1, [n + 1 for n in lengths]
+                yield idx_next
+                if len(stops):
+                    done |= torch.isin(idx_next, stops)
+                    if bool(done.all()):
+                        return
+        finally:
+            model.train(was_training)
+
+    def _encode_windows(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """Prefill each row's last block_size tokens (of lengths[b] in `tokens`), right-padded."""
+        block = self.model.config.block_size
+        if max(lengths) <= block:
+            return self.prefill(tokens[:, : max(lengths)], torch.tensor(lengths, device=tokens.device))
+        windows = torch.zeros(tokens.size(0), block, dtype=torch.long, device=tokens.device)
+        for b, n in enumerate(lengths):
+            start = max(n - block, 0)
+            windows[b, : n - start] = tokens[b, start:n]
+        return self.prefill(windows, torch.tensor([min(n, block) for n in lengths], device=tokens.device))
+
+    def generate(self, prompts: Sequence[Sequence[int]] | torch.Tensor, max_new_tokens: int,
+                 stop_tokens: Sequence[int] = (), **sampling) -> list[list[int]]:
+        """`stream` run to the end: each row's new token ids, cut before its first stop token.
+
+        `sampling`: temperature, top_k, top_p, seed as in `stream`.
+        """
+        columns = list(self.stream(prompts, max_new_tokens, stop_tokens=stop_tokens, **sampling))
+        if not columns:
+            return [[] for _ in range(len(prompts))]
+        stops, out = set(stop_tokens), []
+        for row in torch.cat(columns, dim=1).tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            out.append(row[:cut])
+        return out
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many characters at the end of text could begin a stop string (not shown yet)."""
+    return max((n for s in stop for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+
+
+def stream_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
+                stop_tokens: Sequence[int] = (), **sampling) -> Iterator[list[str]]:
+    """Yield, per decoding step, the new text of every row (a list of B strings, "" where nothing new).
+
+    A row ends at the first of its stop strings (which is not shown) or stop tokens. Text that
+    might be the start of a stop string, or an unfinished UTF-8 character, is held back until it
+    is decided, so the pieces joined equal `generate_text`'s result.
+
+    Args:
+        engine: an `Engine` over the model; tokenizer: the model's (`encode`/`decode`).
+        prompts: B strings, each encoding to at least one token.
+        stop: strings that end a row; stop_tokens: token ids that end a row (e.g. BPE's end of text).
+        sampling: temperature, top_k, top_p, seed (as in `Engine.stream`).
+    """
+    if any(not s for s in stop):
+        raise ValueError("stop strings must be non-empty; remove the empty string from stop")
+    ids = [tokenizer.encode(p) for p in prompts]
+    new: list[list[int]] = [[] for _ in prompts]
+    shown = ["" for _ in prompts]
+    ended = [False for _ in prompts]
+    stop_set = set(stop_tokens)
+    # every row stops on its own; the engine ends the stream when all have stopped
+    for column in _until_all(engine.stream(ids, max_new_tokens, stop_tokens=stop_tokens, **sampling), ended):
+        pieces = []
+        for b, token in enumerate(column[:, 0].tolist()):
+            if ended[b]:
+                pieces.append("")
+                continue
+            if token in stop_set:
+                ended[b] = True
+            else:
+                new[b].append(token)
+            text = tokenizer.decode(new[b])
+            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, ended[b] = text[:cut], True
+            elif not ended[b]:
+                text = text.rstrip("\ufffd")  # a byte-level BPE token may end inside a character
+                text = text[: len(text) - _held_back(text, stop)]
+            pieces.append(text[len(shown[b]):])
+            shown[b] = text
+        yield pieces
+    # the end of max_new_tokens: what was held back is final now
+    yield [("" if ended[b] else tokenizer.decode(new[b])[len(shown[b]):]) for b in range(len(prompts))]
+
+
+def _until_all(stream: Iterator[torch.Tensor], ended: list[bool]) -> Iterator[torch.Tensor]:
+    """Pass the stream's columns through until every row has ended (stop strings end rows the engine cannot see)."""
+    for column in stream:
+        yield column
+        if all(ended):
+            stream.close()
+            return
+
+
+def generate_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
+                  stop_tokens: Sequence[int] = (), **sampling) -> list[str]:
+    """`stream_text` run to the end: each row's continuation (without the prompt or the stop string)."""
+    texts = ["" for _ in prompts]
+    for pieces in stream_text(engine, tokenizer, prompts, max_new_tokens, stop, stop_tokens, **sampling):
+        texts = [t + p for t, p in zip(texts, pieces)]
+    return texts
+
+
+INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+def inference_model(model: GPT, dtype: str = "auto") -> GPT:
+    """The model to generate with: its weights in the dtype decoding runs in (a copy unless float32).
+
+    Args:
+        dtype: "auto" (bfloat16 on CUDA, float32 elsewhere); "bfloat16": a bf16 copy of the weights,
+            so every matmul and the KV cache are bf16 (not autocast over fp32 weights, which
+            converts the weights again at every step); "int8": dynamic int8 quantization of the
+            Linear layers (`compress.quantize_int8`, CPU only; the quality cost shows in `evaluate`'s
+            compression table and in `bench`'s greedy-token agreement); "float32": the model itself.
+    """
+    device = model.lm_head.weight.device
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"unknown inference dtype {dtype!r}; choose auto, {', '.join(INFERENCE_DTYPES)}")
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ValueError("int8 dynamic quantization runs on the CPU only; use bfloat16 on CUDA, or --device cpu")
+        from .compress import quantize_int8
+
+        return quantize_int8(model)
+    if dtype == "bfloat16":
+        return copy.deepcopy(model).to(torch.bfloat16).eval()
+    return model if model.lm_head.weight.dtype == torch.float32 else copy.deepcopy(model).float().eval()
