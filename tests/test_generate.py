@@ -119,7 +119,7 @@ def test_compiled_decode_equals_eager_and_does_not_recompile_over_200_tokens():
 
 
 def test_kv_cache_reorder_keeps_the_chosen_rows_in_place():
-    cache = KVCache(ModelConfig(**TINY), 3, "cpu", torch.float32)
+    cache = KVCache.for_model(ModelConfig(**TINY), 3, "cpu", torch.float32)
     for buffer in (*cache.k, *cache.v):
         buffer.copy_(torch.arange(3.0)[:, None, None, None].expand_as(buffer))
     k = cache.k[1]
@@ -128,7 +128,7 @@ def test_kv_cache_reorder_keeps_the_chosen_rows_in_place():
 
 
 def test_a_cache_prefix_is_a_view_whose_writes_reach_the_cache():
-    cache = KVCache(ModelConfig(**TINY), 2, "cpu", torch.float32)
+    cache = KVCache.for_model(ModelConfig(**TINY), 2, "cpu", torch.float32)
     view = cache.prefix(5)
     assert view.k[0].shape == (2, 2, 5, 8) and cache.k[0].shape == (2, 2, 16, 8)
     k, v = view.write(1, torch.ones(2, 2, 1, 8), 2 * torch.ones(2, 2, 1, 8), torch.tensor([[4], [0]]))

@@ -66,7 +66,7 @@ class Engine:
     def cache(self, batch_size: int) -> KVCache:
         """The engine's cache for this batch size, kept between calls (a compiled step is traced with it)."""
         if self._cache is None or self._cache.k[0].size(0) != batch_size:
-            self._cache = KVCache(self.model.config, batch_size, self.device, self.model.lm_head.weight.dtype)
+            self._cache = KVCache.for_model(self.model.config, batch_size, self.device, self.model.lm_head.weight.dtype)
             if self.compile:  # the step writes the cache in place: same addresses on every replay
                 for buffer in (*self._cache.k, *self._cache.v):
                     torch._dynamo.mark_static_address(buffer)

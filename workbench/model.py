@@ -134,8 +134,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 class KVCache:
-    """Keys and values of every layer, preallocated to block_size, so decoding never reallocates.
+    """Keys and values of every layer, preallocated to the longest sequence, so decoding never reallocates.
 
+    The GPT's (`KVCache.for_model`) and the encoder–decoder's decoder (`seq2seq.DecoderCache`) use it.
     k[layer], v[layer]: (B, n_head, block_size, head_size), one tensor per layer (a compiled step
     then writes each in place; slices of one shared tensor would be copied whole). Two ways to fill it:
     - growing (a prompt's prefill, beam search, the encoder-decoder's decoder): `update(layer, k, v)`
@@ -145,11 +146,16 @@ class KVCache:
       so every step has the same shapes and compiles once.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, device, dtype):
-        shape = (batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype):
+        shape = (batch_size, n_head, max_len, head_size)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.pos = 0
+
+    @classmethod
+    def for_model(cls, config: ModelConfig, batch_size: int, device, dtype) -> KVCache:
+        """A cache for the GPT of `config`: n_layer layers of block_size positions."""
+        return cls(config.n_layer, batch_size, config.n_head, config.block_size, config.head_size, device, dtype)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nh, T, hs) at the current position; return all keys/values so far."""

@@ -57,7 +57,7 @@ from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, from_dict
-from .model import GPT, MLP, HookedModule, HookPoint, apply_rope, attend, rope_tables, sample_next, sinusoidal_encoding
+from .model import GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, rope_tables, sample_next, sinusoidal_encoding
 from .run import load_final
 
 
@@ -118,38 +118,20 @@ class Seq2SeqConfig:
 
 
 # ------------------------------------------------------------------- modules
-class DecoderCache:
-    """What decoding keeps between steps, so each step feeds only the newest target token.
+class DecoderCache(KVCache):
+    """What decoding keeps between steps, so each step feeds only the newest target token: the
+    decoder's self-attention keys/values in a `model.KVCache` (the GPT's cache, preallocated to
+    max_tgt_len; `pos` target positions filled, `reorder` follows beam search's survivors), plus
 
-    Attributes:
-        cross: per decoder layer, the cross-attention (k, v) of the source, each (B, nh, S, hs),
-            computed once (`Seq2Seq.start_cache`).
-        k, v: per decoder layer, the self-attention keys/values of the target positions so far,
-            (B, nh, pos, hs), or None before the first step.
-        pos: how many target positions are cached.
+    cross: per decoder layer, the cross-attention (k, v) of the source, each (B, nh, S, hs), computed
+        once (`Seq2Seq.start_cache`). `reorder` leaves them: each beam keeps decoding its own source.
     """
 
-    def __init__(self, cross: list[tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, config: Seq2SeqConfig, cross: list[tuple[torch.Tensor, torch.Tensor]]):
+        k = cross[0][0]
+        super().__init__(config.n_dec_layer, k.size(0), config.n_head, config.max_tgt_len, config.head_size,
+                         k.device, k.dtype)
         self.cross = cross
-        self.k: list[torch.Tensor | None] = [None] * len(cross)
-        self.v: list[torch.Tensor | None] = [None] * len(cross)
-        self.pos = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append k, v (B, nh, T, hs) of the new positions; return every position's (B, nh, pos+T, hs)."""
-        if self.k[layer] is not None:
-            k, v = torch.cat([self.k[layer], k], dim=2), torch.cat([self.v[layer], v], dim=2)
-        self.k[layer], self.v[layer] = k, v
-        return k, v
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep row rows[i] of the self-attention cache as row i (beam search's survivors).
-
-        Each new row must decode the same source as the row it replaces (beams never change
-        source), so the cross-attention keys and values stay as they are.
-        """
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
 
 
 class Attention(nn.Module):
@@ -368,7 +350,7 @@ class Seq2Seq(HookedModule):
         cross = [block.cross_attn.keys_values(memory) for block in self.decoder.h]
         if repeat > 1:
             cross = [(k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)) for k, v in cross]
-        return DecoderCache(cross)
+        return DecoderCache(self.config, cross)
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
                cache: DecoderCache | None = None) -> torch.Tensor:
