@@ -160,3 +160,25 @@ def test_decode_step_attends_only_to_each_rows_filled_slots():
     assert (pattern[0, :, 0, :5] > 0).all() and (pattern[1, :, 0, :3] > 0).all()
     expected, _ = model(torch.tensor([[5, 6, 8]]))  # row 1 alone: its padding left no trace
     assert torch.allclose(logits[1], expected[0, -1], atol=1e-5)
+
+
+def test_notebook_stream_sample_shows_the_text_as_it_grows_and_returns_generate_texts(char_tok, monkeypatch):
+    """The notebook's live sample updates one display in place and ends with generate_text's continuation."""
+    import html
+
+    import IPython.display
+
+    from workbench import notebook
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj.data)
+
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=None: shown.append(obj.data) or Handle())
+    model = sharp(vocab_size=char_tok.vocab_size, block_size=64)
+    text = notebook.stream_sample(model, char_tok, "to be", 30, refresh_s=0.0, temperature=0)
+    assert text == generate_text(Engine(model), char_tok, ["to be"], 30, temperature=0)[0]
+    assert len(shown) > 10  # redrawn as it grew, not once at the end
+    assert shown[-1].endswith(f"<b>to be</b>{html.escape(text)}</pre>")

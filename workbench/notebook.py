@@ -185,3 +185,38 @@ def metrics_summary(ctx: NotebookContext) -> pd.DataFrame:
             if isinstance(value, (int, float, str, bool)) or value is None:
                 rows.append({"notebook": path.stem, "metric": key, "value": value})
     return pd.DataFrame(rows)
+
+
+def stream_sample(model, tokenizer, prompt: str, max_new_tokens: int, refresh_s: float = 0.1, **sampling) -> str:
+    """Show a continuation of `prompt` in the cell's output as it is decoded, and return it.
+
+    In JupyterLab the text grows live (one display, updated in place); a report run by papermill
+    keeps the finished text, so the HTML shows it too. Decoding is `generate.stream_text` (the
+    static-cache engine), so the text equals `generate_text`'s for the same settings.
+
+    Args:
+        model: a GPT; tokenizer: its tokenizer; prompt: the text to continue (shown first, in bold).
+        refresh_s: seconds between redraws (each is a message to the browser).
+        sampling: temperature, top_k, top_p, seed, stop (strings), stop_tokens.
+    Returns:
+        the continuation, without the prompt.
+    """
+    import html
+    import time
+
+    from IPython.display import HTML, display
+
+    from .generate import Engine, stream_text
+
+    def page(text: str) -> HTML:
+        return HTML(f"<pre style='white-space: pre-wrap'><b>{html.escape(prompt)}</b>{html.escape(text)}</pre>")
+
+    handle = display(page(""), display_id=True)
+    text, shown_at = "", time.perf_counter()
+    for pieces in stream_text(Engine(model, compile=False), tokenizer, [prompt], max_new_tokens, **sampling):
+        text += pieces[0]
+        if time.perf_counter() - shown_at > refresh_s:
+            handle.update(page(text))
+            shown_at = time.perf_counter()
+    handle.update(page(text))
+    return text
