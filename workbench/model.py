@@ -48,7 +48,8 @@ from .config import ModelConfig
 class HookPoint(nn.Module):
     """An identity tap: hooks registered on it see the tensor passing through and may replace it.
 
-    `name` is its module path in the GPT (set by `GPT.__init__`), e.g. "transformer.h.0.attn.hook_z".
+    `name` is its module path in the model (set by `HookedModule.name_hook_points`),
+    e.g. "transformer.h.0.attn.hook_z".
     """
 
     def __init__(self):
@@ -222,7 +223,78 @@ class Block(nn.Module):
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
-class GPT(nn.Module):
+class HookedModule(nn.Module):
+    """What every model with `HookPoint` taps shares: their names, `hooks`, and keeping what they see.
+
+    A subclass builds its modules, then calls `name_hook_points()`; its `run_with_cache` says which
+    inputs its forward takes and calls `_run_with_cache(names, *inputs)`. Used by `GPT` and by
+    `workbench.seq2seq.Seq2Seq`.
+    """
+
+    def name_hook_points(self) -> None:
+        """Give every tap its module path as `name` (call once, after building the modules)."""
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        """Every tap by name, in forward order (each model's module docstring lists them)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]] = ()):
+        """Run the `with` block with forward hooks on named taps; they are removed on exit, even on error.
+
+        Each hook is called as `fn(tensor, hook)` with the tensor passing through the tap and the
+        HookPoint (`hook.name` says which); returning a tensor of the same shape replaces it
+        downstream (e.g. zeros in one head's slice of `attn.hook_z` ablate that head), returning
+        None leaves it. A hook on `attn.hook_pattern` switches that layer to the explicit path.
+
+        >>> with model.hooks([("transformer.h.0.attn.hook_z", lambda z, hook: z * 0)]):
+        ...     logits, _ = model(idx)
+
+        Args:
+            fwd_hooks: (name, fn) pairs; a name may appear more than once (hooks run in order).
+        Raises:
+            ValueError: for a name that is not a tap; no hook is added then.
+        """
+        fwd_hooks = list(fwd_hooks)
+        points = self.hook_points()
+        unknown = [name for name, _ in fwd_hooks if name not in points]
+        if unknown:
+            raise ValueError(f"unknown hook name {unknown[0]!r}; valid names look like "
+                             f"{', '.join(list(points)[:3])}, ... ({len(points)} in all: list(model.hook_points()))")
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                handles.append(points[name].register_forward_hook(
+                    lambda module, args, output, fn=fn: fn(output, module)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _run_with_cache(self, names: Iterable[str] | Callable[[str], bool] | str | None, *inputs):
+        """Run `self(*inputs)` through the model's own forward (so wrappers such as FSDP still gather
+        the weights) and keep what the named taps saw: (forward's output, {name: detached tensor}).
+        `names`: None for all taps, a list of names, or a predicate on names."""
+        if isinstance(names, str):
+            names = [names]
+        elif names is None:
+            names = list(self.hook_points())
+        elif callable(names):
+            names = [name for name in self.hook_points() if names(name)]
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(x, hook):
+            cache[hook.name] = x.detach()
+
+        with self.hooks([(name, keep) for name in names]):
+            output = self(*inputs)
+        return output, cache
+
+
+class GPT(HookedModule):
     """GPT decoder. `forward(idx, targets=None) -> (logits (B, T, vocab), loss or None)`.
 
     The tapped tensors are read with `run_with_cache` and read or replaced with `hooks`.
@@ -250,9 +322,7 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self.hook_ln_f = HookPoint()
-        for name, module in self.named_modules():
-            if isinstance(module, HookPoint):
-                module.name = name
+        self.name_hook_points()
 
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
         # so the residual stream's variance does not grow with depth.
@@ -311,43 +381,6 @@ class GPT(nn.Module):
         return logits, loss
 
     # -------------------------------------------------------------------- hooks
-    def hook_points(self) -> dict[str, HookPoint]:
-        """Every tap by name, in forward order (the names are listed in the module docstring)."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
-
-    @contextmanager
-    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]] = ()):
-        """Run the `with` block with forward hooks on named taps; they are removed on exit, even on error.
-
-        Each hook is called as `fn(tensor, hook)` with the tensor passing through the tap and the
-        HookPoint (`hook.name` says which); returning a tensor of the same shape replaces it
-        downstream (e.g. zeros in one head's slice of `attn.hook_z` ablate that head), returning
-        None leaves it. A hook on `attn.hook_pattern` switches that layer to the explicit path.
-
-        >>> with model.hooks([("transformer.h.0.attn.hook_z", lambda z, hook: z * 0)]):
-        ...     logits, _ = model(idx)
-
-        Args:
-            fwd_hooks: (name, fn) pairs; a name may appear more than once (hooks run in order).
-        Raises:
-            ValueError: for a name that is not a tap; no hook is added then.
-        """
-        fwd_hooks = list(fwd_hooks)
-        points = self.hook_points()
-        unknown = [name for name, _ in fwd_hooks if name not in points]
-        if unknown:
-            raise ValueError(f"unknown hook name {unknown[0]!r}; valid names look like "
-                             f"{', '.join(list(points)[:3])}, ... ({len(points)} in all: list(model.hook_points()))")
-        handles = []
-        try:
-            for name, fn in fwd_hooks:
-                handles.append(points[name].register_forward_hook(
-                    lambda module, args, output, fn=fn: fn(output, module)))
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-
     def run_with_cache(self, idx, names: Iterable[str] | Callable[[str], bool] | None = None):
         """Run the model on idx and keep what the named taps saw.
 
@@ -362,19 +395,7 @@ class GPT(nn.Module):
             (logits (B, T, vocab_size), cache {name: detached tensor}, shapes as in the module
             docstring with T_k = T).
         """
-        if isinstance(names, str):
-            names = [names]
-        elif names is None:
-            names = list(self.hook_points())
-        elif callable(names):
-            names = [name for name in self.hook_points() if names(name)]
-        cache: dict[str, torch.Tensor] = {}
-
-        def keep(x, hook):
-            cache[hook.name] = x.detach()
-
-        with self.hooks([(name, keep) for name in names]):
-            logits, _ = self(idx)
+        (logits, _), cache = self._run_with_cache(names, idx)
         return logits, cache
 
     # --------------------------------------------------------------- generation
