@@ -130,3 +130,38 @@ def test_a_trained_model_writes_month_digits_while_looking_at_the_month_name(tmp
           f"(mean weight on the name {table['month_mass'].mean():.2f})")
     assert len(table) == len(task.test)
     assert table["in_month"].mean() > 0.6
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def test_cli_seq2seq_train_then_translate(tmp_path, caplog):
+    from helpers import cli
+
+    out = tmp_path / "run"
+    code, stdout, stderr = cli("seq2seq-train", "--locales", "de,fr", "--n-train", "200", "--n-val", "20", "--n-test", "20",
+                               "--n-layer", "1", "--n-dec-layer", "1", "--n-head", "2", "--n-embd", "16",
+                               "--max-iters", "4", "--eval-interval", "4", "--batch-size", "8", "--val-translate", "0",
+                               "--out", out)
+    assert code == 0, stderr
+    assert "test, greedy (20 pairs)" in stdout and "tok:char" in stdout and "all" in stdout
+    assert (out / "model" / "model.safetensors").is_file()
+    code, stdout, stderr = cli("translate", "--checkpoint", out, "26. November 2026", "3 mars 1999", "--beam", "2")
+    assert code == 0, stderr
+    assert len(stdout.splitlines()) == 2  # one line per text (an untrained model may write empty ones)
+    code, _, stderr = cli("translate", "--checkpoint", out, "Ω 1999")
+    assert code == 0 and "read as <unk>: 'Ω'" in caplog.text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["seq2seq-train", "--task", "missing.tsv", "--out", "{tmp}/x"], "task file missing.tsv does not exist"),
+    (["seq2seq-train", "--locales", "xx_YY", "--out", "{tmp}/x"], "locale 'xx_YY' is unknown to babel"),
+    (["seq2seq-train", "--n-embd", "30", "--n-head", "4", "--out", "{tmp}/x"], "not divisible by n_head=4"),
+    (["seq2seq-train", "--tokenizer", "word", "--out", "{tmp}/x"], "tokenizer='word' is not one of char, bpe"),
+    (["translate", "--checkpoint", "{tmp}/none", "hello"], "does not exist"),
+])
+def test_cli_errors_are_one_line_with_status_2(tmp_path, argv, message):
+    from helpers import cli
+
+    code, _, stderr = cli(*[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
