@@ -88,9 +88,10 @@ def test_decoding_table_has_greedy_beams_and_the_rule_based_row(trained, task):
     table, predictions = decoding_table(result.translator, rows, beams=(1, 2), reference="babel")
     assert list(table.index) == ["greedy", "beam 2", table.index[2]] and table.index[2].startswith("rule-based: babel")
     assert (table["n"] == 10).all() and (table["sentences_per_s"] > 0).all()
-    assert set(predictions) == {1, 2} and len(predictions[1]) == 10
-    by_locale = locale_comparison(rows, {"greedy": predictions[1], "beam 2": predictions[2]})
-    assert list(by_locale.columns) == ["greedy", "beam 2"] and by_locale.index[-1] == "all"
+    assert list(predictions) == list(table.index) and len(predictions["greedy"]) == 10
+    by_locale = locale_comparison(rows, predictions)
+    assert list(by_locale.columns) == list(table.index) and by_locale.index[-1] == "all"
+    assert by_locale.loc["all", "greedy"] == table.loc["greedy", "exact_match"]
 
 
 def test_cross_attention_rows_are_target_tokens_and_snapshots_follow_evaluations(trained, task):
@@ -115,10 +116,10 @@ def test_month_alignment_table(trained, task):
 
 @pytest.mark.slow
 def test_a_trained_model_writes_month_digits_while_looking_at_the_month_name(tmp_path):
-    """The alignment of the issue, measured: train a small model on three locales' long dates and
-    count the test dates whose month digits attend most (both month rows, all heads of the last
-    decoder layer) to a character of the month's name."""
-    torch.set_num_threads(2)
+    """The alignment of the issue, measured: train a small model on long dates of three locales (day, month
+    name, year: the reverse of ISO's order, and the month name starts at a different character in each)
+    and count the test dates whose month digits attend most (both month rows, all heads of the decoder
+    layer) to a character of the month's name. (300 steps: at 200 the model has not found it yet.)"""
     task = date_task(n_train=3000, n_val=50, n_test=60, locales=["fr", "de", "es"], formats=["long"], seed=0)
     config = TranslationConfig(model={"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 48, "max_src_len": 40,
                                       "max_tgt_len": 12},

@@ -292,17 +292,19 @@ def decoding_table(translator: Translator, rows: pd.DataFrame, beams: Sequence[i
         beams: beam widths; 1 is greedy.
         reference: "dateparser" or "babel" for the date task's rule-based row; None leaves it out.
     Returns:
-        (DataFrame with one row per decoder: decoder, n, exact_match, cer, chrf, bleu, sentences_per_s,
-        beam; {beam: predictions}).
+        (DataFrame indexed by decoder ("greedy", "beam 4", ..., "rule-based: <parser>") with columns n,
+        exact_match, cer, chrf, bleu, sentences_per_s, beam; {decoder: predictions}).
     """
     table, predictions = [], {}
     for beam in beams:
-        predictions[beam], speed = timed_translations(translator, rows, beam)
         name = "greedy" if beam == 1 else f"beam {beam}"
-        table.append(comparison_row(name, rows, predictions[beam], speed, bleu_tokenize, beam=beam))
+        predictions[name], speed = timed_translations(translator, rows, beam)
+        table.append(comparison_row(name, rows, predictions[name], speed, bleu_tokenize, beam=beam))
     if reference is not None:
-        name, ref_predictions, speed = rule_based_dates(rows, reference)
-        table.append(comparison_row(f"rule-based: {name}", rows, ref_predictions, speed, bleu_tokenize, beam=np.nan))
+        parser, ref_predictions, speed = rule_based_dates(rows, reference)
+        name = f"rule-based: {parser}"
+        predictions[name] = ref_predictions
+        table.append(comparison_row(name, rows, ref_predictions, speed, bleu_tokenize, beam=np.nan))
     return pd.DataFrame(table).set_index("decoder"), predictions
 
 
