@@ -18,7 +18,7 @@ ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 def test_the_ordered_notebooks_exist():
     names = [p.stem for p in ALL]
-    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation"]
+    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation", "05_seq2seq"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -175,6 +175,20 @@ def test_04_evaluation_smoke_metrics(smoke_report):
 
 
 @pytest.mark.slow
+def test_05_seq2seq_smoke_metrics(smoke_report):
+    out = smoke_report[0]
+    m = metrics(out, "05_seq2seq")
+    assert m["reference_parser"].startswith("rule-based: ") and m["n_test"] > 90
+    for decoder in ("greedy", "beam_4", "rule-based"):
+        assert 0 <= m[f"{decoder}_exact_match"] <= 1 and m[f"{decoder}_cer"] >= 0 and 0 <= m[f"{decoder}_chrf"] <= 100
+    assert m["rule-based_exact_match"] > 0.9  # dateparser reads nearly every date; the smoke model is a few steps old
+    assert m["greedy_sentences_per_s"] > m["beam_4_sentences_per_s"] > 0
+    assert {f"greedy_exact_match_{loc}" for loc in ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja", "all")} <= m.keys()
+    assert m["val_loss"] < 3.0 and m["snapshots"] == 3 and 0 <= m["month_alignment"] <= 1
+    assert (out / "run" / "seq2seq" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     from test_browser import assert_plotly_figures_drawn, require_chromium
@@ -186,6 +200,8 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     pretraining = assert_plotly_figures_drawn(out / "02_pretraining.html", min_figures=3)
     assert any("scatter" in f["traces"] for f in pretraining)  # the loss curves
     assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
+    seq2seq = assert_plotly_figures_drawn(out / "05_seq2seq.html", min_figures=6)
+    assert sum("heatmap" in f["traces"] for f in seq2seq) >= 4  # cross-attention: menu, grid, step slider, typed text
 
 
 @pytest.mark.slow
