@@ -63,6 +63,18 @@ def test_a_checkpoint_without_the_translation_files_is_refused(trained, tmp_path
         load_translator(tmp_path)
 
 
+def test_bpe_translator_trains_saves_and_translates(task, tmp_path):
+    config = TranslationConfig(tokenizer="bpe", vocab_size=300, model=TINY, val_translate=4,
+                               train={"max_iters": 2, "eval_interval": 2, "batch_size": 8, "warmup_iters": 0})
+    result = seq2seq_train(task, config, tmp_path / "bpe", progress=False)
+    tok = result.translator.tokenizer
+    assert tok.kind == "bpe" and result.model.config.src_vocab_size == tok.vocab_size <= 304
+    again = load_translator(tmp_path / "bpe")
+    assert again.tokenizer.kind == "bpe" and again.translate(["Ωmega 3 mai"]) == result.translator.translate(["Ωmega 3 mai"])
+    with pytest.raises(ValueError, match="needs a char-level translator"):
+        month_alignment(again, task.test)
+
+
 def test_resume_continues_exactly(task, tmp_path):
     straight = seq2seq_train(task, tiny_config(max_iters=8, eval_interval=4), tmp_path / "a", progress=False)
     seq2seq_train(task, tiny_config(max_iters=8, eval_interval=4), tmp_path / "b", progress=False)
@@ -166,3 +178,13 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, argv, message):
 
     code, _, stderr = cli(*[a.format(tmp=tmp_path) for a in argv])
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_every_profile_builds_a_valid_translation_config():
+    from workbench.profiles import PROFILES
+
+    for name, profile in PROFILES.items():
+        s = profile.seq2seq
+        config = s.config()
+        assert config.model.n_embd == s.model["n_embd"] and config.train.max_iters == s.train["max_iters"], name
+        assert 1 in s.beams and s.n_test > 0
