@@ -19,8 +19,12 @@ def dates():
 def test_date_splits_are_disjoint_years_and_targets_are_the_iso_dates(dates):
     years = {s: {int(t[:4]) for t in dates.split(s)["target"]} for s in ("train", "val", "test")}
     assert not (years["train"] & years["test"] or years["train"] & years["val"] or years["val"] & years["test"])
-    assert all(y % 10 == 7 for y in years["test"]) and all(y % 10 == 3 for y in years["val"])
+    assert years["test"] <= {1961, 1970, 1989, 1998, 2007, 2016, 2025, 2034} and len(years["test"]) == 8
+    assert all((y // 10 + y) % 10 == 3 for y in years["val"])
     assert len(years["train"]) > 50  # spread over the whole range, not one block
+    # every digit is trained in every position of the year (the last one included)
+    train_years = {str(y) for y in years["train"]}
+    assert all({y[i] for y in train_years} >= {t[i] for t in map(str, years["test"])} for i in range(4))
     # no test year appears in any training source (its two digits do, as days and months)
     train_text = " ".join(dates.train["source"])
     assert not any(str(y) in train_text for y in years["test"])
@@ -71,8 +75,11 @@ def test_date_task_rejects_bad_options():
         date_task(10, 10, 0)
 
 
-def test_split_of_year():
-    assert [split_of_year(y) for y in (2023, 2027, 2020, 1969)] == ["val", "test", "train", "train"]
+def test_split_of_year_holds_out_one_year_per_decade():
+    assert [split_of_year(y) for y in (2007, 2021, 2027, 1969)] == ["test", "val", "train", "train"]
+    for decade in range(1960, 2040, 10):
+        splits = [split_of_year(y) for y in range(decade, decade + 10)]
+        assert splits.count("test") == splits.count("val") == 1
 
 
 # ---------------------------------------------------------------------------------------------- user files

@@ -9,8 +9,9 @@
 The built-in task needs no download: `babel`'s CLDR data writes each date the way a locale
 writes it ("jeudi 26 novembre 2026", "26.11.26", "2026年11月26日星期四") and the target is
 ISO `2026-11-26`. Day, month and year come in a different order in different locales, so the
-alignment a model learns is not a diagonal. Splits are disjoint sets of whole years (a test
-date's year is never seen in training, see `split_of_year`), every row keeps its `locale` and
+alignment a model learns is not a diagonal. Splits are disjoint sets of whole years, one per
+decade each for validation and test (a test date's year is never seen in training, see
+`split_of_year`), every row keeps its `locale` and
 `format` for per-locale scores, and where the source writes the month as a word its character
 span (`month_start`, `month_end`) is recorded, so the cross-attention of the month digits can be
 measured against it.
@@ -89,13 +90,16 @@ class PairTask:
 
 
 def split_of_year(year: int) -> str:
-    """The split a date's year belongs to: years ending in 3 are validation, in 7 test, the rest train.
+    """The split a date's year belongs to: by (tens digit + units digit) % 10 -- 7 is test, 3 validation,
+    the rest train.
 
-    Whole years, spread over the range rather than one block at its end, so every digit is seen in
-    every position during training (a block 2030-2039 would ask the model for a "3" in the decade
-    digit it never wrote) while no test date's year -- nor its two-digit form -- is ever trained on.
+    Whole years, one per decade for each held-out split (test: 1961, 1970, 1989, 1998, 2007, 2016, 2025,
+    2034), so no test date's year -- nor its two-digit form -- is ever trained on, while every digit is
+    still trained in every position of the year. (Holding out every year ending in 7 would ask the model
+    to write a final "7" it never wrote: a small model then copies the digit wrongly, which measures
+    that gap rather than the task.)
     """
-    return {3: "val", 7: "test"}.get(year % 10, "train")
+    return {7: "test", 3: "val"}.get((year // 10 + year) % 10, "train")
 
 
 @lru_cache(maxsize=None)
