@@ -230,10 +230,11 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     model_config = fit_model_config(config.model, tokenizer)
     enc = {s: encode_pairs(tokenizer, task.split(s), model_config.max_src_len, model_config.max_tgt_len)
            for s in ("train", "val")}
-    cut = float((enc["train"][0][:, -1] != PAD_ID).float().mean()) if enc["train"][0].size(1) >= model_config.max_src_len else 0.0
-    if cut > 0.01:
-        log.warning("%.0f%% of the training sources are cut at max_src_len=%d; raise --max-src-len", 100 * cut,
-                    model_config.max_src_len)
+    for side, limit in (("source", model_config.max_src_len), ("target", model_config.max_tgt_len - 1)):
+        lengths = task.train[side].map(lambda text: len(tokenizer.encode(text)))
+        if (lengths > limit).mean() > 0.01:
+            log.warning("%.0f%% of the training %ss are longer than %d tokens and are cut; raise --max-%s-len",
+                        100 * (lengths > limit).mean(), side, limit, side[:3] if side == "source" else "tgt")
     torch.manual_seed(config.train.seed)
     model = Seq2Seq(model_config)
     tc = config.train.resolved()
@@ -252,7 +253,8 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     for cb in callbacks:
         if isinstance(cb, CrossAttentionSnapshots):
             cb.translator = translator
-    artifacts = {"config": {"model": asdict(model_config)}, "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": task.info()}
+    artifacts = {"config": {"model": asdict(model_config)},  # what seq2seq.load_seq2seq reads
+                 "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": task.info()}
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, callbacks=callbacks,
                       progress=progress, dist=run.dist, device=device,
                       count_tokens=lambda batch: int((batch[0] != PAD_ID).sum() + (batch[1] != PAD_ID).sum()))
