@@ -1,5 +1,4 @@
-"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report |
-seq2seq-train | translate`.
+"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | seq2seq-train | translate`.
 
 The training flags are generated from the config dataclasses (`--n-layer` is
 `ModelConfig.n_layer`), so the command line and the library cannot drift apart.
