@@ -43,8 +43,26 @@ def test_training_forward_and_backward_run_on_flash_attention_in_bf16():
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
         logits, loss = model(x, y)
     loss.backward()
-    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert logits is None and torch.isfinite(loss)  # training: the chunked loss, no full logits
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_chunked_loss_matches_full_logits_under_bf16_autocast(compiled):
+    """The training loss without full logits equals logits + cross-entropy on the GPU, eager and compiled."""
+    model = small_gpt(vocab_size=64).cuda()
+    run = torch.compile(model) if compiled else model
+    x, y = get_batch(DATA, 128, 4, torch.Generator().manual_seed(0), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, chunked = run(x, y)
+        grads = torch.autograd.grad(chunked, list(model.parameters()))
+        model.chunked_loss = False
+        logits, full = run(x, y)
+        ref_grads = torch.autograd.grad(full, list(model.parameters()))
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(chunked, full, atol=2e-2, rtol=1e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=5e-2)
 
 
 def test_trainer_on_cuda_uses_bf16_fused_adamw_tf32_and_pinned_batches():

@@ -266,3 +266,38 @@ def test_attend_paths_agree_with_masks_and_offsets():
     assert causal[..., 0, 3:].abs().max() == 0 and causal[..., 0, 2].min() > 0
     assert seen[0][1, :, :, 4:].abs().max() == 0  # padded keys get no weight
     torch.testing.assert_close(seen[0].sum(-1), torch.ones(2, 3, 4))
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 1000])
+def test_chunked_cross_entropy_matches_full_logits(chunk_rows):
+    """Loss and gradients of the chunked loss equal the plain logits + cross-entropy (ignored targets too)."""
+    from workbench.model import chunked_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(23, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(37, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 37, (23,), generator=g)
+    targets[[3, 17]] = -1
+    ref = F.cross_entropy(h @ w.t(), targets, ignore_index=-1)
+    ref_grads = torch.autograd.grad(2.5 * ref, (h, w))
+    loss = chunked_cross_entropy(h, w, targets, chunk_rows=chunk_rows)
+    grads = torch.autograd.grad(2.5 * loss, (h, w))
+    torch.testing.assert_close(loss, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_training_forward_uses_chunked_loss_with_the_same_gradients():
+    """In train mode the GPT returns no logits and the same loss and weight gradients as eval-mode logits + CE."""
+    model = tiny().train()  # dropout is 0: train and eval compute the same function
+    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    logits, loss = model(idx, targets)
+    assert logits is None
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    model.eval()
+    logits, ref = model(idx, targets)
+    assert logits.shape == (3, 16, 50)
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    torch.testing.assert_close(loss, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

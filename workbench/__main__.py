@@ -269,13 +269,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .bench import format_table, run_bench
+    from .bench import format_table, loss_memory, run_bench
     from .checkpoint import write_json
 
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
     result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation)
+    if args.loss_memory:
+        result.update(loss_memory(config))
     print(format_table(result))
     if args.json:
         write_json(Path(args.json), result)
@@ -358,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=50, help="measured iterations after warm-up")
     p.add_argument("--warmup", type=int, default=10, help="iterations left out of the measurement")
     p.add_argument("--no-generation", action="store_true", help="skip the generation benchmark")
+    p.add_argument("--loss-memory", action="store_true",
+                   help="also measure the step's peak memory with the chunked loss and with full logits")
     p.add_argument("--json", help="also write the figures to this JSON file")
     add_config_flags(p)
     p.set_defaults(func=cmd_bench)

@@ -14,9 +14,11 @@ Random tokens cost exactly what real ones do; quality is measured by `pretrain`,
 
 from __future__ import annotations
 
+import multiprocessing
 import resource
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +30,7 @@ from .data import get_batch
 from .model import GPT
 from .distributed import DistInfo
 from .run import setup_device
-from .train import autocast_context, time_steps
+from .train import autocast_context, resolve_device, time_steps
 
 GEN_LENGTHS = (128, 512)
 
@@ -55,12 +57,16 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = 
     return 2 * n**3 / statistics.median(times)
 
 
-def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10) -> dict[str, Any]:
-    """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`."""
+def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool = True) -> dict[str, Any]:
+    """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
+
+    chunked_loss=False computes the loss from the full (B, T, vocab) logits, for comparison.
+    """
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
     torch.manual_seed(tc.seed)
     model = GPT(mc)
+    model.chunked_loss = chunked_loss
     data = np.random.default_rng(0).integers(0, mc.vocab_size, size=max(1_000_000, 4 * mc.block_size),
                                              dtype=np.int64).astype(np.uint16 if mc.vocab_size < 65536 else np.uint32)
     if device.type == "cuda":
@@ -74,6 +80,29 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10) -> dict
     return {"model": model, "device": device, "ms_per_iter": median * 1000, "tokens_per_s": tokens / median,
             "tokens_per_iter": tokens, "peak_memory_mb": memory / 2**20, "params": model.num_params(),
             "flops_per_token": model.flops_per_token()}
+
+
+def _step_figures(config: RunConfig, iters: int, chunked_loss: bool) -> dict[str, float]:
+    result = training_speed(config, iters, warmup=2, chunked_loss=chunked_loss)
+    return {"peak_memory_mb": result["peak_memory_mb"], "ms_per_iter": result["ms_per_iter"]}
+
+
+def loss_memory(config: RunConfig, iters: int = 5) -> dict[str, float]:
+    """Peak memory and ms/iteration of the training step with the chunked loss and with full logits.
+
+    Each variant is measured alone: in a fresh process on CPU (a process's peak resident set
+    only grows), after resetting the allocator's peak on CUDA.
+    """
+    out = {}
+    for name, chunked in (("chunked", True), ("full_logits", False)):
+        if resolve_device(config.train.device).type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            figures = _step_figures(config, iters, chunked)
+        else:
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                figures = pool.submit(_step_figures, config, iters, chunked).result()
+        out.update({f"loss_{name}_{key}": value for key, value in figures.items()})
+    return out
 
 
 @torch.no_grad()
@@ -131,6 +160,10 @@ def format_table(result: dict[str, Any]) -> str:
         ("MFU", f"{100 * result['mfu']:.1f}%"),
         ("peak memory (MB)", f"{result['peak_memory_mb']:,.0f}"),
     ]
+    if "loss_chunked_peak_memory_mb" in result:
+        rows.append(("loss: chunked / full logits, peak MB", f"{result['loss_chunked_peak_memory_mb']:,.0f} / "
+                     f"{result['loss_full_logits_peak_memory_mb']:,.0f} (ms/iter {result['loss_chunked_ms_per_iter']:.1f}"
+                     f" / {result['loss_full_logits_ms_per_iter']:.1f})"))
     for n in GEN_LENGTHS:
         if f"gen{n}_cached_tokens_per_s" in result:
             rows.append((f"generate {n}: cached / uncached tok/s",

@@ -322,6 +322,7 @@ class GPT(HookedModule):
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self.hook_ln_f = HookPoint()
+        self.chunked_loss = True  # training loss without full logits (forward); False only to compare
         self.name_hook_points()
 
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
@@ -365,16 +366,24 @@ class GPT(HookedModule):
     def forward(self, idx, targets=None):
         """Logits for every position, and the loss when targets are given.
 
+        While training with targets (`model.train()` and autograd on), the loss comes from
+        `chunked_cross_entropy`, which never holds the full (B, T, vocab) logits, and the logits
+        returned are None (as Liger's fused linear cross-entropy does); in eval mode, or without
+        targets, the logits are computed in full.
+
         Args:
             idx: (B, T) token ids, T <= block_size.
             targets: (B, T) next-token ids; -1 marks positions to ignore.
         Returns:
-            (logits (B, T, vocab_size), loss scalar or None).
+            (logits (B, T, vocab_size) or None, loss scalar or None).
         """
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(f"input of length {T} exceeds block_size={self.config.block_size}; crop the input")
-        logits = self.lm_head(self.hidden_states(idx))
+        x = self.hidden_states(idx)  # (B, T, C)
+        if targets is not None and self.chunked_loss and self.training and torch.is_grad_enabled():
+            return None, chunked_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
+        logits = self.lm_head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
@@ -493,6 +502,59 @@ class GPT(HookedModule):
         )
         hf_config.to_json_file(str(out / "config.json"))
         return out
+
+
+LOSS_CHUNK_ELEMENTS = 2**24  # logits held at once by chunked_cross_entropy: 64 MB in fp32
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (h @ Wᵀ) and both its gradients, computed chunk by chunk of rows.
+
+    The forward pass also computes d loss/d h and d loss/d W (softmax − one-hot, times h or W), so
+    only one chunk of logits exists at a time and backward just scales the stored gradients:
+    the same matmuls as the plain path (no recomputation), a fraction of its memory.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk_rows: int):
+        valid = targets != -1
+        n_valid = valid.sum().clamp(min=1)
+        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums in fp32 at least
+        loss = torch.zeros((), device=h.device, dtype=acc)
+        grad_h = torch.empty_like(h)
+        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
+        for start in range(0, h.size(0), chunk_rows):
+            h_c, ok = h[start : start + chunk_rows], valid[start : start + chunk_rows]
+            target = targets[start : start + chunk_rows].clamp(min=0)[:, None]  # (n, 1)
+            logits = (h_c @ weight.t()).to(acc)  # (n, V)
+            lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
+            loss = loss + ((lse - logits.gather(1, target)).squeeze(1) * ok).sum()
+            grad = (logits - lse).exp_()  # softmax, in place of the logits
+            grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
+            grad = (grad * (ok / n_valid)[:, None]).to(h_c.dtype)  # d mean loss / d logits, (n, V)
+            grad_h[start : start + chunk_rows] = grad @ weight.to(grad.dtype)  # (n, C)
+            grad_w += grad.t() @ h_c  # (V, C)
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        return loss / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
+
+
+def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk_rows: int | None = None) -> torch.Tensor:
+    """`F.cross_entropy(h @ weight.T, targets, ignore_index=-1)` without materialising all logits.
+
+    Args:
+        h: (N, C) final hidden states; weight: (V, C) output layer; targets: (N,), -1 = ignore.
+        chunk_rows: rows per chunk; default keeps LOSS_CHUNK_ELEMENTS logits at a time.
+    Returns:
+        scalar mean loss over the targets that are not -1 (differentiable in h and weight).
+    """
+    chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.size(0))
+    return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_rows)
 
 
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator=None):

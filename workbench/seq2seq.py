@@ -32,6 +32,9 @@ or every cached target position while decoding):
 
 `hooks()` and `run_with_cache(src, tgt_in, names)` work as the GPT's (`model.HookedModule`).
 
+Training: `Trainer(model, ...)` calls `model(src, tgt_in, tgt_out)` on `make_batch`'s tensors;
+`loss_evaluator` is its validation loss.
+
 Decoding (the encoder runs once per source; each decoder layer's cross-attention keys and values
 are computed once per source and its self-attention keys and values are cached, `DecoderCache`):
 `generate` (greedy, or sampling with temperature / top-k / top-p), `beam_search` (width,
@@ -97,7 +100,8 @@ class Seq2SeqConfig:
                                             "change n_embd or n_head")
         _check(not self.shared_embeddings or self.src_vocab_size == self.tgt_vocab_size,
                f"shared_embeddings needs one vocabulary, got src_vocab_size={self.src_vocab_size} and "
-               f"tgt_vocab_size={self.tgt_vocab_size}; set both to the shared tokenizer's size or shared_embeddings=False")
+               f"tgt_vocab_size={self.tgt_vocab_size}; set both to the shared tokenizer's size, "
+               "or shared_embeddings=False")
         special = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
         for name, value in special.items():
             _check(isinstance(value, int) and 0 <= value < self.tgt_vocab_size,
@@ -400,7 +404,9 @@ class Seq2Seq(HookedModule):
             src: (B, S) source ids; tgt_in: (B, T) BOS + target; tgt_out: (B, T) target + EOS.
                 All right-padded with pad_id (`make_batch`); pad targets are ignored by the loss.
         Returns:
-            (logits (B, T, tgt_vocab_size), cross-entropy with label_smoothing, or None).
+            (logits (B, T, tgt_vocab_size), the mean cross-entropy over non-pad targets, or None).
+            With label_smoothing ε the target gets 1-ε and ε is spread over the whole vocabulary
+            (`F.cross_entropy`'s smoothing).
         """
         memory, src_mask = self.encode(src)
         logits = self.decode(tgt_in, memory, src_mask)
@@ -473,6 +479,28 @@ def make_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]
         tgt_in[i, 0], tgt_in[i, 1 : len(ids) + 1] = config.bos_id, ids
         tgt_out[i, : len(ids)], tgt_out[i, len(ids)] = ids, config.eos_id
     return src, tgt_in.to(src.device), tgt_out.to(src.device)
+
+
+def loss_evaluator(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], config: Seq2SeqConfig,
+                   batch_size: int = 64, device=None) -> Callable[[nn.Module], dict[str, float]]:
+    """The `Trainer`'s `evaluate` for held-out pairs: model -> {"val_loss": mean NLL per target token}.
+
+    Every pair is read (batched, in order); each target token and EOS counts once, pads not at all.
+    Plain cross-entropy, without label smoothing, so runs with and without smoothing compare.
+    """
+    batches = [make_batch(sources[i : i + batch_size], targets[i : i + batch_size], config, device)
+               for i in range(0, len(sources), batch_size)]
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        total, count = 0.0, 0
+        for src, tgt_in, tgt_out in batches:
+            logits, _ = model(src, tgt_in)
+            total += F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=config.pad_id,
+                                     reduction="sum").item()
+            count += int((tgt_out != config.pad_id).sum())
+        return {"val_loss": total / count}
+
+    return evaluate
 
 
 def strip_special(ids: Sequence[int], config: Seq2SeqConfig) -> list[int]:
@@ -638,9 +666,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, beam: int = 4, max_len: int |
                     else:
                         new_scores[b, live], new_origin[b, live], new_token[b, live] = s, o, tok
                         live += 1
-                best = sorted(h.score for h in finished[b])[::-1]
-                best_live = new_scores[b, 0].item()
-                done[b] = live == 0 or (len(best) >= n_best and best[n_best - 1] >= best_live / length_penalty(max_len, alpha))
+                # done: nothing left alive, or n_best finished that no live beam can still beat
+                ceiling = new_scores[b, 0].item() / length_penalty(max_len, alpha)
+                kept = sorted((h.score for h in finished[b]), reverse=True)
+                done[b] = live == 0 or (len(kept) >= n_best and kept[n_best - 1] >= ceiling)
             if all(done):
                 break
             rows = (torch.arange(B)[:, None] * K + new_origin).view(-1).to(dev)  # (B*K,) each survivor's parent
