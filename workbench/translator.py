@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig, _check, _choice, from_dict, updated
 from .run import Run, load_final, setup_device
-from .seq2seq import Seq2Seq, Seq2SeqConfig, translate
+from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .train import History, Trainer
 from .translation import BOS_ID, EOS_ID, PAD_ID, PairTask, PairTokenizer, encode_pairs, train_pair_tokenizer
@@ -149,22 +149,19 @@ def _trim_pad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 class _Evaluator:
-    """A Trainer `evaluate` function: validation loss (per target token) and, on the first
-    `n_translate` rows, greedy exact match."""
+    """A Trainer `evaluate` function: validation loss per target token (`seq2seq.loss_evaluator`: plain
+    cross-entropy, so runs with and without label smoothing compare) and, on the first `n_translate`
+    rows, greedy exact match."""
 
-    def __init__(self, translator: Translator, src: torch.Tensor, tgt: torch.Tensor, rows: pd.DataFrame,
-                 n_translate: int, batch_size: int, device: torch.device):
-        self.translator, self.src, self.tgt, self.rows = translator, src, tgt, rows.head(n_translate)
-        self.batch_size, self.device = batch_size, device
+    def __init__(self, translator: Translator, rows: pd.DataFrame, n_translate: int, batch_size: int,
+                 device: torch.device):
+        cfg, tok = translator.model.config, translator.tokenizer
+        self.loss = loss_evaluator([tok.encode(s)[: cfg.max_src_len] for s in rows["source"]],
+                                   [tok.encode(t)[: cfg.max_tgt_len - 1] for t in rows["target"]], cfg, batch_size, device)
+        self.translator, self.rows = translator, rows.head(n_translate)
 
     def __call__(self, model) -> dict[str, float]:
-        total, tokens = 0.0, 0
-        for i in range(0, len(self.src), self.batch_size):
-            src, tgt = _trim_pad(self.src[i : i + self.batch_size], self.tgt[i : i + self.batch_size])
-            _, loss = model(src.to(self.device), tgt[:, :-1].to(self.device), tgt[:, 1:].to(self.device))
-            n = int((tgt[:, 1:] != PAD_ID).sum())
-            total, tokens = total + float(loss) * n, tokens + n
-        metrics = {"val_loss": total / tokens}
+        metrics = self.loss(model)
         if len(self.rows):
             predictions = self.translator.translate(self.rows["source"].tolist())
             metrics["val_exact_match"] = float(np.mean([p == t for p, t in zip(predictions, self.rows["target"])]))
@@ -228,8 +225,6 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
     model_config = fit_model_config(config.model, tokenizer)
-    enc = {s: encode_pairs(tokenizer, task.split(s), model_config.max_src_len, model_config.max_tgt_len)
-           for s in ("train", "val")}
     for side, limit in (("source", model_config.max_src_len), ("target", model_config.max_tgt_len - 1)):
         lengths = task.train[side].map(lambda text: len(tokenizer.encode(text)))
         if (lengths > limit).mean() > 0.01:
@@ -240,7 +235,7 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     tc = config.train.resolved()
     device = setup_device(tc, run.dist)
     translator = Translator(model, tokenizer, config)
-    train_src, train_tgt = enc["train"]
+    train_src, train_tgt = encode_pairs(tokenizer, task.train, model_config.max_src_len, model_config.max_tgt_len)
     n_train = len(train_src)
 
     def next_batch(generator: torch.Generator):
@@ -248,7 +243,7 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
         src, tgt = _trim_pad(train_src[ix], train_tgt[ix])
         return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
 
-    evaluate = _Evaluator(translator, *enc["val"], task.val, config.val_translate, config.eval_batch_size, device)
+    evaluate = _Evaluator(translator, task.val, config.val_translate, config.eval_batch_size, device)
     callbacks = list(callbacks)
     for cb in callbacks:
         if isinstance(cb, CrossAttentionSnapshots):
