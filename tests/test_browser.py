@@ -1,16 +1,19 @@
-"""Exported HTML renders its Plotly figures offline: headless Debian chromium opens the page with
-every non-file request blocked, and each figure must have drawn SVG marks with a real size.
+"""Exported HTML renders offline: headless Debian chromium opens the page with every non-file
+request blocked; each Plotly figure must have drawn SVG marks with a real size, the markdown maths
+must show as laid-out MathML (no raw TeX), and the page must ask the network for nothing.
 
-`assert_plotly_figures_drawn(html_path, min_figures)` is reusable for the real report's pages."""
+`assert_plotly_figures_drawn(html_path, min_figures)` and `assert_formulas_rendered(html_path,
+min_formulas)` are reusable for the real report's pages."""
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from workbench.report import run_report
+from workbench.report import WIDGET_NOTE, export_html, network_references, run_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -18,6 +21,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Plotly's drawn marks: anything in a trace layer (heatmap images, lines, markers, bars; each
 # cartesian trace layer is a `g.<type>layer.mlayer`) or a pie slice. Axes and grid lines are not marks.
 MARKS = ".main-svg .mlayer image, .main-svg .mlayer path, .main-svg .pielayer path"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 pytestmark = pytest.mark.browser
 
@@ -31,13 +35,10 @@ def require_chromium() -> None:
     pytest.skip(message)
 
 
-def assert_plotly_figures_drawn(html_path: str | Path, min_figures: int,
-                                screenshot: str | Path | None = None) -> list[dict]:
-    """Open `html_path` offline in headless chromium and check every Plotly figure drew.
-
-    Requests other than file:// and data: are aborted and recorded, so a figure that needs the
-    network fails here. Returns one dict per figure: its size, trace types and drawn-mark count.
-    """
+@contextmanager
+def offline_page(html_path: str | Path):
+    """Yield (page, blocked URLs, page errors) for `html_path` opened in headless chromium with every
+    request other than file:// and data: aborted and recorded."""
     from playwright.sync_api import sync_playwright
 
     blocked, page_errors = [], []
@@ -56,33 +57,65 @@ def assert_plotly_figures_drawn(html_path: str | Path, min_figures: int,
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             page.route("**/*", offline)
             page.goto(Path(html_path).resolve().as_uri(), wait_until="load", timeout=60_000)
-            n_divs = page.locator(".plotly-graph-div").count()
-            assert n_divs >= min_figures, f"{n_divs} Plotly figures in the page, expected >= {min_figures}"
-            try:
-                page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_divs}",
-                                       timeout=30_000)
-            except Exception:  # the assertions below say what is missing
-                pass
-            figures = page.evaluate("""(marks) => [...document.querySelectorAll('.plotly-graph-div')].map(div => {
-                const box = el => { const r = el.getBoundingClientRect(); return [r.width, r.height]; };
-                const svg = div.querySelector('.main-svg');
-                return {id: div.id, drawn: div.classList.contains('js-plotly-plot'),
-                        size: svg ? box(svg) : [0, 0],
-                        traces: (div.data || []).map(t => t.type || 'scatter'),
-                        marks: [...div.querySelectorAll(marks)].filter(el => box(el)[0] > 0 && box(el)[1] > 0).length,
-                        heatmap_images: [...div.querySelectorAll('.hm image')].filter(el => box(el)[0] > 0).length,
-                        lines: [...div.querySelectorAll('path.js-line')].filter(el => box(el)[0] > 0).length};
-            })""", MARKS)
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
+            yield page, blocked, page_errors
         finally:
             browser.close()
+
+
+def assert_formulas_rendered(html_path: str | Path, min_formulas: int) -> list[dict]:
+    """Open `html_path` offline and check its maths: at least `min_formulas` MathML elements laid out
+    with a real size, no TeX left in the visible text, and no request for the network at all.
+
+    Returns one dict per <math>: display, width, height, and its text.
+    """
+    with offline_page(html_path) as (page, blocked, page_errors):
+        formulas = page.evaluate("""() => [...document.querySelectorAll('math')].map(m => {
+            const r = m.getBoundingClientRect();
+            return {display: m.getAttribute('display'), width: r.width, height: r.height, text: m.textContent};
+        })""")
+        visible = page.evaluate("() => document.body.innerText")
+    assert not blocked and not page_errors, f"blocked requests: {blocked}; page errors: {page_errors}"
+    assert len(formulas) >= min_formulas, f"{len(formulas)} <math> elements, expected >= {min_formulas}"
+    flat = [f for f in formulas if not (f["width"] > 0 and f["height"] > 0)]
+    assert not flat, f"formulas not laid out: {flat}"
+    raw_tex = [marker for marker in ("$$", "\\frac", "\\mathrm", "\\sqrt") if marker in visible]
+    assert not raw_tex, f"raw TeX visible in the page: {raw_tex}"
+    return formulas
+
+
+def assert_plotly_figures_drawn(html_path: str | Path, min_figures: int,
+                                screenshot: str | Path | None = None) -> list[dict]:
+    """Open `html_path` offline in headless chromium and check every Plotly figure drew.
+
+    Requests other than file:// and data: are aborted and recorded, so a figure that needs the
+    network fails here. Returns one dict per figure: its size, trace types and drawn-mark count.
+    """
+    with offline_page(html_path) as (page, blocked, page_errors):
+        n_divs = page.locator(".plotly-graph-div").count()
+        assert n_divs >= min_figures, f"{n_divs} Plotly figures in the page, expected >= {min_figures}"
+        try:
+            page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n_divs}",
+                                   timeout=30_000)
+        except Exception:  # the assertions below say what is missing
+            pass
+        figures = page.evaluate("""(marks) => [...document.querySelectorAll('.plotly-graph-div')].map(div => {
+            const box = el => { const r = el.getBoundingClientRect(); return [r.width, r.height]; };
+            const svg = div.querySelector('.main-svg');
+            return {id: div.id, drawn: div.classList.contains('js-plotly-plot'),
+                    size: svg ? box(svg) : [0, 0],
+                    traces: (div.data || []).map(t => t.type || 'scatter'),
+                    marks: [...div.querySelectorAll(marks)].filter(el => box(el)[0] > 0 && box(el)[1] > 0).length,
+                    heatmap_images: [...div.querySelectorAll('.hm image')].filter(el => box(el)[0] > 0).length,
+                    lines: [...div.querySelectorAll('path.js-line')].filter(el => box(el)[0] > 0).length};
+        })""", MARKS)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
     context = f"blocked requests: {blocked}; page errors: {page_errors}"
     assert not page_errors, context
     for fig in figures:
         assert fig["drawn"] and min(fig["size"]) > 0, f"figure {fig} did not draw; {context}"
         assert fig["marks"] > 0, f"figure {fig} has no visible marks; {context}"
-    assert not [url for url in blocked if "plotly" in url.lower()], context
+    assert not blocked, context  # a report page asks the network for nothing
     return figures
 
 
@@ -92,7 +125,9 @@ def exported_page(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     params = new_code_cell('profile = "default"\nrun_dir = "unset"')
     params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell(
+    maths = new_markdown_cell("Loss $-\\log p(x_{t+1} \\mid x_{\\le t})$, costs \\$5, code `$HOME`:\n\n"
+                              "$$\\mathrm{softmax}\\!\\left(\\frac{QK^\\top}{\\sqrt{d_k}}\\right) V$$")
+    nb = new_notebook(cells=[maths, params, new_code_cell("import ipywidgets\nipywidgets.IntSlider(value=3)"), new_code_cell(
         "import plotly.graph_objects as go, plotly.io as pio\n"
         'pio.renderers.default = "plotly_mimetype+notebook"\n'
         'go.Figure(go.Heatmap(z=[[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]], colorscale="Viridis"),\n'
@@ -120,3 +155,23 @@ def test_a_page_without_figures_fails_the_check(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><p>no figures</p></body></html>")
     with pytest.raises(AssertionError, match="0 Plotly figures"):
         assert_plotly_figures_drawn(page, min_figures=1)
+
+
+def test_the_page_asks_the_network_for_nothing_and_its_maths_renders(exported_page):
+    page = exported_page.read_text(encoding="utf-8")
+    assert network_references(page) == []
+    inline, display = assert_formulas_rendered(exported_page, min_formulas=2)
+    assert (inline["display"], display["display"]) == ("inline", "block")
+    assert "softmax" in display["text"] and "QK" in display["text"]
+    assert display["height"] > 1.5 * inline["height"]  # a fraction stacks: the display formula is taller
+    assert "costs $5, code $HOME" in page.replace("<code>", "").replace("</code>", "")  # text, not maths
+    assert WIDGET_NOTE in page and "widget-state" not in page  # a widget says where to use it
+
+
+def test_formulas_of_01_attention_render_as_mathml_offline(tmp_path):
+    require_chromium()
+    page = export_html(NOTEBOOKS / "01_attention.ipynb", tmp_path / "01_attention.html")  # markdown needs no kernel
+    formulas = assert_formulas_rendered(page, min_formulas=10)
+    attention = next(f for f in formulas if f["display"] == "block")
+    assert attention["text"].startswith("Attention(Q,K,V)=softmax")
+    assert network_references(page.read_text(encoding="utf-8")) == []

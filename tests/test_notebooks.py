@@ -64,6 +64,23 @@ def test_start_refuses_to_overwrite_an_earlier_run(tmp_path):
     assert (tmp_path / "pretrain" / "keep.txt").read_text() == "x"
 
 
+def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
+    import pandas as pd
+
+    tokens = pd.DataFrame({"tokenizer": ["char"] * 3 + ["bpe"], "position": [0, 1, 2, 0], "token": ["T", "o", " ", "To "]})
+    wide = tokens.pivot(index="position", columns="tokenizer", values="token").T  # bpe has no position 1 or 2
+    html = notebook.table(wide).to_html()
+    assert "NaN" not in html and html.count(">—<") == 2
+    numbers = notebook.table(pd.DataFrame({"perplexity": [61.86457, 62.95348], "tokens_per_s": [15932.98, 9000.0],
+                                           "sparsity": [float("nan"), 0.5]})).to_html()
+    assert ">61.865<" in numbers and ">15,932.980<" in numbers and ">—<" in numbers and "NaN" not in numbers
+    with pd.option_context("display.precision", 6):  # start() sets it for the notebook's plain tables
+        notebook.start("01_attention", profile="smoke", run_dir=str(tmp_path))
+        assert pd.get_option("display.precision") == notebook.TABLE_PRECISION == 3
+        assert "0.123" in pd.DataFrame({"x": [0.1234567]})._repr_html_() and "0.1234" not in pd.DataFrame(
+            {"x": [0.1234567]})._repr_html_()
+
+
 @pytest.mark.slow
 def test_a_bad_parameter_stops_the_notebook_at_its_first_cell(tmp_path):
     out = tmp_path / "out.ipynb"
@@ -203,6 +220,21 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
     seq2seq = assert_plotly_figures_drawn(out / "05_seq2seq.html", min_figures=6)
     assert sum("heatmap" in f["traces"] for f in seq2seq) >= 4  # cross-attention: menu, grid, step slider, typed text
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_formulas_render_offline_and_no_page_references_the_network(smoke_report):
+    from test_browser import assert_formulas_rendered, require_chromium
+
+    from workbench.report import network_references
+
+    out = smoke_report[0]
+    for page in sorted(out.glob("*.html")):
+        assert network_references(page.read_text(encoding="utf-8")) == [], page.name
+    require_chromium()
+    formulas = assert_formulas_rendered(out / "01_attention.html", min_formulas=10)
+    assert sum(f["display"] == "block" for f in formulas) == 2  # the attention and multi-head formulas
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from workbench.__main__ import main
-from workbench.report import NotebookFailedError, run_report
+from workbench.report import NotebookFailedError, describe_code, network_references, notebook_parameters, run_report
 
 FIGURE = """import plotly.graph_objects as go, plotly.io as pio
 pio.renderers.default = "plotly_mimetype+notebook"
@@ -66,6 +66,10 @@ def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_
     assert lines[1].endswith(f"about 0:{int(took['02_second.ipynb']):02d} left)")
     assert lines[2].startswith("[2/2] 02_second ...") and re.fullmatch(r".* ok in \d+ s \(elapsed \d:\d\d\)", lines[3])
     assert "without encryption" not in capfd.readouterr().err  # the kernels' transport warning is gone
+    # the new report's index compares it with that earlier one: the same notebooks, the same metrics
+    assert json.loads((out.parent / "again" / "report.json").read_text())["compared_with"] == "out"
+    index = (out.parent / "again" / "index.html").read_text(encoding="utf-8")
+    assert "<h2>Compared with out</h2>" in index and "0 metrics changed, 8 the same" in index
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,41 @@ def test_report_json_holds_status_metrics_timing_and_environment(passing):
     assert all(env[k] for k in ("python", "torch", "numpy", "plotly", "papermill"))
 
 
+def test_report_json_says_what_produced_it(passing):
+    from dataclasses import asdict
+
+    from workbench.profiles import get_profile
+
+    _, out, report = passing
+    assert report["code"] == describe_code()  # this checkout's revision, as a report run here records it
+    assert len(report["code"]["revision"]) == 40
+    assert report["settings"] == json.loads(json.dumps(asdict(get_profile("smoke")), default=str))
+    assert report["settings"]["finetuning"]["seeds"] == [0] and report["seed"] == 1337
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert f"code {report['code']['revision'][:12]}" in index
+
+
+def test_every_parameter_of_a_notebook_is_recorded_with_its_default():
+    params = notebook_parameters(Path(__file__).resolve().parent.parent / "notebooks" / "01_attention.ipynb")
+    assert params == {"profile": "default", "run_dir": "../runs/notebooks",
+                      "text": "To be, or not to be, that is the question"}
+
+
+def test_describe_code_gives_the_revision_and_uncommitted_changes_or_none(tmp_path):
+    import subprocess
+
+    assert describe_code(tmp_path) == {"revision": None, "uncommitted_changes": None}  # not a checkout
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "model.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "model.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert describe_code(tmp_path) == {"revision": head, "uncommitted_changes": False}
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert describe_code(tmp_path) == {"revision": head, "uncommitted_changes": True}
+
+
 def test_executed_notebooks_and_html_are_written(passing):
     _, out, report = passing
     for nb in report["notebooks"]:
@@ -116,15 +155,27 @@ def test_executed_notebooks_and_html_are_written(passing):
         assert (out / nb["html"]).stat().st_size > 1_000_000  # plotly.js is inline
 
 
-def test_html_carries_plotly_inline_and_loads_nothing_it_needs_from_a_cdn(passing):
+def test_html_carries_plotly_inline_and_references_no_network(passing):
     _, out, report = passing
     page = (out / report["notebooks"][0]["html"]).read_text(encoding="utf-8")
     assert "plotly.js v" in page  # the bundle's banner comment
     assert "Plotly.newPlot" in page
     scripts = re.findall(r"<script\b[^>]*\bsrc=[\"']([^\"']+)[\"'][^>]*>", page)
     assert not [s for s in scripts if "plotly" in s.lower()], scripts
-    blocking = [tag for tag in re.findall(r"<script\b[^>]*\bsrc=[\"']https?://[^>]*>", page) if "defer" not in tag]
-    assert not blocking, f"remote scripts that block rendering: {blocking}"
+    for nb in report["notebooks"]:  # no require.js, MathJax, mermaid or widget manager from a CDN
+        assert network_references((out / nb["html"]).read_text(encoding="utf-8")) == [], nb["html"]
+
+
+def test_network_references_finds_what_a_page_would_fetch():
+    would_fetch = ['<script defer src="https://cdnjs.example/require.min.js"></script>',
+                   '<link rel="stylesheet" href="//fonts.example/css">', "<style>@import url(https://f.example/a.css);</style>",
+                   '<div style="background: url(\'http://x.example/a.png\')">', 'await import("https://cdn.example/mermaid.mjs")',
+                   "var widgetRendererSrc = 'https://unpkg.example/embed-amd.js';"]
+    for snippet in would_fetch:
+        assert len(network_references(f"<html><body>{snippet}</body></html>")) == 1, snippet
+    reader_links_and_plotly = ('<a href="https://plotly.com/">plotly</a><svg xmlns="http://www.w3.org/2000/svg"></svg>'
+                               '<script>/**\n* plotly.js v4.1.1\n*/ var tiles = "url(https://tiles.example/{z})";</script>')
+    assert network_references(reader_links_and_plotly) == []
 
 
 def test_index_html_links_every_notebook_with_its_metrics(passing):

@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | seq2seq-train | translate`.
+"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | compare | seq2seq-train | translate`.
 
 The training flags are generated from the config dataclasses (`--n-layer` is
 `ModelConfig.n_layer`), so the command line and the library cannot drift apart.
@@ -266,6 +266,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report ({report['profile']}, {report['wall_s']:.0f} s): {out.resolve() / 'index.html'}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .report_diff import compare_reports, format_comparison, load_report
+
+    a, b = load_report(args.report_a), load_report(args.report_b)
+    print(format_comparison(compare_reports(a, b, args.report_a, args.report_b)))
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
@@ -374,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
                    help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="two reports side by side: metrics with differences, settings, environment")
+    p.add_argument("report_a", metavar="REPORT_A", help="a report folder (or its report.json): the earlier one")
+    p.add_argument("report_b", metavar="REPORT_B", help="the report to compare with it")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

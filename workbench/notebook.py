@@ -3,9 +3,10 @@
 Notebooks are thin: a `parameters` cell of literals, then `ctx = start("02_pretraining",
 profile=profile, run_dir=run_dir)`. `start` validates the parameters (a bad one stops the
 notebook right there with a message naming the parameter and the fix), sets up Plotly for
-offline HTML, seeds the RNGs, and returns a `NotebookContext` with the notebook's settings
-from its profile (`workbench.profiles`: smoke, default, full), the run directory where
-notebooks hand artifacts to each other, and `write_metrics`.
+offline HTML, shows tables' floats to `TABLE_PRECISION` decimals, seeds the RNGs, and returns a
+`NotebookContext` with the notebook's settings from its profile (`workbench.profiles`: smoke,
+default, full), the run directory where notebooks hand artifacts to each other, and `write_metrics`.
+`table(df)` shows a table whose empty places mean "does not apply" with a dash, not `NaN`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from .profiles import PROFILES, get_profile
+
+DEFAULT_SEED = 1337  # every notebook's seed unless its caller passes another (recorded in reports)
+TABLE_PRECISION = 3  # decimals of a float in a displayed table (the data keeps every digit)
 
 
 @dataclass
@@ -63,7 +67,7 @@ def _check_type(name: str, value: Any, kinds: tuple[type, ...], example: str) ->
                         f"got {type(value).__name__} {value!r}; set e.g. {name} = {example}")
 
 
-def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks", seed: Any = 1337,
+def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks", seed: Any = DEFAULT_SEED,
           outputs: tuple[str, ...] = (), requires: dict[str, str] | None = None, **params: Any) -> NotebookContext:
     """Validate a notebook's parameters and prepare the kernel; returns the NotebookContext.
 
@@ -96,13 +100,23 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
     for relative, producer in (requires or {}).items():
         ctx.require(relative, producer)
 
+    import pandas as pd
+
     from .viz import setup_notebook
 
     setup_notebook()
+    pd.set_option("display.precision", TABLE_PRECISION)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     return ctx
+
+
+def table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str = "—"):
+    """`df` for display: floats to `precision` decimals, large numbers with thousands separators and a
+    missing value (a token position one tokenizer does not reach, the sparsity of an int8 model) as
+    `na_rep` rather than NaN. Returns a pandas Styler; the data is unchanged."""
+    return df.style.format(precision=precision, na_rep=na_rep, thousands=",")
 
 
 def trained_gpt(ctx: NotebookContext, config):

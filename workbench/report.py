@@ -6,29 +6,47 @@ there), then writes into `out_dir`:
 
     01_attention.ipynb, 01_attention.html, ...   executed notebooks and self-contained HTML
     run/                                         artifacts; run/metrics/<stem>.json from each notebook
-    report.json                                  per notebook: status, wall_s, parameters, metrics;
-                                                 plus the environment, profile and total wall time
-    index.html                                   a table linking the notebooks, with headline metrics
+    report.json                                  per notebook: status, wall_s, every parameter it ran
+                                                 with (its parameters cell, then the injected ones),
+                                                 metrics; plus the profile, its settings and the seed,
+                                                 the environment, the workbench's code revision and
+                                                 whether its tree had uncommitted changes, total wall time
+    index.html                                   a table linking the notebooks, with headline metrics, and
+                                                 what changed since the previous report of the profile
+                                                 (`workbench.report_diff`, also `python -m workbench compare`)
 
 A failing notebook stops the run: its partial notebook and HTML (with the traceback) are still
 written, earlier outputs are kept, report.json records status "failed", and `NotebookFailedError`
 names the notebook, the cell and the error.
 
-The HTML works offline: figures are rendered by plotly's `plotly_mimetype+notebook` renderer,
-which inlines plotly.js in the notebook. nbconvert's lab template loads require.js and MathJax
-(for markdown math) from a CDN; `export_html` defers those scripts so they never block the page,
-and drops the per-figure MathJax `<script src>` plotly adds, so nothing a figure needs comes from
-the network.
+The HTML works offline and references nothing on the network (`network_references` finds what
+would): figures are drawn by plotly's `plotly_mimetype+notebook` renderer, which inlines plotly.js
+in the notebook. nbconvert's lab template would load require.js, MathJax, mermaid and the ipywidgets
+HTML manager from CDNs; `export_html` drops all four:
+
+- Maths: the `$...$` and `$$...$$` of markdown cells become MathML (`latex2mathml`, pure Python),
+  which Chromium (109+) and Firefox render natively. A MathJax copy inlined instead would add about
+  1-2 MB of script and fonts to every page and typeset only after its script ran; MathML adds a few
+  kB, shows as soon as the page is parsed and keeps the formulas as text a reader can copy. The
+  formulas here (fractions, roots, scripts, stretchy brackets) are MathML Core's own ground; TeX the
+  converter cannot read is shown as code, with a warning.
+- Widgets: a static view of an ipywidget needs the HTML manager's script, which no installed package
+  ships; its place says to open the notebook in JupyterLab, and every widget view in the notebooks
+  has a static figure beside it. The saved widget state (megabytes nothing can render) is left out.
+- require.js and mermaid: nothing in the notebooks uses them.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import html
 import json
 import math
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 import warnings
@@ -38,22 +56,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from .notebook import DEFAULT_SEED
 from .profiles import get_profile
 
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
+WIDGET_NOTE = "(an interactive widget: run the notebook in JupyterLab to use it)"
 
-# nbconvert's lab template with its remote <script src> tags deferred: they load when online
-# (MathJax typesets markdown math) but never block parsing, so inline figure scripts run at once.
+# nbconvert's lab template without its CDN scripts (require.js, MathJax, mermaid, the widget manager)
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
-{% from 'mathjax.html.j2' import mathjax %}
-{%- block html_head_js_requirejs -%}
-<script defer src="{{ resources.require_js_url }}"></script>
-{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}
-{{ mathjax(resources.mathjax_url) | replace('<script src=', '<script defer src=') }}
+<style>math[display="block"] { margin: 1em 0; font-size: 1.15em; } math { font-size: 1.1em; }</style>
 {%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 """
 # plotly's HTML renderers put a synchronous MathJax <script src> from a CDN before every figure.
 _REMOTE_MATHJAX = re.compile(r"<script[^>]*\ssrc=\"https?://[^\"]*mathjax[^\"]*\"[^>]*>\s*</script>",
@@ -69,7 +87,7 @@ class NotebookFailedError(RuntimeError):
 
 
 def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
-    """Write a self-contained HTML page of an (executed) notebook.
+    """Write a self-contained HTML page of an (executed) notebook: maths as MathML, no network use.
 
     Args:
         ipynb_path: the notebook to convert.
@@ -82,9 +100,15 @@ def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(ipynb_path), as_version=4)
+    nb.metadata.pop("widgets", None)  # the saved widget state: nothing offline can render it
+    formulas: dict[str, str] = {}  # placeholder -> MathML, put in after markdown has been rendered
     for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _replace_math(cell.source, formulas)
         for output in cell.get("outputs", []):
             data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                output["data"] = {"text/plain": WIDGET_NOTE}  # not the widget's repr, "IntSlider(value=3)"
             if "text/html" in data:
                 text = data["text/html"]
                 text = "".join(text) if isinstance(text, list) else text
@@ -92,9 +116,66 @@ def export_html(ipynb_path: str | Path, html_path: str | Path) -> Path:
     exporter = HTMLExporter(template_name="lab", template_file="workbench_report.html.j2",
                             extra_loaders=[jinja2.DictLoader({"workbench_report.html.j2": _TEMPLATE})])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(ipynb_path).stem}})
+    for placeholder, mathml in formulas.items():
+        body = body.replace(placeholder, mathml)
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path
+
+
+# Markdown maths, found outside code spans and fences (_CODE): an escaped \$ is text; inline $...$
+# opens before a non-space and closes after one, not before a digit ("$5 and $10" is no formula).
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
+_MATH = re.compile(r"(?P<escaped>\\\$)|\$\$(?P<display>.+?)\$\$|\$(?=\S)(?P<inline>[^$\n]+?)(?<=\S)\$(?!\d)",
+                   re.DOTALL)
+
+
+def _replace_math(markdown: str, formulas: dict[str, str]) -> str:
+    """Replace each formula of a markdown cell with a plain-text placeholder (markdown leaves it alone)
+    and keep its MathML in `formulas`, to be put in after nbconvert has rendered the markdown."""
+
+    def placeholder(match: re.Match) -> str:
+        if match["escaped"]:
+            return match[0]
+        display = match["display"] is not None
+        key = f"WBMATH{len(formulas)}X"
+        formulas[key] = latex_to_mathml(match["display"] if display else match["inline"], display=display)
+        return key
+
+    parts = _CODE.split(markdown)  # odd parts are code, kept as written
+    return "".join(part if i % 2 else _MATH.sub(placeholder, part) for i, part in enumerate(parts))
+
+
+def latex_to_mathml(tex: str, display: bool = False) -> str:
+    """MathML for one TeX formula; TeX the converter cannot read comes back as escaped code, with a warning."""
+    from latex2mathml.converter import convert
+
+    try:
+        mathml = convert(tex.strip(), display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises many kinds of errors for TeX it does not know
+        warnings.warn(f"formula shown as TeX, not converted to MathML ({type(e).__name__}): {tex!r}", stacklevel=2)
+        return f"<code>{html.escape(tex)}</code>"
+    if re.search(r">\\[A-Za-z]", mathml):  # an unknown command is passed through as text
+        warnings.warn(f"formula has a TeX command MathML cannot show: {tex!r}", stacklevel=2)
+    return mathml
+
+
+# What a page could fetch: src/href of a script, a stylesheet, an image or a frame; CSS @import and
+# url(); a dynamic import() or a script URL assigned in code. (Links a reader clicks, <a href>, are fine.)
+_NETWORK = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed)\b[^>]*?\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//"
+                      r"|@import\s+(?:url\()?[\"']?(?:https?:)?//|url\(\s*[\"']?(?:https?:)?//"
+                      r"|\bimport\(\s*[\"'](?:https?:)?//|Src\s*=\s*[\"'](?:https?:)?//", re.IGNORECASE)
+
+
+def network_references(page: str) -> list[str]:
+    """The places in an HTML page that would fetch something from the network (80 characters each).
+
+    The scan skips the text of inline plotly.js bundles: their strings name map-tile and font servers
+    that only geographic figures would ever ask for.
+    """
+    outside_plotly = re.sub(r"(<script[^>]*>)(?:(?!</script>).)*?/\*\*?\s*\*?\s*plotly\.js v.*?</script>",
+                            r"\1</script>", page, flags=re.DOTALL)
+    return [outside_plotly[m.start():m.start() + 80] for m in _NETWORK.finditer(outside_plotly)]
 
 
 def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: str = "default",
@@ -136,8 +217,10 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     report = {"status": "running", "profile": profile, "started": started, "wall_s": None,
-              "run_dir": str(run_dir), "error": None, "environment": describe_environment(),
-              "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None, "parameters": dict(params),
+              "run_dir": str(run_dir), "error": None, "code": describe_code(), "environment": describe_environment(),
+              "seed": DEFAULT_SEED, "settings": dataclasses.asdict(get_profile(profile)), "compared_with": None,
+              "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
+                             "parameters": {**notebook_parameters(nb), **params},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     t_run = time.perf_counter()
     say = progress or (lambda line: None)
@@ -171,8 +254,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
             raise NotebookFailedError(report["error"], report) from error
         entry["status"] = "ok"
         _write_report(out_dir, report)
-    report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2))
-    _write_report(out_dir, report)
+    report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
+    _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
 
 
@@ -193,6 +276,44 @@ def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, 
         return None, {}
     _, name, report = max(candidates, key=lambda c: c[0])
     return name, {nb["name"]: nb["wall_s"] for nb in report["notebooks"] if nb.get("wall_s")}
+
+
+def _read_previous(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def notebook_parameters(path: Path) -> dict:
+    """The literals of a notebook's `parameters` cell, e.g. {"profile": "default", "text": "To be"};
+    a value that is not a literal is kept as its source text."""
+    import papermill as pm
+
+    params = {}
+    for name, spec in pm.inspect_notebook(str(path)).items():
+        try:
+            params[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            params[name] = spec["default"]
+    return params
+
+
+def describe_code(root: str | Path | None = None) -> dict:
+    """The git revision of `root` (default: the workbench's own checkout) and whether tracked files had
+    uncommitted changes; None for both where it is not a git checkout (an installed wheel) or git is missing."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if revision else None
+    return {"revision": revision, "uncommitted_changes": None if changes is None else bool(changes)}
 
 
 def _clock(seconds: float) -> str:
@@ -275,9 +396,18 @@ def _describe_failure(executed: Path, error: Exception, timeout: float) -> str:
     return f"{where}: {message[:500]}"
 
 
-def _write_report(out_dir: Path, report: dict) -> None:
+def _write_report(out_dir: Path, report: dict, previous: dict | None = None) -> None:
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    (out_dir / "index.html").write_text(_index_html(report), encoding="utf-8")
+    comparison = ""
+    if previous is not None:
+        from .report_diff import compare_reports, comparison_html
+
+        try:
+            comparison = comparison_html(compare_reports(previous, json.loads((out_dir / "report.json").read_text()),
+                                                         report["compared_with"], out_dir.name))
+        except ValueError as e:  # e.g. no metric in common: say so rather than fail a finished report
+            comparison = f"<p>Not compared with {html.escape(report['compared_with'])}: {html.escape(str(e))}</p>"
+    (out_dir / "index.html").write_text(_index_html(report, comparison), encoding="utf-8")
 
 
 def _headline(metrics: dict, limit: int = 8) -> str:
@@ -292,7 +422,7 @@ def _headline(metrics: dict, limit: int = 8) -> str:
     return ", ".join(items)
 
 
-def _index_html(report: dict) -> str:
+def _index_html(report: dict, comparison: str = "") -> str:
     esc = html.escape
     rows = []
     for nb in report["notebooks"]:
@@ -303,6 +433,9 @@ def _index_html(report: dict) -> str:
         rows.append(f'<tr class="{esc(nb["status"].replace(" ", "-"))}"><td>{name}</td><td>{esc(nb["status"])}</td>'
                     f'<td>{wall}</td><td>{detail}</td></tr>')
     env = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
+    code = report.get("code") or {}
+    if code.get("revision"):
+        env += f"; code {code['revision'][:12]}" + (" with uncommitted changes" if code["uncommitted_changes"] else "")
     total = "" if report["wall_s"] is None else f", {report['wall_s']:.0f} s in all"
     error = f'<p class="failed">{esc(report["error"])}</p>' if report["error"] else ""
     return f"""<!DOCTYPE html>
@@ -313,7 +446,7 @@ table {{ border-collapse: collapse; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
 td:nth-child(-n+3) {{ white-space: nowrap; }}
 .ok td:nth-child(2) {{ color: #1a7f37; }} .failed, .failed td:nth-child(2) {{ color: #c62828; }}
-.not-run {{ color: #888; }} small {{ color: #666; }}
+.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }}
 </style></head><body>
 <h1>LLM Workbench report</h1>
 <p>Profile <b>{esc(report['profile'])}</b>, started {esc(report['started'])}{total}: <b>{esc(report['status'])}</b></p>
@@ -321,6 +454,7 @@ td:nth-child(-n+3) {{ white-space: nowrap; }}
 <table><tr><th>notebook</th><th>status</th><th>wall time</th><th>headline metrics</th></tr>
 {chr(10).join(rows)}
 </table>
+{comparison}
 <p><small>{esc(env)}. Artifacts in <code>run/</code>; everything in <code>report.json</code>.</small></p>
 </body></html>
 """

@@ -1,0 +1,140 @@
+"""Comparing two reports (`python -m workbench compare`): identical reports show no differences, a
+changed metric shows its delta and whether it moved beyond its seed spread, settings and environment
+differences are listed, and mismatched or broken reports end in one `error:` line."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from helpers import cli
+
+from workbench.report_diff import compare_reports, format_comparison, load_report
+
+
+def make_report(run_dir: str = "/r/a/run") -> dict:
+    """A report.json as run_report writes it, two notebooks, one with a seed spread."""
+    return {
+        "status": "ok", "profile": "default", "started": "2026-11-26T10:00:00+00:00", "wall_s": 100.0,
+        "run_dir": run_dir, "error": None, "seed": 1337, "compared_with": None,
+        "code": {"revision": "a" * 40, "uncommitted_changes": False},
+        "environment": {"python": "3.11.7", "torch": "2.13.0+cpu", "device": "cpu"},
+        "settings": {"pretraining": {"run": {"train": {"max_iters": 900, "lr": 0.002}}}},
+        "notebooks": [
+            {"name": "02_pretraining.ipynb", "status": "ok", "wall_s": 60.0,
+             "parameters": {"profile": "default", "run_dir": run_dir, "probe": "To be"},
+             "metrics": {"val_loss": 4.02, "params": 1055488, "sweep_val_loss": [5.9, 5.5], "tokens_per_s": 15000.0,
+                         "source": f"{run_dir}/pretrain"}},
+            {"name": "03_finetuning.ipynb", "status": "ok", "wall_s": 40.0,
+             "parameters": {"profile": "default", "run_dir": run_dir},
+             "metrics": {"full_test_macro_f1_mean": 0.40, "full_test_macro_f1_std": 0.013,
+                         "hf_test_macro_f1_mean": 0.42, "hf_test_macro_f1_std": 0.0, "best_mode": "hf"}},
+        ]}
+
+
+def write(folder: Path, report: dict) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def row(comparison, notebook, metric):
+    return next(r for r in comparison.metrics if (r.notebook, r.metric) == (notebook, metric))
+
+
+def test_identical_reports_have_no_differences(tmp_path):
+    a = write(tmp_path / "a", make_report("/r/a/run"))
+    b = write(tmp_path / "b", make_report("/r/b/run"))  # another folder: paths under run_dir still match
+    comparison = compare_reports(load_report(a), load_report(b))
+    assert comparison.identical and comparison.changed == []
+    assert not comparison.settings and not comparison.environment
+    code, out, err = cli("compare", a, b)
+    assert code == 0 and err == ""
+    assert out.rstrip().endswith("no differences")
+    assert "02_pretraining  val_loss" in out and "4.02" in out  # every metric is listed, side by side
+
+
+def test_a_changed_metric_is_reported_with_its_delta_and_its_seed_spread(tmp_path):
+    a, b = make_report(), make_report()
+    b["notebooks"][0]["metrics"]["val_loss"] = 3.92
+    b["notebooks"][0]["metrics"]["sweep_val_loss"] = [5.9, 5.4]
+    b["notebooks"][1]["metrics"].update(full_test_macro_f1_mean=0.45,  # moved by 0.05 > its spread 0.013
+                                        hf_test_macro_f1_mean=0.43, best_mode="full")  # one seed: no spread
+    comparison = compare_reports(a, b)
+    assert {(r.notebook, r.metric) for r in comparison.changed} == {
+        ("02_pretraining", "val_loss"), ("02_pretraining", "sweep_val_loss[1]"),
+        ("03_finetuning", "full_test_macro_f1_mean"), ("03_finetuning", "hf_test_macro_f1_mean"),
+        ("03_finetuning", "best_mode")}
+    assert row(comparison, "02_pretraining", "val_loss").delta == pytest.approx(-0.10)
+    full, hf = row(comparison, "03_finetuning", "full_test_macro_f1_mean"), row(comparison, "03_finetuning", "hf_test_macro_f1_mean")
+    assert full.spread == 0.013 and full.beyond_spread
+    assert hf.spread is None and not hf.beyond_spread
+    text = format_comparison(comparison)
+    assert "02_pretraining  val_loss" in text and "-0.1" in text
+    assert "+0.05 (beyond seed spread ±0.013)" in text
+    assert "best_mode" in text and "changed" in text
+    assert text.rstrip().endswith("5 of 10 metrics differ, 1 beyond their seed spread")
+
+
+def test_a_change_within_the_seed_spread_is_not_marked_and_timings_are_apart(tmp_path):
+    a, b = make_report(), make_report()
+    b["notebooks"][1]["metrics"]["full_test_macro_f1_mean"] = 0.41
+    b["notebooks"][0]["metrics"]["tokens_per_s"] = 9000.0
+    comparison = compare_reports(a, b)
+    assert [r.metric for r in comparison.changed] == ["full_test_macro_f1_mean"]  # timings are not results
+    text = format_comparison(comparison)
+    assert "(within ±0.013)" in text and "beyond" not in text
+    assert text.index("timings") < text.index("tokens_per_s")
+
+
+def test_parameters_settings_and_environment_differences_are_listed(tmp_path):
+    a, b = make_report(), copy.deepcopy(make_report())
+    b["settings"]["pretraining"]["run"]["train"]["max_iters"] = 1200
+    b["notebooks"][0]["parameters"]["probe"] = "O Romeo"
+    b["environment"]["torch"] = "2.11.0+cu128"
+    b["environment"]["device"] = "NVIDIA H100"
+    b["code"] = {"revision": "b" * 40, "uncommitted_changes": True}
+    comparison = compare_reports(a, b)
+    assert comparison.settings == [("02_pretraining.probe", "To be", "O Romeo"),
+                                   ("settings.pretraining.run.train.max_iters", 900, 1200)]
+    assert [key for key, _, _ in comparison.environment] == ["code.revision", "code.uncommitted_changes",
+                                                             "environment.device", "environment.torch"]
+    text = format_comparison(comparison)
+    assert "settings.pretraining.run.train.max_iters: 900 -> 1,200" in text
+    assert "environment.device: cpu -> NVIDIA H100" in text
+    assert not comparison.identical and comparison.changed == []
+
+
+def test_metrics_only_one_report_has_are_named(tmp_path):
+    a, b = make_report(), make_report()
+    del b["notebooks"][0]["metrics"]["val_loss"]
+    b["notebooks"][1]["metrics"]["tfidf_test_macro_f1_mean"] = 0.39
+    text = format_comparison(compare_reports(a, b))
+    assert "metrics only in A: 02_pretraining: val_loss" in text
+    assert "metrics only in B: 03_finetuning: tfidf_test_macro_f1_mean" in text
+
+
+def test_different_profiles_or_no_common_metrics_end_in_one_error_line(tmp_path):
+    smoke = make_report()
+    smoke["profile"] = "smoke"
+    a, b = write(tmp_path / "a", make_report()), write(tmp_path / "smoke", smoke)
+    code, out, err = cli("compare", a, b)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: {a} ran profile 'default' and {b} profile 'smoke'; "
+                                        "compare two reports of one profile (their sizes differ by design)"]
+    failed = make_report()
+    for nb in failed["notebooks"]:
+        nb.update(status="not run", wall_s=None, metrics={})
+    code, _, err = cli("compare", a, write(tmp_path / "failed", failed))
+    assert code == 2 and "have no metric in common" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [(None, "no report.json in"), ("{not json", "is not valid JSON"),
+                                              ('{"status": "ok"}', "is not a workbench report")])
+def test_a_missing_or_broken_report_names_the_fix(tmp_path, content, message):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    if content is not None:
+        (folder / "report.json").write_text(content)
+    code, _, err = cli("compare", write(tmp_path / "a", make_report()), folder)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
