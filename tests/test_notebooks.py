@@ -18,7 +18,8 @@ ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 def test_the_ordered_notebooks_exist():
     names = [p.stem for p in ALL]
-    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation", "06_interpretability"]
+    assert names == ["01_attention", "02_pretraining", "03_finetuning", "04_evaluation", "05_seq2seq",
+                     "06_interpretability"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -97,7 +98,8 @@ def test_a_bad_parameter_stops_the_notebook_at_its_first_cell(tmp_path):
 
 # ------------------------------------------------------------------ smoke runs
 # Timing figures and absolute paths differ between runs; everything else must repeat exactly.
-VOLATILE = {"tokens_per_s", "train_s", "estimated_train_s", "wall_s", "ms_per_iter_median", "gpt_source"}
+VOLATILE = {"tokens_per_s", "train_s", "estimated_train_s", "wall_s", "ms_per_iter_median", "gpt_source",
+            "greedy_sentences_per_s", "beam_4_sentences_per_s", "rule-based_sentences_per_s"}  # 05's decoding speeds
 
 
 def run_smoke_report(out):
@@ -192,6 +194,19 @@ def test_04_evaluation_smoke_metrics(smoke_report):
 
 
 @pytest.mark.slow
+def test_05_seq2seq_smoke_metrics(smoke_report):
+    out = smoke_report[0]
+    m = metrics(out, "05_seq2seq")
+    assert m["reference_parser"].startswith("rule-based: ") and m["n_test"] > 90
+    for decoder in ("greedy", "beam_4", "rule-based"):
+        assert 0 <= m[f"{decoder}_exact_match"] <= 1 and m[f"{decoder}_cer"] >= 0 and 0 <= m[f"{decoder}_chrf"] <= 100
+    assert m["rule-based_exact_match"] > 0.9  # dateparser reads nearly every date; the smoke model is a few steps old
+    assert m["greedy_sentences_per_s"] > m["beam_4_sentences_per_s"] > 0
+    assert {f"greedy_exact_match_{loc}" for loc in ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja", "all")} <= m.keys()
+    assert m["val_loss"] < 3.0 and m["snapshots"] == 3 and 0 <= m["month_alignment"] <= 1
+    assert (out / "run" / "seq2seq" / "model" / "model.safetensors").exists()
+
+
 def test_06_interpretability_smoke_metrics(smoke_report):
     import math
     out = smoke_report[0]
@@ -217,6 +232,8 @@ def test_report_html_shows_heatmaps_and_loss_curves_offline(smoke_report):
     pretraining = assert_plotly_figures_drawn(out / "02_pretraining.html", min_figures=3)
     assert any("scatter" in f["traces"] for f in pretraining)  # the loss curves
     assert any("heatmap" in f["traces"] for f in pretraining)  # attention across checkpoints
+    seq2seq = assert_plotly_figures_drawn(out / "05_seq2seq.html", min_figures=6)
+    assert sum("heatmap" in f["traces"] for f in seq2seq) >= 4  # cross-attention: menu, grid, step slider, typed text
     interpretability = assert_plotly_figures_drawn(out / "06_interpretability.html", min_figures=7)
     assert sum("heatmap" in f["traces"] for f in interpretability) >= 4  # ablation, induction over steps, logit lens, explorer
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | compare`.
+"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | compare | seq2seq-train | translate`.
 
 The training flags are generated from the config dataclasses (`--n-layer` is
 `ModelConfig.n_layer`), so the command line and the library cannot drift apart.
@@ -21,7 +21,9 @@ from .report import DEFAULT_TIMEOUT_S
 
 RUN_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 FINETUNE_SECTIONS = {"finetune": FinetuneConfig, "train": TrainConfig}
-DERIVED = {("model", "vocab_size")}  # set from the tokenizer, not by hand
+# set from the tokenizer, not by hand (the encoder-decoder's vocabulary and special ids too)
+DERIVED = {("model", "vocab_size"), ("model", "src_vocab_size"), ("model", "tgt_vocab_size"), ("model", "pad_id"),
+           ("model", "bos_id"), ("model", "eos_id"), ("model", "shared_embeddings")}
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
@@ -127,6 +129,64 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s, "
           f"{m['tokens_per_s']:,.0f} tokens/s")
     print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}")
+
+
+def translation_sections() -> dict[str, type]:
+    from .seq2seq import Seq2SeqConfig
+    from .translator import TranslationConfig
+
+    return {"translation": TranslationConfig, "model": Seq2SeqConfig, "train": TrainConfig}
+
+
+def translation_config_from_args(args: argparse.Namespace, base: dict | None = None):
+    """Translation defaults (or `base`, a saved run's translation.json) <- explicit flags, validated."""
+    from .translator import TranslationConfig
+
+    given = given_flags(args)
+    config = {**(base or {}), **given.get("translation", {})}
+    config["model"] = {**(base or {}).get("model", {}), **given.get("model", {})}
+    config["train"] = with_length({**(base or {}).get("train", {}), **given.get("train", {})}, given.get("train", {}))
+    return from_dict(TranslationConfig, config)
+
+
+def cmd_seq2seq_train(args: argparse.Namespace) -> None:
+    from .translation import DATE_LOCALES, load_pairs
+    from .translation_eval import DATE_BLEU_TOKENIZE, per_locale_scores, sacrebleu_signatures
+    from .translator import seq2seq_train
+
+    out = Path(args.out)
+    config = translation_config_from_args(args, saved_artifact(out, "translation") if args.resume else None)
+    date_options = {}
+    if args.task == "dates":
+        locales = [x.strip() for x in args.locales.split(",") if x.strip()] if args.locales else list(DATE_LOCALES)
+        date_options = {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "locales": locales}
+    task = load_pairs(args.task, args.source_col, args.target_col, seed=args.split_seed, **date_options)
+    result = seq2seq_train(task, config, out, resume=args.resume)
+    m = result.metrics
+    exit_if_interrupted(m, out)
+    bleu_tokenize = DATE_BLEU_TOKENIZE if args.task == "dates" else "13a"
+    predictions = result.translator.translate(task.test["source"].tolist())
+    table = per_locale_scores(task.test, predictions, bleu_tokenize)
+    print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']} of {m['steps']}), {m['params']:,} parameters, "
+          f"{m.get('train_s', float('nan')):.0f} s training")
+    print(f"test, greedy ({len(task.test)} pairs):")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    for name, signature in sacrebleu_signatures(bleu_tokenize).items():
+        print(f"{name}: {signature}")
+    print(f"checkpoint: {out / 'model'}")
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from .train import resolve_device
+    from .translator import load_translator
+
+    translator = load_translator(args.checkpoint, device=str(resolve_device(args.device)))
+    unknown = sorted({c for text in args.text for c in translator.tokenizer.unknown(text)})
+    if unknown:
+        logging.getLogger("workbench.translate").warning(
+            "characters this model never saw are read as <unk>: %s", ", ".join(map(repr, unknown[:10])))
+    for translation in translator.translate(args.text, beam=args.beam):
+        print(translation)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -249,6 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p, FINETUNE_SECTIONS)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
+    p.add_argument("--task", default="dates", help="dates (built in) or a .tsv/.csv/.jsonl file of pairs")
+    p.add_argument("--source-col", default="source", help="source column of a file of pairs")
+    p.add_argument("--target-col", default="target", help="target column of a file of pairs")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the date draw, or of a file's 80/10/10 split")
+    p.add_argument("--locales", default=None, help="dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja)")
+    p.add_argument("--n-train", type=int, default=20_000, help="dates: training pairs drawn")
+    p.add_argument("--n-val", type=int, default=500, help="dates: validation pairs drawn")
+    p.add_argument("--n-test", type=int, default=1_000, help="dates: test pairs drawn")
+    p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    add_config_flags(p, translation_sections())
+    p.set_defaults(func=cmd_seq2seq_train)
+
+    p = sub.add_parser("translate", help="translate text with a seq2seq-train checkpoint")
+    p.add_argument("--checkpoint", required=True, help="a seq2seq-train --out directory")
+    p.add_argument("text", nargs="+", help="one or more source sentences")
+    p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint (printed as it is decoded)")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")

@@ -70,6 +70,30 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class Seq2SeqSettings:
+    """05_seq2seq: the date task's size, the translator's shape and loop, and what is scored.
+
+    `model` and `train` are fields of `seq2seq.Seq2SeqConfig` and `TrainConfig`; `config()` builds and
+    validates the `translator.TranslationConfig` (kept as dicts here so importing the profiles does not
+    import torch; tests/test_translator.py builds every profile's config).
+    """
+
+    n_train: int
+    n_val: int
+    n_test: int
+    model: dict[str, Any]
+    train: dict[str, Any]
+    beams: list[int]  # beam widths compared (1 is greedy)
+    val_translate: int  # validation rows translated at each evaluation (the live exact-match curve)
+    alignment_rows: int | None  # test rows with a month name measured by translator.month_alignment (None: all)
+
+    def config(self):
+        from .translator import TranslationConfig
+
+        return TranslationConfig(model=dict(self.model), train=dict(self.train), val_translate=self.val_translate)
+
+
+@dataclass(frozen=True)
 class InterpretabilitySettings:
     """06_interpretability: how much held-out text and how many repeated sequences it measures on, and
     the small GPT (with weight snapshots) trained on the spot when 02_pretraining has not left one."""
@@ -87,6 +111,7 @@ class Profile:
     pretraining: PretrainingSettings
     finetuning: FinetuningSettings
     evaluation: EvaluationSettings
+    seq2seq: Seq2SeqSettings
     interpretability: InterpretabilitySettings
 
     def for_notebook(self, name: str) -> Any:
@@ -108,6 +133,10 @@ PROFILES: dict[str, Profile] = {
             overrides={"hf": {"train": {"max_iters": 4}}}),
         evaluation=EvaluationSettings(per_label=24, max_chars=3000, n_prompts=4, prompt_chars=120, continuation_chars=60,
                                       compression_chars=3000, sparsities=[0.5], classifier_examples=64, runs=2),
+        seq2seq=Seq2SeqSettings(
+            n_train=3000, n_val=100, n_test=100, beams=[1, 4], val_translate=50, alignment_rows=30,
+            model={"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 32, "max_src_len": 48, "max_tgt_len": 12},
+            train={"max_iters": 150, "eval_interval": 50, "batch_size": 32, "lr": 3e-3, "warmup_iters": 15}),
         interpretability=InterpretabilitySettings(gpt=preset("smoke", train={"max_iters": 40, "eval_interval": 20}),
                                                   snapshot_every=10, n_windows=4, induction_length=12,
                                                   induction_batch=4),
@@ -134,6 +163,12 @@ PROFILES: dict[str, Profile] = {
         evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=20, prompt_chars=200,
                                       continuation_chars=100, compression_chars=20000, sparsities=[0.25, 0.5, 0.75],
                                       classifier_examples=400, runs=5),
+        # char level, 2+2 layers of width 64: the sizes that learn dates within the notebook's 2.5 minutes
+        seq2seq=Seq2SeqSettings(
+            n_train=20000, n_val=300, n_test=1000, beams=[1, 4, 8], val_translate=100, alignment_rows=200,
+            model={"n_layer": 2, "n_dec_layer": 2, "n_head": 4, "n_embd": 64, "max_src_len": 48, "max_tgt_len": 12},
+            train={"max_iters": 1500, "eval_interval": 250, "batch_size": 64, "lr": 3e-3, "min_lr": 3e-4,
+                   "warmup_iters": 50}),
         interpretability=InterpretabilitySettings(
             gpt=preset("smoke", model={"block_size": 64, "n_layer": 2, "n_head": 4, "n_embd": 64},
                        train={"max_iters": 300, "eval_interval": 100, "batch_size": 16, "lr": 3e-3}),
@@ -151,6 +186,12 @@ PROFILES: dict[str, Profile] = {
         evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=100, prompt_chars=300,
                                       continuation_chars=150, compression_chars=100000, sparsities=[0.25, 0.5, 0.75, 0.9],
                                       classifier_examples=None, runs=5),
+        seq2seq=Seq2SeqSettings(
+            n_train=100000, n_val=1000, n_test=5000, beams=[1, 4, 8], val_translate=500, alignment_rows=None,
+            model={"n_layer": 3, "n_dec_layer": 3, "n_head": 4, "n_embd": 128, "max_src_len": 48, "max_tgt_len": 12,
+                   "dropout": 0.1, "label_smoothing": 0.1},
+            train={"max_iters": 6000, "eval_interval": 500, "batch_size": 128, "lr": 2e-3, "min_lr": 2e-4,
+                   "warmup_iters": 200}),
         interpretability=InterpretabilitySettings(gpt=preset("cpu"), snapshot_every=100, n_windows=64,
                                                   induction_length=60, induction_batch=16),
     ),

@@ -11,6 +11,8 @@ from .attention import (attention_explorer_figure, attention_heatmap, attention_
                         head_summary, matrix_figure, model_view, positional_encoding_figure, token_labels)
 from .training import LiveLossPlot, loss_curves, scaling_figure, validation_curves
 from .evaluation import compression_figure, confusion_figure, perplexity_by_document_figure, reliability_diagram
+from .seq2seq import (cross_attention_explorer_figure, cross_attention_grid, cross_attention_heatmap,
+                      cross_attention_over_checkpoints, decoding_speed_figure)
 
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 
@@ -18,7 +20,8 @@ __all__ = ["setup_notebook", "token_labels", "attention_heatmap", "attention_exp
            "head_summary", "head_grid_figure", "attention_over_checkpoints", "positional_encoding_figure", "matrix_figure",
            "loss_curves", "LiveLossPlot", "scaling_figure", "validation_curves", "attention_explorer",
            "reliability_diagram", "confusion_figure", "compression_figure", "perplexity_by_document_figure",
-           "logit_lens_explorer"]
+           "logit_lens_explorer", "cross_attention_heatmap", "cross_attention_explorer_figure", "cross_attention_grid",
+           "cross_attention_over_checkpoints", "decoding_speed_figure", "translation_explorer"]
 
 
 def setup_notebook() -> None:
@@ -36,7 +39,7 @@ def setup_notebook() -> None:
 
 
 def __getattr__(name: str):
-    if name in ("attention_explorer", "logit_lens_explorer"):  # ipywidgets is only needed for the widgets
+    if name in ("attention_explorer", "logit_lens_explorer", "translation_explorer"):  # ipywidgets is only needed for the widgets
         from . import widgets
 
         return getattr(widgets, name)

@@ -127,6 +127,74 @@ class LogitLensExplorer(widgets.VBox):
             self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
 
 
+class TranslationExplorer(widgets.VBox):
+    """Type a source sentence, see the translation and its cross-attention redraw live.
+
+    Changing the text or the beam width translates again and captures the cross-attention of the
+    translation (`translator.cross_attention`); moving the layer or head slider only redraws.
+    Head -1 shows the mean over the layer's heads.
+
+    Attributes:
+        text_box, beam_slider, layer_slider, head_slider: the controls.
+        output: an HTML line with the translation (or the error, e.g. an empty text).
+        figure_widget: the `go.FigureWidget` heatmap.
+        result: the current `translator.CrossAttention`.
+    """
+
+    def __init__(self, translator, text: str):
+        from ..translator import cross_attention
+
+        self.translator, self._capture_fn = translator, cross_attention
+        self.result = None
+        cfg = translator.model.config
+        self.text_box = widgets.Text(value=text, description="source", continuous_update=False,
+                                     layout=widgets.Layout(width="90%"))
+        self.beam_slider = widgets.IntSlider(value=1, min=1, max=8, description="beam")
+        self.layer_slider = widgets.IntSlider(value=cfg.n_dec_layer - 1, min=0, max=cfg.n_dec_layer - 1,
+                                              description="layer")
+        self.head_slider = widgets.IntSlider(value=-1, min=-1, max=cfg.n_head - 1, description="head (-1: mean)")
+        self.output = widgets.HTML()
+        self.figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
+        self._capture()
+        self.text_box.observe(self._capture, names="value")
+        self.beam_slider.observe(self._capture, names="value")
+        self.layer_slider.observe(self._draw, names="value")
+        self.head_slider.observe(self._draw, names="value")
+        controls = widgets.HBox([self.beam_slider, self.layer_slider, self.head_slider])
+        super().__init__([self.text_box, controls, self.output, self.figure_widget])
+
+    def _capture(self, change=None) -> None:
+        try:
+            self.result = self._capture_fn(self.translator, self.text_box.value, beam=self.beam_slider.value)
+        except ValueError as e:  # e.g. an empty source
+            self.output.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
+        unknown = self.translator.tokenizer.unknown(self.text_box.value)
+        note = f" (never seen, read as &lt;unk&gt;: {html.escape(' '.join(unknown))})" if unknown else ""
+        self.output.value = f"translation: <b>{html.escape(self.result.translation)}</b>{note}"
+        self._draw()
+
+    def _draw(self, change=None) -> None:
+        from .seq2seq import cross_attention_heatmap
+
+        if self.result is None:
+            return
+        l, h = self.layer_slider.value, self.head_slider.value
+        w = self.result.weights[l].mean(0) if h < 0 else self.result.weights[l, h]
+        fig = cross_attention_heatmap(w, self.result.source_tokens, self.result.target_tokens,
+                                      title=f"cross-attention, layer {l}, {'mean of heads' if h < 0 else f'head {h}'}")
+        trace = fig.data[0].to_plotly_json()
+        trace.pop("type")
+        with self.figure_widget.batch_update():
+            self.figure_widget.data[0].update(trace, overwrite=True)
+            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+
+
 def logit_lens_explorer(model, tokenizer, text: str) -> LogitLensExplorer:
     """A `LogitLensExplorer` widget of a GPT, starting on `text`."""
     return LogitLensExplorer(model, tokenizer, text)
+
+
+def translation_explorer(translator, text: str) -> TranslationExplorer:
+    """A `TranslationExplorer` widget over a `translator.Translator`, starting on `text`."""
+    return TranslationExplorer(translator, text)

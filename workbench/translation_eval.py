@@ -1,0 +1,165 @@
+"""Scores of translations against references: exact match, character error rate, chrF and BLEU.
+
+    scores = translation_scores(predictions, references)          # {"exact_match": ..., "cer": ..., ...}
+    table = per_locale_scores(test_df, predictions)               # one row per locale, plus "all"
+    reference = rule_based_dates(test_df)                         # what a date parser gets on the same rows
+
+chrF and BLEU come from `sacrebleu`; `sacrebleu_signatures` gives the signature strings that say
+exactly how they were computed (print them beside the numbers). An ISO date is one "word" to
+BLEU's default 13a tokenizer, so BLEU of single dates would be 0 or 100 per sentence; the date
+task therefore scores BLEU on characters (tokenize="char", written in the signature).
+
+The rule-based reference is `dateparser` told the row's language (what a practitioner would
+reach for), or babel's own `parse_date` where dateparser is not installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DATE_BLEU_TOKENIZE = "char"  # see the module docstring
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions turning `a` into `b`."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def character_error_rate(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Edit distance summed over the rows, divided by the references' characters (0 is perfect;
+    above 1 is possible when predictions are longer than references)."""
+    total = sum(len(r) for r in references)
+    if total == 0:
+        raise ValueError("the references are empty; character error rate needs reference text")
+    return sum(edit_distance(p, r) for p, r in zip(predictions, references)) / total
+
+
+def _check_lengths(predictions: Sequence[str], references: Sequence[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references; translate every row once")
+    if not references:
+        raise ValueError("no rows to score; pass at least one prediction and reference")
+
+
+def translation_scores(predictions: Sequence[str], references: Sequence[str],
+                       bleu_tokenize: str = DATE_BLEU_TOKENIZE) -> dict[str, float]:
+    """Exact match (0..1), character error rate (0 best), chrF and BLEU (0..100, sacrebleu) of
+    `predictions` against one reference each.
+
+    Args:
+        predictions, references: N strings each.
+        bleu_tokenize: sacrebleu's BLEU tokenizer ("char" for dates, "13a" for sentences).
+    Returns:
+        {"n", "exact_match", "cer", "chrf", "bleu"}.
+    """
+    import sacrebleu
+
+    _check_lengths(predictions, references)
+    preds, refs = [str(p) for p in predictions], [str(r) for r in references]
+    return {"n": len(refs), "exact_match": float(np.mean([p == r for p, r in zip(preds, refs)])),
+            "cer": character_error_rate(preds, refs),
+            "chrf": float(sacrebleu.corpus_chrf(preds, [refs]).score),
+            "bleu": float(sacrebleu.corpus_bleu(preds, [refs], tokenize=bleu_tokenize).score)}
+
+
+def sacrebleu_signatures(bleu_tokenize: str = DATE_BLEU_TOKENIZE) -> dict[str, str]:
+    """sacrebleu's signature of the chrF and BLEU that `translation_scores` computes (print them)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    signatures = {}
+    for name, metric in (("bleu", BLEU(tokenize=bleu_tokenize)), ("chrf", CHRF())):
+        metric.corpus_score(["a"], [["a"]])  # the signature names the number of references, known once scored
+        signatures[name] = str(metric.get_signature())
+    return signatures
+
+
+def per_locale_scores(rows: pd.DataFrame, predictions: Sequence[str], bleu_tokenize: str = DATE_BLEU_TOKENIZE
+                      ) -> pd.DataFrame:
+    """`translation_scores` for each locale of `rows` and for all of them ("all", the last row).
+
+    Args:
+        rows: DataFrame with target and locale columns.
+        predictions: one per row, in order.
+    Returns:
+        DataFrame indexed by locale with columns n, exact_match, cer, chrf, bleu.
+    """
+    _check_lengths(predictions, rows["target"].tolist())
+    df = rows.assign(prediction=[str(p) for p in predictions])
+    table = {loc: translation_scores(g["prediction"].tolist(), g["target"].tolist(), bleu_tokenize)
+             for loc, g in df.groupby("locale", sort=True)}
+    table["all"] = translation_scores(df["prediction"].tolist(), df["target"].tolist(), bleu_tokenize)
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis("locale").astype({"n": int})
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule-based reference
+# ---------------------------------------------------------------------------------------------
+
+
+def date_parser(prefer: str = "dateparser") -> tuple[str, Callable[[str, str], str]]:
+    """A rule-based date parser: (its name, parse(text, locale) -> "YYYY-MM-DD" or "").
+
+    `dateparser` (told the row's language; its settings keep it from guessing missing parts from
+    today's date) when installed and `prefer` is "dateparser", else babel's `parse_date`, which reads
+    numeric dates and little else. A text either cannot parse gives "".
+    """
+    if prefer == "dateparser":
+        try:
+            import dateparser
+        except ImportError:
+            log.warning("dateparser is not installed; the rule-based reference is babel's parse_date instead")
+        else:
+            settings = {"REQUIRE_PARTS": ["day", "month", "year"], "PREFER_LOCALE_DATE_ORDER": True}
+
+            def parse(text: str, locale: str) -> str:
+                with warnings.catch_warnings():  # dateparser's own deprecation noise
+                    warnings.simplefilter("ignore")
+                    d = dateparser.parse(text, languages=[locale.split("_")[0]], locales=None, settings=settings)
+                return d.date().isoformat() if d is not None else ""
+
+            return f"dateparser {dateparser.__version__}", parse
+    elif prefer != "babel":
+        raise ValueError(f"date parser {prefer!r} is not dateparser or babel; pick one of those")
+    import babel
+    from babel.dates import parse_date
+
+    def parse_babel(text: str, locale: str) -> str:
+        try:
+            return parse_date(text, locale=locale).isoformat()
+        except (ValueError, IndexError):  # babel raises IndexError on month names
+            return ""
+
+    return f"babel {babel.__version__} parse_date", parse_babel
+
+
+def rule_based_dates(rows: pd.DataFrame, prefer: str = "dateparser") -> tuple[str, list[str], float]:
+    """What a rule-based parser writes for each source of `rows` (DataFrame with source and locale).
+
+    Returns:
+        (the parser's name, N predictions ("" where it failed), sentences per second).
+    """
+    name, parse = date_parser(prefer)
+    start = time.perf_counter()
+    out = [parse(s, loc) for s, loc in zip(rows["source"], rows["locale"])]
+    return name, out, len(out) / max(time.perf_counter() - start, 1e-9)
+
+
+def comparison_row(name: str, rows: pd.DataFrame, predictions: Sequence[str], sentences_per_s: float,
+                   bleu_tokenize: str = DATE_BLEU_TOKENIZE, **extra: Any) -> dict[str, Any]:
+    """One row of a decoder comparison table: scores on `rows` plus speed and `extra` columns."""
+    return {"decoder": name, **translation_scores(predictions, rows["target"].tolist(), bleu_tokenize),
+            "sentences_per_s": sentences_per_s, **extra}

@@ -1,0 +1,381 @@
+"""Train an encoder–decoder on a translation task, load it back, translate, and score it.
+
+    config = TranslationConfig(model={"n_embd": 96}, train={"max_iters": 600})
+    result = seq2seq_train(load_pairs("dates"), config, "runs/dates")   # model/, checkpoints/, ...
+    translator = load_translator("runs/dates")
+    translator.translate(["jeudi 26 novembre 2026"], beam=4)          # ["2026-11-26"]
+    decoding_table(translator, task.test, beams=(1, 4, 8))            # scores and sentences/s per width
+
+Training is the workbench's own loop (`Trainer` through `Run`: the run directory, exact resume,
+checkpoints in safetensors + JSON, early stopping on validation loss, callbacks for the live
+plot). The model is `workbench.seq2seq.Seq2Seq`; sources and targets share one vocabulary
+(`translation.PairTokenizer`), so the source and target embeddings are shared too.
+`CrossAttentionSnapshots` keeps one sentence's cross-attention at every evaluation for the
+alignment-over-training figure, and `month_alignment` measures how often the month digits of
+the ISO date attend most to the month's name in the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import TrainConfig, _check, _choice, from_dict, updated
+from .run import Run, load_final, setup_device
+from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
+from .seq2seq import cross_attention as model_cross_attention
+from .train import History, Trainer
+from .translation import BOS_ID, EOS_ID, PAD_ID, PairTask, PairTokenizer, encode_pairs, train_pair_tokenizer
+from .translation_eval import DATE_BLEU_TOKENIZE, comparison_row, per_locale_scores, rule_based_dates
+
+log = logging.getLogger(__name__)
+
+# Defaults: the date task on a laptop CPU, as notebook 05's default profile (profiles.Seq2SeqSettings) trains it:
+# char level, 2+2 layers of width 64, 1500 steps of 64 pairs.
+TRANSLATION_TRAIN = dict(batch_size=64, max_iters=1500, lr=3e-3, min_lr=3e-4, warmup_iters=50, eval_interval=250,
+                         weight_decay=0.01, seed=0)
+TRANSLATION_MODEL = dict(n_layer=2, n_dec_layer=2, n_head=4, n_embd=64, dropout=0.0, max_src_len=48, max_tgt_len=16)
+
+
+def translation_train(**changes: Any) -> TrainConfig:
+    return updated(from_dict(TrainConfig, TRANSLATION_TRAIN), changes)
+
+
+def translation_model(**changes: Any) -> Seq2SeqConfig:
+    """The model's shape; the vocabulary sizes are placeholders, set from the tokenizer at training time."""
+    return from_dict(Seq2SeqConfig, {**TRANSLATION_MODEL, "shared_embeddings": True, **changes})
+
+
+@dataclass
+class TranslationConfig:
+    """How to train a translator: tokenizer, model shape (`Seq2SeqConfig`) and the loop (`TrainConfig`).
+
+    The vocabulary sizes and special ids of `model` are set from the tokenizer trained on the task
+    (one vocabulary for both sides, shared embeddings), whatever they say here.
+    """
+
+    tokenizer: str = "char"  # char | bpe (shared by source and target)
+    vocab_size: int = 1024  # bpe only: ids before the four specials
+    eval_batch_size: int = 256
+    val_translate: int = 200  # validation rows translated greedily at each evaluation (val_exact_match); 0: none
+    model: Seq2SeqConfig = field(default_factory=translation_model)
+    train: TrainConfig = field(default_factory=translation_train)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = translation_model(**self.model)
+        if isinstance(self.train, dict):
+            self.train = translation_train(**self.train)
+        _choice("tokenizer", self.tokenizer, ("char", "bpe"))
+        _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 1024")
+        _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size > 0,
+               f"eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
+        _check(isinstance(self.val_translate, int) and self.val_translate >= 0,
+               f"val_translate must be an integer >= 0 (0 skips it), got {self.val_translate!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_model_config(config: Seq2SeqConfig, tokenizer: PairTokenizer) -> Seq2SeqConfig:
+    """`config` with the tokenizer's vocabulary (both sides, shared embeddings) and special ids."""
+    return replace(config, src_vocab_size=tokenizer.vocab_size, tgt_vocab_size=tokenizer.vocab_size,
+                   shared_embeddings=True, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+
+
+# ---------------------------------------------------------------------------------------------
+# Translating
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Translator:
+    """A trained encoder–decoder with what it needs to translate raw text."""
+
+    model: Seq2Seq
+    tokenizer: PairTokenizer
+    config: TranslationConfig
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def source_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each source, cut to the model's max_src_len (empty texts are refused)."""
+        limit = self.model.config.max_src_len
+        ids = [self.tokenizer.encode(t)[:limit] for t in texts]
+        empty = [i for i, s in enumerate(ids) if not s]
+        if empty:
+            raise ValueError(f"source {empty[0]} is empty; give every sentence some text")
+        return ids
+
+    @torch.no_grad()
+    def translate_ids(self, texts: Sequence[str], beam: int = 1, batch_size: int | None = None) -> list[list[int]]:
+        """Target ids (without <bos>/<eos>) of each text: greedy for beam=1, else beam search."""
+        return translate(self.model, self.source_ids(texts), beam=None if beam == 1 else beam,
+                         batch_size=batch_size or self.config.eval_batch_size)
+
+    def translate(self, texts: Sequence[str] | str, beam: int = 1, batch_size: int | None = None) -> list[str]:
+        """Translations of `texts` (a string gives a list of one)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not isinstance(beam, int) or beam < 1:
+            raise ValueError(f"beam must be a positive integer (1 is greedy), got {beam!r}; pass e.g. --beam 4")
+        return [self.tokenizer.decode(ids) for ids in self.translate_ids(texts, beam, batch_size)]
+
+
+def load_translator(path: str | Path, device: str = "cpu") -> Translator:
+    """Rebuild a translator from a seq2seq-train run directory or its model/ folder."""
+    c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out")
+    model = Seq2Seq(from_dict(Seq2SeqConfig, c.artifacts["config"]["model"]))  # as seq2seq.load_seq2seq builds it
+    c.load_weights(model)
+    return Translator(model.to(device).eval(), PairTokenizer.from_dict(c.artifacts["tokenizer"]),
+                      from_dict(TranslationConfig, c.artifacts["translation"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def _trim_pad(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the columns that are padding in every row of each (B, L) tensor."""
+    return tuple(t[:, : int((t != PAD_ID).any(0).nonzero().max()) + 1] for t in tensors)
+
+
+class _Evaluator:
+    """A Trainer `evaluate` function: validation loss per target token (`seq2seq.loss_evaluator`: plain
+    cross-entropy, so runs with and without label smoothing compare) and, on the first `n_translate`
+    rows, greedy exact match."""
+
+    def __init__(self, translator: Translator, rows: pd.DataFrame, n_translate: int, batch_size: int,
+                 device: torch.device):
+        cfg, tok = translator.model.config, translator.tokenizer
+        self.loss = loss_evaluator([tok.encode(s)[: cfg.max_src_len] for s in rows["source"]],
+                                   [tok.encode(t)[: cfg.max_tgt_len - 1] for t in rows["target"]], cfg, batch_size, device)
+        self.translator, self.rows = translator, rows.head(n_translate)
+
+    def __call__(self, model) -> dict[str, float]:
+        metrics = self.loss(model)
+        if len(self.rows):
+            predictions = self.translator.translate(self.rows["source"].tolist())
+            metrics["val_exact_match"] = float(np.mean([p == t for p, t in zip(predictions, self.rows["target"])]))
+        return metrics
+
+
+class CrossAttentionSnapshots:
+    """Trainer callback: one pair's cross-attention (n_dec_layer, n_head, T, S) at every evaluation,
+    teacher-forced on its reference target so every snapshot has the same shape."""
+
+    def __init__(self, source: str, target: str):
+        self.source, self.target = source, target
+        self.snapshots: list[tuple[int, torch.Tensor]] = []
+        self.translator: Translator | None = None  # set by seq2seq_train
+
+    def on_eval(self, trainer: Trainer, record: dict) -> None:
+        if self.translator is not None:
+            self.snapshots.append((trainer.step, cross_attention(self.translator, self.source, self.target).weights))
+
+    def frames(self, layer: int, head: int | None = None) -> list[tuple[int, torch.Tensor]]:
+        """(step, (T, S) weights) of one head, or of the layer's mean over heads (head=None)."""
+        return [(s, w[layer].mean(0) if head is None else w[layer, head]) for s, w in self.snapshots]
+
+
+@dataclass
+class TranslationResult:
+    translator: Translator
+    history: History
+    metrics: dict[str, Any]
+    run_dir: Path | None
+
+    @property
+    def model(self) -> Seq2Seq:
+        return self.translator.model
+
+
+def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_dir: str | Path | None = None,
+                  callbacks: Iterable[Any] = (), progress: bool = True, resume: bool | str = False) -> TranslationResult:
+    """Train a translator on `task` as `config` says; write it to `out_dir` (if given).
+
+    Args:
+        task: from `translation.load_pairs`.
+        config: TranslationConfig (default: the date task's laptop sizes).
+        out_dir: run directory: model/ (model.safetensors, translation.json, tokenizer.json, task.json),
+            checkpoints/, history.csv, metrics.json. Must be new or empty unless resuming.
+        callbacks: Trainer callbacks (LiveLossPlot, CrossAttentionSnapshots, ...).
+        progress: show a progress bar.
+        resume: continue the run in out_dir exactly (see `workbench.run.Run`); "auto" when it has one.
+    Returns:
+        TranslationResult with the best-validation-loss weights; metrics hold val_loss, the run's speed
+        and size. Score the test split with `decoding_table` / `per_locale_scores`.
+    """
+    config = config or TranslationConfig()
+    run = Run(out_dir, resume)
+    if run.saved is not None:
+        run.check_same("translation", asdict(config))
+        if run.saved.artifacts["task"] != task.info():
+            raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']}); pass the same --task "
+                             "to resume")
+        tokenizer = PairTokenizer.from_dict(run.saved.artifacts["tokenizer"])
+    else:
+        tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
+    model_config = fit_model_config(config.model, tokenizer)
+    for side, limit in (("source", model_config.max_src_len), ("target", model_config.max_tgt_len - 1)):
+        lengths = task.train[side].map(lambda text: len(tokenizer.encode(text)))
+        if (lengths > limit).mean() > 0.01:
+            log.warning("%.0f%% of the training %ss are longer than %d tokens and are cut; raise --max-%s-len",
+                        100 * (lengths > limit).mean(), side, limit, side[:3] if side == "source" else "tgt")
+    torch.manual_seed(config.train.seed)
+    model = Seq2Seq(model_config)
+    tc = config.train.resolved()
+    device = setup_device(tc, run.dist)
+    translator = Translator(model, tokenizer, config)
+    train_src, train_tgt = encode_pairs(tokenizer, task.train, model_config.max_src_len, model_config.max_tgt_len)
+    n_train = len(train_src)
+
+    def next_batch(generator: torch.Generator):
+        ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
+        src, tgt = _trim_pad(train_src[ix], train_tgt[ix])
+        return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+    evaluate = _Evaluator(translator, task.val, config.val_translate, config.eval_batch_size, device)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if isinstance(cb, CrossAttentionSnapshots):
+            cb.translator = translator
+    artifacts = {"config": {"model": asdict(model_config)},  # what seq2seq.load_seq2seq reads
+                 "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": task.info()}
+    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, callbacks=callbacks,
+                      progress=progress, dist=run.dist, device=device,
+                      count_tokens=lambda batch: int((batch[0] != PAD_ID).sum() + (batch[1] != PAD_ID).sum()))
+    completed = run.fit(trainer)
+    model.eval()
+    metrics: dict[str, Any] = {"task": task.name, **task.info(), **run.base_metrics(trainer),
+                               "params": model.num_params(), "vocab_size": tokenizer.vocab_size,
+                               "tokenizer": config.tokenizer, "steps": tc.max_iters}
+    if completed:
+        evals = trainer.history.evals()
+        best = evals[evals["step"] == trainer.best_step].iloc[-1] if trainer.best_step is not None else None
+        if best is not None:
+            metrics |= {k: float(best[k]) for k in ("val_loss", "val_exact_match") if k in best and pd.notna(best[k])}
+        run.finish(trainer, artifacts, metrics)
+    return TranslationResult(translator, trainer.history, metrics, run.out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+# ---------------------------------------------------------------------------------------------
+
+
+def timed_translations(translator: Translator, rows: pd.DataFrame, beam: int) -> tuple[list[str], float]:
+    """Translations of rows["source"] with one beam width, and the sentences per second it took."""
+    start = time.perf_counter()
+    predictions = translator.translate(rows["source"].tolist(), beam=beam)
+    return predictions, len(rows) / max(time.perf_counter() - start, 1e-9)
+
+
+def decoding_table(translator: Translator, rows: pd.DataFrame, beams: Sequence[int] = (1, 4, 8),
+                   reference: str | None = "dateparser", bleu_tokenize: str = DATE_BLEU_TOKENIZE
+                   ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """Greedy and beam search side by side on `rows` (the test split), beside a rule-based parser.
+
+    Args:
+        rows: DataFrame with source, target and locale columns.
+        beams: beam widths; 1 is greedy.
+        reference: "dateparser" or "babel" for the date task's rule-based row; None leaves it out.
+    Returns:
+        (DataFrame indexed by decoder ("greedy", "beam 4", ..., "rule-based: <parser>") with columns n,
+        exact_match, cer, chrf, bleu, sentences_per_s, beam; {decoder: predictions}).
+    """
+    table, predictions = [], {}
+    for beam in beams:
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        predictions[name], speed = timed_translations(translator, rows, beam)
+        table.append(comparison_row(name, rows, predictions[name], speed, bleu_tokenize, beam=beam))
+    if reference is not None:
+        parser, ref_predictions, speed = rule_based_dates(rows, reference)
+        name = f"rule-based: {parser}"
+        predictions[name] = ref_predictions
+        table.append(comparison_row(name, rows, ref_predictions, speed, bleu_tokenize, beam=np.nan))
+    return pd.DataFrame(table).set_index("decoder"), predictions
+
+
+def locale_comparison(rows: pd.DataFrame, predictions: dict[str, Sequence[str]],
+                      bleu_tokenize: str = DATE_BLEU_TOKENIZE, metric: str = "exact_match") -> pd.DataFrame:
+    """One score per locale (rows) and decoder (columns), e.g. {"greedy": [...], "beam 4": [...]}."""
+    return pd.DataFrame({name: per_locale_scores(rows, p, bleu_tokenize)[metric] for name, p in predictions.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-attention
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CrossAttention:
+    """One pair's cross-attention: weights (n_dec_layer, n_head, T, S), rows the decoder inputs
+    (<bos> and the target's tokens: row t is what the model looked at while writing target token t),
+    columns the source tokens."""
+
+    weights: torch.Tensor
+    source_tokens: list[str]
+    target_tokens: list[str]  # the tokens written at each row: target + <eos>
+    translation: str
+
+
+def cross_attention(translator: Translator, source: str, target: str | None = None, beam: int = 1) -> CrossAttention:
+    """Cross-attention of `source` while the decoder reads `target` (default: its own translation).
+
+    Returns:
+        CrossAttention with weights (n_dec_layer, n_head, T, S), T = target tokens + 1 (<eos>).
+    """
+    translation = translator.translate([source], beam=beam)[0]
+    target = translation if target is None else target
+    tok = translator.tokenizer
+    src = translator.source_ids([source])[0]
+    tgt = tok.encode(target)[: translator.model.config.max_tgt_len - 1]
+    weights = model_cross_attention(translator.model, src, tgt)
+    return CrossAttention(weights, tok.tokens(src), tok.tokens([*tgt, EOS_ID]), translation)
+
+
+MONTH_ROWS = (5, 6)  # decoder rows that write the month digits of "YYYY-MM-DD" (row t writes character t)
+
+
+def month_alignment(translator: Translator, rows: pd.DataFrame, layers: Sequence[int] | None = None,
+                    n: int | None = None) -> pd.DataFrame:
+    """Where the month digits look: for each date row whose source writes the month as a word,
+    the source token the ISO month digits attend to most (cross-attention summed over `layers`, all
+    heads, and both month rows), and whether it lies inside the month word.
+
+    Needs a character-level translator (source token i is source character i).
+
+    Args:
+        rows: date-task rows with month_start / month_end (-1 rows are skipped).
+        layers: decoder layers to sum (default: all).
+        n: at most this many rows (None: all).
+    Returns:
+        DataFrame: locale, format, source, argmax (token index), argmax_char, in_month (bool), month_mass
+        (share of the summed weight on the month span).
+    """
+    if translator.tokenizer.kind != "char":
+        raise ValueError("month_alignment needs a char-level translator (source token = character); train with tokenizer='char'")
+    named = rows[rows["month_start"] >= 0]
+    if n is not None:
+        named = named.head(n)
+    out = []
+    for row in named.itertuples():
+        ca = cross_attention(translator, row.source, row.target)
+        w = ca.weights if layers is None else ca.weights[list(layers)]
+        scores = w[:, :, list(MONTH_ROWS), :].sum(dim=(0, 1, 2))  # (S,)
+        best = int(scores.argmax())
+        inside = row.month_start <= best < row.month_end
+        out.append({"locale": row.locale, "format": row.format, "source": row.source, "argmax": best,
+                    "argmax_char": row.source[best] if best < len(row.source) else "", "in_month": inside,
+                    "month_mass": float(scores[row.month_start : row.month_end].sum() / scores.sum())})
+    return pd.DataFrame(out)
