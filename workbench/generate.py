@@ -134,9 +134,16 @@ class Engine:
                     else:
                         positions = positions + 1
                         filled = [n + 1 for n in filled]
-                        # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
-                        cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
-                        logits = self.step(model, cache, idx_next, positions)
+                        if not self.compile and len(set(filled)) == 1:
+                            # every row at the same position (one prompt, or equal lengths), eager: the
+                            # growing cache's step, which needs no mask (the fused kernel's fastest case)
+                            cache = self.cache(B)
+                            cache.pos = filled[0] - 1
+                            logits = model.lm_head(model.hidden_states(idx_next, cache)[:, -1]).float()
+                        else:
+                            # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
+                            cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
+                            logits = self.step(model, cache, idx_next, positions)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 tokens.scatter_(1, ends, idx_next)
                 ends, lengths = ends + 1, [n + 1 for n in lengths]
