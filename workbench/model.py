@@ -580,12 +580,11 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         for start in range(0, h.size(0), chunk_rows):
             h_c, ok = h[start : start + chunk_rows], valid[start : start + chunk_rows]
             target = targets[start : start + chunk_rows].clamp(min=0)[:, None]  # (n, 1)
-            logits = (h_c @ weight.t()).to(acc)  # (n, V)
-            lse = logits.logsumexp(dim=-1, keepdim=True)  # (n, 1)
-            loss = loss + ((lse - logits.gather(1, target)).squeeze(1) * ok).sum()
-            grad = (logits - lse).exp_()  # softmax, in place of the logits
+            logp = torch.log_softmax((h_c @ weight.t()).to(acc), dim=-1)  # (n, V)
+            loss = loss - (logp.gather(1, target).squeeze(1) * ok).sum()
+            grad = logp.exp_()  # softmax, in place: each pass over (n, V) costs time at a large vocabulary
             grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
-            grad = (grad * (ok / n_valid)[:, None]).to(h_c.dtype)  # d mean loss / d logits, (n, V)
+            grad = grad.mul_((ok / n_valid)[:, None]).to(h_c.dtype)  # d mean loss / d logits, (n, V)
             grad_h[start : start + chunk_rows] = grad @ weight.to(grad.dtype)  # (n, C)
             grad_w += grad.t() @ h_c  # (V, C)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
