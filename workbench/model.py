@@ -204,10 +204,11 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, nh, T, T_k)
         self.hook_z = HookPoint()  # (B, T, nh, hs)
 
-    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, positions=None):
+    def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, positions=None, filled=None):
         """x: (B, T, C) -> (B, T, C). rope: cos and sin tables at x's positions, broadcastable to
         (B, nh, T, hs). With a cache, x holds the positions after the cached ones, or (fixed-shape
-        decoding) the positions (B, T) given."""
+        decoding) the positions (B, T) given, with `filled` (B, 1, T, block_size) the cache slots
+        each query may see (built once per step by `GPT.hidden_states`)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -218,9 +219,7 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if positions is not None:
             k, v = cache.write(layer, k, v, positions)  # (B, nh, block_size, hs)
-            # each query sees the slots up to its own position; later slots are stale or empty
-            slots = torch.arange(k.size(2), device=x.device)
-            mask = slots <= positions[:, None, :, None]  # (B, 1, T, block_size)
+            mask = filled
         elif cache is not None:
             # generation feeds a fresh sequence from position 0, then one token at a time
             assert cache.pos == 0 or T == 1, f"{T} new positions after {cache.pos} cached ones; feed one at a time"
@@ -260,10 +259,10 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x, rope=None, cache=None, layer=0, positions=None):
+    def forward(self, x, rope=None, cache=None, layer=0, positions=None, filled=None):
         """x: (B, T, C) -> (B, T, C)."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, layer, positions)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, layer, positions, filled)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
@@ -411,8 +410,12 @@ class GPT(HookedModule):
             cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs), or (B, T, hs) per row
             rope = (cos, sin) if positions is None else (cos[:, None], sin[:, None])  # broadcast over heads
         x = self.transformer.drop(x)
+        filled = None
+        if positions is not None:
+            # each query sees the cache slots up to its own position; later slots are stale or empty
+            filled = torch.arange(cache.k[0].size(2), device=idx.device) <= positions[:, None, :, None]  # (B, 1, T, slots)
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache, layer, positions)
+            x = block(x, rope, cache, layer, positions, filled)
         if cache is not None and positions is None:
             cache.pos += T
         return self.hook_ln_f(self.transformer.ln_f(x))
