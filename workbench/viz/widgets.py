@@ -17,6 +17,15 @@ from ..capture import AttentionResult, attention_for
 from .attention import attention_heatmap
 
 
+def redraw(figure_widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Show `fig`'s (single) trace and layout in `figure_widget`, in place: one message to the browser."""
+    trace = fig.data[0].to_plotly_json()
+    trace.pop("type")
+    with figure_widget.batch_update():
+        figure_widget.data[0].update(trace, overwrite=True)
+        figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+
+
 class AttentionExplorer(widgets.VBox):
     """Text box, model dropdown, layer and head sliders over a live attention heatmap.
 
@@ -78,11 +87,7 @@ class AttentionExplorer(widgets.VBox):
             numbers = self.head_table.loc[(l, h)]
             title += " · " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items() if isinstance(v, (int, float)))
         fig = attention_heatmap(self.result.head(l, h), self.result.tokens, title=title)
-        trace = fig.data[0].to_plotly_json()
-        trace.pop("type")
-        with self.figure_widget.batch_update():
-            self.figure_widget.data[0].update(trace, overwrite=True)
-            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        redraw(self.figure_widget, fig)
 
 
 def attention_explorer(models: dict[str, tuple], text: str, head_table=None) -> AttentionExplorer:
@@ -120,11 +125,7 @@ class LogitLensExplorer(widgets.VBox):
             return
         self.status.value = ""
         fig = logit_lens_figure(self.top, self.prob)
-        trace = fig.data[0].to_plotly_json()
-        trace.pop("type")
-        with self.figure_widget.batch_update():
-            self.figure_widget.data[0].update(trace, overwrite=True)
-            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        redraw(self.figure_widget, fig)
 
 
 class TranslationExplorer(widgets.VBox):
@@ -183,11 +184,7 @@ class TranslationExplorer(widgets.VBox):
         w = self.result.weights[l].mean(0) if h < 0 else self.result.weights[l, h]
         fig = cross_attention_heatmap(w, self.result.source_tokens, self.result.target_tokens,
                                       title=f"cross-attention, layer {l}, {'mean of heads' if h < 0 else f'head {h}'}")
-        trace = fig.data[0].to_plotly_json()
-        trace.pop("type")
-        with self.figure_widget.batch_update():
-            self.figure_widget.data[0].update(trace, overwrite=True)
-            self.figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        redraw(self.figure_widget, fig)
 
 
 def logit_lens_explorer(model, tokenizer, text: str) -> LogitLensExplorer:
