@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import sdpa_kernel
 
 from .config import RunConfig
 from .data import get_batch
 from .generate import Engine, inference_model
-from .model import GPT, HookPoint
+from .model import GPT, INFERENCE_BACKENDS, HookPoint
 from .distributed import DistInfo
 from .run import setup_device
 from .train import autocast_context, resolve_device, time_steps
@@ -68,10 +69,11 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = 
     return 2 * n**3 / statistics.median(times)
 
 
-def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool = True) -> dict[str, Any]:
+def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
 
-    chunked_loss=False computes the loss from the full (B, T, vocab) logits, for comparison.
+    chunked_loss: True/False force the chunked loss or full (B, T, vocab) logits (`GPT.chunked_loss`);
+    None leaves the model's choice by device.
     """
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
@@ -94,7 +96,10 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked
 
 
 def _step_figures(config: RunConfig, iters: int, chunked_loss: bool) -> dict[str, float]:
-    result = training_speed(config, iters, warmup=2, chunked_loss=chunked_loss)
+    # Steps between two logging steps share their window's mean time (`time_steps`): warm up for a whole
+    # window, so the first step's compilation is not spread over the measured ones.
+    window = config.train.log_interval
+    result = training_speed(config, max(iters, window), warmup=max(2, window), chunked_loss=chunked_loss)
     return {"peak_memory_mb": result["peak_memory_mb"], "ms_per_iter": result["ms_per_iter"]}
 
 
@@ -210,11 +215,12 @@ def hf_generate_speed(model: GPT, new_tokens: int, prompt_len: int = PROMPT_LEN,
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=g).to(device)
     kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, pad_token_id=0)
-    hf.generate(prompt, max_new_tokens=8, min_new_tokens=8, **kwargs)  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    out = hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
-    _sync(device)
+    with sdpa_kernel(INFERENCE_BACKENDS):  # the kernels ours decodes with: no cuDNN plan per new length
+        hf.generate(prompt, max_new_tokens=8, min_new_tokens=8, **kwargs)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        out = hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
+        _sync(device)
     return {"tokens_per_s": new_tokens / (time.perf_counter() - t0), "tokens": out[:, prompt_len:].cpu()}
 
 

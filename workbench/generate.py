@@ -5,9 +5,10 @@ columns: it prefills every prompt at once (right-padded: row b's tokens sit at p
 0..len_b-1, the padding after them is never attended to), then decodes one token per row per step.
 The decode step, `decode_step`, writes each row's new key/value at that row's position (a tensor)
 in a `KVCache` preallocated to block_size and attends over the whole cache through a mask of the
-filled positions, so its shapes never change as the text grows: it is traced once, and on CUDA
-`torch.compile(mode="reduce-overhead")` replays it as one CUDA graph per token. `Engine.generate`
-is the thin non-streaming wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
+filled positions, so its shapes never change as the text grows. A compiled engine compiles it once
+(`torch.compile`); on CUDA it also captures it as one CUDA graph per batch size, which every token
+replays: one launch instead of a few hundred, and no kernel chosen anew as the text grows
+(attention kernels: `model.INFERENCE_BACKENDS`). `Engine.generate` is the thin non-streaming wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
 
 When a row's text outgrows block_size, the window slides as in the uncached path: every row's
 last block_size tokens are encoded afresh (a prefill), so cached, uncached, batched and
@@ -20,15 +21,8 @@ import copy
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .model import GPT, KVCache, sample_next
-
-# The decode step attends with a mask, which flash attention does not take, so on CUDA it runs on
-# the memory-efficient kernel (tests/test_cuda.py checks). cuDNN is left out on purpose: it builds
-# an execution plan per shape, which made a growing cache rebuild one for every token, and the step
-# should not depend on which kernel a heuristic prefers. On a CPU the fused CPU kernel serves.
-DECODE_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -39,8 +33,7 @@ def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.
     Returns:
         (B, vocab_size) float32 logits. Every call has the same shapes, whatever the positions.
     """
-    with sdpa_kernel(DECODE_BACKENDS):
-        x = model.hidden_states(idx, cache, positions)  # (B, 1, C)
+    x = model.hidden_states(idx, cache, positions)  # (B, 1, C); attends through the mask of filled slots
     return model.lm_head(x[:, -1]).float()
 
 
@@ -56,21 +49,25 @@ class Engine:
         self.model = model
         self.device = model.lm_head.weight.device
         self.compile = self.device.type == "cuda" if compile is None else compile
-        self.step = decode_step
-        if self.compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            # dynamic=False: one graph per batch size, never a slower shape-generic one
-            self.step = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
+        # dynamic=False: one graph per batch size, never a slower shape-generic one
+        self.step = torch.compile(decode_step, fullgraph=True, dynamic=False) if self.compile else decode_step
         self._cache: KVCache | None = None
+        self._graph: CapturedStep | None = None
 
     def cache(self, batch_size: int) -> KVCache:
-        """The engine's cache for this batch size, kept between calls (a compiled step is traced with it)."""
+        """The engine's cache for this batch size, kept between calls (a captured step writes into it)."""
         if self._cache is None or self._cache.k[0].size(0) != batch_size:
             self._cache = KVCache.for_model(self.model.config, batch_size, self.device, self.model.lm_head.weight.dtype)
-            if self.compile:  # the step writes the cache in place: same addresses on every replay
-                for buffer in (*self._cache.k, *self._cache.v):
-                    torch._dynamo.mark_static_address(buffer)
+            self._graph = None
+            if self.compile and self.device.type == "cuda":
+                self._graph = CapturedStep(self.step, self.model, self._cache)
         return self._cache
+
+    def decode(self, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`decode_step` on this engine's whole cache: replayed as a CUDA graph, compiled, or eager."""
+        if self._graph is not None and cache is self._cache:
+            return self._graph(idx, positions)
+        return self.step(self.model, cache, idx, positions)
 
     @torch.no_grad()
     def prefill(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -143,7 +140,7 @@ class Engine:
                         else:
                             # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
                             cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
-                            logits = self.step(model, cache, idx_next, positions)
+                            logits = self.decode(cache, idx_next, positions)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 tokens.scatter_(1, ends, idx_next)
                 ends, lengths = ends + 1, [n + 1 for n in lengths]
@@ -180,6 +177,39 @@ class Engine:
             cut = next((i for i, t in enumerate(row) if t in stops), len(row))
             out.append(row[:cut])
         return out
+
+
+class CapturedStep:
+    """`step(model, cache, idx, positions)` recorded once as a CUDA graph over a fixed cache and batch size.
+
+    Calling it copies idx and positions into the graph's own input tensors and replays every kernel
+    of the step in one launch. The logits it returns live in the graph's memory: the next call
+    overwrites them, so read them first (`Engine.stream` samples from them at once).
+
+    Recording runs the step a few times first (that compiles it) on a side stream, as PyTorch's CUDA
+    graph docs require. Those runs write keys and values into slot 0 of every row; a prefill always
+    writes slots 0.. before any decode step reads them, so nothing stale is ever attended to.
+    """
+
+    def __init__(self, step, model: GPT, cache: KVCache, warmup: int = 3):
+        batch = cache.k[0].size(0)
+        self.idx = torch.zeros(batch, 1, dtype=torch.long, device=cache.k[0].device)
+        self.positions = torch.zeros_like(self.idx)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(warmup):
+                step(model, cache, self.idx, self.positions)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.logits = step(model, cache, self.idx, self.positions)
+
+    def __call__(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        return self.logits
 
 
 def _held_back(text: str, stop: Sequence[str]) -> int:

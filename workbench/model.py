@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig
 
@@ -95,6 +96,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+# Inference on CUDA (no autograd: evaluation, generation, beam search) leaves out PyTorch's cuDNN attention:
+# it builds an execution plan for every new key length, i.e. for every decoded token (22 tokens/s for the
+# GPT-2 124M shape on an H100). Flash attention serves unmasked calls and the memory-efficient kernel
+# masked ones (padding masks); tests/test_cuda.py checks. Training keeps PyTorch's choice.
+INFERENCE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
            is_causal: bool = False, dropout: nn.Dropout | None = None,
            pattern: HookPoint | None = None) -> torch.Tensor:
@@ -103,7 +111,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     Self-attention (causal or bidirectional) and cross-attention differ only in where q, k and v
     come from and in the mask. Two paths compute the same thing:
     - fused `F.scaled_dot_product_attention` (never forms the weights), the default;
-    - the explicit path, taken when `pattern` has hooks, so they can read or replace the weights.
+    - the explicit path, taken when `pattern` has hooks, so they can read or replace the weights,
+      and for single-query inference on CUDA (decoding), where it is the faster one.
 
     Args:
         q: (B, nh, T, hs) queries; k, v: (B, nh, T_k, hs) keys and values.
@@ -117,7 +126,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         (B, nh, T, hs).
     """
     T, T_k = q.size(-2), k.size(-2)
-    explicit = pattern is not None and pattern.hooked
+    # A decode step on CUDA (one query per row, no autograd) also takes the explicit path: two small
+    # matmuls over the cache, where the fused kernels tile 64 queries at a time (the memory-efficient
+    # kernel took 65% of a 124M batch-1 decode step's GPU time on an H100).
+    explicit = (pattern is not None and pattern.hooked) or (T == 1 and q.is_cuda and not torch.is_grad_enabled())
     if is_causal and (T != T_k or mask is not None or explicit):
         # SDPA's is_causal aligns top-left and takes no other mask: write the causal mask out
         causal = torch.ones(T, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T)
@@ -127,9 +139,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T_k)
         if mask is not None:
             att = att.masked_fill(~mask, float("-inf"))
-        att = pattern(F.softmax(att, dim=-1))
+        att = F.softmax(att, dim=-1)
+        att = pattern(att) if pattern is not None else att
         return (dropout(att) if dropout is not None else att) @ v
     dropout_p = dropout.p if dropout is not None and dropout.training else 0.0
+    if q.is_cuda and not torch.is_grad_enabled():
+        with sdpa_kernel(INFERENCE_BACKENDS):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
@@ -365,7 +381,10 @@ class GPT(HookedModule):
         if config.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
         self.hook_ln_f = HookPoint()
-        self.chunked_loss = True  # training loss without full logits (forward); False only to compare
+        # Training loss without full logits (`chunked_cross_entropy`): None chooses by device, chunks on a
+        # CPU (less memory and faster, bench --loss-memory) and full logits on CUDA, where the compiled
+        # cross-entropy is fused and the chunks' small matmuls cost more than they save; True/False force it.
+        self.chunked_loss: bool | None = None
         self.name_hook_points()
 
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
@@ -423,8 +442,8 @@ class GPT(HookedModule):
     def forward(self, idx, targets=None):
         """Logits for every position, and the loss when targets are given.
 
-        While training with targets (`model.train()` and autograd on), the loss comes from
-        `chunked_cross_entropy`, which never holds the full (B, T, vocab) logits, and the logits
+        While training with targets (`model.train()` and autograd on) on a CPU, or wherever
+        `chunked_loss` is True, the loss comes from `chunked_cross_entropy`, which never holds the full (B, T, vocab) logits, and the logits
         returned are None (as Liger's fused linear cross-entropy does); in eval mode, or without
         targets, the logits are computed in full.
 
@@ -438,7 +457,8 @@ class GPT(HookedModule):
         if T > self.config.block_size:
             raise ValueError(f"input of length {T} exceeds block_size={self.config.block_size}; crop the input")
         x = self.hidden_states(idx)  # (B, T, C)
-        if targets is not None and self.chunked_loss and self.training and torch.is_grad_enabled():
+        chunked = self.chunked_loss if self.chunked_loss is not None else x.device.type == "cpu"
+        if targets is not None and chunked and self.training and torch.is_grad_enabled():
             return None, chunked_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1))
         logits = self.lm_head(x)
         loss = None
