@@ -26,7 +26,7 @@ from workbench.finetune import (
     predict_logits,
 )
 from workbench.tasks import encode_texts
-from workbench.compare import compare_modes, summarize, tfidf_baseline
+from workbench.compare import compare_modes, grid_workers, summarize, tfidf_baseline
 from workbench.metrics import macro_f1, split_metrics
 from workbench.model import GPT
 from workbench.tokenizer import train_tokenizer
@@ -211,10 +211,11 @@ def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, t
         assert message.startswith(f"checkpoint file {path} is damaged (truncated or not ")
 
 
-def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["here", "two-worker-processes"])
+def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path, workers):
     _, task = csv_task
     comparison = compare_modes(base, task, modes=["full", "frozen"], seeds=[0, 1], base_config=quick(max_iters=6),
-                               out_dir=tmp_path / "ft")
+                               out_dir=tmp_path / "ft", workers=workers)
     df = comparison.runs
     assert sorted(comparison.histories) == sorted(comparison.classifiers) == ["frozen", "full"]
     assert "val_macro_f1" in comparison.histories["full"].columns
@@ -232,6 +233,41 @@ def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path
     assert list(s.index) == ["full", "frozen", "tfidf"] and s.loc["full", "seeds"] == 2
     assert s.loc["tfidf", "test_macro_f1_std"] == 0.0
     assert s.loc["full", "test_macro_f1_mean"] == pytest.approx(df[df["mode"] == "full"]["test_macro_f1"].mean())
+
+
+class Records:
+    """A Trainer callback that keeps every record it is given."""
+
+    def __init__(self):
+        self.steps, self.evals = [], []
+
+    def on_step(self, trainer, record):
+        self.steps.append(record)
+
+    def on_eval(self, trainer, record):
+        self.evals.append(record)
+
+
+def test_grid_in_worker_processes_gives_the_runs_made_here_and_replays_them_to_callbacks(base, csv_task, one_thread):
+    _, task = csv_task
+    grid = dict(modes=["full", "lora"], seeds=[0, 1], base_config=quick(max_iters=6), tfidf=False)
+    here, seen_here = Records(), Records()
+    local = compare_modes(base, task, workers=1, callbacks=[seen_here], **grid)
+    pooled = compare_modes(base, task, workers=2, callbacks=[here], **grid)  # one thread each, as here
+    columns = [c for c in local.runs.columns if c != "train_s"]
+    pd.testing.assert_frame_equal(pooled.runs[columns], local.runs[columns])
+    pd.testing.assert_frame_equal(pooled.histories["lora"].drop(columns=["ms_per_iter", "tokens_per_s"], errors="ignore"),
+                                  local.histories["lora"].drop(columns=["ms_per_iter", "tokens_per_s"], errors="ignore"))
+    # every run's curve reaches the callbacks, after the run rather than step by step
+    assert len(here.steps) == len(seen_here.steps) == 4 * 6
+    assert [r["val_macro_f1"] for r in here.evals] and len(here.evals) == len(seen_here.evals)
+    assert sorted(r["val_macro_f1"] for r in here.evals) == sorted(r["val_macro_f1"] for r in seen_here.evals)
+
+
+def test_grid_workers_one_per_thread_on_a_cpu_and_one_on_a_gpu():
+    assert grid_workers(100, "cpu") == torch.get_num_threads()
+    assert grid_workers(1, "cpu") == 1
+    assert grid_workers(100, "cuda") == 1
 
 
 @pytest.mark.parametrize("kwargs, fix", [
