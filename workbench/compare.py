@@ -185,6 +185,10 @@ def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path 
               keep_classifier: bool):
     """One run of the grid in a worker process (top level, so that the pool can send it there)."""
     torch.set_num_threads(threads)
+    if config.mode == "hf":  # its loading bar would go to the terminal, between the report's lines
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     result = finetune(checkpoint, task, config, out_dir=run_dir, progress=False)
     return result if keep_classifier else dataclasses.replace(result, classifier=None)
 
