@@ -9,8 +9,8 @@ what pretraining adds beyond the words themselves.
 
 On a CPU the runs of the grid go to worker processes, one thread each: these models are too small
 to keep two threads busy (a run on one thread takes less than twice as long as on two), so runs side
-by side finish sooner. The default profile's grid on a 2-core machine, back to back: 226 s in two
-workers, 251 s in one process.
+by side finish sooner. The default profile's grid on a 2-core machine, two pairs of runs back to back:
+226 and 236 s in two workers, 251 and 278 s in one process.
 """
 
 from __future__ import annotations
