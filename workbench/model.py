@@ -443,9 +443,9 @@ class GPT(HookedModule):
         """Logits for every position, and the loss when targets are given.
 
         While training with targets (`model.train()` and autograd on) on a CPU, or wherever
-        `chunked_loss` is True, the loss comes from `chunked_cross_entropy`, which never holds the full (B, T, vocab) logits, and the logits
-        returned are None (as Liger's fused linear cross-entropy does); in eval mode, or without
-        targets, the logits are computed in full.
+        `chunked_loss` is True, the loss comes from `chunked_cross_entropy`, which never holds the
+        full (B, T, vocab) logits, and the logits returned are None (as Liger's fused linear
+        cross-entropy does); on CUDA, in eval mode, or without targets, the logits are computed in full.
 
         Args:
             idx: (B, T) token ids, T <= block_size.
