@@ -105,6 +105,8 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         mode_seeds: per-mode seeds instead of `seeds` (e.g. fewer for the slow hf encoder).
         workers: runs at a time, each in its own process with threads // workers threads (`grid_workers`);
             1 runs them here, one after another. None: as many as torch has threads on a CPU, 1 on CUDA.
+            Workers are spawned processes, which import the calling script again: in a script, call
+            this under `if __name__ == "__main__":` (notebooks need nothing).
     Returns:
         Comparison: runs (one row per mode x seed, + tfidf: ROW_KEYS columns), and the first seed's
         history DataFrame, classifier and metrics per mode (metrics also for tfidf). hf is skipped with a warning when the packaged
