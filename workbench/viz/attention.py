@@ -141,19 +141,29 @@ def model_view(attentions, tokens: Sequence[str], title: str | None = None,
     labels = token_labels(tokens)
     if show_labels is None:
         show_labels = L * H <= 16 and T <= 16
+    cell = 160 if show_labels else max(70, min(130, 1100 // H))
+    return head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), title)
+
+
+def head_grid(A: np.ndarray, x: Sequence[str], y: Sequence[str], hover: str, show_labels: bool,
+              cell: tuple[int, int], title: str | None = None, spacing: tuple[float, float] = (0.12, 0.3)) -> go.Figure:
+    """Every head's weights (n_layer, n_head, T, S) as a grid of heatmaps, rows layers and columns heads,
+    titled "L{l} H{h}" and sharing one 0..1 colour axis: `model_view`'s and the cross-attention grid's
+    layout. x, y: unique token labels of the keys and the queries; cell: each panel's (width, height);
+    spacing: between panels, as fractions divided by the number of columns and rows."""
+    L, H = A.shape[:2]
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L) for h in range(H)],
-                        horizontal_spacing=0.12 / H, vertical_spacing=0.3 / L)
+                        horizontal_spacing=spacing[0] / H, vertical_spacing=spacing[1] / L)
     for l in range(L):
         for h in range(H):
-            fig.add_trace(go.Heatmap(z=A[l, h], x=labels, y=labels, coloraxis="coloraxis",
-                                     hovertemplate=f"L{l} H{h}<br>" + HOVER), row=l + 1, col=h + 1)
-    cell = 160 if show_labels else max(70, min(130, 1100 // H))
+            fig.add_trace(go.Heatmap(z=A[l, h], x=x, y=y, coloraxis="coloraxis",
+                                     hovertemplate=f"L{l} H{h}<br>" + hover), row=l + 1, col=h + 1)
     fig.update_xaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8)
     fig.update_yaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8,
                      autorange="reversed")
     fig.update_annotations(font_size=10)  # the subplot titles
     fig.update_layout(title=title, coloraxis=dict(colorscale=ATTENTION_COLORS, cmin=0, cmax=1),
-                      width=H * cell + 150, height=L * cell + 120, margin=dict(l=40, r=40, t=80, b=40))
+                      width=H * cell[0] + 150, height=L * cell[1] + 120, margin=dict(l=40, r=40, t=80, b=40))
     return fig
 
 

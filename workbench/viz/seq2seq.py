@@ -14,9 +14,8 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .attention import ATTENTION_COLORS, _as_array, token_labels
+from .attention import ATTENTION_COLORS, _as_array, head_grid, token_labels
 
 CROSS_HOVER = "target %{y}<br>source %{x}<br>weight %{z:.3f}<extra></extra>"
 
@@ -100,19 +99,8 @@ def cross_attention_grid(weights, source_tokens: Sequence[str], target_tokens: S
     _check_axes(A, source_tokens, target_tokens)
     x, y = token_labels(source_tokens), token_labels(target_tokens)
     show_labels = L * H <= 8 if show_labels is None else show_labels
-    fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L) for h in range(H)],
-                        horizontal_spacing=0.15 / H, vertical_spacing=0.35 / L)
-    for l in range(L):
-        for h in range(H):
-            fig.add_trace(go.Heatmap(z=A[l, h], x=x, y=y, coloraxis="coloraxis",
-                                     hovertemplate=f"L{l} H{h}<br>" + CROSS_HOVER), row=l + 1, col=h + 1)
-    fig.update_xaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8)
-    fig.update_yaxes(type="category", showticklabels=show_labels, ticks="", tickfont_size=8, autorange="reversed")
-    fig.update_annotations(font_size=10)
-    cell_w, cell_h = (max(220, 12 * S), max(160, 14 * T)) if show_labels else (170, 120)
-    fig.update_layout(title=title, coloraxis=dict(colorscale=ATTENTION_COLORS, cmin=0, cmax=1),
-                      width=H * cell_w + 150, height=L * cell_h + 120, margin=dict(l=40, r=40, t=80, b=40))
-    return fig
+    cell = (max(220, 12 * S), max(160, 14 * T)) if show_labels else (170, 120)
+    return head_grid(A, x, y, CROSS_HOVER, show_labels, cell, title, spacing=(0.15, 0.35))
 
 
 def cross_attention_over_checkpoints(frames: Sequence[tuple[int, object]], source_tokens: Sequence[str],
