@@ -40,6 +40,23 @@ from workbench.tokenizer import Tokenizer, token_dtype
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+
+class SplitFrames:
+    """What a task held as three DataFrame attributes train, val and test shares
+    (`tasks.TaskData`, `translation.PairTask`): picking a split by name, and their sizes."""
+
+    def split(self, name: str):
+        """The DataFrame of split "train", "val" or "test"."""
+        if name not in SPLITS:
+            raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def sizes(self) -> str:
+        """"train=…, val=…, test=…", the rows of each split (for reprs)."""
+        return ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
+
+
 DOC_SEP = "\n\n"  # between documents (plays, files, rows) in a split's text
 TRAIN_FRACTION = 0.9  # for corpora that are not the plays, as nanoGPT's prepare.py does
 

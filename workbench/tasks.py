@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import FOLIO_GENRE, SPLITS, Document, load_shakespeare, read_utf8, split_documents
+from .data import FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_utf8, split_documents
 from .tokenizer import Tokenizer
 
 TASK_COLUMNS = ("text", "label", "label_id")
@@ -34,7 +34,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test of a user table without a `s
 
 
 @dataclass
-class TaskData:
+class TaskData(SplitFrames):
     """A text classification task: labelled passages in disjoint train/val/test splits.
 
     Attributes:
@@ -51,18 +51,11 @@ class TaskData:
     test: pd.DataFrame = field(repr=False)
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
-        return f"TaskData({self.name!r}, labels={self.labels}, {sizes})"
+        return f"TaskData({self.name!r}, labels={self.labels}, {self.sizes()})"
 
     @property
     def num_labels(self) -> int:
         return len(self.labels)
-
-    def split(self, name: str) -> pd.DataFrame:
-        """The DataFrame of split "train", "val" or "test"."""
-        if name not in SPLITS:
-            raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
-        return getattr(self, name)
 
     def balance(self, normalize: bool = False) -> pd.DataFrame:
         """Class balance: one row per label, one column per split plus "total".

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SPLITS, read_utf8
+from .data import SPLITS, SplitFrames, read_utf8
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 DATE_LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja")
@@ -53,7 +53,7 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(len(SPECIALS))
 
 
 @dataclass
-class PairTask:
+class PairTask(SplitFrames):
     """A translation task: source/target pairs in disjoint train/val/test splits.
 
     Attributes:
@@ -69,14 +69,7 @@ class PairTask:
     test: pd.DataFrame = field(repr=False)
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
-        return f"PairTask({self.name!r}, {sizes})"
-
-    def split(self, name: str) -> pd.DataFrame:
-        """The DataFrame of split "train", "val" or "test"."""
-        if name not in SPLITS:
-            raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
-        return getattr(self, name)
+        return f"PairTask({self.name!r}, {self.sizes()})"
 
     def info(self) -> dict[str, Any]:
         """What identifies the task in a checkpoint: its name and split sizes."""
