@@ -129,7 +129,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     # A decode step on CUDA (one query per row, no autograd) also takes the explicit path: two small
     # matmuls over the cache, where the fused kernels tile 64 queries at a time (the memory-efficient
     # kernel took 65% of a 124M batch-1 decode step's GPU time on an H100).
-    explicit = (pattern is not None and pattern.hooked) or (T == 1 and q.is_cuda and not torch.is_grad_enabled())
+    cuda_inference = q.is_cuda and not torch.is_grad_enabled()
+    explicit = (pattern is not None and pattern.hooked) or (T == 1 and cuda_inference)
     if is_causal and (T != T_k or mask is not None or explicit):
         # SDPA's is_causal aligns top-left and takes no other mask: write the causal mask out
         causal = torch.ones(T, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T)
@@ -143,7 +144,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         att = pattern(att) if pattern is not None else att
         return (dropout(att) if dropout is not None else att) @ v
     dropout_p = dropout.p if dropout is not None and dropout.training else 0.0
-    if q.is_cuda and not torch.is_grad_enabled():
+    if cuda_inference:
         with sdpa_kernel(INFERENCE_BACKENDS):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
