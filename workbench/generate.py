@@ -8,7 +8,8 @@ in a `KVCache` preallocated to block_size and attends over the whole cache throu
 filled positions, so its shapes never change as the text grows. A compiled engine compiles it once
 (`torch.compile`); on CUDA it also captures it as one CUDA graph per batch size, which every token
 replays: one launch instead of a few hundred, and no kernel chosen anew as the text grows
-(attention kernels: `model.INFERENCE_BACKENDS`). `Engine.generate` is the thin non-streaming wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
+(attention kernels: `model.INFERENCE_BACKENDS`). `Engine.generate` is the thin non-streaming
+wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
 
 When a row's text outgrows block_size, the window slides as in the uncached path: every row's
 last block_size tokens are encoded afresh (a prefill), so cached, uncached, batched and
