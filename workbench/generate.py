@@ -50,8 +50,12 @@ class Engine:
         self.model = model
         self.device = model.lm_head.weight.device
         self.compile = self.device.type == "cuda" if compile is None else compile
-        # dynamic=False: one graph per batch size, never a slower shape-generic one
-        self.step = torch.compile(decode_step, fullgraph=True, dynamic=False) if self.compile else decode_step
+        # dynamic=False: one graph per batch size, never a slower shape-generic one. On CUDA, inductor's
+        # coordinate-descent tuning of its kernels' launch settings: a 124M batch-1 step went from
+        # 1,641 to 1,943 tokens/s on an H200 (about a minute more compiling, once per process).
+        options = {"coordinate_descent_tuning": True} if self.device.type == "cuda" else None
+        self.step = (torch.compile(decode_step, fullgraph=True, dynamic=False, options=options)
+                     if self.compile else decode_step)
         self._cache: KVCache | None = None
         self._graph: CapturedStep | None = None
 
