@@ -167,6 +167,7 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
     assert [r["new_tokens"] for r in d["hf"]] == [4, 6]
     for r in d["hf"]:  # HF generate on the exported weights decodes the very same greedy tokens
         assert r["token_agreement"] == 1.0 and r["ratio"] == pytest.approx(r["ours_tokens_per_s"] / r["hf_tokens_per_s"])
+        assert r["mode"] == "eager" and r["rounds"] == 3
     assert d["int8"]["new_tokens"] == 4 and 0.0 <= d["int8"]["token_agreement"] <= 1.0
     table = format_table({"device": "cpu", "torch": "x", "dtype": "float32", "compile": False, "n_layer": 2,
                           "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
@@ -178,3 +179,27 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
 def test_hugging_face_is_left_out_for_layouts_it_cannot_load():
     d = decoding_figures(sharp_gpt(pos_encoding="rope"), lengths=(3,), batches=(1,), compile=False, int8=False)
     assert "hf" not in d and "int8" not in d and len(d["rows"]) == 1
+
+
+def test_the_hugging_face_ratio_is_of_medians_over_turns_taken_in_alternation(monkeypatch):
+    """HF and ours are timed in turn, three times each at each length; the ratio is of the medians
+    (a slow turn of either, from the machine's drift, moves neither)."""
+    calls = []
+    hf_speeds, our_speeds = iter([100, 900, 300, 100, 500, 300]), iter([1, 2, 10, 70, 30, 20, 60, 50])
+
+    def fake_engine_speed(engine, batch, n):
+        calls.append("ours")
+        return {"batch": batch, "new_tokens": n, "ttft_ms": 1.0, "prefill_tokens_per_s": 1.0,
+                "decode_tokens_per_s": 1.0, "tokens_per_s": next(our_speeds), "tokens": torch.zeros(1, n)}
+
+    def fake_hf_speed(twin, n):
+        calls.append("hf")
+        return {"tokens_per_s": next(hf_speeds), "tokens": torch.zeros(1, n)}
+
+    monkeypatch.setattr(bench, "engine_speed", fake_engine_speed)
+    monkeypatch.setattr(bench, "hf_generate_speed", fake_hf_speed)
+    monkeypatch.setattr(bench, "hf_twin", lambda model: None)
+    d = decoding_figures(sharp_gpt(), lengths=(4, 6), batches=(1,), compile=False, int8=False)
+    assert calls == ["ours", "ours"] + ["hf", "ours"] * 6  # the table's rows, then the turns
+    assert [(r["hf_tokens_per_s"], r["ours_tokens_per_s"], r["ratio"]) for r in d["hf"]] == [
+        (300, 30, 0.1), (300, 50, 50 / 300)]

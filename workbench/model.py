@@ -126,11 +126,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         (B, nh, T, hs).
     """
     T, T_k = q.size(-2), k.size(-2)
-    # A decode step on CUDA (one query per row, no autograd) also takes the explicit path: two small
-    # matmuls over the cache, where the fused kernels tile 64 queries at a time (the memory-efficient
-    # kernel took 65% of a 124M batch-1 decode step's GPU time on an H100).
+    # A decode step (one query per row, no autograd) on CUDA, or compiled on a CPU, also takes the
+    # explicit path: two small matmuls over the cache, which the compiler fuses around, where the fused
+    # kernels tile 64 queries at a time (the memory-efficient kernel took 65% of a 124M batch-1 decode
+    # step's GPU time on an H100; CPU flash attention 28% of the baby GPT's compiled step, 68 µs a
+    # call). Eager on a CPU the fused kernel stays faster: one call instead of four.
     cuda_inference = q.is_cuda and not torch.is_grad_enabled()
-    explicit = (pattern is not None and pattern.hooked) or (T == 1 and cuda_inference)
+    single_query = T == 1 and not torch.is_grad_enabled() and (q.is_cuda or torch.compiler.is_compiling())
+    explicit = (pattern is not None and pattern.hooked) or single_query
     if is_causal and (T != T_k or mask is not None or explicit):
         # SDPA's is_causal aligns top-left and takes no other mask: write the causal mask out
         causal = torch.ones(T, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T)
