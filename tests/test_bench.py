@@ -46,13 +46,14 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
 
     def generation(model, device, dtype, new_tokens, use_cache):
         generated.append((model.config.block_size, new_tokens, use_cache))
-        return 400.0 if use_cache else 100.0
+        return next(speeds[use_cache])  # a median of three, whatever the order
 
     def decoding(model, compile, hf):
         decoded.append((model.config.block_size, model.lm_head.weight.dtype, compile, hf))
         return {"rows": []}
 
     generated, decoded = [], []
+    speeds = {True: iter([400.0, 900.0, 10.0, 50.0, 400.0, 700.0]), False: iter([100.0, 5.0, 300.0, 100.0, 1.0, 200.0])}
     monkeypatch.setattr(bench, "get_batch", get_batch)
     monkeypatch.setattr(bench, "peak_matmul_flops", peak)
     monkeypatch.setattr(bench, "generation_speed", generation)
@@ -67,8 +68,10 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
     assert peaks == [("cpu", torch.float32)] and r["dtype"] == "float32"  # fp32 on a CPU unless bf16 is asked for
     assert r["peak_tflops"] == pytest.approx(2.0) and r["mfu"] == pytest.approx(r["achieved_tflops"] / 2.0)
     # generation runs on a copy with room for 16 prompt + 512 new tokens: the cache is used, never a sliding window
-    assert generated == [(528, 128, True), (528, 128, False), (528, 512, True), (528, 512, False)]
-    assert r["gen128_cached_tokens_per_s"] == 400 and r["gen512_uncached_tokens_per_s"] == 100
+    # cached and uncached in turn, three each per length, medians
+    assert generated == [(528, 128, True), (528, 128, False)] * 3 + [(528, 512, True), (528, 512, False)] * 3
+    assert r["gen128_cached_tokens_per_s"] == 400 and r["gen128_uncached_tokens_per_s"] == 100
+    assert r["gen512_cached_tokens_per_s"] == 400 and r["gen512_uncached_tokens_per_s"] == 100
     assert r["gen128_cache_speedup"] == r["gen512_cache_speedup"] == 4.0
     assert decoded == [(528, torch.float32, True, False)] and r["decoding"] == {"rows": []}
 

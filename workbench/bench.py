@@ -7,7 +7,8 @@ same `Trainer` that `pretrain` uses (so the figures are the real training path's
 - model FLOPs utilisation: `flops_per_token x tokens/s` against a peak measured on the same
   device, a large matmul in the training dtype (MFU as in the PaLM paper and nanoGPT);
 - peak memory (CUDA allocator peak, or the process's peak resident set on CPU);
-- generation tokens/s with and without the KV cache at 128 and 512 new tokens (`GPT.generate`);
+- generation tokens/s with and without the KV cache at 128 and 512 new tokens (`GPT.generate`,
+  medians of three turns each, taken in alternation);
 - the generation engine (`workbench.generate`) in the inference dtype (bf16 weights on CUDA),
   eager and compiled, at batch 1 and 16, 128 and 512 new tokens: time to first token, prefill
   and decode tokens/s; Hugging Face `generate` on the same weights (exported with `export_hf`,
@@ -312,8 +313,11 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
         gen_config = replace(config.model, block_size=max(config.model.block_size, PROMPT_LEN + max(GEN_LENGTHS)))
         gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"])
         for n in GEN_LENGTHS:
-            cached = generation_speed(gen_model, device, "float32", n, use_cache=True)  # weights already in dtype
-            plain = generation_speed(gen_model, device, "float32", n, use_cache=False)
+            # cached and uncached in turn, medians of three each (the machine's speed drifts; weights
+            # already in the inference dtype)
+            turns = [(generation_speed(gen_model, device, "float32", n, use_cache=True),
+                      generation_speed(gen_model, device, "float32", n, use_cache=False)) for _ in range(3)]
+            cached, plain = (statistics.median(t[i] for t in turns) for i in (0, 1))
             out[f"gen{n}_cached_tokens_per_s"] = cached
             out[f"gen{n}_uncached_tokens_per_s"] = plain
             out[f"gen{n}_cache_speedup"] = cached / plain
