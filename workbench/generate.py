@@ -49,13 +49,13 @@ class Engine:
     def __init__(self, model: GPT, compile: bool | None = None):
         self.model = model
         self.device = model.lm_head.weight.device
-        self.compile = self.device.type == "cuda" if compile is None else compile
+        cuda = self.device.type == "cuda"
+        self.compile = cuda if compile is None else compile
         # dynamic=False: one graph per batch size, never a slower shape-generic one. On CUDA, inductor's
         # coordinate-descent tuning (it also turns one-row matmuls into fused kernels): a 124M batch-1
         # step went from 1,641 to 1,943 tokens/s on an H200, for about a minute more compiling, once
         # per process. On a CPU, the compiled step's wrapper in C++ rather than Python: the baby GPT's
         # step 15-19% faster (e.g. 707 against 852 µs, alternating in one process), 9 s more compiling.
-        cuda = self.device.type == "cuda"
         options = {"coordinate_descent_tuning": True} if cuda else {"cpp_wrapper": True}
         self.step = (torch.compile(decode_step, fullgraph=True, dynamic=False, options=options)
                      if self.compile else decode_step)

@@ -131,8 +131,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     # kernels tile 64 queries at a time (the memory-efficient kernel took 65% of a 124M batch-1 decode
     # step's GPU time on an H100; CPU flash attention 28% of the baby GPT's compiled step, 68 µs a
     # call). Eager on a CPU the fused kernel stays faster: one call instead of four.
-    cuda_inference = q.is_cuda and not torch.is_grad_enabled()
-    single_query = T == 1 and not torch.is_grad_enabled() and (q.is_cuda or torch.compiler.is_compiling())
+    inference = not torch.is_grad_enabled()
+    single_query = T == 1 and inference and (q.is_cuda or torch.compiler.is_compiling())
     explicit = (pattern is not None and pattern.hooked) or single_query
     if is_causal and (T != T_k or mask is not None or explicit):
         # SDPA's is_causal aligns top-left and takes no other mask: write the causal mask out
@@ -147,7 +147,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         att = pattern(att) if pattern is not None else att
         return (dropout(att) if dropout is not None else att) @ v
     dropout_p = dropout.p if dropout is not None and dropout.training else 0.0
-    if cuda_inference:
+    if inference and q.is_cuda:
         with sdpa_kernel(INFERENCE_BACKENDS):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
