@@ -110,6 +110,7 @@ def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():
     from workbench.bench import taps_bypassed
     from workbench.model import HookPoint
 
+    call = HookPoint.__call__
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8)).eval()
     idx = torch.randint(0, 20, (2, 8))
@@ -121,15 +122,20 @@ def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():
         assert seen == []  # the tap's call was removed, so its hook did not fire
         model(idx)
         assert seen == [1]  # and it is back afterwards
-    assert torch.equal(bypassed, plain) and "__call__" not in HookPoint.__dict__
+    assert torch.equal(bypassed, plain) and HookPoint.__call__ is call
 
 
 def test_tap_overhead_compares_the_two_builds_alternately(monkeypatch):
     from workbench.model import HookPoint
 
-    calls = []
-    monkeypatch.setattr(bench, "training_speed", lambda config, iters, warmup: calls.append(
-        "__call__" in HookPoint.__dict__) or {"ms_per_iter": 12.0 if "__call__" in HookPoint.__dict__ else 12.6})
+    calls, tapped = [], HookPoint.__call__
+
+    def training_speed(config, iters, warmup):
+        bypassed = HookPoint.__call__ is not tapped
+        calls.append(bypassed)
+        return {"ms_per_iter": 12.0 if bypassed else 12.6}
+
+    monkeypatch.setattr(bench, "training_speed", training_speed)
     result = bench.tap_overhead(preset("smoke"), repeats=2)
     assert calls == [False, True, False, True]
     assert result["taps_unused_ms_per_iter"] == 12.6 and result["no_taps_ms_per_iter"] == 12.0

@@ -147,6 +147,20 @@ def test_a_cache_prefix_is_a_view_whose_writes_reach_the_cache():
     assert cache.k[1][0, :, 4].eq(1).all() and cache.v[1][1, :, 0].eq(2).all() and cache.k[1].sum() == 2 * 2 * 8  # one slot per row
 
 
+def test_streaming_runs_in_inference_mode_and_leaves_an_ordinary_cache():
+    """The columns are inference tensors; the engine's cache is not, so a step under plain no_grad can
+    still write to it (an inference tensor refuses in-place writes outside inference mode)."""
+    model = sharp()
+    engine = Engine(model, compile=False)
+    columns = list(engine.stream([[1, 2, 3]], 4, temperature=0))
+    assert all(column.is_inference() for column in columns)
+    cache = engine.cache(1)
+    assert not any(buffer.is_inference() for buffer in (*cache.k, *cache.v))
+    with torch.no_grad():
+        logits = decode_step(model, cache, columns[-1], torch.tensor([[7]]))
+    assert logits.shape == (1, 50) and cache.k[0][0, :, 7].abs().sum() > 0
+
+
 def test_bad_arguments_name_the_fix():
     engine = Engine(sharp())
     with pytest.raises(ValueError, match="at least one token"):

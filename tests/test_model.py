@@ -70,6 +70,28 @@ def test_hooks_are_removed_even_when_the_body_raises():
     assert not any(point.hooked for point in model.hook_points().values())  # a bad name adds no hook
 
 
+def test_an_unhooked_tap_is_a_bare_identity_and_hooks_on_every_module_still_reach_the_taps():
+    model = tiny()
+    x = torch.randn(2, 3, 16)
+    assert model.transformer.h[0].hook_resid_pre(x) is x
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m).__name__))
+    try:
+        model(torch.randint(0, 50, (1, 4)))
+    finally:
+        handle.remove()
+    assert seen.count("HookPoint") == 2 * 6 + 1  # six taps per block (the pattern only on its explicit path), ln_f
+
+
+def test_generated_tokens_are_ordinary_tensors_a_training_step_can_use():
+    model = tiny().train()
+    out = model.generate(torch.zeros(1, 2, dtype=torch.long), 6, temperature=0)  # decoded in inference mode
+    assert not out.is_inference() and model.training
+    _, loss = model(out[:, :-1], out[:, 1:])
+    loss.backward()
+    assert model.lm_head.weight.grad is not None
+
+
 def test_zeroing_a_head_in_hook_z_equals_zeroing_its_slice_of_the_c_proj_input():
     model = tiny(n_head=4)  # head size 4
     idx = torch.randint(0, 50, (2, 10))

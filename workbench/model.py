@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.modules.module as _module_impl
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -64,8 +65,21 @@ class HookPoint(nn.Module):
         """Whether any hook is registered (checked per forward: a dict lookup, no tensor work)."""
         return bool(self._forward_hooks or self._forward_pre_hooks)
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # Unhooked, a tap is a bare identity: no nn.Module call machinery. A batch-1 decode step makes
+        # 29 tap calls in the baby GPT; skipping the machinery made eager cached decoding ~5% faster.
+        # Hooks on the tap, or on every module (`register_module_forward_hook`), take the module call.
+        if self._forward_hooks or self._forward_pre_hooks or _global_module_hooks():
+            return super().__call__(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+def _global_module_hooks() -> bool:
+    """Whether hooks are registered for every module (`torch.nn.modules.module.register_module_forward_hook`)."""
+    return bool(_module_impl._global_forward_hooks or _module_impl._global_forward_pre_hooks)
 
 
 def sinusoidal_encoding(n_pos: int, dim: int) -> torch.Tensor:
@@ -490,6 +504,7 @@ class GPT(HookedModule):
 
     # --------------------------------------------------------------- generation
     @torch.no_grad()
+    @torch.inference_mode()
     def generate_stream(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                         top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
         """Continue idx (B, T) token by token, yielding each new column (B, 1) as soon as it is decoded.
@@ -499,7 +514,8 @@ class GPT(HookedModule):
         an Engine yourself for a compiled step, batches of different lengths and stops) each step
         feeds only the newest token; once the text outgrows block_size the window slides and (like
         the uncached path) the last block_size tokens are re-encoded, so cached and uncached
-        decoding give the same tokens.
+        decoding give the same tokens. Both run in `torch.inference_mode`: the columns are inference
+        tensors (`clone()` one outside inference mode before using it with gradients).
         """
         if use_cache:
             from .generate import Engine  # generation builds on the model, not the other way round
