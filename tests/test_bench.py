@@ -46,14 +46,15 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
 
     def generation(model, device, dtype, new_tokens, use_cache):
         generated.append((model.config.block_size, new_tokens, use_cache))
-        return next(speeds[use_cache])  # a median of three, whatever the order
+        return next(speeds[use_cache])  # a median of five, whatever the order
 
     def decoding(model, compile, hf):
         decoded.append((model.config.block_size, model.lm_head.weight.dtype, compile, hf))
         return {"rows": []}
 
     generated, decoded = [], []
-    speeds = {True: iter([400.0, 900.0, 10.0, 50.0, 400.0, 700.0]), False: iter([100.0, 5.0, 300.0, 100.0, 1.0, 200.0])}
+    speeds = {True: iter([400.0, 900.0, 10.0, 50.0, 450.0, 400.0, 700.0, 20.0, 300.0, 500.0]),
+              False: iter([100.0, 5.0, 300.0, 120.0, 1.0, 100.0, 1.0, 200.0, 50.0, 150.0])}
     monkeypatch.setattr(bench, "get_batch", get_batch)
     monkeypatch.setattr(bench, "peak_matmul_flops", peak)
     monkeypatch.setattr(bench, "generation_speed", generation)
@@ -68,8 +69,9 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
     assert peaks == [("cpu", torch.float32)] and r["dtype"] == "float32"  # fp32 on a CPU unless bf16 is asked for
     assert r["peak_tflops"] == pytest.approx(2.0) and r["mfu"] == pytest.approx(r["achieved_tflops"] / 2.0)
     # generation runs on a copy with room for 16 prompt + 512 new tokens: the cache is used, never a sliding window
-    # cached and uncached in turn, three each per length, medians
-    assert generated == [(528, 128, True), (528, 128, False)] * 3 + [(528, 512, True), (528, 512, False)] * 3
+    # cached and uncached in turn, five each per length (bench.TURNS), medians
+    assert bench.TURNS == 5
+    assert generated == [(528, 128, True), (528, 128, False)] * 5 + [(528, 512, True), (528, 512, False)] * 5
     assert r["gen128_cached_tokens_per_s"] == 400 and r["gen128_uncached_tokens_per_s"] == 100
     assert r["gen512_cached_tokens_per_s"] == 400 and r["gen512_uncached_tokens_per_s"] == 100
     assert r["gen128_cache_speedup"] == r["gen512_cache_speedup"] == 4.0
@@ -176,7 +178,7 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
     assert [r["new_tokens"] for r in d["hf"]] == [4, 6]
     for r in d["hf"]:  # HF generate on the exported weights decodes the very same greedy tokens
         assert r["token_agreement"] == 1.0 and r["ratio"] == pytest.approx(r["ours_tokens_per_s"] / r["hf_tokens_per_s"])
-        assert r["mode"] == "eager" and r["rounds"] == 3
+        assert r["mode"] == "eager" and r["rounds"] == bench.TURNS == 5
     assert d["int8"]["new_tokens"] == 4 and 0.0 <= d["int8"]["token_agreement"] <= 1.0
     table = format_table({"device": "cpu", "torch": "x", "dtype": "float32", "compile": False, "n_layer": 2,
                           "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
@@ -208,7 +210,7 @@ def test_the_hugging_face_ratio_is_of_medians_over_turns_taken_in_alternation(mo
     monkeypatch.setattr(bench, "engine_speed", fake_engine_speed)
     monkeypatch.setattr(bench, "hf_generate_speed", fake_hf_speed)
     monkeypatch.setattr(bench, "hf_twin", lambda model: None)
-    d = decoding_figures(sharp_gpt(), lengths=(4, 6), batches=(1,), compile=False, int8=False)
+    d = decoding_figures(sharp_gpt(), lengths=(4, 6), batches=(1,), compile=False, int8=False, hf_rounds=3)
     assert calls == ["ours", "ours"] + ["hf", "ours"] * 6  # the table's rows, then the turns
     assert [(r["hf_tokens_per_s"], r["ours_tokens_per_s"], r["ratio"]) for r in d["hf"]] == [
         (300, 30, 0.1), (300, 50, 50 / 300)]

@@ -1,11 +1,18 @@
 """Exported HTML renders offline: headless Debian chromium opens the page with every non-file
 request blocked; each Plotly figure must have drawn SVG marks with a real size, the markdown maths
-must show as laid-out MathML (no raw TeX), and the page must ask the network for nothing.
+must show as laid-out MathML (no raw TeX), and the page must ask the network for nothing. Where
+Firefox is installed, the maths is checked in it too (driven over WebDriver BiDi, which Firefox
+serves itself: no geckodriver).
 
 `assert_plotly_figures_drawn(html_path, min_figures)` and `assert_formulas_rendered(html_path,
 min_formulas)` are reusable for the real report's pages."""
 
+import itertools
+import json
 import os
+import shutil
+import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -175,3 +182,119 @@ def test_formulas_of_01_attention_render_as_mathml_offline(tmp_path):
     attention = next(f for f in formulas if f["display"] == "block")
     assert attention["text"].startswith("Attention(Q,K,V)=softmax")
     assert network_references(page.read_text(encoding="utf-8")) == []
+
+
+# ------------------------------------------------------------------------------------------ Firefox
+FIREFOX = next((Path(p) for p in map(shutil.which, ("firefox-esr", "firefox")) if p), None)
+
+
+class FirefoxPage:
+    """One tab of a headless Firefox, driven over WebDriver BiDi: `open(url)`, then `run(expression)`.
+
+    `requests` lists every URL other than file:, data: and about: that the page asked for since it
+    was opened, `errors` its JavaScript errors (both from BiDi events)."""
+
+    def __init__(self, ws):
+        self.ws, self.ids, self.events = ws, itertools.count(1), []
+        self.send("session.new", capabilities={})
+        self.send("session.subscribe", events=["network.beforeRequestSent", "log.entryAdded"])
+        self.context = self.send("browsingContext.getTree")["contexts"][0]["context"]
+
+    def send(self, method: str, **params):
+        i = next(self.ids)
+        self.ws.send(json.dumps({"id": i, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == i:
+                assert message.get("type") != "error", message
+                return message["result"]
+            self.events.append(message)
+
+    def open(self, url: str) -> None:
+        self.events.clear()
+        self.send("browsingContext.navigate", context=self.context, url=url, wait="complete")
+
+    def run(self, expression: str):
+        """The value of a JavaScript expression (a promise is awaited), through JSON."""
+        result = self.send("script.evaluate", expression=f"Promise.resolve({expression}).then(JSON.stringify)",
+                           target={"context": self.context}, awaitPromise=True)
+        return json.loads(result["result"]["value"])
+
+    @property
+    def requests(self) -> list[str]:
+        urls = [e["params"]["request"]["url"] for e in self.events if e.get("method") == "network.beforeRequestSent"]
+        return [u for u in urls if not u.startswith(("file:", "data:", "about:"))]
+
+    @property
+    def errors(self) -> list[str]:
+        return [e["params"].get("text") for e in self.events
+                if e.get("method") == "log.entryAdded" and e["params"].get("level") == "error"]
+
+
+@contextmanager
+def firefox_offline(tmp_path: Path):
+    """A `FirefoxPage` in a headless Firefox whose every request goes to a dead proxy: file:// pages
+    load, nothing else can."""
+    import websocket  # websocket-client, a JupyterLab dependency
+
+    profile = tmp_path / "firefox-profile"
+    profile.mkdir()
+    prefs = {"network.proxy.type": 1, "network.proxy.http": "127.0.0.1", "network.proxy.http_port": 9,
+             "network.proxy.ssl": "127.0.0.1", "network.proxy.ssl_port": 9,  # the discard port: fails at once
+             "network.proxy.no_proxies_on": "", "network.proxy.allow_hijacking_localhost": True}
+    (profile / "user.js").write_text("".join(f'user_pref("{k}", {json.dumps(v)});\n' for k, v in prefs.items()))
+    proc = subprocess.Popen([str(FIREFOX), "--headless", "--no-remote", "--profile", str(profile),
+                             "--remote-debugging-port", "0", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = None, time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:  # "WebDriver BiDi listening on ws://127.0.0.1:PORT"
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            if "WebDriver BiDi listening on" in line:
+                url = line.split("listening on", 1)[1].strip()
+        assert url, "Firefox did not start WebDriver BiDi"
+        ws = websocket.create_connection(url.rstrip("/") + "/session", timeout=60, suppress_origin=True)  # Firefox refuses an Origin
+        try:
+            yield FirefoxPage(ws)
+        finally:
+            ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+MATH_BOXES = """[...document.querySelectorAll('math')].map(m => {
+    const r = m.getBoundingClientRect();
+    return {display: m.getAttribute('display'), width: r.width, height: r.height, text: m.textContent};
+})"""
+
+
+def test_formulas_of_01_attention_render_in_firefox_too(tmp_path):
+    if FIREFOX is None:
+        pytest.skip("Firefox not installed (apt-get install -y firefox-esr); the maths is checked in chromium")
+    html = export_html(NOTEBOOKS / "01_attention.ipynb", tmp_path / "01_attention.html")
+    with firefox_offline(tmp_path) as page:
+        page.open(html.resolve().as_uri())
+        formulas, visible = page.run(MATH_BOXES), page.run("document.body.innerText")
+        asked, errors = page.requests, page.errors
+        # the watch works: a request the page makes is seen, and fails (nothing is reachable)
+        probe = page.run("fetch('https://example.org/').then(() => 'reached', () => 'failed')")
+        seen = page.requests
+        raw = tmp_path / "raw.html"  # and TeX that nothing converted stays visible, so the check can fail
+        raw.write_text("<!DOCTYPE html><html><body><p>$$\\frac{a}{b}$$</p></body></html>")
+        page.open(raw.resolve().as_uri())
+        raw_formulas, raw_visible = page.run(MATH_BOXES), page.run("document.body.innerText")
+    assert not asked and not errors, (asked, errors)
+    assert len(formulas) >= 10 and all(f["width"] > 0 and f["height"] > 0 for f in formulas), formulas
+    attention = next(f for f in formulas if f["display"] == "block")
+    assert attention["text"].startswith("Attention(Q,K,V)=softmax")
+    inline = next(f for f in formulas if f["display"] != "block")
+    assert attention["height"] > 1.5 * inline["height"]  # its fraction stacks
+    assert not [m for m in ("$$", "\\frac", "\\mathrm", "\\sqrt") if m in visible]
+    assert probe == "failed" and seen == ["https://example.org/"]
+    assert raw_formulas == [] and "\\frac" in raw_visible
