@@ -226,10 +226,11 @@ def continuation_scores(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFra
     Caveat: n-gram overlap with a single reference is a weak measure of a language model. It
     rewards reproducing the one continuation that happened (copying, memorised text) and
     penalises every other valid one, so scores are low even for good models; chrF (character
-    n-grams) is less harsh than BLEU on short, re-tokenized text. Sampling (temperature, top-k,
-    top-p) scores lower than greedy decoding by design: greedy picks the likeliest tokens,
-    which overlap most with any reference, while sampling trades that for diversity. Compare
-    strategies and models on the same task and seed, not with published BLEU.
+    n-grams) is less harsh than BLEU on short, re-tokenized text, and BLEU near 1 is noise.
+    Neither greedy decoding nor sampling wins by design: greedy picks the likeliest tokens but
+    small models then loop on a phrase, while sampling trades likelihood for variety (in 04's
+    default profile sampling scored the higher chrF). Compare strategies and models on the same
+    task and seed, not with published BLEU.
 
     Returns:
         one row per strategy: strategy, bleu, chrf, samples, mean_new_tokens.
