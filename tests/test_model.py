@@ -81,6 +81,13 @@ def test_an_unhooked_tap_is_a_bare_identity_and_hooks_on_every_module_still_reac
     finally:
         handle.remove()
     assert seen.count("HookPoint") == 2 * 6 + 1  # six taps per block (the pattern only on its explicit path), ln_f
+    grads = []  # a backward hook on a tap takes the module call too
+    handle = model.hook_ln_f.register_full_backward_hook(lambda m, grad_in, grad_out: grads.append(grad_out[0].shape))
+    try:
+        model(torch.randint(0, 50, (1, 4)))[0].sum().backward()
+    finally:
+        handle.remove()
+    assert grads == [(1, 4, 16)]
 
 
 def test_generated_tokens_are_ordinary_tensors_a_training_step_can_use():

@@ -68,8 +68,10 @@ class HookPoint(nn.Module):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Unhooked, a tap is a bare identity: no nn.Module call machinery. A batch-1 decode step makes
         # 25 tap calls in the baby GPT; skipping the machinery made eager cached decoding ~5% faster.
-        # Hooks on the tap, or on every module (`register_module_forward_hook`), take the module call.
-        if self._forward_hooks or self._forward_pre_hooks or _global_module_hooks():
+        # Any hook on the tap (forward or backward), or on every module
+        # (`register_module_forward_hook` and the like), takes the module call.
+        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
+                or _global_module_hooks()):
             return super().__call__(x)
         return x
 
@@ -78,8 +80,10 @@ class HookPoint(nn.Module):
 
 
 def _global_module_hooks() -> bool:
-    """Whether hooks are registered for every module (`torch.nn.modules.module.register_module_forward_hook`)."""
-    return bool(_module_impl._global_forward_hooks or _module_impl._global_forward_pre_hooks)
+    """Whether hooks are registered for every module (`torch.nn.modules.module.register_module_forward_hook`,
+    `register_module_full_backward_hook`, ...)."""
+    return bool(_module_impl._global_forward_hooks or _module_impl._global_forward_pre_hooks
+                or _module_impl._global_backward_hooks or _module_impl._global_backward_pre_hooks)
 
 
 def sinusoidal_encoding(n_pos: int, dim: int) -> torch.Tensor:
