@@ -61,6 +61,9 @@ def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_
     lines = []
     run_report(notebooks, out.parent / "again", profile="smoke", timeout=120, progress=lines.append)
     took = {nb["name"]: nb["wall_s"] for nb in first["notebooks"]}
+    # first the machine's matmul peak, measured then, which the report's times are read against
+    assert re.fullmatch(r"machine: (fp32|bf16) matmul peak \((cpu|cuda)\) \d+\.\d{3} TFLOP/s \(measured now; .*\)",
+                        lines.pop(0))
     assert lines[0] == f"[1/2] 01_first ... (took {took['01_first.ipynb']:.0f} s in out)"
     assert re.fullmatch(r"\[1/2\] 01_first ok in \d+ s \(elapsed 0:\d\d, about 0:\d\d left\)", lines[1])
     assert lines[1].endswith(f"about 0:{int(took['02_second.ipynb']):02d} left)")
@@ -105,6 +108,10 @@ def test_report_json_holds_status_metrics_timing_and_environment(passing):
     assert report["status"] == "ok" and report["error"] is None and report["profile"] == "smoke"
     assert report["wall_s"] >= sum(nb["wall_s"] for nb in report["notebooks"]) > 0
     assert all(nb["status"] == "ok" and nb["metrics"]["val_loss"] == 1.2345678 for nb in report["notebooks"])
+    machine = report["machine"]  # the peak before the first notebook and after the last
+    assert machine["tflops_before"] > 0 and machine["tflops_after"] > 0 and "matmul peak" in machine["what"]
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert f"TFLOP/s before, {machine['tflops_after']:.3f} after" in index
     env = report["environment"]
     assert set(env) >= {"python", "torch", "numpy", "plotly", "papermill", "platform", "cpu_count",
                         "torch_threads", "device"}

@@ -259,7 +259,9 @@ def cmd_report(args: argparse.Namespace) -> None:
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookFailedError as e:  # the report is written; one `error:` line names notebook, cell, error
         raise ValueError(str(e)) from None
-    print(f"report ({report['profile']}, {report['wall_s']:.0f} s): {out.resolve() / 'index.html'}")
+    machine = report["machine"]
+    print(f"report ({report['profile']}, {report['wall_s']:.0f} s; {machine['what']} {machine['tflops_before']:.3f} "
+          f"TFLOP/s before, {machine['tflops_after']:.3f} after): {out.resolve() / 'index.html'}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -10,7 +10,10 @@ there), then writes into `out_dir`:
                                                  with (its parameters cell, then the injected ones),
                                                  metrics; plus the profile, its settings and the seed,
                                                  the environment, the workbench's code revision and
-                                                 whether its tree had uncommitted changes, total wall time
+                                                 whether its tree had uncommitted changes, total wall time,
+                                                 and the machine's matmul peak before and after
+                                                 (`measure_machine`: times compare only between
+                                                 machines of similar peaks)
     index.html                                   a table linking the notebooks, with headline metrics, and
                                                  what changed since the previous report of the profile
                                                  (`workbench.report_diff`, also `python -m workbench compare`)
@@ -222,8 +225,11 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
               "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
                              "parameters": {**notebook_parameters(nb), **params},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
-    t_run = time.perf_counter()
     say = progress or (lambda line: None)
+    report["machine"] = measure_machine()
+    say(f"machine: {report['machine']['what']} {report['machine']['tflops_before']:.3f} TFLOP/s "
+        "(measured now; compare report times only between machines of similar peaks)")
+    t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
     for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
         expected = earlier_times.get(nb_path.name)
@@ -255,8 +261,27 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         entry["status"] = "ok"
         _write_report(out_dir, report)
     report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
+    report["machine"]["tflops_after"] = measure_machine()["tflops_before"]
     _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
+
+
+def measure_machine() -> dict:
+    """The matmul peak of the device the notebooks run on (`bench.peak_matmul_flops`; fp32 on a CPU,
+    bf16 on a GPU), in TFLOP/s, as `tflops_before` (`run_report` adds `tflops_after` at the end).
+
+    Machines of one kind differ (two 2-core CPUs measured 0.144 and 0.347 TFLOP/s fp32) and one
+    machine drifts within minutes, so a report's times mean something only beside this figure.
+    """
+    import torch
+
+    from .bench import peak_matmul_flops
+
+    cuda = torch.cuda.is_available()
+    device, dtype = torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32
+    peak = peak_matmul_flops(device, dtype) / 1e12
+    return {"what": f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", "tflops_before": round(peak, 3),
+            "tflops_after": None}
 
 
 def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
@@ -437,6 +462,10 @@ def _index_html(report: dict, comparison: str = "") -> str:
     if code.get("revision"):
         env += f"; code {code['revision'][:12]}" + (" with uncommitted changes" if code["uncommitted_changes"] else "")
     total = "" if report["wall_s"] is None else f", {report['wall_s']:.0f} s in all"
+    machine = report.get("machine")
+    if machine:
+        after = "" if machine.get("tflops_after") is None else f", {machine['tflops_after']:.3f} after"
+        total += f" on a machine of {esc(machine['what'])} {machine['tflops_before']:.3f} TFLOP/s before{after}"
     error = f'<p class="failed">{esc(report["error"])}</p>' if report["error"] else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>LLM Workbench report {esc(report['started'])}</title>

@@ -117,8 +117,8 @@ def compare_reports(a: dict, b: dict, a_name: str = "A", b_name: str = "B") -> C
         only_in_a=[f"{n}: {m}" for n, m in values_a if (n, m) not in values_b],
         only_in_b=[f"{n}: {m}" for n, m in values_b if (n, m) not in values_a],
         settings=_differences(_settings(a), _settings(b)),
-        environment=_differences(_flatten({"environment": a.get("environment", {}), "code": a.get("code", {})}),
-                                 _flatten({"environment": b.get("environment", {}), "code": b.get("code", {})})))
+        environment=_differences(_flatten({key: a.get(key, {}) for key in ("environment", "machine", "code")}),
+                                 _flatten({key: b.get(key, {}) for key in ("environment", "machine", "code")})))
 
 
 def _metrics(report: dict) -> dict[tuple[str, str], Any]:
