@@ -507,7 +507,6 @@ class GPT(HookedModule):
         return logits, cache
 
     # --------------------------------------------------------------- generation
-    @torch.no_grad()
     @torch.inference_mode()
     def generate_stream(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                         top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
