@@ -80,8 +80,11 @@ def test_a_change_within_the_seed_spread_is_not_marked_and_timings_are_apart(tmp
     a, b = make_report(), make_report()
     b["notebooks"][1]["metrics"]["full_test_macro_f1_mean"] = 0.41
     b["notebooks"][0]["metrics"]["tokens_per_s"] = 9000.0
+    a["notebooks"][1]["metrics"]["beam_4_sentences_per_s"] = 700.0  # a speed of any unit is a timing
+    b["notebooks"][1]["metrics"]["beam_4_sentences_per_s"] = 800.0
     comparison = compare_reports(a, b)
     assert [r.metric for r in comparison.changed] == ["full_test_macro_f1_mean"]  # timings are not results
+    assert {r.metric for r in comparison.metrics if r.timing} == {"wall_s", "tokens_per_s", "beam_4_sentences_per_s"}
     text = format_comparison(comparison)
     assert "(within ±0.013)" in text and "beyond" not in text
     assert text.index("timings") < text.index("tokens_per_s")

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# metrics measured in seconds or per second: they vary run to run and machine to machine
-TIMING = ("wall_s", "train_s", "tokens_per_s", "estimated_train_s", "ms_per_iter_median")
+# metrics measured in seconds or per second (tokens, sentences, examples): they vary run to run and
+# machine to machine
+TIMING = ("wall_s", "train_s", "_per_s", "ms_per_iter_median")
 
 
 @dataclass
