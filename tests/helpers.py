@@ -3,6 +3,7 @@
 import contextlib
 import io
 import random
+import subprocess
 from pathlib import Path
 
 import torch
@@ -21,6 +22,15 @@ def cli(*argv) -> tuple[int, str, str]:
         except SystemExit as e:  # argparse's own errors and --help
             code = e.code
     return code, out.getvalue(), err.getvalue()
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """End a started server or browser: terminate, and kill it if it has not gone within `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def word_corpus(path: Path, words: str, lines: int, words_per_line: int) -> Path:

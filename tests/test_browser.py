@@ -20,6 +20,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from helpers import stop
 from workbench.report import WIDGET_NOTE, export_html, network_references, run_report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,6 +30,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # cartesian trace layer is a `g.<type>layer.mlayer`) or a pie slice. Axes and grid lines are not marks.
 MARKS = ".main-svg .mlayer image, .main-svg .mlayer path, .main-svg .pielayer path"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# every <math> element's box and text, as a JavaScript expression (chromium and Firefox checks alike)
+MATH_BOXES = """[...document.querySelectorAll('math')].map(m => {
+    const r = m.getBoundingClientRect();
+    return {display: m.getAttribute('display'), width: r.width, height: r.height, text: m.textContent};
+})"""
+RAW_TEX = ("$$", "\\frac", "\\mathrm", "\\sqrt")  # TeX that no converter touched, if seen in a page's text
 
 pytestmark = pytest.mark.browser
 
@@ -76,16 +83,13 @@ def assert_formulas_rendered(html_path: str | Path, min_formulas: int) -> list[d
     Returns one dict per <math>: display, width, height, and its text.
     """
     with offline_page(html_path) as (page, blocked, page_errors):
-        formulas = page.evaluate("""() => [...document.querySelectorAll('math')].map(m => {
-            const r = m.getBoundingClientRect();
-            return {display: m.getAttribute('display'), width: r.width, height: r.height, text: m.textContent};
-        })""")
+        formulas = page.evaluate(f"() => {MATH_BOXES}")
         visible = page.evaluate("() => document.body.innerText")
     assert not blocked and not page_errors, f"blocked requests: {blocked}; page errors: {page_errors}"
     assert len(formulas) >= min_formulas, f"{len(formulas)} <math> elements, expected >= {min_formulas}"
     flat = [f for f in formulas if not (f["width"] > 0 and f["height"] > 0)]
     assert not flat, f"formulas not laid out: {flat}"
-    raw_tex = [marker for marker in ("$$", "\\frac", "\\mathrm", "\\sqrt") if marker in visible]
+    raw_tex = [marker for marker in RAW_TEX if marker in visible]
     assert not raw_tex, f"raw TeX visible in the page: {raw_tex}"
     return formulas
 
@@ -261,17 +265,7 @@ def firefox_offline(tmp_path: Path):
         finally:
             ws.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-MATH_BOXES = """[...document.querySelectorAll('math')].map(m => {
-    const r = m.getBoundingClientRect();
-    return {display: m.getAttribute('display'), width: r.width, height: r.height, text: m.textContent};
-})"""
+        stop(proc)
 
 
 def test_formulas_of_01_attention_render_in_firefox_too(tmp_path):
@@ -295,6 +289,6 @@ def test_formulas_of_01_attention_render_in_firefox_too(tmp_path):
     assert attention["text"].startswith("Attention(Q,K,V)=softmax")
     inline = next(f for f in formulas if f["display"] != "block")
     assert attention["height"] > 1.5 * inline["height"]  # its fraction stacks
-    assert not [m for m in ("$$", "\\frac", "\\mathrm", "\\sqrt") if m in visible]
+    assert not [m for m in RAW_TEX if m in visible]
     assert probe == "failed" and seen == ["https://example.org/"]
     assert raw_formulas == [] and "\\frac" in raw_visible

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import stop
 from test_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -88,11 +89,7 @@ def lab(tmp_path_factory):
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/lab/tree/01_attention.ipynb?token={token}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
 
 

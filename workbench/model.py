@@ -70,8 +70,7 @@ class HookPoint(nn.Module):
         # 25 tap calls in the baby GPT; skipping the machinery made eager cached decoding ~5% faster.
         # Any hook on the tap (forward or backward), or on every module
         # (`register_module_forward_hook` and the like), takes the module call.
-        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
-                or _global_module_hooks()):
+        if self.hooked or self._backward_hooks or self._backward_pre_hooks or _global_module_hooks():
             return super().__call__(x)
         return x
 

@@ -12,7 +12,7 @@ there), then writes into `out_dir`:
                                                  the environment, the workbench's code revision and
                                                  whether its tree had uncommitted changes, total wall time,
                                                  and the machine's matmul peak before and after
-                                                 (`measure_machine`: times compare only between
+                                                 (`matmul_peak`: times compare only between
                                                  machines of similar peaks)
     index.html                                   a table linking the notebooks, with headline metrics, and
                                                  what changed since the previous report of the profile
@@ -226,9 +226,10 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
                              "parameters": {**notebook_parameters(nb), **params},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     say = progress or (lambda line: None)
-    report["machine"] = measure_machine()
-    say(f"machine: {report['machine']['what']} {report['machine']['tflops_before']:.3f} TFLOP/s "
-        "(measured now; compare report times only between machines of similar peaks)")
+    what, peak = matmul_peak()
+    report["machine"] = {"what": what, "tflops_before": peak, "tflops_after": None}
+    say(f"machine: {what} {peak:.3f} TFLOP/s (measured now; compare report times only between machines of "
+        "similar peaks)")
     t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
     for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
@@ -261,14 +262,15 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         entry["status"] = "ok"
         _write_report(out_dir, report)
     report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
-    report["machine"]["tflops_after"] = measure_machine()["tflops_before"]
+    report["machine"]["tflops_after"] = matmul_peak()[1]
     _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
 
 
-def measure_machine() -> dict:
-    """The matmul peak of the device the notebooks run on (`bench.peak_matmul_flops`; fp32 on a CPU,
-    bf16 on a GPU), in TFLOP/s, as `tflops_before` (`run_report` adds `tflops_after` at the end).
+def matmul_peak() -> tuple[str, float]:
+    """(what was measured, TFLOP/s): the matmul peak of the device the notebooks run on
+    (`bench.peak_matmul_flops`; fp32 on a CPU, bf16 on a GPU). `run_report` records it before the
+    first notebook and after the last.
 
     Machines of one kind differ (two 2-core CPUs measured 0.144 and 0.347 TFLOP/s fp32) and one
     machine drifts within minutes, so a report's times mean something only beside this figure.
@@ -279,9 +281,7 @@ def measure_machine() -> dict:
 
     cuda = torch.cuda.is_available()
     device, dtype = torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32
-    peak = peak_matmul_flops(device, dtype) / 1e12
-    return {"what": f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", "tflops_before": round(peak, 3),
-            "tflops_after": None}
+    return f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", round(peak_matmul_flops(device, dtype) / 1e12, 3)
 
 
 def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
