@@ -259,7 +259,8 @@ def firefox_offline(tmp_path: Path):
             if "WebDriver BiDi listening on" in line:
                 url = line.split("listening on", 1)[1].strip()
         assert url, "Firefox did not start WebDriver BiDi"
-        ws = websocket.create_connection(url.rstrip("/") + "/session", timeout=60, suppress_origin=True)  # Firefox refuses an Origin
+        # no Origin header: Firefox refuses a handshake that has one
+        ws = websocket.create_connection(url.rstrip("/") + "/session", timeout=60, suppress_origin=True)
         try:
             yield FirefoxPage(ws)
         finally:

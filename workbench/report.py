@@ -281,7 +281,8 @@ def matmul_peak() -> tuple[str, float]:
 
     cuda = torch.cuda.is_available()
     device, dtype = torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32
-    return f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", round(peak_matmul_flops(device, dtype) / 1e12, 3)
+    tflops = peak_matmul_flops(device, dtype) / 1e12
+    return f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", round(tflops, 3)
 
 
 def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
