@@ -3,7 +3,11 @@ non-finite loss handling, and atomic checkpoints that never unpickle."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +41,26 @@ def make_trainer(run_dir=None, dropout=0.1, next_batch=None, evaluate=None, **tr
 
 def weights(trainer):
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+PROGRESS_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_train import make_trainer
+trainer = make_trainer(max_iters=3, eval_interval=3)
+trainer.progress = True
+trainer.fit()
+"""
+
+
+@pytest.mark.parametrize("env, shown", [({}, True), ({"TQDM_DISABLE": "1"}, False)], ids=["default", "TQDM_DISABLE"])
+def test_the_progress_bar_shows_unless_tqdm_disable_is_set(env, shown):
+    # tqdm reads TQDM_* when it is imported, hence a fresh process
+    script = PROGRESS_SCRIPT.format(tests=str(Path(__file__).parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")} | env
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("train: 100%" in result.stderr) is shown
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():

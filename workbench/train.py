@@ -243,8 +243,9 @@ class Trainer:
         self.model.train()
         self._window = []  # time spent outside fit() (a pause, a notebook cell) is not a step's
         self.stop_requested = False
-        bar = tqdm(total=cfg.max_iters, initial=self.step, disable=not self.progress, desc="train",
-                   dynamic_ncols=True)
+        # `disable` only when asked: passing it always would override TQDM_DISABLE=1 in the environment
+        bar = tqdm(total=cfg.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
+                   **({} if self.progress else {"disable": True}))
         stopped_early = False
         try:
             while self.step < stop_at:
