@@ -251,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import NotebookFailedError, run_report
+    from .report import NotebookFailedError, describe_machine, run_report
 
     out = Path(args.out or f"reports/{time.strftime('%Y%m%d-%H%M%S')}")
     try:
@@ -259,9 +259,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookFailedError as e:  # the report is written; one `error:` line names notebook, cell, error
         raise ValueError(str(e)) from None
-    machine = report["machine"]
-    print(f"report ({report['profile']}, {report['wall_s']:.0f} s; {machine['what']} {machine['tflops_before']:.3f} "
-          f"TFLOP/s before, {machine['tflops_after']:.3f} after): {out.resolve() / 'index.html'}")
+    print(f"report ({report['profile']}, {report['wall_s']:.0f} s; {describe_machine(report['machine'])}): "
+          f"{out.resolve() / 'index.html'}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

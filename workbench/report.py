@@ -285,6 +285,12 @@ def matmul_peak() -> tuple[str, float]:
     return f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", round(tflops, 3)
 
 
+def describe_machine(machine: dict) -> str:
+    """A report's machine record as read: e.g. "fp32 matmul peak (cpu) 0.289 TFLOP/s before, 0.306 after"."""
+    after = "" if machine.get("tflops_after") is None else f", {machine['tflops_after']:.3f} after"
+    return f"{machine['what']} {machine['tflops_before']:.3f} TFLOP/s before{after}"
+
+
 def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
     """The newest finished report of `profile` beside out_dir (e.g. reports/<timestamp>): its folder
     name and each notebook's wall time, for estimating what is left; (None, {}) when there is none."""
@@ -465,8 +471,7 @@ def _index_html(report: dict, comparison: str = "") -> str:
     total = "" if report["wall_s"] is None else f", {report['wall_s']:.0f} s in all"
     machine = report.get("machine")
     if machine:
-        after = "" if machine.get("tflops_after") is None else f", {machine['tflops_after']:.3f} after"
-        total += f" on a machine of {esc(machine['what'])} {machine['tflops_before']:.3f} TFLOP/s before{after}"
+        total += f" on a machine of {esc(describe_machine(machine))}"
     error = f'<p class="failed">{esc(report["error"])}</p>' if report["error"] else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>LLM Workbench report {esc(report['started'])}</title>
