@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from workbench import bench
+from workbench import train as train_module
 from workbench.__main__ import main
 from workbench.bench import (decoding_figures, engine_speed, format_table, generation_speed, peak_matmul_flops,
                              run_bench)
@@ -28,9 +29,13 @@ class FakeClock:
         return self.now
 
 
-def test_bench_figures_follow_from_the_step_times(monkeypatch):
+@pytest.mark.parametrize("bf16_speedup,dtype", [(1.0, torch.float32), (3.0, torch.bfloat16)])
+def test_bench_figures_follow_from_the_step_times(monkeypatch, bf16_speedup, dtype):
     """Each micro-batch takes 10 ms, except in the 4 warm-up steps (1 s each); the matmul peak is 2 TFLOP/s;
-    generation runs at 400 tokens/s with the cache and 100 without."""
+    generation runs at 400 tokens/s with the cache and 100 without. A CPU whose bf16 matmuls are not
+    BF16_MIN_SPEEDUP times faster trains in fp32, one whose are in bf16 (MFU then against the bf16 peak);
+    generation on a CPU stays fp32 either way."""
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: bf16_speedup)
     clock = FakeClock()
     monkeypatch.setattr(time, "perf_counter", clock)
     real_get_batch, drawn, peaks = bench.get_batch, [], []
@@ -66,7 +71,7 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch):
     assert r["tokens_per_iter"] == 2 * 8 * 32 and r["tokens_per_s"] == pytest.approx(512 / 0.020)
     assert r["params"] == 28_576 and r["flops_per_token"] == GPT(config.model).flops_per_token()
     assert r["achieved_tflops"] == pytest.approx(r["flops_per_token"] * 512 / 0.020 / 1e12)
-    assert peaks == [("cpu", torch.float32)] and r["dtype"] == "float32"  # fp32 on a CPU unless bf16 is asked for
+    assert peaks == [("cpu", dtype)] and r["dtype"] == str(dtype).removeprefix("torch.")
     assert r["peak_tflops"] == pytest.approx(2.0) and r["mfu"] == pytest.approx(r["achieved_tflops"] / 2.0)
     # generation runs on a copy with room for 16 prompt + 512 new tokens: the cache is used, never a sliding window
     # cached and uncached in turn, five each per length (bench.TURNS), medians

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from workbench.config import ModelConfig
-from workbench.model import GPT, sample_next, sinusoidal_encoding
+from workbench.model import GPT, apply_rope, attend, rope_tables, sample_next, sinusoidal_encoding
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16)
 
@@ -171,6 +171,36 @@ def test_future_tokens_do_not_change_past_logits():
     b, _ = model(changed)
     assert torch.allclose(a[:, :8], b[:, :8], atol=1e-6)
     assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_rope_rotates_channel_pairs_and_scores_depend_on_the_offset_only():
+    """apply_rope is RoPE in the rotate-half layout (channel i pairs with i + hs/2, as GPT-NeoX and
+    Llama): x·cos + (-x2, x1)·sin; so the score of a query at position m and a key at n depends on m - n."""
+    hs, n = 8, 12
+    cos, signed_sin = rope_tables(n, hs)
+    angles = torch.outer(torch.arange(n, dtype=torch.float32), 1.0 / 10000 ** (torch.arange(0, hs, 2) / hs))
+    x = torch.randn(3, n, 2, hs)  # (B, T, heads, hs)
+    x1, x2 = x[..., : hs // 2], x[..., hs // 2 :]
+    c, s = angles.cos()[:, None], angles.sin()[:, None]  # (T, 1, hs/2)
+    textbook = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    torch.testing.assert_close(apply_rope(x, cos[:, None], signed_sin[:, None]), textbook)
+    q, k = torch.randn(hs), torch.randn(hs)
+    score = lambda m, p: apply_rope(q, cos[m], signed_sin[m]) @ apply_rope(k, cos[p], signed_sin[p])
+    torch.testing.assert_close(score(5, 2), score(9, 6))
+    torch.testing.assert_close(score(3, 3), q @ k)  # no offset, no rotation of the score
+
+
+def test_attention_under_cpu_autocast_runs_in_fp32():
+    """CPU flash attention is slow in bf16, so under autocast `attend` computes it in fp32 from the
+    bf16 inputs and hands back bf16, with gradients; the explicit path is autocast's own."""
+    q, k, v = (torch.randn(2, 2, 6, 4, requires_grad=True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True)
+    assert y.dtype == torch.bfloat16
+    ref = F.scaled_dot_product_attention(*(t.bfloat16().float() for t in (q, k, v)), is_causal=True)
+    torch.testing.assert_close(y, ref.bfloat16(), rtol=0, atol=0)
+    y.float().sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (q, v))
 
 
 def test_loss_matches_cross_entropy_and_starts_near_log_vocab():

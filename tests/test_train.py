@@ -18,7 +18,8 @@ from workbench.config import ModelConfig, TrainConfig
 from workbench.data import get_batch
 from workbench.model import GPT
 from workbench.evaluate import lm_evaluator
-from workbench.train import NonFiniteLossError, Trainer, lr_at, make_optimizer
+from workbench import train as train_module
+from workbench.train import NonFiniteLossError, Trainer, cpu_bf16_speedup, lr_at, make_optimizer, uses_bf16
 
 BLOCK = 16
 DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
@@ -134,9 +135,35 @@ def test_steps_between_logging_steps_share_their_window_time(monkeypatch):
                                                "train_s": 0.32})
 
 
+@pytest.mark.parametrize("speedup,auto", [(1.0, False), (1.9, False), (2.0, True), (4.0, True)])
+def test_auto_dtype_is_bf16_on_cuda_and_on_cpus_whose_bf16_matmuls_pay(monkeypatch, speedup, auto):
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: speedup)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert uses_bf16(cpu, "auto") == auto and uses_bf16(cuda, "auto")
+    assert uses_bf16(cpu, "bfloat16") and not uses_bf16(cpu, "float32") and not uses_bf16(cuda, "float32")
+    trainer = make_trainer(max_iters=2, eval_interval=2)
+    assert trainer.compute_dtype == ("bfloat16" if auto else "float32")
+    assert make_trainer(max_iters=2, eval_interval=2, dtype="float32").compute_dtype == "float32"
+
+
+def test_the_cpu_bf16_measurement_is_a_positive_ratio_taken_once():
+    ratio = cpu_bf16_speedup()
+    assert math.isfinite(ratio) and ratio > 0 and cpu_bf16_speedup() is ratio  # cached: one measurement a process
+
+
+def test_bf16_training_on_a_cpu_follows_fp32_training():
+    """bf16 autocast keeps fp32 weights and optimizer: the same run lowers the loss as fp32 does."""
+    runs = {dtype: make_trainer(dropout=0.0, max_iters=30, eval_interval=30, dtype=dtype) for dtype in ("float32", "bfloat16")}
+    losses = {dtype: [r["loss"] for r in t.fit().records if "loss" in r] for dtype, t in runs.items()}
+    assert all(p.dtype == torch.float32 for p in runs["bfloat16"].model.parameters())
+    assert losses["bfloat16"][-1] < losses["bfloat16"][0] - 0.3
+    assert losses["bfloat16"] != losses["float32"]  # bf16 matmuls really ran
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], abs=2e-3)  # the same trajectory, to rounding
+
+
 def test_compiled_training_matches_eager():
-    eager = make_trainer(dropout=0.0, max_iters=6, eval_interval=6)
-    compiled = make_trainer(dropout=0.0, max_iters=6, eval_interval=6, compile=True)
+    eager = make_trainer(dropout=0.0, max_iters=6, eval_interval=6, dtype="float32")
+    compiled = make_trainer(dropout=0.0, max_iters=6, eval_interval=6, compile=True, dtype="float32")
     assert type(compiled.parallel.forward).__name__ == "OptimizedModule"  # torch.compile's wrapper
     losses = [[r["loss"] for r in t.fit().records if "loss" in r] for t in (eager, compiled)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
@@ -162,7 +189,7 @@ def test_k_micro_batches_equal_one_batch_k_times_larger():
         x, y = big_batches[i // k]
         return x[i % k * B:(i % k + 1) * B], y[i % k * B:(i % k + 1) * B]
 
-    kw = dict(dropout=0.0, max_iters=steps, eval_interval=steps)
+    kw = dict(dropout=0.0, max_iters=steps, eval_interval=steps, dtype="float32")
     big = make_trainer(next_batch=one_big_batch, batch_size=k * B, grad_accum=1, **kw)
     big.fit()
     drawn.clear()

@@ -42,7 +42,7 @@ from .generate import Engine, inference_model
 from .model import GPT, INFERENCE_BACKENDS, HookPoint
 from .distributed import DistInfo
 from .run import setup_device
-from .train import autocast_context, resolve_device, time_steps
+from .train import autocast_context, resolve_device, time_steps, uses_bf16
 
 GEN_LENGTHS = (128, 512)  # new tokens per generation figure
 TURNS = 5  # a compared pair is timed this many times each, in alternation; their medians are compared
@@ -299,15 +299,15 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
               compile_generation: bool = True, hf: bool = True) -> dict[str, Any]:
     """Every figure of the benchmark as a plain dict (see the module docstring).
 
-    Generation runs in the training dtype's inference form: a bf16 copy of the weights when training
-    would use bf16 (CUDA by default), float32 otherwise. compile_generation adds the compiled
+    Generation runs in the training dtype's inference form on CUDA (a bf16 copy of the weights when
+    training uses bf16, the default there) and in float32 on a CPU (`generate.inference_model`). compile_generation adds the compiled
     engine beside the eager one; hf adds Hugging Face `generate` on the same weights.
     """
     tc = config.train
     result = training_speed(config, iters, warmup)
     device = result.pop("device")
     result.pop("model")
-    use_bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and device.type == "cuda")
+    use_bf16 = uses_bf16(device, tc.dtype)
     peak = peak_matmul_flops(device, torch.bfloat16 if use_bf16 else torch.float32)
     achieved = result["flops_per_token"] * result["tokens_per_s"]
     out = {
@@ -320,7 +320,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     if generation:
         # Enough context for 512 new tokens, so the cache is exercised rather than the sliding window.
         gen_config = replace(config.model, block_size=max(config.model.block_size, PROMPT_LEN + max(GEN_LENGTHS)))
-        gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"])
+        gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"] if device.type == "cuda" else "float32")
         for n in GEN_LENGTHS:
             cached, plain = _in_turns(TURNS, lambda: generation_speed(gen_model, device, "float32", n, use_cache=True),
                                       lambda: generation_speed(gen_model, device, "float32", n, use_cache=False))

@@ -398,7 +398,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         # the restored best weights were scored on val at best_step during training
         logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
         if logits is None:  # in the training dtype, as the validation passes were
-            with autocast_context(device, tc.dtype):
+            with autocast_context(device, trainer.compute_dtype):
                 logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     trainable, total = count_params(model)

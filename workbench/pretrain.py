@@ -96,7 +96,7 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
                       artifacts=artifacts, callbacks=callbacks, progress=progress, dist=run.dist, device=device)
     completed = run.fit(trainer)
     val_loss = trainer.best
-    if completed and (tc.eval_iters is not None or trainer.config.dtype != "float32" and device.type == "cuda"):
+    if completed and (tc.eval_iters is not None or trainer.compute_dtype == "bfloat16"):
         # training evaluated a sample (or under bf16 autocast): report the whole split in fp32, the
         # number `evaluate` and notebook 04 give for the same model (evaluate.heldout_loss)
         val_loss = heldout_loss(model, splits["val"], batch_size=tc.batch_size * 4, device=device)

@@ -4,7 +4,7 @@
 `(output, loss)`, a function that draws the next training batch from a
 `torch.Generator`, and a function that evaluates the model. Around that it does the loop:
 AdamW (weight decay on matrices only), linear warmup + cosine decay, gradient accumulation
-and clipping, bf16 autocast on CUDA, periodic evaluation, early stopping with best-weights
+and clipping, bf16 autocast on CUDA and on CPUs with fast bf16 matmuls, periodic evaluation, early stopping with best-weights
 restore, resumable checkpoints, callbacks for live figures, a progress bar, and a `History`
 of every metric. How the model is spread over torchrun ranks (DDP, FSDP2) or compiled is
 `workbench.distributed.Parallel`'s business; the checkpoint layout is `workbench.checkpoint`'s;
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import statistics
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .distributed import DistInfo, Parallel, barrier
+from .distributed import DistInfo, Parallel, barrier, mean_across_ranks
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# bf16 autocast on a CPU only where its bf16 matmuls run at least this many times faster than fp32:
+# 3-6x with AMX (measured on a Xeon at the workbench's sizes), ~2.8x at large sizes with AVX-512 BF16
+# alone, well under 1x without native bf16 (emulated); casts and the fp32 attention eat part of the gain.
+BF16_MIN_SPEEDUP = 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(repeats: int = 5) -> float:
+    """How many times faster this CPU multiplies bf16 matrices than fp32 ones, at the workbench's model
+    sizes (a 1024 x 256 by 256 x 1024 matmul, best of `repeats` each, taken in alternation, on the
+    current thread count). Measured once per process (~50 ms)."""
+    a, b = torch.randn(1024, 256), torch.randn(256, 1024)
+    pairs = {torch.float32: (a, b), torch.bfloat16: (a.bfloat16(), b.bfloat16())}
+    best = {dtype: math.inf for dtype in pairs}
+    for _ in range(repeats + 1):  # the first round warms up
+        for dtype, (x, y) in pairs.items():
+            t0 = time.perf_counter_ns()
+            x @ y
+            best[dtype] = min(best[dtype], time.perf_counter_ns() - t0)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def uses_bf16(device: torch.device, dtype: str) -> bool:
+    """Whether training and evaluation run under bf16 autocast. "auto": on CUDA, and on a CPU whose
+    bf16 matmuls measure at least BF16_MIN_SPEEDUP times faster than fp32 (`cpu_bf16_speedup`)."""
+    if dtype != "auto":
+        return dtype == "bfloat16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP)
+
+
 def autocast_context(device: torch.device, dtype: str):
-    """bf16 autocast on CUDA by default; fp32 elsewhere unless bfloat16 is asked for."""
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    if use_bf16:
+    """bf16 autocast (fp32 weights, bf16 matmuls) where `uses_bf16`; nothing otherwise."""
+    if uses_bf16(device, dtype):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -166,6 +196,9 @@ class Trainer:
         self.count_tokens = count_tokens or (lambda batch: batch[0].numel())
         # FSDP shards the parameters in place, so the optimizer is built afterwards, on the shards
         self.parallel = Parallel(self.model, self.dist, self.device, config.parallel, config.compile)
+        # the dtype steps and evaluations run in (config.dtype "auto" decided here); every rank the same
+        bf16 = torch.tensor(float(uses_bf16(self.device, config.dtype)), device=self.device)
+        self.compute_dtype = "bfloat16" if mean_across_ranks(bf16, self.dist).item() == 1.0 else "float32"
         self.optimizer = make_optimizer(self.model, config, self.device, param_groups)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history = History()
@@ -225,7 +258,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        with autocast_context(self.device, self.config.dtype):
+        with autocast_context(self.device, self.compute_dtype):
             metrics = self.evaluate_fn(self.model)
         self.model.train()
         return {k: float(v) for k, v in metrics.items()}
@@ -293,7 +326,7 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             batch = self.next_batch(self.generator)
             with self.parallel.gradient_sync(last=micro == cfg.grad_accum - 1):
-                with autocast_context(self.device, cfg.dtype):
+                with autocast_context(self.device, self.compute_dtype):
                     _, loss = self.parallel.forward(*batch)
                 (loss / cfg.grad_accum).backward()
             loss_sum = loss_sum + loss.detach()  # the step's loss is the mean over its micro-batches
