@@ -84,7 +84,7 @@ class LiveLossPlot:
     >>> live.figure()  # for the HTML report
     """
 
-    def __init__(self, extra: Sequence[str] = (), min_interval: float = 0.5, title: str | None = "loss"):
+    def __init__(self, extra: Sequence[str] = (), min_interval: float = 1.0, title: str | None = "loss"):
         self.extra = tuple(extra)
         self.min_interval = min_interval
         self.title = title
@@ -92,16 +92,22 @@ class LiveLossPlot:
         self.widget: go.FigureWidget | None = None
         self._last_draw = float("-inf")
         self._live = _in_kernel()
+        # each trace's points, in `loss_curves`' trace order, kept as records arrive: a redraw then
+        # costs only the widget update, not a new DataFrame and figure (~25 ms at 900 records)
+        self._columns = ("loss", "val_loss", *self.extra)
+        self._points: dict[str, tuple[list, list]] = {col: ([], []) for col in self._columns}
 
     def on_step(self, trainer, record: dict) -> None:
         if self.records and record["step"] <= self.records[-1]["step"]:
-            self.records = []  # a new run (e.g. the next fine-tuning mode): start a fresh plot
-        self.records.append(dict(record))
+            # a new run (e.g. the next fine-tuning mode): start a fresh plot
+            self.records = []
+            self._points = {col: ([], []) for col in self._columns}
+        self._add(record)
         if time.monotonic() - self._last_draw >= self.min_interval:
             self._draw()
 
     def on_eval(self, trainer, record: dict) -> None:
-        self.records.append(dict(record))
+        self._add(record)
         self._draw()
 
     def figure(self) -> go.Figure:
@@ -112,23 +118,30 @@ class LiveLossPlot:
                 df[col] = float("nan")
         return loss_curves(df, extra=self.extra, title=self.title)
 
+    def _add(self, record: dict) -> None:
+        self.records.append(dict(record))
+        for col, (xs, ys) in self._points.items():
+            value = record.get(col)
+            if value is not None and value == value:  # present and not NaN, as loss_curves draws
+                xs.append(record["step"])
+                ys.append(value)
+
     def _draw(self) -> None:
         if not self._live:
             return
         self._last_draw = time.monotonic()
-        fig = self.figure()
         if self.widget is None:
             try:
                 from IPython.display import display
-                self.widget = go.FigureWidget(fig)  # needs ipywidgets + anywidget
+                self.widget = go.FigureWidget(self.figure())  # needs ipywidgets + anywidget
             except (ImportError, ValueError):
                 self._live = False  # no widget support: keep collecting, draw nothing
                 return
             display(self.widget)
             return
         with self.widget.batch_update():
-            for live_trace, trace in zip(self.widget.data, fig.data):
-                live_trace.x, live_trace.y = trace.x, trace.y
+            for live_trace, (xs, ys) in zip(self.widget.data, self._points.values()):
+                live_trace.x, live_trace.y = xs, ys
 
 
 def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", label: str | None = "label",
