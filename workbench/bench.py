@@ -300,8 +300,9 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     """Every figure of the benchmark as a plain dict (see the module docstring).
 
     Generation runs in the training dtype's inference form on CUDA (a bf16 copy of the weights when
-    training uses bf16, the default there) and in float32 on a CPU (`generate.inference_model`). compile_generation adds the compiled
-    engine beside the eager one; hf adds Hugging Face `generate` on the same weights.
+    training uses bf16, the default there) and in float32 on a CPU (`generate.inference_model`).
+    compile_generation adds the compiled engine beside the eager one; hf adds Hugging Face
+    `generate` on the same weights.
     """
     tc = config.train
     result = training_speed(config, iters, warmup)

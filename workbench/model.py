@@ -254,8 +254,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, positions=None, filled=None):
         """x: (B, T, C) -> (B, T, C). rope: cos and signed sin tables (`rope_tables`) at x's
         positions, broadcastable to (B, T, heads, hs). With a cache, x holds the positions after the
-        cached ones, or (fixed-shape decoding) the positions (B, T) given, with `filled` (B, 1, T, block_size) the cache slots
-        each query may see (built once per step by `GPT.hidden_states`)."""
+        cached ones, or (fixed-shape decoding) the positions (B, T) given, with `filled`
+        (B, 1, T, block_size) the cache slots each query may see (built once per step by
+        `GPT.hidden_states`)."""
         B, T, C = x.size()
         qk, v = self.c_attn(x).split([2 * C, C], dim=2)
         qk = qk.view(B, T, 2 * self.n_head, C // self.n_head)  # q's heads, then k's
