@@ -153,7 +153,8 @@ def test_the_cpu_bf16_measurement_is_a_positive_ratio_taken_once():
 
 def test_bf16_training_on_a_cpu_follows_fp32_training():
     """bf16 autocast keeps fp32 weights and optimizer: the same run lowers the loss as fp32 does."""
-    runs = {dtype: make_trainer(dropout=0.0, max_iters=30, eval_interval=30, dtype=dtype) for dtype in ("float32", "bfloat16")}
+    runs = {dtype: make_trainer(dropout=0.0, max_iters=30, eval_interval=30, dtype=dtype)
+            for dtype in ("float32", "bfloat16")}
     losses = {dtype: [r["loss"] for r in t.fit().records if "loss" in r] for dtype, t in runs.items()}
     assert all(p.dtype == torch.float32 for p in runs["bfloat16"].model.parameters())
     assert losses["bfloat16"][-1] < losses["bfloat16"][0] - 0.3

@@ -187,7 +187,8 @@ def test_live_loss_plot_in_a_kernel_updates_one_widget(monkeypatch):
     assert len(shown) == 1 and shown[0] is live.widget  # displayed once, updated in place
     assert list(live.widget.data[0].x) == [1, 2] and list(live.widget.data[1].y) == [2.7]
     # the widget's points are kept as records arrive: the same as the static figure's
-    assert [list(t.y) for t in live.widget.data] == [list(t.y) for t in live.figure().data] == [[3.0, 2.5], [2.7], [0.1, 0.2]]
+    widget_ys, figure_ys = [list(t.y) for t in live.widget.data], [list(t.y) for t in live.figure().data]
+    assert widget_ys == figure_ys == [[3.0, 2.5], [2.7], [0.1, 0.2]]
     live.on_step(None, dict(step=1, loss=2.9, lr=0.1))  # the next run
     live.on_eval(None, dict(step=1, val_loss=2.8))
     assert [list(t.x) for t in live.widget.data] == [[1], [1], [1]] and len(shown) == 1

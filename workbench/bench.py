@@ -321,7 +321,8 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     if generation:
         # Enough context for 512 new tokens, so the cache is exercised rather than the sliding window.
         gen_config = replace(config.model, block_size=max(config.model.block_size, PROMPT_LEN + max(GEN_LENGTHS)))
-        gen_model = inference_model(GPT(gen_config).to(device).eval(), out["dtype"] if device.type == "cuda" else "float32")
+        gen_dtype = "bfloat16" if use_bf16 and device.type == "cuda" else "float32"
+        gen_model = inference_model(GPT(gen_config).to(device).eval(), gen_dtype)
         for n in GEN_LENGTHS:
             cached, plain = _in_turns(TURNS, lambda: generation_speed(gen_model, device, "float32", n, use_cache=True),
                                       lambda: generation_speed(gen_model, device, "float32", n, use_cache=False))

@@ -92,7 +92,8 @@ class TrainConfig:
     checkpoint_interval: int | None = None  # None: checkpoint at every evaluation
     log_interval: int = 1
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with fast bf16 matmuls: train.uses_bf16) | float32 | bfloat16
+    # auto (bf16 autocast on CUDA and on CPUs with fast bf16 matmuls: train.uses_bf16) | float32 | bfloat16
+    dtype: str = "auto"
     compile: bool = False
     seed: int = 1337
     # How torchrun ranks share the model: ddp (a whole copy each) | fsdp (sharded, for models that do not

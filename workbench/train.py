@@ -4,9 +4,9 @@
 `(output, loss)`, a function that draws the next training batch from a
 `torch.Generator`, and a function that evaluates the model. Around that it does the loop:
 AdamW (weight decay on matrices only), linear warmup + cosine decay, gradient accumulation
-and clipping, bf16 autocast on CUDA and on CPUs with fast bf16 matmuls, periodic evaluation, early stopping with best-weights
-restore, resumable checkpoints, callbacks for live figures, a progress bar, and a `History`
-of every metric. How the model is spread over torchrun ranks (DDP, FSDP2) or compiled is
+and clipping, bf16 autocast on CUDA and on CPUs with fast bf16 matmuls, periodic evaluation,
+early stopping with best-weights restore, resumable checkpoints, callbacks for live figures, a
+progress bar, and a `History` of every metric. How the model is spread over torchrun ranks (DDP, FSDP2) or compiled is
 `workbench.distributed.Parallel`'s business; the checkpoint layout is `workbench.checkpoint`'s;
 a run's directory, resume and Ctrl-C are `workbench.run`'s.
 

@@ -94,14 +94,13 @@ class LiveLossPlot:
         self._live = _in_kernel()
         # each trace's points, in `loss_curves`' trace order, kept as records arrive: a redraw then
         # costs only the widget update, not a new DataFrame and figure (~25 ms at 900 records)
-        self._columns = ("loss", "val_loss", *self.extra)
-        self._points: dict[str, tuple[list, list]] = {col: ([], []) for col in self._columns}
+        self._points: dict[str, tuple[list, list]] = {col: ([], []) for col in ("loss", "val_loss", *self.extra)}
 
     def on_step(self, trainer, record: dict) -> None:
         if self.records and record["step"] <= self.records[-1]["step"]:
             # a new run (e.g. the next fine-tuning mode): start a fresh plot
             self.records = []
-            self._points = {col: ([], []) for col in self._columns}
+            self._points = {col: ([], []) for col in self._points}
         self._add(record)
         if time.monotonic() - self._last_draw >= self.min_interval:
             self._draw()
