@@ -123,6 +123,22 @@ def test_lm_evaluator_on_the_whole_split_is_every_token_once_by_hand():
         assert ev.lm_evaluator(SPLIT, T, 4, eval_iters, "cpu")(model)["val_loss"] == whole
 
 
+def test_cpu_evaluation_caps_the_logits_of_a_forward_pass_and_scores_the_same(monkeypatch):
+    T = 8
+    model = tiny_gpt(40, block_size=T)
+    whole = ev.heldout_loss(model, SPLIT, batch_size=16)
+    rows = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda idx, *a: (rows.append(idx.size(0)), forward(idx, *a))[1])
+    monkeypatch.setattr(ev, "EVAL_LOGITS", 3 * T * 40)  # three windows' logits
+    assert ev.heldout_loss(model, SPLIT, batch_size=16) == pytest.approx(whole, rel=1e-6)
+    assert rows == [3] * 8 + [1, 1]  # 25 windows of 8 three at a time, then the last one of 2 alone
+    rows.clear()
+    monkeypatch.setattr(ev, "EVAL_LOGITS", 2**22)
+    ev.heldout_loss(model, SPLIT, batch_size=16)
+    assert rows == [16, 9, 1]  # under the cap, batch_size decides
+
+
 def test_sampled_evaluation_is_a_seeded_estimate_that_leaves_the_torch_rng_alone():
     T = 8
     torch.manual_seed(0)
