@@ -346,6 +346,24 @@ def test_chunked_cross_entropy_matches_full_logits(chunk_rows):
         torch.testing.assert_close(got, want)
 
 
+def test_chunked_cross_entropy_is_exact_where_the_target_probability_underflows():
+    """A target 200 nats below the rest has probability exp(-200), 0 in fp32: its loss is still 200 + log(V-1)."""
+    from workbench.model import chunked_cross_entropy
+
+    V = 6
+    logits = torch.zeros(3, V)
+    logits[0, 2] = -200.0  # row 0's target: far out of fp32's range of probabilities
+    logits[1, 4] = 3.0
+    h, w = logits.clone().requires_grad_(), torch.eye(V, requires_grad=True)  # h @ w.T = logits
+    targets = torch.tensor([2, 4, 0])
+    loss = chunked_cross_entropy(h, w, targets)
+    ref = F.cross_entropy(logits, targets)
+    assert ref.item() > 200 / 3
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(torch.autograd.grad(loss, h)[0],
+                               torch.autograd.grad(F.cross_entropy(h, targets), h)[0])
+
+
 def test_training_forward_uses_chunked_loss_with_the_same_gradients():
     """In train mode the GPT returns no logits and the same loss and weight gradients as eval-mode logits + CE."""
     model = tiny().train()  # dropout is 0: train and eval compute the same function
