@@ -264,6 +264,38 @@ def test_grid_in_worker_processes_gives_the_runs_made_here_and_replays_them_to_c
     assert sorted(r["val_macro_f1"] for r in here.evals) == sorted(r["val_macro_f1"] for r in seen_here.evals)
 
 
+def test_grid_workers_take_the_longest_runs_first_and_results_keep_the_table_order(monkeypatch):
+    import concurrent.futures
+    from types import SimpleNamespace
+
+    from workbench import compare
+
+    submitted = []
+
+    class Pool:  # runs each job on submission, remembering the order the workers would take them in
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, source, task, config, *rest):
+            submitted.append(config.mode)
+            future = concurrent.futures.Future()
+            future.set_result(SimpleNamespace(mode=config.mode, history=SimpleNamespace(records=[])))
+            return future
+
+    monkeypatch.setattr(compare, "ProcessPoolExecutor", Pool)
+    modes = ["full", "frozen", "scratch", "lora", "multitask", "hf"]
+    jobs = [(mode, SimpleNamespace(mode=mode), None, True) for mode in modes]
+    results = compare._run_grid("ckpt", None, jobs, 2, [], False)
+    assert submitted == ["hf", "multitask", "full", "scratch", "lora", "frozen"]
+    assert [r.mode for r in results] == modes
+
+
 def test_grid_workers_one_per_thread_on_a_cpu_and_one_on_a_gpu():
     assert grid_workers(100, "cpu") == torch.get_num_threads()
     assert grid_workers(1, "cpu") == 1
