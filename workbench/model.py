@@ -620,37 +620,31 @@ LOSS_CHUNK_ELEMENTS = 2**24  # logits held at once by chunked_cross_entropy: 64 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (h @ Wᵀ) and both its gradients, computed chunk by chunk of rows.
 
-    The forward pass also computes d loss/d h and d loss/d W (softmax − one-hot, times W or h), so
+    The forward pass also computes d loss/d h and d loss/d W (softmax − one-hot, times h or W), so
     only one chunk of logits exists at a time and backward just scales the stored gradients:
-    the same matmuls as the plain path (no recomputation), a fraction of its memory. Per chunk the
-    (n, V) logits are passed over twice: one softmax (in fp32 at least), one cast to the matmuls'
-    dtype; the 1/N of the mean scales the small (n, C) operands instead.
+    the same matmuls as the plain path (no recomputation), a fraction of its memory.
     """
 
     @staticmethod
     def forward(ctx, h, weight, targets, chunk_rows: int):
-        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums in fp32 at least
         valid = targets != -1
-        share = valid.to(acc) / valid.sum().clamp(min=1)  # d mean loss / d each row's loss; 0 where ignored
+        n_valid = valid.sum().clamp(min=1)
+        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums in fp32 at least
         loss = torch.zeros((), device=h.device, dtype=acc)
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc)
         for start in range(0, h.size(0), chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            h_c, s_c = h[rows], share[rows, None].to(h.dtype)
-            target = targets[rows].clamp(min=0)[:, None]  # (n, 1)
-            logits = h_c @ weight.t()  # (n, V), bf16 under autocast
-            probs = torch.softmax(logits, dim=-1, dtype=acc)
-            nll = -probs.gather(1, target).squeeze(1).log()
-            low = nll > 60  # the target's probability near or under fp32's smallest: its log-softmax exactly
-            if low.any():
-                nll[low] = -torch.log_softmax(logits[low].to(acc), -1).gather(1, target[low]).squeeze(1)
-            loss = loss + (nll * share[rows]).sum()
-            grad = probs.scatter_add_(1, target, torch.full_like(target, -1, dtype=acc)).to(logits.dtype)
-            grad_h[rows] = (grad @ weight.to(grad.dtype)) * s_c  # (n, C)
-            grad_w += grad.t() @ (h_c * s_c).to(grad.dtype)  # (V, C)
+            h_c, ok = h[start : start + chunk_rows], valid[start : start + chunk_rows]
+            target = targets[start : start + chunk_rows].clamp(min=0)[:, None]  # (n, 1)
+            logp = torch.log_softmax((h_c @ weight.t()).to(acc), dim=-1)  # (n, V)
+            loss = loss - (logp.gather(1, target).squeeze(1) * ok).sum()
+            grad = logp.exp_()  # softmax, in place: each pass over (n, V) costs time at a large vocabulary
+            grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))
+            grad = grad.mul_((ok / n_valid)[:, None]).to(h_c.dtype)  # d mean loss / d logits, (n, V)
+            grad_h[start : start + chunk_rows] = grad @ weight.to(grad.dtype)  # (n, C)
+            grad_w += grad.t() @ h_c  # (V, C)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
-        return loss
+        return loss / n_valid
 
     @staticmethod
     def backward(ctx, grad_loss):
