@@ -56,14 +56,33 @@ def passing(tmp_path_factory):
     return notebooks, root / "out", report
 
 
+def cpu_trains_in_bf16() -> bool:
+    from workbench.train import uses_bf16
+
+    return not torch.cuda.is_available() and uses_bf16(torch.device("cpu"), "auto")
+
+
+def test_describe_machine_reads_both_peaks_where_there_are_two():
+    from workbench.report import describe_machine
+
+    fp32 = {"what": "fp32 matmul peak (cpu)", "tflops_before": 0.289, "tflops_after": 0.306}
+    assert describe_machine(fp32) == "fp32 matmul peak (cpu) 0.289 TFLOP/s before, 0.306 after"
+    both = {**fp32, "bf16_tflops_before": 1.12, "bf16_tflops_after": 0.98}
+    assert describe_machine(both) == "fp32 matmul peak (cpu) 0.289 TFLOP/s before, 0.306 after; bf16 1.120 before, 0.980 after"
+    assert describe_machine({**both, "tflops_after": None, "bf16_tflops_after": None}) == \
+        "fp32 matmul peak (cpu) 0.289 TFLOP/s before; bf16 1.120 before"
+
+
 def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_noise(passing, capfd):
     notebooks, out, first = passing  # an earlier finished report of the same profile beside the new one
     lines = []
     run_report(notebooks, out.parent / "again", profile="smoke", timeout=120, progress=lines.append)
     took = {nb["name"]: nb["wall_s"] for nb in first["notebooks"]}
-    # first the machine's matmul peak, measured then, which the report's times are read against
-    assert re.fullmatch(r"machine: (fp32|bf16) matmul peak \((cpu|cuda)\) \d+\.\d{3} TFLOP/s \(measured now; .*\)",
-                        lines.pop(0))
+    # first the machine's matmul peak, measured then, which the report's times are read against (and
+    # the bf16 one on a CPU where the notebooks train in bf16)
+    bf16 = r", bf16 \d+\.\d{3} \(the notebooks train in bf16 here\)" if cpu_trains_in_bf16() else ""
+    assert re.fullmatch(r"machine: (fp32|bf16) matmul peak \((cpu|cuda)\) \d+\.\d{3} TFLOP/s" + bf16 +
+                        r" \(measured now; .*\)", lines.pop(0))
     assert lines[0] == f"[1/2] 01_first ... (took {took['01_first.ipynb']:.0f} s in out)"
     assert re.fullmatch(r"\[1/2\] 01_first ok in \d+ s \(elapsed 0:\d\d, about 0:\d\d left\)", lines[1])
     assert lines[1].endswith(f"about 0:{int(took['02_second.ipynb']):02d} left)")
@@ -112,6 +131,11 @@ def test_report_json_holds_status_metrics_timing_and_environment(passing):
     assert machine["tflops_before"] > 0 and machine["tflops_after"] > 0 and "matmul peak" in machine["what"]
     index = (out / "index.html").read_text(encoding="utf-8")
     assert f"TFLOP/s before, {machine['tflops_after']:.3f} after" in index
+    if cpu_trains_in_bf16():  # its times follow the bf16 throughput: that peak is recorded too
+        assert machine["bf16_tflops_before"] > 0 and machine["bf16_tflops_after"] > 0
+        assert f"; bf16 {machine['bf16_tflops_before']:.3f} before, {machine['bf16_tflops_after']:.3f} after" in index
+    else:
+        assert "bf16_tflops_before" not in machine
     env = report["environment"]
     assert set(env) >= {"python", "torch", "numpy", "plotly", "papermill", "platform", "cpu_count",
                         "torch_threads", "device"}

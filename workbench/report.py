@@ -12,7 +12,8 @@ there), then writes into `out_dir`:
                                                  the environment, the workbench's code revision and
                                                  whether its tree had uncommitted changes, total wall time,
                                                  and the machine's matmul peak before and after
-                                                 (`matmul_peak`: times compare only between
+                                                 (`matmul_peak`, and `cpu_bf16_peak` where a CPU
+                                                 trains in bf16: times compare only between
                                                  machines of similar peaks)
     index.html                                   a table linking the notebooks, with headline metrics, and
                                                  what changed since the previous report of the profile
@@ -228,8 +229,11 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     say = progress or (lambda line: None)
     what, peak = matmul_peak()
     report["machine"] = {"what": what, "tflops_before": peak, "tflops_after": None}
-    say(f"machine: {what} {peak:.3f} TFLOP/s (measured now; compare report times only between machines of "
-        "similar peaks)")
+    bf16 = cpu_bf16_peak()
+    if bf16 is not None:
+        report["machine"] |= {"bf16_tflops_before": bf16, "bf16_tflops_after": None}
+    say(f"machine: {what} {peak:.3f} TFLOP/s" + ("" if bf16 is None else f", bf16 {bf16:.3f} (the notebooks train "
+        "in bf16 here)") + " (measured now; compare report times only between machines of similar peaks)")
     t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
     for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
@@ -263,6 +267,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         _write_report(out_dir, report)
     report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
     report["machine"]["tflops_after"] = matmul_peak()[1]
+    if bf16 is not None:
+        report["machine"]["bf16_tflops_after"] = cpu_bf16_peak()
     _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
 
@@ -285,10 +291,31 @@ def matmul_peak() -> tuple[str, float]:
     return f"{'bf16' if cuda else 'fp32'} matmul peak ({device.type})", round(tflops, 3)
 
 
+def cpu_bf16_peak() -> float | None:
+    """The bf16 matmul peak (TFLOP/s) of a CPU on which the notebooks train under bf16 autocast
+    (`train.uses_bf16`); None elsewhere. There a report's times follow the bf16 throughput, which on
+    one VM swung 0.43-1.14 TFLOP/s within an hour while its fp32 peak stayed at 0.25-0.30."""
+    import torch
+
+    from .bench import peak_matmul_flops
+    from .train import uses_bf16
+
+    cpu = torch.device("cpu")
+    if torch.cuda.is_available() or not uses_bf16(cpu, "auto"):
+        return None
+    return round(peak_matmul_flops(cpu, torch.bfloat16) / 1e12, 3)
+
+
 def describe_machine(machine: dict) -> str:
-    """A report's machine record as read: e.g. "fp32 matmul peak (cpu) 0.289 TFLOP/s before, 0.306 after"."""
+    """A report's machine record as read: e.g. "fp32 matmul peak (cpu) 0.289 TFLOP/s before, 0.306 after"
+    (and "; bf16 1.120 before, 0.980 after" where the notebooks trained in bf16 on a CPU)."""
     after = "" if machine.get("tflops_after") is None else f", {machine['tflops_after']:.3f} after"
-    return f"{machine['what']} {machine['tflops_before']:.3f} TFLOP/s before{after}"
+    text = f"{machine['what']} {machine['tflops_before']:.3f} TFLOP/s before{after}"
+    if machine.get("bf16_tflops_before") is not None:
+        bf16_after = machine.get("bf16_tflops_after")
+        text += f"; bf16 {machine['bf16_tflops_before']:.3f} before" + ("" if bf16_after is None else
+                                                                       f", {bf16_after:.3f} after")
+    return text
 
 
 def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, float]]:
