@@ -113,11 +113,11 @@ def _window_losses(model: nn.Module, ids: np.ndarray, windows: Sequence[tuple[in
     Only the (B, L, V) logits of one batch are held; the losses leave the device per batch, summed
     later in float64.
     """
-    vocab = getattr(getattr(model, "config", None), "vocab_size", 1) if device.type == "cpu" else 0
+    vocab, cpu = getattr(getattr(model, "config", None), "vocab_size", 1), device.type == "cpu"
     i = 0
     while i < len(windows):
         length = windows[i][1] - windows[i][0]
-        rows = min(batch_size, max(1, EVAL_LOGITS // (length * vocab))) if vocab else batch_size
+        rows = min(batch_size, max(1, EVAL_LOGITS // (length * vocab))) if cpu else batch_size
         j = i
         while j < len(windows) and j - i < rows and windows[j][1] - windows[j][0] == length:
             j += 1
