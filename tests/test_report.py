@@ -262,6 +262,19 @@ def test_a_cell_that_runs_past_the_timeout_fails_the_notebook(tmp_path):
     assert (tmp_path / "out" / "01_slow.html").exists()
 
 
+def test_the_executed_notebook_is_written_when_it_ends_not_at_every_cell(tmp_path, monkeypatch):
+    import papermill.engines
+
+    writes = []
+    original = papermill.engines.write_ipynb
+    monkeypatch.setattr(papermill.engines, "write_ipynb", lambda nb, path: (writes.append(path), original(nb, path)))
+    write_notebook(tmp_path / "01_cells.ipynb", *[f"x{i} = {i}" for i in range(6)])
+    run_report(tmp_path, tmp_path / "out", profile="smoke", timeout=60)
+    assert writes == [str(tmp_path / "out" / "01_cells.ipynb")]  # papermill's default: 1 + 2 per cell = 15
+    executed = nbformat.read(tmp_path / "out" / "01_cells.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells if c.cell_type == "code"][-1] == 8
+
+
 # ------------------------------------------------------------------ input checks (no kernel)
 def test_bad_arguments_name_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --notebooks"):
