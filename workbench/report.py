@@ -102,13 +102,15 @@ def _report_engine():
     class _SparseSaves(NotebookExecutionManager):
         """Writes the notebook when the run ends and at most every `autosave_cell_every` seconds before."""
 
+        ended = False
+
         def save(self, **kwargs):  # papermill calls it as each cell starts and ends, and on cell output
-            if (self.now() - self.last_save_time).total_seconds() >= self.autosave_cell_every:
+            if self.ended or (self.now() - self.last_save_time).total_seconds() >= self.autosave_cell_every:
                 super().save(**kwargs)
 
-        def notebook_complete(self, **kwargs):  # papermill's engine calls it in a `finally`
+        def notebook_complete(self, **kwargs):  # papermill's engine calls it in a `finally`; it ends with a save
+            self.ended = True
             super().notebook_complete(**kwargs)
-            NotebookExecutionManager.save(self)
 
     class ReportEngine(NBClientEngine):
         @classmethod
