@@ -262,6 +262,16 @@ def test_a_cell_that_runs_past_the_timeout_fails_the_notebook(tmp_path):
     assert (tmp_path / "out" / "01_slow.html").exists()
 
 
+def test_a_kernel_that_dies_fails_the_notebook_and_keeps_its_partial_page(tmp_path):
+    write_notebook(tmp_path / "01_dies.ipynb", "x = 1", "import os\nos._exit(1)  # as the OOM killer would", "y = 2")
+    with pytest.raises(NotebookFailedError, match=r"01_dies.ipynb failed at cell 3 \(`import os`\): DeadKernelError"):
+        run_report(tmp_path, tmp_path / "out", profile="smoke", timeout=60)
+    executed = nbformat.read(tmp_path / "out" / "01_dies.ipynb", as_version=4)
+    ran = {c.source: c.execution_count for c in executed.cells if c.cell_type == "code"}
+    assert ran["x = 1"] is not None and ran["y = 2"] is None  # written up to where the kernel died
+    assert (tmp_path / "out" / "01_dies.html").exists()
+
+
 def test_the_executed_notebook_is_written_when_it_ends_not_at_every_cell(tmp_path, monkeypatch):
     import papermill.engines
 
