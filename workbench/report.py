@@ -287,8 +287,9 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
             try:
                 # the kernel's own log level is ERROR: its transport warnings are nothing a reader can act on
                 pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name="python3",
-                                    engine_name=engine, cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout), start_timeout=120,
-                                    progress_bar=sys.stderr.isatty(), extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                    engine_name=engine, cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout),
+                                    start_timeout=120, progress_bar=sys.stderr.isatty(),
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except Exception as e:  # PapermillExecutionError, a cell timeout, a dead kernel
                 error = e
         entry["wall_s"] = round(time.perf_counter() - t0, 2)
