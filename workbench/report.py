@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import html
 import json
 import math
@@ -95,8 +96,9 @@ class NotebookFailedError(RuntimeError):
         self.report = report
 
 
-def _report_engine():
-    """papermill's nbclient engine with a `_SparseSaves` manager, registered as "workbench"."""
+@functools.lru_cache(maxsize=None)
+def _report_engine() -> str:
+    """papermill's nbclient engine with a `_SparseSaves` manager, registered (once) as "workbench"."""
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
     class _SparseSaves(NotebookExecutionManager):
