@@ -24,7 +24,8 @@ from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.data import Document
 from workbench.generation_eval import DEFAULT_STRATEGIES
 from workbench.model import GPT
-from workbench.pretrain import pretrain
+from workbench.checkpoint import DamagedCheckpointError
+from workbench.pretrain import load_pretrained, pretrain, run_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -278,6 +279,20 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
     assert f"{lm['bits_per_char']:.4f} bits/char" in stdout
     assert f"val loss: {metrics['val_loss']:.4f} nats/token" in stdout
+
+
+def test_run_metrics_give_the_split_loss_of_the_final_weights_and_refuse_a_damaged_file(tiny_run, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tiny_run.parent / "cache"))
+    model, tokenizer, config = load_pretrained(tiny_run)
+    # what notebook 04 reads instead of scoring the split again
+    assert run_metrics(tiny_run)["val_loss"] == pytest.approx(ev.split_loss(model, tokenizer, config, "val"), rel=1e-6)
+    (tmp_path / "metrics.json").write_text('{"val_loss": 1.2', encoding="utf-8")  # cut short
+    with pytest.raises(DamagedCheckpointError, match="metrics.json is damaged") as e:
+        run_metrics(tmp_path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DamagedCheckpointError, match="is missing"):
+        run_metrics(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("extra,fix", [(["--split", "test"], "use --split val"),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import torch
 
+from .checkpoint import read_json
 from .config import RunConfig
 from .data import encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
@@ -133,6 +134,13 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
     model = GPT(config.model)
     c.load_weights(model)
     return model.to(device).eval(), tokenizer, config
+
+
+def run_metrics(path: str | Path) -> dict[str, Any]:
+    """The headline figures a finished pretraining run wrote to `path`/metrics.json. Its val_loss is
+    the whole validation split scored in fp32 when training ended, the number `evaluate.split_loss`
+    gives for the run's final weights (so notebook 04 reads it rather than scoring the split again)."""
+    return read_json(Path(path) / "metrics.json")
 
 
 # ------------------------------------------------------------ notebook helpers
