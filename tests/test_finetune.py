@@ -16,13 +16,16 @@ from dataclasses import fields
 
 from workbench.config import ModelConfig, RunConfig, TrainConfig, finetune_train
 from workbench.tasks import load_task
+from workbench.evaluate import classifier_report
 from workbench.finetune import (
+    PREDICTIONS,
     FinetuneConfig,
     GPTClassifier,
     build_classifier,
     count_params,
     finetune,
     load_finetuned,
+    load_predictions,
     predict_logits,
 )
 from workbench.tasks import encode_texts
@@ -188,6 +191,34 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     texts = task.test["text"].tolist()
     assert np.allclose(loaded.predict_proba(texts), result.classifier.predict_proba(texts), atol=1e-6)
     assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
+
+
+def test_a_run_saves_the_probabilities_behind_its_metrics_and_they_stand_in_for_the_model(base, csv_task, tmp_path):
+    _, task = csv_task
+    run = tmp_path / "run"
+    result = finetune(base, task, quick(mode="full", dtype="float32"), run, progress=False)
+    table = pd.read_csv(run / PREDICTIONS)
+    assert list(table["split"]) == ["val"] * len(task.val) + ["test"] * len(task.test)
+    assert list(table["label"]) == task.val["label"].tolist() + task.test["label"].tolist()
+    probs = load_predictions(run, task, "test")
+    assert probs.shape == (len(task.test), task.num_labels) and np.allclose(probs.sum(1), 1, atol=1e-6)
+    pred = probs.argmax(1)
+    assert list(table[table["split"] == "test"]["predicted"]) == [task.labels[i] for i in pred]
+    # the numbers behind the run's metrics, and (fp32) what the saved classifier gives
+    m = split_metrics(task.test["label_id"].to_numpy(), pred, list(task.labels), prefix="test_")
+    assert m["test_macro_f1"] == result.metrics["test_macro_f1"] and m["test_accuracy"] == result.metrics["test_accuracy"]
+    texts = task.test["text"].tolist()
+    assert np.allclose(probs, load_finetuned(run).predict_proba(texts), atol=1e-5)
+    from_model, _ = classifier_report({"full": load_finetuned(run)}, task)
+    from_file, _ = classifier_report({"full": probs}, task)
+    pd.testing.assert_frame_equal(from_model, from_file, atol=1e-5)
+    # other passages, a damaged or a missing file: nothing to stand in, the model scores the split
+    assert load_predictions(run, task.subsample(2), "test") is None
+    (run / PREDICTIONS).write_text((run / PREDICTIONS).read_text()[:300])
+    assert load_predictions(run, task, "test") is None
+    assert load_predictions(tmp_path / "nowhere", task, "test") is None
+    with pytest.raises(ValueError, match="give one row per passage of the split"):
+        classifier_report({"full": probs[:-1]}, task)
 
 
 @pytest.mark.parametrize("name, how", [("model.safetensors", "truncated"), ("labels.json", "garbage"),

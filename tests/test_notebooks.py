@@ -178,14 +178,15 @@ def test_04_evaluation_smoke_metrics(smoke_report):
     out = smoke_report[0]
     m, pretraining, finetuning = (metrics(out, n) for n in ("04_evaluation", "02_pretraining", "03_finetuning"))
     assert 0 < m["val_bits_per_char"] < 8 and 0 < m["test_bits_per_char"] < 8
-    # the one held-out LM loss: 04 scores the val split as 02's training evaluation does, the same number
+    # the one held-out LM loss: 04 shows the whole-split val_loss 02 wrote (test_evaluate.py checks that
+    # scoring the split again with evaluate.split_loss gives it)
     assert m["val_loss_nats_per_token"] == pytest.approx(pretraining["val_loss"], rel=1e-9)
     assert 1 < m["test_perplexity"] < pretraining["vocab_size"]  # better than a uniform guess
     # bits per character = log2(perplexity per token) / characters per token, about 02's BPE figure
     assert math.log2(m["test_perplexity"]) / m["test_bits_per_char"] == pytest.approx(
         pretraining["bpe_chars_per_token_val"], rel=0.05)
-    # 04 reloads the classifiers 03 saved and scores them on the same test plays: the same macro-F1 (one seed
-    # under smoke, so 03's mean is that run's score)
+    # 04 takes the test probabilities each 03 run saved (finetune.load_predictions) for the same test plays: the
+    # same macro-F1 (one seed under smoke, so 03's mean is that run's score)
     saved = {mode: finetuning[f"{mode}_test_macro_f1_mean"] for mode in ("full", "frozen", "scratch", "lora", "multitask", "hf")}
     assert m["classifiers"] == 6 and m["best_test_macro_f1"] == saved[m["best_classifier"]] == max(saved.values())
     assert {"bleu_greedy", "chrf_greedy", "bleu_top-p 0.9", "chrf_top-p 0.9"} <= m.keys()

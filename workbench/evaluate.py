@@ -364,7 +364,8 @@ def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test",
     """Every classification metric of several fine-tuned classifiers on one split of a task.
 
     Args:
-        classifiers: name -> a `finetune.TextClassifier` (anything with predict_proba(texts)).
+        classifiers: name -> a `finetune.TextClassifier` (anything with predict_proba(texts)), or the
+            (N, C) class probabilities one gave on the split's rows (`notebook.finetuned_probabilities`).
         task: a `tasks.TaskData`; its labels order the classes.
         split: "val" or "test".
     Returns:
@@ -375,7 +376,10 @@ def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test",
     texts, y = frame["text"].tolist(), frame["label_id"].to_numpy()
     rows, details = [], {}
     for name, clf in classifiers.items():
-        probs = clf.predict_proba(texts)
+        probs = clf.predict_proba(texts) if hasattr(clf, "predict_proba") else np.asarray(clf, dtype=np.float64)
+        if probs.shape != (len(texts), task.num_labels):
+            raise ValueError(f"{name}: {probs.shape} probabilities for {len(texts)} {split} rows of "
+                             f"{task.num_labels} classes; give one row per passage of the split")
         pred = probs.argmax(-1)
         metrics = classification_metrics(y, pred, task.labels, probs=probs, n_bins=n_bins)
         ece, bins = calibration(probs, y, n_bins)

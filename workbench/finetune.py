@@ -29,6 +29,7 @@ matrix) come from `workbench.metrics`, shared with the evaluation card.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass, replace
@@ -327,7 +328,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         task: from `workbench.tasks.load_task`.
         config: FinetuneConfig (its `train` is the loop).
         out_dir: run directory: model/ (safetensors + finetune.json, config.json, tokenizer.json,
-            labels.json, task.json), checkpoints/, history.csv, metrics.json. Must be new or empty
+            labels.json, task.json), checkpoints/, history.csv, metrics.json, predictions.csv (each val
+            and test passage's class probabilities: `load_predictions`). Must be new or empty
             unless resume.
         callbacks: Trainer callbacks (on_step, on_eval, on_checkpoint).
         progress: show a progress bar.
@@ -394,12 +396,14 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     if not completed:
         return FinetuneResult(classifier, trainer.history, metrics, run.out)
 
+    split_logits = {}
     for s in ("val", "test"):
         # the restored best weights were scored on val at best_step during training
         logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
         if logits is None:  # in the training dtype, as the validation passes were
             with autocast_context(device, trainer.compute_dtype):
                 logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
+        split_logits[s] = logits
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     trainable, total = count_params(model)
     metrics |= {
@@ -411,7 +415,53 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         "n_test": len(y["test"]),
     }
     run.finish(trainer, artifacts, metrics)
+    if run.out is not None and run.dist.is_main:
+        write_predictions(run.out / PREDICTIONS, task, split_logits)
     return FinetuneResult(classifier, trainer.history, metrics, run.out)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a finished run predicted
+# ---------------------------------------------------------------------------------------------
+
+PREDICTIONS = "predictions.csv"  # in a finetune run directory, beside model/ and metrics.json
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def write_predictions(path: Path, task: TaskData, logits: dict[str, torch.Tensor]) -> None:
+    """Every val and test passage's class probabilities as the finished run gave them (its best
+    weights, in its training dtype: the numbers behind its val_/test_ metrics), one row per passage:
+    split, text_sha1 (which passage), label, predicted, then p_<label> for each class."""
+    import pandas as pd
+
+    frames = []
+    for s, split_logits in logits.items():
+        frame, probs = task.split(s), split_logits.float().softmax(-1).numpy()
+        table = pd.DataFrame({"split": s, "text_sha1": [_text_key(t) for t in frame["text"]],
+                              "label": frame["label"].to_numpy(), "predicted": [task.labels[i] for i in probs.argmax(-1)]})
+        frames.append(table.join(pd.DataFrame(probs, columns=[f"p_{name}" for name in task.labels])))
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+
+
+def load_predictions(run_dir: str | Path, task: TaskData, split: str = "test") -> np.ndarray | None:
+    """The class probabilities (N, num_labels) a finetune run saved for `split` of `task` (`write_predictions`),
+    or None when it saved none for exactly these passages and labels (another subsample or max_chars, an
+    older run, a damaged file): then score the split with `load_finetuned(run_dir).predict_proba`."""
+    import pandas as pd
+
+    path = Path(run_dir) / PREDICTIONS
+    try:
+        table = pd.read_csv(path)
+        rows = table[table["split"] == split]
+        probs = rows[[f"p_{name}" for name in task.labels]].to_numpy(dtype=np.float64)
+    except (OSError, ValueError, KeyError):  # missing, unreadable, not this task's columns
+        return None
+    if list(rows["text_sha1"]) != [_text_key(t) for t in task.split(split)["text"]] or not np.isfinite(probs).all():
+        return None
+    return probs
 
 
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:

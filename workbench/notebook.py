@@ -166,13 +166,32 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
     return result.model.cpu().eval(), result.tokenizer, result.config, snapshots, str(folder)
 
 
-def finetuned_classifiers(ctx: NotebookContext) -> dict[str, Any]:
-    """Every classifier 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
+def _finetune_runs(ctx: NotebookContext) -> list[Path]:
+    """The run directories 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
+    root = ctx.require("finetune", "03_finetuning")
+    return [p for p in sorted(root.iterdir()) if (p / "model" / "model.safetensors").exists()
+            or (p / "model.safetensors").exists()]
+
+
+def finetuned_classifiers(ctx: NotebookContext, modes: list[str] | None = None) -> dict[str, Any]:
+    """Every classifier 03_finetuning saved under run_dir/finetune/<mode> (or those of `modes`), by mode."""
     from .finetune import load_finetuned
 
-    root = ctx.require("finetune", "03_finetuning")
-    return {p.name: load_finetuned(p) for p in sorted(root.iterdir()) if (p / "model" / "model.safetensors").exists()
-            or (p / "model.safetensors").exists()}
+    return {p.name: load_finetuned(p) for p in _finetune_runs(ctx) if modes is None or p.name in modes}
+
+
+def finetuned_probabilities(ctx: NotebookContext, task: Any, split: str = "test") -> dict[str, Any]:
+    """Class probabilities (N, num_labels) of every classifier 03_finetuning saved, on `split` of `task`,
+    by mode: those each run saved when it finished (`finetune.load_predictions`: its best weights in
+    its training dtype, the numbers behind 03's table) when they cover exactly these passages, else
+    the saved classifier scores the split here."""
+    from .finetune import load_finetuned, load_predictions
+
+    out = {}
+    for path in _finetune_runs(ctx):
+        probs = load_predictions(path, task, split)
+        out[path.name] = probs if probs is not None else load_finetuned(path).predict_proba(task.split(split)["text"].tolist())
+    return out
 
 
 def metrics_summary(ctx: NotebookContext) -> pd.DataFrame:
