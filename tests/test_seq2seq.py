@@ -8,7 +8,7 @@ import torch
 
 from workbench.checkpoint import latest_checkpoint, save_checkpoint
 from workbench.config import TrainConfig
-from workbench.seq2seq import (Seq2Seq, Seq2SeqConfig, beam_search, cross_attention, generate, greedy, length_penalty,
+from workbench.seq2seq import (Seq2Seq, Seq2SeqConfig, beam_search, cross_attention, cross_attentions, generate, greedy, length_penalty,
                                load_seq2seq, loss_evaluator, make_batch, next_log_probs, pad_sources, save_seq2seq,
                                strip_special, translate)
 from workbench.train import Trainer, autocast_context
@@ -247,6 +247,15 @@ def test_cross_attention_of_a_pair_lines_up_with_target_and_eos():
     torch.testing.assert_close(att.sum(-1), torch.ones(2, 2, 3))
     _, cache = model.run_with_cache(*make_batch([[3, 4, 5, 6]], [[7, 8]], model.config)[:2], is_pattern)
     torch.testing.assert_close(att[1], cache["decoder.h.1.cross_attn.hook_pattern"][0])
+
+
+def test_cross_attention_of_many_pairs_at_once_is_each_pairs_own():
+    model = tiny(peaked=True)
+    sources, targets = [[3, 4, 5, 6], [8], [5, 3, 7]], [[7, 8], [3, 4, 5, 6], []]
+    together = cross_attentions(model, sources, targets)  # padded on both sides in one pass
+    assert [w.shape for w in together] == [(2, 2, len(t) + 1, len(s)) for s, t in zip(sources, targets)]
+    for w, s, t in zip(together, sources, targets):
+        torch.testing.assert_close(w, cross_attention(model, s, t), rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- checkpoints

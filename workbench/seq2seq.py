@@ -708,14 +708,21 @@ def cross_attention(model: Seq2Seq, src: Sequence[int], tgt: Sequence[int]) -> t
     Returns:
         (n_dec_layer, n_head, len(tgt) + 1, len(src)) float32 on the CPU; every row sums to one.
     """
+    return cross_attentions(model, [src], [tgt])[0]
+
+
+def cross_attentions(model: Seq2Seq, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]
+                     ) -> list[torch.Tensor]:
+    """`cross_attention` of many pairs in one padded forward pass: source padding gets no weight and
+    the decoder is causal, so each pair's weights are those it has alone (to float rounding)."""
     cfg = model.config
     device = next(model.parameters()).device
-    src_t = pad_sources([src], cfg, device)
-    tgt_in = make_batch([src], [tgt], cfg, device)[1]
+    src_t, tgt_in, _ = make_batch(sources, targets, cfg, device)
     names = [f"decoder.h.{i}.cross_attn.hook_pattern" for i in range(cfg.n_dec_layer)]
     with _evaluating(model):
         _, cache = model.run_with_cache(src_t, tgt_in, names)
-    return torch.stack([cache[name][0] for name in names]).float().cpu()
+    weights = torch.stack([cache[name] for name in names], dim=1).float().cpu()  # (B, layers, heads, T, S)
+    return [weights[i, :, :, : len(tgt) + 1, : len(src)] for i, (src, tgt) in enumerate(zip(sources, targets))]
 
 
 # -------------------------------------------------------------- checkpoints

@@ -31,6 +31,7 @@ from .config import TrainConfig, _check, _choice, from_dict, updated
 from .run import Run, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
 from .seq2seq import cross_attention as model_cross_attention
+from .seq2seq import cross_attentions as model_cross_attentions
 from .train import History, Trainer
 from .translation import BOS_ID, EOS_ID, PAD_ID, PairTask, PairTokenizer, encode_pairs, train_pair_tokenizer
 from .translation_eval import DATE_BLEU_TOKENIZE, comparison_row, per_locale_scores, rule_based_dates
@@ -368,10 +369,14 @@ def month_alignment(translator: Translator, rows: pd.DataFrame, layers: Sequence
     named = rows[rows["month_start"] >= 0]
     if n is not None:
         named = named.head(n)
+    sources = translator.source_ids(named["source"].tolist())
+    limit = translator.model.config.max_tgt_len - 1
+    targets = [translator.tokenizer.encode(t)[:limit] for t in named["target"]]
+    weights = [w for i in range(0, len(sources), 256)  # batches of 256 pairs
+               for w in model_cross_attentions(translator.model, sources[i : i + 256], targets[i : i + 256])]
     out = []
-    for row in named.itertuples():
-        ca = cross_attention(translator, row.source, row.target)
-        w = ca.weights if layers is None else ca.weights[list(layers)]
+    for row, pair in zip(named.itertuples(), weights):
+        w = pair if layers is None else pair[list(layers)]
         scores = w[:, :, list(MONTH_ROWS), :].sum(dim=(0, 1, 2))  # (S,)
         best = int(scores.argmax())
         inside = row.month_start <= best < row.month_end
