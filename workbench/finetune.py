@@ -428,7 +428,7 @@ PREDICTIONS = "predictions.csv"  # in a finetune run directory, beside model/ an
 
 
 def _text_key(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
 
 
 def write_predictions(path: Path, task: TaskData, logits: dict[str, torch.Tensor]) -> None:
