@@ -392,6 +392,8 @@ def test_cli_finetune_writes_the_model_and_metrics(base, csv_task, tmp_path):
     assert set(m["test_per_class"]["comedy"]) == {"precision", "recall", "f1", "support"}
     assert m["seed"] == 3 and m["trainable_params"] == 32 * 3 + 3
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    predictions = pd.read_csv(tmp_path / "run" / PREDICTIONS)
+    assert f"predictions: {tmp_path / 'run' / PREDICTIONS}" in out and len(predictions) == m["n_val"] + m["n_test"]
 
 
 def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_path):

@@ -128,7 +128,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
           f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s, "
           f"{m['tokens_per_s']:,.0f} tokens/s")
-    print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}")
+    print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}, predictions: {out / 'predictions.csv'}")
 
 
 def translation_sections() -> dict[str, type]:
