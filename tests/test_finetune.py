@@ -221,6 +221,19 @@ def test_a_run_saves_the_probabilities_behind_its_metrics_and_they_stand_in_for_
         classifier_report({"full": probs[:-1]}, task)
 
 
+def test_notebook_04_takes_the_saved_probabilities_and_scores_the_split_when_there_are_none(base, csv_task, tmp_path):
+    from workbench.notebook import NotebookContext, finetuned_probabilities
+
+    _, task = csv_task
+    run = tmp_path / "finetune" / "frozen"
+    finetune(base, task, quick(mode="frozen", max_iters=4, eval_interval=4, dtype="float32"), run, progress=False)
+    ctx = NotebookContext("04_evaluation", "smoke", tmp_path)
+    saved = finetuned_probabilities(ctx, task)
+    assert list(saved) == ["frozen"] and np.array_equal(saved["frozen"], load_predictions(run, task, "test"))
+    (run / PREDICTIONS).unlink()  # an older run: the classifier scores the test split instead
+    assert np.allclose(finetuned_probabilities(ctx, task)["frozen"], saved["frozen"], atol=1e-5)
+
+
 @pytest.mark.parametrize("name, how", [("model.safetensors", "truncated"), ("labels.json", "garbage"),
                                        ("finetune.json", "truncated"), ("tokenizer.json", "missing")])
 def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, tmp_path, name, how):
