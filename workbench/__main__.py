@@ -116,7 +116,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from .finetune import finetune
+    from .finetune import PREDICTIONS, finetune
     from .tasks import load_task
 
     out = Path(args.out)
@@ -128,7 +128,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
           f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
           f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s, "
           f"{m['tokens_per_s']:,.0f} tokens/s")
-    print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}, predictions: {out / 'predictions.csv'}")
+    print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}, predictions: {out / PREDICTIONS}")
 
 
 def translation_sections() -> dict[str, type]:

@@ -117,6 +117,11 @@ class Translator:
             raise ValueError(f"source {empty[0]} is empty; give every sentence some text")
         return ids
 
+    def target_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each target, cut to leave room for <bos> in the model's max_tgt_len."""
+        limit = self.model.config.max_tgt_len - 1
+        return [self.tokenizer.encode(t)[:limit] for t in texts]
+
     @torch.no_grad()
     def translate_ids(self, texts: Sequence[str], beam: int = 1, batch_size: int | None = None) -> list[list[int]]:
         """Target ids (without <bos>/<eos>) of each text: greedy for beam=1, else beam search."""
@@ -159,7 +164,7 @@ class _Evaluator:
                  device: torch.device):
         cfg, tok = translator.model.config, translator.tokenizer
         self.loss = loss_evaluator([tok.encode(s)[: cfg.max_src_len] for s in rows["source"]],
-                                   [tok.encode(t)[: cfg.max_tgt_len - 1] for t in rows["target"]], cfg, batch_size, device)
+                                   translator.target_ids(rows["target"]), cfg, batch_size, device)
         self.translator, self.rows = translator, rows.head(n_translate)
 
     def __call__(self, model) -> dict[str, float]:
@@ -340,7 +345,7 @@ def cross_attention(translator: Translator, source: str, target: str | None = No
     target = translation if target is None else target
     tok = translator.tokenizer
     src = translator.source_ids([source])[0]
-    tgt = tok.encode(target)[: translator.model.config.max_tgt_len - 1]
+    tgt = translator.target_ids([target])[0]
     weights = model_cross_attention(translator.model, src, tgt)
     return CrossAttention(weights, tok.tokens(src), tok.tokens([*tgt, EOS_ID]), translation)
 
@@ -369,11 +374,10 @@ def month_alignment(translator: Translator, rows: pd.DataFrame, layers: Sequence
     named = rows[rows["month_start"] >= 0]
     if n is not None:
         named = named.head(n)
-    sources = translator.source_ids(named["source"].tolist())
-    limit = translator.model.config.max_tgt_len - 1
-    targets = [translator.tokenizer.encode(t)[:limit] for t in named["target"]]
-    weights = [w for i in range(0, len(sources), 256)  # batches of 256 pairs
-               for w in model_cross_attentions(translator.model, sources[i : i + 256], targets[i : i + 256])]
+    sources, targets = translator.source_ids(named["source"].tolist()), translator.target_ids(named["target"])
+    size = translator.config.eval_batch_size
+    weights = [w for i in range(0, len(sources), size)
+               for w in model_cross_attentions(translator.model, sources[i : i + size], targets[i : i + size])]
     out = []
     for row, pair in zip(named.itertuples(), weights):
         w = pair if layers is None else pair[list(layers)]
