@@ -457,9 +457,10 @@ def load_predictions(run_dir: str | Path, task: TaskData, split: str = "test") -
         table = pd.read_csv(path)
         rows = table[table["split"] == split]
         probs = rows[[f"p_{name}" for name in task.labels]].to_numpy(dtype=np.float64)
+        keys = list(rows["text_sha1"])
     except (OSError, ValueError, KeyError):  # missing, unreadable, not this task's columns
         return None
-    if list(rows["text_sha1"]) != [_text_key(t) for t in task.split(split)["text"]] or not np.isfinite(probs).all():
+    if keys != [_text_key(t) for t in task.split(split)["text"]] or not np.isfinite(probs).all():
         return None
     return probs
 
