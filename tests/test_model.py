@@ -364,9 +364,12 @@ def test_chunked_cross_entropy_is_exact_where_the_target_probability_underflows(
                                torch.autograd.grad(F.cross_entropy(h, targets), h)[0])
 
 
-def test_training_forward_uses_chunked_loss_with_the_same_gradients():
-    """In train mode the GPT returns no logits and the same loss and weight gradients as eval-mode logits + CE."""
+@pytest.mark.parametrize("chunked", [None, False], ids=["chunked", "full_logits"])
+def test_training_forward_returns_no_logits_and_the_same_gradients(chunked):
+    """In train mode the GPT returns no logits and the same loss and weight gradients as eval-mode logits + CE,
+    with the chunked loss (a CPU's default) and with full logits (CUDA's)."""
     model = tiny().train()  # dropout is 0: train and eval compute the same function
+    model.chunked_loss = chunked
     idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
     logits, loss = model(idx, targets)
     assert logits is None
