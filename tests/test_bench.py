@@ -105,12 +105,53 @@ def test_matmul_peak_and_generation_speed_follow_from_their_clocks(monkeypatch):
 def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--preset", "smoke", "--iters", "3", "--warmup", "1", "--no-generation",
-                 "--json", str(out)]) == 0
+                 "--step-profile", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "ms / iteration (median)" in printed and "MFU" in printed
     figures = json.loads(out.read_text())
     assert figures["n_layer"] == 2 and figures["vocab_size"] == 65 and "gen128_cached_tokens_per_s" not in figures
     assert f"{figures['ms_per_iter']:.2f}" in printed and f"{100 * figures['mfu']:.1f}%" in printed
+    profile = figures["step_profile"]
+    assert f"{profile['ms_per_step']:.2f} ms a step" in printed and f"  {'matmul':<18} {profile['kinds']['matmul']:8.2f} ms" in printed
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1_cga1x1x1_kernel0_0", "attention"),
+    ("void cudnn::fusion::compute_dot_do_o_specialized<true, 64>(void const*)", "attention"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+    ("nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_TNN", "matmul"),
+    ("void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16>", "matmul"),
+    ("aten::addmm", "matmul"),
+    ("void at::native::multi_tensor_apply_kernel<FusedOptimizerTensorListMetadata<4>, FusedAdamMathFunctor<float>>", "optimizer"),
+    ("aten::_fused_adamw_", "optimizer"),
+    ("void at::native::multi_tensor_apply_kernel<TensorListMetadata<1>, at::native::LpNormFunctor<float>>", "gradient clipping"),
+    ("void at::native::multi_tensor_apply_kernel<TensorListMetadata<1>, BinaryOpScalarTensorFunctor<float, 1, 1, 0>, "
+     "std::multiplies<float>, float>", "gradient clipping"),
+    ("triton_red_fused__log_softmax__log_softmax_backward_data__to_copy_arange_eq_expand_nll_loss_backward", "loss"),
+    ("triton_per_fused__to_copy_add_native_layer_norm_backward_view_5", "layer norm"),
+    ("triton_poi_fused__unsafe_view_gelu_gelu_backward_view_4", "activation"),
+    ("aten::embedding_dense_backward", "embedding"),
+    ("triton_poi_fused__unsafe_view_cat_clone_transpose_view_7", "casts and copies"),
+    ("Memcpy HtoD (Pinned -> Device)", "casts and copies"),
+    ("Memset (Device)", "other"),
+])
+def test_profiled_kernels_and_operators_are_sorted_by_kind(name, kind):
+    """Real names from an H200's 124M step and a CPU's: what each kernel or operator does."""
+    assert bench.kernel_kind(name) == kind
+
+
+def test_step_profile_splits_the_steps_time_by_kind():
+    config = preset("smoke")
+    result = bench.step_profile(config, steps=3, warmup=2, top=5)
+    assert result["device"] == "cpu" and result["steps"] == 3
+    kinds = result["kinds"]
+    assert kinds["matmul"] > 0 and kinds["attention"] > 0 and kinds["optimizer"] > 0
+    assert list(kinds.values()) == sorted(kinds.values(), reverse=True)
+    assert sum(kinds.values()) == pytest.approx(result["busy_ms"])
+    assert result["idle_ms"] == pytest.approx(result["ms_per_step"] - result["busy_ms"])
+    assert 0 < result["busy_ms"] <= 1.05 * result["ms_per_step"]  # the operators' own time fits in the step
+    assert len(result["top"]) == 5 and [r["ms"] for r in result["top"]] == sorted((r["ms"] for r in result["top"]), reverse=True)
+    assert all(r["kind"] == bench.kernel_kind(r["name"]) for r in result["top"])
 
 
 def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():

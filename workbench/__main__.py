@@ -273,7 +273,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from .bench import format_table, loss_memory, run_bench
+    from .bench import format_profile, format_table, loss_memory, run_bench, step_profile
     from .checkpoint import write_json
 
     config = config_from_args(args)
@@ -284,6 +284,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.loss_memory:
         result.update(loss_memory(config))
     print(format_table(result))
+    if args.step_profile:
+        result["step_profile"] = step_profile(config)
+        print(format_profile(result["step_profile"]))
     if args.json:
         write_json(Path(args.json), result)
 
@@ -377,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate on the same weights")
     p.add_argument("--loss-memory", action="store_true",
                    help="also measure the step's peak memory with the chunked loss and with full logits")
+    p.add_argument("--step-profile", action="store_true",
+                   help="also profile a few training steps: time by kind of work (matmul, attention, ...) and the largest kernels")
     p.add_argument("--json", help="also write the figures to this JSON file")
     add_config_flags(p)
     p.set_defaults(func=cmd_bench)

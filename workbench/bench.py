@@ -16,6 +16,10 @@ same `Trainer` that `pretrain` uses (so the figures are the real training path's
   turns each, taken in alternation with ours in its fastest mode); on a CPU, int8
   dynamic quantization's speed and its greedy-token agreement with the float model.
 
+With `--step-profile`, where the step's time goes (`step_profile`): a few steps under
+`torch.profiler`, their time split by kind of work (matmul, attention, LayerNorm, activation, loss,
+casts and copies, optimizer, clipping) and, on CUDA, the time no kernel was running.
+
 Random tokens cost exactly what real ones do; quality is measured by `pretrain`, not here.
 """
 
@@ -82,6 +86,12 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = 
     return 2 * n**3 / statistics.median(times)
 
 
+def random_tokens(vocab_size: int, block_size: int) -> np.ndarray:
+    """Training data for speed measurements: uniform random token ids, in the dtype `pretrain` stores."""
+    return np.random.default_rng(0).integers(0, vocab_size, size=max(1_000_000, 4 * block_size),
+                                             dtype=np.int64).astype(np.uint16 if vocab_size < 65536 else np.uint32)
+
+
 def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
 
@@ -93,8 +103,7 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked
     torch.manual_seed(tc.seed)
     model = GPT(mc)
     model.chunked_loss = chunked_loss
-    data = np.random.default_rng(0).integers(0, mc.vocab_size, size=max(1_000_000, 4 * mc.block_size),
-                                             dtype=np.int64).astype(np.uint16 if mc.vocab_size < 65536 else np.uint32)
+    data = random_tokens(mc.vocab_size, mc.block_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = time_steps(model, tc, lambda g: get_batch(data, mc.block_size, tc.batch_size, g, device=device),
@@ -106,6 +115,89 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked
     return {"model": model, "device": device, "ms_per_iter": median * 1000, "tokens_per_s": tokens / median,
             "tokens_per_iter": tokens, "peak_memory_mb": memory / 2**20, "params": model.num_params(),
             "flops_per_token": model.flops_per_token()}
+
+
+# What a kernel (CUDA) or operator (CPU) does, from its name: the first kind with a matching fragment.
+# Compiled kernels are named after the operations fused into them (triton_poi_fused_..._gelu_...).
+KINDS = (
+    ("attention", ("sdpa", "fmha", "flash_attention", "flash_fwd", "flash_bwd", "attention", "cudnn::fusion")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "splitkreduce", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("optimizer", ("adam",)),
+    ("gradient clipping", ("lpnorm", "normtwo", "norm_two", "foreach_norm", "linalg_vector_norm", "_foreach_mul",
+                           "binaryopscalartensorfunctor", "clamp")),  # (the foreach multiply by the clip factor)
+    ("loss", ("softmax", "nll_loss", "cross_entropy", "chunkedcrossentropy")),
+    ("layer norm", ("layer_norm",)),
+    ("activation", ("gelu", "relu")),
+    ("embedding", ("embedding",)),
+    ("casts and copies", ("_to_copy", "copy_", "cat", "transpose", "clone", "memcpy")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    """The kind of work a profiled kernel or operator does (`KINDS`), or "other"."""
+    name = name.lower()
+    return next((kind for kind, parts in KINDS if any(p in name for p in parts)), "other")
+
+
+def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15) -> dict[str, Any]:
+    """Where the training step's time goes: `steps` steps of the Trainer's step on random tokens under
+    `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over).
+
+    On CUDA the time is the GPU kernels' (the rest of the step is time no kernel ran: launch gaps,
+    waiting for the host); on a CPU the operators' own time (the rest: Python and the framework
+    between operators). The profiler slows the host, so the step takes longer than in `bench`.
+
+    Returns:
+        {"device", "steps", "ms_per_step", "busy_ms", "idle_ms", "kinds": {kind: ms a step, largest
+         first}, "top": the `top` largest kernels or operators as {"name", "kind", "ms", "calls"} a step}.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from .train import Trainer
+
+    tc, mc = config.train, config.model
+    device = setup_device(tc, DistInfo())
+    torch.manual_seed(tc.seed)
+    data = random_tokens(mc.vocab_size, mc.block_size)
+    warmup = warmup if warmup is not None else max(2, tc.log_interval)
+    # max_iters beyond the profiled steps: fit() pauses there, before the run's final evaluation
+    tc = replace(tc, max_iters=warmup + steps + 1, eval_interval=warmup + steps + 1, patience=None)
+    trainer = Trainer(GPT(mc), tc, lambda g: get_batch(data, mc.block_size, tc.batch_size, g, device=device),
+                      lambda m: {"val_loss": 0.0}, progress=False, device=device)
+    trainer.fit(until=warmup)
+    cuda = device.type == "cuda"
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        t0 = time.perf_counter()
+        trainer.fit(until=warmup + steps)
+        _sync(device)
+        wall = time.perf_counter() - t0
+    rows = []
+    for e in prof.key_averages():
+        if "#" in e.key:  # annotations (Optimizer.step#AdamW.step) span kernels counted on their own
+            continue
+        us = e.device_time_total if cuda else e.self_cpu_time_total
+        if (not cuda or e.device_type.name == "CUDA") and us > 0:
+            rows.append({"name": e.key, "kind": kernel_kind(e.key), "ms": us / 1000 / steps, "calls": e.count / steps})
+    rows.sort(key=lambda r: -r["ms"])
+    kinds: dict[str, float] = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["ms"]
+    busy, ms = sum(kinds.values()), 1000 * wall / steps
+    return {"device": str(device), "steps": steps, "ms_per_step": ms, "busy_ms": busy, "idle_ms": ms - busy,
+            "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])), "top": rows[:top]}
+
+
+def format_profile(result: dict[str, Any]) -> str:
+    cuda = result["device"].startswith("cuda")
+    busy, rest = ("kernels", "no kernel running") if cuda else ("operators", "between operators (Python, framework)")
+    ms = result["ms_per_step"]
+    lines = [f"step profile ({result['steps']} steps under torch.profiler, {result['device']}): {ms:.2f} ms a step; "
+             f"{busy} {result['busy_ms']:.2f} ms, {rest} {result['idle_ms']:.2f} ms"]
+    lines += [f"  {kind:<18} {t:8.2f} ms  {100 * t / ms:5.1f}%" for kind, t in result["kinds"].items()]
+    lines.append(f"  largest {busy} (ms a step, calls a step):")
+    lines += [f"  {r['ms']:8.3f} {r['calls']:6.1f}  [{r['kind']}] {r['name'][:110]}" for r in result["top"]]
+    return "\n".join(lines)
 
 
 def _step_figures(config: RunConfig, iters: int, chunked_loss: bool) -> dict[str, float]:
