@@ -5,7 +5,8 @@ same `Trainer` that `pretrain` uses (so the figures are the real training path's
 
 - ms per iteration (median over a measured window after warm-up) and training tokens/s;
 - model FLOPs utilisation: `flops_per_token x tokens/s` against a peak measured on the same
-  device, a large matmul in the training dtype (MFU as in the PaLM paper and nanoGPT);
+  device right after training, a large matmul in the training dtype (MFU as in the PaLM paper and
+  nanoGPT; measured after the steps, in the state they ran in: on a cold GPU it reads higher);
 - peak memory (CUDA allocator peak, or the process's peak resident set on CPU);
 - generation tokens/s with and without the KV cache at 128 and 512 new tokens (`GPT.generate`,
   medians of five turns each, taken in alternation);
