@@ -12,6 +12,7 @@ import torch
 from helpers import cli
 
 from workbench import checkpoint as ckpt
+from workbench import train as train_module
 from dataclasses import fields
 
 from workbench.config import ModelConfig, RunConfig, TrainConfig, finetune_train
@@ -306,6 +307,30 @@ def test_grid_in_worker_processes_gives_the_runs_made_here_and_replays_them_to_c
     assert len(here.steps) == len(seen_here.steps) == 4 * 6
     assert [r["val_macro_f1"] for r in here.evals] and len(here.evals) == len(seen_here.evals)
     assert sorted(r["val_macro_f1"] for r in here.evals) == sorted(r["val_macro_f1"] for r in seen_here.evals)
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_a_grid_decides_an_auto_dtype_once_for_every_run(monkeypatch, fast_bf16):
+    """Worker processes would each time bf16 against fp32 anew: the grid hands every run the dtype
+    this process decided, and a dtype a mode sets itself stays."""
+    from workbench import compare
+
+    class Stop(Exception):
+        pass
+
+    jobs = []
+
+    def run_grid(checkpoint, task, grid_jobs, *args):
+        jobs.extend(grid_jobs)
+        raise Stop
+
+    monkeypatch.setattr(compare, "_run_grid", run_grid)
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: 3.0 if fast_bf16 else 1.0)
+    with pytest.raises(Stop):
+        compare.compare_modes("ckpt", None, modes=["full", "lora"], seeds=[0, 1], base_config=quick(),
+                              overrides={"lora": {"train": {"dtype": "float32"}}})
+    auto = "bfloat16" if fast_bf16 else "float32"
+    assert [(mode, config.train.dtype) for mode, config, *_ in jobs] == [("full", auto)] * 2 + [("lora", "float32")] * 2
 
 
 def test_grid_workers_take_the_longest_runs_first_and_results_keep_the_table_order(monkeypatch):

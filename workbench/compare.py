@@ -31,6 +31,7 @@ from .config import MODES, FinetuneConfig, updated
 from .finetune import TextClassifier, finetune
 from .metrics import macro_f1, split_metrics
 from .tasks import TaskData
+from .train import resolve_device, uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         run_seeds = list((mode_seeds or {}).get(mode, seeds))
         for seed in run_seeds:
             config = updated(base, {**change, "train": {**change.get("train", {}), "seed": seed}})
+            if config.train.dtype == "auto":  # decided once, here: see below
+                config = updated(config, {"train": {"dtype": grid_dtype(config.train.device)}})
             first = seed == run_seeds[0]
             run_dir = Path(out_dir) / mode if (out_dir is not None and first) else None
             jobs.append((mode, config, run_dir, first))
@@ -144,6 +147,17 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
         metrics["tfidf"] = m
     return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers, metrics)
+
+
+def grid_dtype(device: str) -> str:
+    """The dtype every run of a grid whose dtype is "auto" trains in, decided once in this process.
+
+    On a CPU "auto" is a timing (`train.uses_bf16`: bf16 where its matmuls measure at least twice as
+    fast as fp32), and each worker process would time it anew: on a machine near that threshold (a
+    2-core Xeon measured 2.02-2.59 on two threads, 2.08-2.28 on one) the runs of one table could
+    train in different dtypes, and a grid in workers would not give the runs made here.
+    """
+    return "bfloat16" if uses_bf16(resolve_device(device), "auto") else "float32"
 
 
 def grid_workers(n_jobs: int, device: str = "auto") -> int:
