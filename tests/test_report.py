@@ -42,7 +42,8 @@ with open(Path(run_dir) / "order.txt", "a") as f:
     f.write("{stem}\\n")
 (Path(run_dir) / "metrics").mkdir(exist_ok=True)
 (Path(run_dir) / "metrics" / "{stem}.json").write_text(json.dumps(
-    {{"profile": profile, "run_dir": run_dir, "cwd": os.getcwd(), "val_loss": 1.2345678}}))"""
+    {{"profile": profile, "run_dir": run_dir, "cwd": os.getcwd(), "val_loss": 1.2345678,
+      "cpu_bf16": os.environ.get("WORKBENCH_CPU_BF16")}}))"""
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_
     # the new report's index compares it with that earlier one: the same notebooks, the same metrics
     assert json.loads((out.parent / "again" / "report.json").read_text())["compared_with"] == "out"
     index = (out.parent / "again" / "index.html").read_text(encoding="utf-8")
-    assert "<h2>Compared with out</h2>" in index and "0 metrics changed, 8 the same" in index
+    assert "<h2>Compared with out</h2>" in index and "0 metrics changed, 10 the same" in index
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,18 @@ def test_notebooks_run_in_name_order_with_the_injected_parameters(passing):
         assert nb["metrics"]["profile"] == "smoke"  # what the kernel saw, not what we passed
         assert nb["metrics"]["run_dir"] == str(out.resolve() / "run")
         assert Path(nb["metrics"]["cwd"]).resolve() == notebooks.resolve()
+
+
+def test_every_kernel_trains_in_the_dtype_the_runner_decided(passing):
+    """On a CPU the runner decides bf16 once (the speedup it times can sit near the threshold) and
+    hands the decision to every notebook's kernel; with a GPU it leaves the kernels alone."""
+    _, _, report = passing
+    seen = {nb["metrics"]["cpu_bf16"] for nb in report["notebooks"]}
+    if torch.cuda.is_available():
+        assert seen == {None}
+    else:
+        assert seen == {"1" if cpu_trains_in_bf16() else "0"}
+        assert ("bf16_tflops_before" in report["machine"]) == (seen == {"1"})
 
 
 def test_report_json_holds_status_metrics_timing_and_environment(passing):

@@ -138,12 +138,22 @@ def test_steps_between_logging_steps_share_their_window_time(monkeypatch):
 @pytest.mark.parametrize("speedup,auto", [(1.0, False), (1.9, False), (2.0, True), (4.0, True)])
 def test_auto_dtype_is_bf16_on_cuda_and_on_cpus_whose_bf16_matmuls_pay(monkeypatch, speedup, auto):
     monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: speedup)
+    monkeypatch.delenv("WORKBENCH_CPU_BF16", raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert uses_bf16(cpu, "auto") == auto and uses_bf16(cuda, "auto")
     assert uses_bf16(cpu, "bfloat16") and not uses_bf16(cpu, "float32") and not uses_bf16(cuda, "float32")
     trainer = make_trainer(max_iters=2, eval_interval=2)
     assert trainer.compute_dtype == ("bfloat16" if auto else "float32")
     assert make_trainer(max_iters=2, eval_interval=2, dtype="float32").compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("given,speedup,auto", [("1", 1.0, True), ("0", 4.0, False), ("", 4.0, True), ("yes", 1.0, False)])
+def test_the_environment_can_decide_auto_on_a_cpu_instead_of_the_timing(monkeypatch, given, speedup, auto):
+    """WORKBENCH_CPU_BF16=1/0 (what the report runner hands its notebooks) wins over the timing; any
+    other value leaves the timing to decide. CUDA's "auto" is bf16 either way."""
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: speedup)
+    monkeypatch.setenv("WORKBENCH_CPU_BF16", given)
+    assert uses_bf16(torch.device("cpu"), "auto") == auto and uses_bf16(torch.device("cuda"), "auto")
 
 
 def test_the_cpu_bf16_measurement_is_a_positive_ratio_taken_once():

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -106,12 +107,27 @@ def cpu_bf16_speedup(repeats: int = 5) -> float:
     return best[torch.float32] / best[torch.bfloat16]
 
 
+# Set to "1" or "0", it decides "auto" on a CPU instead of the timing: the report runner decides once
+# and sets it for its notebooks, since a machine whose speedup measures near BF16_MIN_SPEEDUP (a 2-core
+# Xeon: 2.02-2.59) would otherwise let each notebook's kernel decide on its own.
+CPU_BF16_ENV = "WORKBENCH_CPU_BF16"
+
+
+def cpu_uses_bf16() -> bool:
+    """Whether "auto" means bf16 autocast on this CPU: WORKBENCH_CPU_BF16 ("1"/"0") when set, else
+    whether its bf16 matmuls measure at least BF16_MIN_SPEEDUP times faster than fp32."""
+    given = os.environ.get(CPU_BF16_ENV)
+    if given in ("0", "1"):
+        return given == "1"
+    return cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
 def uses_bf16(device: torch.device, dtype: str) -> bool:
     """Whether training and evaluation run under bf16 autocast. "auto": on CUDA, and on a CPU whose
-    bf16 matmuls measure at least BF16_MIN_SPEEDUP times faster than fp32 (`cpu_bf16_speedup`)."""
+    bf16 matmuls measure at least BF16_MIN_SPEEDUP times faster than fp32 (`cpu_uses_bf16`)."""
     if dtype != "auto":
         return dtype == "bfloat16"
-    return device.type == "cuda" or (device.type == "cpu" and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP)
+    return device.type == "cuda" or (device.type == "cpu" and cpu_uses_bf16())
 
 
 def autocast_context(device: torch.device, dtype: str):
