@@ -87,10 +87,13 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = 
     return 2 * n**3 / statistics.median(times)
 
 
-def random_tokens(vocab_size: int, block_size: int) -> np.ndarray:
-    """Training data for speed measurements: uniform random token ids, in the dtype `pretrain` stores."""
-    return np.random.default_rng(0).integers(0, vocab_size, size=max(1_000_000, 4 * block_size),
-                                             dtype=np.int64).astype(np.uint16 if vocab_size < 65536 else np.uint32)
+def random_batches(config: RunConfig, device: torch.device):
+    """The Trainer's `next_batch` for speed measurements: batches drawn as `pretrain` draws them, from
+    uniform random token ids stored in the dtype `pretrain` stores."""
+    mc, batch_size = config.model, config.train.batch_size
+    data = np.random.default_rng(0).integers(0, mc.vocab_size, size=max(1_000_000, 4 * mc.block_size),
+                                             dtype=np.int64).astype(np.uint16 if mc.vocab_size < 65536 else np.uint32)
+    return lambda g: get_batch(data, mc.block_size, batch_size, g, device=device)
 
 
 def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None) -> dict[str, Any]:
@@ -104,11 +107,9 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked
     torch.manual_seed(tc.seed)
     model = GPT(mc)
     model.chunked_loss = chunked_loss
-    data = random_tokens(mc.vocab_size, mc.block_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = time_steps(model, tc, lambda g: get_batch(data, mc.block_size, tc.batch_size, g, device=device),
-                       warmup + iters, device)[warmup:]
+    times = time_steps(model, tc, random_batches(config, device), warmup + iters, device)[warmup:]
     median = statistics.median(times)
     tokens = tc.batch_size * tc.grad_accum * mc.block_size
     memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
@@ -159,12 +160,11 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
     torch.manual_seed(tc.seed)
-    data = random_tokens(mc.vocab_size, mc.block_size)
     warmup = warmup if warmup is not None else max(2, tc.log_interval)
     # max_iters beyond the profiled steps: fit() pauses there, before the run's final evaluation
     tc = replace(tc, max_iters=warmup + steps + 1, eval_interval=warmup + steps + 1, patience=None)
-    trainer = Trainer(GPT(mc), tc, lambda g: get_batch(data, mc.block_size, tc.batch_size, g, device=device),
-                      lambda m: {"val_loss": 0.0}, progress=False, device=device)
+    trainer = Trainer(GPT(mc), tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
+                      device=device)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
     _sync(device)
