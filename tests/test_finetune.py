@@ -326,6 +326,7 @@ def test_a_grid_decides_an_auto_dtype_once_for_every_run(monkeypatch, fast_bf16)
 
     monkeypatch.setattr(compare, "_run_grid", run_grid)
     monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: 3.0 if fast_bf16 else 1.0)
+    monkeypatch.delenv("WORKBENCH_CPU_BF16", raising=False)  # the timing decides, not a caller's setting
     with pytest.raises(Stop):
         compare.compare_modes("ckpt", None, modes=["full", "lora"], seeds=[0, 1], base_config=quick(),
                               overrides={"lora": {"train": {"dtype": "float32"}}})
