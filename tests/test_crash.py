@@ -40,7 +40,11 @@ def corpus(tmp_path_factory):
 def straight(corpus, tmp_path_factory):
     """The uninterrupted run, the seconds the command needs to start, and its whole wall time."""
     root = tmp_path_factory.mktemp("straight")
-    env = {**os.environ, "WORKBENCH_CACHE": str(root / "cache")}
+    # every run of the module in one dtype: on a CPU "auto" is a timing that each process would take
+    # anew, and near its threshold the straight run and an interrupted one could start in different dtypes
+    from workbench.train import cpu_dtype_environ
+
+    env = {**os.environ, "WORKBENCH_CACHE": str(root / "cache"), **cpu_dtype_environ()}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "workbench", "--help"], check=True, env=env, capture_output=True)
     startup = time.perf_counter() - t0  # imports: killing before training starts proves little

@@ -267,6 +267,22 @@ def test_k_steps_resume_and_the_rest_equal_all_steps(tmp_path, straight_weights,
     assert resumed.history.df["loss"].dropna().tolist() == losses
 
 
+def test_a_resumed_auto_run_trains_in_the_dtype_it_began_in(tmp_path, monkeypatch):
+    """On a CPU "auto" is a timing, taken anew by the process that resumes: a run begun in bf16
+    carries on in bf16 even where the new process would have chosen fp32, and vice versa; a dtype
+    given explicitly is obeyed."""
+    monkeypatch.delenv("WORKBENCH_CPU_BF16", raising=False)
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: 3.0)
+    first = make_trainer(tmp_path, max_iters=8, checkpoint_interval=4)
+    assert first.compute_dtype == "bfloat16"
+    first.fit(until=4)
+    monkeypatch.setattr(train_module, "cpu_bf16_speedup", lambda: 1.0)
+    resumed = make_trainer(tmp_path, max_iters=8, checkpoint_interval=4)
+    assert resumed.compute_dtype == "float32" and resumed.resume() and resumed.compute_dtype == "bfloat16"
+    explicit = make_trainer(tmp_path, max_iters=8, checkpoint_interval=4, dtype="float32")
+    assert explicit.resume() and explicit.compute_dtype == "float32"
+
+
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.safetensors"])
 def test_resume_skips_a_damaged_step_checkpoint_and_still_equals_all_steps(tmp_path, straight_weights, damaged):
     """Step 8's file truncated (a disk filled mid-copy): resume warns, continues from step 4, and the

@@ -273,6 +273,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     what, peak = matmul_peak()
     report["machine"] = {"what": what, "tflops_before": peak, "tflops_after": None}
     bf16 = cpu_bf16_peak()
+    from .train import cpu_dtype_environ
+
     kernel_env = {"PYTHONHASHSEED": "0", **cpu_dtype_environ()}  # every notebook decides bf16 as this process did
     if bf16 is not None:
         report["machine"] |= {"bf16_tflops_before": bf16, "bf16_tflops_after": None}
@@ -350,17 +352,6 @@ def cpu_bf16_peak() -> float | None:
     if torch.cuda.is_available() or not uses_bf16(cpu, "auto"):
         return None
     return round(peak_matmul_flops(cpu, torch.bfloat16) / 1e12, 3)
-
-
-def cpu_dtype_environ() -> dict[str, str]:
-    """The environment under which a notebook's kernel decides "auto" on a CPU as this process did
-    (`train.CPU_BF16_ENV`): on a CPU whose bf16 speedup measures near the threshold, kernels timing it
-    each on their own could train one notebook in bf16 and the next in fp32. Empty with a GPU."""
-    import torch
-
-    from .train import CPU_BF16_ENV, cpu_uses_bf16
-
-    return {} if torch.cuda.is_available() else {CPU_BF16_ENV: "1" if cpu_uses_bf16() else "0"}
 
 
 def describe_machine(machine: dict) -> str:

@@ -122,6 +122,13 @@ def cpu_uses_bf16() -> bool:
     return cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
 
 
+def cpu_dtype_environ() -> dict[str, str]:
+    """The environment under which another process (a notebook's kernel, a resumed run) decides "auto"
+    on a CPU as this one did (`CPU_BF16_ENV`): processes timing it each on their own could train in
+    bf16 and fp32 where the speedup measures near the threshold. Empty with a GPU."""
+    return {} if torch.cuda.is_available() else {CPU_BF16_ENV: "1" if cpu_uses_bf16() else "0"}
+
+
 def uses_bf16(device: torch.device, dtype: str) -> bool:
     """Whether training and evaluation run under bf16 autocast. "auto": on CUDA, and on a CPU whose
     bf16 matmuls measure at least BF16_MIN_SPEEDUP times faster than fp32 (`cpu_uses_bf16`)."""
@@ -236,7 +243,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "best": self.best, "best_step": self.best_step,
                 "evals_since_best": self.evals_since_best, "monitor": self.monitor, "mode": self.mode,
-                "param_groups": self.optimizer.state_dict()["param_groups"]}
+                "param_groups": self.optimizer.state_dict()["param_groups"], "compute_dtype": self.compute_dtype}
 
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
@@ -265,6 +272,10 @@ class Trainer:
         self.step = c.state["step"]
         self.best, self.best_step = c.state["best"], c.state["best_step"]
         self.evals_since_best = c.state["evals_since_best"]
+        if self.config.dtype == "auto" and c.state.get("compute_dtype"):
+            # "auto" was decided when the run started (on a CPU, by a timing that can fall either side of
+            # its threshold from one process to the next): the rest of the run trains as it began
+            self.compute_dtype = c.state["compute_dtype"]
         self.history = History(c.history)
         self._best_state = c.best_state(self.model)
         log.info("resumed from %s at step %d", c.path, self.step)
