@@ -115,6 +115,20 @@ def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     assert f"{profile['ms_per_step']:.2f} ms a step" in printed and f"  {'matmul':<18} {profile['kinds']['matmul']:8.2f} ms" in printed
 
 
+def test_bench_split_qkv_trains_with_q_k_v_from_three_matmuls(monkeypatch, capsys):
+    seen, real = [], bench.time_steps
+
+    def time_steps(model, *args, **kwargs):
+        seen.append({block.attn.split_qkv for block in model.transformer.h})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_steps", time_steps)
+    for flag in ([], ["--split-qkv"]):
+        assert main(["bench", "--preset", "smoke", "--iters", "2", "--warmup", "1", "--no-generation", *flag]) == 0
+        assert ("q, k, v from three matmuls" in capsys.readouterr().out) == bool(flag)
+    assert seen == [{False}, {True}]
+
+
 @pytest.mark.parametrize("name,kind", [
     ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1_cga1x1x1_kernel0_0", "attention"),
     ("void cudnn::fusion::compute_dot_do_o_specialized<true, 64>(void const*)", "attention"),

@@ -4,6 +4,8 @@ CI has no GPU, so these skip there (with the reason shown); on a GPU machine run
 `python -m pytest tests/test_cuda.py -rs`.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,16 @@ DATA[::3] = 7  # some structure so the loss can fall
 def small_gpt(**kw) -> GPT:
     torch.manual_seed(0)
     return GPT(ModelConfig(**{"vocab_size": 64, "block_size": 128, "n_layer": 2, "n_head": 4, "n_embd": 128, **kw}))
+
+
+class _CountLinear(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.nn.functional.linear
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture
@@ -55,6 +67,28 @@ def test_training_forward_and_backward_run_on_flash_attention_in_bf16():
     loss.backward()
     assert logits is None and torch.isfinite(loss)  # a training step returns no logits (full ones inside, on CUDA)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_split_qkv_gives_the_same_gradients_on_cuda(compiled, exact_fp32):
+    """q, k, v from three matmuls (`CausalSelfAttention.split_qkv`, what `bench --split-qkv` times)
+    train as the one c_attn matmul does on the GPU, eager and compiled."""
+    results = {}
+    for split in (True, False):
+        model = small_gpt().cuda()
+        for block in model.transformer.h:
+            block.attn.split_qkv = split
+        run = torch.compile(model) if compiled else model
+        x, y = get_batch(DATA, 128, 4, torch.Generator().manual_seed(0), device="cuda")
+        count = _CountLinear()
+        with count if not compiled else contextlib.nullcontext():  # (counted in eager mode only)
+            _, loss = run(x, y)
+        results[split] = loss, torch.autograd.grad(loss, list(model.parameters())), count.calls
+    torch.testing.assert_close(results[True][0], results[False][0])
+    for got, want in zip(results[True][1], results[False][1]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    if not compiled:  # 2 blocks (c_attn as 3 matmuls or 1, c_proj, c_fc, mlp.c_proj) and lm_head
+        assert (results[True][2], results[False][2]) == (6 * 2 + 1, 4 * 2 + 1)
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])

@@ -381,3 +381,65 @@ def test_training_forward_returns_no_logits_and_the_same_gradients(chunked):
     torch.testing.assert_close(loss, ref)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+class _CountLinear(torch.overrides.TorchFunctionMode):
+    """Counts F.linear calls (a module's forward and a bare call alike)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is F.linear
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_split_qkv_gives_the_same_logits_and_gradients(pos):
+    """q, k, v from three matmuls on c_attn's weight rows compute what one c_attn matmul computes,
+    gradients included; the default is the one matmul."""
+    idx, targets = torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16))
+    results = {}
+    for split in (None, True, False):  # None: as built
+        model = tiny(pos_encoding=pos, bias=True).train()
+        if split is not None:
+            for block in model.transformer.h:
+                block.attn.split_qkv = split
+        with _CountLinear() as count:
+            _, loss = model(idx, targets)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results[split] = loss, grads, count.calls
+    n_layer = TINY["n_layer"]
+    assert results[True][2] == 6 * n_layer and results[False][2] == results[None][2] == 4 * n_layer  # (the chunked loss calls no F.linear)
+    for split in (True, None):
+        torch.testing.assert_close(results[split][0], results[False][0])
+        for got, want in zip(results[split][1], results[False][1]):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_split_qkv_keeps_hooks_and_adapters_on_c_attn():
+    """A hooked or wrapped c_attn (LoRA) is called as a module even where q, k, v would be split."""
+    model = tiny().train()
+    idx = torch.randint(0, 50, (2, 8))
+    seen = []
+    attn = model.transformer.h[0].attn
+    attn.split_qkv = True
+    handle = attn.c_attn.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    model(idx, idx)
+    handle.remove()
+    assert seen == [(2, 8, 3 * TINY["n_embd"])]
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = inject_adapter_in_model(LoraConfig(r=2, target_modules=["attn.c_attn"]), tiny().train())
+    for module in lora.modules():
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight)  # a trained adapter (peft starts B at 0)
+    with torch.no_grad():
+        want = lora.eval()(idx)[0]
+        for block in lora.transformer.h:
+            block.attn.split_qkv = True
+        got = lora(idx)[0]
+    torch.testing.assert_close(got, want)
+    lora.train()  # with gradients too (dropout is 0: the same function)
+    torch.testing.assert_close(lora(idx, idx)[1], F.cross_entropy(want.flatten(0, 1), idx.flatten()))

@@ -96,17 +96,21 @@ def random_batches(config: RunConfig, device: torch.device):
     return lambda g: get_batch(data, mc.block_size, batch_size, g, device=device)
 
 
-def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None) -> dict[str, Any]:
+def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None,
+                   split_qkv: bool = False) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
 
     chunked_loss: True/False force the chunked loss or full (B, T, vocab) logits (`GPT.chunked_loss`);
-    None leaves the model's choice by device.
+    None leaves the model's choice by device. split_qkv: q, k, v from three matmuls
+    (`CausalSelfAttention.project`).
     """
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
     torch.manual_seed(tc.seed)
     model = GPT(mc)
     model.chunked_loss = chunked_loss
+    for block in model.transformer.h:
+        block.attn.split_qkv = split_qkv
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = time_steps(model, tc, random_batches(config, device), warmup + iters, device)[warmup:]
@@ -389,16 +393,16 @@ def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: 
 
 
 def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: bool = True,
-              compile_generation: bool = True, hf: bool = True) -> dict[str, Any]:
+              compile_generation: bool = True, hf: bool = True, split_qkv: bool = False) -> dict[str, Any]:
     """Every figure of the benchmark as a plain dict (see the module docstring).
 
     Generation runs in the training dtype's inference form on CUDA (a bf16 copy of the weights when
     training uses bf16, the default there) and in float32 on a CPU (`generate.inference_model`).
     compile_generation adds the compiled engine beside the eager one; hf adds Hugging Face
-    `generate` on the same weights.
+    `generate` on the same weights. split_qkv trains with q, k, v from three matmuls.
     """
     tc = config.train
-    result = training_speed(config, iters, warmup)
+    result = training_speed(config, iters, warmup, split_qkv=split_qkv)
     device = result.pop("device")
     result.pop("model")
     use_bf16 = uses_bf16(device, tc.dtype)
@@ -407,6 +411,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "dtype": "bfloat16" if use_bf16 else "float32", "compile": tc.compile,
+        "split_qkv": split_qkv,
         "n_layer": config.model.n_layer, "n_head": config.model.n_head, "n_embd": config.model.n_embd,
         "block_size": config.model.block_size, "batch_size": tc.batch_size, "vocab_size": config.model.vocab_size,
         **result, "achieved_tflops": achieved / 1e12, "peak_tflops": peak / 1e12, "mfu": achieved / peak,
@@ -428,8 +433,9 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
 
 
 def format_table(result: dict[str, Any]) -> str:
+    split = " / q, k, v from three matmuls" if result.get("split_qkv") else ""
     rows = [
-        ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}"),
+        ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}{split}"),
         ("shape", f"{result['n_layer']} layers x {result['n_head']} heads x {result['n_embd']}, block {result['block_size']}, "
                   f"batch {result['batch_size']}, vocab {result['vocab_size']}"),
         ("parameters", f"{result['params']:,}"),
