@@ -166,6 +166,40 @@ def test_step_profile_splits_the_steps_time_by_kind():
     assert 0 < result["busy_ms"] <= 1.05 * result["ms_per_step"]  # the operators' own time fits in the step
     assert len(result["top"]) == 5 and [r["ms"] for r in result["top"]] == sorted((r["ms"] for r in result["top"]), reverse=True)
     assert all(r["kind"] == bench.kernel_kind(r["name"]) for r in result["top"])
+    assert result["host_launch_ms"] is None  # host and device are one on a CPU
+
+
+def test_host_launch_time_skips_logging_steps_and_retries_when_the_gpu_ran_dry(monkeypatch):
+    """With the GPU held busy, the host's time to launch a step: logging steps (they wait for the device)
+    are not timed, and a trial whose sleep ran out first is redone with twice the sleep."""
+    from types import SimpleNamespace
+
+    clock, sleeps, ran_dry = FakeClock(tick=0.0), [], iter([True] + [False] * 10)
+
+    class Trainer:
+        device, step = torch.device("cuda"), 0
+        config = SimpleNamespace(log_interval=4, eval_interval=100, max_iters=1000)
+
+        def fit(self, until):
+            assert until == self.step + 1
+            clock.now += 0.050 if until % 4 == 0 else 0.012  # a logging step waits for the device
+            self.step = until
+
+    class Event:
+        def record(self):
+            pass
+
+        def query(self):
+            return next(ran_dry)
+
+    monkeypatch.setattr(time, "perf_counter", clock)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    trainer = Trainer()
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: sleeps.append((cycles, trainer.step + 1)))
+    assert bench.host_launch_ms(trainer, trials=3) == pytest.approx(12.0)
+    assert [c for c, _ in sleeps] == [2 * 10**8] + [4 * 10**8] * 3  # the first trial ran dry: redone, longer
+    assert [step for _, step in sleeps] == [1, 2, 3, 5]  # step 4 logs: run, not timed
 
 
 def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():

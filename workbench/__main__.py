@@ -285,7 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         result.update(loss_memory(config))
     print(format_table(result))
     if args.step_profile:
-        result["step_profile"] = step_profile(config)
+        result["step_profile"] = step_profile(config, split_qkv=args.split_qkv)
         print(format_profile(result["step_profile"]))
     if args.json:
         write_json(Path(args.json), result)

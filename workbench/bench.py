@@ -19,7 +19,8 @@ same `Trainer` that `pretrain` uses (so the figures are the real training path's
 
 With `--step-profile`, where the step's time goes (`step_profile`): a few steps under
 `torch.profiler`, their time split by kind of work (matmul, attention, LayerNorm, activation, loss,
-casts and copies, optimizer, clipping) and, on CUDA, the time no kernel was running.
+casts and copies, optimizer, clipping) and, on CUDA, the time no kernel was running and how long
+the host takes to launch a step (`host_launch_ms`).
 
 Random tokens cost exactly what real ones do; quality is measured by `pretrain`, not here.
 """
@@ -145,17 +146,52 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, parts in KINDS if any(p in name for p in parts)), "other")
 
 
-def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15) -> dict[str, Any]:
+def host_launch_ms(trainer, trials: int = 5) -> float | None:
+    """Milliseconds the host takes to launch one training step on CUDA while the GPU is held busy (a
+    sleep kernel queued ahead of the step), so that nothing waits on the device: Python, the framework
+    and the kernel launches alone. Near the step's time, the step is bound by the host and faster
+    kernels gain little; fewer launches (CUDA graphs) gain. None on a CPU (host and device are one).
+
+    Logging steps wait for the device (they read the loss), so they run untimed; a trial whose sleep
+    ran out before the launches did is repeated with a sleep twice as long. Median of `trials`.
+    """
+    if trainer.device.type != "cuda":
+        return None
+    cfg, cycles, times = trainer.config, 2 * 10**8, []  # ~0.1 s at the GPU's clock
+    while len(times) < trials:
+        step = trainer.step + 1
+        if step % cfg.log_interval == 0 or step % cfg.eval_interval == 0 or step >= cfg.max_iters:
+            trainer.fit(until=step)
+            continue
+        torch.cuda.synchronize()
+        torch.cuda._sleep(cycles)
+        slept = torch.cuda.Event()
+        slept.record()  # completes when the sleep does
+        t0 = time.perf_counter()
+        trainer.fit(until=step)
+        elapsed = time.perf_counter() - t0
+        if slept.query():  # the GPU was idle before the host finished: not a clean trial
+            cycles *= 2
+        else:
+            times.append(elapsed)
+    torch.cuda.synchronize()
+    return 1000 * statistics.median(times)
+
+
+def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15,
+                 split_qkv: bool = False) -> dict[str, Any]:
     """Where the training step's time goes: `steps` steps of the Trainer's step on random tokens under
     `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over).
 
     On CUDA the time is the GPU kernels' (the rest of the step is time no kernel ran: launch gaps,
-    waiting for the host); on a CPU the operators' own time (the rest: Python and the framework
-    between operators). The profiler slows the host, so the step takes longer than in `bench`.
+    waiting for the host), and `host_launch_ms` adds how long the host takes to launch a step; on a
+    CPU the operators' own time (the rest: Python and the framework between operators). The profiler
+    slows the host, so the step takes longer than in `bench`. split_qkv as in `training_speed`.
 
     Returns:
         {"device", "steps", "ms_per_step", "busy_ms", "idle_ms", "kinds": {kind: ms a step, largest
-         first}, "top": the `top` largest kernels or operators as {"name", "kind", "ms", "calls"} a step}.
+         first}, "top": the `top` largest kernels or operators as {"name", "kind", "ms", "calls"} a step,
+         "host_launch_ms": None on a CPU}.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -165,9 +201,12 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
     device = setup_device(tc, DistInfo())
     torch.manual_seed(tc.seed)
     warmup = warmup if warmup is not None else max(2, tc.log_interval)
-    # max_iters beyond the profiled steps: fit() pauses there, before the run's final evaluation
-    tc = replace(tc, max_iters=warmup + steps + 1, eval_interval=warmup + steps + 1, patience=None)
-    trainer = Trainer(GPT(mc), tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
+    # max_iters beyond the steps run here: fit() pauses at each `until`, never reaching the final evaluation
+    tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
+    model = GPT(mc)
+    for block in model.transformer.h:
+        block.attn.split_qkv = split_qkv
+    trainer = Trainer(model, tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
                       device=device)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
@@ -190,7 +229,8 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
         kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["ms"]
     busy, ms = sum(kinds.values()), 1000 * wall / steps
     return {"device": str(device), "steps": steps, "ms_per_step": ms, "busy_ms": busy, "idle_ms": ms - busy,
-            "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])), "top": rows[:top]}
+            "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])), "top": rows[:top],
+            "host_launch_ms": host_launch_ms(trainer)}
 
 
 def format_profile(result: dict[str, Any]) -> str:
@@ -202,6 +242,9 @@ def format_profile(result: dict[str, Any]) -> str:
     lines += [f"  {kind:<18} {t:8.2f} ms  {100 * t / ms:5.1f}%" for kind, t in result["kinds"].items()]
     lines.append(f"  largest {busy} (ms a step, calls a step):")
     lines += [f"  {r['ms']:8.3f} {r['calls']:6.1f}  [{r['kind']}] {r['name'][:110]}" for r in result["top"]]
+    if result.get("host_launch_ms") is not None:
+        lines.append(f"  host: {result['host_launch_ms']:.2f} ms to launch a step with the GPU held busy "
+                     f"(near the step's time, the host bounds it)")
     return "\n".join(lines)
 
 
