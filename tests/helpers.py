@@ -70,3 +70,15 @@ def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: i
     torch.manual_seed(seed)
     return GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
                            n_embd=n_embd)).eval()
+
+
+class CountLinear(torch.overrides.TorchFunctionMode):
+    """Counts `F.linear` calls while active (a module's forward and a bare call alike)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.nn.functional.linear
+        return func(*args, **(kwargs or {}))

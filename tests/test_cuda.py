@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from helpers import CountLinear
 from workbench.bench import run_bench
 from workbench.config import ModelConfig, TrainConfig, preset
 from workbench.data import get_batch
@@ -28,16 +29,6 @@ DATA[::3] = 7  # some structure so the loss can fall
 def small_gpt(**kw) -> GPT:
     torch.manual_seed(0)
     return GPT(ModelConfig(**{"vocab_size": 64, "block_size": 128, "n_layer": 2, "n_head": 4, "n_embd": 128, **kw}))
-
-
-class _CountLinear(torch.overrides.TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += func is torch.nn.functional.linear
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture
@@ -80,7 +71,7 @@ def test_split_qkv_gives_the_same_gradients_on_cuda(compiled, exact_fp32):
             block.attn.split_qkv = split
         run = torch.compile(model) if compiled else model
         x, y = get_batch(DATA, 128, 4, torch.Generator().manual_seed(0), device="cuda")
-        count = _CountLinear()
+        count = CountLinear()
         with count if not compiled else contextlib.nullcontext():  # (counted in eager mode only)
             _, loss = run(x, y)
         results[split] = loss, torch.autograd.grad(loss, list(model.parameters())), count.calls

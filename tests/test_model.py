@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from helpers import CountLinear
 from workbench.config import ModelConfig
 from workbench.model import GPT, apply_rope, attend, rope_tables, sample_next, sinusoidal_encoding
 
@@ -383,18 +384,6 @@ def test_training_forward_returns_no_logits_and_the_same_gradients(chunked):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
-class _CountLinear(torch.overrides.TorchFunctionMode):
-    """Counts F.linear calls (a module's forward and a bare call alike)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += func is F.linear
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("pos", ["learned", "rope"])
 def test_split_qkv_gives_the_same_logits_and_gradients(pos):
     """q, k, v from three matmuls on c_attn's weight rows compute what one c_attn matmul computes,
@@ -406,7 +395,7 @@ def test_split_qkv_gives_the_same_logits_and_gradients(pos):
         if split is not None:
             for block in model.transformer.h:
                 block.attn.split_qkv = split
-        with _CountLinear() as count:
+        with CountLinear() as count:
             _, loss = model(idx, targets)
         grads = torch.autograd.grad(loss, list(model.parameters()))
         results[split] = loss, grads, count.calls
