@@ -97,6 +97,17 @@ def random_batches(config: RunConfig, device: torch.device):
     return lambda g: get_batch(data, mc.block_size, batch_size, g, device=device)
 
 
+def _bench_model(config: RunConfig, chunked_loss: bool | None = None, split_qkv: bool = False) -> GPT:
+    """The GPT a speed measurement trains: seeded as `pretrain` seeds it, with the loss and q, k, v
+    projection asked for (`training_speed`)."""
+    torch.manual_seed(config.train.seed)
+    model = GPT(config.model)
+    model.chunked_loss = chunked_loss
+    for block in model.transformer.h:
+        block.attn.split_qkv = split_qkv
+    return model
+
+
 def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None,
                    split_qkv: bool = False) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
@@ -107,11 +118,7 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked
     """
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
-    torch.manual_seed(tc.seed)
-    model = GPT(mc)
-    model.chunked_loss = chunked_loss
-    for block in model.transformer.h:
-        block.attn.split_qkv = split_qkv
+    model = _bench_model(config, chunked_loss, split_qkv)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = time_steps(model, tc, random_batches(config, device), warmup + iters, device)[warmup:]
@@ -197,16 +204,12 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
 
     from .train import Trainer
 
-    tc, mc = config.train, config.model
+    tc = config.train
     device = setup_device(tc, DistInfo())
-    torch.manual_seed(tc.seed)
     warmup = warmup if warmup is not None else max(2, tc.log_interval)
     # max_iters beyond the steps run here: fit() pauses at each `until`, never reaching the final evaluation
     tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
-    model = GPT(mc)
-    for block in model.transformer.h:
-        block.attn.split_qkv = split_qkv
-    trainer = Trainer(model, tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
+    trainer = Trainer(_bench_model(config, split_qkv=split_qkv), tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
                       device=device)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
