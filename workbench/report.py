@@ -272,12 +272,10 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     say = progress or (lambda line: None)
     what, peak = matmul_peak()
     report["machine"] = {"what": what, "tflops_before": peak, "tflops_after": None}
+    bf16 = cpu_bf16_peak()
     from .train import cpu_dtype_environ
 
-    # "auto" decided once (on a CPU it is a timing): every notebook, and both bf16 peaks, see this decision
-    kernel_env = {"PYTHONHASHSEED": "0", **cpu_dtype_environ()}
-    with _environ(**kernel_env):
-        bf16 = cpu_bf16_peak()
+    kernel_env = {"PYTHONHASHSEED": "0", **cpu_dtype_environ()}  # every notebook decides bf16 as this process did
     if bf16 is not None:
         report["machine"] |= {"bf16_tflops_before": bf16, "bf16_tflops_after": None}
     say(f"machine: {what} {peak:.3f} TFLOP/s" + ("" if bf16 is None else f", bf16 {bf16:.3f} (the notebooks train "
@@ -318,8 +316,7 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     report.update(status="ok", wall_s=round(time.perf_counter() - t_run, 2), compared_with=earlier)
     report["machine"]["tflops_after"] = matmul_peak()[1]
     if bf16 is not None:
-        with _environ(**kernel_env):
-            report["machine"]["bf16_tflops_after"] = cpu_bf16_peak()
+        report["machine"]["bf16_tflops_after"] = cpu_bf16_peak()
     _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
 
