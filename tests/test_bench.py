@@ -13,7 +13,7 @@ from workbench import train as train_module
 from workbench.__main__ import main
 from workbench.bench import (decoding_figures, engine_speed, format_table, generation_speed, peak_matmul_flops,
                              run_bench)
-from workbench.config import ModelConfig, preset
+from workbench.config import ModelConfig, TrainConfig, preset
 from workbench.generate import Engine
 from workbench.model import GPT
 
@@ -169,22 +169,23 @@ def test_step_profile_splits_the_steps_time_by_kind():
     assert result["host_launch_ms"] is None  # host and device are one on a CPU
 
 
-def test_host_launch_time_skips_logging_steps_and_retries_when_the_gpu_ran_dry(monkeypatch):
-    """With the GPU held busy, the host's time to launch a step: logging steps (they wait for the device)
-    are not timed, and a trial whose sleep ran out first is redone with twice the sleep."""
-    from types import SimpleNamespace
+class FakeLaunchTrainer:
+    """What `host_launch_ms` uses of a Trainer, on a fake clock: a step that logs or evaluates waits for
+    the device (50 ms), the others only launch (12 ms)."""
+    device = torch.device("cuda")
 
-    clock, sleeps, ran_dry = FakeClock(tick=0.0), [], iter([True] + [False] * 10)
+    def __init__(self, clock, **config):
+        self.clock, self.step = clock, 0
+        self.config = TrainConfig(max_iters=1000, **config)
 
-    class Trainer:
-        device, step = torch.device("cuda"), 0
-        config = SimpleNamespace(log_interval=4, eval_interval=100, max_iters=1000)
+    def fit(self, until):
+        assert until == self.step + 1
+        waits = until % self.config.log_interval == 0 or until % self.config.eval_interval == 0
+        self.clock.now += 0.050 if waits else 0.012
+        self.step = until
 
-        def fit(self, until):
-            assert until == self.step + 1
-            clock.now += 0.050 if until % 4 == 0 else 0.012  # a logging step waits for the device
-            self.step = until
 
+def fake_gpu(monkeypatch, clock, ran_dry, sleeps, trainer):
     class Event:
         def record(self):
             pass
@@ -195,11 +196,32 @@ def test_host_launch_time_skips_logging_steps_and_retries_when_the_gpu_ran_dry(m
     monkeypatch.setattr(time, "perf_counter", clock)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    trainer = Trainer()
     monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: sleeps.append((cycles, trainer.step + 1)))
+
+
+def test_host_launch_time_turns_logging_off_skips_evaluations_and_retries_when_the_gpu_ran_dry(monkeypatch):
+    """With the GPU held busy, the host's time to launch a step: logging is off while it measures (with
+    log_interval 1 every step would wait for the device), evaluation steps are not timed, and a trial
+    whose sleep ran out first is redone with twice the sleep."""
+    clock, sleeps = FakeClock(tick=0.0), []
+    trainer = FakeLaunchTrainer(clock, log_interval=1, eval_interval=4)
+    config = trainer.config
+    fake_gpu(monkeypatch, clock, iter([True] + [False] * 10), sleeps, trainer)
     assert bench.host_launch_ms(trainer, trials=3) == pytest.approx(12.0)
     assert [c for c, _ in sleeps] == [2 * 10**8] + [4 * 10**8] * 3  # the first trial ran dry: redone, longer
-    assert [step for _, step in sleeps] == [1, 2, 3, 5]  # step 4 logs: run, not timed
+    assert [step for _, step in sleeps] == [1, 2, 3, 5]  # step 4 evaluates: run, not timed
+    assert trainer.config is config  # logging is back as it was
+
+
+def test_host_launch_time_raises_when_the_step_itself_waits_for_the_gpu(monkeypatch):
+    clock, sleeps = FakeClock(tick=0.0), []
+    trainer = FakeLaunchTrainer(clock, log_interval=10, eval_interval=100)
+    config = trainer.config
+    fake_gpu(monkeypatch, clock, iter(lambda: True, None), sleeps, trainer)  # every sleep runs out first
+    with pytest.raises(RuntimeError, match="waits for the GPU"):
+        bench.host_launch_ms(trainer, max_cycles=2**31)
+    assert [c for c, _ in sleeps] == [2 * 10**8 * 2**i for i in range(4)]  # doubled until past max_cycles
+    assert trainer.config is config
 
 
 def test_taps_bypassed_gives_the_same_logits_fires_no_hook_and_is_undone():

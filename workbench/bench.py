@@ -153,34 +153,45 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, parts in KINDS if any(p in name for p in parts)), "other")
 
 
-def host_launch_ms(trainer, trials: int = 5) -> float | None:
+def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**36) -> float | None:
     """Milliseconds the host takes to launch one training step on CUDA while the GPU is held busy (a
     sleep kernel queued ahead of the step), so that nothing waits on the device: Python, the framework
     and the kernel launches alone. Near the step's time, the step is bound by the host and faster
     kernels gain little; fewer launches (CUDA graphs) gain. None on a CPU (host and device are one).
 
-    Logging steps wait for the device (they read the loss), so they run untimed; a trial whose sleep
-    ran out before the launches did is repeated with a sleep twice as long. Median of `trials`.
+    Logging is off while it measures (a logging step reads the loss, which waits for the device; with
+    log_interval 1 every step would), evaluation steps run untimed, and a trial whose sleep ran out
+    before the launches did is repeated with a sleep twice as long, up to `max_cycles` (~30 s of
+    sleep): past that something in the step itself waits for the device, and it raises. The trainer
+    goes on `trials` steps or more; the step times it records for them include the sleeps.
+    Median of `trials`.
     """
     if trainer.device.type != "cuda":
         return None
     cfg, cycles, times = trainer.config, 2 * 10**8, []  # ~0.1 s at the GPU's clock
-    while len(times) < trials:
-        step = trainer.step + 1
-        if step % cfg.log_interval == 0 or step % cfg.eval_interval == 0 or step >= cfg.max_iters:
+    trainer.config = replace(cfg, log_interval=10**9)
+    try:
+        while len(times) < trials:
+            step = trainer.step + 1
+            if step % cfg.eval_interval == 0 or step >= cfg.max_iters:
+                trainer.fit(until=step)
+                continue
+            if cycles > max_cycles:
+                raise RuntimeError("host_launch_ms: the training step waits for the GPU (something in it "
+                                   "synchronises), so the host's launch time cannot be measured apart")
+            torch.cuda.synchronize()
+            torch.cuda._sleep(cycles)
+            slept = torch.cuda.Event()
+            slept.record()  # completes when the sleep does
+            t0 = time.perf_counter()
             trainer.fit(until=step)
-            continue
-        torch.cuda.synchronize()
-        torch.cuda._sleep(cycles)
-        slept = torch.cuda.Event()
-        slept.record()  # completes when the sleep does
-        t0 = time.perf_counter()
-        trainer.fit(until=step)
-        elapsed = time.perf_counter() - t0
-        if slept.query():  # the GPU was idle before the host finished: not a clean trial
-            cycles *= 2
-        else:
-            times.append(elapsed)
+            elapsed = time.perf_counter() - t0
+            if slept.query():  # the GPU was idle before the host finished: not a clean trial
+                cycles *= 2
+            else:
+                times.append(elapsed)
+    finally:
+        trainer.config = cfg
     torch.cuda.synchronize()
     return 1000 * statistics.median(times)
 
