@@ -47,7 +47,7 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch, bf16_speedup, dty
 
     def peak(device, dtype, *args, **kwargs):
         peaks.append((device.type, dtype))
-        return 2e12
+        return {"median": 2e12, "best": 4e12}
 
     def generation(model, device, dtype, new_tokens, use_cache):
         generated.append((model.config.block_size, new_tokens, use_cache))
@@ -61,7 +61,7 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch, bf16_speedup, dty
     speeds = {True: iter([400.0, 900.0, 10.0, 50.0, 450.0, 400.0, 700.0, 20.0, 300.0, 500.0]),
               False: iter([100.0, 5.0, 300.0, 120.0, 1.0, 100.0, 1.0, 200.0, 50.0, 150.0])}
     monkeypatch.setattr(bench, "get_batch", get_batch)
-    monkeypatch.setattr(bench, "peak_matmul_flops", peak)
+    monkeypatch.setattr(bench, "matmul_peaks", peak)
     monkeypatch.setattr(bench, "generation_speed", generation)
     monkeypatch.setattr(bench, "decoding_figures", decoding)
     config = preset("smoke", model={"vocab_size": 65}, train={"device": "cpu", "grad_accum": 2})
@@ -73,6 +73,7 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch, bf16_speedup, dty
     assert r["achieved_tflops"] == pytest.approx(r["flops_per_token"] * 512 / 0.020 / 1e12)
     assert peaks == [("cpu", dtype)] and r["dtype"] == str(dtype).removeprefix("torch.")
     assert r["peak_tflops"] == pytest.approx(2.0) and r["mfu"] == pytest.approx(r["achieved_tflops"] / 2.0)
+    assert r["best_matmul_tflops"] == pytest.approx(4.0) and r["mfu_of_best_matmul"] == pytest.approx(r["mfu"] / 2)
     # generation runs on a copy with room for 16 prompt + 512 new tokens: the cache is used, never a sliding window
     # cached and uncached in turn, five each per length (bench.TURNS), medians
     assert bench.TURNS == 5
@@ -86,6 +87,21 @@ def test_bench_figures_follow_from_the_step_times(monkeypatch, bf16_speedup, dty
 def test_matmul_peak_and_generation_speed_follow_from_their_clocks(monkeypatch):
     monkeypatch.setattr(time, "perf_counter", FakeClock(tick=0.001))  # every reading 1 ms after the last
     assert peak_matmul_flops(torch.device("cpu"), torch.float32, n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.001)
+
+    # for `seconds`, more matmuls than `repeats`: median and best over all of them
+    clock, real_matmul, matmuls = FakeClock(), torch.Tensor.__matmul__, []
+
+    def matmul(a, b):
+        matmuls.append(1)
+        clock.now += 0.001 * (1 + len(matmuls) % 3)  # 1, 2 or 3 ms in turn; warm-ups included
+        return real_matmul(a, b)
+
+    with monkeypatch.context() as m:
+        m.setattr(time, "perf_counter", clock)
+        m.setattr(torch.Tensor, "__matmul__", matmul)
+        peaks = bench.matmul_peaks(torch.device("cpu"), torch.float32, n=8, repeats=2, seconds=0.1)
+    assert 3 + 0.1 / 0.002 - 1 <= len(matmuls) <= 3 + 0.1 / 0.002 + 1  # warm-ups, then until 0.1 s (2 ms each on average)
+    assert peaks == {"median": pytest.approx(2 * 8**3 / 0.002), "best": pytest.approx(2 * 8**3 / 0.001)}
 
     clock = FakeClock()
     monkeypatch.setattr(time, "perf_counter", clock)
@@ -299,7 +315,8 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
     table = format_table({"device": "cpu", "torch": "x", "dtype": "float32", "compile": False, "n_layer": 2,
                           "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
                           "params": 1, "ms_per_iter": 1.0, "tokens_per_s": 1.0, "achieved_tflops": 0.0,
-                          "peak_tflops": 1.0, "mfu": 0.0, "peak_memory_mb": 1.0, "decoding": d})
+                          "peak_tflops": 1.0, "mfu": 0.0, "best_matmul_tflops": 1.0, "mfu_of_best_matmul": 0.0,
+                          "peak_memory_mb": 1.0, "decoding": d})
     assert "eager batch 2, 6 new" in table and "100% same greedy tokens" in table and "int8 4 new" in table
 
 
