@@ -181,7 +181,7 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, parts in KINDS if any(p in name for p in parts)), "other")
 
 
-def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**36) -> float | None:
+def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**34) -> float | None:
     """Milliseconds the host takes to launch one training step on CUDA while the GPU is held busy (a
     sleep kernel queued ahead of the step), so that nothing waits on the device: Python, the framework
     and the kernel launches alone. Near the step's time, the step is bound by the host and faster
@@ -189,7 +189,7 @@ def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**36) -> float |
 
     Logging is off while it measures (a logging step reads the loss, which waits for the device; with
     log_interval 1 every step would), evaluation steps run untimed, and a trial whose sleep ran out
-    before the launches did is repeated with a sleep twice as long, up to `max_cycles` (~30 s of
+    before the launches did is repeated with a sleep twice as long, up to `max_cycles` (~9 s of
     sleep): past that something in the step itself waits for the device, and it raises. The trainer
     goes on `trials` steps or more; the step times it records for them include the sleeps.
     Median of `trials`.
