@@ -492,3 +492,8 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         whole = finetune(base, short, quick(max_iters=2), progress=False)
     assert whole.metrics["window_filled_pct"] == 0 and "raise --max-len" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.finetune"):  # the window is the whole 32-token block already
+        full = finetune(base, task, quick(max_iters=2), progress=False)
+    assert full.metrics["window_filled_pct"] > 25 and "raise --max-len" not in caplog.text
+    assert "lower --max-chars (the window is already the model's whole context)" in caplog.text
