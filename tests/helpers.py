@@ -82,3 +82,15 @@ class CountLinear(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.calls += func is torch.nn.functional.linear
         return func(*args, **(kwargs or {}))
+
+
+class FakeClock:
+    """Stands in for time.perf_counter: time passes only when the test says so (`now +=`), or by
+    `tick` seconds at every reading."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick = 1000.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now

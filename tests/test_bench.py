@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from helpers import FakeClock
 
 from workbench import bench
 from workbench import train as train_module
@@ -16,17 +17,6 @@ from workbench.bench import (decoding_figures, engine_speed, format_table, gener
 from workbench.config import ModelConfig, TrainConfig, preset
 from workbench.generate import Engine
 from workbench.model import GPT
-
-
-class FakeClock:
-    """Stands in for time.perf_counter: time passes only when the test says so (or `tick` per reading)."""
-
-    def __init__(self, tick: float = 0.0):
-        self.now, self.tick = 1000.0, tick
-
-    def __call__(self):
-        self.now += self.tick
-        return self.now
 
 
 @pytest.mark.parametrize("bf16_speedup,dtype", [(1.0, torch.float32), (3.0, torch.bfloat16)])

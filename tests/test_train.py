@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FakeClock
 
 from workbench import checkpoint as ckpt
 from workbench.config import ModelConfig, TrainConfig
@@ -91,16 +92,6 @@ def test_training_lowers_the_loss_and_history_is_a_dataframe():
     evals = history.evals()
     assert list(evals["step"]) == [20, 40]
     assert df["loss"].dropna().iloc[-5:].mean() < df["loss"].dropna().iloc[:5].mean()
-
-
-class FakeClock:
-    """Stands in for time.perf_counter: time passes only when the test says so."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_steps_between_logging_steps_share_their_window_time(monkeypatch):
