@@ -248,8 +248,8 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
     warmup = warmup if warmup is not None else max(2, tc.log_interval)
     # max_iters beyond the steps run here: fit() pauses at each `until`, never reaching the final evaluation
     tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
-    trainer = Trainer(_bench_model(config, split_qkv=split_qkv), tc, random_batches(config, device), lambda m: {"val_loss": 0.0}, progress=False,
-                      device=device)
+    trainer = Trainer(_bench_model(config, split_qkv=split_qkv), tc, random_batches(config, device),
+                      lambda m: {"val_loss": 0.0}, progress=False, device=device)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
     _sync(device)

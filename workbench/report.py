@@ -273,13 +273,13 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     what, peak = matmul_peak()
     report["machine"] = {"what": what, "tflops_before": peak, "tflops_after": None}
     bf16 = cpu_bf16_peak()
-    from .train import cpu_dtype_environ
-
-    kernel_env = {"PYTHONHASHSEED": "0", **cpu_dtype_environ()}  # every notebook decides bf16 as this process did
     if bf16 is not None:
         report["machine"] |= {"bf16_tflops_before": bf16, "bf16_tflops_after": None}
     say(f"machine: {what} {peak:.3f} TFLOP/s" + ("" if bf16 is None else f", bf16 {bf16:.3f} (the notebooks train "
         "in bf16 here)") + " (measured now; compare report times only between machines of similar peaks)")
+    from .train import cpu_dtype_environ
+
+    kernel_env = {"PYTHONHASHSEED": "0", **cpu_dtype_environ()}  # every notebook decides bf16 as this process did
     engine = _report_engine()
     t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
