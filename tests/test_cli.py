@@ -293,6 +293,7 @@ def test_bad_corpus_is_refused_before_anything_is_written(tmp_path, trained, kin
     (["--tokenizer", "wordpiece"], "pick one of those"),
     (["--tokenizer", "bpe", "--vocab-size", "100"], "use e.g. 2048"),
     (["--min-lr", "1.0"], "lower --min-lr"),
+    (["--cuda-graph", "--device", "cpu"], "drop --cuda-graph"),
 ])
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, corpus, trained, flags, fix):
     text = corpus.read_text(encoding="utf-8")

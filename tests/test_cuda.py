@@ -41,12 +41,12 @@ def exact_fp32():
     torch.set_float32_matmul_precision(before)
 
 
-def trainer(model: GPT, **train_kw) -> Trainer:
+def trainer(model: GPT, run_dir=None, **train_kw) -> Trainer:
     cfg = TrainConfig(**{"batch_size": 8, "max_iters": 20, "warmup_iters": 2, "eval_interval": 20, "lr": 3e-3,
                          "min_lr": 3e-4, "device": "cuda", **train_kw})
     device = setup_device(cfg, DistInfo())  # what every entry point does first: TF32 on CUDA
     return Trainer(model, cfg, lambda g: get_batch(DATA, 128, cfg.batch_size, g, device="cuda"),
-                   lambda m: {"val_loss": 0.0}, progress=False, device=device)
+                   lambda m: {"val_loss": 0.0}, run_dir=run_dir, progress=False, device=device)
 
 
 def test_training_forward_and_backward_run_on_flash_attention_in_bf16():
@@ -111,6 +111,60 @@ def test_trainer_on_cuda_uses_bf16_fused_adamw_tf32_and_pinned_batches():
     losses = [r["loss"] for r in history.records if "loss" in r]
     assert losses[-1] < losses[0]
     assert torch.cuda.max_memory_allocated() > 0
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_the_step_replayed_as_a_cuda_graph_trains_as_the_eager_step(grad_accum):
+    """`--cuda-graph`: 3 eager warm-up steps, then the step captured once (both micro-batches, clipping,
+    AdamW) and replayed with each step's batches and learning rate: the eager step's losses, gradient
+    norms and weights (fp32, the math attention kernel, so both run the same kernels; no biases: the key
+    projection's bias gets a zero gradient, whose rounding noise AdamW turns into whole-lr steps)."""
+    kw = dict(max_iters=12, eval_interval=6, dtype="float32", grad_accum=grad_accum, batch_size=8 // grad_accum)
+    with sdpa_kernel(SDPBackend.MATH):
+        eager = trainer(small_gpt(dropout=0.0, bias=False), **kw)
+        graphed = trainer(small_gpt(dropout=0.0, bias=False), cuda_graph=True, **kw)
+        eager.fit(), graphed.fit()  # (an evaluation in eval mode at step 6, between two replays)
+    assert (graphed.step_graph.eager_steps, graphed.step_graph.replays) == (3, 9)
+    for key in ("loss", "grad_norm"):
+        want, got = ([r[key] for r in t.history.records if key in r] for t in (eager, graphed))
+        assert len(want) == 12 and got == pytest.approx(want, rel=1e-5), key
+    for (name, want), got in zip(eager.model.named_parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)  # a wrong lr or batch: ~1e-3
+
+
+def test_a_resumed_cuda_graph_run_reaches_the_uninterrupted_weights(tmp_path):
+    """Paused at step 6 and resumed, a `--cuda-graph` run records its step anew (3 eager steps, then
+    capture) and ends on the weights of the run that replayed straight through."""
+    kw = dict(max_iters=12, eval_interval=6, dtype="float32", cuda_graph=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        straight = trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "straight", **kw)
+        straight.fit()
+        trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "paused", **kw).fit(until=6)
+        resumed = trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "paused", **kw)
+        assert resumed.resume() and resumed.step == 6
+        resumed.fit()
+    assert (straight.step_graph.replays, resumed.step_graph.replays) == (9, 3)
+    for (name, want), got in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(got, want), f"{name}: max difference {(got - want).abs().max().item():.3g}"
+
+
+def test_compiled_bf16_training_replayed_as_a_cuda_graph_follows_the_compiled_step():
+    """The `gpt2` preset's path (compiled, bf16 autocast, flash attention) with and without `--cuda-graph`."""
+    runs = [trainer(small_gpt(dropout=0.0, bias=False), max_iters=12, eval_interval=12, compile=True, cuda_graph=graph)
+            for graph in (False, True)]
+    losses = [[r["loss"] for r in t.fit().records if "loss" in r] for t in runs]
+    assert runs[1].step_graph.replays == 9 and losses[1][-1] < losses[1][0]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+
+
+def test_a_cuda_graph_refuses_a_batch_of_another_shape_with_the_fix():
+    sizes = iter([8] * 4 + [4] * 8)
+    cfg = TrainConfig(batch_size=8, max_iters=12, eval_interval=12, lr=3e-3, device="cuda", cuda_graph=True)
+    t = Trainer(small_gpt(dropout=0.0, bias=False), cfg, lambda g: get_batch(DATA, 128, next(sizes), g, device="cuda"),
+                lambda m: {"val_loss": 0.0}, progress=False)
+    with pytest.raises(ValueError, match=r"got \(4, 128\) after \(8, 128\): drop --cuda-graph for batches of varying"):
+        t.fit()
+    assert t.step == 4
 
 
 def test_bf16_logits_stay_close_to_fp32():

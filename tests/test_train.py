@@ -20,7 +20,9 @@ from workbench.data import get_batch
 from workbench.model import GPT
 from workbench.evaluate import lm_evaluator
 from workbench import train as train_module
-from workbench.train import NonFiniteLossError, Trainer, cpu_bf16_speedup, lr_at, make_optimizer, uses_bf16
+from workbench.distributed import DistInfo
+from workbench.train import (NonFiniteLossError, Trainer, cpu_bf16_speedup, graph_problem, lr_at, make_optimizer,
+                             uses_bf16)
 
 BLOCK = 16
 DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
@@ -396,3 +398,32 @@ def test_save_checkpoint_replaces_atomically(tmp_path):
 def test_missing_checkpoint_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrain --out"):
         ckpt.load_checkpoint(tmp_path / "nope")
+
+
+def test_a_cuda_graph_step_needs_one_cuda_process_and_no_dropout():
+    """What `graph_problem` refuses, each with the fix; the step itself is tests/test_cuda.py's."""
+    cuda, one = torch.device("cuda"), DistInfo()
+    plain, dropped = make_trainer(dropout=0.0).model, make_trainer(dropout=0.1).model
+    assert graph_problem(plain, cuda, one) is None
+    assert "needs a CUDA GPU, not cpu; drop --cuda-graph" in graph_problem(plain, torch.device("cpu"), one)
+    assert "not under torchrun; drop --cuda-graph" in graph_problem(plain, cuda, DistInfo(world_size=2))
+    assert "pass --dropout 0 or drop --cuda-graph" in graph_problem(dropped, cuda, one)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        make_trainer(dropout=0.0, cuda_graph=True)
+
+
+def test_a_checkpoint_holds_a_tensor_learning_rate_as_a_number_and_resumes_in_the_trainers_own_mode(tmp_path):
+    """A StepGraph's learning rate is a tensor and its AdamW capturable: state.json gets the number, and a
+    run resumed from its checkpoint steps as its own config says (here eagerly, not capturable)."""
+    first = make_trainer(tmp_path, max_iters=4, eval_interval=4)
+    first.fit(until=2)
+    for group in first.optimizer.param_groups:
+        group["lr"], group["capturable"] = torch.tensor(0.25), True
+    first.save()
+    saved = json.loads((ckpt.latest_checkpoint(tmp_path) / "state.json").read_text())
+    assert [g["lr"] for g in saved["param_groups"]] == [0.25, 0.25]
+    resumed = make_trainer(tmp_path, max_iters=4, eval_interval=4)
+    assert resumed.resume() and resumed.step == 2
+    assert [g["capturable"] for g in resumed.optimizer.param_groups] == [False, False]
+    resumed.fit()
+    assert resumed.finished and math.isfinite(resumed.history.records[-1]["val_loss"])

@@ -496,7 +496,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "dtype": "bfloat16" if use_bf16 else "float32", "compile": tc.compile,
-        "split_qkv": split_qkv,
+        "split_qkv": split_qkv, "cuda_graph": tc.cuda_graph,
         "n_layer": config.model.n_layer, "n_head": config.model.n_head, "n_embd": config.model.n_embd,
         "block_size": config.model.block_size, "batch_size": tc.batch_size, "vocab_size": config.model.vocab_size,
         **result, "achieved_tflops": achieved / 1e12, "peak_tflops": peaks["median"] / 1e12, "mfu": achieved / peaks["median"],
@@ -520,6 +520,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
 
 def format_table(result: dict[str, Any]) -> str:
     split = " / q, k, v from three matmuls" if result.get("split_qkv") else ""
+    split += " / the step replayed as one CUDA graph" if result.get("cuda_graph") else ""
     rows = [
         ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}{split}"),
         ("shape", f"{result['n_layer']} layers x {result['n_head']} heads x {result['n_embd']}, block {result['block_size']}, "

@@ -155,12 +155,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
-                   param_groups: list[dict] | None = None) -> torch.optim.AdamW:
+                   param_groups: list[dict] | None = None, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (dim >= 2) only: not on biases, norms or 1-d gains.
 
     `param_groups` (optional) is a list of {"params": [...], "lr_scale": float}: each group's
     learning rate is the schedule's value times its lr_scale (fine-tuning: a head faster than the
     backbone, layer-wise decay). Parameters that do not require grad are left out either way.
+    `capturable`: its step can be recorded in a CUDA graph (`StepGraph`).
     """
     if param_groups is None:
         param_groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
@@ -174,7 +175,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
         groups = [g for g in groups if g["params"]]
     # The fused kernel is one pass over all parameters; PyTorch has it for CPU and CUDA.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type in ("cuda", "cpu"))
+                             fused=device.type in ("cuda", "cpu"), capturable=capturable)
+
+
+def graph_problem(model: torch.nn.Module, device: torch.device, dist: DistInfo) -> str | None:
+    """Why the training step of `model` cannot be replayed as one CUDA graph (`StepGraph`) here, as a
+    one-line error naming the fix; None when it can."""
+    if device.type != "cuda":
+        return f"cuda_graph needs a CUDA GPU, not {device.type}; drop --cuda-graph"
+    if dist.enabled:
+        return "cuda_graph runs in one process, not under torchrun; drop --cuda-graph"
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return ("cuda_graph needs a model without dropout (whether a replay draws new dropout masks is untested); "
+                "pass --dropout 0 or drop --cuda-graph")
+    return None
 
 
 class Trainer:
@@ -222,7 +236,10 @@ class Trainer:
         # the dtype steps and evaluations run in (config.dtype "auto" decided here); every rank the same
         bf16 = torch.tensor(float(uses_bf16(self.device, config.dtype)), device=self.device)
         self.compute_dtype = "bfloat16" if mean_across_ranks(bf16, self.dist).item() == 1.0 else "float32"
-        self.optimizer = make_optimizer(self.model, config, self.device, param_groups)
+        if config.cuda_graph and (problem := graph_problem(self.model, self.device, self.dist)):
+            raise ValueError(problem)
+        self.optimizer = make_optimizer(self.model, config, self.device, param_groups, capturable=config.cuda_graph)
+        self.step_graph = StepGraph(self) if config.cuda_graph else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history = History()
         self.step = 0
@@ -241,9 +258,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
+        groups = [{k: v.item() if torch.is_tensor(v) else v for k, v in g.items()}  # (a StepGraph's lr is a tensor)
+                  for g in self.optimizer.state_dict()["param_groups"]]
         return {"step": self.step, "best": self.best, "best_step": self.best_step,
                 "evals_since_best": self.evals_since_best, "monitor": self.monitor, "mode": self.mode,
-                "param_groups": self.optimizer.state_dict()["param_groups"], "compute_dtype": self.compute_dtype}
+                "param_groups": groups, "compute_dtype": self.compute_dtype}
 
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
@@ -268,6 +287,10 @@ class Trainer:
         c = ckpt.load_checkpoint(path)
         self.parallel.load_state(c.state_dict(self.model))  # under FSDP every rank keeps its shard
         self.parallel.load_optimizer_state(self.optimizer, c.optimizer_state())
+        for group in self.optimizer.param_groups:  # as this run steps, whatever the run that saved it did
+            group["capturable"] = self.config.cuda_graph
+        if self.step_graph is not None:  # the optimizer's state tensors are new: record the step anew
+            self.step_graph = StepGraph(self)
         c.restore_rng(self.generator)
         self.step = c.state["step"]
         self.best, self.best_step = c.state["best"], c.state["best_step"]
@@ -347,20 +370,15 @@ class Trainer:
         cfg = self.config
         self._window.append(time.perf_counter())
         lr = lr_at(self.step, cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        tokens, loss_sum = 0, 0.0
-        for micro in range(cfg.grad_accum):
-            batch = self.next_batch(self.generator)
-            with self.parallel.gradient_sync(last=micro == cfg.grad_accum - 1):
-                with autocast_context(self.device, self.compute_dtype):
-                    _, loss = self.parallel.forward(*batch)
-                (loss / cfg.grad_accum).backward()
-            loss_sum = loss_sum + loss.detach()  # the step's loss is the mean over its micro-batches
-            tokens += self.count_tokens(batch) * self.dist.world_size  # the global batch
-        grad_norm = self.parallel.clip_grad_norm(cfg.grad_clip) if cfg.grad_clip > 0 else None
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        batches = [self.next_batch(self.generator) for _ in range(cfg.grad_accum)]
+        if self.step_graph is not None:
+            loss_sum, grad_norm = self.step_graph(batches, lr)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            loss_sum, grad_norm = self._step(batches)
+            self.optimizer.zero_grad(set_to_none=True)
+        tokens = sum(self.count_tokens(batch) for batch in batches) * self.dist.world_size  # the global batch
         self.step += 1
         self.step_tokens.append(tokens)
         if self.step % cfg.log_interval and not self._is_eval_step():  # the device may still be working: no time is taken until it is synchronised
@@ -380,6 +398,20 @@ class Trainer:
                                   grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
         self._call("on_step", record)
         return record
+
+    def _step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward and backward of every micro-batch, clipping, the optimizer's step; returns the sum of the
+        micro-batches' losses and the gradient norm (None without clipping), both on the device."""
+        loss_sum = 0.0
+        for micro, batch in enumerate(batches):
+            with self.parallel.gradient_sync(last=micro == len(batches) - 1):
+                with autocast_context(self.device, self.compute_dtype):
+                    _, loss = self.parallel.forward(*batch)
+                (loss / len(batches)).backward()
+            loss_sum = loss_sum + loss.detach()
+        grad_norm = self.parallel.clip_grad_norm(self.config.grad_clip) if self.config.grad_clip > 0 else None
+        self.optimizer.step()
+        return loss_sum, grad_norm
 
     def _is_eval_step(self) -> bool:
         """Evaluation follows every eval_interval-th step and the last one (they are logging steps too)."""
@@ -425,6 +457,65 @@ class Trainer:
         tokens = self.step_tokens[skip:] or self.step_tokens
         return {"ms_per_iter_median": median * 1000, "tokens_per_s": statistics.fmean(tokens) / median,
                 "train_s": sum(self.step_times)}
+
+
+class StepGraph:
+    """The Trainer's step recorded once as a CUDA graph and replayed: one launch instead of hundreds.
+
+    A compiled step of GPT-2 124M still launches hundreds of kernels, ~15 ms of the host's time for a
+    ~27 ms step (`bench --step-profile`), so the host, not the GPU, sets the pace once the kernels are
+    fast. Here the first `warmup` steps run eagerly on a side stream (compilation, the optimizer's lazily
+    created state and the libraries' workspaces happen there, as PyTorch's CUDA graph docs require); the
+    next step is captured whole — every micro-batch's forward and backward, clipping and fused AdamW
+    (`capturable`, its learning rate a tensor each step fills) — and every step from then on copies its
+    batches into the graph's input tensors and replays it. So all batches must have one shape, and the
+    gradients stay in the graph's memory (never set to None). After `Trainer.resume` loads new optimizer
+    state the Trainer makes a new StepGraph, which records the step anew.
+    """
+
+    def __init__(self, trainer: "Trainer", warmup: int = 3):
+        self.trainer, self.warmup = trainer, warmup
+        self.eager_steps = 0
+        self.replays = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: list[Batch] = []  # the captured step's batches: each step's are copied in
+        self.outputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        device = trainer.device
+        for group in trainer.optimizer.param_groups:  # a tensor, so the graph reads each step's value
+            lr = group["lr"]
+            group["lr"] = torch.tensor(float(lr), device=device) if not torch.is_tensor(lr) else lr
+
+    def __call__(self, batches: list[Batch], lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step at learning rate `lr` (times each group's lr_scale); returns `Trainer._step`'s
+        (loss sum, gradient norm). After capture they live in the graph's memory: read them before the next step."""
+        t = self.trainer
+        for group in t.optimizer.param_groups:
+            group["lr"].fill_(lr * group.get("lr_scale", 1.0))
+        if self.graph is None and self.eager_steps < self.warmup:
+            self.eager_steps += 1
+            side = torch.cuda.Stream(t.device)
+            side.wait_stream(torch.cuda.current_stream(t.device))
+            with torch.cuda.stream(side):
+                out = t._step(batches)
+                t.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.current_stream(t.device).wait_stream(side)
+            return out
+        if self.graph is None:
+            self.inputs = [tuple(x.clone() for x in batch) for batch in batches]
+            t.optimizer.zero_grad(set_to_none=True)  # the graph's backward writes the gradients afresh
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = t._step(self.inputs)
+        else:
+            for captured, batch in zip(self.inputs, batches):
+                for into, x in zip(captured, batch, strict=True):
+                    if into.shape != x.shape:
+                        raise ValueError(f"cuda_graph replays batches of one shape; got {tuple(x.shape)} after "
+                                         f"{tuple(into.shape)}: drop --cuda-graph for batches of varying shape")
+                    into.copy_(x)
+        self.graph.replay()
+        self.replays += 1
+        return self.outputs
 
 
 def time_steps(model: torch.nn.Module, config: TrainConfig, next_batch: Callable[[torch.Generator], Batch],
