@@ -413,8 +413,9 @@ def test_a_cuda_graph_step_needs_one_cuda_process_and_no_dropout():
 
 
 def test_a_checkpoint_holds_a_tensor_learning_rate_as_a_number_and_resumes_in_the_trainers_own_mode(tmp_path):
-    """A StepGraph's learning rate is a tensor and its AdamW capturable: state.json gets the number, and a
-    run resumed from its checkpoint steps as its own config says (here eagerly, not capturable)."""
+    """A StepGraph's learning rate is a tensor and its AdamW capturable: state.json gets the number
+    (`checkpoint.json_safe`), and a run resumed from its checkpoint steps as its own config says (here
+    eagerly, not capturable)."""
     first = make_trainer(tmp_path, max_iters=4, eval_interval=4)
     first.fit(until=2)
     for group in first.optimizer.param_groups:

@@ -6,7 +6,8 @@
 AdamW (weight decay on matrices only), linear warmup + cosine decay, gradient accumulation
 and clipping, bf16 autocast on CUDA and on CPUs with fast bf16 matmuls, periodic evaluation,
 early stopping with best-weights restore, resumable checkpoints, callbacks for live figures, a
-progress bar, and a `History` of every metric. How the model is spread over torchrun ranks (DDP, FSDP2) or compiled is
+progress bar, a `History` of every metric, and on request the whole step replayed as one CUDA graph
+(`StepGraph`). How the model is spread over torchrun ranks (DDP, FSDP2) or compiled is
 `workbench.distributed.Parallel`'s business; the checkpoint layout is `workbench.checkpoint`'s;
 a run's directory, resume and Ctrl-C are `workbench.run`'s.
 
@@ -258,11 +259,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
-        groups = [{k: v.item() if torch.is_tensor(v) else v for k, v in g.items()}  # (a StepGraph's lr is a tensor)
-                  for g in self.optimizer.state_dict()["param_groups"]]
         return {"step": self.step, "best": self.best, "best_step": self.best_step,
                 "evals_since_best": self.evals_since_best, "monitor": self.monitor, "mode": self.mode,
-                "param_groups": groups, "compute_dtype": self.compute_dtype}
+                "param_groups": self.optimizer.state_dict()["param_groups"], "compute_dtype": self.compute_dtype}
 
     def save(self) -> Path | None:
         """Write a resumable checkpoint of the current step (and the best weights so far)."""
