@@ -463,13 +463,14 @@ class StepGraph:
 
     A compiled step of GPT-2 124M still launches ~570 kernels, ~15 ms of the host's time for a ~27 ms
     step (`bench --step-profile`), close to where the host sets the pace; as one graph the step took
-    1.6% less on an H200, 3.4% with q, k, v from three matmuls (README). Here the first `warmup` steps run eagerly on a side stream (compilation, the optimizer's lazily
-    created state and the libraries' workspaces happen there, as PyTorch's CUDA graph docs require); the
-    next step is captured whole — every micro-batch's forward and backward, clipping and fused AdamW
-    (`capturable`, its learning rate a tensor each step fills) — and every step from then on copies its
-    batches into the graph's input tensors and replays it. So all batches must have one shape, and the
-    gradients stay in the graph's memory (never set to None). After `Trainer.resume` loads new optimizer
-    state the Trainer makes a new StepGraph, which records the step anew.
+    1.6% less on an H200, 3.1-3.4% with q, k, v from three matmuls (README). Here the first `warmup`
+    steps run eagerly on a side stream (compilation, the optimizer's lazily created state and the
+    libraries' workspaces happen there, as PyTorch's CUDA graph docs require); the next step is
+    captured whole — every micro-batch's forward and backward, clipping and fused AdamW (`capturable`,
+    its learning rate a tensor each step fills) — and every step from then on copies its batches into
+    the graph's input tensors and replays it. So all batches must have one shape, and the gradients
+    stay in the graph's memory (never set to None). After `Trainer.resume` loads new optimizer state
+    the Trainer makes a new StepGraph, which records the step anew.
     """
 
     def __init__(self, trainer: "Trainer", warmup: int = 3):
