@@ -132,20 +132,38 @@ def test_the_step_replayed_as_a_cuda_graph_trains_as_the_eager_step(grad_accum):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)  # a wrong lr or batch: ~1e-3
 
 
-def test_a_resumed_cuda_graph_run_reaches_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_a_resumed_cuda_graph_run_reaches_the_uninterrupted_weights(tmp_path, dropout):
     """Paused at step 6 and resumed, a `--cuda-graph` run records its step anew (3 eager steps, then
-    capture) and ends on the weights of the run that replayed straight through."""
+    capture) and ends on the weights of the run that replayed straight through; with dropout too (the
+    checkpoint's CUDA generator state gives the eager steps the masks the replays drew)."""
     kw = dict(max_iters=12, eval_interval=6, dtype="float32", cuda_graph=True)
     with sdpa_kernel(SDPBackend.MATH):
-        straight = trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "straight", **kw)
+        straight = trainer(small_gpt(dropout=dropout, bias=False), tmp_path / "straight", **kw)
         straight.fit()
-        trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "paused", **kw).fit(until=6)
-        resumed = trainer(small_gpt(dropout=0.0, bias=False), tmp_path / "paused", **kw)
+        trainer(small_gpt(dropout=dropout, bias=False), tmp_path / "paused", **kw).fit(until=6)
+        resumed = trainer(small_gpt(dropout=dropout, bias=False), tmp_path / "paused", **kw)
         assert resumed.resume() and resumed.step == 6
         resumed.fit()
     assert (straight.step_graph.replays, resumed.step_graph.replays) == (9, 3)
     for (name, want), got in zip(straight.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(got, want), f"{name}: max difference {(got - want).abs().max().item():.3g}"
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_every_replay_draws_new_dropout_masks(compiled):
+    """One batch every step and a learning rate of 1e-12, so the weights stay put: with dropout each
+    replay's loss differs (new masks), without it every replay's is the same."""
+    x, y = get_batch(DATA, 128, 8, torch.Generator().manual_seed(0), device="cuda")
+    replayed = {}
+    for dropout in (0.0, 0.2):
+        cfg = TrainConfig(batch_size=8, max_iters=10, warmup_iters=0, eval_interval=10, lr=1e-12, min_lr=1e-12,
+                          device="cuda", compile=compiled, cuda_graph=True)
+        t = Trainer(small_gpt(dropout=dropout, bias=False), cfg, lambda g: (x, y), lambda m: {"val_loss": 0.0},
+                    progress=False)
+        replayed[dropout] = [r["loss"] for r in t.fit().records if "loss" in r][4:]  # steps 5-10: replays
+        assert t.step_graph.replays == 7
+    assert len(set(replayed[0.0])) == 1 and len(set(replayed[0.2])) == 6, replayed
 
 
 def test_compiled_bf16_training_replayed_as_a_cuda_graph_follows_the_compiled_step():

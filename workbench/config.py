@@ -99,7 +99,7 @@ class TrainConfig:
     # How torchrun ranks share the model: ddp (a whole copy each) | fsdp (sharded, for models that do not
     # fit one device). Ignored in a single process (fsdp then logs a warning and trains unsharded).
     parallel: str = "ddp"
-    # CUDA, one process, no dropout, batches of one shape: after a few eager steps the whole step (forward,
+    # CUDA, one process, batches of one shape: after a few eager steps the whole step (forward,
     # backward, clipping, AdamW) is captured once as a CUDA graph and replayed (`train.StepGraph`)
     cuda_graph: bool = False
 

@@ -179,16 +179,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
                              fused=device.type in ("cuda", "cpu"), capturable=capturable)
 
 
-def graph_problem(model: torch.nn.Module, device: torch.device, dist: DistInfo) -> str | None:
-    """Why the training step of `model` cannot be replayed as one CUDA graph (`StepGraph`) here, as a
-    one-line error naming the fix; None when it can."""
+def graph_problem(device: torch.device, dist: DistInfo) -> str | None:
+    """Why the training step cannot be replayed as one CUDA graph (`StepGraph`) here, as a one-line
+    error naming the fix; None when it can. (Dropout is fine: each replay draws new masks, as the
+    CUDA generator advances by the whole graph's draws.)"""
     if device.type != "cuda":
         return f"cuda_graph needs a CUDA GPU, not {device.type}; drop --cuda-graph"
     if dist.enabled:
         return "cuda_graph runs in one process, not under torchrun; drop --cuda-graph"
-    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
-        return ("cuda_graph needs a model without dropout (whether a replay draws new dropout masks is untested); "
-                "pass --dropout 0 or drop --cuda-graph")
     return None
 
 
@@ -237,7 +235,7 @@ class Trainer:
         # the dtype steps and evaluations run in (config.dtype "auto" decided here); every rank the same
         bf16 = torch.tensor(float(uses_bf16(self.device, config.dtype)), device=self.device)
         self.compute_dtype = "bfloat16" if mean_across_ranks(bf16, self.dist).item() == 1.0 else "float32"
-        if config.cuda_graph and (problem := graph_problem(self.model, self.device, self.dist)):
+        if config.cuda_graph and (problem := graph_problem(self.device, self.dist)):
             raise ValueError(problem)
         self.optimizer = make_optimizer(self.model, config, self.device, param_groups, capturable=config.cuda_graph)
         self.step_graph = StepGraph(self) if config.cuda_graph else None
@@ -469,7 +467,7 @@ class StepGraph:
     captured whole — every micro-batch's forward and backward, clipping and fused AdamW (`capturable`,
     its learning rate a tensor each step fills) — and every step from then on copies its batches into
     the graph's input tensors and replays it. So all batches must have one shape, and the gradients
-    stay in the graph's memory (never set to None). After `Trainer.resume` loads new optimizer state
+    stay in the graph's memory (never set to None). Dropout draws new masks at every replay. After `Trainer.resume` loads new optimizer state
     the Trainer makes a new StepGraph, which records the step anew.
     """
 
