@@ -1,6 +1,7 @@
 """Trainer: schedule, exact resume, early stopping with best-weights restore, callbacks,
 non-finite loss handling, and atomic checkpoints that never unpickle."""
 
+import contextlib
 import json
 import math
 import os
@@ -29,9 +30,10 @@ DATA = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.uint16)
 DATA[::3] = 5  # some structure so the loss can fall
 
 
-def make_trainer(run_dir=None, dropout=0.1, next_batch=None, evaluate=None, **train_kw) -> Trainer:
+def make_trainer(run_dir=None, dropout=0.1, next_batch=None, evaluate=None, bias=True, **train_kw) -> Trainer:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=dropout))
+    model = GPT(ModelConfig(vocab_size=32, block_size=BLOCK, n_layer=2, n_head=2, n_embd=16, dropout=dropout,
+                            bias=bias))
     cfg = TrainConfig(**{"batch_size": 4, "max_iters": 12, "warmup_iters": 2, "eval_interval": 4,
                          "eval_iters": 2, "lr": 3e-3, "min_lr": 3e-4, "device": "cpu", **train_kw})
 
@@ -426,3 +428,88 @@ def test_a_checkpoint_holds_a_tensor_learning_rate_as_a_number_and_resumes_in_th
     assert [g["capturable"] for g in resumed.optimizer.param_groups] == [False, False]
     resumed.fit()
     assert resumed.finished and math.isfinite(resumed.history.records[-1]["val_loss"])
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    """`StepGraph` on a CPU, for its bookkeeping (warm-up, learning rates, input copies, re-recording
+    after a resume): streams do nothing, and a "graph" runs the step it captured — the capture runs
+    the captured step once for real, as capture followed by its first replay does on a GPU, and each
+    later replay runs `Trainer._step` on the captured inputs into the captured outputs, its gradients
+    written afresh as a replayed backward writes them. The real capture is tests/test_cuda.py's."""
+    graphs = []
+
+    class Stream:
+        def __init__(self, *args):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def __init__(self):
+            self.step_graph, self.captured = None, False
+            graphs.append(self)
+
+        def replay(self):
+            if not self.captured:  # the capture ran this step
+                self.captured = True
+                return
+            sg = self.step_graph
+            sg.trainer.optimizer.zero_grad(set_to_none=True)
+            for into, value in zip(sg.outputs, sg.trainer._step(sg.inputs)):
+                if into is not None:
+                    into.copy_(value)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(train_module, "graph_problem", lambda device, dist: None)
+
+    def make(*args, **kw):
+        trainer = make_trainer(*args, cuda_graph=True, **kw)
+        original = train_module.StepGraph.__call__
+
+        def call(sg, batches, lr):  # tell the graph which StepGraph it belongs to
+            if graphs and graphs[-1].step_graph is None:
+                graphs[-1].step_graph = sg
+            return original(sg, batches, lr)
+        monkeypatch.setattr(train_module.StepGraph, "__call__", call)
+        return trainer
+    return make
+
+
+def test_a_step_graph_takes_the_eager_steps_on_a_cpu(cpu_graphs):
+    kw = dict(dropout=0.0, bias=False, dtype="float32", max_iters=12, eval_interval=6)
+    eager, graphed = make_trainer(**kw), cpu_graphs(**kw)
+    eager.fit(), graphed.fit()
+    assert (graphed.step_graph.eager_steps, graphed.step_graph.replays) == (3, 9)
+    assert all(torch.is_tensor(g["lr"]) for g in graphed.optimizer.param_groups)
+    for key in ("loss", "grad_norm"):
+        want, got = ([r[key] for r in t.history.records if key in r] for t in (eager, graphed))
+        assert len(want) == 12 and got == pytest.approx(want, rel=1e-6), key
+    for key, v in weights(eager).items():
+        torch.testing.assert_close(weights(graphed)[key], v, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_step_graph_records_the_step_anew_and_ends_on_the_straight_weights(tmp_path, cpu_graphs):
+    kw = dict(dropout=0.0, bias=False, max_iters=12, eval_interval=6)
+    straight = cpu_graphs(tmp_path / "straight", **kw)
+    straight.fit()
+    cpu_graphs(tmp_path / "paused", **kw).fit(until=6)
+    resumed = cpu_graphs(tmp_path / "paused", **kw)
+    assert resumed.resume() and resumed.step == 6
+    resumed.fit()
+    assert (straight.step_graph.replays, resumed.step_graph.replays) == (9, 3)
+    for key, v in weights(straight).items():
+        assert torch.equal(weights(resumed)[key], v), key
+
+
+def test_a_step_graph_refuses_a_batch_of_another_shape_after_capture(cpu_graphs):
+    sizes = iter([4] * 4 + [2] * 8)
+    t = cpu_graphs(dropout=0.0, next_batch=lambda g: get_batch(DATA, BLOCK, next(sizes), g))
+    with pytest.raises(ValueError, match=rf"got \(2, {BLOCK}\) after \(4, {BLOCK}\): drop --cuda-graph"):
+        t.fit()
+    assert t.step == 4
