@@ -121,8 +121,8 @@ def test_the_step_replayed_as_a_cuda_graph_trains_as_the_eager_step(grad_accum):
     projection's bias gets a zero gradient, whose rounding noise AdamW turns into whole-lr steps)."""
     kw = dict(max_iters=12, eval_interval=6, dtype="float32", grad_accum=grad_accum, batch_size=8 // grad_accum)
     with sdpa_kernel(SDPBackend.MATH):
-        eager = trainer(small_gpt(dropout=0.0, bias=False), **kw)
-        graphed = trainer(small_gpt(dropout=0.0, bias=False), cuda_graph=True, **kw)
+        eager = trainer(small_gpt(bias=False), **kw)
+        graphed = trainer(small_gpt(bias=False), cuda_graph=True, **kw)
         eager.fit(), graphed.fit()  # (an evaluation in eval mode at step 6, between two replays)
     assert (graphed.step_graph.eager_steps, graphed.step_graph.replays) == (3, 9)
     for key in ("loss", "grad_norm"):
@@ -168,7 +168,7 @@ def test_every_replay_draws_new_dropout_masks(compiled):
 
 def test_compiled_bf16_training_replayed_as_a_cuda_graph_follows_the_compiled_step():
     """The `gpt2` preset's path (compiled, bf16 autocast, flash attention) with and without `--cuda-graph`."""
-    runs = [trainer(small_gpt(dropout=0.0, bias=False), max_iters=12, eval_interval=12, compile=True, cuda_graph=graph)
+    runs = [trainer(small_gpt(bias=False), max_iters=12, eval_interval=12, compile=True, cuda_graph=graph)
             for graph in (False, True)]
     losses = [[r["loss"] for r in t.fit().records if "loss" in r] for t in runs]
     assert runs[1].step_graph.replays == 9 and losses[1][-1] < losses[1][0]
@@ -178,7 +178,7 @@ def test_compiled_bf16_training_replayed_as_a_cuda_graph_follows_the_compiled_st
 def test_a_cuda_graph_refuses_a_batch_of_another_shape_with_the_fix():
     sizes = iter([8] * 4 + [4] * 8)
     cfg = TrainConfig(batch_size=8, max_iters=12, eval_interval=12, lr=3e-3, device="cuda", cuda_graph=True)
-    t = Trainer(small_gpt(dropout=0.0, bias=False), cfg, lambda g: get_batch(DATA, 128, next(sizes), g, device="cuda"),
+    t = Trainer(small_gpt(bias=False), cfg, lambda g: get_batch(DATA, 128, next(sizes), g, device="cuda"),
                 lambda m: {"val_loss": 0.0}, progress=False)
     with pytest.raises(ValueError, match=r"got \(4, 128\) after \(8, 128\): drop --cuda-graph for batches of varying"):
         t.fit()

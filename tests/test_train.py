@@ -409,7 +409,7 @@ def test_a_cuda_graph_step_needs_one_cuda_process():
     assert "needs a CUDA GPU, not cpu; drop --cuda-graph" in graph_problem(torch.device("cpu"), one)
     assert "not under torchrun; drop --cuda-graph" in graph_problem(cuda, DistInfo(world_size=2))
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        make_trainer(dropout=0.0, cuda_graph=True)
+        make_trainer(cuda_graph=True)
 
 
 def test_a_checkpoint_holds_a_tensor_learning_rate_as_a_number_and_resumes_in_the_trainers_own_mode(tmp_path):

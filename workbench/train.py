@@ -478,10 +478,8 @@ class StepGraph:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.inputs: list[Batch] = []  # the captured step's batches: each step's are copied in
         self.outputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
-        device = trainer.device
         for group in trainer.optimizer.param_groups:  # a tensor, so the graph reads each step's value
-            lr = group["lr"]
-            group["lr"] = torch.tensor(float(lr), device=device) if not torch.is_tensor(lr) else lr
+            group["lr"] = torch.tensor(float(group["lr"]), device=trainer.device)
 
     def __call__(self, batches: list[Batch], lr: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step at learning rate `lr` (times each group's lr_scale); returns `Trainer._step`'s
