@@ -6,11 +6,15 @@ import random
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from workbench import checkpoint as ckpt
+from workbench import train as train_module
 from workbench.__main__ import main
-from workbench.config import ModelConfig
+from workbench.config import ModelConfig, RunConfig
 from workbench.model import GPT
+from workbench.tokenizer import train_tokenizer
 
 
 def cli(*argv) -> tuple[int, str, str]:
@@ -65,6 +69,18 @@ TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the e
         "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\nDeny thy father and refuse thy name; café.\n")
 
 
+def save_base(path: Path, task, **shape) -> Path:
+    """A GPT of 1 layer, 2 heads, 32 wide, block 32 (| shape) with random weights (seed 0) and a char
+    tokenizer of the task's texts, saved the way pretrain saves its model: a base for finetune."""
+    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
+    tok = train_tokenizer("char", text)
+    shape = {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32} | shape
+    config = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, **shape))
+    torch.manual_seed(0)
+    ckpt.save_checkpoint(path, GPT(config.model), {"config": config.to_dict(), "tokenizer": tok.to_dict()})
+    return path
+
+
 def tiny_gpt(vocab_size: int, block_size: int = 16, n_embd: int = 16, n_layer: int = 1, seed: int = 0) -> GPT:
     """A freshly initialised (seeded) GPT in eval mode."""
     torch.manual_seed(seed)
@@ -94,3 +110,51 @@ class FakeClock:
     def __call__(self):
         self.now += self.tick
         return self.now
+
+
+def fake_cuda_graphs(monkeypatch) -> list:
+    """Let `train.StepGraph` run on a CPU, for its bookkeeping (warm-up, learning rates, input copies,
+    re-recording after a resume) and for the callers that feed it: streams do nothing, and a "graph"
+    runs the step it captured — the capture runs the captured step once for real, as capture followed
+    by its first replay does on a GPU, and each later replay runs `Trainer._step` on the captured
+    inputs into the captured outputs, its gradients written afresh as a replayed backward writes
+    them. Returns the graphs made, each with its `step_graph`. The real capture is tests/test_cuda.py's."""
+    graphs = []
+
+    class Stream:
+        def __init__(self, *args):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def __init__(self):
+            self.step_graph, self.captured = None, False
+            graphs.append(self)
+
+        def replay(self):
+            if not self.captured:  # the capture ran this step
+                self.captured = True
+                return
+            sg = self.step_graph
+            sg.trainer.optimizer.zero_grad(set_to_none=True)
+            for into, value in zip(sg.outputs, sg.trainer._step(sg.inputs)):
+                if into is not None:
+                    into.copy_(value)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    monkeypatch.setattr(train_module, "graph_problem", lambda device, dist: None)
+
+    original = train_module.StepGraph.__call__
+
+    def call(sg, batches, lr):  # tell the graph which StepGraph it belongs to
+        if graphs and graphs[-1].step_graph is None:
+            graphs[-1].step_graph = sg
+        return original(sg, batches, lr)
+    monkeypatch.setattr(train_module.StepGraph, "__call__", call)
+    return graphs

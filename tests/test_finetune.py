@@ -3,19 +3,19 @@ exact resume), the MiniLM mode under CPU bf16 autocast, the comparison grid and 
 and the `finetune` command line. The task data itself: tests/test_tasks.py; the metrics: test_metrics.py."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, fake_cuda_graphs, save_base
 
 from workbench import checkpoint as ckpt
 from workbench import train as train_module
 from dataclasses import fields
 
-from workbench.config import ModelConfig, RunConfig, TrainConfig, finetune_train
+from workbench.config import TrainConfig, finetune_train
 from workbench.tasks import load_task
 from workbench.evaluate import classifier_report
 from workbench.finetune import (
@@ -32,24 +32,12 @@ from workbench.finetune import (
 from workbench.tasks import encode_texts
 from workbench.compare import compare_modes, grid_workers, summarize, tfidf_baseline
 from workbench.metrics import macro_f1, split_metrics
-from workbench.model import GPT
-from workbench.tokenizer import train_tokenizer
-
-TINY = dict(block_size=32, n_layer=1, n_head=2, n_embd=32)  # ~10k parameters with a char vocabulary
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, csv_task):
-    """A 1-layer, 32-wide GPT with random weights, saved the way pretrain saves its model."""
-    _, task = csv_task
-    text = "\n".join(pd.concat([task.train, task.val, task.test])["text"])
-    tok = train_tokenizer("char", text)
-    config = RunConfig(model=ModelConfig(vocab_size=tok.vocab_size, **TINY))
-    torch.manual_seed(0)
-    model = GPT(config.model)
-    path = tmp_path_factory.mktemp("base") / "model"
-    ckpt.save_checkpoint(path, model, {"config": config.to_dict(), "tokenizer": tok.to_dict()})
-    return path
+    """A 1-layer, 32-wide GPT with random weights (its 32-character window: most passages fill it)."""
+    return save_base(tmp_path_factory.mktemp("base") / "model", csv_task[1])
 
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -165,6 +153,33 @@ class StopAt:
     def on_step(self, trainer, record):
         if trainer.step == self.step:
             trainer.request_stop()
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_graphed_finetune_pads_every_batch_to_one_width_and_trains_as_the_eager_one(csv_task, tmp_path,
+                                                                                    monkeypatch, mode):
+    """With cuda_graph the batches keep the split's whole padded width (a graph replays one shape;
+    trimmed to each batch's longest passage, as eager batches are, they would be refused after the
+    capture), which right padding leaves without effect on the loss: the same steps as the eager run's."""
+    _, task = csv_task
+    base = save_base(tmp_path / "base", task, block_size=96)  # passages of 25-60 characters fit whole
+    config = quick(mode=mode, dtype="float32", max_iters=10, eval_interval=5)
+    widths, step = set(), train_module.Trainer._step
+
+    def seen_step(trainer, batches):
+        widths.update(batch[0].shape[1] for batch in batches)
+        return step(trainer, batches)
+    monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
+    eager = finetune(base, task, config, progress=False)
+    assert len(widths) > 1  # eager batches are trimmed to their longest passage
+    graphs, widths = fake_cuda_graphs(monkeypatch), set()
+    graphed = finetune(base, task, replace(config, train=replace(config.train, cuda_graph=True)), progress=False)
+    assert len(widths) == 1
+    assert len(graphs) == 1 and (graphs[0].step_graph.eager_steps, graphs[0].step_graph.replays) == (3, 7)
+    for key in ("loss", "grad_norm"):
+        want, got = (r.history.df[key].dropna().to_numpy() for r in (eager, graphed))
+        assert len(want) == 10 and got == pytest.approx(want, rel=1e-5), key
+    assert graphed.metrics["val_macro_f1"] == eager.metrics["val_macro_f1"]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FakeClock
+from helpers import FakeClock, fake_cuda_graphs
 
 from workbench import checkpoint as ckpt
 from workbench.config import ModelConfig, TrainConfig
@@ -432,53 +432,9 @@ def test_a_checkpoint_holds_a_tensor_learning_rate_as_a_number_and_resumes_in_th
 
 @pytest.fixture
 def cpu_graphs(monkeypatch):
-    """`StepGraph` on a CPU, for its bookkeeping (warm-up, learning rates, input copies, re-recording
-    after a resume): streams do nothing, and a "graph" runs the step it captured — the capture runs
-    the captured step once for real, as capture followed by its first replay does on a GPU, and each
-    later replay runs `Trainer._step` on the captured inputs into the captured outputs, its gradients
-    written afresh as a replayed backward writes them. The real capture is tests/test_cuda.py's."""
-    graphs = []
-
-    class Stream:
-        def __init__(self, *args):
-            pass
-
-        def wait_stream(self, other):
-            pass
-
-    class Graph:
-        def __init__(self):
-            self.step_graph, self.captured = None, False
-            graphs.append(self)
-
-        def replay(self):
-            if not self.captured:  # the capture ran this step
-                self.captured = True
-                return
-            sg = self.step_graph
-            sg.trainer.optimizer.zero_grad(set_to_none=True)
-            for into, value in zip(sg.outputs, sg.trainer._step(sg.inputs)):
-                if into is not None:
-                    into.copy_(value)
-
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda *args: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
-    monkeypatch.setattr(train_module, "graph_problem", lambda device, dist: None)
-
-    def make(*args, **kw):
-        trainer = make_trainer(*args, cuda_graph=True, **kw)
-        original = train_module.StepGraph.__call__
-
-        def call(sg, batches, lr):  # tell the graph which StepGraph it belongs to
-            if graphs and graphs[-1].step_graph is None:
-                graphs[-1].step_graph = sg
-            return original(sg, batches, lr)
-        monkeypatch.setattr(train_module.StepGraph, "__call__", call)
-        return trainer
-    return make
+    """`make_trainer` with cuda_graph on a CPU, through `helpers.fake_cuda_graphs`."""
+    fake_cuda_graphs(monkeypatch)
+    return lambda *args, **kw: make_trainer(*args, cuda_graph=True, **kw)
 
 
 def test_a_step_graph_takes_the_eager_steps_on_a_cpu(cpu_graphs):

@@ -2,9 +2,13 @@
 exact resume, the decoding table beside the rule-based parser, cross-attention, and (slow) the
 alignment a trained model learns: the ISO month digits look at the month's name."""
 
+from dataclasses import replace
+
 import pytest
 import torch
+from helpers import fake_cuda_graphs
 
+from workbench import train as train_module
 from workbench.translation import date_task
 from workbench.translator import (CrossAttentionSnapshots, TranslationConfig, cross_attention, decoding_table,
                                   load_translator, locale_comparison, month_alignment, seq2seq_train)
@@ -92,6 +96,29 @@ def test_resume_continues_exactly(task, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="already holds files; pass --resume"):
         seq2seq_train(task, tiny_config(), tmp_path / "a", progress=False)
+
+
+def test_a_graphed_run_pads_every_batch_to_one_width_and_trains_as_the_eager_one(task, monkeypatch):
+    """With cuda_graph the batches keep the split's whole padded width (a graph replays one shape;
+    trimmed as eager batches are, they would be refused after the capture); padding is masked in the
+    encoder and ignored by the loss, so the steps are the eager run's."""
+    config = TranslationConfig(model=TINY | {"dropout": 0.0}, val_translate=4,
+                               train={"max_iters": 8, "eval_interval": 4, "batch_size": 16, "warmup_iters": 2,
+                                      "dtype": "float32"})
+    widths, step = set(), train_module.Trainer._step
+
+    def seen_step(trainer, batches):
+        widths.update((src.shape[1], tgt_in.shape[1]) for src, tgt_in, _ in batches)
+        return step(trainer, batches)
+    monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
+    eager = seq2seq_train(task, config, progress=False)
+    assert len(widths) > 1  # eager batches are trimmed to their longest rows
+    graphs, widths = fake_cuda_graphs(monkeypatch), set()
+    graphed = seq2seq_train(task, replace(config, train=replace(config.train, cuda_graph=True)), progress=False)
+    assert len(widths) == 1 and (graphs[0].step_graph.eager_steps, graphs[0].step_graph.replays) == (3, 5)
+    for key in ("loss", "grad_norm"):
+        want, got = (r.history.df[key].dropna().to_numpy() for r in (eager, graphed))
+        assert len(want) == 8 and got == pytest.approx(want, rel=1e-5), key
 
 
 def test_decoding_table_has_greedy_beams_and_the_rule_based_row(trained, task):

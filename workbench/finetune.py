@@ -382,7 +382,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     def next_batch(generator: torch.Generator):
         ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
         n = train_len[ix]
-        return _trim(train_idx[ix], n).to(device), n.to(device), y["train"][ix].to(device)
+        x = train_idx[ix] if tc.cuda_graph else _trim(train_idx[ix], n)  # a CUDA graph replays one shape
+        return x.to(device), n.to(device), y["train"][ix].to(device)
 
     evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
     artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}

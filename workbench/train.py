@@ -466,9 +466,11 @@ class StepGraph:
     libraries' workspaces happen there, as PyTorch's CUDA graph docs require); the next step is
     captured whole — every micro-batch's forward and backward, clipping and fused AdamW (`capturable`,
     its learning rate a tensor each step fills) — and every step from then on copies its batches into
-    the graph's input tensors and replays it. So all batches must have one shape, and the gradients
-    stay in the graph's memory (never set to None). Dropout draws new masks at every replay. After `Trainer.resume` loads new optimizer state
-    the Trainer makes a new StepGraph, which records the step anew.
+    the graph's input tensors and replays it. So all batches must have one shape (`finetune` and
+    `seq2seq_train` then pad theirs to the split's longest example instead of each batch's), and the
+    gradients stay in the graph's memory (never set to None). Dropout draws new masks at every
+    replay. After `Trainer.resume` loads new optimizer state the Trainer makes a new StepGraph, which
+    records the step anew.
     """
 
     def __init__(self, trainer: "Trainer", warmup: int = 3):

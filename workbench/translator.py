@@ -247,7 +247,9 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
 
     def next_batch(generator: torch.Generator):
         ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
-        src, tgt = _trim_pad(train_src[ix], train_tgt[ix])
+        src, tgt = train_src[ix], train_tgt[ix]
+        if not tc.cuda_graph:  # a CUDA graph replays one shape
+            src, tgt = _trim_pad(src, tgt)
         return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
 
     evaluate = _Evaluator(translator, task.val, config.val_translate, config.eval_batch_size, device)
