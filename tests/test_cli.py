@@ -178,6 +178,28 @@ def test_resume_gives_bit_identical_weights(tmp_path, corpus, trained):
                                            pd.read_csv(run / "history.csv")[column])
 
 
+def test_split_qkv_is_a_pretrain_flag_that_a_resumed_run_may_change(tmp_path, corpus):
+    """`--split-qkv` (q, k, v from three matmuls on c_attn's rows): the run's model computes so and its
+    config says so; the weights are the same either way, so a resume may drop it (a changed shape may not)."""
+    from workbench.pretrain import load_pretrained
+
+    run = tmp_path / "run"
+    short = ["--corpus", corpus, *TINY, "--max-iters", "6", "--eval-interval", "3"]
+    code, _, err = cli("pretrain", *short, "--split-qkv", "--out", run)
+    assert code == 0, err
+    model, _, config = load_pretrained(run)
+    assert config.model.split_qkv and all(block.attn.split_qkv for block in model.transformer.h)
+    shutil.rmtree(run / "model")  # as if stopped after step 3's checkpoint
+    shutil.rmtree(run / "checkpoints" / "step-0000006")
+    (run / "checkpoints" / "latest").write_text("step-0000003")
+    code, _, err = cli("pretrain", *short, "--n-layer", "3", "--resume", "--out", run)
+    assert_user_error(code, err, "drop --n-layer")
+    code, _, err = cli("pretrain", *short, "--no-split-qkv", "--resume", "--out", run)
+    assert code == 0, err
+    model, _, config = load_pretrained(run)
+    assert not config.model.split_qkv and not any(block.attn.split_qkv for block in model.transformer.h)
+
+
 # --------------------------------------------------------------------------- flags
 def test_preset_sets_defaults_and_explicit_flags_win(tmp_path, corpus):
     out = tmp_path / "preset"

@@ -65,7 +65,7 @@ def test_training_forward_and_backward_run_on_flash_attention_in_bf16():
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_split_qkv_gives_the_same_gradients_on_cuda(compiled, exact_fp32):
-    """q, k, v from three matmuls (`CausalSelfAttention.split_qkv`, what `bench --split-qkv` times)
+    """q, k, v from three matmuls (`ModelConfig.split_qkv`, what `bench --split-qkv` times)
     train as the one c_attn matmul does on the GPU, eager and compiled."""
     results = {}
     for split in (True, False):
@@ -280,8 +280,8 @@ def test_bench_on_cuda_reports_bf16_figures():
 def test_step_profile_on_cuda_splits_kernel_time_and_times_the_hosts_launches():
     from workbench.bench import step_profile
 
-    config = preset("smoke", model={"vocab_size": 65}, train={"device": "cuda"})
-    result = step_profile(config, steps=3, warmup=2, split_qkv=True)
+    config = preset("smoke", model={"vocab_size": 65, "split_qkv": True}, train={"device": "cuda"})
+    result = step_profile(config, steps=3, warmup=2)
     assert result["device"].startswith("cuda") and result["kinds"]["matmul"] > 0 and result["kinds"]["attention"] > 0
     # a step of this tiny model is bound by the host: launching it takes about as long as it runs
     assert 0.2 * result["ms_per_step"] < result["host_launch_ms"] < 5 * result["ms_per_step"]

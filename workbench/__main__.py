@@ -280,12 +280,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
     result = run_bench(config, iters=args.iters, warmup=args.warmup, generation=not args.no_generation,
-                       compile_generation=not args.no_generation_compile, hf=not args.no_hf, split_qkv=args.split_qkv)
+                       compile_generation=not args.no_generation_compile, hf=not args.no_hf)
     if args.loss_memory:
         result.update(loss_memory(config))
     print(format_table(result))
     if args.step_profile:
-        result["step_profile"] = step_profile(config, split_qkv=args.split_qkv)
+        result["step_profile"] = step_profile(config)
         print(format_profile(result["step_profile"]))
     if args.json:
         write_json(Path(args.json), result)
@@ -382,8 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure the step's peak memory with the chunked loss and with full logits")
     p.add_argument("--step-profile", action="store_true",
                    help="also profile a few training steps: time by kind of work (matmul, attention, ...) and the largest kernels")
-    p.add_argument("--split-qkv", action="store_true",
-                   help="train with q, k, v from three matmuls instead of one (faster gradients' layout on CUDA; see model.py)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     add_config_flags(p)
     p.set_defaults(func=cmd_bench)

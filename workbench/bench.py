@@ -125,28 +125,25 @@ def random_batches(config: RunConfig, device: torch.device):
     return lambda g: get_batch(data, mc.block_size, batch_size, g, device=device)
 
 
-def _bench_model(config: RunConfig, chunked_loss: bool | None = None, split_qkv: bool = False) -> GPT:
-    """The GPT a speed measurement trains: seeded as `pretrain` seeds it, with the loss and q, k, v
-    projection asked for (`training_speed`)."""
+def _bench_model(config: RunConfig, chunked_loss: bool | None = None) -> GPT:
+    """The GPT a speed measurement trains: seeded as `pretrain` seeds it, with the loss asked for
+    (`training_speed`)."""
     torch.manual_seed(config.train.seed)
     model = GPT(config.model)
     model.chunked_loss = chunked_loss
-    for block in model.transformer.h:
-        block.attn.split_qkv = split_qkv
     return model
 
 
-def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10, chunked_loss: bool | None = None,
-                   split_qkv: bool = False) -> dict[str, Any]:
+def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10,
+                   chunked_loss: bool | None = None) -> dict[str, Any]:
     """Train `warmup + iters` steps on random tokens; median ms/iter of the last `iters`.
 
     chunked_loss: True/False force the chunked loss or full (B, T, vocab) logits (`GPT.chunked_loss`);
-    None leaves the model's choice by device. split_qkv: q, k, v from three matmuls
-    (`CausalSelfAttention.project`).
+    None leaves the model's choice by device.
     """
     tc, mc = config.train, config.model
     device = setup_device(tc, DistInfo())
-    model = _bench_model(config, chunked_loss, split_qkv)
+    model = _bench_model(config, chunked_loss)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = time_steps(model, tc, random_batches(config, device), warmup + iters, device)[warmup:]
@@ -224,15 +221,14 @@ def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**34) -> float |
     return 1000 * statistics.median(times)
 
 
-def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15,
-                 split_qkv: bool = False) -> dict[str, Any]:
+def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15) -> dict[str, Any]:
     """Where the training step's time goes: `steps` steps of the Trainer's step on random tokens under
     `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over).
 
     On CUDA the time is the GPU kernels' (the rest of the step is time no kernel ran: launch gaps,
     waiting for the host), and `host_launch_ms` adds how long the host takes to launch a step; on a
     CPU the operators' own time (the rest: Python and the framework between operators). The profiler
-    slows the host, so the step takes longer than in `bench`. split_qkv as in `training_speed`.
+    slows the host, so the step takes longer than in `bench`.
 
     Returns:
         {"device", "steps", "ms_per_step", "busy_ms", "idle_ms", "kinds": {kind: ms a step, largest
@@ -248,7 +244,7 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
     warmup = warmup if warmup is not None else max(2, tc.log_interval)
     # max_iters beyond the steps run here: fit() pauses at each `until`, never reaching the final evaluation
     tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
-    trainer = Trainer(_bench_model(config, split_qkv=split_qkv), tc, random_batches(config, device),
+    trainer = Trainer(_bench_model(config), tc, random_batches(config, device),
                       lambda m: {"val_loss": 0.0}, progress=False, device=device)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
@@ -478,16 +474,16 @@ def decoding_figures(model: GPT, lengths: Sequence[int] = GEN_LENGTHS, batches: 
 
 
 def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: bool = True,
-              compile_generation: bool = True, hf: bool = True, split_qkv: bool = False) -> dict[str, Any]:
+              compile_generation: bool = True, hf: bool = True) -> dict[str, Any]:
     """Every figure of the benchmark as a plain dict (see the module docstring).
 
     Generation runs in the training dtype's inference form on CUDA (a bf16 copy of the weights when
     training uses bf16, the default there) and in float32 on a CPU (`generate.inference_model`).
     compile_generation adds the compiled engine beside the eager one; hf adds Hugging Face
-    `generate` on the same weights. split_qkv trains with q, k, v from three matmuls.
+    `generate` on the same weights.
     """
     tc = config.train
-    result = training_speed(config, iters, warmup, split_qkv=split_qkv)
+    result = training_speed(config, iters, warmup)
     device = result.pop("device")
     result.pop("model")
     use_bf16 = uses_bf16(device, tc.dtype)
@@ -496,7 +492,7 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "dtype": "bfloat16" if use_bf16 else "float32", "compile": tc.compile,
-        "split_qkv": split_qkv, "cuda_graph": tc.cuda_graph,
+        "split_qkv": config.model.split_qkv, "cuda_graph": tc.cuda_graph,
         "n_layer": config.model.n_layer, "n_head": config.model.n_head, "n_embd": config.model.n_embd,
         "block_size": config.model.block_size, "batch_size": tc.batch_size, "vocab_size": config.model.vocab_size,
         **result, "achieved_tflops": achieved / 1e12, "peak_tflops": peaks["median"] / 1e12, "mfu": achieved / peaks["median"],

@@ -46,6 +46,7 @@ class ModelConfig:
     pos_encoding: str = "learned"  # learned | sinusoidal | rope
     activation: str = "gelu"  # gelu | relu (MLP non-linearity)
     tie_weights: bool = True  # share token embedding and output projection
+    split_qkv: bool = False  # q, k, v from three matmuls on c_attn's rows: same weights, a speed choice (model.py)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

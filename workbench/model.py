@@ -255,7 +255,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.hook_pattern = HookPoint()  # (B, nh, T, T_k)
         self.hook_z = HookPoint()  # (B, T, nh, hs)
-        self.split_qkv = False  # q, k, v from three matmuls: see `project`
+        self.split_qkv = config.split_qkv  # q, k, v from three matmuls: see `project`
 
     def forward(self, x, rope=None, cache: KVCache | None = None, layer: int = 0, positions=None, filled=None):
         """x: (B, T, C) -> (B, T, C). rope: cos and signed sin tables (`rope_tables`) at x's
@@ -291,7 +291,7 @@ class CausalSelfAttention(nn.Module):
         a step, timed with the GPU held busy), so the step gained only 0.7-1.2% (two runs on an H200,
         the two ways in turns). A smaller model's step is bound by the host sooner, and on a CPU the
         three matmuls are slower (bf16: 4.5% on the baby GPT), so it is off by default;
-        `bench --split-qkv` measures it. A `c_attn` that is not a plain `nn.Linear` (LoRA adapters) or
+        `--split-qkv` (`ModelConfig.split_qkv`, a flag of `pretrain` and `bench`) turns it on. A `c_attn` that is not a plain `nn.Linear` (LoRA adapters) or
         has hooks is always called as a module.
         """
         B, T, C = x.size()

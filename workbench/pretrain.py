@@ -67,7 +67,8 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     device = setup_device(config.train, run.dist)
     corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
     if run.saved is not None:
-        run.check_same("config", {"data": asdict(config.data), "model": asdict(config.model)}, ignore=("model.vocab_size",))
+        run.check_same("config", {"data": asdict(config.data), "model": asdict(config.model)},
+                       ignore=("model.vocab_size", "model.split_qkv"))  # split_qkv: the same weights
         tokenizer = load_tokenizer(run.saved.artifacts["tokenizer"])
     elif tokenizer is None:
         # BPE learns merges from the training text only; the char vocabulary is just the character
