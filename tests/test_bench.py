@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from helpers import FakeClock
+from helpers import FakeClock, fake_cuda_graphs
 
 from workbench import bench
 from workbench import train as train_module
@@ -173,6 +173,14 @@ def test_step_profile_splits_the_steps_time_by_kind():
     assert len(result["top"]) == 5 and [r["ms"] for r in result["top"]] == sorted((r["ms"] for r in result["top"]), reverse=True)
     assert all(r["kind"] == bench.kernel_kind(r["name"]) for r in result["top"])
     assert result["host_launch_ms"] is None  # host and device are one on a CPU
+
+
+def test_step_profile_with_cuda_graph_profiles_replays_only(monkeypatch):
+    """By default the profile starts after the graph's eager steps and its capture (on a CPU with the
+    stand-in graph): 3 eager steps, the capture, then the 5 profiled steps, all replays."""
+    graphs = fake_cuda_graphs(monkeypatch)
+    bench.step_profile(preset("smoke", train={"cuda_graph": True}), steps=5)  # smoke logs every step
+    assert (graphs[0].step_graph.eager_steps, graphs[0].step_graph.replays) == (3, 1 + 5)
 
 
 class FakeLaunchTrainer:

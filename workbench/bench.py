@@ -223,7 +223,8 @@ def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**34) -> float |
 
 def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15) -> dict[str, Any]:
     """Where the training step's time goes: `steps` steps of the Trainer's step on random tokens under
-    `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over).
+    `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over, and
+    with `cuda_graph` the steps before the graph's first replay).
 
     On CUDA the time is the GPU kernels' (the rest of the step is time no kernel ran: launch gaps,
     waiting for the host), and `host_launch_ms` adds how long the host takes to launch a step; on a
@@ -241,11 +242,12 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
 
     tc = config.train
     device = setup_device(tc, DistInfo())
-    warmup = warmup if warmup is not None else max(2, tc.log_interval)
     # max_iters beyond the steps run here: fit() pauses at each `until`, never reaching the final evaluation
     tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
     trainer = Trainer(_bench_model(config), tc, random_batches(config, device),
                       lambda m: {"val_loss": 0.0}, progress=False, device=device)
+    if warmup is None:  # with cuda_graph, past the eager steps and the capture too: the replayed step is profiled
+        warmup = max(2, tc.log_interval, trainer.step_graph.warmup + 1 if trainer.step_graph else 0)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
     _sync(device)
