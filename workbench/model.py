@@ -291,8 +291,9 @@ class CausalSelfAttention(nn.Module):
         a step, timed with the GPU held busy), so the step gained only 0.7-1.2% (two runs on an H200,
         the two ways in turns). A smaller model's step is bound by the host sooner, and on a CPU the
         three matmuls are slower (bf16: 4.5% on the baby GPT), so it is off by default;
-        `--split-qkv` (`ModelConfig.split_qkv`, a flag of `pretrain` and `bench`) turns it on. A `c_attn` that is not a plain `nn.Linear` (LoRA adapters) or
-        has hooks is always called as a module.
+        `--split-qkv` (`ModelConfig.split_qkv`, a flag of `pretrain` and `bench`) turns it on. A
+        `c_attn` that is not a plain `nn.Linear` (LoRA adapters) or has hooks is always called as a
+        module.
         """
         B, T, C = x.size()
         hs = C // self.n_head
