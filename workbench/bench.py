@@ -48,7 +48,7 @@ from .generate import Engine, inference_model
 from .model import GPT, INFERENCE_BACKENDS, HookPoint
 from .distributed import DistInfo
 from .run import setup_device
-from .train import autocast_context, resolve_device, time_steps, uses_bf16
+from .train import StepGraph, autocast_context, resolve_device, time_steps, uses_bf16
 
 GEN_LENGTHS = (128, 512)  # new tokens per generation figure
 TURNS = 5  # a compared pair is timed this many times each, in alternation; their medians are compared
@@ -221,6 +221,12 @@ def host_launch_ms(trainer, trials: int = 5, max_cycles: int = 2**34) -> float |
     return 1000 * statistics.median(times)
 
 
+def _warmup_steps(tc) -> int:
+    """Steps to run before timing or profiling the Trainer's step: one logging window (so compiling is
+    over) and, with cuda_graph, the graph's eager steps and its capture (the replayed step counts)."""
+    return max(2, tc.log_interval, StepGraph.WARMUP + 1 if tc.cuda_graph else 0)
+
+
 def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, top: int = 15) -> dict[str, Any]:
     """Where the training step's time goes: `steps` steps of the Trainer's step on random tokens under
     `torch.profiler`, after `warmup` steps (default: one logging window, so compiling is over, and
@@ -246,8 +252,7 @@ def step_profile(config: RunConfig, steps: int = 5, warmup: int | None = None, t
     tc = replace(tc, max_iters=10**6, eval_interval=10**6, patience=None)
     trainer = Trainer(_bench_model(config), tc, random_batches(config, device),
                       lambda m: {"val_loss": 0.0}, progress=False, device=device)
-    if warmup is None:  # with cuda_graph, past the eager steps and the capture too: the replayed step is profiled
-        warmup = max(2, tc.log_interval, trainer.step_graph.warmup + 1 if trainer.step_graph else 0)
+    warmup = warmup if warmup is not None else _warmup_steps(tc)
     trainer.fit(until=warmup)
     cuda = device.type == "cuda"
     _sync(device)
@@ -292,7 +297,7 @@ def _step_figures(config: RunConfig, iters: int, chunked_loss: bool) -> dict[str
     # Steps between two logging steps share their window's mean time (`time_steps`): warm up for a whole
     # window, so the first step's compilation is not spread over the measured ones.
     window = config.train.log_interval
-    result = training_speed(config, max(iters, window), warmup=max(2, window), chunked_loss=chunked_loss)
+    result = training_speed(config, max(iters, window), warmup=_warmup_steps(config.train), chunked_loss=chunked_loss)
     return {"peak_memory_mb": result["peak_memory_mb"], "ms_per_iter": result["ms_per_iter"]}
 
 

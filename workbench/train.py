@@ -473,7 +473,9 @@ class StepGraph:
     records the step anew.
     """
 
-    def __init__(self, trainer: "Trainer", warmup: int = 3):
+    WARMUP = 3  # eager steps before the capture
+
+    def __init__(self, trainer: "Trainer", warmup: int = WARMUP):
         self.trainer, self.warmup = trainer, warmup
         self.eager_steps = 0
         self.replays = 0
