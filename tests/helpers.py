@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from workbench import checkpoint as ckpt
+from workbench import run as run_module
 from workbench import train as train_module
 from workbench.__main__ import main
 from workbench.config import ModelConfig, RunConfig
@@ -148,7 +149,8 @@ def fake_cuda_graphs(monkeypatch) -> list:
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
-    monkeypatch.setattr(train_module, "graph_problem", lambda device, dist: None)
+    for module in (train_module, run_module):  # the Trainer's check and `run.setup_device`'s early one
+        monkeypatch.setattr(module, "graph_problem", lambda device, dist: None)
 
     original = train_module.StepGraph.__call__
 

@@ -155,6 +155,12 @@ class StopAt:
             trainer.request_stop()
 
 
+def test_a_cuda_graph_on_a_cpu_is_refused_before_the_model_is_built(csv_task):
+    """`run.setup_device` comes first: the one line with the fix, not the missing checkpoint found later."""
+    with pytest.raises(ValueError, match=r"^cuda_graph needs a CUDA GPU, not cpu; drop --cuda-graph$"):
+        finetune(None, csv_task[1], quick(mode="full", cuda_graph=True), progress=False)
+
+
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_a_graphed_finetune_pads_every_batch_to_one_width_and_trains_as_the_eager_one(csv_task, tmp_path,
                                                                                     monkeypatch, mode):

@@ -9,6 +9,7 @@ import torch
 from helpers import fake_cuda_graphs
 
 from workbench import train as train_module
+from workbench import translator as translator_module
 from workbench.translation import date_task
 from workbench.translator import (CrossAttentionSnapshots, TranslationConfig, cross_attention, decoding_table,
                                   load_translator, locale_comparison, month_alignment, seq2seq_train)
@@ -96,6 +97,14 @@ def test_resume_continues_exactly(task, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="already holds files; pass --resume"):
         seq2seq_train(task, tiny_config(), tmp_path / "a", progress=False)
+
+
+def test_a_cuda_graph_on_a_cpu_is_refused_before_the_tokenizer_is_trained(task, monkeypatch):
+    def unexpected(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained before the refusal")
+    monkeypatch.setattr(translator_module, "train_pair_tokenizer", unexpected)
+    with pytest.raises(ValueError, match=r"^cuda_graph needs a CUDA GPU, not cpu; drop --cuda-graph$"):
+        seq2seq_train(task, tiny_config(cuda_graph=True, device="cpu"), progress=False)
 
 
 def test_a_graphed_run_pads_every_batch_to_one_width_and_trains_as_the_eager_one(task, monkeypatch):

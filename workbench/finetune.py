@@ -341,6 +341,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
     """
     run = Run(out_dir, resume)
+    device = setup_device(config.train, run.dist)
     info = _task_info(task)
     # What to build: the saved run when resuming, else the pretrained checkpoint.
     pretrained, tokenizer, base_config = None, None, None
@@ -376,7 +377,6 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
     tc = config.loop(n_train)
-    device = setup_device(tc, run.dist)
     train_idx, train_len = enc["train"]
 
     def next_batch(generator: torch.Generator):

@@ -35,7 +35,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, dist_info
-from .train import Trainer, resolve_device
+from .train import Trainer, graph_problem, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,11 @@ def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
 
 def setup_device(config: TrainConfig, dist: DistInfo) -> torch.device:
     """The device this process trains on, with the process-wide settings that go with it:
-    cuda:<local rank> under torchrun, and TF32 for the fp32 matmuls that bf16 autocast leaves."""
+    cuda:<local rank> under torchrun, and TF32 for the fp32 matmuls that bf16 autocast leaves. Entry
+    points call it first, so a cuda_graph that cannot run here is refused before any data is read."""
     device = resolve_device(config.device)
+    if config.cuda_graph and (problem := graph_problem(device, dist)):
+        raise ValueError(problem)
     if device.type == "cuda":
         if dist.enabled:
             device = torch.device("cuda", dist.local_rank)

@@ -223,6 +223,7 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     """
     config = config or TranslationConfig()
     run = Run(out_dir, resume)
+    device = setup_device(config.train, run.dist)
     if run.saved is not None:
         run.check_same("translation", asdict(config))
         if run.saved.artifacts["task"] != task.info():
@@ -240,7 +241,6 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     torch.manual_seed(config.train.seed)
     model = Seq2Seq(model_config)
     tc = config.train.resolved()
-    device = setup_device(tc, run.dist)
     translator = Translator(model, tokenizer, config)
     train_src, train_tgt = encode_pairs(tokenizer, task.train, model_config.max_src_len, model_config.max_tgt_len)
     n_train = len(train_src)
