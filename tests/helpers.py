@@ -160,3 +160,15 @@ def fake_cuda_graphs(monkeypatch) -> list:
         return original(sg, batches, lr)
     monkeypatch.setattr(train_module.StepGraph, "__call__", call)
     return graphs
+
+
+def batch_widths(monkeypatch) -> set:
+    """The set of batch shapes (each tensor's width: shape[1]) that `Trainer._step` is given from now
+    on, filled as training runs; `clear()` it between runs."""
+    widths, step = set(), train_module.Trainer._step
+
+    def seen_step(trainer, batches):
+        widths.update(tuple(x.shape[1] for x in batch if x.dim() > 1) for batch in batches)
+        return step(trainer, batches)
+    monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
+    return widths

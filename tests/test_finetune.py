@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import cli, fake_cuda_graphs, save_base
+from helpers import batch_widths, cli, fake_cuda_graphs, save_base
 
 from workbench import checkpoint as ckpt
 from workbench import train as train_module
@@ -170,15 +170,11 @@ def test_a_graphed_finetune_pads_every_batch_to_one_width_and_trains_as_the_eage
     _, task = csv_task
     base = save_base(tmp_path / "base", task, block_size=96)  # passages of 25-60 characters fit whole
     config = quick(mode=mode, dtype="float32", max_iters=10, eval_interval=5)
-    widths, step = set(), train_module.Trainer._step
-
-    def seen_step(trainer, batches):
-        widths.update(batch[0].shape[1] for batch in batches)
-        return step(trainer, batches)
-    monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
+    widths = batch_widths(monkeypatch)
     eager = finetune(base, task, config, progress=False)
     assert len(widths) > 1  # eager batches are trimmed to their longest passage
-    graphs, widths = fake_cuda_graphs(monkeypatch), set()
+    graphs = fake_cuda_graphs(monkeypatch)
+    widths.clear()
     graphed = finetune(base, task, replace(config, train=replace(config.train, cuda_graph=True)), progress=False)
     assert len(widths) == 1
     assert len(graphs) == 1 and (graphs[0].step_graph.eager_steps, graphs[0].step_graph.replays) == (3, 7)

@@ -6,9 +6,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import fake_cuda_graphs
+from helpers import batch_widths, fake_cuda_graphs
 
-from workbench import train as train_module
 from workbench import translator as translator_module
 from workbench.translation import date_task
 from workbench.translator import (CrossAttentionSnapshots, TranslationConfig, cross_attention, decoding_table,
@@ -114,15 +113,11 @@ def test_a_graphed_run_pads_every_batch_to_one_width_and_trains_as_the_eager_one
     config = TranslationConfig(model=TINY | {"dropout": 0.0}, val_translate=4,
                                train={"max_iters": 8, "eval_interval": 4, "batch_size": 16, "warmup_iters": 2,
                                       "dtype": "float32"})
-    widths, step = set(), train_module.Trainer._step
-
-    def seen_step(trainer, batches):
-        widths.update((src.shape[1], tgt_in.shape[1]) for src, tgt_in, _ in batches)
-        return step(trainer, batches)
-    monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
+    widths = batch_widths(monkeypatch)
     eager = seq2seq_train(task, config, progress=False)
     assert len(widths) > 1  # eager batches are trimmed to their longest rows
-    graphs, widths = fake_cuda_graphs(monkeypatch), set()
+    graphs = fake_cuda_graphs(monkeypatch)
+    widths.clear()
     graphed = seq2seq_train(task, replace(config, train=replace(config.train, cuda_graph=True)), progress=False)
     assert len(widths) == 1 and (graphs[0].step_graph.eager_steps, graphs[0].step_graph.replays) == (3, 5)
     for key in ("loss", "grad_norm"):
