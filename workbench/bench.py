@@ -522,10 +522,10 @@ def run_bench(config: RunConfig, iters: int = 50, warmup: int = 10, generation: 
 
 
 def format_table(result: dict[str, Any]) -> str:
-    split = " / q, k, v from three matmuls" if result.get("split_qkv") else ""
-    split += " / the step replayed as one CUDA graph" if result.get("cuda_graph") else ""
+    options = " / q, k, v from three matmuls" if result.get("split_qkv") else ""
+    options += " / the step replayed as one CUDA graph" if result.get("cuda_graph") else ""
     rows = [
-        ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}{split}"),
+        ("device", result["device"]), ("torch", result["torch"]), ("dtype / compile", f"{result['dtype']} / {result['compile']}{options}"),
         ("shape", f"{result['n_layer']} layers x {result['n_head']} heads x {result['n_embd']}, block {result['block_size']}, "
                   f"batch {result['batch_size']}, vocab {result['vocab_size']}"),
         ("parameters", f"{result['params']:,}"),
