@@ -165,8 +165,23 @@ def test_bad_arguments_name_the_fix():
     engine = Engine(sharp())
     with pytest.raises(ValueError, match="at least one token"):
         engine.generate([[1, 2], []], 3)
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
-        engine.generate([[1]], 3, temperature=-1)
+
+
+BAD_SAMPLING = [({"temperature": -1.0}, "temperature must be >= 0"), ({"top_k": 0}, "top_k must be >= 1"),
+                ({"top_k": -2}, "top_k must be >= 1"), ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+                ({"top_p": 1.5}, r"top_p must be in \(0, 1\]")]
+
+
+@pytest.mark.parametrize("bad, message", BAD_SAMPLING)
+def test_bad_sampling_settings_are_refused_with_the_fix(bad, message):
+    """The engine and both paths of GPT.generate refuse them in one line, not deep inside torch.topk."""
+    model = sharp()
+    sampling = {"temperature": 1.0, **bad}
+    with pytest.raises(ValueError, match=message):
+        Engine(model).generate([[1]], 3, **sampling)
+    for use_cache in (True, False):
+        with pytest.raises(ValueError, match=message):
+            model.generate(torch.tensor([[1]]), 3, use_cache=use_cache, **sampling)
 
 
 def test_decode_step_attends_only_to_each_rows_filled_slots():

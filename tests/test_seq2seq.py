@@ -173,6 +173,8 @@ def test_cached_decoding_equals_uncached():
     assert torch.equal(greedy(model, src), greedy(model, src, use_cache=False))
     sampled = generate(model, src, temperature=1.0, top_k=5, seed=3)
     assert torch.equal(sampled, generate(model, src, temperature=1.0, top_k=5, seed=3, use_cache=False))
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        generate(model, src, temperature=1.0, top_k=0)
     cached = beam_search(model, src, beam=3, n_best=3)
     uncached = beam_search(model, src, beam=3, n_best=3, use_cache=False)
     assert [[h.tokens for h in hyps] for hyps in cached] == [[h.tokens for h in hyps] for hyps in uncached]

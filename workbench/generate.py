@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .model import GPT, KVCache, sample_next
+from .model import GPT, KVCache, check_sampling, sample_next
 
 
 def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -117,10 +117,7 @@ class Engine:
         baby GPT ~9% faster than under `no_grad`), so the columns are inference tensors: use them
         freely, but `clone()` one outside inference mode before it enters a computation with gradients.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
         if not rows or any(len(r) == 0 for r in rows):
             raise ValueError("every prompt needs at least one token; start empty prompts with e.g. a newline")

@@ -572,10 +572,7 @@ class GPT(HookedModule):
 
             yield from Engine(self, compile=False).stream(idx, max_new_tokens, temperature, top_k, top_p, seed)
             return
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         was_training = self.training
         self.eval()
         generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
@@ -701,6 +698,16 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.
     """
     chunk_rows = chunk_rows or max(1, LOSS_CHUNK_ELEMENTS // weight.size(0))
     return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_rows)
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse sampling settings `sample_next` cannot use, before any decoding starts."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (None keeps every token), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator=None):

@@ -57,7 +57,7 @@ from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, from_dict
-from .model import GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, rope_tables, sample_next, sinusoidal_encoding
+from .model import GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, check_sampling, rope_tables, sample_next, sinusoidal_encoding
 from .run import load_final
 
 
@@ -541,10 +541,7 @@ def generate(model: Seq2Seq, src: torch.Tensor, max_len: int | None = None, temp
     Returns:
         (B, L) written ids, L <= max_len: tokens, EOS, then pad_id.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p)
     cfg = model.config
     max_len = _max_len(max_len, cfg)
     generator = torch.Generator(device=src.device).manual_seed(seed) if seed is not None else None
