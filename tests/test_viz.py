@@ -253,13 +253,34 @@ def test_attention_explorer_widget_redraws_on_slider_and_model_change():
     w.head_slider.value = 3
     assert np.allclose(z(), w.result.attentions[0, 3].numpy()) and not np.allclose(z(), w.result.attentions[0, 0])
     assert "head 3" in w.figure_widget.layout.title.text
-    w.model_dropdown.value = "one"  # the head slider is clamped to the smaller model
-    assert (w.layer_slider.max, w.head_slider.max, w.head_slider.value) == (0, 1, 1)
+    w.layer_slider.value = 1
+    w.model_dropdown.value = "one"  # both sliders are clamped to the smaller model, then it draws once
+    assert (w.layer_slider.max, w.head_slider.max, w.layer_slider.value, w.head_slider.value) == (0, 1, 0, 1)
     assert np.allclose(z(), w.result.attentions[0, 1].numpy())
+    assert w.figure_widget.layout.title.text.startswith("GPT 1L×2H: layer 0, head 1")
     w.text_box.value = "cat?"  # "?" is not in the vocabulary: a message, no exception
     assert "?" in w.status.value or "vocabulary" in w.status.value
     w.text_box.value = "sat"
     assert w.status.value == "" and list(w.figure_widget.data[0].x) == ["0:s", "1:a", "2:t"]
+
+
+def test_attention_explorer_shows_each_models_head_table_only_on_that_model():
+    pytest.importorskip("ipywidgets")
+    tok = CharTokenizer.train("the cat sat")
+    small = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    one = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    table = pd.DataFrame([{"layer": l, "head": h, "induction_score": 0.9} for l in range(2) for h in range(2)])
+    models = {"small": (small, tok), "one": (one, tok)}
+    w = viz.attention_explorer(models, "the cat", head_table={"small": table})
+    assert w.figure_widget.layout.title.text.endswith("layer 0, head 0 · induction_score 0.900")
+    w.model_dropdown.value = "one"
+    assert "induction_score" not in w.figure_widget.layout.title.text
+    with pytest.raises(ValueError, match="describes one model but 2 are given"):
+        viz.attention_explorer(models, "the cat", head_table=table)
+    with pytest.raises(ValueError, match="not among the models"):
+        viz.attention_explorer(models, "the cat", head_table={"big": table})
+    one_model = viz.attention_explorer({"small": (small, tok)}, "the cat", head_table=table)
+    assert "induction_score 0.900" in one_model.figure_widget.layout.title.text
 
 
 def test_head_grid_figure_lays_out_layers_by_heads():

@@ -33,21 +33,32 @@ class AttentionExplorer(widgets.VBox):
     moving a slider only redraws. The slider ranges follow the chosen model's shape.
 
     `head_table` (optional): one row per (layer, head) of numbers to show in the title for the
-    head on screen, e.g. its ablation effect and induction score (06_interpretability).
+    head on screen, e.g. its ablation effect and induction score (06_interpretability): a
+    DataFrame when there is one model, else {"model name": DataFrame} for the models it describes.
 
     Attributes:
         text_box, model_dropdown, layer_slider, head_slider: the controls.
         figure_widget: the `go.FigureWidget` heatmap (one Heatmap trace).
         status: an HTML line showing errors such as characters the tokenizer does not know.
-        result: the current `AttentionResult`.
+        result: the current `AttentionResult`, of the model named `result_model`.
     """
 
     def __init__(self, models: dict[str, tuple], text: str, head_table=None):
         if not models:
             raise ValueError("no models given; pass {'name': (model, tokenizer), ...}")
         self.models = models
-        self.head_table = head_table.set_index(["layer", "head"]) if head_table is not None else None
+        if head_table is not None and not isinstance(head_table, dict):
+            if len(models) > 1:
+                raise ValueError(f"head_table describes one model but {len(models)} are given; "
+                                 f"pass head_table={{'{next(iter(models))}': table}} for the model it describes")
+            head_table = {next(iter(models)): head_table}
+        unknown = set(head_table or {}) - set(models)
+        if unknown:
+            raise ValueError(f"head_table names {sorted(unknown)}, not among the models {list(models)}")
+        self.head_tables = {name: table.set_index(["layer", "head"]) for name, table in (head_table or {}).items()}
+        self._capturing = False
         self.result: AttentionResult | None = None
+        self.result_model: str | None = None
         self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
                                      layout=widgets.Layout(width="90%"))
         self.model_dropdown = widgets.Dropdown(options=list(models), description="model")
@@ -64,27 +75,32 @@ class AttentionExplorer(widgets.VBox):
         super().__init__([self.text_box, controls, self.status, self.figure_widget])
 
     def _capture(self, change=None) -> None:
-        model, tokenizer = self.models[self.model_dropdown.value]
+        name = self.model_dropdown.value
         try:
-            self.result = attention_for(model, tokenizer, self.text_box.value)
+            self.result = attention_for(*self.models[name], self.text_box.value)
         except ValueError as e:  # e.g. a character outside a char tokenizer's vocabulary
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
             return
+        self.result_model = name  # the figure stays on this model's result until a capture succeeds
         self.status.value = ""
-        # Narrowing a slider clamps its value, which would redraw from a half-updated state;
-        # hold the redraws and draw once at the end.
-        with self.layer_slider.hold_trait_notifications(), self.head_slider.hold_trait_notifications():
+        # Narrowing a slider clamps its value, and each clamp would redraw with the other slider
+        # still out of the new model's range: no redraws until both ranges are set, then one.
+        self._capturing = True
+        try:
             self.layer_slider.max = self.result.n_layer - 1
             self.head_slider.max = self.result.n_head - 1
+        finally:
+            self._capturing = False
         self._draw()
 
     def _draw(self, change=None) -> None:
-        if self.result is None:
+        if self.result is None or self._capturing:
             return
         l, h = self.layer_slider.value, self.head_slider.value
         title = f"{self.result.model_name}: layer {l}, head {h}"
-        if self.head_table is not None and (l, h) in self.head_table.index:
-            numbers = self.head_table.loc[(l, h)]
+        table = self.head_tables.get(self.result_model)
+        if table is not None and (l, h) in table.index:
+            numbers = table.loc[(l, h)]
             title += " · " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items() if isinstance(v, (int, float)))
         fig = attention_heatmap(self.result.head(l, h), self.result.tokens, title=title)
         redraw(self.figure_widget, fig)
