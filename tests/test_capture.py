@@ -71,6 +71,8 @@ def test_minilm_attention_is_unpadded_bert(minilm):
     assert r.attentions.triu(diagonal=1).sum() > 0  # bidirectional: it looks ahead
     assert r.model_name == "sentence-transformers/all-MiniLM-L6-v2"
     assert load_minilm()[0] is model  # cached per process
+    long = attention_for(model, tokenizer, "the cat " * 300)  # 600 words: past the 512 positions too
+    assert len(long.tokens) == 128 and long.tokens[:2] == ["[CLS]", "the"] and long.tokens[-1] == "[SEP]"
 
 
 def test_load_minilm_names_the_fix_when_missing(monkeypatch):

