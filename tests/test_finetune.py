@@ -17,6 +17,7 @@ from dataclasses import fields
 
 from workbench.config import TrainConfig, finetune_train
 from workbench.tasks import load_task
+from workbench.pretrain import load_pretrained
 from workbench.evaluate import classifier_report
 from workbench.finetune import (
     PREDICTIONS,
@@ -209,6 +210,15 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     texts = task.test["text"].tolist()
     assert np.allclose(loaded.predict_proba(texts), result.classifier.predict_proba(texts), atol=1e-6)
     assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
+    # the wrong kind of run, a missing one, a file: one error that says what to point at
+    with pytest.raises(ValueError, match=r"holds a finetune run's model \(finetune.json\), not a pretraining run's.*"
+                                         r"load this one with workbench.finetune.load_finetuned"):
+        load_pretrained(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"does not exist; point at a finetune run's --out, or train one "
+                                                r"first \(python -m workbench finetune --checkpoint BASE"):
+        load_finetuned(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=r"model.safetensors is a file; point at the checkpoint or run directory"):
+        load_finetuned(tmp_path / "run" / "model" / "model.safetensors")
 
 
 def test_a_run_saves_the_probabilities_behind_its_metrics_and_they_stand_in_for_the_model(base, csv_task, tmp_path):

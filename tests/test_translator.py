@@ -10,6 +10,7 @@ from helpers import batch_widths, fake_cuda_graphs
 
 from workbench import translator as translator_module
 from workbench.translation import date_task
+from workbench.pretrain import load_pretrained
 from workbench.translator import (CrossAttentionSnapshots, TranslationConfig, cross_attention, decoding_table,
                                   load_translator, locale_comparison, month_alignment, seq2seq_train)
 
@@ -54,8 +55,10 @@ def test_loaded_translator_translates_like_the_trained_one(trained, task):
     assert isinstance(again.translate("jeudi 26 novembre 2026")[0], str)
     with pytest.raises(ValueError, match="beam must be a positive integer"):
         again.translate(sources, beam=0)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist; .*or train one first \(python -m workbench seq2seq-train"):
         load_translator(result.run_dir / "nope")
+    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model \(translation.json\), not a pretraining"):
+        load_pretrained(result.run_dir)
 
 
 def test_a_checkpoint_without_the_translation_files_is_refused(trained, tmp_path):

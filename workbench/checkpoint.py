@@ -261,6 +261,8 @@ def save_weights(weights: dict[str, torch.Tensor], model: torch.nn.Module, filen
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint directory meant by `path`: itself, or a run directory's latest checkpoint."""
     path = Path(path)
+    if path.is_file():
+        raise FileNotFoundError(f"{path} is a file; point at the checkpoint or run directory that holds it ({path.parent})")
     if (path / MODEL_FILE).is_file():
         return path
     latest = latest_checkpoint(path)

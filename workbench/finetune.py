@@ -470,11 +470,12 @@ def load_predictions(run_dir: str | Path, task: TaskData, split: str = "test") -
 
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
-    c = load_final(path, ("finetune", "labels"), "point at a finetune run's --out")
+    hint = "point at a finetune run's --out"
+    c = load_final(path, ("finetune", "labels"), hint, "python -m workbench finetune --checkpoint BASE --out DIR")
     config = from_dict(FinetuneConfig, c.artifacts["finetune"])
     labels = list(c.artifacts["labels"])
     if config.mode != "hf":
-        require_artifacts(c, ("config", "tokenizer"), "point at a finetune run's --out")
+        require_artifacts(c, ("config", "tokenizer"), hint)
     base = RunConfig.from_dict(c.artifacts["config"]) if config.mode != "hf" else None
     model = build_classifier(config, len(labels), base.model if base else None)
     c.load_weights(model)

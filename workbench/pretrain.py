@@ -126,7 +126,13 @@ def encode_on_rank0(corpus, tokenizer: Tokenizer, dist) -> dict[str, np.ndarray]
 
 def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
     """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
-    c = load_final(path, ("config", "tokenizer"), "point at a pretraining run's --out")
+    hint = "point at a pretraining run's --out"
+    c = load_final(path, ("config", "tokenizer"), hint, "python -m workbench pretrain --out DIR")
+    for marker, kind, loader in (("finetune", "finetune", "finetune.load_finetuned"),
+                                 ("translation", "seq2seq-train", "translator.load_translator")):
+        if marker in c.artifacts:  # its config.json is not a GPT's RunConfig
+            raise ValueError(f"{c.path} holds a {kind} run's model ({marker}.json), not a pretraining run's; "
+                             f"{hint}, or load this one with workbench.{loader}")
     config = RunConfig.from_dict(c.artifacts["config"])
     tokenizer = load_tokenizer(c.artifacts["tokenizer"])
     if tokenizer.vocab_size != config.model.vocab_size:

@@ -172,10 +172,13 @@ class Run:
                 "device": str(trainer.device)}
 
 
-def load_final(path: str | Path, needs: tuple[str, ...], hint: str) -> ckpt.Checkpoint:
+def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str) -> ckpt.Checkpoint:
     """The checkpoint in a run directory's model/ folder (or `path` itself, a checkpoint directory),
-    which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint`."""
+    which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint` (and,
+    when `path` does not exist, `train`: the command that makes such a run)."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}, or train one first ({train})")
     if (path / FINAL).is_dir():  # a run's final model, damaged or not (never silently a step checkpoint)
         path = path / FINAL
     c = ckpt.load_checkpoint(path)

@@ -747,7 +747,8 @@ def load_seq2seq(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         FileNotFoundError / DamagedCheckpointError: no checkpoint there, or a damaged file.
         ValueError: the checkpoint's config.json has no "model" section of a Seq2SeqConfig.
     """
-    c = load_final(path, ("config",), "point at an encoder–decoder checkpoint (save_seq2seq, seq2seq-train --out)")
+    c = load_final(path, ("config",), "point at an encoder–decoder checkpoint (save_seq2seq, seq2seq-train --out)",
+                   "python -m workbench seq2seq-train --out DIR")
     section = c.artifacts["config"].get("model")
     if not isinstance(section, dict) or "tgt_vocab_size" not in section:
         raise ValueError(f"{c.path}/config.json holds no encoder–decoder 'model' section; "

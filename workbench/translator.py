@@ -138,7 +138,8 @@ class Translator:
 
 def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     """Rebuild a translator from a seq2seq-train run directory or its model/ folder."""
-    c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out")
+    c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out",
+                   "python -m workbench seq2seq-train --out DIR")
     model = Seq2Seq(from_dict(Seq2SeqConfig, c.artifacts["config"]["model"]))  # as seq2seq.load_seq2seq builds it
     c.load_weights(model)
     return Translator(model.to(device).eval(), PairTokenizer.from_dict(c.artifacts["tokenizer"]),
