@@ -167,9 +167,9 @@ def test_bad_arguments_name_the_fix():
         engine.generate([[1, 2], []], 3)
 
 
-BAD_SAMPLING = [({"temperature": -1.0}, "temperature must be >= 0"), ({"top_k": 0}, "top_k must be >= 1"),
-                ({"top_k": -2}, "top_k must be >= 1"), ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
-                ({"top_p": 1.5}, r"top_p must be in \(0, 1\]")]
+BAD_SAMPLING = [({"temperature": -1.0}, "temperature must be >= 0"), ({"temperature": float("nan")}, "temperature must be >= 0"),
+                ({"top_k": 0}, "top_k must be >= 1"), ({"top_k": -2}, "top_k must be >= 1"),
+                ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"), ({"top_p": 1.5}, r"top_p must be in \(0, 1\]")]
 
 
 @pytest.mark.parametrize("bad, message", BAD_SAMPLING)
