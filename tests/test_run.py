@@ -19,10 +19,11 @@ from workbench.train import Trainer
 DATA = np.random.default_rng(0).integers(0, 32, size=3000).astype(np.uint16)
 
 
-def trainer(run: Run, max_iters=8) -> Trainer:
+def trainer(run: Run, max_iters=8, patience=None) -> Trainer:
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=16))
-    cfg = TrainConfig(batch_size=4, max_iters=max_iters, warmup_iters=1, eval_interval=4, device="cpu")
+    cfg = TrainConfig(batch_size=4, max_iters=max_iters, warmup_iters=1, eval_interval=4, device="cpu",
+                      patience=patience)
     return Trainer(model, cfg, lambda g: get_batch(DATA, 16, 4, g), lambda m: {"val_loss": 1.0 / (1 + m.training)},
                    run_dir=run.out, artifacts={"config": {"data": {"corpus": "a"}, "model": {"n_layer": 1}}},
                    progress=False)
@@ -61,6 +62,55 @@ def test_resume_auto_starts_a_new_run_then_continues_it(tmp_path):
     assert again.saved is not None and again.saved.path.name == "step-0000004"
     resumed = trainer(again)
     assert again.fit(resumed) and resumed.step == 8
+
+
+def finished_run(path, **kw) -> dict[str, bytes]:
+    """Train a run to its end as a training command does; every file it wrote, with its bytes."""
+    run = Run(path)
+    t = trainer(run, **kw)
+    assert run.fit(t)
+    run.finish(t, {"config": {"x": 1}}, {**run.base_metrics(t), "val_loss": t.best})
+    return {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_resumed_auto_trains_nothing_and_keeps_its_files(tmp_path):
+    """A notebook's training cell run again: the run as it was, its speed figures included."""
+    files = finished_run(tmp_path)
+    again = Run(tmp_path, resume="auto")
+    t = trainer(again)
+    assert again.fit(t) and again.already_finished and t.step == 8 and t.step_times == []
+    metrics = again.base_metrics(t)
+    again.finish(t, {"config": {"x": 1}}, {**metrics, "val_loss": t.best})
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == files
+    saved = json.loads(files[tmp_path / "metrics.json"])
+    assert metrics["tokens_per_s"] == saved["tokens_per_s"] > 0 and metrics["completed"] and metrics["final_step"] == 8
+
+
+def test_resuming_a_finished_run_needs_more_steps(tmp_path):
+    finished_run(tmp_path)
+    with pytest.raises(ValueError, match=r"already finished \(reached max_iters at step 8\); pass a larger --max-iters"):
+        Run(tmp_path, resume=True).fit(trainer(Run(tmp_path, resume=True)))
+    run = Run(tmp_path, resume=True)
+    longer = trainer(run, max_iters=12)
+    assert run.fit(longer) and longer.step == 12 and not run.already_finished
+    run.finish(longer, {"config": {"x": 1}}, run.base_metrics(longer))
+    run = Run(tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"is at step 12, past max_iters=4; pass --max-iters above 12"):
+        run.fit(trainer(run, max_iters=4))
+
+
+def test_a_run_that_stopped_early_is_not_trained_on_when_resumed(tmp_path):
+    finished_run(tmp_path, max_iters=16, patience=1)  # no better validation loss at step 8: stops there
+    assert json.loads((tmp_path / "metrics.json").read_text())["final_step"] == 8
+    run = Run(tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"already finished \(stopped early at step 8\); .*\(or --patience\)"):
+        run.fit(trainer(run, max_iters=16, patience=1))
+    t = trainer(Run(None), max_iters=16, patience=1)
+    assert t.resume(run.saved.path) and t.fit() is not None and t.step == 8 and t.finished
+    t = trainer(Run(None), max_iters=16, patience=3)  # more patience: it trains on
+    t.resume(run.saved.path)
+    t.fit()
+    assert t.step == 16
 
 
 def test_saved_config_differences_are_refused_with_the_flag_to_drop(tmp_path):

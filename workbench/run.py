@@ -104,12 +104,16 @@ class Run:
             there is one and starts a new run otherwise (a notebook cell that can simply be run
             again after an interruption); False starts a new run in a new or empty out_dir.
     Attributes:
-        out, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started.
+        out, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started,
+        already_finished (resume="auto" found the run finished: `fit` trains nothing, `finish`
+        writes nothing, `base_metrics` gives the figures the run reported).
     """
 
     def __init__(self, out_dir: str | Path | None, resume: bool | str = False):
         self.started = time.perf_counter()
         self.out = Path(out_dir) if out_dir is not None else None
+        self.auto = resume == "auto"
+        self.already_finished = False
         if resume == "auto":  # any step checkpoint, complete or damaged (then check_out_dir says so)
             resume = self.out is not None and bool(ckpt.step_checkpoints(self.out))
         if resume and self.out is None:
@@ -145,6 +149,9 @@ class Run:
         False when it was stopped (Ctrl-C: its checkpoint is the run; resume continues it)."""
         if self.saved is not None:
             trainer.resume(self.saved.path)
+            self._check_left_to_train(trainer)
+            if self.already_finished:
+                log.info("the run in %s already finished at step %d: nothing to train", self.out, trainer.step)
         with stop_on_sigint(trainer):
             trainer.fit()
         if not trainer.finished:
@@ -152,11 +159,29 @@ class Run:
                         trainer.config.max_iters)
         return trainer.finished
 
+    def _check_left_to_train(self, trainer: Trainer) -> None:
+        """A resumed run must have steps left, unless it finished and resume="auto" (a notebook cell run
+        again): resuming then would write its model/ and metrics.json again without the speed figures."""
+        max_iters = trainer.config.max_iters
+        if trainer.step > max_iters:
+            raise ValueError(f"the checkpoint in {self.out} is at step {trainer.step}, past max_iters={max_iters}; "
+                             f"pass --max-iters above {trainer.step} to train on (or drop the --preset that sets it)")
+        if not (trainer.step == max_iters or trainer.stopped_early) or not (self.out / FINAL).is_dir():
+            return  # steps left, or it stopped after its last checkpoint and before writing model/: finish it
+        if self.auto:
+            self.already_finished = True
+            return
+        how = "stopped early" if trainer.stopped_early else "reached max_iters"
+        raise ValueError(f"the run in {self.out} already finished ({how} at step {trainer.step}); pass a larger "
+                         "--max-iters (or --patience) to train it on, or start a new run in another --out")
+
     def finish(self, trainer: Trainer, artifacts: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Write model/ (the trained model, restored to its best weights), history.csv and metrics.json.
 
         Collective under FSDP (every rank helps gather the weights); rank 0 writes.
         """
+        if self.already_finished:  # its files are the run's; nothing new to write
+            return
         weights = trainer.parallel.whole_state() if self.out is not None else None
         if self.out is None or not self.dist.is_main:
             return
@@ -167,9 +192,12 @@ class Run:
     def base_metrics(self, trainer: Trainer) -> dict[str, Any]:
         """What every run reports: completed, the step of the best monitored value, where it stopped,
         the speed figures (`Trainer.summary`), wall time and device."""
-        return {"completed": trainer.finished, "best_step": trainer.best_step,
-                "final_step": trainer.step, **trainer.summary(), "wall_s": time.perf_counter() - self.started,
-                "device": str(trainer.device)}
+        figures = {**trainer.summary(), "wall_s": time.perf_counter() - self.started}
+        if self.already_finished:  # no step ran here: the figures of the session that trained it
+            saved = ckpt.read_json(self.out / "metrics.json") if (self.out / "metrics.json").exists() else {}
+            figures = {k: saved[k] for k in ("ms_per_iter_median", "tokens_per_s", "train_s", "wall_s") if k in saved}
+        return {"completed": trainer.finished, "best_step": trainer.best_step, "final_step": trainer.step,
+                **figures, "device": str(trainer.device)}
 
 
 def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str) -> ckpt.Checkpoint:

@@ -326,9 +326,9 @@ class Trainer:
         # `disable` only when asked: passing it always would override TQDM_DISABLE=1 in the environment
         bar = tqdm(total=cfg.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
                    **({} if self.progress else {"disable": True}))
-        stopped_early = False
+        stopped_early = self.stopped_early  # a resumed run that had stopped early trains no further
         try:
-            while self.step < stop_at:
+            while self.step < stop_at and not stopped_early:
                 record = self._train_step()
                 bar.update(1)
                 if record is not None:
@@ -348,6 +348,11 @@ class Trainer:
         if self._best_state is not None and self.finished:
             self.parallel.load_state(self._best_state)
         return self.history
+
+    @property
+    def stopped_early(self) -> bool:
+        """The last `patience` evaluations brought no improvement (so fit() stops, or has stopped)."""
+        return self.config.patience is not None and self.evals_since_best >= self.config.patience
 
     def request_stop(self) -> None:
         """Stop `fit()` after the current step, with a checkpoint (what Ctrl-C does; for callbacks, widgets)."""
@@ -429,7 +434,7 @@ class Trainer:
             self.evals_since_best += 1
         record = self.history.log(step=self.step, **metrics, best=self.best)
         self._call("on_eval", record)
-        stop = cfg.patience is not None and self.evals_since_best >= cfg.patience
+        stop = self.stopped_early
         due = cfg.checkpoint_interval is None or self.step % cfg.checkpoint_interval == 0
         if due or stop or self.step == cfg.max_iters:
             self.save()
