@@ -141,3 +141,24 @@ def test_a_missing_or_broken_report_names_the_fix(tmp_path, content, message):
         (folder / "report.json").write_text(content)
     code, _, err = cli("compare", write(tmp_path / "a", make_report()), folder)
     assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def _drop_name(report):
+    del report["notebooks"][1]["name"]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda r: r.update(notebooks="02_pretraining.ipynb"), "'notebooks' is text, not a list"),
+    (_drop_name, "notebooks[1] has no 'name'"),
+    (lambda r: r["notebooks"][0].update(metrics=[4.02]), "notebooks[0].metrics is a list, not an object"),
+    (lambda r: r["notebooks"][1].update(parameters=None), "notebooks[1].parameters is null, not an object"),
+])
+def test_a_report_json_of_the_wrong_shape_names_the_field_and_the_fix(tmp_path, damage, problem):
+    report = make_report()
+    damage(report)
+    damaged = write(tmp_path / "damaged", report)
+    code, out, err = cli("compare", write(tmp_path / "a", make_report()), damaged)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [  # one line: the file, the field, the fix
+        f"error: {damaged / 'report.json'} is not a workbench report ({problem}); "
+        "point at a folder written by `python -m workbench report`, or run it again"]

@@ -76,7 +76,12 @@ class Comparison:
 
 
 def load_report(path: str | Path) -> dict:
-    """A report's report.json, from its folder or the file itself."""
+    """A report's report.json, from its folder or the file itself.
+
+    Raises:
+        FileNotFoundError: there is no report.json.
+        ValueError: it is not JSON, or not shaped as a report (`_shape_problem` says where).
+    """
     path = Path(path)
     file = path / "report.json" if path.is_dir() else path
     if not file.is_file():
@@ -85,10 +90,39 @@ def load_report(path: str | Path) -> dict:
         report = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as e:
         raise ValueError(f"{file} is not valid JSON ({e}); pass the folder of a finished report") from None
-    if not isinstance(report, dict) or "notebooks" not in report or "profile" not in report:
-        raise ValueError(f"{file} is not a workbench report (no profile or notebooks); "
-                         "pass a folder written by `python -m workbench report`")
+    problem = _shape_problem(report)
+    if problem:
+        raise ValueError(f"{file} is not a workbench report ({problem}); point at a folder written by "
+                         "`python -m workbench report`, or run it again")
     return report
+
+
+def _shape_problem(report: Any) -> str | None:
+    """What keeps `compare_reports` from reading a parsed report.json, e.g. "notebooks[2] has no 'name'";
+    None when it has the fields compare uses: a profile, and a list of notebooks, each an object with a
+    text name and (where present) objects of metrics and parameters."""
+    def kind(value: Any) -> str:
+        return "null" if value is None else {bool: "true/false", str: "text", list: "a list",
+                                              dict: "an object"}.get(type(value), "a number")
+
+    if not isinstance(report, dict):
+        return f"{kind(report)}, not an object"
+    missing = [key for key in ("profile", "notebooks") if key not in report]
+    if missing:
+        return "no " + " or ".join(f"'{key}'" for key in missing)
+    if not isinstance(report["notebooks"], list):
+        return f"'notebooks' is {kind(report['notebooks'])}, not a list"
+    for i, nb in enumerate(report["notebooks"]):
+        if not isinstance(nb, dict):
+            return f"notebooks[{i}] is {kind(nb)}, not an object"
+        if "name" not in nb:
+            return f"notebooks[{i}] has no 'name'"
+        if not isinstance(nb["name"], str):
+            return f"notebooks[{i}].name is {kind(nb['name'])}, not text"
+        for key in ("metrics", "parameters"):
+            if key in nb and not isinstance(nb[key], dict):
+                return f"notebooks[{i}].{key} is {kind(nb[key])}, not an object"
+    return None
 
 
 def compare_reports(a: dict, b: dict, a_name: str = "A", b_name: str = "B") -> Comparison:
