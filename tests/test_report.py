@@ -95,6 +95,31 @@ def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_
     assert "<h2>Compared with out</h2>" in index and "0 metrics changed, 10 the same" in index
 
 
+def test_an_earlier_report_that_is_damaged_is_no_estimate(tmp_path):
+    from workbench.report import _read_previous, previous_report
+
+    def report(started, **nb):
+        return {"profile": "smoke", "status": "ok", "started": started,
+                "notebooks": [{"name": "01_a.ipynb", "wall_s": 12.5, "metrics": {}, **nb}]}
+
+    for name, content in [("good", report("2026-01-01")),
+                          ("newer_text", {**report("2027-01-01"), "notebooks": "01_a"}),
+                          ("newer_list", report("2027-01-02", metrics=[1.0])),
+                          ("newer_null", report("2027-01-03", parameters=None)),
+                          ("newer_wall", report("2027-01-04", wall_s="12 s"))]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(content))
+    (tmp_path / "newer_bytes").mkdir()
+    (tmp_path / "newer_bytes" / "report.json").write_bytes(b"\xff\x00")
+    # the newest readable report of the profile, without a traceback from the damaged newer ones
+    name, times = previous_report(tmp_path / "new", "smoke")
+    assert name == "newer_wall" and times == {}  # a report, but a wall time that is not a number is no estimate
+    assert _read_previous(tmp_path / "newer_list") is None and _read_previous(tmp_path / "newer_null") is None
+    assert _read_previous(tmp_path / "good")["started"] == "2026-01-01"
+    (tmp_path / "newer_wall" / "report.json").unlink()
+    assert previous_report(tmp_path / "new", "smoke") == ("good", {"01_a.ipynb": 12.5})
+
+
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory):
     root = tmp_path_factory.mktemp("failing")

@@ -88,8 +88,9 @@ def test_a_finished_run_resumed_auto_trains_nothing_and_keeps_its_files(tmp_path
 
 def test_resuming_a_finished_run_needs_more_steps(tmp_path):
     finished_run(tmp_path)
-    with pytest.raises(ValueError, match=r"already finished \(reached max_iters at step 8\); pass a larger --max-iters"):
-        Run(tmp_path, resume=True).fit(trainer(Run(tmp_path, resume=True)))
+    run = Run(tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"already finished \(reached max_iters at step 8\); pass a larger "):
+        run.fit(trainer(run))
     run = Run(tmp_path, resume=True)
     longer = trainer(run, max_iters=12)
     assert run.fit(longer) and longer.step == 12 and not run.already_finished

@@ -373,21 +373,22 @@ def previous_report(out_dir: Path, profile: str) -> tuple[str | None, dict[str, 
     for path in out_dir.parent.glob("*/report.json"):
         if path.parent == out_dir:
             continue
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a damaged or foreign file is no estimate
-        if report.get("profile") == profile and report.get("status") == "ok":
-            candidates.append((report.get("started", ""), path.parent.name, report))
+        report = _read_previous(path.parent)
+        if report is not None and report.get("profile") == profile and report.get("status") == "ok":
+            candidates.append((str(report.get("started", "")), path.parent.name, report))
     if not candidates:
         return None, {}
     _, name, report = max(candidates, key=lambda c: c[0])
-    return name, {nb["name"]: nb["wall_s"] for nb in report["notebooks"] if nb.get("wall_s")}
+    return name, {nb["name"]: nb["wall_s"] for nb in report["notebooks"]
+                  if isinstance(nb.get("wall_s"), (int, float)) and nb["wall_s"] > 0}
 
 
 def _read_previous(folder: Path) -> dict | None:
+    """An earlier report's report.json, or None when it is damaged or not a report (no estimate, no comparison)."""
+    from .report_diff import load_report
+
     try:
-        return json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        return load_report(folder)
     except (OSError, ValueError):
         return None
 
