@@ -488,6 +488,9 @@ def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_pa
     (["--task", "CSV", "--mode", "frozen"], "needs --checkpoint"),
     (["--checkpoint", "BASE", "--task", "CSV", "OUT_EXISTS"], "already holds files"),
     (["--checkpoint", "BASE", "--task", "CSV", "--resume"], "no checkpoint to resume"),
+    (["--checkpoint", "BASE", "--task", "HEADER_ONLY"], "has no rows; add rows"),
+    (["--checkpoint", "BASE", "--task", "CSV", "--max-chars", "-5"], "max_chars (--max-chars) is -5"),
+    (["--task", "CSV", "--mode", "hf", "--hf-model", "NOT_HF"], "is not a Hugging Face model folder"),
 ])
 def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, args, fix):
     path, _ = csv_task
@@ -495,7 +498,9 @@ def test_cli_finetune_bad_input_is_one_line_exit_2(base, csv_task, tmp_path, arg
     if "OUT_EXISTS" in args:
         out.mkdir()
         (out / "keep.txt").write_text("mine")
-    swap = {"BASE": base, "CSV": path}
+    (tmp_path / "header.csv").write_text("text,label\n")
+    (tmp_path / "not_hf").mkdir()  # a folder, but no config.json or tokenizer files
+    swap = {"BASE": base, "CSV": path, "HEADER_ONLY": tmp_path / "header.csv", "NOT_HF": tmp_path / "not_hf"}
     argv = [swap.get(a, a) for a in args if a != "OUT_EXISTS"]
     code, _, err = cli("finetune", *argv, "--out", out, "--device", "cpu", "--max-iters", "2")
     lines = err.strip().splitlines()

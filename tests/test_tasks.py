@@ -100,6 +100,53 @@ def test_table_task_errors_name_the_fix(tmp_path, rows, kwargs, fix):
     assert fix in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_table_with_no_rows_is_named_not_an_index_error(tmp_path):
+    (tmp_path / "h.csv").write_text("text,label\n")  # a header only
+    (tmp_path / "e.jsonl").write_text("")
+    for name in ("h.csv", "e.jsonl"):
+        with pytest.raises(ValueError, match=f"{name} has no rows; add rows"):
+            load_task(tmp_path / name)
+
+
+def test_a_class_missing_from_val_or_test_is_warned_about(tmp_path, csv_task, caplog):
+    """A repeated header row makes a one-row class "label": stratified, it lands in train only."""
+    path = tmp_path / "repeated_header.csv"
+    path.write_text(csv_task[0].read_text() + "text,label\n")
+    with caplog.at_level("WARNING", logger="workbench.tasks"):
+        task = load_task(path)
+    assert task.balance().loc["label"].tolist() == [1, 0, 0, 1]
+    assert "class(es) 'label' have no val or test rows" in caplog.text and "add rows for them" in caplog.text
+    assert "'comedy'" not in caplog.text
+    caplog.clear()
+    rows = [{"text": t, "label": lab, "split": s} for t, lab, s in
+            [("a", "x", "train"), ("b", "y", "train"), ("c", "x", "val"), ("d", "y", "val"), ("e", "x", "test")]]
+    pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
+    with caplog.at_level("WARNING", logger="workbench.tasks"):
+        load_task(tmp_path / "split.csv")
+    assert "class(es) 'y' have no val or test rows" in caplog.text and "add val and test rows" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.tasks"):
+        load_task(csv_task[0])  # every class in every split
+    assert caplog.text == ""
+
+
+def test_max_chars_must_be_positive_or_0_for_no_limit(csv_task):
+    path, _ = csv_task
+    for spec in (path, "genre"):
+        with pytest.raises(ValueError, match=r"max_chars \(--max-chars\) is -5; pass a positive number"):
+            load_task(spec, max_chars=-5)
+    whole = load_task(path, max_chars=None)
+    assert load_task(path, max_chars=0).train["text"].tolist() == whole.train["text"].tolist()  # the CLI's 0: all
+    with pytest.raises(ValueError, match=r"below min_chars=200.*pass --max-chars 0 \(None\)"):
+        load_task("genre", max_chars=100)
+
+
+def test_a_task_file_that_is_not_utf8_is_named_as_a_file(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes(b"text,label\ncaf\xe9,x\n")
+    with pytest.raises(ValueError, match=r"^file .*latin1.csv is not UTF-8 text \(byte 0xe9 at offset 14\); re-save"):
+        load_task(tmp_path / "latin1.csv")
+
+
 def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --task genre"):
         load_task(tmp_path / "none.csv")

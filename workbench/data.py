@@ -280,7 +280,7 @@ def read_utf8(path: Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(
-            f"corpus file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); re-save it as UTF-8"
+            f"file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); re-save it as UTF-8"
         ) from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 

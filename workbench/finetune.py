@@ -147,8 +147,12 @@ def load_hf_encoder(name: str = "minilm", with_model: bool = True):
 
         if not Path(name).is_dir():
             raise FileNotFoundError(f"hf_model {name!r} is neither 'minilm' nor a local model folder; pass one of those")
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModel.from_pretrained(name) if with_model else None
+        try:  # transformers explains a folder it cannot load in several lines; one names the fix here
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModel.from_pretrained(name) if with_model else None
+        except (OSError, ValueError):
+            raise ValueError(f"hf_model {name!r} is not a Hugging Face model folder (no loadable config.json, weights "
+                             "and tokenizer files); pass 'minilm' or a folder saved with save_pretrained") from None
     if model is None:
         return None, tokenizer
     if hasattr(model, "set_attn_implementation"):

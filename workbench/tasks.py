@@ -18,6 +18,7 @@ window actually reads.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import torch
 
 from .data import FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_utf8, split_documents
 from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 TASK_COLUMNS = ("text", "label", "label_id")
 GENRE_MIN_CHARS = 200  # a speech shorter than this says too little to tell its play's genre
@@ -92,6 +95,15 @@ def cut_passage(text: str, max_chars: int | None) -> str:
     return (text[:cut] if cut > 0 else text[:max_chars]).rstrip()
 
 
+def _check_max_chars(max_chars: int | None) -> int | None:
+    """`max_chars` as `cut_passage` takes it: 0 means no limit, as the CLI's ``--max-chars 0`` does
+    (a negative one would silently cut the end off every passage)."""
+    if max_chars is not None and max_chars < 0:
+        raise ValueError(f"max_chars (--max-chars) is {max_chars}; pass a positive number of characters, "
+                         "or 0 (None) to keep passages whole")
+    return max_chars or None
+
+
 def play_speeches(doc: Document) -> list[tuple[str, str]]:
     """The speeches of a parsed play as (speaker, spoken text), the ``NAME:`` line removed.
 
@@ -126,13 +138,15 @@ def genre_task(min_chars: int = GENRE_MIN_CHARS, max_chars: int | None = 600) ->
 
     Args:
         min_chars: shortest speech kept (characters of spoken text, before cutting).
-        max_chars: longest passage; None keeps whole speeches.
+        max_chars: longest passage; None (or 0) keeps whole speeches.
     Returns:
         TaskData "genre" with labels ["comedy", "history", "tragedy"] and columns
         text, label, label_id, play (slug), speaker.
     """
+    max_chars = _check_max_chars(max_chars)
     if max_chars is not None and max_chars < min_chars:
-        raise ValueError(f"max_chars={max_chars} is below min_chars={min_chars}; raise max_chars or pass None")
+        raise ValueError(f"max_chars (--max-chars) {max_chars} is below min_chars={min_chars}, the shortest speech "
+                         "kept; raise it, or pass --max-chars 0 (None) to keep whole speeches")
     labels = sorted(set(FOLIO_GENRE.values()))
     parts = {}
     for split, docs in split_documents(load_shakespeare()).items():
@@ -182,24 +196,28 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
     Rows need a text column and a label column (labels are read as strings). If a ``split``
     column exists, its values (train/val/test) place the rows; otherwise ``stratified_split``
     makes a deterministic 80/10/10 split by class with `seed`. Label ids index the sorted label
-    names. Every problem raises one ValueError naming the fix: missing columns (the available
-    ones are listed), empty texts or labels, a single class, a bad or empty split, and labels in
-    val/test that train never shows.
+    names. Every problem raises one ValueError naming the fix: no rows, missing columns (the
+    available ones are listed), empty texts or labels, a single class, a bad or empty split, and
+    labels in val/test that train never shows. A class with no val or test rows is only warned
+    about (it can still be learned, but macro-F1 on that split counts it as 0).
 
     Args:
         path: a .csv or .jsonl file.
         text_col, label_col: column names.
         seed: for the stratified split.
-        max_chars: cut longer texts to their start (``cut_passage``); None keeps them whole.
+        max_chars: cut longer texts to their start (``cut_passage``); None (or 0) keeps them whole.
     Returns:
         TaskData named after the file.
     """
+    max_chars = _check_max_chars(max_chars)
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.jsonl file")
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise ValueError(f"task file {path} is neither .csv nor .jsonl; save it as one of those")
     df = _read_task_table(path)
+    if df.empty:  # a header-only CSV or an empty JSONL: nothing to split or learn
+        raise ValueError(f"{path} has no rows; add rows with a text and a label each")
     missing = [c for c in (text_col, label_col) if c not in df.columns]
     if missing:
         cols = ", ".join(map(str, df.columns)) or "none"
@@ -225,12 +243,21 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
         rows["split"] = stratified_split(rows["label"], seed)
     for s in SPLITS:
         if not (rows["split"] == s).any():
-            raise ValueError(f"{path}: the {s} split is empty; add rows (each class needs about 5+ for an "
+            raise ValueError(f"{path}: the {s} split is empty; add rows (each class needs 6+ for an "
                              "80/10/10 split) or a split column with train, val and test rows")
     unseen = sorted(set(rows.loc[rows["split"] != "train", "label"]) - set(rows.loc[rows["split"] == "train", "label"]))
     if unseen:
         raise ValueError(f"{path}: label(s) {', '.join(map(repr, unseen[:5]))} appear in val/test but never in "
                          "train; move some of those rows to train")
+    # A class too small for the split (1-5 rows: round(n * 0.1) is 0, round(0.5) too) lands only in
+    # train. That is legal, so only warn: the model still learns it, but a split's macro-F1 scores it 0.
+    held_out = {s: set(rows.loc[rows["split"] == s, "label"]) for s in ("val", "test")}
+    absent = [name for name in labels if name not in held_out["val"] or name not in held_out["test"]]
+    if absent:
+        fix = ("add val and test rows for them" if "split" in df.columns
+               else "add rows for them (6+ each for an 80/10/10 split)")
+        log.warning("%s: class(es) %s have no val or test rows, so that split's macro-F1 scores each as 0; %s "
+                    "or remove them", path, ", ".join(map(repr, absent[:5])), fix)
     rows["text"] = [cut_passage(t, max_chars) for t in rows["text"]]
     parts = {s: _task_frame(rows[rows["split"] == s].drop(columns="split"), labels) for s in SPLITS}
     return TaskData(path.name, labels, parts["train"], parts["val"], parts["test"])
@@ -244,7 +271,7 @@ def load_task(spec: str | Path = "genre", text_col: str = "text", label_col: str
         spec: "genre" or a path.
         text_col, label_col: columns of a user table.
         seed: the 80/10/10 split of a table without a split column.
-        max_chars: passages longer than this keep their start; None keeps them whole.
+        max_chars: passages longer than this keep their start; None (or 0) keeps them whole.
     Returns:
         TaskData.
     """
