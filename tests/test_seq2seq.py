@@ -48,6 +48,7 @@ def is_pattern(name: str) -> bool:
     (dict(label_smoothing=1.0), "label_smoothing"),
     (dict(pos_encoding="alibi"), "pick one of those"),
     (dict(max_tgt_len=0), "positive integer"),
+    (dict(max_tgt_len=1), r"max_tgt_len=1 leaves no room for a target token after <bos>; .* \(at least 2\)"),
 ])
 def test_config_rejects_bad_values_naming_the_fix(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -114,6 +114,23 @@ def test_file_task_split_column_and_default_locale(tmp_path):
     assert set(task.train["locale"]) == {"all"}
 
 
+def test_file_task_rows_without_a_locale_keep_a_locale_of_their_own(tmp_path):
+    """A null (JSONL) or empty (TSV) locale is "unknown": per-locale scores would drop a null one."""
+    import pandas as pd
+
+    from workbench.translation_eval import per_locale_scores
+
+    rows = [{"source": f"a{i}", "target": f"b{i}", "locale": "x" if i % 3 else None} for i in range(30)]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    pd.DataFrame(rows).fillna("").to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    for name in ("p.jsonl", "p.tsv"):
+        task = file_task(tmp_path / name)
+        every = pd.concat([task.train, task.val, task.test])
+        assert (every["locale"] == "unknown").sum() == 10 and set(every["locale"]) == {"x", "unknown"}, name
+        table = per_locale_scores(every, every["target"].tolist())
+        assert table.loc[["unknown", "x"], "n"].sum() == table.loc["all", "n"] == 30, name
+
+
 @pytest.mark.parametrize("content, match", [
     ("en\tde\nhello\thallo\n", r"has no column 'fr' \(columns: en, de\); pass --source-col / --target-col"),
     ("en\tfr\nhello\t\n" + "a\tb\n" * 20, r"1 row\(s\) have an empty target \(first: row 0\); fill or remove them"),

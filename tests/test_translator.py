@@ -2,6 +2,7 @@
 exact resume, the decoding table beside the rule-based parser, cross-attention, and (slow) the
 alignment a trained model learns: the ISO month digits look at the month's name."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -59,6 +60,72 @@ def test_loaded_translator_translates_like_the_trained_one(trained, task):
         load_translator(result.run_dir / "nope")
     with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model \(translation.json\), not a pretraining"):
         load_pretrained(result.run_dir)
+
+
+def test_a_checkpoint_with_another_runs_tokenizer_is_refused(trained, tmp_path):
+    """A tokenizer.json whose vocabulary is not the model's would load and translate garbage."""
+    import json
+    import shutil
+
+    from workbench.translation import train_pair_tokenizer
+
+    shutil.copytree(trained[0].run_dir / "model", tmp_path / "model")
+    other = train_pair_tokenizer(date_task(n_train=20, n_val=5, n_test=5, locales=["en"], seed=0))
+    (tmp_path / "model" / "tokenizer.json").write_text(json.dumps(other.to_dict()))
+    with pytest.raises(ValueError, match=rf"tokenizer.json has {other.vocab_size} tokens but the model expects "
+                                         r"src_vocab_size=\d+ and tgt_vocab_size=\d+; use the tokenizer.json saved "
+                                         "with this checkpoint$"):
+        load_translator(tmp_path)
+
+
+def test_translate_refuses_blank_sources_and_warns_when_it_cuts_one(trained, task, caplog):
+    translator = trained[0].translator
+    for blank in ("", "   ", "\t\n"):  # whitespace alone is no sentence either
+        with pytest.raises(ValueError, match=r"^source 1 is empty; give every sentence some text$"):
+            translator.translate(["3 mars 1999", blank])
+    long = task.test["source"].iloc[0] * 5  # longer than TINY's max_src_len=40
+    with caplog.at_level("WARNING", logger="workbench.translator"):
+        translator.translate(["3 mars 1999", long])
+    assert (f"1 source(s) are longer than max_src_len=40 tokens and are cut (source 1 loses its last {len(long) - 40} "
+            f"of {len(long)} tokens); shorten them or train with a larger --max-src-len") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.translator"):
+        translator.translate(["3 mars 1999"])
+    assert "are cut" not in caplog.text
+
+
+def test_a_run_can_be_as_long_as_some_epochs(task):
+    config = TranslationConfig(model=TINY, val_translate=0, train={"epochs": 0.1, "batch_size": 16, "warmup_iters": 0})
+    result = seq2seq_train(task, config, progress=False)
+    steps = math.ceil(0.1 * len(task.train) / 16)  # passes over the training pairs, in batches
+    assert result.metrics["steps"] == steps == result.history.df["step"].max()
+
+
+def test_too_short_limits_warn_naming_their_flags(task, caplog):
+    config = TranslationConfig(model=TINY | {"max_src_len": 8, "max_tgt_len": 6}, val_translate=0,
+                               train={"max_iters": 1, "batch_size": 8, "warmup_iters": 0})
+    with caplog.at_level("WARNING", logger="workbench.translator"):
+        seq2seq_train(task, config, progress=False)
+    assert "training sources are longer than 8 tokens and are cut; raise --max-src-len" in caplog.text
+    assert "training targets are longer than 5 tokens and are cut; raise --max-tgt-len" in caplog.text
+
+
+def test_a_target_of_max_tgt_len_minus_one_tokens_is_trained_whole(task, monkeypatch, caplog):
+    """max_tgt_len counts the decoder's input, <bos> + target: a 10-character ISO date fits 11, and the
+    training batches must teach all of it and its <eos> (not cut its last character for the <eos>)."""
+    from workbench import train as train_module
+
+    batches, step = [], train_module.Trainer._step
+    monkeypatch.setattr(train_module.Trainer, "_step", lambda trainer, b: batches.extend(b) or step(trainer, b))
+    config = TranslationConfig(model=TINY | {"max_tgt_len": 11}, val_translate=0,
+                               train={"max_iters": 2, "batch_size": 16, "warmup_iters": 0})
+    with caplog.at_level("WARNING", logger="workbench.translator"):
+        result = seq2seq_train(task, config, progress=False)
+    assert "are cut" not in caplog.text
+    tok, targets = result.translator.tokenizer, set(task.train["target"])
+    for _, tgt_in, tgt_out in batches:
+        assert tgt_in.shape[1] == 11
+        assert all(tok.decode(row) in targets for row in tgt_out)
 
 
 def test_a_checkpoint_without_the_translation_files_is_refused(trained, tmp_path):
@@ -205,6 +272,7 @@ def test_cli_seq2seq_train_then_translate(tmp_path, caplog):
     (["seq2seq-train", "--locales", "xx_YY", "--out", "{tmp}/x"], "locale 'xx_YY' is unknown to babel"),
     (["seq2seq-train", "--n-embd", "30", "--n-head", "4", "--out", "{tmp}/x"], "not divisible by n_head=4"),
     (["seq2seq-train", "--tokenizer", "word", "--out", "{tmp}/x"], "tokenizer='word' is not one of char, bpe"),
+    (["seq2seq-train", "--max-tgt-len", "1", "--out", "{tmp}/x"], "max_tgt_len=1 leaves no room for a target token"),
     (["translate", "--checkpoint", "{tmp}/none", "hello"], "does not exist"),
 ])
 def test_cli_errors_are_one_line_with_status_2(tmp_path, argv, message):

@@ -88,6 +88,9 @@ class Seq2SeqConfig:
                      "max_src_len", "max_tgt_len"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        # the decoder reads <bos> + target: with 1 it learns only to write <eos> at once
+        _check(self.max_tgt_len >= 2, f"max_tgt_len={self.max_tgt_len} leaves no room for a target token after <bos>; "
+                                      "set max_tgt_len to the longest target's tokens + 1 (at least 2)")
         _check(self.n_embd % self.n_head == 0,
                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; choose n_embd as a multiple of n_head")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")

@@ -42,6 +42,7 @@ DATE_FORMATS = ("full", "long", "medium", "short")
 DATE_YEARS = (1960, 2039)  # inclusive; inside it a two-digit year names one century (60-99: 19xx, 00-39: 20xx)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train/val/test of a user file without a `split` column
 MIN_ROWS = 10  # a user file needs at least this many pairs (about one per validation and test split)
+UNKNOWN_LOCALE = "unknown"  # the locale of a user file's row whose locale cell is empty or null
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(len(SPECIALS))
@@ -59,8 +60,9 @@ class PairTask(SplitFrames):
     Attributes:
         name: "dates" or the file's name.
         train, val, test: DataFrames with columns ``source``, ``target`` and ``locale`` (str; a
-            user file without a locale column has "all"), plus ``date``, ``format``,
-            ``month_start`` and ``month_end`` for the date task (-1 where the month is a number).
+            user file without a locale column has "all", a row with an empty one "unknown"), plus
+            ``date``, ``format``, ``month_start`` and ``month_end`` for the date task (-1 where the
+            month is a number).
     """
 
     name: str
@@ -211,9 +213,10 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
     """A translation task from a user's TSV, CSV or JSONL file of pairs.
 
     A ``split`` column (train/val/test) places the rows, otherwise `random_split` makes a seeded
-    80/10/10 split; a ``locale`` column is kept for per-locale scores ("all" without one). Each
-    problem raises one ValueError naming the fix: a missing column (the available ones are listed),
-    an empty source or target, fewer than `MIN_ROWS` pairs, a bad split value or an empty split.
+    80/10/10 split; a ``locale`` column is kept for per-locale scores ("all" without one, "unknown"
+    where a row's is empty or null). Each problem raises one ValueError naming the fix: a missing
+    column (the available ones are listed), an empty source or target, fewer than `MIN_ROWS` pairs,
+    a bad split value or an empty split.
 
     Args:
         path: a .tsv, .csv or .jsonl file (UTF-8).
@@ -233,9 +236,12 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
         cols = ", ".join(map(str, df.columns)) or "none"
         raise ValueError(f"{path} has no column {', '.join(map(repr, missing))} (columns: {cols}); "
                          "pass --source-col / --target-col naming the right ones")
+    # a row without a locale is grouped as "unknown": a null one would drop out of the per-locale scores
+    locale = "all"
+    if "locale" in df.columns:
+        locale = df["locale"].fillna("").astype(str).str.strip().replace("", UNKNOWN_LOCALE)
     rows = pd.DataFrame({"source": df[source_col].fillna("").astype(str).str.strip(),
-                         "target": df[target_col].fillna("").astype(str).str.strip(),
-                         "locale": df["locale"].astype(str) if "locale" in df.columns else "all"})
+                         "target": df[target_col].fillna("").astype(str).str.strip(), "locale": locale})
     for col in ("source", "target"):
         empty = rows.index[rows[col] == ""]
         if len(empty):

@@ -109,13 +109,19 @@ class Translator:
         return next(self.model.parameters()).device
 
     def source_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each source, cut to the model's max_src_len (empty texts are refused)."""
-        limit = self.model.config.max_src_len
-        ids = [self.tokenizer.encode(t)[:limit] for t in texts]
-        empty = [i for i, s in enumerate(ids) if not s]
+        """Token ids of each source, cut to the model's max_src_len with a warning (empty or
+        whitespace-only texts are refused: the model never saw one, training sources are stripped)."""
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
         if empty:
             raise ValueError(f"source {empty[0]} is empty; give every sentence some text")
-        return ids
+        limit = self.model.config.max_src_len
+        ids = [self.tokenizer.encode(t) for t in texts]
+        long = [i for i, s in enumerate(ids) if len(s) > limit]
+        if long:
+            log.warning("%d source(s) are longer than max_src_len=%d tokens and are cut (source %d loses its last %d "
+                        "of %d tokens); shorten them or train with a larger --max-src-len", len(long), limit, long[0],
+                        len(ids[long[0]]) - limit, len(ids[long[0]]))
+        return [s[:limit] for s in ids]
 
     def target_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each target, cut to leave room for <bos> in the model's max_tgt_len."""
@@ -140,10 +146,17 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     """Rebuild a translator from a seq2seq-train run directory or its model/ folder."""
     c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out",
                    "python -m workbench seq2seq-train --out DIR")
-    model = Seq2Seq(from_dict(Seq2SeqConfig, c.artifacts["config"]["model"]))  # as seq2seq.load_seq2seq builds it
+    model_config = from_dict(Seq2SeqConfig, c.artifacts["config"]["model"])
+    tokenizer = PairTokenizer.from_dict(c.artifacts["tokenizer"])
+    # another run's tokenizer.json would still load, but its ids name other tokens: garbage translations
+    src_size, tgt_size = model_config.src_vocab_size, model_config.tgt_vocab_size
+    if src_size != tokenizer.vocab_size or tgt_size != tokenizer.vocab_size:
+        raise ValueError(f"{c.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model expects "
+                         f"src_vocab_size={src_size} and tgt_vocab_size={tgt_size}; "
+                         "use the tokenizer.json saved with this checkpoint")
+    model = Seq2Seq(model_config)  # as seq2seq.load_seq2seq builds it
     c.load_weights(model)
-    return Translator(model.to(device).eval(), PairTokenizer.from_dict(c.artifacts["tokenizer"]),
-                      from_dict(TranslationConfig, c.artifacts["translation"]))
+    return Translator(model.to(device).eval(), tokenizer, from_dict(TranslationConfig, c.artifacts["translation"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,15 +177,19 @@ class _Evaluator:
     def __init__(self, translator: Translator, rows: pd.DataFrame, n_translate: int, batch_size: int,
                  device: torch.device):
         cfg, tok = translator.model.config, translator.tokenizer
-        self.loss = loss_evaluator([tok.encode(s)[: cfg.max_src_len] for s in rows["source"]],
-                                   translator.target_ids(rows["target"]), cfg, batch_size, device)
-        self.translator, self.rows = translator, rows.head(n_translate)
+        # cut here once, as the training sources are (seq2seq_train warned about them), rather than
+        # by `Translator.source_ids`, which would warn again at every evaluation
+        sources = [tok.encode(s)[: cfg.max_src_len] for s in rows["source"]]
+        self.loss = loss_evaluator(sources, translator.target_ids(rows["target"]), cfg, batch_size, device)
+        self.translator, self.sources = translator, sources[:n_translate]
+        self.targets = rows["target"].head(n_translate).tolist()
 
     def __call__(self, model) -> dict[str, float]:
         metrics = self.loss(model)
-        if len(self.rows):
-            predictions = self.translator.translate(self.rows["source"].tolist())
-            metrics["val_exact_match"] = float(np.mean([p == t for p, t in zip(predictions, self.rows["target"])]))
+        if self.sources:
+            outputs = translate(self.translator.model, self.sources, batch_size=self.translator.config.eval_batch_size)
+            predictions = [self.translator.tokenizer.decode(ids) for ids in outputs]
+            metrics["val_exact_match"] = float(np.mean([p == t for p, t in zip(predictions, self.targets)]))
         return metrics
 
 
@@ -234,16 +251,18 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
     model_config = fit_model_config(config.model, tokenizer)
-    for side, limit in (("source", model_config.max_src_len), ("target", model_config.max_tgt_len - 1)):
+    for side, flag, limit in (("source", "src", model_config.max_src_len),
+                              ("target", "tgt", model_config.max_tgt_len - 1)):
         lengths = task.train[side].map(lambda text: len(tokenizer.encode(text)))
         if (lengths > limit).mean() > 0.01:
             log.warning("%.0f%% of the training %ss are longer than %d tokens and are cut; raise --max-%s-len",
-                        100 * (lengths > limit).mean(), side, limit, side[:3] if side == "source" else "tgt")
+                        100 * (lengths > limit).mean(), side, limit, flag)
     torch.manual_seed(config.train.seed)
     model = Seq2Seq(model_config)
-    tc = config.train.resolved()
+    tc = config.train.resolved(len(task.train))  # --epochs counts passes over the training pairs
     translator = Translator(model, tokenizer, config)
-    train_src, train_tgt = encode_pairs(tokenizer, task.train, model_config.max_src_len, model_config.max_tgt_len)
+    # max_tgt_len bounds the decoder's input, <bos> + target; the framed <bos> target <eos> is one longer
+    train_src, train_tgt = encode_pairs(tokenizer, task.train, model_config.max_src_len, model_config.max_tgt_len + 1)
     n_train = len(train_src)
 
     def next_batch(generator: torch.Generator):
