@@ -15,9 +15,9 @@ from workbench import checkpoint as ckpt
 from workbench import train as train_module
 from dataclasses import fields
 
-from workbench.config import TrainConfig, finetune_train
+from workbench.config import TrainConfig, finetune_train, preset
 from workbench.tasks import load_task
-from workbench.pretrain import load_pretrained
+from workbench.pretrain import load_pretrained, pretrain
 from workbench.evaluate import classifier_report
 from workbench.finetune import (
     PREDICTIONS,
@@ -64,7 +64,7 @@ def test_tfidf_baseline_is_sane(csv_task):
 
 # ------------------------------------------------------------------------------------- models
 def test_right_padding_does_not_change_a_passage(base, csv_task):
-    from workbench.pretrain import load_pretrained
+    from workbench.pretrain import load_pretrained, pretrain
 
     gpt, tok, _ = load_pretrained(base)
     texts = ["the fool", "war and the crown of england"]
@@ -83,7 +83,7 @@ def test_right_padding_does_not_change_a_passage(base, csv_task):
 
 @pytest.mark.parametrize("mode", ["full", "frozen", "scratch", "lora", "multitask"])
 def test_every_mode_learns_and_trains_what_it_should(base, csv_task, mode):
-    from workbench.pretrain import load_pretrained
+    from workbench.pretrain import load_pretrained, pretrain
 
     _, task = csv_task
     pretrained, _, _ = load_pretrained(base)
@@ -126,7 +126,7 @@ def test_head_and_backbone_train_at_their_own_learning_rates(base, csv_task):
 
 
 def test_multitask_adds_the_language_modelling_loss(base):
-    from workbench.pretrain import load_pretrained
+    from workbench.pretrain import load_pretrained, pretrain
 
     gpt, tok, _ = load_pretrained(base)
     idx, lengths = encode_texts(tok, ["the fool and my lord", "war and the crown of england"], 32)
@@ -199,6 +199,8 @@ def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     with pytest.raises(ValueError, match="differs from the checkpoint's"):
         finetune(None, task, quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.2), tmp_path / "b",
                  resume=True, progress=False)
+    with pytest.raises(ValueError, match="holds a finetune run, not a pretrain run"):  # nothing is loaded into a GPT
+        pretrain(preset("smoke"), tmp_path / "b", resume=True, progress=False)
 
 
 def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path):

@@ -114,6 +114,15 @@ def test_a_run_that_stopped_early_is_not_trained_on_when_resumed(tmp_path):
     assert t.step == 16
 
 
+def test_a_run_of_another_kind_is_not_resumed(tmp_path):
+    trainer(Run(tmp_path)).fit(until=4)  # its checkpoints carry a config and no finetune.json: a pretraining run
+    assert Run(tmp_path, resume=True, kind="pretrain").saved is not None
+    for kind in ("finetune", "seq2seq-train"):
+        with pytest.raises(ValueError, match=rf"holds a pretrain run, not a {kind} run; resume it with "
+                                             r"`python -m workbench pretrain --resume`, or choose another --out"):
+            Run(tmp_path, resume=True, kind=kind)
+
+
 def test_saved_config_differences_are_refused_with_the_flag_to_drop(tmp_path):
     trainer(Run(tmp_path)).fit(until=4)
     run = Run(tmp_path, resume=True)

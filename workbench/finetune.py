@@ -344,7 +344,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         total_params, tokens_per_s, examples_per_s, ... If training was interrupted (Ctrl-C) the run is
         checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
     """
-    run = Run(out_dir, resume)
+    run = Run(out_dir, resume, kind="finetune")
     device = setup_device(config.train, run.dist)
     info = _task_info(task)
     # What to build: the saved run when resuming, else the pretrained checkpoint.

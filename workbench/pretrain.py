@@ -27,7 +27,7 @@ from .data import encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT
-from .run import Run, load_final, setup_device
+from .run import RUN_KINDS, Run, load_final, run_kind, setup_device
 from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from .train import History, Trainer, resolve_device, time_steps
 
@@ -63,7 +63,7 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         the whole one. Interrupted (Ctrl-C), metrics["completed"] is False (final_step says where
         it stopped) and nothing final is written; resume=True continues the run.
     """
-    run = Run(out_dir, resume)
+    run = Run(out_dir, resume, kind="pretrain")
     device = setup_device(config.train, run.dist)
     corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)
     if run.saved is not None:
@@ -128,11 +128,10 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
     """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
     hint = "point at a pretraining run's --out"
     c = load_final(path, ("config", "tokenizer"), hint, "python -m workbench pretrain --out DIR")
-    for marker, kind, loader in (("finetune", "finetune", "finetune.load_finetuned"),
-                                 ("translation", "seq2seq-train", "translator.load_translator")):
-        if marker in c.artifacts:  # its config.json is not a GPT's RunConfig
-            raise ValueError(f"{c.path} holds a {kind} run's model ({marker}.json), not a pretraining run's; "
-                             f"{hint}, or load this one with workbench.{loader}")
+    if (kind := run_kind(c)) != "pretrain":  # its config.json is not a GPT's RunConfig
+        marker, loader = RUN_KINDS[kind]
+        raise ValueError(f"{c.path} holds a {kind} run's model ({marker}.json), not a pretraining run's; "
+                         f"{hint}, or load this one with workbench.{loader}")
     config = RunConfig.from_dict(c.artifacts["config"])
     tokenizer = load_tokenizer(c.artifacts["tokenizer"])
     if tokenizer.vocab_size != config.model.vocab_size:

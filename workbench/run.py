@@ -40,6 +40,15 @@ from .train import Trainer, graph_problem, resolve_device
 log = logging.getLogger(__name__)
 
 FINAL = "model"
+# The artifact that marks each kind of run's checkpoints (a pretraining run has neither), and the
+# function that loads its final model.
+RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
+             "seq2seq-train": ("translation", "translator.load_translator")}
+
+
+def run_kind(c: ckpt.Checkpoint) -> str:
+    """Which command wrote checkpoint `c`: "pretrain", "finetune" or "seq2seq-train"."""
+    return next((kind for kind, (marker, _) in RUN_KINDS.items() if marker in c.artifacts), "pretrain")
 
 
 def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
@@ -103,13 +112,15 @@ class Run:
         resume: True continues the run in out_dir from its latest checkpoint; "auto" does so when
             there is one and starts a new run otherwise (a notebook cell that can simply be run
             again after an interruption); False starts a new run in a new or empty out_dir.
+        kind: the command training it ("pretrain", "finetune", "seq2seq-train"): a run of another
+            kind in out_dir is not resumed.
     Attributes:
         out, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started,
         already_finished (resume="auto" found the run finished: `fit` trains nothing, `finish`
         writes nothing, `base_metrics` gives the figures the run reported).
     """
 
-    def __init__(self, out_dir: str | Path | None, resume: bool | str = False):
+    def __init__(self, out_dir: str | Path | None, resume: bool | str = False, kind: str | None = None):
         self.started = time.perf_counter()
         self.out = Path(out_dir) if out_dir is not None else None
         self.auto = resume == "auto"
@@ -123,6 +134,9 @@ class Run:
         barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
         # the newest complete step checkpoint, found (and its files checked) once
         self.saved = ckpt.load_checkpoint(latest) if latest is not None else None
+        if self.saved is not None and kind is not None and run_kind(self.saved) != kind:
+            raise ValueError(f"{self.out} holds a {run_kind(self.saved)} run, not a {kind} run; resume it with "
+                             f"`python -m workbench {run_kind(self.saved)} --resume`, or choose another --out")
 
     def check_same(self, artifact: str, given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
         """A resumed run must be the saved one: every field of `given` (nested sections allowed, e.g.

@@ -240,7 +240,7 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
         and size. Score the test split with `decoding_table` / `per_locale_scores`.
     """
     config = config or TranslationConfig()
-    run = Run(out_dir, resume)
+    run = Run(out_dir, resume, kind="seq2seq-train")
     device = setup_device(config.train, run.dist)
     if run.saved is not None:
         run.check_same("translation", asdict(config))
