@@ -121,6 +121,20 @@ def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     assert f"{profile['ms_per_step']:.2f} ms a step" in printed and f"  {'matmul':<18} {profile['kinds']['matmul']:8.2f} ms" in printed
 
 
+@pytest.mark.parametrize("flags, fix", [(["--iters", "0"], "--iters must be >= 1 and --warmup >= 0, got 0 and 10"),
+                                        (["--warmup", "-3"], "--iters must be >= 1 and --warmup >= 0, got 50 and -3"),
+                                        (["--json", "FILE/b.json"], "a file; choose another path for --json"),
+                                        (["--json", "DIR"], "is a directory; choose a file path for --json")])
+def test_bench_cli_refuses_what_it_could_not_finish_before_measuring(tmp_path, capsys, monkeypatch, flags, fix):
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("measured before refusing"))
+    (tmp_path / "f").write_text("mine")
+    flags = [str(tmp_path / "f") + "/b.json" if f == "FILE/b.json" else str(tmp_path) if f == "DIR" else f for f in flags]
+    assert main(["bench", "--preset", "smoke", "--no-generation", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fix in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no leftover temp file
+
+
 def test_bench_split_qkv_trains_with_q_k_v_from_three_matmuls(monkeypatch, capsys):
     seen, real = [], bench.time_steps
 

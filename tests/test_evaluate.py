@@ -304,6 +304,22 @@ def test_cli_evaluate_bad_input_is_one_error_line(tiny_run, tmp_path, extra, fix
     assert not (tmp_path / "e").exists()
 
 
+def test_cli_evaluate_writes_beside_the_runs_folders_never_inside_one_training_replaces(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tiny_run.parent / "cache"))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    step = sorted((run / "checkpoints").glob("step-*"))[-1]
+    for checkpoint in (run, run / "model", step):
+        code, _, err = cli("evaluate", "--checkpoint", checkpoint, "--prompts", 0, "--compression-chars", 0)
+        assert code == 0, err
+    assert (run / "evaluation-val" / "metrics.json").is_file()  # a resume swaps model/ and prunes step folders
+    assert not (run / "model" / "evaluation-val").exists() and not (step / "evaluation-val").exists()
+    code, _, err = cli("evaluate", "--checkpoint", run, "--out", run / "metrics.json" / "x")
+    assert code == 2 and err.count("\n") == 1 and "lies under" in err and "a file; choose another path for --out" in err
+
+
 def test_cli_evaluate_missing_checkpoint(tmp_path):
     code, _, err = cli("evaluate", "--checkpoint", tmp_path / "nope", "--out", tmp_path / "e")
     assert code == 2 and err.startswith("error: ") and "does not exist" in err

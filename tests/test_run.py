@@ -141,6 +141,14 @@ def test_out_dir_checks_name_the_fix(tmp_path, resume, fix):
     assert (tmp_path / "notes.txt").read_text() == "mine"  # nothing written or removed
 
 
+def test_an_out_dir_under_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes.txt/run/a lies under .*notes.txt, a file; choose another path for --out"):
+        Run(tmp_path / "notes.txt" / "run" / "a")  # the first checkpoint, minutes later, could not be written
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert Run(tmp_path / "new" / "run").saved is None  # folders that do not exist yet are made when it writes
+
+
 @pytest.mark.parametrize("resume", [True, "auto"])
 def test_a_run_whose_every_step_checkpoint_is_damaged_is_not_resumed(tmp_path, resume):
     trainer(Run(tmp_path)).fit(until=4)

@@ -217,10 +217,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
     from .pretrain import load_pretrained
+    from .run import check_writable
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a directory path for --out")
+    check_writable(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} already holds files; choose an empty --out")
     model, tokenizer, _ = load_pretrained(args.checkpoint)
@@ -230,12 +230,15 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .checkpoint import write_json
+    from .checkpoint import CHECKPOINTS, write_json
     from .evaluate import evaluate_checkpoint
+    from .run import FINAL, check_writable
 
-    out = Path(args.out or Path(args.checkpoint) / f"evaluation-{args.split}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a directory path for --out")
+    run_dir = Path(args.checkpoint)
+    if run_dir.name == FINAL or run_dir.parent.name == CHECKPOINTS:  # never inside a folder training replaces
+        run_dir = run_dir.parent if run_dir.name == FINAL else run_dir.parent.parent
+    out = Path(args.out or run_dir / f"evaluation-{args.split}")
+    check_writable(out)
     result = evaluate_checkpoint(args.checkpoint, args.split, n_prompts=args.prompts, max_chars=args.max_chars,
                                  compression_chars=args.compression_chars, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +278,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from .bench import format_profile, format_table, loss_memory, run_bench, step_profile
     from .checkpoint import write_json
+    from .run import check_writable
 
+    if args.iters < 1 or args.warmup < 0:
+        raise ValueError(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}; "
+                         "pass e.g. --iters 50 --warmup 10")
+    if args.json:  # before minutes of measuring, not after
+        check_writable(Path(args.json), "--json", is_dir=False)
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
@@ -361,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluation card of a trained checkpoint: bits/char, BLEU/chrF, compression")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
     p.add_argument("--split", default="val", choices=["val", "test"], help="held-out split of the model's corpus")
-    p.add_argument("--out", default=None, help="folder for metrics.json (default: CHECKPOINT/evaluation-SPLIT)")
+    p.add_argument("--out", default=None, help="folder for metrics.json (default: evaluation-SPLIT in the run "
+                   "directory of CHECKPOINT)")
     p.add_argument("--prompts", type=int, default=20, help="continuation prompts for BLEU/chrF (0 skips)")
     p.add_argument("--max-chars", type=int, default=None,
                    help="score only the first MAX_CHARS characters of each held-out play (of the split, other corpora)")

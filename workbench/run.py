@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -51,10 +52,23 @@ def run_kind(c: ckpt.Checkpoint) -> str:
     return next((kind for kind, (marker, _) in RUN_KINDS.items() if marker in c.artifacts), "pretrain")
 
 
+def check_writable(path: Path, flag: str = "--out", is_dir: bool = True) -> None:
+    """Refuse, before any work, an output path that cannot be written when the work is done: a file
+    where a directory goes (or the reverse), a path under a file, or a directory not writable here."""
+    if path.exists() and path.is_dir() != is_dir:
+        want = "a directory path" if is_dir else "a file path"
+        raise ValueError(f"{flag} {path} is a {'directory' if path.is_dir() else 'file'}; choose {want} for {flag}")
+    parent = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if parent != path.absolute() and not parent.is_dir():
+        raise ValueError(f"{flag} {path} lies under {parent}, a file; choose another path for {flag}")
+    if not os.access(parent if parent.is_dir() else parent.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {parent} is not writable here; choose a {flag} you can write to")
+
+
 def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
-    """Refuse to overwrite an existing run unless resuming it; the checkpoint to resume from (or None)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file; choose a directory path for --out")
+    """Refuse to overwrite an existing run unless resuming it; the checkpoint to resume from (or None).
+    A path that cannot be written is refused now, not when the first checkpoint is written."""
+    check_writable(out_dir)
     if resume:
         latest = ckpt.latest_checkpoint(out_dir)
         if latest is None:
