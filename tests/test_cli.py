@@ -259,6 +259,19 @@ def test_sample_ends_at_a_stop_string(trained):
     assert quantized.startswith("KING:") and len(quantized) == len(full)
 
 
+def test_sample_into_a_pipe_that_closes_early_stops_quietly(trained):
+    """`sample ... | head -c 20`: the reader leaves; no BrokenPipeError traceback."""
+    run, _ = trained
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "sample", "--checkpoint", str(run), "--max-new-tokens",
+                             "5000", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert len(proc.stdout.read(20)) == 20
+    proc.stdout.close()  # as head does once it has its bytes
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err.decode() == ""
+
+
 def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained):
     transformers = pytest.importorskip("transformers")
     run, _ = trained
