@@ -228,6 +228,36 @@ def test_help_lists_the_config_flags():
         assert flag in stdout
 
 
+def flag_help(stdout: str, flag: str) -> str:
+    """The help text argparse prints for `flag`: its line and the lines it wraps onto."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"  {flag}( |,|$)", line))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" " * 6)), len(lines))
+    return " ".join(" ".join(lines[start:end]).split())
+
+
+def test_help_gives_the_defaults_each_command_trains_with():
+    """finetune and seq2seq-train start from their own configs, not the dataclasses' defaults."""
+    from workbench.config import FinetuneConfig, TrainConfig
+    from workbench.translator import TranslationConfig
+
+    code, stdout, _ = cli("finetune", "--help")
+    ft = FinetuneConfig().train
+    assert code == 0 and ft.batch_size != TrainConfig.batch_size
+    assert f"default: {ft.batch_size}" in flag_help(stdout, "--batch-size")
+    assert f"default: {ft.epochs}" in flag_help(stdout, "--epochs")
+    assert "default: the --mode's learning rate" in flag_help(stdout, "--lr")
+    assert "default: 10% of the steps" in flag_help(stdout, "--warmup-iters")
+    code, stdout, _ = cli("seq2seq-train", "--help")
+    tc = TranslationConfig()
+    assert code == 0
+    for flag, value in (("--max-tgt-len", tc.model.max_tgt_len), ("--n-embd", tc.model.n_embd),
+                        ("--batch-size", tc.train.batch_size), ("--max-iters", tc.train.max_iters), ("--lr", tc.train.lr)):
+        assert f"default: {value}" in flag_help(stdout, flag), flag
+    code, stdout, _ = cli("pretrain", "--help")
+    assert all(name in flag_help(stdout, "--preset") for name in ("smoke", "baby", "cpu", "gpu", "gpt2"))
+
+
 # --------------------------------------------------------------------------- sample, export-hf
 def test_sample_starts_with_the_prompt_and_follows_the_seed(trained):
     run, _ = trained

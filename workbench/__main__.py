@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench pretrain | finetune | sample | export-hf | evaluate | report | compare | seq2seq-train | translate`.
+"""Command line: `python -m workbench pretrain | finetune | seq2seq-train | translate | sample | export-hf | evaluate | bench | report | compare`.
 
 The training flags are generated from the config dataclasses (`--n-layer` is
 `ModelConfig.n_layer`), so the command line and the library cannot drift apart.
@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict, with_length
 from .profiles import PROFILES
@@ -25,20 +26,31 @@ FINETUNE_SECTIONS = {"finetune": FinetuneConfig, "train": TrainConfig}
 # set from the tokenizer, not by hand (the encoder-decoder's vocabulary and special ids too)
 DERIVED = {("model", "vocab_size"), ("model", "src_vocab_size"), ("model", "tgt_vocab_size"), ("model", "pad_id"),
            ("model", "bos_id"), ("model", "eos_id"), ("model", "shared_embeddings")}
+# what TrainConfig.resolved puts in a field a command leaves unset (finetune: its lr, length, warm-up)
+DERIVED_DEFAULTS = {"max_iters": "--epochs over the training examples", "lr": "the --mode's learning rate",
+                    "min_lr": "lr / 10", "warmup_iters": "10%% of the steps", "eval_interval": "a quarter of the steps"}
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS,
+                     defaults: dict[str, Any] | None = None) -> None:
     """One flag per field of each config dataclass (`--n-layer` is ModelConfig.n_layer), stored as
     `section.field` only when given, so presets, saved configs and explicit flags can merge. A field
-    that is itself a config (FinetuneConfig.train) is its own section."""
+    that is itself a config (FinetuneConfig.train) is its own section. `defaults`: {section: the config
+    the command starts from} where that is not the dataclass's own defaults (finetune trains at
+    batch 16 for 3 epochs, not TrainConfig's 12 for 2000 steps), so --help says what a run gets."""
     for section, cls in sections.items():
         group = parser.add_argument_group(f"{section} ({cls.__name__})")
+        start = (defaults or {}).get(section)
         for f in fields(cls):
             if (section, f.name) in DERIVED or f.type not in TYPES and f.type != "bool":
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
+            if start is not None:
+                default = getattr(start, f.name)
+                if default is None and f.default not in (MISSING, None):  # TrainConfig.resolved fills it in
+                    default = DERIVED_DEFAULTS.get(f.name, "derived from the run")
             kwargs = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=f"default: {default}")
             if f.type == "bool":
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -132,11 +144,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     print(f"checkpoint: {out / 'model'}, metrics: {out / 'metrics.json'}, predictions: {out / PREDICTIONS}")
 
 
-def translation_sections() -> dict[str, type]:
+def translation_sections() -> tuple[dict[str, type], dict[str, Any]]:
+    """The config sections of `seq2seq-train` and the configs its flags start from."""
     from .seq2seq import Seq2SeqConfig
     from .translator import TranslationConfig
 
-    return {"translation": TranslationConfig, "model": Seq2SeqConfig, "train": TrainConfig}
+    start = TranslationConfig()
+    return ({"translation": TranslationConfig, "model": Seq2SeqConfig, "train": TrainConfig},
+            {"translation": start, "model": start.model, "train": start.train})
 
 
 def translation_config_from_args(args: argparse.Namespace, base: dict | None = None):
@@ -306,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="train a GPT language model on a corpus")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="sensible sizes: smoke, baby (nanoGPT's CPU config), cpu or gpu")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="sizes and loop settings: " + ", ".join(sorted(PRESETS)) + " (baby: nanoGPT's "
+                   "CPU configuration; gpu: its shakespeare_char; gpt2: the 124M shape)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p)
@@ -321,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split of a table without a split column")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_config_flags(p, FINETUNE_SECTIONS)
+    add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train})
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
@@ -335,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=1_000, help="dates: test pairs drawn")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_config_flags(p, translation_sections())
+    add_config_flags(p, *translation_sections())
     p.set_defaults(func=cmd_seq2seq_train)
 
     p = sub.add_parser("translate", help="translate text with a seq2seq-train checkpoint")
