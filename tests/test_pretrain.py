@@ -1,5 +1,7 @@
 """Tests for workbench.pretrain's scaling sweep and its non-embedding parameter count."""
 
+from dataclasses import replace
+
 import pytest
 
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -31,3 +33,25 @@ def test_scaling_sweep_reports_non_embedding_params(tmp_path, monkeypatch):
     assert list(sweep["n_embd"]) == [8, 16]
     assert (sweep["non_embedding_params"] < sweep["params"]).all()
     assert sweep["non_embedding_params"].is_monotonic_increasing
+
+
+def test_a_corpus_given_as_a_relative_path_is_found_again_from_anywhere(tmp_path, monkeypatch):
+    """Saved absolute: --resume and evaluate from another working directory read the same corpus."""
+    from workbench.pretrain import load_pretrained, pretrain
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "plays.txt").write_text("KING:\nSpeak to my lord with gentle heart.\n\n" * 80, encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "data")
+    config = RunConfig(data=DataConfig(corpus="plays.txt", tokenizer="char"),
+                       model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
+                       train=TrainConfig(batch_size=4, max_iters=4, eval_interval=2, eval_iters=1, device="cpu"))
+    pretrain(config, tmp_path / "run", progress=False)
+    assert load_pretrained(tmp_path / "run")[2].data.corpus == str(tmp_path / "data" / "plays.txt")
+    monkeypatch.chdir(tmp_path)
+    longer = replace(config, train=replace(config.train, max_iters=6))
+    with pytest.raises(FileNotFoundError, match="corpus plays.txt does not exist"):  # as given, from here: not found
+        pretrain(longer, tmp_path / "run", resume=True, progress=False)
+    saved = load_pretrained(tmp_path / "run")[2]  # as a bare --resume does: the saved config
+    resumed = pretrain(replace(longer, data=saved.data), tmp_path / "run", resume=True, progress=False)
+    assert resumed.metrics["final_step"] == 6
