@@ -6,6 +6,9 @@ skips damaged step checkpoints.
 checkpoints through the command line in test_cli.py.)"""
 
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from safetensors.torch import save_file
 
 from workbench import checkpoint as ckpt
 from workbench.checkpoint import DamagedCheckpointError, json_safe, write_json
+from workbench.config import RunConfig
+from workbench.tokenizer import tokenizer_from_dict
 
 
 def strict_loads(text: str):
@@ -116,11 +121,18 @@ def test_a_truncated_weights_file_fails_in_load_weights_too(tmp_path):
         c.state_dict(model)
 
 
-def test_latest_checkpoint_skips_damaged_step_checkpoints_with_a_warning(tmp_path):
+def save_steps(run_dir: Path, steps) -> list[Path]:
+    """Resumable step checkpoints of a small model, with the loop state a Trainer saves."""
     model = torch.nn.Linear(4, 3)
-    gen = torch.Generator()
-    for step in (4, 8, 12):
-        ckpt.save_step(tmp_path, step, model, torch.optim.AdamW(model.parameters()), gen, {"step": step}, [])
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {"best": None, "best_step": 0, "evals_since_best": 0,
+             "param_groups": optimizer.state_dict()["param_groups"]}
+    return [ckpt.save_step(run_dir, step, model, optimizer, torch.Generator(), {**state, "step": step}, [])
+            for step in steps]
+
+
+def test_latest_checkpoint_skips_damaged_step_checkpoints_with_a_warning(tmp_path):
+    save_steps(tmp_path, (4, 8, 12))
     steps = ckpt.step_checkpoints(tmp_path)
     assert [p.name for p in steps] == ["step-0000012", "step-0000008"]  # mark_latest keeps two
     assert ckpt.latest_checkpoint(tmp_path) == steps[0]
@@ -134,3 +146,109 @@ def test_latest_checkpoint_skips_damaged_step_checkpoints_with_a_warning(tmp_pat
     with pytest.warns(UserWarning) as caught:
         assert ckpt.latest_checkpoint(tmp_path) is None
     assert any("step-0000008: state.json is damaged (truncated or not JSON" in str(w.message) for w in caught)
+
+
+def test_an_unreadable_latest_pointer_is_ignored_as_a_missing_one_is(tmp_path):
+    *_, newest = save_steps(tmp_path, (4, 8))
+    pointer = tmp_path / "checkpoints" / "latest"
+    for content in (b"\xff\xfe", b"step-0000099", b""):
+        pointer.write_bytes(content)
+        assert ckpt.latest_checkpoint(tmp_path) == newest
+    pointer.unlink()
+    pointer.mkdir()
+    assert ckpt.latest_checkpoint(tmp_path) == newest
+
+
+@pytest.mark.parametrize("name, content", [("state.json", {}), ("state.json", []), ("state.json", {"step": 8}),
+                                           ("optimizer.safetensors", {"state.0.exp_avg": torch.ones(3)})])
+def test_a_state_or_optimizer_file_of_another_shape_is_a_damaged_step_checkpoint(tmp_path, name, content):
+    """Files that parse but lack what resuming reads (Trainer.resume: the loop state, param_groups, the
+    RNG states) are skipped like truncated ones, or None when no step checkpoint is left."""
+    older, newer = save_steps(tmp_path, (4, 8))
+    for step in (newer, older):
+        if name == "state.json":
+            write_json(step / name, content)
+        else:
+            save_file(content, str(step / name))
+        with pytest.warns(UserWarning) as caught:
+            assert ckpt.latest_checkpoint(tmp_path) == (older if step == newer else None)
+        assert any(f"skipping the damaged step checkpoint {step}: {name} is damaged" in str(w.message) for w in caught)
+    with pytest.raises(DamagedCheckpointError, match=f"{name} is damaged"):
+        ckpt.check_step(newer)
+
+
+def test_pruning_keeps_damaged_step_checkpoints_and_the_newest_complete_ones(tmp_path):
+    """mark_latest keeps the newest two complete step checkpoints and never deletes a damaged one, as
+    latest_checkpoint's warning says."""
+    older, damaged = save_steps(tmp_path, (4, 8))
+    truncate(damaged / "optimizer.safetensors")
+    before = {f.name: f.read_bytes() for f in damaged.iterdir()}
+    with pytest.warns(UserWarning, match="skipping the damaged step checkpoint"):
+        assert ckpt.latest_checkpoint(tmp_path) == older  # a resume continues from step 4 ...
+    save_steps(tmp_path, (12,))  # ... and checkpoints step 12: step 4 is still one of the two complete ones
+    assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["step-0000012", "step-0000008", "step-0000004"]
+    save_steps(tmp_path, (16,))
+    assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["step-0000016", "step-0000012", "step-0000008"]
+    assert {f.name: f.read_bytes() for f in damaged.iterdir()} == before  # left as it was
+
+
+def test_a_prune_cut_short_leaves_no_damaged_step_checkpoint(tmp_path, monkeypatch):
+    """Since damaged step checkpoints are never pruned, one half deleted (a crash mid-prune) would stay for
+    good: pruning renames it out of the way first."""
+    def cut_short(path, ignore_errors=False):
+        (path / "model.safetensors").unlink()
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", cut_short)
+    save_steps(tmp_path, (4, 8, 12))
+    assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["step-0000012", "step-0000008"]
+
+
+def test_weights_of_another_shape_are_one_line_naming_the_tensor_and_the_fix(tmp_path):
+    """A config.json edited (or copied from another run) so that the model it builds does not fit the weights:
+    one line naming the first tensor that differs, not a RuntimeError with a line per tensor."""
+    path, _ = saved(tmp_path)
+    c = ckpt.load_checkpoint(path)
+    wider = torch.nn.Linear(5, 3)  # the same bias, a wider weight
+    for load, name in ((c.load_weights, "model"), (c.state_dict, "model"), (c.best_state, "best")):
+        with pytest.raises(ValueError) as info:
+            load(wider)
+        assert str(info.value) == (
+            f"{path / name}.safetensors does not fit this model: weight is [3, 4] in the file but [3, 5] in the "
+            "model; build the model from the checkpoint's config.json (if it was, config.json and "
+            f"{name}.safetensors are from different runs: copy the checkpoint again from its source)")
+
+
+def test_a_failed_write_json_leaves_no_temp_file(tmp_path):
+    (tmp_path / "m.json").mkdir()  # a directory where the file goes
+    with pytest.raises(OSError):
+        write_json(tmp_path / "m.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=oct)
+def test_every_checkpoint_file_gets_the_permissions_open_gives(tmp_path, umask):
+    """safetensors writes its files 0600 (through a temp file of its own); a checkpoint's weights must be as
+    readable as its JSON files, as the umask says."""
+    old = os.umask(umask)
+    try:
+        path, _ = saved(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
+    assert modes == dict.fromkeys(FILES, 0o666 & ~umask)
+
+
+def test_an_artifact_that_parses_but_is_not_what_it_should_be_names_its_file(tmp_path):
+    """Checkpoint.artifact: the ValueError of the function that builds an artifact (a config section that is
+    not an object, a tokenizer of another shape) becomes the one line naming the file."""
+    path, _ = saved(tmp_path)
+    write_json(path / "config.json", [])
+    write_json(path / "tokenizer.json", None)
+    c = ckpt.load_checkpoint(path)
+    with pytest.raises(DamagedCheckpointError) as info:
+        c.artifact("config", RunConfig.from_dict)
+    assert str(info.value).startswith(f"checkpoint file {path / 'config.json'} is damaged (a RunConfig must be a JSON "
+                                      "object of its fields, got [])")
+    with pytest.raises(DamagedCheckpointError, match=re.escape(f"{path / 'tokenizer.json'} is damaged (not a "
+                                                               "workbench tokenizer")):
+        c.artifact("tokenizer", tokenizer_from_dict)

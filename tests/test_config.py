@@ -35,6 +35,28 @@ def test_from_dict_keeps_the_nested_defaults_and_rejects_unknown_fields():
     assert run.model.n_layer == 3 and run.model.n_head == RunConfig().model.n_head
 
 
+@pytest.mark.parametrize("cls, d, message", [
+    (RunConfig, [], "a RunConfig must be a JSON object of its fields, got []"),
+    (RunConfig, None, "a RunConfig must be a JSON object of its fields, got None"),
+    (RunConfig, {"model": []}, "RunConfig section 'model' must be a JSON object of ModelConfig fields, got []"),
+    (RunConfig, {"data": "shakespeare"}, "RunConfig section 'data' must be a JSON object of DataConfig fields, "
+                                         "got 'shakespeare'"),
+    (FinetuneConfig, {"train": 3}, "FinetuneConfig section 'train' must be a JSON object of TrainConfig fields, got 3"),
+])
+def test_from_dict_refuses_a_section_that_is_not_a_json_object(cls, d, message):
+    """A damaged config.json that still parses ([] or a section that is not an object): one line naming the
+    section, not an AttributeError later."""
+    with pytest.raises(ValueError) as info:
+        from_dict(cls, d)
+    assert str(info.value) == message
+
+
+def test_from_dict_takes_a_nested_config_as_a_dict_or_as_itself():
+    train = TrainConfig(max_iters=7)
+    assert from_dict(FinetuneConfig, {"train": train}).train == train
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+
+
 def test_the_length_given_last_wins_and_both_lengths_are_refused():
     assert finetune_train(max_iters=50).epochs is None
     assert with_length({"max_iters": 2000, "epochs": 1.0}, {"epochs": 1.0}) == {"max_iters": None, "epochs": 1.0}

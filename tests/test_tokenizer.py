@@ -202,3 +202,28 @@ def test_load_errors_name_the_problem(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(ValueError, match="expected kind"):
         load_tokenizer({"kind": "word"})
+
+
+WRONG_SHAPES = [None, [], "char", {}, {"kind": "char"}, {"kind": "char", "chars": 5}, {"kind": "char", "chars": []},
+                {"kind": "bpe"}, {"kind": "bpe", "tokenizer": {}}, {"kind": "bpe", "tokenizer": None}]
+
+
+@pytest.mark.parametrize("d", WRONG_SHAPES)
+def test_a_tokenizer_of_another_shape_is_one_line_naming_the_fix(d, tmp_path):
+    """JSON that parses but is not what Tokenizer.save writes (a damaged tokenizer.json): a one-line
+    ValueError, naming the file when loaded from one, never a TypeError or KeyError."""
+    fix = ("; expected kind 'char' or 'bpe' as Tokenizer.save writes it: use the tokenizer.json saved with this "
+           "checkpoint")
+    for load in (tokenizer_from_dict, load_tokenizer):
+        if load is load_tokenizer and isinstance(d, str):  # a string is a path to it
+            continue
+        with pytest.raises(ValueError) as info:
+            load(d)
+        message = str(info.value)
+        assert message.startswith("not a workbench tokenizer (") and message.endswith(fix) and "\n" not in message
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        load_tokenizer(path)
+    assert str(info.value).startswith(f"tokenizer file {path} is not a workbench tokenizer (")
+    assert str(info.value).endswith(fix)

@@ -18,8 +18,8 @@ read: `DamagedCheckpointError`, one line naming the file and the fix.
 
 A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
 with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in `model/`.
-`latest_checkpoint` skips (with a warning, never deleting them) step checkpoints whose
-files are damaged, so a resume continues from the newest complete one.
+`latest_checkpoint` skips (with a warning) step checkpoints whose files are damaged, so a
+resume continues from the newest complete one; pruning (`mark_latest`) never deletes them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -47,8 +47,10 @@ STATE_FILE = "state.json"
 HISTORY_FILE = "history.json"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-# What a resumable step checkpoint must hold to resume from it (best.safetensors is optional).
+# What a resumable step checkpoint must hold to resume from it (best.safetensors is optional), and what
+# resuming (Trainer.resume) reads from its state.json and optimizer.safetensors.
 STEP_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, HISTORY_FILE)
+STATE_KEYS = ("step", "best", "best_step", "evals_since_best", "param_groups")
 
 
 class DamagedCheckpointError(ValueError):
@@ -115,6 +117,42 @@ def check_complete(path: Path, required: tuple[str, ...] = (MODEL_FILE,)) -> Non
         read_json(f)
 
 
+def check_step(path: Path) -> None:
+    """`check_complete` for a resumable step checkpoint, and that its state.json and optimizer.safetensors
+    hold what resuming reads: a file of another shape is as damaged as a truncated one."""
+    check_complete(path, STEP_FILES)
+    state = read_json(path / STATE_FILE)
+    if not (isinstance(state, dict) and all(k in state for k in STATE_KEYS) and isinstance(state["step"], int)
+            and isinstance(state["param_groups"], list)):
+        raise DamagedCheckpointError(path / STATE_FILE, "is damaged (not a step checkpoint's loop state: "
+                                     f"an object with {', '.join(STATE_KEYS)})")
+    with reading_safetensors(path / OPTIMIZER_FILE), safe_open(str(path / OPTIMIZER_FILE), "pt") as f:
+        if "rng.torch" not in f.keys():
+            raise DamagedCheckpointError(path / OPTIMIZER_FILE, "is damaged (it lacks the rng.torch state of a "
+                                         "step checkpoint)")
+
+
+def _is_complete_step(path: Path) -> bool:
+    """Whether `check_step` passes."""
+    try:
+        check_step(path)
+    except DamagedCheckpointError:
+        return False
+    return True
+
+
+def check_fits(path: Path, shapes: Mapping[str, Any], model: torch.nn.Module) -> None:
+    """A one-line ValueError naming the first tensor of the weights file `path` (`shapes`: name -> shape)
+    that `model` holds in another shape; loading it would end in a RuntimeError with a line per tensor."""
+    expected = model.state_dict()
+    for name, shape in shapes.items():
+        if name in expected and list(shape) != list(expected[name].shape):
+            raise ValueError(f"{path} does not fit this model: {name} is {list(shape)} in the file but "
+                             f"{list(expected[name].shape)} in the model; build the model from the checkpoint's "
+                             f"config.json (if it was, config.json and {path.name} are from different runs: copy "
+                             "the checkpoint again from its source)")
+
+
 @dataclass
 class Checkpoint:
     """What `load_checkpoint` returns; tensors stay on CPU until the caller moves them."""
@@ -125,10 +163,21 @@ class Checkpoint:
     history: list[dict] = field(default_factory=list)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors content
 
+    def artifact(self, name: str, build: Callable[[Any], Any]) -> Any:
+        """`build(artifacts[name])`, e.g. `c.artifact("config", RunConfig.from_dict)`: a ValueError (the JSON
+        parses but is not what `build` takes) becomes DamagedCheckpointError naming <name>.json."""
+        try:
+            return build(self.artifacts[name])
+        except ValueError as e:
+            raise DamagedCheckpointError(self.path / f"{name}.json", f"is damaged ({e})") from None
+
     def load_weights(self, model: torch.nn.Module) -> None:
-        """Copy the saved weights into `model` (strict: every key must match)."""
-        with reading_safetensors(self.path / MODEL_FILE):
-            missing, unexpected = load_model(model, str(self.path / MODEL_FILE), strict=False)
+        """Copy the saved weights into `model` (strict: every key and shape must match)."""
+        path = self.path / MODEL_FILE
+        with reading_safetensors(path):
+            with safe_open(str(path), "pt") as f:
+                check_fits(path, {name: f.get_slice(name).get_shape() for name in f.keys()}, model)
+            missing, unexpected = load_model(model, str(path), strict=False)
         if missing or unexpected:
             raise ValueError(f"checkpoint {self.path} does not fit this model (missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}); build the model from the checkpoint's config.json")
@@ -137,6 +186,7 @@ class Checkpoint:
         """The saved weights (CPU) named as `model.state_dict()` names them: a tied weight, stored
         once, appears under each of its names (for loading into a sharded model)."""
         weights = read_tensors(self.path / filename)
+        check_fits(self.path / filename, {name: w.shape for name, w in weights.items()}, model)
         for names in tied_groups(model):
             stored = next((weights[n] for n in names if n in weights), None)
             if stored is not None:
@@ -184,11 +234,15 @@ def write_json(path: Path, obj: Any) -> None:
     """
     text = json.dumps(json_safe(obj), indent=1, allow_nan=False)  # fails before touching the disk
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a directory in the way, Ctrl-C: no temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[str, Any] | None = None,
@@ -222,6 +276,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / OPTIMIZER_FILE))
     if best:
         save_weights(best, model, tmp / BEST_FILE)
+    mode = _new_file_mode()
+    for f in tmp.glob("*.safetensors"):  # safetensors writes them 0600 (through a temp file of its own)
+        f.chmod(mode)
     for name, obj in (artifacts or {}).items():
         write_json(tmp / f"{name}.json", obj)
     if state is not None:
@@ -238,6 +295,14 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         os.replace(tmp, path)
     _fsync_dir(path.parent)
     return path
+
+
+def _new_file_mode() -> int:
+    """The permissions open() gives a new file: 0o666 less the process umask (which can only be read by
+    setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def tied_groups(model: torch.nn.Module) -> list[list[str]]:
@@ -322,15 +387,18 @@ def save_step(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer:
 
 
 def mark_latest(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
-    """Point `checkpoints/latest` at ckpt and delete all but the newest `keep` step checkpoints."""
+    """Point `checkpoints/latest` at ckpt and delete all but the newest `keep` complete step checkpoints.
+    A damaged one is left on disk, as `latest_checkpoint`'s warning says (and does not count as kept)."""
     root = Path(run_dir) / CHECKPOINTS
     tmp = root / f".{LATEST}.tmp-{os.getpid()}"
     tmp.write_text(ckpt.name)
     os.replace(tmp, root / LATEST)
-    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for old in steps[:-keep]:
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
+    complete = [p for p in step_checkpoints(run_dir) if p == ckpt or _is_complete_step(p)]
+    for old in complete[keep:]:
+        if old != ckpt:  # renamed first: a crash mid-delete leaves a hidden folder, not a damaged checkpoint
+            gone = old.with_name(f".{old.name}.old-{os.getpid()}")
+            os.replace(old, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def step_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -340,25 +408,30 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete step checkpoint of a run directory (`check_complete`), or None.
+    """The newest complete step checkpoint of a run directory (`check_step`), or None.
 
-    A damaged one (a truncated file, say) is skipped with a warning naming it, and left on disk.
+    A damaged one (a truncated file, a state.json of another shape, say) is skipped with a warning
+    naming it, and left on disk.
     """
     root = Path(run_dir) / CHECKPOINTS
-    pointer = root / LATEST
     candidates = step_checkpoints(run_dir)
     # The pointer first (it names the last checkpoint written), then the others newest first: the
     # pointer is written after the checkpoint, so a crash between the two leaves a newer directory.
-    if pointer.is_file() and (named := root / pointer.read_text().strip()) in candidates:
+    try:
+        named = root / (root / LATEST).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):  # missing or damaged: the step checkpoints alone tell
+        named = None
+    if named in candidates:
         candidates.remove(named)
         candidates.insert(0, named)
     for candidate in candidates:
         try:
-            check_complete(candidate, STEP_FILES)
+            check_step(candidate)
         except DamagedCheckpointError as e:
             # Shown once per directory (same text, same line), however often the run directory is read.
             warnings.warn(f"skipping the damaged step checkpoint {candidate}: {e.path.name} {e.problem}; "
-                          "using an earlier one (the damaged files are left as they are)")
+                          "using an earlier one (the damaged files are left as they are, until the run "
+                          "checkpoints that step again)")
             continue
         return candidate
     return None

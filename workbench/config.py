@@ -315,28 +315,26 @@ class RunConfig:
         return from_dict(cls, d)
 
 
-def from_dict(cls, d: dict[str, dict[str, Any]]) -> "RunConfig":
-        return cls(
-            data=from_dict(DataConfig, d.get("data", {})),
-            model=from_dict(ModelConfig, d.get("model", {})),
-            train=from_dict(TrainConfig, d.get("train", {})),
-        )
-
-
 def from_dict(cls, d: dict[str, Any]):
     """Build a config dataclass from a (nested) dict, rejecting unknown keys with the valid ones listed.
 
     A nested config (RunConfig.model, FinetuneConfig.train) given as a dict overrides that field's
-    own default, so {"train": {"max_iters": 200}} keeps every other fine-tuning default.
+    own default, so {"train": {"max_iters": 200}} keeps every other fine-tuning default. `d`, and each
+    nested config in it, must be a dict (a JSON object): anything else (a damaged config.json's list,
+    say) is a one-line ValueError naming the section.
     """
+    _check(isinstance(d, dict), f"a {cls.__name__} must be a JSON object of its fields, got {d!r:.60}")
     names = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(names))
     _check(not unknown, f"unknown {cls.__name__} field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     values = dict(d)
     for name, value in d.items():
         f = names[name]
-        if isinstance(value, dict) and f.default_factory is not MISSING and is_dataclass(default := f.default_factory()):
-            values[name] = updated(default, value)
+        if f.default_factory is not MISSING and is_dataclass(default := f.default_factory()):
+            _check(isinstance(value, (dict, type(default))), f"{cls.__name__} section {name!r} must be a JSON object "
+                   f"of {type(default).__name__} fields, got {value!r:.60}")
+            if isinstance(value, dict):
+                values[name] = updated(default, value)
     return cls(**values)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
@@ -336,14 +337,23 @@ def train_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
     raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def tokenizer_from_dict(d: dict) -> Tokenizer:
-    """Rebuild a tokenizer from ``Tokenizer.to_dict()`` output."""
+def tokenizer_from_dict(d: Any) -> Tokenizer:
+    """Rebuild a tokenizer from ``Tokenizer.to_dict()`` output.
+
+    Raises:
+        ValueError: ``d`` is anything else (another kind, not a dict, a missing or damaged field), one line.
+    """
     kind = d.get("kind") if isinstance(d, dict) else None
-    if kind == "char":
-        return CharTokenizer(d["chars"])
-    if kind == "bpe":
-        return BPETokenizer(HFTokenizer.from_str(json.dumps(d["tokenizer"])))
-    raise ValueError(f"not a saved tokenizer (kind={kind!r}); expected kind 'char' or 'bpe' from Tokenizer.save")
+    problem = f"kind={kind!r}" if isinstance(d, dict) else f"got {d!r:.60}"
+    try:
+        if kind == "char":
+            return CharTokenizer(d["chars"])
+        if kind == "bpe":
+            return BPETokenizer(HFTokenizer.from_str(json.dumps(d["tokenizer"])))
+    except Exception as e:  # tokenizers raises a bare Exception for a tokenizer it cannot read
+        problem = f"a {kind} tokenizer with a missing or damaged field: {type(e).__name__}: " + " ".join(str(e).split())
+    raise ValueError(f"not a workbench tokenizer ({problem}); expected kind 'char' or 'bpe' as Tokenizer.save "
+                     "writes it: use the tokenizer.json saved with this checkpoint")
 
 
 def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
@@ -354,7 +364,7 @@ def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
     Returns:
         the tokenizer.
     """
-    if isinstance(path_or_dict, dict):
+    if not isinstance(path_or_dict, (str, os.PathLike)):  # a dict, or JSON of another shape (null, a list)
         return tokenizer_from_dict(path_or_dict)
     path = Path(path_or_dict)
     if not path.is_file():
@@ -363,7 +373,10 @@ def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"tokenizer file {path} is not valid JSON ({e}); re-save it with Tokenizer.save") from None
-    return tokenizer_from_dict(d)
+    try:
+        return tokenizer_from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"tokenizer file {path} is {e}") from None
 
 
 def tokenization_table(text: str, tokenizers: dict[str, Tokenizer]) -> pd.DataFrame:
