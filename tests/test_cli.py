@@ -317,6 +317,10 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained)
     assert ours.shape == theirs.shape
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
 
+    from workbench.checkpoint import new_file_mode  # as readable as the JSON beside it (safetensors writes 0600)
+
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777 \
+        == new_file_mode()
     before = snapshot(out)
     code, _, err = cli("export-hf", "--checkpoint", run, "--out", out)
     assert_user_error(code, err, "choose an empty --out")
@@ -431,12 +435,15 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif how == "garbage":
         path.write_bytes(b"\x89garbage\x00\xff" * 50)
+    elif how == "wrong shape":  # valid JSON, but not what the file holds
+        path.write_text("[]" if path.name == "config.json" else "null")
     else:
         path.unlink()
 
 
 DAMAGES = [("model.safetensors", "truncated"), ("model.safetensors", "garbage"), ("model.safetensors", "missing"),
-           ("config.json", "garbage"), ("tokenizer.json", "truncated"), ("tokenizer.json", "missing")]
+           ("config.json", "garbage"), ("config.json", "wrong shape"), ("tokenizer.json", "truncated"),
+           ("tokenizer.json", "missing"), ("tokenizer.json", "wrong shape")]
 
 
 @pytest.mark.parametrize("name, how", DAMAGES)

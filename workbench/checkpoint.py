@@ -276,7 +276,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / OPTIMIZER_FILE))
     if best:
         save_weights(best, model, tmp / BEST_FILE)
-    mode = _new_file_mode()
+    mode = new_file_mode()
     for f in tmp.glob("*.safetensors"):  # safetensors writes them 0600 (through a temp file of its own)
         f.chmod(mode)
     for name, obj in (artifacts or {}).items():
@@ -297,7 +297,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, artifacts: dict[st
     return path
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """The permissions open() gives a new file: 0o666 less the process umask (which can only be read by
     setting it)."""
     umask = os.umask(0o022)

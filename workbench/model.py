@@ -638,6 +638,9 @@ class GPT(HookedModule):
                     width = p.shape[0]
                     tensors.setdefault(bias_key, torch.zeros(width))
         save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        from .checkpoint import new_file_mode  # safetensors 0.8 writes 0600: readable as any other file
+
+        (out / "model.safetensors").chmod(new_file_mode())
         hf_config = GPT2Config(
             vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
             n_head=cfg.n_head, activation_function="gelu", resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,

@@ -28,7 +28,7 @@ from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT
 from .run import RUN_KINDS, Run, load_final, run_kind, setup_device
-from .tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from .tokenizer import Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
 from .train import History, Trainer, resolve_device, time_steps
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
         marker, loader = RUN_KINDS[kind]
         raise ValueError(f"{c.path} holds a {kind} run's model ({marker}.json), not a pretraining run's; "
                          f"{hint}, or load this one with workbench.{loader}")
-    config = RunConfig.from_dict(c.artifacts["config"])
-    tokenizer = load_tokenizer(c.artifacts["tokenizer"])
+    config = c.artifact("config", RunConfig.from_dict)  # a JSON of the wrong shape: one line naming the file
+    tokenizer = c.artifact("tokenizer", tokenizer_from_dict)
     if tokenizer.vocab_size != config.model.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model expects "
                          f"{config.model.vocab_size}; use the tokenizer.json saved with this checkpoint")
