@@ -1,6 +1,8 @@
 """Configs: validation messages that name the fix, the fine-tuning loop nested as a TrainConfig with
 derived fields resolved once, nested updates, and the typed profiles every notebook reads."""
 
+import math
+
 import pytest
 
 from workbench.config import (DEFAULT_LR, FinetuneConfig, RunConfig, TrainConfig, finetune_train, from_dict, updated,
@@ -89,3 +91,19 @@ def test_every_profile_gives_every_notebook_valid_settings():
     assert PROFILES["default"].for_notebook("03_finetuning").overrides["hf"]["train"]["dtype"] == "bfloat16"
     with pytest.raises(ValueError, match="unknown profile 'fast'; choose one of smoke, default, full"):
         get_profile("fast")
+
+
+@pytest.mark.parametrize("changes, message", [({"lr": math.inf}, "lr must be > 0 and finite, got inf"),
+                                              ({"beta1": 2.0}, r"beta1 must be in \[0, 1\), got 2.0; pass e.g. --beta1"),
+                                              ({"beta2": -0.1}, r"beta2 must be in \[0, 1\), got -0.1")])
+def test_loop_values_adamw_cannot_use_are_refused_before_training(changes, message):
+    with pytest.raises(ValueError, match=message):  # (inf failed at step 2 as a NaN loss, beta1 2 in torch)
+        TrainConfig(**changes)
+
+
+def test_vocab_size_is_checked_only_for_bpe_the_only_tokenizer_that_reads_it():
+    from workbench.config import DataConfig
+
+    assert DataConfig(tokenizer="char", vocab_size=100).vocab_size == 100
+    with pytest.raises(ValueError, match="vocab_size=100 must exceed the 256 byte symbols of BPE"):
+        DataConfig(tokenizer="bpe", vocab_size=100)

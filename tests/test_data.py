@@ -203,7 +203,7 @@ def test_load_corpus_csv_and_jsonl_columns(tmp_path):
     assert load_corpus(tmp_path / "d.jsonl", text_column="body").text == "one\n\ntwo"
     with pytest.raises(ValueError, match=r"no column 'text' \(columns: id, body\)|no column 'text' \(columns: body\)"):
         load_corpus(tmp_path / "d.jsonl")
-    with pytest.raises(ValueError, match=r"no column 'body' \(columns: id, text\)"):
+    with pytest.raises(ValueError, match=r"no column 'body' \(columns: id, text\); pass one of them as --text-column"):
         load_corpus(tmp_path / "d.csv", text_column="body")
 
 

@@ -117,7 +117,10 @@ class TrainConfig:
                f"and epochs={self.epochs}; pass --max-iters N or --epochs E")
         _check(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
         _check(self.warmup_iters is None or self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
-        _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.lr is None or 0 < self.lr < math.inf, f"lr must be > 0 and finite, got {self.lr}")
+        for name in ("beta1", "beta2"):  # AdamW's moving averages: a weight of 1 or more never forgets
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"{name} must be in [0, 1), got {value}; pass e.g. --{name} 0.9")
         if self.lr is not None and self.min_lr is not None:
             _check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must lie in [0, lr={self.lr}]; lower --min-lr")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -165,7 +168,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(bool(str(self.corpus).strip()), "corpus is empty; pass --corpus shakespeare or a path to your text")
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
-        _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 2048")
+        if self.tokenizer == "bpe":  # a char tokenizer's vocabulary is the corpus's characters: it is not read
+            _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; "
+                   "use e.g. 2048")
 
 
 # Fine-tuning (workbench.finetune): what is trained, and each mode's default learning rate.

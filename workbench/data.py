@@ -297,7 +297,7 @@ def _read_table(path: Path, text_column: str) -> list[Document]:
         raise ValueError(f"cannot parse {path} ({first}); check that it is valid {path.suffix[1:].upper()}") from None
     if text_column not in df.columns:
         cols = ", ".join(map(str, df.columns)) or "none"
-        raise ValueError(f"{path} has no column {text_column!r} (columns: {cols}); pass text_column= one of them")
+        raise ValueError(f"{path} has no column {text_column!r} (columns: {cols}); pass one of them as --text-column (text_column=)")
     col = df[text_column].dropna().astype(str)
     return [Document(f"{path.name} row {i}", f"{path.stem}-{i}", "", "", t) for i, t in col.items() if t]
 
