@@ -488,6 +488,17 @@ def test_pretrain_resume_with_every_step_checkpoint_damaged_is_one_error_line(tm
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("content", ["[1]", '{"model": 5}'])
+def test_pretrain_resume_of_a_config_json_of_another_shape_is_one_error_line(tmp_path, trained, content):
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    (run / "checkpoints" / "step-0000020" / "config.json").write_text(content)  # JSON, but not a config
+    before = snapshot(run)
+    code, _, err = cli("pretrain", "--resume", "--out", run, "--max-iters", "30")
+    assert_user_error(code, err, f"checkpoint file {run / 'checkpoints' / 'step-0000020' / 'config.json'} is damaged")
+    assert snapshot(run) == before
+
+
 def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
     code, _, err = cli("pretrain", "--corpus", corpus, "--preset", "foo", "--out", tmp_path / "x")
     assert code == 2 and "Traceback" not in err

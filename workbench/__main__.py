@@ -89,14 +89,18 @@ def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None
     return from_dict(FinetuneConfig, config)
 
 
-def saved_artifact(out: Path, name: str) -> dict | None:
+def saved_artifact(out: Path, name: str, cls: type) -> dict | None:
     """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
-    `--resume --out DIR` resumes as saved."""
-    from .checkpoint import latest_checkpoint, read_json
+    `--resume --out DIR` resumes as saved. One that is not a `cls` (a JSON of another shape) is a
+    damaged file, named in one line."""
+    from .checkpoint import latest_checkpoint, load_checkpoint
 
     latest = latest_checkpoint(out) if out.is_dir() else None
-    path = latest / f"{name}.json" if latest is not None else None
-    return read_json(path) if path is not None and path.is_file() else None
+    if latest is None or not (latest / f"{name}.json").is_file():
+        return None
+    c = load_checkpoint(latest)
+    c.artifact(name, lambda d: from_dict(cls, d))
+    return c.artifacts[name]
 
 
 def exit_if_interrupted(metrics: dict, out: Path) -> None:
@@ -113,7 +117,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .pretrain import pretrain
     from .train import resolve_device
 
-    config = config_from_args(args, saved_artifact(Path(args.out), "config") if args.resume else None)
+    config = config_from_args(args, saved_artifact(Path(args.out), "config", RunConfig) if args.resume else None)
     info = init_distributed(resolve_device(config.train.device).type)  # under torchrun: join the ranks
     try:
         m = pretrain(config, args.out, resume=args.resume).metrics
@@ -133,7 +137,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .tasks import load_task
 
     out = Path(args.out)
-    config = finetune_config_from_args(args, saved_artifact(out, "finetune") if args.resume else None)
+    config = finetune_config_from_args(args, saved_artifact(out, "finetune", FinetuneConfig) if args.resume else None)
     task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
     exit_if_interrupted(m, out)
@@ -168,10 +172,11 @@ def translation_config_from_args(args: argparse.Namespace, base: dict | None = N
 def cmd_seq2seq_train(args: argparse.Namespace) -> None:
     from .translation import DATE_LOCALES, load_pairs
     from .translation_eval import DATE_BLEU_TOKENIZE, per_locale_scores, sacrebleu_signatures
-    from .translator import seq2seq_train
+    from .translator import TranslationConfig, seq2seq_train
 
     out = Path(args.out)
-    config = translation_config_from_args(args, saved_artifact(out, "translation") if args.resume else None)
+    config = translation_config_from_args(args, saved_artifact(out, "translation", TranslationConfig)
+                                          if args.resume else None)
     date_options = {}
     if args.task == "dates":
         locales = [x.strip() for x in args.locales.split(",") if x.strip()] if args.locales else list(DATE_LOCALES)
