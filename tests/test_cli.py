@@ -506,6 +506,13 @@ def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("command", ["finetune", "seq2seq-train"])
+def test_a_negative_split_seed_is_argparses_exit_2_naming_the_flag(tmp_path, command):
+    code, _, err = cli(command, "--split-seed", "-1", "--out", tmp_path / "x")
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "x").exists()
+    assert err.strip().splitlines()[-1].endswith("argument --split-seed: a seed must be >= 0, got -1")
+
+
 # Each message is checked in-process above; a real process adds only what the interpreter does around
 # main() (the exit status, import-time output). A bad config fails earlier on the same path as a bad corpus.
 @pytest.mark.parametrize("command, fix", [

@@ -58,6 +58,14 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] 
                 group.add_argument(flag, type=TYPES[f.type], metavar=f.name.upper(), **kwargs)
 
 
+def seed(text: str) -> int:
+    """An argparse type: a seed numpy's generators take (a whole number >= 0)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {value}")
+    return value
+
+
 def given_flags(args: argparse.Namespace) -> dict[str, dict]:
     """The config flags given on the command line, by section: {"train": {"lr": 2e-3}, ...}."""
     parts: dict[str, dict] = {}
@@ -339,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default="text", help="text column of a CSV/JSONL task")
     p.add_argument("--label-col", default="label", help="label column of a CSV/JSONL task")
     p.add_argument("--max-chars", type=int, default=600, help="keep the first MAX_CHARS of a passage (0: all)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split of a table without a split column")
+    p.add_argument("--split-seed", type=seed, default=0, help="seed of the 80/10/10 split of a table without a split column")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train})
@@ -349,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="dates", help="dates (built in) or a .tsv/.csv/.jsonl file of pairs")
     p.add_argument("--source-col", default="source", help="source column of a file of pairs")
     p.add_argument("--target-col", default="target", help="target column of a file of pairs")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the date draw, or of a file's 80/10/10 split")
+    p.add_argument("--split-seed", type=seed, default=0, help="seed of the date draw, or of a file's 80/10/10 split")
     p.add_argument("--locales", default=None, help="dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja)")
     p.add_argument("--n-train", type=int, default=20_000, help="dates: training pairs drawn")
     p.add_argument("--n-val", type=int, default=500, help="dates: validation pairs drawn")
