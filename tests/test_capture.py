@@ -44,6 +44,18 @@ def test_gpt_attention_is_the_pattern_taps_stacked(gpt):
     assert "2L" in r.model_name and "3H" in r.model_name
 
 
+def test_an_out_of_range_layer_or_head_is_a_value_error_naming_it_and_the_range(gpt):
+    model, tok = gpt
+    r = gpt_attention(model, tok, "the cat")  # 2 layers, 3 heads
+    with pytest.raises(ValueError, match=r"^layer 99 is out of range; pick a layer in 0\.\.1, the model's layers$"):
+        r.head(99, 0)
+    with pytest.raises(ValueError, match=r"^head 3 is out of range; pick a head in 0\.\.2, the model's heads$"):
+        r.head(0, 3)
+    with pytest.raises(ValueError, match="layer -3 is out of range"):
+        r.head(-3, 0)
+    assert torch.equal(r.head(-1, -1), r.attentions[1, 2])  # negative indices count from the end, as in torch
+
+
 def test_gpt_attention_keeps_the_last_block_size_tokens(gpt):
     model, tok = gpt
     r = gpt_attention(model, tok, TEXT)  # 22 characters, block_size 16

@@ -160,6 +160,20 @@ def test_sampled_evaluation_is_a_seeded_estimate_that_leaves_the_torch_rng_alone
         ev.heldout_loss(model, SPLIT, n_windows=0)
 
 
+@pytest.mark.parametrize("score", [ev.heldout_loss, ev.token_losses])
+def test_held_out_scoring_gives_the_model_back_in_its_mode_even_after_an_error(score):
+    """A model scored between training steps keeps its dropout afterwards, also when the scoring
+    fails (here ids of another tokenizer, outside the model's vocabulary)."""
+    model = tiny_gpt(20, block_size=8).train()
+    score(model, [1, 2, 3, 4, 5])
+    assert model.training
+    with pytest.raises(IndexError):
+        score(model, [1, 2, 3, 25])
+    assert model.training
+    score(model.eval(), [1, 2, 3, 4, 5])
+    assert not model.training
+
+
 @pytest.mark.parametrize("n,T,stride", [(40, 16, 5), (40, 16, 16), (17, 16, 8), (5, 16, 8), (2, 4, 1), (33, 8, 3)])
 def test_sliding_windows_score_every_token_once_with_enough_context(n, T, stride):
     counts = np.zeros(n, dtype=int)

@@ -232,6 +232,46 @@ def test_pattern_statistics_average_head_summary_over_windows():
     assert stats["prev_token"].to_numpy() == pytest.approx((first["prev_token"] + second["prev_token"]).to_numpy() / 2)
 
 
+def test_logit_lens_top_tokens_sends_the_ids_to_the_models_device(monkeypatch):
+    """The probe's ids go where the model is (a GPU model would otherwise get CPU ids). No GPU here:
+    the model sits on the meta device and the lens is a stub that records where its ids were."""
+    seen = []
+
+    def lens(model, idx):
+        seen.append(idx.device)
+        return torch.zeros(3, *idx.shape, 50)
+
+    monkeypatch.setattr(interpret, "logit_lens", lens)
+    top, _ = interpret.logit_lens_top_tokens(tiny().to("meta"), LetterTokenizer(), "abc")
+    assert seen == [torch.device("meta")] and top.shape == (3, 3)
+
+
+INTERPRETATIONS = {  # each given (B, 2L) repeated ids, so induction_scores takes them too
+    "head_ablation": lambda model, ids: interpret.head_ablation(model, ids, ids),
+    "pattern_statistics": interpret.pattern_statistics,
+    "induction_scores": interpret.induction_scores,
+    "copy_losses": interpret.copy_losses,
+    "logit_lens": interpret.logit_lens,
+}
+
+
+@pytest.mark.parametrize("name", INTERPRETATIONS)
+def test_interpretation_runs_in_eval_mode_and_restores_the_models_mode(name):
+    """Each runs the model without dropout and gives it back in the mode it came in, also after an
+    error, so a model still training keeps its dropout."""
+    call = INTERPRETATIONS[name]
+    model = tiny(dropout=0.5).train()
+    modes = []
+    model.transformer.h[0].register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    call(model, interpret.repeated_tokens(50, 4, 2))
+    assert model.training and modes and not any(modes)
+    with pytest.raises(IndexError):
+        call(model, torch.full((2, 8), 99))  # ids outside the 50-token vocabulary
+    assert model.training
+    call(model.eval(), interpret.repeated_tokens(50, 4, 2))
+    assert not model.training
+
+
 # ----------------------------------------------------------------- figures
 def test_ablation_figure_switches_between_zero_and_mean():
     table = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "zero_delta": [0.1, 0.2, 0.3, 0.4],

@@ -82,6 +82,21 @@ def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
             {"x": [0.1234567]})._repr_html_()
 
 
+def test_stream_sample_outside_ipython_prints_the_text_and_returns_it(capsys):
+    """Outside a kernel (a script, this test) IPython's display() gives no handle to update: the
+    prompt and the continuation are printed instead, and the continuation returned as in a kernel."""
+    from helpers import tiny_gpt
+
+    from workbench.generate import Engine, generate_text
+    from workbench.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer("char", "to be or not to be")
+    model = tiny_gpt(tokenizer.vocab_size)
+    text = notebook.stream_sample(model, tokenizer, "to be", 12, seed=0)
+    assert text == generate_text(Engine(model), tokenizer, ["to be"], 12, seed=0)[0]
+    assert capsys.readouterr().out.endswith(f"to be{text}\n")
+
+
 @pytest.mark.slow
 def test_a_bad_parameter_stops_the_notebook_at_its_first_cell(tmp_path):
     out = tmp_path / "out.ipynb"

@@ -55,3 +55,56 @@ def test_a_corpus_given_as_a_relative_path_is_found_again_from_anywhere(tmp_path
     saved = load_pretrained(tmp_path / "run")[2]  # as a bare --resume does: the saved config
     resumed = pretrain(replace(longer, data=saved.data), tmp_path / "run", resume=True, progress=False)
     assert resumed.metrics["final_step"] == 6
+
+
+def test_attention_snapshots_name_an_out_of_range_layer_or_head():
+    from types import SimpleNamespace
+
+    import torch
+
+    from workbench.pretrain import AttentionSnapshots
+
+    tokenizer = train_tokenizer("char", "to be or not to be")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    snapshots = AttentionSnapshots(tokenizer, "to be")
+    snapshots.on_eval(SimpleNamespace(model=model, step=20), {})
+    (step, weights), = snapshots.frames(1, 0)
+    assert step == 20 and weights.shape == (5, 5)
+    with pytest.raises(ValueError, match=r"^layer 99 is out of range; pick a layer in 0\.\.1, the model's layers$"):
+        snapshots.frames(99, 0)
+    with pytest.raises(ValueError, match=r"^head 2 is out of range; pick a head in 0\.\.1, the model's heads$"):
+        snapshots.frames(0, 2)
+
+
+def test_load_pretrained_warns_when_a_run_has_no_final_model(tmp_path, monkeypatch):
+    """An interrupted run (no model/) loads its latest step checkpoint's weights, saying so and how to finish
+    it; a finished run, or a step checkpoint asked for by its own path, loads without a warning."""
+    import shutil
+    import warnings
+
+    import torch
+
+    from workbench.checkpoint import load_checkpoint
+    from workbench.pretrain import load_pretrained, pretrain
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "plays.txt"
+    corpus.write_text("KING:\nSpeak to my lord with gentle heart.\n\n" * 80, encoding="utf-8")
+    config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
+                       model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
+                       train=TrainConfig(batch_size=4, max_iters=4, eval_interval=2, eval_iters=1, device="cpu"))
+    run = tmp_path / "run"
+    pretrain(config, run, progress=False)
+    step_4 = run / "checkpoints" / "step-0000004"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_pretrained(run)
+        load_pretrained(step_4)
+    shutil.rmtree(run / "model")  # as if stopped after its last step checkpoint
+    with pytest.warns(UserWarning, match=r"run has no final model \(model/\): the run did not finish; loaded "
+                      r"its latest step checkpoint, step-0000004, with the weights of step 4 .*resume the run to "
+                      r"finish it \(python -m workbench pretrain --out .*--resume\)"):
+        model, _, _ = load_pretrained(run)
+    expected = load_checkpoint(step_4).state_dict(model)
+    assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())

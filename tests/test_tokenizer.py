@@ -1,6 +1,7 @@
 """Tests for workbench.tokenizer: round-trips, errors, save/load, display strings."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -77,6 +78,16 @@ def test_char_decode_accepts_arrays_and_tensors(char):
     assert char.decode(np.array(ids)) == "Speak"
     assert char.decode(torch.tensor(ids)) == "Speak"
     assert char.encode_to_array("Speak").dtype == np.uint16
+
+
+def test_decode_takes_one_id_as_a_sequence_of_one(char, bpe):
+    """A single id, e.g. `logits.argmax()` (a 0-d tensor), decodes as its token."""
+    for tok in (char, bpe):
+        i = tok.encode("S")[0]
+        assert tok.decode(torch.tensor(i)) == tok.decode(i) == tok.decode(np.int64(i)) == tok.decode([i]) == "S"
+        assert tok.tokens(torch.tensor(i)) == ["S"]
+    with pytest.raises(ValueError, match="outside"):
+        char.decode(torch.tensor(char.vocab_size))
 
 
 def test_char_unknown_character_names_it_and_the_fix(char):
@@ -202,6 +213,13 @@ def test_load_errors_name_the_problem(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(ValueError, match="expected kind"):
         load_tokenizer({"kind": "word"})
+    # a folder (e.g. a run's model/) is not said to be missing: the error points at the file inside it
+    with pytest.raises(FileNotFoundError, match="is a directory, not a file; pass the path of a saved tokenizer.json"):
+        load_tokenizer(tmp_path)
+    train_tokenizer("char", "abc").save(tmp_path / "tokenizer.json")
+    inside = re.escape(f"is a directory, not a file; pass {tmp_path / 'tokenizer.json'}") + "$"
+    with pytest.raises(FileNotFoundError, match=inside):
+        load_tokenizer(tmp_path)
 
 
 WRONG_SHAPES = [None, [], "char", {}, {"kind": "char"}, {"kind": "char", "chars": 5}, {"kind": "char", "chars": []},

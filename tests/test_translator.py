@@ -219,6 +219,16 @@ def test_cross_attention_rows_are_target_tokens_and_snapshots_follow_evaluations
     assert frames[0][1].shape == (len(target) + 1, len(source))
 
 
+def test_cross_attention_snapshot_frames_name_an_out_of_range_layer_or_head():
+    snapshots = CrossAttentionSnapshots("5 mars 2021", "2021-03-05")
+    snapshots.snapshots = [(6, torch.rand(1, 2, 11, 11)), (12, torch.rand(1, 2, 11, 11))]  # 1 layer, 2 heads
+    assert [s for s, _ in snapshots.frames(0, 1)] == [6, 12] and snapshots.frames(-1)[0][1].shape == (11, 11)
+    with pytest.raises(ValueError, match=r"^layer 1 is out of range; pick a layer in 0\.\.0, the model's layers$"):
+        snapshots.frames(1)
+    with pytest.raises(ValueError, match=r"^head 2 is out of range; pick a head in 0\.\.1, the model's heads$"):
+        snapshots.frames(0, 2)
+
+
 def test_month_alignment_table(trained, task):
     result, _ = trained
     table = month_alignment(result.translator, task.test, n=5)

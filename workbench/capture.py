@@ -63,7 +63,17 @@ class AttentionResult:
 
     def head(self, layer: int, head: int) -> torch.Tensor:
         """The (T, T) weights of one head."""
+        check_layer_head(layer, head, self.n_layer, self.n_head)
         return self.attentions[layer, head]
+
+
+def check_layer_head(layer: int, head: int | None, n_layer: int, n_head: int) -> None:
+    """A ValueError naming the layer or head that is out of range and the valid range, instead of
+    torch's bare IndexError ("index 99 is out of bounds for dimension 0"). Negative indices count
+    from the end, as in tensor indexing; head=None (a mean over heads) is not checked."""
+    for name, i, n in (("layer", layer, n_layer), ("head", head, n_head)):
+        if i is not None and not -n <= i < n:
+            raise ValueError(f"{name} {i} is out of range; pick a {name} in 0..{n - 1}, the model's {name}s")
 
 
 def _stack(per_layer) -> torch.Tensor:

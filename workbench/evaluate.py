@@ -41,6 +41,7 @@ from .compress import compression_table
 from .data import DOC_SEP, Document, encode_splits, load_corpus, split_documents
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
+from .model import eval_mode
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -154,14 +155,12 @@ def token_losses(model: nn.Module, ids, stride: int | None = None, batch_size: i
     ids = _as_ids(ids)
     windows = sliding_windows(len(ids), model.config.block_size, stride)
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
     out = np.empty(len(ids) - 1, dtype=np.float64)
-    for batch, ce in _window_losses(model, ids, windows, batch_size, device):
-        length = ce.shape[1]
-        for row, (_, e, n_new) in enumerate(batch):
-            out[e - n_new : e] = ce[row, length - n_new :]  # target position p is out[p - 1]
-    model.train(was_training)
+    with eval_mode(model):
+        for batch, ce in _window_losses(model, ids, windows, batch_size, device):
+            length = ce.shape[1]
+            for row, (_, e, n_new) in enumerate(batch):
+                out[e - n_new : e] = ce[row, length - n_new :]  # target position p is out[p - 1]
     return out
 
 
@@ -199,13 +198,11 @@ def heldout_loss(model: nn.Module, ids, batch_size: int = 16, device: str | torc
         pick = np.random.default_rng(seed).choice(len(windows), size=n_windows, replace=False)
         windows = [windows[k] for k in np.sort(pick)]  # in order: the shorter last window, if drawn, stays last
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
-    for _, ce in _window_losses(model, ids, windows, batch_size, device):
-        total += float(ce.sum())  # stride = T: every target of every window is counted
-        count += ce.size
-    model.train(was_training)
+    with eval_mode(model):
+        for _, ce in _window_losses(model, ids, windows, batch_size, device):
+            total += float(ce.sum())  # stride = T: every target of every window is counted
+            count += ce.size
     return total / count
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from .model import GPT
+from .model import GPT, eval_mode
 
 ABLATIONS = ("zero", "mean")
 STATISTICS = ("entropy", "prev_token", "first_token", "self_token")
@@ -85,7 +85,7 @@ def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[
     lost; the usual, gentler test).
 
     Args:
-        model: a GPT (put in eval mode).
+        model: a GPT (run in eval mode; its train/eval mode is restored after).
         x, y: (B, T) inputs and next tokens, e.g. from `heldout_windows`.
         kinds: any of "zero", "mean".
     Returns:
@@ -95,19 +95,19 @@ def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[
     unknown = [k for k in kinds if k not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablation {unknown[0]!r}; use kinds from {ABLATIONS}")
-    model.eval()
-    base = _loss(model(x)[0], y)
-    means = head_means(model, x) if "mean" in kinds else None
     rows = []
-    for l in range(model.config.n_layer):
-        for h in range(model.config.n_head):
-            row = {"layer": l, "head": h, "base_loss": base}
-            for kind in kinds:
-                value = 0.0 if kind == "zero" else means[l, h]
-                with model.hooks([(f"transformer.h.{l}.attn.hook_z", ablate_head(h, value))]):
-                    loss = _loss(model(x)[0], y)
-                row[f"{kind}_loss"], row[f"{kind}_delta"] = loss, loss - base
-            rows.append(row)
+    with eval_mode(model):
+        base = _loss(model(x)[0], y)
+        means = head_means(model, x) if "mean" in kinds else None
+        for l in range(model.config.n_layer):
+            for h in range(model.config.n_head):
+                row = {"layer": l, "head": h, "base_loss": base}
+                for kind in kinds:
+                    value = 0.0 if kind == "zero" else means[l, h]
+                    with model.hooks([(f"transformer.h.{l}.attn.hook_z", ablate_head(h, value))]):
+                        loss = _loss(model(x)[0], y)
+                    row[f"{kind}_loss"], row[f"{kind}_delta"] = loss, loss - base
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -122,8 +122,8 @@ def pattern_statistics(model: GPT, x: torch.Tensor) -> pd.DataFrame:
     """
     from .viz.attention import head_summary
 
-    model.eval()
-    _, cache = model.run_with_cache(x, lambda n: n.endswith("hook_pattern"))
+    with eval_mode(model):  # the model's train/eval mode is restored after
+        _, cache = model.run_with_cache(x, lambda n: n.endswith("hook_pattern"))
     A = torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"] for l in range(model.config.n_layer)], 1)
     per_window = [head_summary(a) for a in A]  # A: (B, n_layer, nh, T, T)
     return pd.concat(per_window).groupby(["layer", "head"], as_index=False).mean()
@@ -171,8 +171,8 @@ def induction_scores(model: GPT, idx: torch.Tensor) -> pd.DataFrame:
     L = T2 // 2
     if T2 % 2 or not torch.equal(idx[:, :L], idx[:, L:]):
         raise ValueError("idx must be sequences repeated twice; build them with repeated_tokens")
-    model.eval()
-    _, cache = model.run_with_cache(idx, lambda n: n.endswith("hook_pattern"))
+    with eval_mode(model):  # the model's train/eval mode is restored after
+        _, cache = model.run_with_cache(idx, lambda n: n.endswith("hook_pattern"))
     rows = []
     for l in range(model.config.n_layer):
         pattern = cache[f"transformer.h.{l}.attn.hook_pattern"]  # (B, nh, 2L, 2L)
@@ -194,8 +194,9 @@ def copy_losses(model: GPT, idx: torch.Tensor) -> dict[str, float]:
         (the token at L is the one target neither copy predicts from its own context).
     """
     L = idx.size(1) // 2
-    model.eval()
-    ce = F.cross_entropy(model(idx[:, :-1])[0].transpose(1, 2).float(), idx[:, 1:], reduction="none")  # (B, 2L-1)
+    with eval_mode(model):  # the model's train/eval mode is restored after
+        logits = model(idx[:, :-1])[0]
+    ce = F.cross_entropy(logits.transpose(1, 2).float(), idx[:, 1:], reduction="none")  # (B, 2L-1)
     return {"first_copy_loss": ce[:, : L - 1].mean().item(), "second_copy_loss": ce[:, L:].mean().item()}
 
 
@@ -263,9 +264,9 @@ def logit_lens(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """
     n = model.config.n_layer
     names = ["transformer.h.0.hook_resid_pre"] + [f"transformer.h.{l}.hook_resid_post" for l in range(n)]
-    model.eval()
-    _, cache = model.run_with_cache(idx, names)
-    return torch.stack([model.lm_head(model.transformer.ln_f(cache[name])) for name in names])
+    with eval_mode(model):  # the model's train/eval mode is restored after
+        _, cache = model.run_with_cache(idx, names)
+        return torch.stack([model.lm_head(model.transformer.ln_f(cache[name])) for name in names])
 
 
 @torch.no_grad()
@@ -298,8 +299,9 @@ def logit_lens_top_tokens(model: GPT, tokenizer, text: str) -> tuple[pd.DataFram
     ids = tokenizer.encode(text)[-model.config.block_size:]
     if not ids:
         raise ValueError("the probe text encodes to no tokens; pass a non-empty text")
-    lens = logit_lens(model, torch.tensor([ids]))[:, 0]  # (D, T, V)
-    prob, top = lens.softmax(-1).max(-1)  # (D, T)
+    device = next(model.parameters()).device  # the ids go where the model is (a GPU model, say)
+    lens = logit_lens(model, torch.tensor([ids], device=device))[:, 0]  # (D, T, V)
+    prob, top = (t.cpu() for t in lens.softmax(-1).max(-1))  # (D, T) each, on the CPU for the tables
     columns = [f"{i}:{tok}" for i, tok in enumerate(tokenizer.tokens(ids))]
     index = layer_labels(model.config.n_layer)
     return (pd.DataFrame([tokenizer.tokens(row.tolist()) for row in top], index=index, columns=columns),

@@ -703,6 +703,19 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.
     return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_rows)
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode (no dropout) inside the block; the model's train/eval mode is restored after, even
+    when the block raises (bad ids, Ctrl-C), so a model being trained is not left without dropout.
+    Used by the evaluation and interpretability functions (`workbench.evaluate`, `workbench.interpret`)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Refuse sampling settings `sample_next` cannot use, before any decoding starts."""
     if not temperature >= 0:  # NaN too

@@ -210,8 +210,9 @@ def stream_sample(model, tokenizer, prompt: str, max_new_tokens: int, refresh_s:
     """Show a continuation of `prompt` in the cell's output as it is decoded, and return it.
 
     In JupyterLab the text grows live (one display, updated in place); a report run by papermill
-    keeps the finished text, so the HTML shows it too. Decoding is `generate.stream_text` (the
-    static-cache engine), so the text equals `generate_text`'s for the same settings.
+    keeps the finished text, so the HTML shows it too. Outside IPython (a script, a test) the
+    prompt and the text are printed as they are decoded instead. Decoding is `generate.stream_text`
+    (the static-cache engine), so the text equals `generate_text`'s for the same settings.
 
     Args:
         model: a GPT; tokenizer: its tokenizer; prompt: the text to continue (shown first, in bold).
@@ -231,8 +232,19 @@ def stream_sample(model, tokenizer, prompt: str, max_new_tokens: int, refresh_s:
         return HTML(f"<pre style='white-space: pre-wrap'><b>{html.escape(prompt)}</b>{html.escape(text)}</pre>")
 
     handle = display(page(""), display_id=True)
+    pieces_of = stream_text(Engine(model, compile=False), tokenizer, [prompt], max_new_tokens, **sampling)
+    if handle is None:
+        # Outside IPython display() only prints the object's repr and returns no handle to update:
+        # print the plain text as it is decoded instead.
+        print(prompt, end="", flush=True)
+        text = ""
+        for pieces in pieces_of:
+            text += pieces[0]
+            print(pieces[0], end="", flush=True)
+        print()
+        return text
     text, shown_at = "", time.perf_counter()
-    for pieces in stream_text(Engine(model, compile=False), tokenizer, [prompt], max_new_tokens, **sampling):
+    for pieces in pieces_of:
         text += pieces[0]
         if time.perf_counter() - shown_at > refresh_s:
             handle.update(page(text))

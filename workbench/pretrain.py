@@ -14,6 +14,7 @@ the Trainer, Ctrl-C, and the run directory):
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -129,7 +130,11 @@ def encode_on_rank0(corpus, tokenizer: Tokenizer, dist) -> dict[str, np.ndarray]
 
 
 def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokenizer, RunConfig]:
-    """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory."""
+    """Load a GPT, its tokenizer and RunConfig from a run directory or checkpoint directory.
+
+    A run directory gives its final (best-validation) model, model/; a run that did not finish has
+    none and gives its latest step checkpoint's weights instead, with a warning (resume it to finish).
+    """
     hint = "point at a pretraining run's --out"
     c = load_final(path, ("config", "tokenizer"), hint, "python -m workbench pretrain --out DIR")
     if (kind := run_kind(c)) != "pretrain":  # its config.json is not a GPT's RunConfig
@@ -143,6 +148,12 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
                          f"{config.model.vocab_size}; use the tokenizer.json saved with this checkpoint")
     model = GPT(config.model)
     c.load_weights(model)
+    if c.path.resolve() != Path(path).resolve() and c.path.parent.resolve() != Path(path).resolve():
+        # neither `path` itself nor its model/: load_final fell back to the run's latest step checkpoint
+        warnings.warn(f"{path} has no final model (model/): the run did not finish; loaded its latest step "
+                      f"checkpoint, {c.path.name}, with the weights of step {c.state.get('step', '?')} (not "
+                      f"necessarily the best-validation ones a finished run keeps); resume the run to finish it "
+                      f"(python -m workbench pretrain --out {path} --resume)", stacklevel=2)
     return model.to(device).eval(), tokenizer, config
 
 
@@ -188,7 +199,12 @@ class TextSamples:
 
 
 class AttentionSnapshots:
-    """Trainer callback: attention of a fixed probe text at every evaluation (and before training)."""
+    """Trainer callback: attention of a fixed probe text at every evaluation.
+
+    The first snapshot is that of the first evaluation (step eval_interval), not of the untrained
+    model: the Trainer calls its callbacks only after optimizer steps. `capture(model, 0)` adds one
+    for a model in hand before it trains.
+    """
 
     def __init__(self, tokenizer: Tokenizer, text: str):
         self.tokenizer, self.text = tokenizer, text
@@ -206,7 +222,7 @@ class AttentionSnapshots:
 
     def frames(self, layer: int, head: int) -> list[tuple[int, torch.Tensor]]:
         """(step, weights (T, T)) of one head over training, for viz.attention_over_checkpoints."""
-        return [(step, result.attentions[layer, head]) for step, result in self.snapshots]
+        return [(step, result.head(layer, head)) for step, result in self.snapshots]  # head(): range checked
 
     @property
     def tokens(self) -> list[str]:

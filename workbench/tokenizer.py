@@ -70,9 +70,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _as_id_list(ids: Any) -> list[int]:
-    """Accept a list, a 1-D numpy array or a 1-D torch tensor of ids."""
-    if hasattr(ids, "tolist"):  # numpy arrays and torch tensors
+    """Accept a list, a 1-D numpy array or a 1-D torch tensor of ids, or one id (an int, or a 0-d
+    array or tensor such as ``logits.argmax()``) as a sequence of one."""
+    if hasattr(ids, "tolist"):  # numpy arrays and torch tensors; a 0-d one (or a numpy scalar) gives an int
         ids = ids.tolist()
+    if isinstance(ids, int):
+        ids = [ids]
     ids = list(ids)
     if ids and isinstance(ids[0], list):
         raise ValueError("decode takes one sequence of ids (1-D); decode each row of a batch separately")
@@ -105,7 +108,8 @@ class Tokenizer:
         return np.asarray(self.encode(text), dtype=token_dtype(self.vocab_size))
 
     def decode(self, ids: Any) -> str:
-        """Ids (list, 1-D numpy array or 1-D tensor) back to text; ``decode(encode(s)) == s``."""
+        """Ids (list, 1-D numpy array or 1-D tensor; or one id, an int or 0-d tensor) back to text;
+        ``decode(encode(s)) == s``."""
         raise NotImplementedError
 
     def _piece(self, i: int) -> str:
@@ -367,6 +371,10 @@ def load_tokenizer(path_or_dict: str | Path | dict) -> Tokenizer:
     if not isinstance(path_or_dict, (str, os.PathLike)):  # a dict, or JSON of another shape (null, a list)
         return tokenizer_from_dict(path_or_dict)
     path = Path(path_or_dict)
+    if path.is_dir():  # e.g. a run's model/ folder: the tokenizer is one file inside it
+        inside = path / "tokenizer.json"
+        fix = f"pass {inside}" if inside.is_file() else "pass the path of a saved tokenizer.json file"
+        raise FileNotFoundError(f"tokenizer path {path} is a directory, not a file; {fix}")
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file {path} does not exist; train one or pass the path of a saved tokenizer.json")
     try:

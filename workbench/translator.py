@@ -208,6 +208,10 @@ class CrossAttentionSnapshots:
 
     def frames(self, layer: int, head: int | None = None) -> list[tuple[int, torch.Tensor]]:
         """(step, (T, S) weights) of one head, or of the layer's mean over heads (head=None)."""
+        from .capture import check_layer_head
+
+        if self.snapshots:  # a ValueError naming the valid range rather than torch's IndexError
+            check_layer_head(layer, head, *self.snapshots[0][1].shape[:2])
         return [(s, w[layer].mean(0) if head is None else w[layer, head]) for s, w in self.snapshots]
 
 
