@@ -1,8 +1,9 @@
-"""Tests for workbench.pretrain's scaling sweep and its non-embedding parameter count."""
+"""Tests for workbench.pretrain: the scaling sweep, non-embedding parameters, the saved corpus path, loading, attention snapshots."""
 
 from dataclasses import replace
 
 import pytest
+import torch
 
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.model import GPT
@@ -108,3 +109,26 @@ def test_load_pretrained_warns_when_a_run_has_no_final_model(tmp_path, monkeypat
         model, _, _ = load_pretrained(run)
     expected = load_checkpoint(step_4).state_dict(model)
     assert all(torch.equal(value, expected[name]) for name, value in model.state_dict().items())
+
+
+def test_attention_snapshots_start_with_the_untrained_model_and_a_finished_run_run_again_has_its_last(
+        tmp_path, monkeypatch):
+    """Notebook 02's slider starts before training; its training cell run again after the run finished
+    trains nothing, and the figure still has the run's final attention to show."""
+    from workbench.pretrain import AttentionSnapshots, pretrain
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "plays.txt"
+    corpus.write_text("KING:\nSpeak to my lord with gentle heart.\n\n" * 80, encoding="utf-8")
+    config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
+                       model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
+                       train=TrainConfig(batch_size=4, max_iters=6, eval_interval=3, eval_iters=1, device="cpu"))
+    tokenizer = train_tokenizer("char", corpus.read_text(encoding="utf-8"))
+    first = AttentionSnapshots(tokenizer, "KING: Speak")
+    pretrain(config, tmp_path / "run", tokenizer=tokenizer, callbacks=[first], progress=False, resume="auto")
+    assert [step for step, _ in first.snapshots] == [0, 3, 6]
+    assert not torch.equal(first.snapshots[0][1].attentions, first.snapshots[-1][1].attentions)  # it trained
+    again = AttentionSnapshots(tokenizer, "KING: Speak")
+    pretrain(config, tmp_path / "run", tokenizer=tokenizer, callbacks=[again], progress=False, resume="auto")
+    assert [step for step, _ in again.snapshots] == [6]
+    assert torch.equal(again.snapshots[0][1].attentions, first.snapshots[-1][1].attentions)

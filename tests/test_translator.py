@@ -214,7 +214,7 @@ def test_cross_attention_rows_are_target_tokens_and_snapshots_follow_evaluations
     assert ca.weights.shape == (1, 2, len(target) + 1, len(source))
     assert ca.target_tokens[-1] == "<eos>" and "".join(ca.source_tokens) == source
     assert torch.allclose(ca.weights.sum(-1), torch.ones(1, 2, len(target) + 1), atol=1e-5)
-    assert [s for s, _ in snapshots.snapshots] == [6, 12]
+    assert [s for s, _ in snapshots.snapshots] == [0, 6, 12]  # the untrained model first
     frames = snapshots.frames(0)
     assert frames[0][1].shape == (len(target) + 1, len(source))
 

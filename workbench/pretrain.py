@@ -199,12 +199,9 @@ class TextSamples:
 
 
 class AttentionSnapshots:
-    """Trainer callback: attention of a fixed probe text at every evaluation.
-
-    The first snapshot is that of the first evaluation (step eval_interval), not of the untrained
-    model: the Trainer calls its callbacks only after optimizer steps. `capture(model, 0)` adds one
-    for a model in hand before it trains.
-    """
+    """Trainer callback: attention of a fixed probe text before training (step 0, the untrained
+    model) and at every evaluation. A resumed run starts at the step it resumes from (a finished run
+    run again, as a notebook cell may be: its final weights, the one snapshot there is)."""
 
     def __init__(self, tokenizer: Tokenizer, text: str):
         self.tokenizer, self.text = tokenizer, text
@@ -216,6 +213,10 @@ class AttentionSnapshots:
         was_training = model.training
         self.snapshots.append((step, gpt_attention(model, self.tokenizer, self.text)))
         model.train(was_training)
+
+    def on_fit_start(self, trainer: Trainer, step: int) -> None:
+        if not self.snapshots or self.snapshots[-1][0] != step:  # fit() in chunks: once a step
+            self.capture(trainer.model, step)
 
     def on_eval(self, trainer: Trainer, record: dict) -> None:
         self.capture(trainer.model, trainer.step)

@@ -49,6 +49,7 @@ class NonFiniteLossError(ValueError):
 class Callback(Protocol):
     """Any object with some of these methods; missing ones are skipped."""
 
+    def on_fit_start(self, trainer: "Trainer", step: int) -> None: ...  # before fit()'s first step (or none)
     def on_step(self, trainer: "Trainer", record: dict) -> None: ...
     def on_eval(self, trainer: "Trainer", record: dict) -> None: ...
     def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: ...
@@ -204,7 +205,7 @@ class Trainer:
         run_dir: where step checkpoints go (None: nothing is written).
         artifacts: name -> JSON-able object written beside every checkpoint (config, tokenizer).
         monitor, mode: the metric early stopping and "best" follow, "min" or "max".
-        callbacks: objects with on_step / on_eval / on_checkpoint methods.
+        callbacks: objects with on_fit_start / on_step / on_eval / on_checkpoint methods.
         progress: show a progress bar.
         param_groups: optional [{"params": [...], "lr_scale": s}, ...]; each group trains at the
             schedule's lr times s (see `make_optimizer`). Default: one group, scale 1.
@@ -329,6 +330,7 @@ class Trainer:
         bar = tqdm(total=cfg.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
                    **({} if self.progress else {"disable": True}))
         stopped_early = self.stopped_early  # a resumed run that had stopped early trains no further
+        self._call("on_fit_start", self.step)  # e.g. the untrained model's attention, at step 0
         try:
             while self.step < stop_at and not stopped_early:
                 record = self._train_step()

@@ -194,13 +194,18 @@ class _Evaluator:
 
 
 class CrossAttentionSnapshots:
-    """Trainer callback: one pair's cross-attention (n_dec_layer, n_head, T, S) at every evaluation,
-    teacher-forced on its reference target so every snapshot has the same shape."""
+    """Trainer callback: one pair's cross-attention (n_dec_layer, n_head, T, S) before training
+    (step 0, or the step a resumed run starts from) and at every evaluation, teacher-forced on its
+    reference target so every snapshot has the same shape."""
 
     def __init__(self, source: str, target: str):
         self.source, self.target = source, target
         self.snapshots: list[tuple[int, torch.Tensor]] = []
         self.translator: Translator | None = None  # set by seq2seq_train
+
+    def on_fit_start(self, trainer: Trainer, step: int) -> None:
+        if not self.snapshots or self.snapshots[-1][0] != step:  # fit() in chunks: once a step
+            self.on_eval(trainer, {})
 
     def on_eval(self, trainer: Trainer, record: dict) -> None:
         if self.translator is not None:
