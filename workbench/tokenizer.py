@@ -205,8 +205,9 @@ class CharTokenizer(Tokenizer):
             unknown = sorted({chr(c) for c in cps[~known][:10_000].tolist()})
             shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
             raise ValueError(
-                f"text has characters not in the char tokenizer's vocabulary ({shown}); retrain the "
-                "tokenizer on a corpus that contains them, or use the bpe tokenizer"
+                f"text has characters not in the char tokenizer's vocabulary ({shown}): it was trained on "
+                "another text (a corpus edited since its run trained?); use the text it was trained on, or "
+                "retrain the tokenizer on a corpus that contains them, or use the bpe tokenizer"
             )
         return ids.astype(token_dtype(self.vocab_size))
 
