@@ -159,7 +159,8 @@ def continuation_task(source: str | Sequence[Document] | Mapping[str, str], n: i
         candidates += [(k, s) for s in starts if s + need <= len(text) and text[s] != "\n"]
     if len(candidates) < n:
         raise ValueError(f"the text has only {len(candidates)} line starts with {need} characters after them, "
-                         f"fewer than n={n}; lower n, prompt_chars or continuation_chars, or pass more text")
+                         f"fewer than n={n}; lower n (evaluate --prompts), prompt_chars or continuation_chars, or "
+                         "pass more text")
     pick = sorted(np.random.default_rng(seed).choice(len(candidates), size=n, replace=False).tolist())
     rows = []
     for c in pick:
