@@ -1,4 +1,5 @@
-"""Tests for workbench.pretrain: the scaling sweep, non-embedding parameters, the saved corpus path, loading, attention snapshots."""
+"""Tests for workbench.pretrain: the scaling sweep, non-embedding parameters, the saved corpus path,
+loading an unfinished run, attention snapshots."""
 
 from dataclasses import replace
 
@@ -9,6 +10,19 @@ from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from workbench.model import GPT
 from workbench.pretrain import non_embedding_params, scaling_sweep
 from workbench.tokenizer import train_tokenizer
+
+
+PLAYS = "KING:\nSpeak to my lord with gentle heart.\n\n" * 80  # a small play-shaped corpus
+
+
+def tiny_run_config(tmp_path, monkeypatch, **train) -> RunConfig:
+    """A 1-layer char GPT on PLAYS written to tmp_path/plays.txt (with its own encoded-data cache)."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "plays.txt"
+    corpus.write_text(PLAYS, encoding="utf-8")
+    return RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
+                     model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
+                     train=TrainConfig(batch_size=4, eval_iters=1, device="cpu", **train))
 
 
 @pytest.mark.parametrize("pos_encoding", ["learned", "rope"])
@@ -89,12 +103,7 @@ def test_load_pretrained_warns_when_a_run_has_no_final_model(tmp_path, monkeypat
     from workbench.checkpoint import load_checkpoint
     from workbench.pretrain import load_pretrained, pretrain
 
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    corpus = tmp_path / "plays.txt"
-    corpus.write_text("KING:\nSpeak to my lord with gentle heart.\n\n" * 80, encoding="utf-8")
-    config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
-                       model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
-                       train=TrainConfig(batch_size=4, max_iters=4, eval_interval=2, eval_iters=1, device="cpu"))
+    config = tiny_run_config(tmp_path, monkeypatch, max_iters=4, eval_interval=2)
     run = tmp_path / "run"
     pretrain(config, run, progress=False)
     step_4 = run / "checkpoints" / "step-0000004"
@@ -117,13 +126,8 @@ def test_attention_snapshots_start_with_the_untrained_model_and_a_finished_run_r
     trains nothing, and the figure still has the run's final attention to show."""
     from workbench.pretrain import AttentionSnapshots, pretrain
 
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    corpus = tmp_path / "plays.txt"
-    corpus.write_text("KING:\nSpeak to my lord with gentle heart.\n\n" * 80, encoding="utf-8")
-    config = RunConfig(data=DataConfig(corpus=str(corpus), tokenizer="char"),
-                       model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
-                       train=TrainConfig(batch_size=4, max_iters=6, eval_interval=3, eval_iters=1, device="cpu"))
-    tokenizer = train_tokenizer("char", corpus.read_text(encoding="utf-8"))
+    config = tiny_run_config(tmp_path, monkeypatch, max_iters=6, eval_interval=3)
+    tokenizer = train_tokenizer("char", PLAYS)
     first = AttentionSnapshots(tokenizer, "KING: Speak")
     pretrain(config, tmp_path / "run", tokenizer=tokenizer, callbacks=[first], progress=False, resume="auto")
     assert [step for step, _ in first.snapshots] == [0, 3, 6]
