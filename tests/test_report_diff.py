@@ -162,3 +162,21 @@ def test_a_report_json_of_the_wrong_shape_names_the_field_and_the_fix(tmp_path, 
     assert err.strip().splitlines() == [  # one line: the file, the field, the fix
         f"error: {damaged / 'report.json'} is not a workbench report ({problem}); "
         "point at a folder written by `python -m workbench report`, or run it again"]
+
+
+def test_a_report_json_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    damaged = write(tmp_path / "b", make_report())
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == damaged / "report.json":
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    code, out, err = cli("compare", write(tmp_path / "a", make_report()), damaged)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: {damaged / 'report.json'} cannot be read (Permission denied); "
+                                        "pass a report you can read"]

@@ -83,6 +83,9 @@ def test_translate_refuses_blank_sources_and_warns_when_it_cuts_one(trained, tas
     for blank in ("", "   ", "\t\n"):  # whitespace alone is no sentence either
         with pytest.raises(ValueError, match=r"^source 1 is empty; give every sentence some text$"):
             translator.translate(["3 mars 1999", blank])
+    # surrounding whitespace is stripped, as it is from every training source
+    assert translator.translate(["  3 mars 1999 \n"]) == translator.translate(["3 mars 1999"])
+    assert translator.source_ids([" 3 mars"]) == translator.source_ids(["3 mars"])
     long = task.test["source"].iloc[0] * 5  # longer than TINY's max_src_len=40
     with caplog.at_level("WARNING", logger="workbench.translator"):
         translator.translate(["3 mars 1999", long])

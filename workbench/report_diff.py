@@ -80,7 +80,7 @@ def load_report(path: str | Path) -> dict:
 
     Raises:
         FileNotFoundError: there is no report.json.
-        ValueError: it is not JSON, or not shaped as a report (`_shape_problem` says where).
+        ValueError: it cannot be read, is not JSON, or is not shaped as a report (`_shape_problem` says where).
     """
     path = Path(path)
     file = path / "report.json" if path.is_dir() else path
@@ -90,6 +90,8 @@ def load_report(path: str | Path) -> dict:
         report = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as e:
         raise ValueError(f"{file} is not valid JSON ({e}); pass the folder of a finished report") from None
+    except OSError as e:  # e.g. no permission to read it
+        raise ValueError(f"{file} cannot be read ({e.strerror}); pass a report you can read") from None
     problem = _shape_problem(report)
     if problem:
         raise ValueError(f"{file} is not a workbench report ({problem}); point at a folder written by "

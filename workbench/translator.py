@@ -109,9 +109,10 @@ class Translator:
         return next(self.model.parameters()).device
 
     def source_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each source, cut to the model's max_src_len with a warning (empty or
-        whitespace-only texts are refused: the model never saw one, training sources are stripped)."""
-        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        """Token ids of each source, stripped of surrounding whitespace as training sources are, cut to
+        the model's max_src_len with a warning (empty or whitespace-only texts are refused)."""
+        texts = [t.strip() for t in texts]
+        empty = [i for i, t in enumerate(texts) if not t]
         if empty:
             raise ValueError(f"source {empty[0]} is empty; give every sentence some text")
         limit = self.model.config.max_src_len
