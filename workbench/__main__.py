@@ -101,14 +101,15 @@ def saved_artifact(out: Path, name: str, cls: type) -> dict | None:
     """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
     `--resume --out DIR` resumes as saved. One that is not a `cls` (a JSON of another shape) is a
     damaged file, named in one line."""
-    from .checkpoint import latest_checkpoint, load_checkpoint
+    from .checkpoint import build_artifact, latest_checkpoint, read_json
 
     latest = latest_checkpoint(out) if out.is_dir() else None
-    if latest is None or not (latest / f"{name}.json").is_file():
+    path = latest / f"{name}.json" if latest is not None else None
+    if path is None or not path.is_file():
         return None
-    c = load_checkpoint(latest)
-    c.artifact(name, lambda d: from_dict(cls, d))
-    return c.artifacts[name]
+    content = read_json(path)  # only this file: Run reads the whole checkpoint once, later
+    build_artifact(path, content, lambda d: from_dict(cls, d))
+    return content
 
 
 def exit_if_interrupted(metrics: dict, out: Path) -> None:
@@ -263,9 +264,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_checkpoint
     from .run import FINAL, check_writable
 
-    run_dir = Path(args.checkpoint)
-    if run_dir.name == FINAL or run_dir.parent.name == CHECKPOINTS:  # never inside a folder training replaces
-        run_dir = run_dir.parent if run_dir.name == FINAL else run_dir.parent.parent
+    run_dir = Path(args.checkpoint)  # never write inside a folder that training replaces
+    if run_dir.name == FINAL:
+        run_dir = run_dir.parent
+    elif run_dir.parent.name == CHECKPOINTS:
+        run_dir = run_dir.parent.parent
     out = Path(args.out or run_dir / f"evaluation-{args.split}")
     check_writable(out)
     result = evaluate_checkpoint(args.checkpoint, args.split, n_prompts=args.prompts, max_chars=args.max_chars,

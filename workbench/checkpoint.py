@@ -153,6 +153,15 @@ def check_fits(path: Path, shapes: Mapping[str, Any], model: torch.nn.Module) ->
                              "the checkpoint again from its source)")
 
 
+def build_artifact(path: Path, content: Any, build: Callable[[Any], Any]) -> Any:
+    """`build(content)`, `content` being the parsed JSON file `path`: a ValueError (the JSON parses but
+    is not what `build` takes) becomes DamagedCheckpointError naming the file."""
+    try:
+        return build(content)
+    except ValueError as e:
+        raise DamagedCheckpointError(path, f"is damaged ({e})") from None
+
+
 @dataclass
 class Checkpoint:
     """What `load_checkpoint` returns; tensors stay on CPU until the caller moves them."""
@@ -164,12 +173,8 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors content
 
     def artifact(self, name: str, build: Callable[[Any], Any]) -> Any:
-        """`build(artifacts[name])`, e.g. `c.artifact("config", RunConfig.from_dict)`: a ValueError (the JSON
-        parses but is not what `build` takes) becomes DamagedCheckpointError naming <name>.json."""
-        try:
-            return build(self.artifacts[name])
-        except ValueError as e:
-            raise DamagedCheckpointError(self.path / f"{name}.json", f"is damaged ({e})") from None
+        """`build(artifacts[name])`, e.g. `c.artifact("config", RunConfig.from_dict)` (see `build_artifact`)."""
+        return build_artifact(self.path / f"{name}.json", self.artifacts[name], build)
 
     def load_weights(self, model: torch.nn.Module) -> None:
         """Copy the saved weights into `model` (strict: every key and shape must match)."""
