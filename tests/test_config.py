@@ -107,3 +107,19 @@ def test_vocab_size_is_checked_only_for_bpe_the_only_tokenizer_that_reads_it():
     assert DataConfig(tokenizer="char", vocab_size=100).vocab_size == 100
     with pytest.raises(ValueError, match="vocab_size=100 must exceed the 256 byte symbols of BPE"):
         DataConfig(tokenizer="bpe", vocab_size=100)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TrainConfig(lr="1e-3"), "TrainConfig.lr must be a number or null (unset), got '1e-3'"),
+    (lambda: TrainConfig(max_iters=True), "TrainConfig.max_iters must be an integer or null (unset), got True"),
+    (lambda: from_dict(RunConfig, {"model": {"bias": 1}}), "ModelConfig.bias must be true or false, got 1"),
+    (lambda: from_dict(RunConfig, {"data": {"corpus": 3}}), "DataConfig.corpus must be a string, got 3"),
+    (lambda: from_dict(FinetuneConfig, {"lora_r": 8.0}), "FinetuneConfig.lora_r must be an integer, got 8.0"),
+])
+def test_a_field_of_the_wrong_type_is_one_line_naming_it(make, message):
+    """A hand-edited config.json or a dict given in Python: a ValueError naming the field and the type it takes
+    (the range checks after it would meet it as a TypeError: '<' not supported between ...)."""
+    with pytest.raises(ValueError) as info:
+        make()
+    assert str(info.value) == message
+    assert TrainConfig(lr=1, weight_decay=0).lr == 1  # an integer is a number

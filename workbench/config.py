@@ -10,9 +10,11 @@ as plain JSON (`asdict`), so a run can always be rebuilt from its files.
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope")
 ACTIVATIONS = ("gelu", "relu")
@@ -26,6 +28,38 @@ def _check(ok: bool, message: str) -> None:
     """Raise a one-line ValueError that names the fix when `ok` is false."""
     if not ok:
         raise ValueError(message)
+
+
+# What each plain field type accepts (bool is an int in Python, so it is refused where a number goes).
+_KINDS = {int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+          float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+          bool: ("true or false", lambda v: isinstance(v, bool)),
+          str: ("a string", lambda v: isinstance(v, str))}
+
+
+@functools.cache
+def _field_kinds(cls: type) -> dict[str, tuple[type, ...]]:
+    """Field name -> the plain types it may hold (None included for `int | None`), for the fields of
+    `cls` declared with plain types only (nested configs are checked by their own class)."""
+    kinds = {}
+    for name, hint in get_type_hints(cls).items():
+        args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        if all(a is type(None) or a in _KINDS for a in args):
+            kinds[name] = args
+    return kinds
+
+
+def check_types(config: Any) -> None:
+    """A one-line ValueError for a field whose value is not of its declared type (`"dropout": "x"` in a
+    config.json, a dict given in Python), before `__post_init__`'s range checks meet it as a TypeError."""
+    for name, kinds in _field_kinds(type(config)).items():
+        value = getattr(config, name)
+        if value is None and type(None) in kinds:
+            continue
+        plain = [k for k in kinds if k is not type(None)]
+        if not any(_KINDS[k][1](value) for k in plain):
+            wanted = " or ".join(_KINDS[k][0] for k in plain) + (" or null (unset)" if type(None) in kinds else "")
+            raise ValueError(f"{type(config).__name__}.{name} must be {wanted}, got {value!r:.60}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -49,6 +83,7 @@ class ModelConfig:
     split_qkv: bool = False  # q, k, v from three matmuls on c_attn's rows: same weights, a speed choice (model.py)
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
@@ -105,6 +140,7 @@ class TrainConfig:
     cuda_graph: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("batch_size", "grad_accum", "log_interval"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
@@ -166,6 +202,7 @@ class DataConfig:
     text_column: str = "text"  # CSV/JSONL only
 
     def __post_init__(self) -> None:
+        check_types(self)
         _check(bool(str(self.corpus).strip()), "corpus is empty; pass --corpus shakespeare or a path to your text")
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         if self.tokenizer == "bpe":  # a char tokenizer's vocabulary is the corpus's characters: it is not read
@@ -229,6 +266,7 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=finetune_train)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if isinstance(self.train, dict):  # from JSON / keyword dicts: fine-tuning defaults underneath
             self.train = finetune_train(**self.train)
         _choice("mode", self.mode, MODES)

@@ -56,7 +56,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
-from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, from_dict
+from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, check_types, from_dict
 from .model import GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, check_sampling, rope_tables, sample_next, sinusoidal_encoding
 from .run import load_final
 
@@ -84,6 +84,7 @@ class Seq2SeqConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("src_vocab_size", "tgt_vocab_size", "n_layer", "n_dec_layer", "n_head", "n_embd",
                      "max_src_len", "max_tgt_len"):
             value = getattr(self, name)

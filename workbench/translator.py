@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import TrainConfig, _check, _choice, from_dict, updated
+from .config import TrainConfig, _check, _choice, check_types, from_dict, updated
 from .run import Run, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
 from .seq2seq import cross_attention as model_cross_attention
@@ -74,6 +74,7 @@ class TranslationConfig:
             self.model = translation_model(**self.model)
         if isinstance(self.train, dict):
             self.train = translation_train(**self.train)
+        check_types(self)
         _choice("tokenizer", self.tokenizer, ("char", "bpe"))
         _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 1024")
         _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size > 0,
