@@ -160,13 +160,15 @@ def test_an_unreadable_latest_pointer_is_ignored_as_a_missing_one_is(tmp_path):
 
 
 @pytest.mark.parametrize("name, content", [("state.json", {}), ("state.json", []), ("state.json", {"step": 8}),
-                                           ("optimizer.safetensors", {"state.0.exp_avg": torch.ones(3)})])
-def test_a_state_or_optimizer_file_of_another_shape_is_a_damaged_step_checkpoint(tmp_path, name, content):
+                                           ("optimizer.safetensors", {"state.0.exp_avg": torch.ones(3)}),
+                                           ("history.json", {}), ("config.json", []), ("config.json", None)])
+def test_a_step_checkpoint_file_of_another_shape_is_a_damaged_step_checkpoint(tmp_path, name, content):
     """Files that parse but lack what resuming reads (Trainer.resume: the loop state, param_groups, the
-    RNG states) are skipped like truncated ones, or None when no step checkpoint is left."""
+    RNG states; a history list; artifacts that are JSON objects) are skipped like truncated ones, or None
+    when no step checkpoint is left."""
     older, newer = save_steps(tmp_path, (4, 8))
     for step in (newer, older):
-        if name == "state.json":
+        if name.endswith(".json"):
             write_json(step / name, content)
         else:
             save_file(content, str(step / name))

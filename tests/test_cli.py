@@ -488,15 +488,33 @@ def test_pretrain_resume_with_every_step_checkpoint_damaged_is_one_error_line(tm
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("content", ["[1]", '{"model": 5}'])
-def test_pretrain_resume_of_a_config_json_of_another_shape_is_one_error_line(tmp_path, trained, content):
+@pytest.mark.parametrize("change, problem", [
+    (lambda config: {**config, "model": 5}, "RunConfig section 'model' must be a JSON object of ModelConfig fields"),
+    (lambda config: {**config, "model": {**config["model"], "dropout": "x"}}, "ModelConfig.dropout must be a number")])
+def test_pretrain_resume_of_a_config_json_with_wrong_fields_is_one_error_line(tmp_path, trained, change, problem):
+    """A config.json that is an object but not a RunConfig's (edited by hand): one line naming it and the field."""
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    (run / "checkpoints" / "step-0000020" / "config.json").write_text(content)  # JSON, but not a config
+    path = run / "checkpoints" / "step-0000020" / "config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
     before = snapshot(run)
     code, _, err = cli("pretrain", "--resume", "--out", run, "--max-iters", "30")
-    assert_user_error(code, err, f"checkpoint file {run / 'checkpoints' / 'step-0000020' / 'config.json'} is damaged")
+    line = assert_user_error(code, err, f"checkpoint file {path} is damaged")
+    assert problem in line
     assert snapshot(run) == before
+
+
+def test_pretrain_resume_skips_a_step_whose_config_json_is_not_an_object(tmp_path, trained):
+    """A step checkpoint's config.json that parses but is not a JSON object is damaged like a truncated one:
+    --resume warns and continues from the step before it."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    shutil.rmtree(run / "model")
+    (run / "checkpoints" / "step-0000020" / "config.json").write_text("[1]")
+    with pytest.warns(UserWarning, match=r"skipping the damaged step checkpoint .*step-0000020: config.json is damaged"):
+        code, out, err = cli("pretrain", "--resume", "--out", run, "--max-iters", "30")
+    assert code == 0, err
+    assert "| 10/30 [" in err and json.loads((run / "metrics.json").read_text())["final_step"] == 30  # from step 10
 
 
 def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
