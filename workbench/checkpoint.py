@@ -119,13 +119,13 @@ def check_complete(path: Path, required: tuple[str, ...] = (MODEL_FILE,)) -> Non
 
 def check_step(path: Path) -> None:
     """`check_complete` for a resumable step checkpoint, and that its state.json and optimizer.safetensors
-    hold what resuming reads, its history.json a list and every other JSON file (config, tokenizer, ...)
-    an object: a file of another shape is as damaged as a truncated one. (Whether an object's fields
+    hold what resuming reads, its history.json a list and its config.json and tokenizer.json (where it has
+    them) objects: a file of another shape is as damaged as a truncated one. (Whether an object's fields
     are right is for the class that reads it: a one-line error naming the file, see `build_artifact`.)"""
     check_complete(path, STEP_FILES)
-    for f in sorted(path.glob("*.json")):
-        if f.name != STATE_FILE and not isinstance(read_json(f), list if f.name == HISTORY_FILE else dict):
-            raise DamagedCheckpointError(f, f"is damaged (not a JSON {'list' if f.name == HISTORY_FILE else 'object'})")
+    for name, kind in ((HISTORY_FILE, list), ("config.json", dict), ("tokenizer.json", dict)):
+        if (path / name).exists() and not isinstance(read_json(path / name), kind):
+            raise DamagedCheckpointError(path / name, f"is damaged (not a JSON {'list' if kind is list else 'object'})")
     state = read_json(path / STATE_FILE)
     if not (isinstance(state, dict) and all(k in state for k in STATE_KEYS) and isinstance(state["step"], int)
             and isinstance(state["param_groups"], list)):
