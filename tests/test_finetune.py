@@ -265,13 +265,20 @@ def test_notebook_04_takes_the_saved_probabilities_and_scores_the_split_when_the
 
 
 @pytest.mark.parametrize("name, how", [("model.safetensors", "truncated"), ("labels.json", "garbage"),
-                                       ("finetune.json", "truncated"), ("tokenizer.json", "missing")])
+                                       ("finetune.json", "truncated"), ("tokenizer.json", "missing"),
+                                       ("finetune.json", "wrong field"), ("config.json", "wrong field"),
+                                       ("tokenizer.json", "wrong field")])
 def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, tmp_path, name, how):
     _, task = csv_task
     finetune(base, task, quick(mode="frozen", max_iters=2, eval_interval=2), tmp_path / "run", progress=False)
     path = tmp_path / "run" / "model" / name
     if how == "missing":
         path.unlink()
+    elif how == "wrong field":  # parses, but a field is of the wrong type (a hand edit)
+        content = json.loads(path.read_text())
+        section = content.get("model", content) if name == "config.json" else content
+        section[{"finetune.json": "lora_r", "config.json": "n_embd", "tokenizer.json": "kind"}[name]] = [1]
+        path.write_text(json.dumps(content))
     else:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if how == "truncated" else b"\xff\x00junk")
     with pytest.raises((ValueError, FileNotFoundError)) as info:
@@ -282,7 +289,7 @@ def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, t
         assert message == f"{path.parent} lacks {name}; point at a finetune run's --out, or copy the missing file again from its source"
     else:
         assert isinstance(info.value, ckpt.DamagedCheckpointError)
-        assert message.startswith(f"checkpoint file {path} is damaged (truncated or not ")
+        assert message.startswith(f"checkpoint file {path} is damaged ({'' if how == 'wrong field' else 'truncated or not '}")
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["here", "two-worker-processes"])
@@ -531,3 +538,17 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
         full = finetune(base, task, quick(max_iters=2), progress=False)
     assert full.metrics["window_filled_pct"] > 25 and "raise --max-len" not in caplog.text
     assert "lower --max-chars (the window is already the model's whole context)" in caplog.text
+
+
+def test_predict_logits_restores_training_mode_even_when_a_batch_fails():
+    """An error mid-prediction (out of memory, an interrupt) must not leave the model in eval mode: dropout would
+    then be off for the rest of a notebook's training."""
+    class Failing(torch.nn.Module):
+        def forward(self, x, n):
+            assert not self.training
+            raise RuntimeError("out of memory")
+
+    model = Failing().train()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_logits(model, torch.zeros(3, 4, dtype=torch.long), torch.tensor([4, 2, 3]))
+    assert model.training

@@ -43,12 +43,12 @@ from torch.nn import functional as F
 
 from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
-from .model import GPT
+from .model import GPT, eval_mode
 from .pretrain import load_pretrained
 from .run import Run, load_final, require_artifacts, setup_device
 from .tasks import TaskData, _trim, encode_task, encode_texts
-from .tokenizer import load_tokenizer
-from .train import History, Trainer, autocast_context
+from .tokenizer import tokenizer_from_dict
+from .train import Callback, History, Trainer, autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +238,14 @@ def param_groups(model: nn.Module, config: FinetuneConfig, lr: float) -> list[di
 def predict_logits(model: nn.Module, idx: torch.Tensor, lengths: torch.Tensor, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits (N, num_labels) in float32 on the CPU, batches cut by length to skip padding."""
-    was_training = model.training
-    model.eval()
     order = torch.argsort(lengths, descending=True)
     chunks = []
-    for i in range(0, len(order), batch_size):
-        sel = order[i : i + batch_size]
-        x, n = _trim(idx[sel], lengths[sel]), lengths[sel]
-        logits, _ = model(x.to(device), n.to(device))
-        chunks.append(logits.float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(order), batch_size):
+            sel = order[i : i + batch_size]
+            x, n = _trim(idx[sel], lengths[sel]), lengths[sel]
+            logits, _ = model(x.to(device), n.to(device))
+            chunks.append(logits.float().cpu())
     assert chunks, "predict_logits needs at least one text"
     out = torch.empty(len(lengths), chunks[0].size(1))
     out[order] = torch.cat(chunks)
@@ -323,7 +321,7 @@ def _task_info(task: TaskData) -> dict[str, Any]:
 
 
 def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
-             callbacks: Iterable[Any] = (), progress: bool = True, resume: bool | str = False) -> FinetuneResult:
+             callbacks: Iterable[Callback] = (), progress: bool = True, resume: bool | str = False) -> FinetuneResult:
     """Fine-tune a classifier on `task` as `config` says; write it to `out_dir` (if given).
 
     Args:
@@ -355,8 +353,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
             raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']['name']}, "
                              f"{run.saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")
         if config.mode != "hf":
-            base_config = RunConfig.from_dict(run.saved.artifacts["config"])
-            tokenizer = load_tokenizer(run.saved.artifacts["tokenizer"])
+            base_config = run.saved.artifact("config", RunConfig.from_dict)
+            tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
     elif config.mode != "hf":
         if checkpoint is None:
             raise ValueError(f"mode={config.mode!r} needs --checkpoint (a pretraining run); only mode='hf' runs without one")
@@ -476,15 +474,15 @@ def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
     hint = "point at a finetune run's --out"
     c = load_final(path, ("finetune", "labels"), hint, "python -m workbench finetune --checkpoint BASE --out DIR")
-    config = from_dict(FinetuneConfig, c.artifacts["finetune"])
+    config = c.artifact("finetune", lambda d: from_dict(FinetuneConfig, d))
     labels = list(c.artifacts["labels"])
     if config.mode != "hf":
         require_artifacts(c, ("config", "tokenizer"), hint)
-    base = RunConfig.from_dict(c.artifacts["config"]) if config.mode != "hf" else None
+    base = c.artifact("config", RunConfig.from_dict) if config.mode != "hf" else None
     model = build_classifier(config, len(labels), base.model if base else None)
     c.load_weights(model)
     if config.mode == "hf":
         tokenizer, limit = load_hf_encoder(config.hf_model, with_model=False)[1], HF_MAX_LEN
     else:
-        tokenizer, limit = load_tokenizer(c.artifacts["tokenizer"]), base.model.block_size
+        tokenizer, limit = c.artifact("tokenizer", tokenizer_from_dict), base.model.block_size
     return TextClassifier(model.to(device).eval(), tokenizer, labels, config, config.window(limit))
