@@ -524,11 +524,13 @@ def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("command", ["finetune", "seq2seq-train"])
-def test_a_negative_split_seed_is_argparses_exit_2_naming_the_flag(tmp_path, command):
-    code, _, err = cli(command, "--split-seed", "-1", "--out", tmp_path / "x")
+@pytest.mark.parametrize("argv", [("finetune", "--split-seed"), ("seq2seq-train", "--split-seed"),
+                                  ("evaluate", "--checkpoint", "run", "--seed"),  # (it failed after the scoring)
+                                  ("sample", "--checkpoint", "run", "--seed")])
+def test_a_negative_seed_is_argparses_exit_2_naming_the_flag(tmp_path, argv):
+    code, _, err = cli(*argv, "-1", "--out", tmp_path / "x") if argv[0] != "sample" else cli(*argv, "-1")
     assert code == 2 and "Traceback" not in err and not (tmp_path / "x").exists()
-    assert err.strip().splitlines()[-1].endswith("argument --split-seed: a seed must be >= 0, got -1")
+    assert err.strip().splitlines()[-1].endswith(f"argument {argv[-1]}: a seed must be >= 0, got -1")
 
 
 # Each message is checked in-process above; a real process adds only what the interpreter does around

@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=seed, default=1337)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                    help="weights to decode with: auto is a bf16 copy on CUDA, float32 elsewhere; int8 (CPU) "
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score only the first MAX_CHARS characters of each held-out play (of the split, other corpora)")
     p.add_argument("--compression-chars", type=int, default=20_000,
                    help="characters scored per compression variant (0 skips compression)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="seed of the prompts drawn for BLEU/chrF and of compression")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training and generation speed, MFU and memory of a configuration")
