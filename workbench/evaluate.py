@@ -23,10 +23,10 @@ Figures of these tables are in `workbench.viz.evaluation`.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,6 @@ from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from .config import RunConfig
-
-logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 
@@ -341,14 +339,17 @@ def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> di
 # =============================================================================================
 
 
+def first_chars(docs: Sequence[Document], max_chars: int | None) -> list[Document]:
+    """Each document cut to its first `max_chars` characters (None: whole)."""
+    return [replace(d, text=d.text[:max_chars]) for d in docs]
+
+
 def held_out_plays(max_chars: int | None = None) -> dict[str, list[Document]]:
     """The validation and test plays (whole, or their first max_chars characters each)."""
-    from .data import load_shakespeare, split_documents
+    from .data import load_shakespeare
 
     splits = split_documents(load_shakespeare())
-    cut = slice(0, max_chars)
-    return {split: [Document(d.title, d.slug, d.folder, d.genre, d.text[cut]) for d in splits[split]]
-            for split in ("val", "test")}
+    return {split: first_chars(splits[split], max_chars) for split in ("val", "test")}
 
 
 def perplexity_fn(tokenizer: Tokenizer, text: str) -> Callable[[nn.Module], float]:
@@ -435,10 +436,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
     if not corpus.splits[split]:
         raise ValueError(f"corpus {corpus.name!r} has no {split} split (only the plays have a test split); "
                          "use --split val")
-    cut = slice(0, max_chars)
-    held_out = split_documents(corpus.documents)[split] if corpus.name == "shakespeare" else []
-    docs = [Document(d.title, d.slug, d.folder, d.genre, d.text[cut]) for d in held_out]
-    text = DOC_SEP.join(d.text for d in docs) if docs else corpus.splits[split][cut]
+    docs = first_chars(split_documents(corpus.documents)[split], max_chars) if corpus.name == "shakespeare" else []
+    text = DOC_SEP.join(d.text for d in docs) if docs else corpus.splits[split][:max_chars]
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "corpus": corpus.name,
                               "tokenizer": tokenizer.kind, "params": model.num_params()}
@@ -461,9 +460,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
 
     if compression_chars:
         t0 = time.perf_counter()
-        held_out = text[:compression_chars]
-        table = compression_table(model, lambda m: lm_metrics(m, tokenizer, held_out)["perplexity"], sparsities,
-                                  seed=seed)
+        table = compression_table(model, perplexity_fn(tokenizer, text[:compression_chars]), sparsities, seed=seed)
         result["compression"] = table.to_dict("records")
         timings["compression"] = time.perf_counter() - t0
     result["timings_s"] = timings

@@ -13,7 +13,6 @@ the Trainer, Ctrl-C, and the run directory):
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,13 +28,12 @@ from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT
 from .run import RUN_KINDS, Run, load_final, run_kind, setup_device
-from .tokenizer import Tokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
-from .train import History, Trainer, resolve_device, time_steps
+from .tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
+from .train import Callback, History, Trainer, resolve_device, time_steps
 
 if TYPE_CHECKING:
     import pandas as pd
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +47,7 @@ class PretrainResult:
 
 
 def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool | str = False,
-             callbacks: Iterable[Any] = (), progress: bool = True, tokenizer: Tokenizer | None = None
+             callbacks: Iterable[Callback] = (), progress: bool = True, tokenizer: Tokenizer | None = None
              ) -> PretrainResult:
     """Train a GPT language model as `config` says; write the run to `out_dir` (if given).
 
@@ -74,7 +72,7 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     if run.saved is not None:
         run.check_same("config", {"data": asdict(config.data), "model": asdict(config.model)},
                        ignore=("model.vocab_size", "model.split_qkv"))  # split_qkv: the same weights
-        tokenizer = load_tokenizer(run.saved.artifacts["tokenizer"])
+        tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
     elif tokenizer is None:
         # BPE learns merges from the training text only; the char vocabulary is just the character
         # set, taken from the whole corpus as nanoGPT does, so held-out text always encodes.
@@ -210,9 +208,7 @@ class AttentionSnapshots:
     def capture(self, model, step: int) -> None:
         from .capture import gpt_attention
 
-        was_training = model.training
-        self.snapshots.append((step, gpt_attention(model, self.tokenizer, self.text)))
-        model.train(was_training)
+        self.snapshots.append((step, gpt_attention(model, self.tokenizer, self.text)))  # it restores model.training
 
     def on_fit_start(self, trainer: Trainer, step: int) -> None:
         if not self.snapshots or self.snapshots[-1][0] != step:  # fit() in chunks: once a step

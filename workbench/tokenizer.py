@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import warnings
@@ -36,7 +35,6 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 if TYPE_CHECKING:
     import pandas as pd
 
-logger = logging.getLogger(__name__)
 
 KINDS = ("char", "bpe")
 EOT = "<|endoftext|>"

@@ -218,7 +218,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, config: TrainConfig, next_batch: Callable[[torch.Generator], Batch],
                  evaluate: Callable[[torch.nn.Module], dict[str, float]], run_dir: str | Path | None = None,
                  artifacts: dict[str, Any] | None = None, monitor: str = "val_loss", mode: str = "min",
-                 callbacks: Iterable[Any] = (), progress: bool = True, param_groups: list[dict] | None = None,
+                 callbacks: Iterable[Callback] = (), progress: bool = True, param_groups: list[dict] | None = None,
                  dist: DistInfo | None = None, device: torch.device | None = None,
                  count_tokens: Callable[[Batch], int] | None = None):
         if mode not in ("min", "max"):

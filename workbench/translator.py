@@ -32,7 +32,7 @@ from .run import Run, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .seq2seq import cross_attentions as model_cross_attentions
-from .train import History, Trainer
+from .train import Callback, History, Trainer
 from .translation import BOS_ID, EOS_ID, PAD_ID, PairTask, PairTokenizer, encode_pairs, train_pair_tokenizer
 from .translation_eval import DATE_BLEU_TOKENIZE, comparison_row, per_locale_scores, rule_based_dates
 
@@ -235,7 +235,7 @@ class TranslationResult:
 
 
 def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_dir: str | Path | None = None,
-                  callbacks: Iterable[Any] = (), progress: bool = True, resume: bool | str = False) -> TranslationResult:
+                  callbacks: Iterable[Callback] = (), progress: bool = True, resume: bool | str = False) -> TranslationResult:
     """Train a translator on `task` as `config` says; write it to `out_dir` (if given).
 
     Args:
