@@ -103,10 +103,13 @@ def test_loop_values_adamw_cannot_use_are_refused_before_training(changes, messa
 
 def test_vocab_size_is_checked_only_for_bpe_the_only_tokenizer_that_reads_it():
     from workbench.config import DataConfig
+    from workbench.translator import TranslationConfig
 
-    assert DataConfig(tokenizer="char", vocab_size=100).vocab_size == 100
-    with pytest.raises(ValueError, match="vocab_size=100 must exceed the 256 byte symbols of BPE"):
-        DataConfig(tokenizer="bpe", vocab_size=100)
+    for cls in (DataConfig, TranslationConfig):
+        assert cls(tokenizer="char", vocab_size=100).vocab_size == 100
+        assert cls(tokenizer="bpe", vocab_size=257).vocab_size == 257  # 256 bytes + <|endoftext|>
+        with pytest.raises(ValueError, match="vocab_size=256 must exceed the 256 byte symbols of BPE"):
+            cls(tokenizer="bpe", vocab_size=256)
 
 
 @pytest.mark.parametrize("make, message", [

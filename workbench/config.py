@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 PARALLEL = ("ddp", "fsdp")
 TOKENIZERS = ("char", "bpe")
+MIN_BPE_VOCAB = 256 + 1  # byte-level BPE starts from the 256 byte tokens plus <|endoftext|>
 
 
 def _check(ok: bool, message: str) -> None:
@@ -64,6 +65,15 @@ def check_types(config: Any) -> None:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{name}={value!r} is not one of {', '.join(choices)}; pick one of those")
+
+
+def check_tokenizer(kind: str, vocab_size: int, example: int) -> None:
+    """The tokenizer kind, and a BPE vocabulary that holds the 256 byte symbols (a char tokenizer's
+    vocabulary is its training text's characters: `vocab_size` is not read for it)."""
+    _choice("tokenizer", kind, TOKENIZERS)
+    if kind == "bpe":
+        _check(vocab_size >= MIN_BPE_VOCAB, f"vocab_size={vocab_size} must exceed the 256 byte symbols of BPE; "
+               f"use e.g. {example}")
 
 
 @dataclass
@@ -204,10 +214,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_types(self)
         _check(bool(str(self.corpus).strip()), "corpus is empty; pass --corpus shakespeare or a path to your text")
-        _choice("tokenizer", self.tokenizer, TOKENIZERS)
-        if self.tokenizer == "bpe":  # a char tokenizer's vocabulary is the corpus's characters: it is not read
-            _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; "
-                   "use e.g. 2048")
+        check_tokenizer(self.tokenizer, self.vocab_size, example=2048)
 
 
 # Fine-tuning (workbench.finetune): what is trained, and each mode's default learning rate.

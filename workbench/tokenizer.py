@@ -32,14 +32,12 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from .config import MIN_BPE_VOCAB, TOKENIZERS
+
 if TYPE_CHECKING:
     import pandas as pd
 
-
-KINDS = ("char", "bpe")
 EOT = "<|endoftext|>"
-# Byte-level BPE starts from the 256 byte tokens plus <|endoftext|>; fewer cannot encode all text.
-MIN_BPE_VOCAB = 256 + 1
 
 # How tokens() makes invisible characters visible on plot axes. Spaces stay spaces (a BPE
 # piece " the" keeps its leading space, which is what the model sees); a newline becomes
@@ -337,7 +335,7 @@ def train_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
         return CharTokenizer.train(text)
     if kind == "bpe":
         return BPETokenizer.train(text, _check_bpe_vocab_size(vocab_size))
-    raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 def tokenizer_from_dict(d: Any) -> Tokenizer:

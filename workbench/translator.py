@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import TrainConfig, _check, _choice, check_types, from_dict, updated
+from .config import TrainConfig, _check, check_tokenizer, check_types, from_dict, updated
 from .run import Run, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
 from .seq2seq import cross_attention as model_cross_attention
@@ -75,8 +75,7 @@ class TranslationConfig:
         if isinstance(self.train, dict):
             self.train = translation_train(**self.train)
         check_types(self)
-        _choice("tokenizer", self.tokenizer, ("char", "bpe"))
-        _check(self.vocab_size > 256, f"vocab_size={self.vocab_size} must exceed the 256 byte symbols of BPE; use e.g. 1024")
+        check_tokenizer(self.tokenizer, self.vocab_size, example=1024)
         _check(isinstance(self.eval_batch_size, int) and self.eval_batch_size > 0,
                f"eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
         _check(isinstance(self.val_translate, int) and self.val_translate >= 0,
