@@ -147,7 +147,7 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
     import warnings
 
     from .interpret import snapshot_steps
-    from .pretrain import WeightSnapshots, load_pretrained, pretrain
+    from .pretrain import WeightSnapshots, load_pretrained, pretrain, run_metrics
 
     if ctx.path("pretrain", "model", "model.safetensors").exists():
         model, tokenizer, config = load_pretrained(ctx.path("pretrain"))
@@ -155,8 +155,8 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
         if not snapshots:
             warnings.warn(f"{ctx.path('pretrain')} kept no weight snapshots (pretrain_snapshots/); showing its "
                           "final model only: run 02_pretraining again in a new run_dir to see training unfold")
-            metrics = ctx.path("pretrain", "metrics.json")
-            step = json.loads(metrics.read_text()).get("final_step", 0) if metrics.exists() else 0
+            has_metrics = ctx.path("pretrain", "metrics.json").exists()
+            step = run_metrics(ctx.path("pretrain")).get("final_step", 0) if has_metrics else 0
             snapshots = [(int(step), ctx.path("pretrain", "model"))]
         return model, tokenizer, config, snapshots, str(ctx.path("pretrain"))
     folder = ctx.path("interpret_gpt")
