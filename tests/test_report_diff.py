@@ -115,6 +115,10 @@ def test_metrics_only_one_report_has_are_named(tmp_path):
     text = format_comparison(compare_reports(a, b))
     assert "metrics only in A: 02_pretraining: val_loss" in text
     assert "metrics only in B: 03_finetuning: tfidf_test_macro_f1_mean" in text
+    for report in (a, b):  # a sweep that ran nothing: still a metric of both
+        report["notebooks"][0]["metrics"]["sweep_val_loss"] = []
+    rows = [r for r in compare_reports(a, b).metrics if r.metric.startswith("sweep_val_loss")]
+    assert [(r.metric, r.a, r.b, r.changed) for r in rows] == [("sweep_val_loss", [], [], False)]
 
 
 def test_different_profiles_or_no_common_metrics_end_in_one_error_line(tmp_path):
