@@ -8,6 +8,7 @@ classification macro-F1. `classifier_compression` does it for a fine-tuned class
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import tempfile
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .metrics import macro_f1
+from .model import eval_mode
 
 
 
@@ -122,25 +124,17 @@ def throughput(models: Sequence[nn.Module], idx: torch.Tensor | tuple, runs: int
     time. On a small shared CPU, compare the numbers of one call, not of separate calls.
     """
     args = idx if isinstance(idx, tuple) else (idx,)
-    was_training = [m.training for m in models]
-    with torch.no_grad():
+    with contextlib.ExitStack() as stack:  # every model in eval mode, each one's mode restored after
         for m in models:
-            m.eval()
-            m(*args)
+            stack.enter_context(eval_mode(m))
+            m(*args)  # warm-up
         times: list[list[float]] = [[] for _ in models]
         for _ in range(runs):
             for m, t in zip(models, times):
                 t0 = time.perf_counter()
                 m(*args)
                 t.append(time.perf_counter() - t0)
-    for m, w in zip(models, was_training):
-        m.train(w)
     return [args[0].numel() / float(np.median(t)) for t in times]
-
-
-def tokens_per_second(model: nn.Module, idx: torch.Tensor, runs: int = 5) -> float:
-    """Forward-pass throughput on a fixed batch idx (B, T): B*T / median seconds of `runs` runs (after a warm-up)."""
-    return throughput([model], idx, runs)[0]
 
 
 def compression_table(model: nn.Module, eval_fn: Callable[[nn.Module], float] | None,

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .model import GPT, KVCache, check_sampling, sample_next
+from .model import GPT, KVCache, check_sampling, eval_mode, sample_next
 
 
 def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -125,9 +125,7 @@ class Engine:
         B = len(rows)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             # every row's tokens so far, right-padded; their lengths on the host decide slides without a sync
             lengths = [len(r) for r in rows]
             ends = torch.tensor(lengths, device=device)[:, None]  # (B, 1) the same, on the device
@@ -164,8 +162,6 @@ class Engine:
                     done |= torch.isin(idx_next, stops)
                     if bool(done.all()):
                         return
-        finally:
-            model.train(was_training)
 
     def _encode_windows(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """Prefill each row's last block_size tokens (of lengths[b] in `tokens`), right-padded."""

@@ -25,10 +25,11 @@ T_k keys: T; during generation the cached positions, or all block_size slots of 
 
 Attention is one function, `attend`, which every kind of attention calls (the encoder–decoder's
 bidirectional and cross-attention too). It has two paths that compute the same thing:
-- the fused path, `F.scaled_dot_product_attention`, used for training and generation;
-- the explicit path, softmax(QKᵀ/√d_k)·V written out, used only while something is hooked
-  on `attn.hook_pattern` (the fused kernel never forms the weights), so taps cost nothing
-  when unused.
+- the fused path, `F.scaled_dot_product_attention`, used for training and for most inference;
+- the explicit path, softmax(QKᵀ/√d_k)·V written out, used while something is hooked on
+  `attn.hook_pattern` (the fused kernel never forms the weights; taps cost nothing when
+  unused), and for single-query decode steps on CUDA or under torch.compile, where it is
+  faster (`attend`'s docstring says exactly when).
 `tests/test_model.py` proves they give the same logits and that the mask is causal.
 """
 
@@ -137,7 +138,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     come from and in the mask. Two paths compute the same thing:
     - fused `F.scaled_dot_product_attention` (never forms the weights), the default;
     - the explicit path, taken when `pattern` has hooks, so they can read or replace the weights,
-      and for single-query inference on CUDA (decoding), where it is the faster one.
+      and for single-query inference (T == 1 without autograd: a decode step) on CUDA or under
+      torch.compile, where it is the faster one.
 
     Args:
         q: (B, nh, T, hs) queries; k, v: (B, nh, T_k, hs) keys and values.
@@ -573,18 +575,14 @@ class GPT(HookedModule):
             yield from Engine(self, compile=False).stream(idx, max_new_tokens, temperature, top_k, top_p, seed)
             return
         check_sampling(temperature, top_k, top_p)
-        was_training = self.training
-        self.eval()
         generator = torch.Generator(device=idx.device).manual_seed(seed) if seed is not None else None
-        try:
+        with eval_mode(self):
             for _ in range(max_new_tokens):
                 x = self.hidden_states(idx[:, -self.config.block_size:])  # the whole window, every step
                 logits = self.lm_head(x[:, -1, :]).float()  # (B, vocab)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)
                 idx = torch.cat((idx, idx_next), dim=1)
                 yield idx_next
-        finally:
-            self.train(was_training)
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, use_cache: bool = True):
@@ -707,7 +705,8 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.
 def eval_mode(model: nn.Module):
     """Eval mode (no dropout) inside the block; the model's train/eval mode is restored after, even
     when the block raises (bad ids, Ctrl-C), so a model being trained is not left without dropout.
-    Used by the evaluation and interpretability functions (`workbench.evaluate`, `workbench.interpret`)."""
+    Used wherever a model is run for its outputs rather than trained (evaluation, interpretability,
+    attention capture, decoding, throughput)."""
     was_training = model.training
     model.eval()
     try:

@@ -6,7 +6,8 @@ target with causal self-attention plus **cross-attention** over the encoder's ou
 "memory"), and an output layer tied to the target embedding. Blocks are pre-LayerNorm, as the
 GPT's. Every attention — encoder, decoder self and cross — is one module, `Attention`, which
 calls `workbench.model.attend` (fused SDPA, or the explicit softmax(QKᵀ/√d_k)·V path while
-its `hook_pattern` is hooked). Only the masks differ:
+its `hook_pattern` is hooked and for single-query decode steps on CUDA or under torch.compile;
+`attend`'s docstring says exactly when). Only the masks differ:
 
 - encoder self-attention: every source position sees every non-pad source position;
 - decoder self-attention: causal (a target position sees itself and earlier ones);
@@ -45,7 +46,6 @@ GNMT length penalty, EOS handling, n-best) and `translate`, which batches id lis
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,7 +57,8 @@ from torch.nn import functional as F
 
 from . import checkpoint as ckpt
 from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, check_types, from_dict
-from .model import GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, check_sampling, rope_tables, sample_next, sinusoidal_encoding
+from .model import (GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, check_sampling, eval_mode, rope_tables,
+                    sample_next, sinusoidal_encoding)
 from .run import load_final
 
 
@@ -500,18 +501,6 @@ def strip_special(ids: Sequence[int], config: Seq2SeqConfig) -> list[int]:
 
 
 # ------------------------------------------------------------------ decoding
-@contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    """Eval mode (no dropout) and no_grad inside the block; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _max_len(max_len: int | None, config: Seq2SeqConfig) -> int:
     if max_len is None:
         return config.max_tgt_len
@@ -549,7 +538,7 @@ def generate(model: Seq2Seq, src: torch.Tensor, max_len: int | None = None, temp
     cfg = model.config
     max_len = _max_len(max_len, cfg)
     generator = torch.Generator(device=src.device).manual_seed(seed) if seed is not None else None
-    with _evaluating(model):
+    with eval_mode(model), torch.no_grad():
         memory, src_mask = model.encode(src)
         cache = model.start_cache(memory) if use_cache else None
         out = torch.full((src.size(0), 1), cfg.bos_id, dtype=torch.long, device=src.device)  # (B, 1 + written)
@@ -618,7 +607,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, beam: int = 4, max_len: int |
     B, dev = src.size(0), src.device
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
-    with _evaluating(model):
+    with eval_mode(model), torch.no_grad():
         memory, src_mask = model.encode(src)  # once per source
         cache = model.start_cache(memory, repeat=K) if use_cache else None
         memory, src_mask = memory.repeat_interleave(K, 0), src_mask.repeat_interleave(K, 0)  # (B*K, S, ...)
@@ -720,7 +709,7 @@ def cross_attentions(model: Seq2Seq, sources: Sequence[Sequence[int]], targets: 
     device = next(model.parameters()).device
     src_t, tgt_in, _ = make_batch(sources, targets, cfg, device)
     names = [f"decoder.h.{i}.cross_attn.hook_pattern" for i in range(cfg.n_dec_layer)]
-    with _evaluating(model):
+    with eval_mode(model), torch.no_grad():
         _, cache = model.run_with_cache(src_t, tgt_in, names)
     weights = torch.stack([cache[name] for name in names], dim=1).float().cpu()  # (B, layers, heads, T, S)
     return [weights[i, :, :, : len(tgt) + 1, : len(src)] for i, (src, tgt) in enumerate(zip(sources, targets))]
