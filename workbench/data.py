@@ -18,6 +18,7 @@ Labelled passages for fine-tuning (the genre task, user tables) are in ``workben
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.resources
 import io
@@ -285,21 +286,27 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
-def _read_table(path: Path, text_column: str) -> list[Document]:
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a .csv, .tsv or .jsonl file (UTF-8, as `read_utf8`) into a DataFrame.
+
+    Cells are kept as written: CSV/TSV columns are strings with empty cells "" (not NaN), and a
+    TSV's quotes are plain characters; JSONL values keep their JSON types. Any other suffix is
+    read as JSONL.
+
+    Raises:
+        ValueError: not UTF-8, or pandas cannot parse it (the first line of its error, one line).
+    """
     text = read_utf8(path)
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".csv":
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-        else:
-            df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        if suffix in (".csv", ".tsv"):
+            tsv = suffix == ".tsv"
+            return pd.read_csv(io.StringIO(text), sep="\t" if tsv else ",", dtype=str, keep_default_na=False,
+                               quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except ValueError as e:  # pandas' parser errors are ValueErrors with multi-line messages
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot parse {path} ({first}); check that it is valid {path.suffix[1:].upper()}") from None
-    if text_column not in df.columns:
-        cols = ", ".join(map(str, df.columns)) or "none"
-        raise ValueError(f"{path} has no column {text_column!r} (columns: {cols}); pass one of them as --text-column (text_column=)")
-    col = df[text_column].dropna().astype(str)
-    return [Document(f"{path.name} row {i}", f"{path.stem}-{i}", "", "", t) for i, t in col.items() if t]
+        raise ValueError(f"cannot parse {path} ({first}); check that it is valid {suffix[1:].upper()}") from None
 
 
 def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
@@ -338,7 +345,13 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
             rel = f.relative_to(path).with_suffix("").as_posix()
             docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
     elif path.suffix.lower() in (".csv", ".jsonl"):
-        docs = _read_table(path, text_column)
+        df = read_table(path)
+        if text_column not in df.columns:
+            cols = ", ".join(map(str, df.columns)) or "none"
+            raise ValueError(f"{path} has no column {text_column!r} (columns: {cols}); "
+                             "pass one of them as --text-column (text_column=)")
+        col = df[text_column].dropna().astype(str)
+        docs = [Document(f"{path.name} row {i}", f"{path.stem}-{i}", "", "", t) for i, t in col.items() if t]
     else:
         docs = [Document(path.name, path.stem, "", "", read_utf8(path))]
 

@@ -17,7 +17,6 @@ window actually reads.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_utf8, split_documents
+from .data import FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_table, split_documents
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -156,17 +155,6 @@ def genre_task(min_chars: int = GENRE_MIN_CHARS, max_chars: int | None = 600) ->
     return TaskData("genre", labels, parts["train"], parts["val"], parts["test"])
 
 
-def _read_task_table(path: Path) -> pd.DataFrame:
-    text = read_utf8(path)
-    try:
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
-    except ValueError as e:  # pandas' parser errors are ValueErrors with multi-line messages
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot parse {path} ({first}); check that it is valid {path.suffix[1:].upper()}") from None
-
-
 def stratified_split(labels: pd.Series, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
                      ) -> pd.Series:
     """Assign each row to train/val/test, class by class, deterministically from `seed`.
@@ -215,7 +203,7 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
         raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.jsonl file")
     if path.suffix.lower() not in (".csv", ".jsonl"):
         raise ValueError(f"task file {path} is neither .csv nor .jsonl; save it as one of those")
-    df = _read_task_table(path)
+    df = read_table(path)
     if df.empty:  # a header-only CSV or an empty JSONL: nothing to split or learn
         raise ValueError(f"{path} has no rows; add rows with a text and a label each")
     missing = [c for c in (text_col, label_col) if c not in df.columns]

@@ -23,7 +23,6 @@ raises one ValueError naming the fix, as the classification tables of `workbench
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SPLITS, SplitFrames, read_utf8
+from .data import SPLITS, SplitFrames, read_table
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 DATE_LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja")
@@ -186,19 +185,6 @@ def date_task(n_train: int = 20_000, n_val: int = 500, n_test: int = 1_000, loca
     return PairTask("dates", parts["train"], parts["val"], parts["test"])
 
 
-def _read_pair_table(path: Path) -> pd.DataFrame:
-    text = read_utf8(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                               keep_default_na=False, quoting=3 if suffix == ".tsv" else 0)
-        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
-    except ValueError as e:  # pandas' parser errors are ValueErrors with multi-line messages
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot parse {path} ({first}); check that it is valid {suffix[1:].upper()}") from None
-
-
 def random_split(n: int, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> np.ndarray:
     """"train" | "val" | "test" for n rows: a seeded permutation, round(n * fraction) rows to val and to test."""
     order = np.random.default_rng(seed).permutation(n)
@@ -230,7 +216,7 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
         raise FileNotFoundError(f"task file {path} does not exist; pass --task dates or a .tsv/.csv/.jsonl file of pairs")
     if path.suffix.lower() not in (".tsv", ".csv", ".jsonl"):
         raise ValueError(f"task file {path} is not .tsv, .csv or .jsonl; save it as one of those")
-    df = _read_pair_table(path)
+    df = read_table(path)
     missing = [c for c in (source_col, target_col) if c not in df.columns]
     if missing:
         cols = ", ".join(map(str, df.columns)) or "none"
