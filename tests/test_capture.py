@@ -3,11 +3,13 @@ are distributions, and a step-by-step attention that equals PyTorch's SDPA."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from workbench.capture import AttentionResult, attention_for, attention_walkthrough, gpt_attention, load_minilm
+from workbench.capture import (AttentionResult, attention_for, attention_walkthrough, gpt_attention, head_summary,
+                               load_minilm)
 from workbench.config import ModelConfig
 from workbench.model import GPT
 from workbench.tokenizer import CharTokenizer
@@ -152,3 +154,32 @@ def test_attention_shift_measures_total_variation_per_head():
     assert df["tv_distance"].sum() == 1.0
     with pytest.raises(ValueError, match="same text"):
         attention_shift(a, b[:, :2])
+
+
+def causal_uniform(T):
+    return torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
+
+
+def prev_token_head(T):
+    a = torch.zeros(T, T)
+    a[0, 0] = 1
+    a[torch.arange(1, T), torch.arange(T - 1)] = 1
+    return a
+
+
+def test_head_summary_on_handmade_patterns():
+    T = 5
+    patterns = torch.stack([prev_token_head(T), causal_uniform(T), torch.eye(T),
+                            torch.zeros(T, T).index_fill_(1, torch.tensor([0]), 1.0)])  # (4, T, T)
+    df = head_summary(patterns.view(2, 2, T, T))
+    assert list(df.columns) == ["layer", "head", "entropy", "prev_token", "first_token", "self_token"]
+    assert df[["layer", "head"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    prev, uniform, diag, first = (df.iloc[i] for i in range(4))
+    assert prev.prev_token == 1 and prev.entropy == 0 and prev.self_token == pytest.approx(1 / T)
+    assert uniform.entropy == pytest.approx(np.mean([math.log(i + 1) for i in range(T)]))
+    assert uniform.first_token == pytest.approx(np.mean([1 / (i + 1) for i in range(T)]))
+    assert uniform.prev_token == pytest.approx(np.mean([1 / (i + 1) for i in range(1, T)]))
+    assert diag.self_token == 1 and diag.prev_token == 0 and diag.entropy == 0
+    assert first.first_token == 1 and first.self_token == pytest.approx(1 / T)
+    with pytest.raises(ValueError, match="x\\[None\\]"):
+        head_summary(patterns)

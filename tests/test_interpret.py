@@ -135,7 +135,7 @@ def test_the_induction_score_finds_the_planted_head_and_no_other():
     assert scores[(1, 0)] > 0.9
     assert scores.drop(index=(1, 0)).max() < 0.3
     # the layer-0 head really is the previous-token head the circuit reads
-    from workbench.viz import head_summary
+    from workbench.capture import head_summary
     _, cache = model.run_with_cache(permuted_repeats(), lambda n: n.endswith("hook_pattern"))
     summary = head_summary(cache["transformer.h.0.attn.hook_pattern"].mean(0)[None])
     assert summary.loc[0, "prev_token"] > 0.9
@@ -219,7 +219,7 @@ def test_logit_lens_top_tokens_label_positions_uniquely():
 
 
 def test_pattern_statistics_average_head_summary_over_windows():
-    from workbench.viz import head_summary
+    from workbench.capture import head_summary
 
     model = tiny()
     x, _ = windows(n=2)

@@ -11,6 +11,8 @@ The figures in `workbench.viz` never see a model, only these tensors (as bertviz
 - `attention_for`: picks one of the two captures from the model's type.
 - `attention_walkthrough`: the intermediates of one attention computation on random
   numbers, step by step, for the notebook that explains attention.
+- `attention_shift`, `head_summary`: per-head numbers of captured weights (one row per layer
+  and head), what changed between two models and which pattern a head has.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .model import GPT
+from .model import GPT, eval_mode
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -101,13 +104,9 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
         raise ValueError("text is empty; give at least one character to look at")
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    was_training = model.training
-    model.eval()
-    try:
-        names = [f"transformer.h.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
+    names = [f"transformer.h.{layer}.attn.hook_pattern" for layer in range(model.config.n_layer)]
+    with eval_mode(model):
         _, cache = model.run_with_cache(idx, names)  # name -> (1, nh, T, T)
-    finally:
-        model.train(was_training)
     name = model_name or f"GPT {model.config.n_layer}L×{model.config.n_head}H"
     return AttentionResult(tokenizer.tokens(ids), _stack(cache[n] for n in names), name)
 
@@ -159,12 +158,8 @@ def hf_attention(model, hf_tokenizer, text: str, model_name: str | None = None) 
     limit = min(hf_tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 1 << 30))
     enc = hf_tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model(**{k: v.to(device) for k, v in enc.items()}, output_attentions=True)
-    finally:
-        model.train(was_training)
     if not getattr(out, "attentions", None) or out.attentions[0] is None:
         raise ValueError(f"{type(model).__name__} returned no attention weights; load it with "
                          "attn_implementation='eager'")
@@ -266,3 +261,38 @@ def attention_shift(before: torch.Tensor, after: torch.Tensor) -> pd.DataFrame:
     L, H = tv.shape[:2]
     return pd.DataFrame([{"layer": l, "head": h, "tv_distance": tv[l, h].mean().item(), "max_tv": tv[l, h].max().item()}
                          for l in range(L) for h in range(H)])
+
+
+def head_summary(attentions) -> pd.DataFrame:
+    """A few numbers per head that name common attention patterns.
+
+    Args:
+        attentions: (n_layer, n_head, T, T), rows summing to 1 (a tensor, array or nested list),
+            e.g. an `AttentionResult`'s attentions.
+    Returns:
+        one row per (layer, head) with
+        - entropy: mean over query rows of -Σ p log p (nats). Low: the head looks at one key;
+          high: it spreads out. Under a causal mask row i has only i+1 keys, so its largest
+          possible entropy is log(i+1), and the mean over rows of a uniform causal head is
+          mean_i log(i+1), below log T; compare heads of the same model and text only.
+        - prev_token: mean weight of query i on key i-1, over queries i >= 1 (NaN if T == 1).
+        - first_token: mean weight on key 0 over all queries (in a causal model query 0 can
+          only look there, so it always contributes 1).
+        - self_token: mean weight of each query on its own position (the diagonal).
+    """
+    if isinstance(attentions, torch.Tensor):
+        attentions = attentions.detach().float().cpu().numpy()
+    A = np.asarray(attentions, dtype=np.float64)
+    if A.ndim != 4:
+        raise ValueError(f"attentions must be (n_layer, n_head, T, T); for one layer use x[None], got shape {A.shape}")
+    L, H, T, _ = A.shape
+    logs = np.log(np.where(A > 0, A, 1.0))  # 0·log 0 counts as 0
+    entropy = -(A * logs).sum(-1).mean(-1)  # (L, H)
+    idx = np.arange(T)
+    prev = A[..., idx[1:], idx[:-1]].mean(-1) if T > 1 else np.full((L, H), np.nan)
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            rows.append(dict(layer=l, head=h, entropy=entropy[l, h], prev_token=prev[l, h],
+                             first_token=A[l, h, :, 0].mean(), self_token=A[l, h, idx, idx].mean()))
+    return pd.DataFrame(rows)

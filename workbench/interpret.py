@@ -5,7 +5,7 @@ what the model does with it, through the GPT's named taps (`GPT.hooks`, `GPT.run
 
 - head ablation: replace one head's output (`attn.hook_z`) by zeros or by its mean over held-out
   positions and measure how much the held-out loss rises (nats/token) — "is important" — beside
-  the pattern statistics of `head_summary` — "looks important";
+  the pattern statistics of `capture.head_summary` — "looks important";
 - induction heads (Olsson et al. 2022, "In-context Learning and Induction Heads"): on random
   tokens repeated twice, a head that attends from a token in the second copy to the token that
   followed its first occurrence, and the loss on the second copy against the first;
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from .capture import head_summary
 from .model import GPT, eval_mode
 
 ABLATIONS = ("zero", "mean")
@@ -113,15 +114,13 @@ def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[
 
 @torch.no_grad()
 def pattern_statistics(model: GPT, x: torch.Tensor) -> pd.DataFrame:
-    """`viz.head_summary`'s pattern statistics of every head, averaged over the windows of x.
+    """`capture.head_summary`'s pattern statistics of every head, averaged over the windows of x.
 
     Args:
         model: a GPT; x: (B, T) token ids, e.g. the held-out windows the ablation used.
     Returns:
         one row per (layer, head): entropy, prev_token, first_token, self_token.
     """
-    from .viz.attention import head_summary
-
     with eval_mode(model):  # the model's train/eval mode is restored after
         _, cache = model.run_with_cache(x, lambda n: n.endswith("hook_pattern"))
     A = torch.stack([cache[f"transformer.h.{l}.attn.hook_pattern"] for l in range(model.config.n_layer)], 1)
@@ -135,7 +134,7 @@ def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
 
     Args:
         table: one row per head with `effect` and the statistics (`head_ablation` merged with
-            `viz.head_summary` on layer and head).
+            `capture.head_summary` on layer and head).
     Returns:
         one row per statistic: spearman (NaN when a column is constant).
     """

@@ -7,8 +7,9 @@ ipywidgets installed. The figures of `workbench.interpret` are in `viz.interpret
 
 from __future__ import annotations
 
+from ..capture import head_summary  # a statistics table, not a figure; notebooks call it as viz.head_summary
 from .attention import (attention_explorer_figure, attention_heatmap, attention_over_checkpoints, head_grid_figure,
-                        head_summary, matrix_figure, model_view, positional_encoding_figure, token_labels)
+                        matrix_figure, model_view, positional_encoding_figure, token_labels)
 from .training import LiveLossPlot, loss_curves, scaling_figure, validation_curves
 from .evaluation import compression_figure, confusion_figure, perplexity_by_document_figure, reliability_diagram
 from .seq2seq import (cross_attention_explorer_figure, cross_attention_grid, cross_attention_heatmap,

@@ -21,6 +21,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from .checks import require_columns
+
 ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as empty
 HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"
 
@@ -167,36 +169,6 @@ def head_grid(A: np.ndarray, x: Sequence[str], y: Sequence[str], hover: str, sho
     return fig
 
 
-def head_summary(attentions) -> pd.DataFrame:
-    """A few numbers per head that name common attention patterns.
-
-    Args:
-        attentions: (n_layer, n_head, T, T), rows summing to 1.
-    Returns:
-        one row per (layer, head) with
-        - entropy: mean over query rows of -Σ p log p (nats). Low: the head looks at one key;
-          high: it spreads out. Under a causal mask row i has only i+1 keys, so its largest
-          possible entropy is log(i+1), and the mean over rows of a uniform causal head is
-          mean_i log(i+1), below log T; compare heads of the same model and text only.
-        - prev_token: mean weight of query i on key i-1, over queries i >= 1 (NaN if T == 1).
-        - first_token: mean weight on key 0 over all queries (in a causal model query 0 can
-          only look there, so it always contributes 1).
-        - self_token: mean weight of each query on its own position (the diagonal).
-    """
-    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T); for one layer use x[None]")
-    L, H, T, _ = A.shape
-    logs = np.log(np.where(A > 0, A, 1.0))  # 0·log 0 counts as 0
-    entropy = -(A * logs).sum(-1).mean(-1)  # (L, H)
-    idx = np.arange(T)
-    prev = A[..., idx[1:], idx[:-1]].mean(-1) if T > 1 else np.full((L, H), np.nan)
-    rows = []
-    for l in range(L):
-        for h in range(H):
-            rows.append(dict(layer=l, head=h, entropy=entropy[l, h], prev_token=prev[l, h],
-                             first_token=A[l, h, :, 0].mean(), self_token=A[l, h, idx, idx].mean()))
-    return pd.DataFrame(rows)
-
-
 def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Sequence[str],
                                title: str | None = None) -> go.Figure:
     """One head's attention through training, with a slider over the checkpoints.
@@ -304,9 +276,7 @@ def head_grid_figure(table: pd.DataFrame, value: str, title: str | None = None) 
     Args:
         table: one row per (layer, head) with a `value` column.
     """
-    missing = [c for c in ("layer", "head", value) if c not in table.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing; the table has {list(table.columns)}")
+    require_columns(table, ("layer", "head", value), f"pass one row per (layer, head) with a {value!r} column")
     grid = table.pivot(index="layer", columns="head", values=value)
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"H{h}" for h in grid.columns], y=[f"L{l}" for l in grid.index],
                                colorscale="Reds", colorbar=dict(title=value),

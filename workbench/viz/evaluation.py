@@ -18,12 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-
-def _require(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing (the frame has {list(df.columns)}); "
-                         f"pass the table {source} returns")
+from .checks import require_columns
 
 
 def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
@@ -40,7 +35,8 @@ def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
         (markers at each non-empty bin's (mean confidence, accuracy)) and "perfect calibration"
         (the y = x line).
     """
-    _require(bins, ("lower", "upper", "count", "confidence", "accuracy"), "metrics.calibration")
+    require_columns(bins, ("lower", "upper", "count", "confidence", "accuracy"),
+                    "pass the table metrics.calibration returns")
     full = bins[bins["count"] > 0]
     centre = ((full["lower"] + full["upper"]) / 2).tolist()
     width = (full["upper"] - full["lower"]).tolist()
@@ -106,7 +102,7 @@ def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str = "siz
     Returns:
         a Figure with one Scatter trace (markers + the variant names as text), in table order.
     """
-    _require(table, ("variant", x, y), "compress.compression_table")
+    require_columns(table, ("variant", x, y), "pass the table compress.compression_table returns")
     fig = go.Figure(go.Scatter(x=table[x].tolist(), y=table[y].tolist(), mode="markers+text", name=y,
                                text=table["variant"].tolist(), textposition="top center",
                                marker=dict(size=11),
@@ -128,7 +124,7 @@ def perplexity_by_document_figure(df: pd.DataFrame, y: str = "bits_per_char", co
         a Figure with one Bar trace per group (a single trace named `y` without groups);
         documents keep the frame's order on x.
     """
-    _require(df, ("document", y), "evaluate.perplexity_by_document")
+    require_columns(df, ("document", y), "pass the table evaluate.perplexity_by_document returns")
     use_color = color is not None and color in df.columns and df[color].astype(str).str.len().gt(0).any()
     groups = df.groupby(color, sort=False) if use_color else [(y, df)]
     fig = go.Figure()

@@ -14,11 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-
-def _require(table: pd.DataFrame, columns: Sequence[str], hint: str) -> None:
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing (the table has {list(table.columns)}); {hint}")
+from .checks import require_columns
 
 
 def _grid(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -44,7 +40,7 @@ def ablation_figure(table: pd.DataFrame, kinds: Sequence[str] = ("mean", "zero")
     Returns:
         a Figure with one Heatmap per kind (only the first visible) and updatemenus[0] switching them.
     """
-    _require(table, ["layer", "head", *[f"{k}_delta" for k in kinds]], "pass interpret.head_ablation's table")
+    require_columns(table, ["layer", "head", *[f"{k}_delta" for k in kinds]], "pass interpret.head_ablation's table")
     traces = []
     for k, kind in enumerate(kinds):
         grid = _grid(table, f"{kind}_delta")
@@ -74,7 +70,8 @@ def importance_vs_pattern_figure(table: pd.DataFrame, effect: str = "mean_delta"
     Returns:
         a Figure with one Scatter per statistic (only the first visible), points labelled "L{l}H{h}".
     """
-    _require(table, ["layer", "head", effect, *statistics], "merge head_ablation with viz.head_summary on layer, head")
+    require_columns(table, ["layer", "head", effect, *statistics],
+                    "merge head_ablation with viz.head_summary on layer, head")
     names = [f"L{l}H{h}" for l, h in zip(table["layer"], table["head"])]
     traces = [go.Scatter(x=table[s], y=table[effect], mode="markers+text", text=names, textposition="top center",
                          visible=k == 0, name=s, hovertemplate=f"%{{text}}<br>{s} %{{x:.3f}}<br>{effect} %{{y:.4f}}"
@@ -97,7 +94,7 @@ def induction_over_steps_figure(scores: pd.DataFrame, title: str | None = "induc
         a Figure with one Heatmap per step (only the first visible; colours fixed to 0..1) and
         layout.sliders[0] labelled by step.
     """
-    _require(scores, ["step", "layer", "head", "induction_score"], "pass induction_over_checkpoints' scores")
+    require_columns(scores, ["step", "layer", "head", "induction_score"], "pass induction_over_checkpoints' scores")
     steps = sorted(scores["step"].unique())
     traces = []
     for k, step in enumerate(steps):
@@ -123,7 +120,7 @@ def induction_timeline_figure(by_step: pd.DataFrame, title: str | None = "induct
         a Figure of three Scatter traces: max_induction_score (left axis), first_copy_loss and
         second_copy_loss (right axis, nats/token).
     """
-    _require(by_step, ["step", "max_induction_score", "first_copy_loss", "second_copy_loss"],
+    require_columns(by_step, ["step", "max_induction_score", "first_copy_loss", "second_copy_loss"],
              "pass induction_over_checkpoints' per-step table")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=by_step["step"], y=by_step["max_induction_score"], name="max induction score",
@@ -166,7 +163,7 @@ def logit_lens_metrics_figure(metrics: pd.DataFrame, title: str | None = "logit 
     Args:
         metrics: `interpret.logit_lens_metrics`'s table (layer, loss, accuracy).
     """
-    _require(metrics, ["layer", "loss", "accuracy"], "pass interpret.logit_lens_metrics' table")
+    require_columns(metrics, ["layer", "loss", "accuracy"], "pass interpret.logit_lens_metrics' table")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Bar(x=metrics["layer"], y=metrics["accuracy"], name="accuracy"), secondary_y=False)
     fig.add_trace(go.Scatter(x=metrics["layer"], y=metrics["loss"], name="loss", mode="lines+markers"),

@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .attention import ATTENTION_COLORS, _as_array, head_grid, token_labels
+from .checks import require_columns
 
 CROSS_HOVER = "target %{y}<br>source %{x}<br>weight %{z:.3f}<extra></extra>"
 
@@ -139,9 +140,7 @@ def decoding_speed_figure(table, title: str | None = "greedy vs beam search") ->
     Args:
         table: DataFrame indexed by decoder name with exact_match and sentences_per_s columns.
     """
-    missing = [c for c in ("exact_match", "sentences_per_s") if c not in table.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing; pass translator.decoding_table(...)[0]")
+    require_columns(table, ("exact_match", "sentences_per_s"), "pass translator.decoding_table(...)[0]")
     fig = go.Figure(go.Scatter(x=table["sentences_per_s"], y=table["exact_match"], text=list(table.index),
                                mode="markers+text", textposition="top center", marker_size=11,
                                hovertemplate="%{text}<br>%{x:.0f} sentences/s<br>exact match %{y:.3f}<extra></extra>"))

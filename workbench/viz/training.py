@@ -14,6 +14,8 @@ from typing import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from .checks import require_columns
+
 
 def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str | None = "loss",
                 log_y: bool = False) -> go.Figure:
@@ -34,9 +36,7 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
         if len(df):
             raise ValueError("history has no 'step' column; pass History.df from a Trainer")
         df = df.assign(step=pd.Series(dtype=float))  # nothing logged yet
-    missing = [c for c in extra if c not in df.columns]
-    if missing:
-        raise ValueError(f"extra columns {missing} are not in the history; it has {list(df.columns)}")
+    require_columns(df, extra, "pass only logged columns as extra", name="history")
 
     def points(col):
         if col not in df.columns:
@@ -159,9 +159,7 @@ def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", 
     """
     if x is None:
         x = "non_embedding_params" if "non_embedding_params" in df.columns else "params"
-    missing = [c for c in (x, y) if c not in df.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing; the frame has {list(df.columns)}")
+    require_columns(df, (x, y), "pass x= and y= naming columns of the frame", name="frame")
     groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y, df)]
     fig = go.Figure()
     for name, rows in groups:
