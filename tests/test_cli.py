@@ -545,3 +545,17 @@ def test_real_process_exits_2_with_one_error_line(tmp_path, command, fix):
     assert_user_error(proc.returncode, proc.stderr, fix)
     assert proc.stdout == ""
     assert not (tmp_path / "run").exists()
+
+
+def test_real_process_shows_each_warning_as_one_line(tmp_path, trained):
+    """A run without its final model whose newest step checkpoint is damaged: two warnings, each one
+    `warning:` line (not Python's file:line: UserWarning plus the source line of the warn call)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    shutil.rmtree(run / "model")
+    damage(run / "checkpoints" / "step-0000020" / "optimizer.safetensors", "truncated")
+    proc = cli_subprocess("sample", "--checkpoint", run, "--max-new-tokens", "3", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line[:40] for line in lines] == ["warning: skipping the damaged step check",
+                                             f"warning: {run} has no final model"[:40]], proc.stderr

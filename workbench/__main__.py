@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -445,8 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """The workbench's own warnings as one `warning: ...` line (Python's format adds the file, line number
+    and source line of the `warnings.warn` call, which say nothing to someone running a command)."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return f"warning: {message}\n"
+    return DEFAULT_FORMAT(message, category, filename, lineno, line)
+
+
+DEFAULT_FORMAT = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.formatwarning = warning_line
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
