@@ -137,6 +137,8 @@ def test_file_task_rows_without_a_locale_keep_a_locale_of_their_own(tmp_path):
     ("en\tfr\n" + "a\tb\n" * 5, r"has 5 pair\(s\); a translation task needs at least 10"),
     ("en\tfr\tsplit\n" + "a\tb\ttrain\n" * 20, r"the val split is empty"),
     ("en\tfr\tsplit\n" + "a\tb\tdev\n" * 20, r"split column has value\(s\) 'dev'; use only train, val and test"),
+    ("en\tfr\tlocale\n" + "a\tb\tall\n" * 10 + "a\tb\tx\n" * 10, r"the locale 'all' names the total row of the "
+                                                             r"per-locale scores; rename that locale"),
 ])
 def test_file_task_bad_input_is_one_line_naming_the_fix(tmp_path, content, match):
     path = tmp_path / "bad.tsv"

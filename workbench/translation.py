@@ -226,6 +226,9 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
     locale = "all"
     if "locale" in df.columns:
         locale = df["locale"].fillna("").astype(str).str.strip().replace("", UNKNOWN_LOCALE)
+        if "all" in set(locale) and locale.nunique() > 1:  # per_locale_scores' total row would replace its scores
+            raise ValueError(f"{path}: the locale 'all' names the total row of the per-locale scores; rename "
+                             "that locale in the locale column")
     rows = pd.DataFrame({"source": df[source_col].fillna("").astype(str).str.strip(),
                          "target": df[target_col].fillna("").astype(str).str.strip(), "locale": locale})
     for col in ("source", "target"):
