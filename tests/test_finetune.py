@@ -199,6 +199,9 @@ def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     with pytest.raises(ValueError, match="differs from the checkpoint's"):
         finetune(None, task, quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.2), tmp_path / "b",
                  resume=True, progress=False)
+    longer = finetune(None, task, quick(mode=mode, max_iters=16, eval_interval=4, dropout=0.1), tmp_path / "b",
+                      resume=True, progress=False)  # a finished run trains on with a larger max_iters, as pretrain's
+    assert longer.metrics["final_step"] == 16 and longer.history.df["step"].max() == 16
     with pytest.raises(ValueError, match="holds a finetune run, not a pretrain run"):  # nothing is loaded into a GPT
         pretrain(preset("smoke"), tmp_path / "b", resume=True, progress=False)
 

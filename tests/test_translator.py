@@ -169,6 +169,9 @@ def test_resume_continues_exactly(task, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="already holds files; pass --resume"):
         seq2seq_train(task, tiny_config(), tmp_path / "a", progress=False)
+    longer = seq2seq_train(task, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False,
+                           resume=True)  # a finished run trains on with a larger max_iters, as pretrain's
+    assert longer.history.df["step"].max() == 12
 
 
 def test_a_cuda_graph_on_a_cpu_is_refused_before_the_tokenizer_is_trained(task, monkeypatch):

@@ -348,7 +348,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     # What to build: the saved run when resuming, else the pretrained checkpoint.
     pretrained, tokenizer, base_config = None, None, None
     if run.saved is not None:
-        run.check_same("finetune", asdict(config))
+        run.check_same("finetune", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
         if run.saved.artifacts["task"] != info:
             raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']['name']}, "
                              f"{run.saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")

@@ -253,11 +253,11 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     run = Run(out_dir, resume, kind="seq2seq-train")
     device = setup_device(config.train, run.dist)
     if run.saved is not None:
-        run.check_same("translation", asdict(config))
+        run.check_same("translation", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
         if run.saved.artifacts["task"] != task.info():
             raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']}); pass the same --task "
                              "to resume")
-        tokenizer = PairTokenizer.from_dict(run.saved.artifacts["tokenizer"])
+        tokenizer = run.saved.artifact("tokenizer", PairTokenizer.from_dict)
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
     model_config = fit_model_config(config.model, tokenizer)
