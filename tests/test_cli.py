@@ -504,6 +504,20 @@ def test_pretrain_resume_of_a_config_json_with_wrong_fields_is_one_error_line(tm
     assert snapshot(run) == before
 
 
+def test_pretrain_resume_of_another_commands_run_names_that_command(tmp_path, trained):
+    """A seq2seq-train run's config.json is not a RunConfig: --resume says whose run it is, not that it is damaged."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    step = run / "checkpoints" / "step-0000020"
+    (step / "config.json").write_text(json.dumps({"model": {"src_vocab_size": 64, "tgt_vocab_size": 64}}))
+    (step / "translation.json").write_text("{}")  # what marks a seq2seq-train run's checkpoints
+    before = snapshot(run)
+    code, _, err = cli("pretrain", "--resume", "--out", run)
+    assert_user_error(code, err, f"{run} holds a seq2seq-train run, not a pretrain run; resume it with "
+                                 "`python -m workbench seq2seq-train --resume`")
+    assert snapshot(run) == before
+
+
 def test_pretrain_resume_skips_a_step_whose_config_json_is_not_an_object(tmp_path, trained):
     """A step checkpoint's config.json that parses but is not a JSON object is damaged like a truncated one:
     --resume warns and continues from the step before it."""

@@ -98,13 +98,17 @@ def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None
     return from_dict(FinetuneConfig, config)
 
 
-def saved_artifact(out: Path, name: str, cls: type) -> dict | None:
+def saved_artifact(out: Path, name: str, cls: type, kind: str) -> dict | None:
     """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
-    `--resume --out DIR` resumes as saved. One that is not a `cls` (a JSON of another shape) is a
+    `--resume --out DIR` resumes as saved. A run of another kind than `kind` (the command) is
+    refused as `Run` refuses it; an artifact that is not a `cls` (a JSON of another shape) is a
     damaged file, named in one line."""
     from .checkpoint import build_artifact, latest_checkpoint, read_json
+    from .run import check_kind, run_kind
 
     latest = latest_checkpoint(out) if out.is_dir() else None
+    if latest is not None:
+        check_kind(out, run_kind(latest), kind)
     path = latest / f"{name}.json" if latest is not None else None
     if path is None or not path.is_file():
         return None
@@ -127,7 +131,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .pretrain import pretrain
     from .train import resolve_device
 
-    config = config_from_args(args, saved_artifact(Path(args.out), "config", RunConfig) if args.resume else None)
+    config = config_from_args(args, saved_artifact(Path(args.out), "config", RunConfig, "pretrain") if args.resume else None)
     info = init_distributed(resolve_device(config.train.device).type)  # under torchrun: join the ranks
     try:
         m = pretrain(config, args.out, resume=args.resume).metrics
@@ -147,7 +151,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .tasks import load_task
 
     out = Path(args.out)
-    config = finetune_config_from_args(args, saved_artifact(out, "finetune", FinetuneConfig) if args.resume else None)
+    config = finetune_config_from_args(args, saved_artifact(out, "finetune", FinetuneConfig, "finetune") if args.resume else None)
     task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
     exit_if_interrupted(m, out)
@@ -185,7 +189,7 @@ def cmd_seq2seq_train(args: argparse.Namespace) -> None:
     from .translator import TranslationConfig, seq2seq_train
 
     out = Path(args.out)
-    config = translation_config_from_args(args, saved_artifact(out, "translation", TranslationConfig)
+    config = translation_config_from_args(args, saved_artifact(out, "translation", TranslationConfig, "seq2seq-train")
                                           if args.resume else None)
     date_options = {}
     if args.task == "dates":

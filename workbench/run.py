@@ -47,9 +47,17 @@ RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
              "seq2seq-train": ("translation", "translator.load_translator")}
 
 
-def run_kind(c: ckpt.Checkpoint) -> str:
-    """Which command wrote checkpoint `c`: "pretrain", "finetune" or "seq2seq-train"."""
-    return next((kind for kind, (marker, _) in RUN_KINDS.items() if marker in c.artifacts), "pretrain")
+def run_kind(c: ckpt.Checkpoint | Path) -> str:
+    """Which command wrote checkpoint `c` (loaded, or its directory): "pretrain", "finetune" or "seq2seq-train"."""
+    names = c.artifacts if isinstance(c, ckpt.Checkpoint) else {p.stem for p in Path(c).glob("*.json")}
+    return next((kind for kind, (marker, _) in RUN_KINDS.items() if marker in names), "pretrain")
+
+
+def check_kind(out: Path, found: str, kind: str) -> None:
+    """Refuse to resume, as a `kind` run, the run in `out` that a `found` run's command wrote."""
+    if found != kind:
+        raise ValueError(f"{out} holds a {found} run, not a {kind} run; resume it with "
+                         f"`python -m workbench {found} --resume`, or choose another --out")
 
 
 def check_writable(path: Path, flag: str = "--out", is_dir: bool = True) -> None:
@@ -148,9 +156,8 @@ class Run:
         barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
         # the newest complete step checkpoint, found (and its files checked) once
         self.saved = ckpt.load_checkpoint(latest) if latest is not None else None
-        if self.saved is not None and kind is not None and run_kind(self.saved) != kind:
-            raise ValueError(f"{self.out} holds a {run_kind(self.saved)} run, not a {kind} run; resume it with "
-                             f"`python -m workbench {run_kind(self.saved)} --resume`, or choose another --out")
+        if self.saved is not None and kind is not None:
+            check_kind(self.out, run_kind(self.saved), kind)
 
     def check_same(self, artifact: str, given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
         """A resumed run must be the saved one: every field of `given` (nested sections allowed, e.g.
