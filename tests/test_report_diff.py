@@ -82,9 +82,14 @@ def test_a_change_within_the_seed_spread_is_not_marked_and_timings_are_apart(tmp
     b["notebooks"][0]["metrics"]["tokens_per_s"] = 9000.0
     a["notebooks"][1]["metrics"]["beam_4_sentences_per_s"] = 700.0  # a speed of any unit is a timing
     b["notebooks"][1]["metrics"]["beam_4_sentences_per_s"] = 800.0
+    a["notebooks"][0]["metrics"]["wall_s"], b["notebooks"][0]["metrics"]["wall_s"] = 20.0, 21.0  # its training's
     comparison = compare_reports(a, b)
     assert [r.metric for r in comparison.changed] == ["full_test_macro_f1_mean"]  # timings are not results
-    assert {r.metric for r in comparison.metrics if r.timing} == {"wall_s", "tokens_per_s", "beam_4_sentences_per_s"}
+    assert {r.metric for r in comparison.metrics if r.timing} == {"notebook_wall_s", "wall_s", "tokens_per_s",
+                                                                 "beam_4_sentences_per_s"}
+    times = {(r.notebook, r.metric): (r.a, r.b) for r in comparison.metrics if r.metric.endswith("wall_s")}
+    assert times == {("02_pretraining", "notebook_wall_s"): (60.0, 60.0), ("02_pretraining", "wall_s"): (20.0, 21.0),
+                     ("03_finetuning", "notebook_wall_s"): (40.0, 40.0)}  # the notebook's time is not overwritten
     text = format_comparison(comparison)
     assert "(within ±0.013)" in text and "beyond" not in text
     assert text.index("timings") < text.index("tokens_per_s")

@@ -159,7 +159,8 @@ def compare_reports(a: dict, b: dict, a_name: str = "A", b_name: str = "B") -> C
 
 
 def _metrics(report: dict) -> dict[tuple[str, str], Any]:
-    """(notebook stem, metric) -> value: every metric plus each notebook's wall time. A list of numbers
+    """(notebook stem, metric) -> value: every metric plus each notebook's wall time ("notebook_wall_s":
+    02 and 05 report their training run's own `wall_s`). A list of numbers
     counts as one metric per element (`sweep_val_loss[2]`; an empty one as itself, `[]`); the run folder
     in a path reads `run_dir`."""
     run_dir = str(report.get("run_dir") or "")
@@ -167,7 +168,7 @@ def _metrics(report: dict) -> dict[tuple[str, str], Any]:
     for nb in report["notebooks"]:
         stem = Path(nb["name"]).stem
         if nb.get("wall_s") is not None:
-            values[(stem, "wall_s")] = nb["wall_s"]
+            values[(stem, "notebook_wall_s")] = nb["wall_s"]
         for key, value in nb.get("metrics", {}).items():
             if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
                 values.update({(stem, f"{key}[{i}]"): v for i, v in enumerate(value)})
