@@ -256,6 +256,10 @@ def test_help_gives_the_defaults_each_command_trains_with():
         assert f"default: {value}" in flag_help(stdout, flag), flag
     code, stdout, _ = cli("pretrain", "--help")
     assert all(name in flag_help(stdout, "--preset") for name in ("smoke", "baby", "cpu", "gpu", "gpt2"))
+    assert flag_help(stdout, "--pos-encoding").endswith("one of learned, sinusoidal, rope; default: learned")
+    assert "one of auto, float32, bfloat16; default: auto" in flag_help(stdout, "--dtype")
+    code, stdout, _ = cli("finetune", "--help")
+    assert "one of full, frozen, scratch, lora, multitask, hf; default: full" in flag_help(stdout, "--mode")
 
 
 # --------------------------------------------------------------------------- sample, export-hf

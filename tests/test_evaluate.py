@@ -293,6 +293,9 @@ def test_cli_evaluate_writes_metrics_json(tiny_run, tmp_path):
     assert metrics["compression"][1]["sparsity"] is None  # NaN is written as null: strict JSON
     assert f"{lm['bits_per_char']:.4f} bits/char" in stdout
     assert f"val loss: {metrics['val_loss']:.4f} nats/token" in stdout
+    int8 = metrics["compression"][1]
+    assert f"int8: {int8['size_mb']:.2f} MB, perplexity {int8['perplexity']:.2f} ({int8['delta_perplexity']:+.2f})" \
+        in stdout.splitlines()
 
 
 def test_run_metrics_give_the_split_loss_of_the_final_weights_and_refuse_a_damaged_file(tiny_run, tmp_path,

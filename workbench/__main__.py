@@ -18,7 +18,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from .config import PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict, with_length
+from .config import (ACTIVATIONS, DEVICES, DTYPES, MODES, PARALLEL, POOLINGS, POS_ENCODINGS, PRESETS, TOKENIZERS,
+                     DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict, with_length)
 from .profiles import PROFILES
 from .report import DEFAULT_TIMEOUT_S
 
@@ -31,6 +32,9 @@ DERIVED = {("model", "vocab_size"), ("model", "src_vocab_size"), ("model", "tgt_
 DERIVED_DEFAULTS = {"max_iters": "--epochs over the training examples", "lr": "the --mode's learning rate",
                     "min_lr": "lr / 10", "warmup_iters": "10%% of the steps", "eval_interval": "a quarter of the steps"}
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+# the values a text field takes, shown in --help (the config's own check refuses the others, naming them)
+CHOICES = {"tokenizer": TOKENIZERS, "pos_encoding": POS_ENCODINGS, "activation": ACTIVATIONS, "device": DEVICES,
+           "dtype": DTYPES, "parallel": PARALLEL, "mode": MODES, "pooling": POOLINGS}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS,
@@ -52,7 +56,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] 
                 default = getattr(start, f.name)
                 if default is None and f.default not in (MISSING, None):  # TrainConfig.resolved fills it in
                     default = DERIVED_DEFAULTS.get(f.name, "derived from the run")
-            kwargs = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=f"default: {default}")
+            choices = f"one of {', '.join(CHOICES[f.name])}; " if f.name in CHOICES else ""
+            kwargs = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=f"{choices}default: {default}")
             if f.type == "bool":
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             else:
@@ -287,6 +292,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
           f"over {lm['tokens']:,} tokens")
     for row in result.get("generation", []):
         print(f"{row['strategy']}: BLEU {row['bleu']:.2f}, chrF {row['chrf']:.2f}")
+    for row in result.get("compression", []):
+        print(f"{row['variant']}: {row['size_mb']:.2f} MB, perplexity {row['perplexity']:.2f} "
+              f"({row['delta_perplexity']:+.2f})")
     print(f"metrics: {out / 'metrics.json'}")
 
 
