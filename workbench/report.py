@@ -290,11 +290,13 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         entry["status"] = "running"
         with _environ(**kernel_env):
             try:
-                # the kernel's own log level is ERROR: its transport warnings are nothing a reader can act on
+                # the kernel's own log says nothing a reader can act on: transport warnings, and at ERROR a
+                # "KeyboardInterrupt caught in kernel" when jupyter_client's shutdown interrupt lands in a
+                # handler of a notebook that finished; a cell's error reaches the report through papermill
                 pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name="python3",
                                     engine_name=engine, cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout),
                                     start_timeout=120, progress_bar=sys.stderr.isatty(),
-                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
             except Exception as e:  # PapermillExecutionError, a cell timeout, a dead kernel
                 error = e
         entry["wall_s"] = round(time.perf_counter() - t0, 2)
