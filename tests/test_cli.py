@@ -428,8 +428,11 @@ def test_sample_refuses_a_missing_checkpoint_and_unknown_prompt_characters(tmp_p
     code, _, err = cli("sample", "--checkpoint", run, "--prompt", "Zebra €", "--device", "cpu")
     message = assert_user_error(code, err, "remove them from --prompt")
     assert "'Z'" in message and "'€'" in message
-    code, _, err = cli("sample", "--checkpoint", run, "--top-k", "0", "--device", "cpu")
-    assert_user_error(code, err, "--top-k")
+    for flag, value, fix in (("--top-k", "0", "top_k must be >= 1"), ("--top-p", "1.5", "top_p must be in (0, 1]"),
+                             ("--temperature", "nan", "temperature must be >= 0")):
+        # refused before the model is loaded: a checkpoint that does not exist is not reached
+        code, _, err = cli("sample", "--checkpoint", tmp_path / "nope", flag, value, "--device", "cpu")
+        assert_user_error(code, err, fix)
 
 
 # --------------------------------------------------------------------------- damaged checkpoints

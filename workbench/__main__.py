@@ -231,13 +231,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from .generate import Engine, inference_model, stream_text
+    from .model import check_sampling
     from .pretrain import load_pretrained
     from .train import resolve_device
 
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}; pass e.g. --max-new-tokens 300")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}; pass a positive --top-k or leave it out")
+    check_sampling(args.temperature, args.top_k, args.top_p)  # before the model is loaded
     device = resolve_device(args.device)
     model, tokenizer, _ = load_pretrained(args.checkpoint, device=str(device))
     prompt = args.prompt or "\n"
