@@ -3,6 +3,7 @@ exact resume, the decoding table beside the rule-based parser, cross-attention, 
 alignment a trained model learns: the ISO month digits look at the month's name."""
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -129,6 +130,26 @@ def test_a_target_of_max_tgt_len_minus_one_tokens_is_trained_whole(task, monkeyp
     for _, tgt_in, tgt_out in batches:
         assert tgt_in.shape[1] == 11
         assert all(tok.decode(row) in targets for row in tgt_out)
+
+
+@pytest.mark.parametrize("name, change", [
+    ("config.json", lambda d: {**d, "model": {**d["model"], "n_layer": "2"}}),
+    ("translation.json", lambda d: {**d, "val_translate": None}),
+    ("tokenizer.json", lambda d: {**d, "kind": "word"}),
+])
+def test_a_translator_file_with_a_wrong_field_is_one_line_naming_it(trained, tmp_path, name, change):
+    """Files that parse but hold a wrong field (a hand edit): DamagedCheckpointError naming the file, not a
+    TypeError or KeyError from the model's construction."""
+    import json
+    import shutil
+
+    from workbench.checkpoint import DamagedCheckpointError
+
+    shutil.copytree(trained[0].run_dir / "model", tmp_path / "model")
+    path = tmp_path / "model" / name
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    with pytest.raises(DamagedCheckpointError, match=rf"^checkpoint file {re.escape(str(path))} is damaged \("):
+        load_translator(tmp_path)
 
 
 def test_a_checkpoint_without_the_translation_files_is_refused(trained, tmp_path):

@@ -33,8 +33,10 @@ or every cached target position while decoding):
 
 `hooks()` and `run_with_cache(src, tgt_in, names)` work as the GPT's (`model.HookedModule`).
 
-Training: `Trainer(model, ...)` calls `model(src, tgt_in, tgt_out)` on `make_batch`'s tensors;
-`loss_evaluator` is its validation loss.
+Training: `Trainer(model, ...)` calls `model(src, tgt_in, tgt_out)` (tgt_in = <bos> + target,
+tgt_out = target + <eos>). `make_batch` builds them from lists of ids (`loss_evaluator`, the
+validation loss; `cross_attentions`); `translator.seq2seq_train` slices its training batches from
+the whole training set encoded once (`translation.encode_pairs`, tgt[:, :-1] and tgt[:, 1:]).
 
 Decoding (the encoder runs once per source; each decoder layer's cross-attention keys and values
 are computed once per source and its self-attention keys and values are cached, `DecoderCache`):
@@ -742,10 +744,20 @@ def load_seq2seq(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     """
     c = load_final(path, ("config",), "point at an encoder–decoder checkpoint (save_seq2seq, seq2seq-train --out)",
                    "python -m workbench seq2seq-train --out DIR")
-    section = c.artifacts["config"].get("model")
+    return seq2seq_from_checkpoint(c).to(device).eval(), c.artifacts
+
+
+def seq2seq_from_checkpoint(c: ckpt.Checkpoint) -> Seq2Seq:
+    """The encoder–decoder of a loaded checkpoint, built from its config.json and holding its weights.
+
+    Raises:
+        ValueError: config.json has no encoder–decoder "model" section (another kind of checkpoint).
+        DamagedCheckpointError: a field of that section is wrong, or the weights do not fit it.
+    """
+    section = c.artifacts["config"].get("model") if isinstance(c.artifacts["config"], dict) else None
     if not isinstance(section, dict) or "tgt_vocab_size" not in section:
         raise ValueError(f"{c.path}/config.json holds no encoder–decoder 'model' section; "
                          "point at a checkpoint written by save_seq2seq or seq2seq-train")
-    model = Seq2Seq(from_dict(Seq2SeqConfig, section))
+    model = Seq2Seq(c.artifact("config", lambda content: from_dict(Seq2SeqConfig, content["model"])))
     c.load_weights(model)
-    return model.to(device).eval(), c.artifacts
+    return model

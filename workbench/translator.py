@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig, _check, check_tokenizer, check_types, from_dict, updated
 from .run import Run, load_final, setup_device
-from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, translate
+from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, seq2seq_from_checkpoint, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .seq2seq import cross_attentions as model_cross_attentions
 from .train import Callback, History, Trainer
@@ -147,17 +147,16 @@ def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     """Rebuild a translator from a seq2seq-train run directory or its model/ folder."""
     c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out",
                    "python -m workbench seq2seq-train --out DIR")
-    model_config = from_dict(Seq2SeqConfig, c.artifacts["config"]["model"])
-    tokenizer = PairTokenizer.from_dict(c.artifacts["tokenizer"])
+    config = c.artifact("translation", lambda content: from_dict(TranslationConfig, content))
+    tokenizer = c.artifact("tokenizer", PairTokenizer.from_dict)
+    model = seq2seq_from_checkpoint(c)  # as seq2seq.load_seq2seq builds it
     # another run's tokenizer.json would still load, but its ids name other tokens: garbage translations
-    src_size, tgt_size = model_config.src_vocab_size, model_config.tgt_vocab_size
+    src_size, tgt_size = model.config.src_vocab_size, model.config.tgt_vocab_size
     if src_size != tokenizer.vocab_size or tgt_size != tokenizer.vocab_size:
         raise ValueError(f"{c.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model expects "
                          f"src_vocab_size={src_size} and tgt_vocab_size={tgt_size}; "
                          "use the tokenizer.json saved with this checkpoint")
-    model = Seq2Seq(model_config)  # as seq2seq.load_seq2seq builds it
-    c.load_weights(model)
-    return Translator(model.to(device).eval(), tokenizer, from_dict(TranslationConfig, c.artifacts["translation"]))
+    return Translator(model.to(device).eval(), tokenizer, config)
 
 
 # ---------------------------------------------------------------------------------------------
