@@ -136,7 +136,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .pretrain import pretrain
     from .train import resolve_device
 
-    config = config_from_args(args, saved_artifact(Path(args.out), "config", RunConfig, "pretrain") if args.resume else None)
+    saved = saved_artifact(Path(args.out), "config", RunConfig, "pretrain") if args.resume else None
+    config = config_from_args(args, saved)
     info = init_distributed(resolve_device(config.train.device).type)  # under torchrun: join the ranks
     try:
         m = pretrain(config, args.out, resume=args.resume).metrics
@@ -156,7 +157,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .tasks import load_task
 
     out = Path(args.out)
-    config = finetune_config_from_args(args, saved_artifact(out, "finetune", FinetuneConfig, "finetune") if args.resume else None)
+    saved = saved_artifact(out, "finetune", FinetuneConfig, "finetune") if args.resume else None
+    config = finetune_config_from_args(args, saved)
     task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
     exit_if_interrupted(m, out)
