@@ -323,7 +323,7 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
     for r in d["hf"]:  # HF generate on the exported weights decodes the very same greedy tokens
         assert r["token_agreement"] == 1.0 and r["ratio"] == pytest.approx(r["ours_tokens_per_s"] / r["hf_tokens_per_s"])
         assert r["mode"] == "eager" and r["rounds"] == bench.TURNS == 5
-    assert d["int8"]["new_tokens"] == 4 and 0.0 <= d["int8"]["token_agreement"] <= 1.0
+    assert d["int8"]["new_tokens"] == 4 and d["int8"]["token_agreement"] >= 0.75  # (1.0 here; one flip allowed)
     table = format_table({"device": "cpu", "torch": "x", "dtype": "float32", "compile": False, "n_layer": 2,
                           "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
                           "params": 1, "ms_per_iter": 1.0, "tokens_per_s": 1.0, "achieved_tflops": 0.0,

@@ -290,7 +290,7 @@ def test_sample_ends_at_a_stop_string(trained):
     assert stopped == "KING:" + continuation[: continuation.find(stop)] + "\n"
     code, quantized, err = cli(*args, "--dtype", "int8")  # int8 weights decode (close to) the same text
     assert code == 0, err
-    assert quantized.startswith("KING:") and len(quantized) == len(full)
+    assert len(quantized) == len(full) and len(os.path.commonprefix([quantized, full])) >= len("KING:") + 10
 
 
 def test_sample_into_a_pipe_that_closes_early_stops_quietly(trained):

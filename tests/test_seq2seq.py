@@ -184,12 +184,17 @@ def test_cached_decoding_equals_uncached():
 
 
 def test_greedy_stops_each_row_at_its_eos():
-    model = tiny(peaked=True, seed=1)
-    out = greedy(model, pad_sources(SRC * 3, model.config))
-    for row in out.tolist():
-        if EOS in row:
-            assert all(t == PAD for t in row[row.index(EOS) + 1:])
-        assert BOS not in row and PAD not in row[: row.index(EOS) if EOS in row else len(row)]
+    model = tiny(peaked=True, seed=10)  # a seed whose rows end at different steps, and some never
+    sources = [[3 + (i * 7 + j * 3) % 8 for j in range(1 + i % 5)] for i in range(12)]
+    out = greedy(model, pad_sources(sources, model.config)).tolist()
+    ends = [row.index(EOS) if EOS in row else None for row in out]
+    assert {0, 2, None} <= set(ends)
+    for src, row, end in zip(sources, out, ends):
+        assert BOS not in row and PAD not in row[:end]
+        if end is not None:
+            assert all(t == PAD for t in row[end + 1:])  # nothing written after a row's EOS
+        alone = greedy(model, pad_sources([src], model.config)).tolist()[0]  # what the row decodes to by itself
+        assert row[:len(alone)] == alone and all(t == PAD for t in row[len(alone):])
 
 
 @pytest.mark.parametrize("seed", range(4))

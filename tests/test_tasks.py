@@ -58,6 +58,19 @@ def test_genre_passages_are_cut_at_whitespace():
     assert whole.train["text"].str.len().max() > 600
     cut = task.train["text"].iloc[int(long.argmax())]
     assert whole.train["text"].iloc[int(long.argmax())].startswith(cut)
+    for cut, full in zip(task.train["text"], whole.train["text"]):  # every cut passage ends before whitespace
+        assert full.startswith(cut) and (len(cut) == len(full) or full[len(cut)].isspace())
+
+
+@pytest.mark.parametrize("text, max_chars, cut", [
+    ("aaa bbb ccc", 9, "aaa bbb"), ("aaa bbb ccc", 7, "aaa bbb"),  # a cut right before a space keeps the word
+    ("aaa\nbbb ccc", 5, "aaa"), ("abcdefghij", 4, "abcd"),  # a single long word is cut mid-word
+    ("aaa bbb", 7, "aaa bbb"), ("aaa bbb", None, "aaa bbb"),
+])
+def test_cut_passage_cuts_at_the_last_whitespace(text, max_chars, cut):
+    from workbench.tasks import cut_passage
+
+    assert cut_passage(text, max_chars) == cut
 
 
 def test_table_task_split_is_stratified_and_deterministic(csv_task):

@@ -181,11 +181,13 @@ def test_resume_continues_exactly(task, tmp_path):
 
     import shutil
     shutil.rmtree(tmp_path / "b" / "model")
-    for p in step_checkpoints(tmp_path / "b")[1:]:
+    for p in step_checkpoints(tmp_path / "b")[:-1]:  # newest first: keep only step 4's
         shutil.rmtree(p)
     (tmp_path / "b" / "checkpoints" / "latest").unlink(missing_ok=True)
+    assert [p.name for p in step_checkpoints(tmp_path / "b")] == ["step-0000004"]
     resumed = seq2seq_train(task, tiny_config(max_iters=8, eval_interval=4), tmp_path / "b", progress=False,
                             resume=True)
+    assert step_checkpoints(tmp_path / "b")[0].name == "step-0000008"  # it trained steps 5 to 8 again
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="already holds files; pass --resume"):
