@@ -126,3 +126,5 @@ def test_a_field_of_the_wrong_type_is_one_line_naming_it(make, message):
         make()
     assert str(info.value) == message
     assert TrainConfig(lr=1, weight_decay=0).lr == 1  # an integer is a number
+    import numpy as np  # and numpy's numbers are numbers (a sweep's values): JSON gets Python's (json_safe)
+    assert TrainConfig(lr=np.float32(0.5), seed=np.int64(3)).seed == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import types
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -31,9 +32,10 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-# What each plain field type accepts (bool is an int in Python, so it is refused where a number goes).
-_KINDS = {int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-          float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+# What each plain field type accepts: numpy's numbers too (a value from a sweep's array; JSON gets
+# Python's, checkpoint.json_safe), but not True/False where a number goes (bool is an int in Python).
+_KINDS = {int: ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+          float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
           bool: ("true or false", lambda v: isinstance(v, bool)),
           str: ("a string", lambda v: isinstance(v, str))}
 
