@@ -537,10 +537,13 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
         whole = finetune(base, short, quick(max_iters=2), progress=False)
     assert whole.metrics["window_filled_pct"] == 0 and "raise --max-len" not in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="workbench.finetune"):  # the window is the whole 32-token block already
-        full = finetune(base, task, quick(max_iters=2), progress=False)
-    assert full.metrics["window_filled_pct"] > 25 and "raise --max-len" not in caplog.text
-    assert "lower --max-chars (the window is already the model's whole context)" in caplog.text
+    with caplog.at_level("WARNING", logger="workbench.finetune"):  # the window is the whole 32-token block already:
+        full = finetune(base, task, quick(max_iters=2), progress=False)  # the most it can read, nothing to say
+    assert full.metrics["window_filled_pct"] > 25 and caplog.text == ""
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.compare"):  # beside TF-IDF, which reads them whole, it matters
+        compare_modes(base, task, ["frozen"], seeds=[0], base_config=quick(max_iters=2), workers=1)
+    assert "the passages are cut for frozen (" in caplog.text and "lower max_chars (--max-chars)" in caplog.text
 
 
 def test_predict_logits_restores_training_mode_even_when_a_batch_fails():

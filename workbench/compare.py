@@ -143,6 +143,11 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         if first:
             histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
     if tfidf:
+        cut = {mode: m["window_filled_pct"] for mode, m in metrics.items() if m.get("window_filled_pct", 0) > 25}
+        if cut:  # TF-IDF reads every passage whole
+            log.warning("the passages are cut for %s (%s%% fill the window): these modes read less of them than TF-IDF "
+                        "does; lower max_chars (--max-chars) to compare them on the same text", ", ".join(cut),
+                        "/".join(f"{pct:.0f}" for pct in cut.values()))
         m = tfidf_baseline(task)
         rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
         metrics["tfidf"] = m

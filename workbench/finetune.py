@@ -371,11 +371,10 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
 
     enc = encode_task(tokenizer, task, max_len)
     cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
-    if cut_pct > 25 and run.saved is None:
-        fix = (f"raise --max-len (at most {limit}) or lower --max-chars" if max_len < limit
-               else "lower --max-chars (the window is already the model's whole context)")
-        log.warning("%.0f%% of the training passages fill the %d-token window and are cut: the model reads less of "
-                    "them than TF-IDF does; %s", cut_pct, max_len, fix)
+    if cut_pct > 25 and max_len < limit and run.saved is None:  # the model could read more of them
+        # (cut at the model's whole context, they are the most it can read: compare_modes says so beside TF-IDF)
+        log.warning("%.0f%% of the training passages fill the %d-token window and are cut; raise --max-len (at most "
+                    "%d) or lower --max-chars", cut_pct, max_len, limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
     tc = config.loop(n_train)
