@@ -172,3 +172,17 @@ def batch_widths(monkeypatch) -> set:
         return step(trainer, batches)
     monkeypatch.setattr(train_module.Trainer, "_step", seen_step)
     return widths
+
+
+# hand-made attention patterns (T, T), rows summing to 1
+def causal_uniform(T):
+    """Each query spreads its weight evenly over itself and the keys before it."""
+    return torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
+
+
+def prev_token_head(T):
+    """Each query looks at the token before it (the first at itself)."""
+    a = torch.zeros(T, T)
+    a[0, 0] = 1
+    a[torch.arange(1, T), torch.arange(T - 1)] = 1
+    return a

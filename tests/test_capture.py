@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import causal_uniform, prev_token_head
 from torch.nn import functional as F
 
 from workbench.capture import (AttentionResult, attention_for, attention_walkthrough, gpt_attention, head_summary,
@@ -154,17 +155,6 @@ def test_attention_shift_measures_total_variation_per_head():
     assert df["tv_distance"].sum() == 1.0
     with pytest.raises(ValueError, match="same text"):
         attention_shift(a, b[:, :2])
-
-
-def causal_uniform(T):
-    return torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
-
-
-def prev_token_head(T):
-    a = torch.zeros(T, T)
-    a[0, 0] = 1
-    a[torch.arange(1, T), torch.arange(T - 1)] = 1
-    return a
 
 
 def test_head_summary_on_handmade_patterns():

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 import torch
+from helpers import causal_uniform, prev_token_head
 
 from workbench import viz
 from workbench.capture import head_summary
@@ -26,17 +27,6 @@ TOKENS = ["the", "cat", "the"]
 def random_attention(L, H, T, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(L, H, T, T, generator=g).softmax(-1)
-
-
-def causal_uniform(T):
-    return torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
-
-
-def prev_token_head(T):
-    a = torch.zeros(T, T)
-    a[0, 0] = 1
-    a[torch.arange(1, T), torch.arange(T - 1)] = 1
-    return a
 
 
 # ----------------------------------------------------------------- attention figures
