@@ -104,17 +104,16 @@ def check_safetensors(path: Path) -> None:
         pass
 
 
-def check_complete(path: Path, required: tuple[str, ...] = (MODEL_FILE,)) -> None:
+def check_complete(path: Path, required: tuple[str, ...] = (MODEL_FILE,)) -> dict[str, Any]:
     """Cheaply check that every file of the checkpoint directory `path` opens: the `required` ones exist,
     every safetensors header fits its file, every JSON file parses. DamagedCheckpointError names the
-    first file that does not."""
+    first file that does not. Returns the parsed JSON files by name ("state.json": {...})."""
     for name in required:
         if not (path / name).is_file():
             raise DamagedCheckpointError(path / name, "is missing")
     for f in sorted(path.glob("*.safetensors")):
         check_safetensors(f)
-    for f in sorted(path.glob("*.json")):
-        read_json(f)
+    return {f.name: read_json(f) for f in sorted(path.glob("*.json"))}
 
 
 def check_step(path: Path) -> None:
@@ -122,11 +121,11 @@ def check_step(path: Path) -> None:
     hold what resuming reads, its history.json a list and its config.json and tokenizer.json (where it has
     them) objects: a file of another shape is as damaged as a truncated one. (Whether an object's fields
     are right is for the class that reads it: a one-line error naming the file, see `build_artifact`.)"""
-    check_complete(path, STEP_FILES)
+    parsed = check_complete(path, STEP_FILES)  # every JSON file, read once
     for name, kind in ((HISTORY_FILE, list), ("config.json", dict), ("tokenizer.json", dict)):
-        if (path / name).exists() and not isinstance(read_json(path / name), kind):
+        if name in parsed and not isinstance(parsed[name], kind):
             raise DamagedCheckpointError(path / name, f"is damaged (not a JSON {'list' if kind is list else 'object'})")
-    state = read_json(path / STATE_FILE)
+    state = parsed[STATE_FILE]
     if not (isinstance(state, dict) and all(k in state for k in STATE_KEYS) and isinstance(state["step"], int)
             and isinstance(state["param_groups"], list)):
         raise DamagedCheckpointError(path / STATE_FILE, "is damaged (not a step checkpoint's loop state: "
