@@ -758,6 +758,6 @@ def seq2seq_from_checkpoint(c: ckpt.Checkpoint) -> Seq2Seq:
     if not isinstance(section, dict) or "tgt_vocab_size" not in section:
         raise ValueError(f"{c.path}/config.json holds no encoder–decoder 'model' section; "
                          "point at a checkpoint written by save_seq2seq or seq2seq-train")
-    model = Seq2Seq(c.artifact("config", lambda content: from_dict(Seq2SeqConfig, content["model"])))
+    model = Seq2Seq(c.artifact("config", lambda _: from_dict(Seq2SeqConfig, section)))
     c.load_weights(model)
     return model
