@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .config import MODES, FinetuneConfig, updated
-from .finetune import TextClassifier, finetune
+from .finetune import CUT_WARN_PCT, TextClassifier, finetune
 from .metrics import macro_f1, split_metrics
 from .tasks import TaskData
 from .train import resolve_device, uses_bf16
@@ -143,7 +143,7 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         if first:
             histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
     if tfidf:
-        cut = {mode: m["window_filled_pct"] for mode, m in metrics.items() if m.get("window_filled_pct", 0) > 25}
+        cut = {mode: m["window_filled_pct"] for mode, m in metrics.items() if m.get("window_filled_pct", 0) > CUT_WARN_PCT}
         if cut:  # TF-IDF reads every passage whole
             log.warning("the passages are cut for %s (%s%% fill the window): these modes read less of them than TF-IDF "
                         "does; lower max_chars (--max-chars) to compare them on the same text", ", ".join(cut),

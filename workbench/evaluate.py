@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .checkpoint import json_safe
 from .compress import compression_table
-from .data import DOC_SEP, Document, encode_splits, load_corpus, split_documents
+from .data import DOC_SEP, Document, encode_splits, load_corpus, load_shakespeare, split_documents
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
 from .model import eval_mode
@@ -346,8 +346,6 @@ def first_chars(docs: Sequence[Document], max_chars: int | None) -> list[Documen
 
 def held_out_plays(max_chars: int | None = None) -> dict[str, list[Document]]:
     """The validation and test plays (whole, or their first max_chars characters each)."""
-    from .data import load_shakespeare
-
     splits = split_documents(load_shakespeare())
     return {split: first_chars(splits[split], max_chars) for split in ("val", "test")}
 

@@ -53,6 +53,7 @@ from .train import Callback, History, Trainer, autocast_context
 log = logging.getLogger(__name__)
 
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
+CUT_WARN_PCT = 25  # warn when more than this share of training passages fill the window and are cut
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
 
 
@@ -371,7 +372,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
 
     enc = encode_task(tokenizer, task, max_len)
     cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
-    if cut_pct > 25 and max_len < limit and run.saved is None:  # the model could read more of them
+    if cut_pct > CUT_WARN_PCT and max_len < limit and run.saved is None:  # the model could read more of them
         # (cut at the model's whole context, they are the most it can read: compare_modes says so beside TF-IDF)
         log.warning("%.0f%% of the training passages fill the %d-token window and are cut; raise --max-len (at most "
                     "%d) or lower --max-chars", cut_pct, max_len, limit)

@@ -329,18 +329,15 @@ class Trainer:
         # `disable` only when asked: passing it always would override TQDM_DISABLE=1 in the environment
         bar = tqdm(total=cfg.max_iters, initial=self.step, desc="train", dynamic_ncols=True,
                    **({} if self.progress else {"disable": True}))
-        stopped_early = self.stopped_early  # a resumed run that had stopped early trains no further
         self._call("on_fit_start", self.step)  # e.g. the untrained model's attention, at step 0
-        try:
-            while self.step < stop_at and not stopped_early:
+        try:  # (a resumed run that had stopped early trains no further)
+            while self.step < stop_at and not self.stopped_early:
                 record = self._train_step()
                 bar.update(1)
                 if record is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                if self._is_eval_step():
-                    stopped_early = self._eval_and_checkpoint()
-                    if stopped_early:
-                        break
+                if self._is_eval_step() and self._eval_and_checkpoint():
+                    break  # stopped early
                 if self._should_stop(record is not None):
                     log.warning("stopped at step %d; saving a checkpoint", self.step)
                     if self._saved_step != self.step:  # (an evaluation step may have saved it)
@@ -348,7 +345,7 @@ class Trainer:
                     return self.history
         finally:
             bar.close()
-        self.finished = stopped_early or self.step >= cfg.max_iters
+        self.finished = self.stopped_early or self.step >= cfg.max_iters
         if self._best_state is not None and self.finished:
             self.parallel.load_state(self._best_state)
         return self.history
