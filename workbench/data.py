@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -309,6 +310,14 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"cannot parse {path} ({first}); check that it is valid {suffix[1:].upper()}") from None
 
 
+def require_table_columns(df: pd.DataFrame, path: Path, columns: Sequence[str], fix: str) -> None:
+    """One ValueError naming the `columns` the table read from `path` lacks, the ones it has, and `fix`."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        cols = ", ".join(map(str, df.columns)) or "none"
+        raise ValueError(f"{path} has no column {', '.join(map(repr, missing))} (columns: {cols}); {fix}")
+
+
 def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
     """Load a corpus and split it.
 
@@ -346,10 +355,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
             docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
     elif path.suffix.lower() in (".csv", ".jsonl"):
         df = read_table(path)
-        if text_column not in df.columns:
-            cols = ", ".join(map(str, df.columns)) or "none"
-            raise ValueError(f"{path} has no column {text_column!r} (columns: {cols}); "
-                             "pass one of them as --text-column (text_column=)")
+        require_table_columns(df, path, [text_column], "pass one of them as --text-column (text_column=)")
         col = df[text_column].dropna().astype(str)
         docs = [Document(f"{path.name} row {i}", f"{path.stem}-{i}", "", "", t) for i, t in col.items() if t]
     else:
