@@ -214,7 +214,7 @@ def test_notebook_callbacks_sample_and_capture_attention_under_fsdp(corpus, tmp_
                 str(corpus), str(tmp_path / "run")], tmp_path)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("samples")]
     assert len(lines) == 2 and lines[0] == lines[1]  # both ranks sampled the same text from the gathered model
-    assert lines[0].startswith("samples 2 snapshots")
+    assert lines[0].startswith("samples 3 snapshots")
 
 
 def test_library_code_under_torchrun_without_a_process_group_names_the_fix(monkeypatch, tmp_path):

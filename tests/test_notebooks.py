@@ -82,6 +82,49 @@ def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
             {"x": [0.1234567]})._repr_html_()
 
 
+def cells(styler) -> list[str]:
+    """The text of a displayed table's data cells, row by row."""
+    return re.findall(r'class="data [^>]*>([^<]*)</td>', styler.to_html())
+
+
+def test_tables_show_whole_numbers_without_decimals():
+    """A run's figures in one Series (pandas stores 900 as 900.0 beside a float) and a beam column with a
+    missing value (stored as floats) read as integers; a float column with other values keeps its decimals."""
+    import pandas as pd
+
+    figures = pd.Series({"val_loss": 4.0197, "best_step": 900, "params": 1055488})
+    assert figures.dtype == float
+    assert cells(notebook.table(figures)) == ["4.020", "900", "1,055,488"]
+    decoders = pd.DataFrame({"beam": [1.0, 4.0, float("nan")], "exact_match": [1.0, 0.969, 0.5], "n": [993] * 3,
+                             "figure": [4, 0.25, "bleu"]})  # object column: value by value
+    assert cells(notebook.table(decoders)) == ["1", "1.000", "993", "4", "4", "0.969", "993", "0.250",
+                                               "—", "0.500", "993", "bleu"]
+
+
+def test_text_table_shows_text_whole_left_aligned_and_wrapped():
+    import pandas as pd
+
+    speech = "ROMEO:\n" + "But soft, what light through yonder window breaks? " * 4
+    html = notebook.text_table(pd.DataFrame({"step": [0, 150], "val_loss": [None, 4.2], "text": ["x", speech]})).to_html()
+    assert speech in html and ">—<" in html and ">4.200<" in html
+    wrapped = {cell for selectors, rule in re.findall(r"([^{}]+)\{([^}]*)\}", html.split("</style>")[0])
+               if "white-space: pre-wrap" in rule and "text-align: left" in rule
+               for cell in re.findall(r"_(row\d+_col\d+)", selectors)}
+    assert wrapped == {"row0_col2", "row1_col2"}  # the text column only
+
+
+def test_metrics_summary_shows_every_row_and_paths_under_run_dir_relative(tmp_path):
+    ctx = notebook.NotebookContext("04_evaluation", "smoke", tmp_path)
+    ctx.write_metrics({f"figure_{i}": i + 0.5 for i in range(70)} | {"gpt_source": str(tmp_path / "pretrain"),
+                                                                      "sweep": [1, 2], "steps": 900})
+    summary = notebook.metrics_summary(ctx)
+    assert len(summary.data) == 72  # the list is left out
+    shown = cells(summary)
+    assert len(shown) == 72 * 3 and "figure_69" in shown and "69.500" in shown  # no rows cut out of the middle
+    assert "run_dir/pretrain" in shown and str(tmp_path) not in summary._repr_html_()
+    assert shown[shown.index("steps") + 1] == "900"
+
+
 def test_stream_sample_outside_ipython_prints_the_text_and_returns_it(capsys):
     """Outside a kernel (a script, this test) IPython's display() gives no handle to update: the
     prompt and the continuation are printed instead, and the continuation returned as in a kernel."""

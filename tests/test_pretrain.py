@@ -136,3 +136,45 @@ def test_attention_snapshots_start_with_the_untrained_model_and_a_finished_run_r
     pretrain(config, tmp_path / "run", tokenizer=tokenizer, callbacks=[again], progress=False, resume="auto")
     assert [step for step, _ in again.snapshots] == [6]
     assert torch.equal(again.snapshots[0][1].attentions, first.snapshots[-1][1].attentions)
+
+
+def test_text_samples_start_with_the_untrained_model_and_leave_training_unchanged(tmp_path, monkeypatch):
+    """Notebook 02's samples begin at step 0, before any evaluation; sampling draws from its own seeded
+    generator, so a run with the callback trains to the same weights as one without."""
+    from workbench.pretrain import TextSamples, pretrain
+
+    config = tiny_run_config(tmp_path, monkeypatch, max_iters=6, eval_interval=3, lr=3e-2, warmup_iters=1)
+    tokenizer = train_tokenizer("char", PLAYS)
+    samples = TextSamples(tokenizer, prompt="KING:\n", max_new_tokens=12)
+    with_samples = pretrain(config, tmp_path / "a", tokenizer=tokenizer, callbacks=[samples], progress=False)
+    df = samples.df
+    assert list(df["step"]) == [0, 3, 6] and df["val_loss"].isna().tolist() == [True, False, False]
+    assert all(text.startswith("KING:\n") for text in df["text"]) and df["text"][0] != df["text"][2]
+    without = pretrain(config, tmp_path / "b", tokenizer=tokenizer, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(with_samples.model.parameters(), without.model.parameters()))
+    again = TextSamples(tokenizer, prompt="KING:\n", max_new_tokens=12)
+    pretrain(config, tmp_path / "a", tokenizer=tokenizer, callbacks=[again], progress=False, resume="auto")
+    assert list(again.df["step"]) == [6] and again.df["text"][0] == df["text"][2]  # the finished run's last
+
+
+def test_training_plan_puts_the_estimate_beside_the_run():
+    from workbench.pretrain import training_plan
+
+    config = RunConfig(data=DataConfig(tokenizer="char"), model=ModelConfig(block_size=16, n_layer=1, n_head=2, n_embd=8),
+                       train=TrainConfig(batch_size=4, grad_accum=2, max_iters=900, device="cpu"))
+    tokenizer = train_tokenizer("char", PLAYS)
+    model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
+    plan = training_plan(config, tokenizer, step_s=0.05)
+    assert list(plan.columns) == ["estimate"]
+    estimate = plan["estimate"]
+    assert estimate["parameters"] == model.num_params() and type(estimate["parameters"]) is int
+    assert estimate["tokens per step"] == 4 * 2 * 16 and estimate["steps"] == 900
+    assert estimate["ms per step"] == pytest.approx(50) and estimate["training time (s)"] == pytest.approx(45)
+    assert estimate["tokens per second"] == pytest.approx(128 / 0.05)
+    metrics = {"params": 1000, "flops_per_token": 6000, "final_step": 900, "ms_per_iter_median": 60.0,
+               "tokens_per_s": 2000.0, "train_s": 54.0, "wall_s": 70.0}
+    run = training_plan(config, tokenizer, 0.05, metrics)["run"]
+    assert run["training time (s)"] == 54.0 and run["wall time, with evaluations (s)"] == 70.0
+    assert run["ms per step"] == 60.0 and run["steps"] == 900 and run["tokens per step"] == 128
+    with pytest.raises(ValueError, match="step_s must be > 0 seconds.*probe_step_time"):
+        training_plan(config, tokenizer, 0.0)

@@ -6,7 +6,9 @@ notebook right there with a message naming the parameter and the fix), sets up P
 offline HTML, shows tables' floats to `TABLE_PRECISION` decimals, seeds the RNGs, and returns a
 `NotebookContext` with the notebook's settings from its profile (`workbench.profiles`: smoke,
 default, full), the run directory where notebooks hand artifacts to each other, and `write_metrics`.
-`table(df)` shows a table whose empty places mean "does not apply" with a dash, not `NaN`.
+`table(df)` shows a table whose empty places mean "does not apply" with a dash, not `NaN`, and
+integers without decimals; `text_table(df)` shows rows of text whole; `metrics_summary(ctx)` every
+headline figure the notebooks wrote.
 """
 
 from __future__ import annotations
@@ -112,11 +114,74 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
     return ctx
 
 
-def table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str = "—"):
-    """`df` for display: floats to `precision` decimals, large numbers with thousands separators and a
-    missing value (a token position one tokenizer does not reach, the sparsity of an int8 model) as
-    `na_rep` rather than NaN. Returns a pandas Styler; the data is unchanged."""
-    return df.style.format(precision=precision, na_rep=na_rep, thousands=",")
+def _number_text(value: Any, precision: int, whole: bool) -> str:
+    """One table value as text: an integer (or, with `whole`, a float known to hold one) without
+    decimals and with thousands separators, any other float to `precision` decimals, the rest as str."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value)
+    if isinstance(value, (int, np.integer)) or whole:
+        return f"{int(value):,}"
+    return f"{value:,.{precision}f}"
+
+
+def _is_whole(value: Any) -> bool:
+    """True for a finite float that holds an integer (900.0), as a mixed Series of figures stores one."""
+    return isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer()
+
+
+def table(df: pd.DataFrame | pd.Series, precision: int = TABLE_PRECISION, na_rep: str = "—"):
+    """`df` for display: integers without decimals, other floats to `precision` decimals, thousands
+    separators, and a missing value (a token position one tokenizer does not reach, the sparsity of
+    an int8 model) as `na_rep` rather than NaN. The data is unchanged.
+
+    A float column whose values are all whole numbers (a step or beam column that holds a NaN is
+    stored as floats) shows them as integers; any other float column shows every value to `precision`
+    decimals, so a column reads alike all the way down. A column of mixed values (object dtype) and
+    a Series (one figure of its own kind per row, such as a run's `{"val_loss": ..., "params": ...}`)
+    are formatted value by value.
+
+    Args:
+        df: the table; a Series is shown as a one-column table named after it (else "value").
+        precision: decimals of a float that is not a whole number.
+        na_rep: the text of a missing value.
+    Returns:
+        a pandas Styler of `df` (its `.data` is the frame shown).
+    """
+    import pandas as pd
+
+    by_value = isinstance(df, pd.Series)
+    if by_value:
+        df = df.to_frame("value" if df.name is None else df.name)
+    formats = {}
+    for column in df.columns:
+        values = df[column]
+        if by_value or values.dtype == object:
+            formats[column] = lambda v: _number_text(v, precision, _is_whole(v))
+        elif pd.api.types.is_float_dtype(values):
+            present = values.dropna()
+            whole = len(present) > 0 and all(_is_whole(v) for v in present)
+            formats[column] = lambda v, whole=whole: _number_text(v, precision, whole)
+        else:
+            formats[column] = lambda v: _number_text(v, precision, False)
+    return df.style.format(formats, na_rep=na_rep)
+
+
+def text_table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str = "—"):
+    """`table(df)` for rows of text (generated samples, passages): every text column shown whole
+    (not cut at pandas' display.max_colwidth), left-aligned, its line breaks kept and long lines
+    wrapped.
+
+    Args:
+        df: the table; its non-numeric columns are the text columns.
+        precision, na_rep: as `table`.
+    Returns:
+        a pandas Styler of `df`.
+    """
+    import pandas as pd
+
+    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    return table(df, precision, na_rep).set_properties(subset=text, **{"white-space": "pre-wrap",
+                                                                        "text-align": "left"})
 
 
 def trained_gpt(ctx: NotebookContext, config):
@@ -194,16 +259,24 @@ def finetuned_probabilities(ctx: NotebookContext, task: Any, split: str = "test"
     return out
 
 
-def metrics_summary(ctx: NotebookContext) -> pd.DataFrame:
-    """The headline numbers every notebook wrote to run_dir/metrics/*.json, one row per figure."""
+def metrics_summary(ctx: NotebookContext):
+    """The headline figures every notebook wrote to run_dir/metrics/*.json, one row per figure, all
+    of them shown (a `table`: pandas' repr would cut a long one to its first and last rows). Lists
+    are left out; a path under run_dir is written relative to it ("run_dir/pretrain").
+
+    Returns:
+        a pandas Styler of a DataFrame notebook | metric | value (its `.data`).
+    """
     import pandas as pd
 
     rows = []
     for path in sorted(ctx.path("metrics").glob("*.json")):
         for key, value in json.loads(path.read_text()).items():
+            if isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(ctx.run_dir):
+                value = str(Path("run_dir") / Path(value).relative_to(ctx.run_dir))
             if isinstance(value, (int, float, str, bool)) or value is None:
                 rows.append({"notebook": path.stem, "metric": key, "value": value})
-    return pd.DataFrame(rows)
+    return table(pd.DataFrame(rows, columns=["notebook", "metric", "value"], dtype=object))
 
 
 def stream_sample(model, tokenizer, prompt: str, max_new_tokens: int, refresh_s: float = 0.1, **sampling) -> str:

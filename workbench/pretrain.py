@@ -26,7 +26,7 @@ from .config import RunConfig
 from .data import encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
-from .model import GPT
+from .model import GPT, eval_mode
 from .run import RUN_KINDS, Run, load_final, run_kind, setup_device
 from .tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from .train import Callback, History, Trainer, resolve_device, time_steps
@@ -175,25 +175,81 @@ def probe_step_time(config: RunConfig, tokenizer: Tokenizer, steps: int = 10) ->
     return float(np.median(times[2:]))
 
 
+def training_plan(config: RunConfig, tokenizer: Tokenizer, step_s: float,
+                  metrics: dict[str, Any] | None = None) -> pd.DataFrame:
+    """A run's size and cost before it starts, and (given its metrics) beside what the run measured.
+
+    Args:
+        config: the run's RunConfig (its model takes the tokenizer's vocabulary size).
+        tokenizer: the tokenizer it trains with.
+        step_s: seconds per optimizer step, as `probe_step_time` measured them.
+        metrics: `PretrainResult.metrics` of the finished run, for a second column; None for the plan alone.
+    Returns:
+        one row per quantity (parameters, FLOPs per token, tokens per step, steps, ms per step, tokens
+        per second, training time, wall time) and a column `estimate`, plus `run` when `metrics` is
+        given (tokens per step there counts every process's share); object columns holding Python
+        ints and floats, NaN where a column has no such figure (the estimate has no wall time:
+        evaluations, sampling and saving are not probed). `notebook.table` shows it.
+    """
+    import pandas as pd
+
+    if step_s <= 0:
+        raise ValueError(f"step_s must be > 0 seconds, got {step_s}; pass probe_step_time(config, tokenizer)")
+    if config.train.max_iters is None:
+        raise ValueError("config.train.max_iters is None (the run is set in epochs); set max_iters to plan its steps")
+    model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
+    tc = config.train
+    tokens_per_step = tc.batch_size * tc.grad_accum * config.model.block_size
+    nan = float("nan")
+    estimate = {"parameters": model.num_params(), "FLOPs per token (train)": int(model.flops_per_token()),
+                "tokens per step": tokens_per_step, "steps": tc.max_iters, "ms per step": step_s * 1000,
+                "tokens per second": tokens_per_step / step_s, "training time (s)": step_s * tc.max_iters,
+                "wall time, with evaluations (s)": nan}
+    frame = pd.DataFrame({"estimate": pd.Series(estimate, dtype=object)})
+    frame.index.name = "quantity"
+    if metrics is not None:
+        m = metrics
+        run = [m.get("params", nan), m.get("flops_per_token", nan), tokens_per_step * m.get("world_size", 1),
+               m.get("final_step", nan),
+               m.get("ms_per_iter_median", nan), m.get("tokens_per_s", nan), m.get("train_s", nan), m.get("wall_s", nan)]
+        frame["run"] = pd.Series(run, index=frame.index, dtype=object)
+    return frame
+
+
 class TextSamples:
-    """Trainer callback: at every evaluation, generate a sample from a fixed prompt and seed."""
+    """Trainer callback: a sample from a fixed prompt and seed before training (step 0, the untrained
+    model: noise to compare the rest with) and at every evaluation. A resumed run starts at the step
+    it resumes from, as `AttentionSnapshots` does."""
 
     def __init__(self, tokenizer: Tokenizer, prompt: str = "\n", max_new_tokens: int = 120, seed: int = 0,
                  temperature: float = 0.8):
         self.tokenizer, self.prompt, self.n, self.seed, self.temperature = tokenizer, prompt, max_new_tokens, seed, temperature
         self.samples: list[dict] = []
 
-    def on_eval(self, trainer: Trainer, record: dict) -> None:
-        model = trainer.model
+    def sample(self, trainer: Trainer, val_loss: float | None) -> None:
         idx = torch.tensor([self.tokenizer.encode(self.prompt)], device=trainer.device)
-        out = model.generate(idx, self.n, temperature=self.temperature, top_k=50, seed=self.seed)
-        self.samples.append({"step": trainer.step, "val_loss": record.get("val_loss"),
-                             "text": self.tokenizer.decode(out[0].tolist())})
+        # its own seeded generator: the training batches' random stream is untouched
+        out = trainer.model.generate(idx, self.n, temperature=self.temperature, top_k=50, seed=self.seed)
+        self.samples.append({"step": trainer.step, "val_loss": val_loss, "text": self.tokenizer.decode(out[0].tolist())})
+
+    def on_fit_start(self, trainer: Trainer, step: int) -> None:
+        if self.samples and self.samples[-1]["step"] == step:  # fit() in chunks: once a step
+            return
+        if trainer.dist.enabled:
+            # FSDP sets itself up on the model's first forward. Inside generate's inference_mode that
+            # state would be inference tensors, which training may not update in place: run the
+            # first forward here, under no_grad and in eval mode (no dropout draws from the RNG).
+            with torch.no_grad(), eval_mode(trainer.model):
+                trainer.model(torch.tensor([self.tokenizer.encode(self.prompt)], device=trainer.device))
+        self.sample(trainer, None)  # no evaluation before the first step
+
+    def on_eval(self, trainer: Trainer, record: dict) -> None:
+        self.sample(trainer, record.get("val_loss"))
 
     @property
     def df(self):
         import pandas as pd
-        return pd.DataFrame(self.samples)
+        return pd.DataFrame(self.samples, columns=["step", "val_loss", "text"])
 
 
 class AttentionSnapshots:

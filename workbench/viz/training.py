@@ -3,7 +3,8 @@
 `loss_curves` and `scaling_figure` are pure functions of a DataFrame. `LiveLossPlot` is a
 `Trainer` callback that keeps the records it is given and, inside a Jupyter kernel, redraws
 the same `loss_curves` figure in place while training runs. Widgets are not kept in static
-HTML exports, so a notebook shows `live.figure()` (a plain figure) after training as well.
+HTML exports, so a notebook shows `live.figure()` (a plain figure) after training as well; the
+widget's text form, which an executed .ipynb stores beside it, is one line (`LIVE_FIGURE_NOTE`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import plotly.graph_objects as go
 from .checks import require_columns
 
 
+LOSS_PER_TOKEN = "loss (nats/token)"  # a language model's cross-entropy, averaged over predicted tokens
+LIVE_FIGURE_NOTE = "(live loss figure: it updates while training runs in JupyterLab)"
+
+
 def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str | None = "loss",
-                log_y: bool = False) -> go.Figure:
+                log_y: bool = False, y_title: str = LOSS_PER_TOKEN) -> go.Figure:
     """Training loss per logged step and validation loss at each evaluation, against step.
 
     Args:
@@ -28,6 +33,8 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
         extra: more columns to draw on a second y axis (e.g. "lr", "val_accuracy").
         title: figure title.
         log_y: logarithmic loss axis.
+        y_title: the loss axis' title: what the loss averages over, e.g. "loss (nats/passage)" for a
+            classifier's cross-entropy over classes.
     Returns:
         a Figure whose traces are "train loss", "val loss", then one per `extra` column, in that order.
     """
@@ -53,7 +60,7 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
         x, y = points(col)
         fig.add_trace(go.Scatter(x=x, y=y, name=col, mode="lines+markers", yaxis="y2", line_dash="dot"))
     fig.update_layout(title=title, xaxis_title="step", hovermode="x unified",
-                      yaxis=dict(title="loss (nats/token)", type="log" if log_y else "linear"))
+                      yaxis=dict(title=y_title, type="log" if log_y else "linear"))
     if extra:
         fig.update_layout(yaxis2=dict(title=", ".join(extra), overlaying="y", side="right", showgrid=False),
                           legend=dict(x=1.08))
@@ -79,15 +86,18 @@ class LiveLossPlot:
     only collects the records. `figure()` gives the static figure of everything seen since
     the run started; a step count that goes back (the next run of a grid) starts afresh.
 
+    `title`, `extra` and `y_title` are `loss_curves`'.
+
     >>> live = LiveLossPlot()
     >>> Trainer(..., callbacks=[live]).fit()
     >>> live.figure()  # for the HTML report
     """
 
-    def __init__(self, extra: Sequence[str] = (), min_interval: float = 1.0, title: str | None = "loss"):
+    def __init__(self, extra: Sequence[str] = (), min_interval: float = 1.0, title: str | None = "loss",
+                 y_title: str = LOSS_PER_TOKEN):
         self.extra = tuple(extra)
         self.min_interval = min_interval
-        self.title = title
+        self.title, self.y_title = title, y_title
         self.records: list[dict] = []
         self.widget: go.FigureWidget | None = None
         self._last_draw = float("-inf")
@@ -115,7 +125,7 @@ class LiveLossPlot:
         for col in self.extra:  # not logged yet: an empty curve, so the widget's traces stay fixed
             if col not in df.columns:
                 df[col] = float("nan")
-        return loss_curves(df, extra=self.extra, title=self.title)
+        return loss_curves(df, extra=self.extra, title=self.title, y_title=self.y_title)
 
     def _add(self, record: dict) -> None:
         self.records.append(dict(record))
@@ -132,7 +142,7 @@ class LiveLossPlot:
         if self.widget is None:
             try:
                 from IPython.display import display
-                self.widget = go.FigureWidget(self.figure())  # needs ipywidgets + anywidget
+                self.widget = _LiveFigureWidget(self.figure())  # needs ipywidgets + anywidget
             except (ImportError, ValueError):
                 self._live = False  # no widget support: keep collecting, draw nothing
                 return
@@ -141,6 +151,15 @@ class LiveLossPlot:
         with self.widget.batch_update():
             for live_trace, (xs, ys) in zip(self.widget.data, self._points.values()):
                 live_trace.x, live_trace.y = xs, ys
+
+
+class _LiveFigureWidget(go.FigureWidget):
+    """A FigureWidget whose text form is `LIVE_FIGURE_NOTE`. Displayed, a widget goes out as its view
+    (which JupyterLab draws) and a text/plain fallback that an executed .ipynb keeps: for a plain
+    FigureWidget that is the repr of its whole first state, `FigureWidget({'data': [...]})`."""
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's text/plain of a displayed object
+        printer.text(LIVE_FIGURE_NOTE)
 
 
 def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", label: str | None = "label",
