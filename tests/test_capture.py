@@ -10,7 +10,7 @@ from helpers import causal_uniform, prev_token_head
 from torch.nn import functional as F
 
 from workbench.capture import (AttentionResult, attention_for, attention_walkthrough, gpt_attention, head_summary,
-                               load_minilm)
+                               load_minilm, uniform_attention)
 from workbench.config import ModelConfig
 from workbench.model import GPT
 from workbench.tokenizer import CharTokenizer
@@ -88,6 +88,20 @@ def test_minilm_attention_is_unpadded_bert(minilm):
     assert load_minilm()[0] is model  # cached per process
     long = attention_for(model, tokenizer, "the cat " * 300)  # 600 words: past the 512 positions too
     assert len(long.tokens) == 128 and long.tokens[:2] == ["[CLS]", "the"] and long.tokens[-1] == "[SEP]"
+
+
+@pytest.mark.parametrize("bars_on", [True, False])
+def test_load_minilm_prints_no_progress_bar_and_restores_the_setting(minilm, capfd, bars_on):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar() if bars_on else hf_logging.disable_progress_bar()
+    try:
+        load_minilm.__wrapped__()  # a fresh load, past the cache
+        out, err = capfd.readouterr()
+        assert "Loading weights" not in out + err and "it/s" not in out + err
+        assert hf_logging.is_progress_bar_enabled() == bars_on  # the caller's setting, as it was
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def test_load_minilm_names_the_fix_when_missing(monkeypatch):
@@ -173,3 +187,23 @@ def test_head_summary_on_handmade_patterns():
     assert first.first_token == 1 and first.self_token == pytest.approx(1 / T)
     with pytest.raises(ValueError, match="x\\[None\\]"):
         head_summary(patterns)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_summary_reference_row_is_the_uniform_head_of_the_same_length(causal):
+    T = 6
+    A = torch.stack([prev_token_head(T), torch.eye(T)]).view(1, 2, T, T)
+    kind = "causal" if causal else "bidirectional"
+    df = head_summary(A, reference=kind)
+    assert len(df) == 3 and df.iloc[:2].values.tolist() == head_summary(A).values.tolist()  # heads, then the reference
+    ref = df.iloc[-1]
+    assert (ref["layer"], ref["head"]) == ("uniform", kind)
+    expected = causal_uniform(T) if causal else torch.full((T, T), 1 / T)
+    assert torch.allclose(uniform_attention(T, causal=causal), expected)
+    same = head_summary(expected[None, None]).iloc[0]
+    for column in ("entropy", "prev_token", "first_token", "self_token"):
+        assert ref[column] == pytest.approx(same[column])
+    if not causal:
+        assert ref.entropy == pytest.approx(math.log(T)) and ref.prev_token == pytest.approx(1 / T)
+    with pytest.raises(ValueError, match="pass 'causal'"):
+        head_summary(A, reference="gpt")

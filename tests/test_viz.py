@@ -102,6 +102,17 @@ def test_checkpoint_slider_has_one_step_per_checkpoint():
         viz.attention_over_checkpoints([(0, torch.eye(3)), (1, torch.eye(4))], TOKENS)
 
 
+def test_checkpoint_slider_takes_labels_instead_of_steps():
+    frames = [(0, causal_uniform(3)), (1, prev_token_head(3))]
+    fig = viz.attention_over_checkpoints(frames, TOKENS, labels=["pretrained", "fine-tuned"])
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == ["pretrained", "fine-tuned"]
+    assert "step" not in (slider.currentvalue.prefix or "")
+    assert [t.name for t in fig.data] == ["pretrained", "fine-tuned"]
+    with pytest.raises(ValueError, match="one label per checkpoint"):
+        viz.attention_over_checkpoints(frames, TOKENS, labels=["only one"])
+
+
 def test_positional_encoding_figure_draws_the_table():
     pe = sinusoidal_encoding(10, 6)
     fig = viz.positional_encoding_figure(pe)
@@ -122,6 +133,32 @@ def test_matrix_figure_blanks_masked_entries():
     assert list(q.y) == ["0:a", "1:a"] and list(q.x) == ["0:x", "1:y", "2:z"]
     assert list(m.x) == ["0", "1"]  # two columns: not the three column labels
     assert np.array(v.z).shape == (1, 3)
+
+
+def test_matrix_figure_titles_each_axis_and_gives_each_matrix_a_colour_bar():
+    w = {"scores": torch.randn(3, 3), "V": torch.randn(3, 4)}
+    fig = viz.matrix_figure(w, axes={"scores": ("query", "key"), "V": ("key", "dimension")})
+    assert [fig.layout.yaxis.title.text, fig.layout.xaxis.title.text] == ["query", "key"]
+    assert [fig.layout.yaxis2.title.text, fig.layout.xaxis2.title.text] == ["key", "dimension"]
+    assert all(t.showscale for t in fig.data)
+    # each colour bar sits just right of its own panel
+    for k, t in enumerate(fig.data):
+        assert t.colorbar.x == pytest.approx(fig.layout[f"xaxis{k + 1 if k else ''}"].domain[1] + 0.005)
+    same = viz.matrix_figure(w, axes=("row", "column"), colorbar=False)
+    assert [same.layout.yaxis2.title.text, same.layout.xaxis2.title.text] == ["row", "column"]
+    assert not any(t.showscale for t in same.data)
+    with pytest.raises(ValueError, match="key axes by the matrices' names"):
+        viz.matrix_figure(w, axes={"Q": ("query", "dimension")})
+    with pytest.raises(ValueError, match="row title, column title"):
+        viz.matrix_figure(w, axes=("query",))
+
+
+def test_model_view_says_how_to_read_the_grid():
+    fig = viz.model_view(random_attention(2, 3, 4), list("abca"), title="GPT")
+    assert fig.layout.title.text == "GPT"
+    subtitle = fig.layout.title.subtitle.text
+    assert all(word in subtitle for word in ("rows: layers", "columns: heads", "query", "key"))
+    assert fig.layout.coloraxis.colorbar.title.text == "weight"
 
 
 # ------------------------------------------------------------------ training figures

