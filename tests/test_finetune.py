@@ -315,7 +315,7 @@ def test_compare_modes_gives_one_row_per_run_plus_tfidf(base, csv_task, tmp_path
     assert df["test_macro_f1"].iloc[-1] == tfidf_baseline(task)["test_macro_f1"]
     s = summarize(df)
     assert list(s.index) == ["full", "frozen", "tfidf"] and s.loc["full", "seeds"] == 2
-    assert s.loc["tfidf", "test_macro_f1_std"] == 0.0
+    assert pd.isna(s.loc["tfidf", "test_macro_f1_std"])  # one run: no spread to report
     assert s.loc["full", "test_macro_f1_mean"] == pytest.approx(df[df["mode"] == "full"]["test_macro_f1"].mean())
 
 

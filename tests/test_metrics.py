@@ -78,3 +78,32 @@ def test_ece_on_a_hand_computed_example():
     m = mt.classification_metrics(y, probs.argmax(1), ["a", "b"], probs=probs, n_bins=5)
     assert m["ece"] == pytest.approx(expected)
     assert m["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.2, 0.65, 0.4, 0.7])))
+
+
+def test_summarize_confusion_names_the_recall_and_the_most_confused_pair():
+    # rows = true class: b is recognised best; a and c are mistaken for each other 160 + 158 times,
+    # more than a/b (29 + 67) or b/c (97 + 53), though no single cell of b's row or column is small
+    m = [[70, 29, 160], [67, 171, 97], [158, 53, 190]]
+    s = mt.summarize_confusion(m, ["a", "b", "c"])
+    assert s.recall == pytest.approx({"a": 70 / 259, "b": 171 / 335, "c": 190 / 401})
+    assert s.confused == ("a", "c") and s.confused_count == 318 and s.n == 995
+    assert str(s).splitlines() == ["recall per true class: a 27%, b 51%, c 47% (best recognised: b; worst: a)",
+                                   "most confused pair: a and c, 318 of 995 examples (32%) predicted as the other"]
+    # the pair counts both directions: one large cell alone does not decide it
+    assert mt.summarize_confusion([[5, 4, 0], [0, 5, 3], [0, 3, 5]], ["a", "b", "c"]).confused == ("b", "c")
+    # the recall agrees with per_class_table on the same predictions
+    y_true, y_pred = [0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 1, 0]
+    s = mt.summarize_confusion(mt.confusion(y_true, y_pred, 3), ["a", "b", "c"])
+    assert list(s.recall.values()) == mt.per_class_table(y_true, y_pred, ["a", "b", "c"])["recall"].tolist()
+    perfect = mt.summarize_confusion(np.eye(2, dtype=int) * 3, ["a", "b"])
+    assert perfect.confused is None and str(perfect).splitlines() == [
+        "recall per true class: a 100%, b 100%", "no example was predicted as another class"]
+
+
+def test_summarize_confusion_refuses_what_is_not_a_count_matrix():
+    with pytest.raises(ValueError, match="square"):
+        mt.summarize_confusion([[1, 2, 3]], ["a"])
+    with pytest.raises(ValueError, match="one label per class"):
+        mt.summarize_confusion([[1, 0], [0, 1]], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="not row shares"):
+        mt.summarize_confusion([[0.5, 0.5], [0.2, 0.8]], ["a", "b"])

@@ -50,6 +50,18 @@ def test_genre_balance_table_matches_the_splits(genre):
     assert np.allclose(genre.balance(normalize=True).sum(), 1.0)
 
 
+def test_plays_by_split_lists_the_plays_of_each_split_and_label(genre, csv_task):
+    table = genre.plays_by_split()
+    assert list(table.index) == [(s, label) for s in ("train", "val", "test") for label in genre.labels]
+    for (s, label), plays in table["plays"].items():
+        df = genre.split(s)
+        assert plays.split(", ") == list(df.loc[df["label"] == label, "play"].unique()), (s, label)
+    assert set(", ".join(table.loc["test", "plays"]).split(", ")) == set(TEST_PLAYS)
+    _, user_task = csv_task  # a user table: split by rows, no plays
+    with pytest.raises(ValueError, match="no 'play' column"):
+        user_task.plays_by_split()
+
+
 def test_genre_passages_are_cut_at_whitespace():
     task = load_task("genre", max_chars=250)
     long = task.train["text"].str.len()

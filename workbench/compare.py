@@ -3,9 +3,11 @@
     comparison = compare_modes(checkpoint, task, modes=["full", "frozen", "hf"], seeds=[0, 1, 2])
     summarize(comparison.runs)          # mean and std over seeds, one row per mode
 
-Every mode trains on the same data, step budget and seeds (`workbench.finetune`); the TF-IDF +
-logistic-regression row (`tfidf_baseline`) reads exactly the same passages, so the table says
-what pretraining adds beyond the words themselves.
+Every mode trains on the same data, and on the same step budget and seeds unless the caller's
+`overrides` / `mode_seeds` give it its own (the profiles do so for the hf encoder; `summarize`
+shows each mode's seeds and steps); the TF-IDF + logistic-regression row
+(`tfidf_baseline`) reads exactly the same passages, so the table says what pretraining adds beyond
+the words themselves.
 
 On a CPU the runs of the grid go to worker processes, one thread each: these models are too small
 to keep two threads busy (a run on one thread takes less than twice as long as on two), so runs side
@@ -224,17 +226,22 @@ def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds, one row per mode (in order of appearance).
 
+    Args:
+        df: `Comparison.runs` (one row per run, ROW_KEYS columns).
     Returns:
-        DataFrame indexed by mode: seeds, test_accuracy_mean/_std, test_macro_f1_mean/_std,
-        val_macro_f1_mean, train_s_mean, trainable_params. std is 0 for a single run.
+        DataFrame indexed by mode: seeds (runs), test_accuracy_mean/_std, test_macro_f1_mean/_std,
+        val_macro_f1_mean, train_s_mean, trainable_params, and steps (the training steps of the
+        mode's first run; missing for TF-IDF). std is NaN for a mode with a single run: one seed says
+        nothing about the spread (`notebook.table` shows it as a dash).
     """
     g = df.groupby("mode", sort=False)
     out = pd.DataFrame({"seeds": g.size()})
     for col in ("test_accuracy", "test_macro_f1"):
         out[f"{col}_mean"] = g[col].mean()
-        out[f"{col}_std"] = g[col].std(ddof=1).fillna(0.0)
+        out[f"{col}_std"] = g[col].std(ddof=1)  # NaN for one run
     out["val_macro_f1_mean"] = g["val_macro_f1"].mean()
     out["train_s_mean"] = g["train_s"].mean()
     out["trainable_params"] = g["trainable_params"].first()
+    out["steps"] = g["steps"].first().astype("Int64")  # <NA> for TF-IDF
     return out
 

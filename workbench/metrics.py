@@ -8,18 +8,19 @@ class in `labels`, absent ones included); tests check them against scikit-learn.
 - `per_class_table`, `classification_metrics`, `calibration`: the evaluation card's tables.
 - `split_metrics`: the JSON block a fine-tuning run writes per split (per-class scores and the
   confusion matrix as lists).
+- `summarize_confusion`: what a confusion matrix says in words (recall per class, the pair of
+  classes most often mistaken for each other), for narrative that must hold whatever a run gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-
-
 
 
 def _as_labels(y, name: str, n_classes: int) -> np.ndarray:
@@ -181,3 +182,67 @@ def split_metrics(y_true, y_pred, labels: Sequence[str], prefix: str = "") -> di
     n = int(m.sum())
     return {f"{prefix}accuracy": float(np.trace(m) / n) if n else float("nan"), f"{prefix}macro_f1": float(f1.mean()),
             f"{prefix}per_class": per_class, f"{prefix}confusion": m.tolist()}
+
+
+@dataclass(frozen=True)
+class ConfusionSummary:
+    """What `summarize_confusion` reads off a confusion matrix; `str()` of it is two printable lines.
+
+    Attributes:
+        recall: per class (in label order), the share of its examples predicted as itself (0 for a
+            class with no examples, as sklearn's zero_division=0).
+        confused: the two classes most often mistaken for each other, counting both directions
+            (first in label order on a tie); None when no example was mistaken at all.
+        confused_count: examples of either class of `confused` predicted as the other.
+        n: examples in the matrix.
+    """
+
+    recall: dict[str, float]
+    confused: tuple[str, str] | None
+    confused_count: int
+    n: int
+
+    def __str__(self) -> str:
+        best, worst = max(self.recall, key=self.recall.get), min(self.recall, key=self.recall.get)
+        ranked = f" (best recognised: {best}; worst: {worst})" if self.recall[best] > self.recall[worst] else ""
+        lines = ["recall per true class: " + ", ".join(f"{k} {v:.0%}" for k, v in self.recall.items()) + ranked]
+        if self.confused is None:
+            lines.append("no example was predicted as another class")
+        else:
+            a, b = self.confused
+            lines.append(f"most confused pair: {a} and {b}, {self.confused_count} of {self.n} examples "
+                         f"({self.confused_count / self.n:.0%}) predicted as the other")
+        return "\n".join(lines)
+
+
+def summarize_confusion(matrix, labels: Sequence[str]) -> ConfusionSummary:
+    """Per-class recall and the most-confused pair of classes of a confusion matrix.
+
+    The pair (i, j), i < j, scores matrix[i, j] + matrix[j, i]: how often either class was
+    predicted as the other.
+
+    Args:
+        matrix: (n, n) counts, row = true class, column = predicted (`confusion`, or the
+            ``*_confusion`` lists of `split_metrics`); n >= 2.
+        labels: n class names, index = class id.
+    Returns:
+        ConfusionSummary (print it for the sentence).
+    """
+    m = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ValueError(f"matrix must be square (n, n) with n >= 2 classes, got shape {m.shape}; "
+                         "pass the counts metrics.confusion returns")
+    if len(labels) != m.shape[0]:
+        raise ValueError(f"{len(labels)} labels for a {m.shape[0]}-class matrix; pass one label per class")
+    if m.size and (m.min() < 0 or not np.all(m == np.round(m))):
+        raise ValueError("matrix must hold counts (non-negative integers); pass the counts, not row shares")
+    m = m.astype(np.int64)
+    _, recall, _, _, _ = _per_class(m)
+    both = m + m.T  # (n, n): symmetric, off-diagonal = mistakes either way
+    i, j = np.triu_indices(len(m), k=1)
+    k = int(np.argmax(both[i, j]))
+    count = int(both[i[k], j[k]])
+    names = [str(x) for x in labels]
+    return ConfusionSummary(recall={name: float(r) for name, r in zip(names, recall)},
+                            confused=(names[i[k]], names[j[k]]) if count else None,
+                            confused_count=count, n=int(m.sum()))

@@ -4,6 +4,7 @@
     task = load_task("reviews.csv", text_col="review", label_col="stars")   # a user table
     task.train, task.val, task.test         # DataFrames: text, label, label_id (+ play, speaker)
     task.balance()                          # class counts per split
+    task.plays_by_split()                   # the plays of each split and label (genre task)
 
 The genre task's splits are the language model's whole held-out plays (``workbench.data``'s
 ``VAL_PLAYS`` and ``TEST_PLAYS``), so a model pretrained on the train split never saw a
@@ -72,6 +73,22 @@ class TaskData(SplitFrames):
         counts["total"] = counts[list(SPLITS)].sum(axis=1)
         counts.index.name = "label"
         return counts / counts.sum() if normalize else counts
+
+    def plays_by_split(self) -> pd.DataFrame:
+        """Which plays (documents) each split holds for each label, to check that no play is in two splits.
+
+        Returns:
+            DataFrame indexed by (split, label), splits in train/val/test order, with one column
+            "plays": the play names of that split and label, comma-separated, in order of appearance.
+        Raises:
+            ValueError: the task has no ``play`` column (a user table, split by rows, not by documents).
+        """
+        if any("play" not in self.split(s).columns for s in SPLITS):
+            raise ValueError(f"task {self.name!r} has no 'play' column: only the genre task is split by whole plays; "
+                             "check a user table's split with balance()")
+        rows = [(s, label, ", ".join(df["play"].unique()))
+                for s in SPLITS for label, df in self.split(s).groupby("label", sort=True)]
+        return pd.DataFrame(rows, columns=["split", "label", "plays"]).set_index(["split", "label"])
 
     def subsample(self, per_label: int | None, seed: int = 0) -> "TaskData":
         """At most `per_label` random rows of each label in each split (None: everything), for quick runs."""
