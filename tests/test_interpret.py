@@ -85,6 +85,23 @@ def test_rank_correlations_are_one_for_a_monotone_statistic_and_minus_one_revers
         interpret.rank_correlations(table.drop(columns="entropy"))
 
 
+def test_top_heads_report_lists_the_costliest_heads_with_their_ranks():
+    table = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "mean_delta": [0.1, 0.5, 0.2, 0.9],
+                          "zero_delta": [0.2, 0.6, 0.3, 1.0], "prev_token": [0.1, 0.3, 0.2, 0.4],
+                          "first_token": [0.4, 0.2, 0.3, 0.1], "entropy": [2.0, 1.0, 3.0, 4.0],
+                          "self_token": [0.0, 0.1, 0.0, 0.1]})
+    report = interpret.top_heads_report(table, interpret.rank_correlations(table), n=2).splitlines()
+    assert len(report) == 4
+    # L1H1 costs most and has the highest prev_token (rank 1), the lowest first_token (rank 4)
+    assert report[1].startswith("  L1H1: +0.9000 nats/token (mean_delta), +1.0000 (zero_delta)")
+    assert report[1].endswith("rank by entropy 1, prev_token 1, first_token 4, self_token 1")
+    assert report[2].startswith("  L0H1: +0.5000") and "entropy 4" in report[2]
+    # prev_token's +1 ties first_token's -1 in size: the first listed wins
+    assert report[3].endswith("prev_token (Spearman +1.00 over 4 heads)")
+    with pytest.raises(ValueError, match="pass head_ablation merged with pattern_statistics"):
+        interpret.top_heads_report(table.drop(columns="zero_delta"), interpret.rank_correlations(table))
+
+
 # ----------------------------------------------------------------- a planted induction circuit
 V, L = 8, 6  # vocabulary, length of each copy
 
@@ -179,6 +196,77 @@ def test_first_step_above_a_threshold():
     assert first[["head", "step"]].values.tolist() == [[0, 20], [1, 30]]
 
 
+def causal_uniform_pattern(L: int) -> torch.Tensor:
+    """(1, 1, 2L, 2L): every query spreads its weight evenly over the keys the causal mask lets it see."""
+    mask = torch.ones(2 * L, 2 * L).tril()
+    return (mask / mask.sum(-1, keepdim=True))[None, None]
+
+
+def test_a_uniform_causal_head_scores_the_harmonic_formula_and_an_induction_head_one():
+    L = 5
+    # query L + i sees L + i + 1 keys: the mean of 1/6, ..., 1/10 over the 5 queries
+    expected = (1 / 6 + 1 / 7 + 1 / 8 + 1 / 9 + 1 / 10) / 5
+    assert interpret.uniform_induction_score(L) == pytest.approx(expected, rel=1e-12)
+    assert interpret.pattern_induction_scores(causal_uniform_pattern(L)).item() == pytest.approx(expected, rel=1e-6)
+    assert interpret.uniform_induction_score(1000) == pytest.approx(np.log(2) / 1000, rel=1e-3)  # about ln 2 / L
+    perfect, previous = torch.zeros(1, 1, 2 * L, 2 * L), torch.zeros(1, 1, 2 * L, 2 * L)
+    for i in range(L):
+        perfect[0, 0, L + i, i + 1] = 1.0  # from the second copy's token to the one after its first occurrence
+    previous[0, 0, 1:, :-1] = torch.eye(2 * L - 1)
+    assert interpret.pattern_induction_scores(perfect).item() == pytest.approx(1.0)
+    assert interpret.pattern_induction_scores(previous).item() == 0.0  # a previous-token head is no induction head
+    # a GPT whose queries and keys are all zero attends uniformly in every head
+    model = tiny()
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight.zero_()
+            block.attn.c_attn.bias.zero_()
+    scores = interpret.induction_scores(model, interpret.repeated_tokens(50, L, 3))["induction_score"]
+    assert scores.to_numpy() == pytest.approx(np.full(8, expected), rel=1e-5)
+    with pytest.raises(ValueError, match="length must be >= 1"):
+        interpret.uniform_induction_score(0)
+    with pytest.raises(ValueError, match="pass attn.hook_pattern"):
+        interpret.pattern_induction_scores(torch.zeros(1, 1, 5, 5))
+
+
+def snapshot_tables(induction: list[float], first: list[float], second: list[float]):
+    """induction_over_checkpoints-like tables at steps 10, 20, ...: head L1H0 scores `induction`,
+    L0H0 a uniform-ish 0.05; the copy losses per step."""
+    steps = [10 * (k + 1) for k in range(len(induction))]
+    scores = pd.DataFrame([{"step": st, "layer": l, "head": 0, "induction_score": v}
+                           for st, v in zip(steps, induction) for l, v in ((0, 0.05), (1, v))])
+    by_step = pd.DataFrame({"step": steps, "first_copy_loss": first, "second_copy_loss": second})
+    return scores, by_step
+
+
+def test_induction_summary_says_whether_an_induction_circuit_formed():
+    # nothing formed: scores at the uniform level, the second copy no better than the first
+    summary = interpret.induction_summary(*snapshot_tables([0.04, 0.09, 0.03], [8.0, 9.0, 9.5], [8.0, 9.1, 9.6]), L)
+    assert summary["uniform_score"] == pytest.approx(interpret.uniform_induction_score(L))
+    assert summary["heads_above"] == 0 and summary["first_above"] is None and summary["copy_better_from"] is None
+    assert (summary["best_head"], summary["best_score"]) == ("L0H0", 0.05)  # at the last snapshot
+    assert (summary["peak_head"], summary["peak_step"], summary["peak_score"]) == ("L1H0", 20, 0.09)
+    assert (summary["last_step"], summary["first_copy_loss"], summary["second_copy_loss"]) == (30, 9.5, 9.6)
+    assert not summary["formed"]
+    assert summary["verdict"].startswith("No induction circuit formed at this budget: no head exceeded an "
+                                         "induction score of 0.5 at any of 3 snapshots")
+    assert "never predicted at least 0.1 nats/token better" in summary["verdict"]
+    # formed: L1H0 jumps at step 20; the second copy beats the first by more than the margin from step 30
+    summary = interpret.induction_summary(*snapshot_tables([0.1, 0.7, 0.9], [8.0, 8.0, 8.0], [7.95, 7.95, 2.0]), L)
+    assert summary["formed"] and summary["heads_above"] == 1 and summary["first_above"] == "L1H0@20"
+    assert summary["copy_better_from"] == 30  # step 10 and 20 are better by 0.05 only, under the 0.1 margin
+    assert summary["verdict"].startswith("Induction heads formed: 1 head(s) exceeded an induction score of 0.5, "
+                                         "the first L1H0 at step 20")
+    # the two signs disagree
+    summary = interpret.induction_summary(*snapshot_tables([0.1, 0.7], [8.0, 8.0], [8.0, 8.0]), L)
+    assert not summary["formed"] and summary["verdict"].startswith("An induction pattern formed without")
+    assert ", but the second copy was never" in summary["verdict"]
+    with pytest.raises(ValueError, match="pass a larger one"):
+        interpret.induction_summary(*snapshot_tables([0.1], [8.0], [8.0]), L, threshold=0.05)
+    with pytest.raises(ValueError, match="pass induction_over_checkpoints' two tables"):
+        interpret.induction_summary(pd.DataFrame(), pd.DataFrame(), L)
+
+
 # ----------------------------------------------------------------- the logit lens
 def test_the_last_layer_of_the_logit_lens_is_the_models_own_logits():
     model = tiny()
@@ -193,6 +281,8 @@ def test_the_last_layer_of_the_logit_lens_is_the_models_own_logits():
     last = metrics.iloc[-1]
     assert last["loss"] == pytest.approx(F.cross_entropy(model(x)[0].flatten(0, 1), y.flatten()).item(), abs=1e-6)
     assert last["accuracy"] == pytest.approx((model(x)[0].argmax(-1) == y).float().mean().item())
+    top = lens.argmax(-1)  # (D, B, T): how often each depth predicts the token it was given
+    assert metrics["top_is_input"].tolist() == pytest.approx([(t == x).float().mean().item() for t in top])
 
 
 class LetterTokenizer:
@@ -298,6 +388,9 @@ def test_induction_figures_carry_each_step():
     timeline = vi.induction_timeline_figure(by_step)
     assert [t.name for t in timeline.data] == ["max induction score", "first copy loss", "second copy loss"]
     assert timeline.data[2].y.tolist() == [3.9, 1.0]
+    with_uniform = vi.induction_timeline_figure(by_step, uniform=0.05)
+    assert with_uniform.data[3].name == "uniform attention" and list(with_uniform.data[3].y) == [0.05, 0.05]
+    assert list(with_uniform.data[3].x) == [10, 20] and with_uniform.data[3].yaxis == "y"  # the score axis
 
 
 def test_logit_lens_figures():

@@ -8,7 +8,8 @@ what the model does with it, through the GPT's named taps (`GPT.hooks`, `GPT.run
   the pattern statistics of `capture.head_summary` — "looks important";
 - induction heads (Olsson et al. 2022, "In-context Learning and Induction Heads"): on random
   tokens repeated twice, a head that attends from a token in the second copy to the token that
-  followed its first occurrence, and the loss on the second copy against the first;
+  followed its first occurrence, and the loss on the second copy against the first, judged
+  together against what uniform attention scores (`induction_summary`);
 - the logit lens (nostalgebraist 2020): each layer's residual stream decoded through the final
   LayerNorm and `lm_head`, as if the model stopped there.
 
@@ -57,6 +58,11 @@ def heldout_windows(ids, block_size: int, n_windows: int) -> tuple[torch.Tensor,
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> float:
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
+
+
+def _head_name(row) -> str:
+    """The name "L{layer}H{head}" of a table row (a Series with layer and head)."""
+    return f"L{row['layer']:.0f}H{row['head']:.0f}"
 
 
 # ---------------------------------------------------------------- head ablation
@@ -146,6 +152,41 @@ def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
                          "spearman": [ranks[effect].corr(ranks[s]) for s in statistics]})
 
 
+def top_heads_report(table: pd.DataFrame, correlations: pd.DataFrame, n: int = 3,
+                     effect: str = "mean_delta") -> str:
+    """A few lines on the heads whose ablation costs most and the statistic that ranks heads best.
+
+    Args:
+        table: one row per head with layer, head, `effect`, zero_delta and the pattern statistics
+            (`head_ablation` merged with `pattern_statistics`).
+        correlations: `rank_correlations(table, effect)`.
+        n: how many heads to list, costliest first.
+    Returns:
+        one line per head: its loss rise under mean and zero ablation and its rank among all heads
+        by each pattern statistic (1 = highest); then the statistic whose Spearman correlation
+        with `effect` is largest in absolute value.
+    """
+    statistics = [s for s in STATISTICS if s in correlations["statistic"].tolist()]
+    missing = [c for c in ("layer", "head", effect, "zero_delta", *statistics) if c not in table.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are missing; pass head_ablation merged with pattern_statistics")
+    if correlations["spearman"].isna().all():
+        raise ValueError("every correlation is NaN (constant columns); pass rank_correlations of a table that varies")
+    ranks = table[statistics].rank(ascending=False, method="min")  # 1 = the head with the highest value
+    lines = [f"The {min(n, len(table))} heads whose ablation costs most (rank of {len(table)} heads by each "
+             "statistic, 1 = highest):"]
+    for i in table.nlargest(n, effect).index:
+        row = table.loc[i]
+        by = ", ".join(f"{s} {ranks.loc[i, s]:.0f}" for s in statistics)
+        lines.append(f"  {_head_name(row)}: {row[effect]:+.4f} nats/token ({effect}), "
+                     f"{row['zero_delta']:+.4f} (zero_delta); rank by {by}")
+    r = correlations.set_index("statistic")["spearman"]
+    best = r.abs().idxmax()
+    lines.append(f"The statistic that ranks heads most like their ablation effect: {best} "
+                 f"(Spearman {r[best]:+.2f} over {len(table)} heads)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- induction heads
 def repeated_tokens(vocab_size: int, length: int, batch: int, seed: int = 0) -> torch.Tensor:
     """Random token sequences repeated twice: (batch, 2 * length), row[i + length] == row[i]."""
@@ -174,11 +215,41 @@ def induction_scores(model: GPT, idx: torch.Tensor) -> pd.DataFrame:
         _, cache = model.run_with_cache(idx, lambda n: n.endswith("hook_pattern"))
     rows = []
     for l in range(model.config.n_layer):
-        pattern = cache[f"transformer.h.{l}.attn.hook_pattern"]  # (B, nh, 2L, 2L)
-        # the diagonal offset L - 1 below the main one: entries (L + i, i + 1) for i = 0..L-1
-        score = pattern.diagonal(offset=-(L - 1), dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, 2))  # (nh,)
+        score = pattern_induction_scores(cache[f"transformer.h.{l}.attn.hook_pattern"])  # (nh,)
         rows += [{"layer": l, "head": h, "induction_score": float(score[h])} for h in range(len(score))]
     return pd.DataFrame(rows)
+
+
+def pattern_induction_scores(pattern: torch.Tensor) -> torch.Tensor:
+    """The induction score of each head from its attention weights on sequences repeated twice.
+
+    Args:
+        pattern: (B, nh, 2L, 2L) attention weights, rows the queries (`attn.hook_pattern`).
+    Returns:
+        (nh,): the weight query L + i puts on key i + 1, averaged over i = 0..L-1 and the batch.
+    """
+    if pattern.dim() != 4 or pattern.size(-1) != pattern.size(-2) or pattern.size(-1) % 2:
+        raise ValueError(f"pattern must be (B, nh, 2L, 2L), got {tuple(pattern.shape)}; pass attn.hook_pattern")
+    L = pattern.size(-1) // 2
+    # the diagonal offset L - 1 below the main one holds (L - 1 + j, j); j = 1..L are (L + i, i + 1)
+    return pattern.diagonal(offset=-(L - 1), dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, 2))
+
+
+def uniform_induction_score(length: int) -> float:
+    """The induction score of a head that spreads its attention evenly over all it may see.
+
+    Under the causal mask, query L + i sees L + i + 1 keys and gives each 1 / (L + i + 1), so the
+    score is (1/L) * sum_{i=0}^{L-1} 1 / (L + i + 1) = (H_2L - H_L) / L, about ln 2 / L
+    (H_n the n-th harmonic number).
+
+    Args:
+        length: L, the tokens in each copy of the repeated sequence.
+    Returns:
+        the score, e.g. 0.0228 for L = 30 (ln 2 / 30 = 0.0231).
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1 token per copy, got {length}")
+    return sum(1.0 / (length + i + 1) for i in range(length)) / length
 
 
 @torch.no_grad()
@@ -244,6 +315,70 @@ def first_step_above(scores: pd.DataFrame, threshold: float = 0.5) -> pd.DataFra
     return above.groupby(["layer", "head"], as_index=False).first()[["layer", "head", "step", "induction_score"]]
 
 
+def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, threshold: float = 0.5,
+                      margin: float = 0.1) -> dict:
+    """Did induction heads form during training? The evidence of `induction_over_checkpoints`, judged.
+
+    Two signs must agree: a head whose induction score rises well above what uniform attention
+    scores (`uniform_induction_score`), and a second copy predicted better than the first (which
+    only copying from context can do).
+
+    Args:
+        scores, by_step: `induction_over_checkpoints`'s tables.
+        length: L, the tokens per copy of the probe (sets the uniform level).
+        threshold: the induction score a head must exceed to count (above the uniform level).
+        margin: nats/token the second copy's loss must lie below the first copy's to count as
+            predicted better.
+    Returns:
+        {uniform_score, threshold, heads_above (distinct heads above threshold at any snapshot),
+         first_above ("L{l}H{h}@{step}" of the earliest, or None), best_head and best_score (at
+         the last snapshot), peak_head, peak_step, peak_score (highest at any snapshot),
+         copy_better_from (first step whose second copy beat the first by margin, or None),
+         last_step, first_copy_loss, second_copy_loss (at the last snapshot),
+         formed (both signs), verdict (a sentence saying all this)}.
+    """
+    missing = [c for c in ("step", "layer", "head", "induction_score") if c not in scores.columns] + \
+              [c for c in ("step", "first_copy_loss", "second_copy_loss") if c not in by_step.columns]
+    if missing or scores.empty or by_step.empty:
+        raise ValueError(f"columns {missing} missing or no rows; pass induction_over_checkpoints' two tables")
+    uniform = uniform_induction_score(length)
+    if threshold <= uniform:
+        raise ValueError(f"threshold {threshold} is not above the uniform level {uniform:.3f}; pass a larger one")
+    above = first_step_above(scores, threshold).sort_values(["step", "layer", "head"])
+    peak = scores.loc[scores["induction_score"].idxmax()]
+    last_step = scores["step"].max()
+    best = scores.loc[scores.loc[scores["step"] == last_step, "induction_score"].idxmax()]
+    steps = by_step.sort_values("step")
+    better = steps[steps["second_copy_loss"] <= steps["first_copy_loss"] - margin]
+    last = steps.iloc[-1]
+    summary = {
+        "uniform_score": uniform, "threshold": threshold, "heads_above": len(above),
+        "first_above": f"{_head_name(above.iloc[0])}@{above.iloc[0]['step']:.0f}" if len(above) else None,
+        "best_head": _head_name(best), "best_score": float(best["induction_score"]),
+        "peak_head": _head_name(peak), "peak_step": int(peak["step"]), "peak_score": float(peak["induction_score"]),
+        "copy_better_from": int(better["step"].iloc[0]) if len(better) else None,
+        "last_step": int(last["step"]), "first_copy_loss": float(last["first_copy_loss"]),
+        "second_copy_loss": float(last["second_copy_loss"]),
+    }
+    heads, copies = summary["heads_above"] > 0, summary["copy_better_from"] is not None
+    summary["formed"] = heads and copies
+    lead = {(True, True): "Induction heads formed", (False, False): "No induction circuit formed at this budget",
+            (True, False): "An induction pattern formed without in-context copying",
+            (False, True): "In-context copying without a strong induction head"}[heads, copies]
+    head_text = (f"{len(above)} head(s) exceeded an induction score of {threshold:g}, the first "
+                 f"{_head_name(above.iloc[0])} at step {above.iloc[0]['step']:.0f}" if heads else
+                 f"no head exceeded an induction score of {threshold:g} at any of {scores['step'].nunique()} snapshots")
+    level = (f"uniform causal attention scores {uniform:.3f}; the highest score was {summary['peak_head']} at "
+             f"step {summary['peak_step']}, {summary['peak_score']:.3f}, {summary['peak_score'] / uniform:.1f}x that")
+    copy_text = (f"the second copy was predicted at least {margin:g} nats/token better than the first from step "
+                 f"{summary['copy_better_from']}" if copies else
+                 f"the second copy was never predicted at least {margin:g} nats/token better than the first")
+    summary["verdict"] = (f"{lead}: {head_text} ({level}), {'and' if heads == copies else 'but'} {copy_text} "
+                          f"(at step {summary['last_step']}: {summary['first_copy_loss']:.2f} nats/token on the "
+                          f"first copy, {summary['second_copy_loss']:.2f} on the second).")
+    return summary
+
+
 # ---------------------------------------------------------------- logit lens
 def layer_labels(n_layer: int) -> list[str]:
     """Names of the logit lens's depths: "embed", then "block 0" .. "block {n_layer-1}"."""
@@ -273,13 +408,15 @@ def logit_lens_metrics(model: GPT, x: torch.Tensor, y: torch.Tensor) -> pd.DataF
     """Next-token loss and accuracy of the logit lens at every depth, on held-out windows.
 
     Returns:
-        one row per depth: depth, layer (label), loss (nats/token), accuracy (top-1 == next token).
+        one row per depth: depth, layer (label), loss (nats/token), accuracy (top-1 == next token),
+        top_is_input (the share of positions whose top prediction is the input token itself).
     """
     lens = logit_lens(model, x)  # (D, B, T, V)
     rows = []
     for d, (label, logits) in enumerate(zip(layer_labels(model.config.n_layer), lens)):
+        top = logits.argmax(-1)  # (B, T)
         rows.append({"depth": d, "layer": label, "loss": _loss(logits, y),
-                     "accuracy": (logits.argmax(-1) == y).float().mean().item()})
+                     "accuracy": (top == y).float().mean().item(), "top_is_input": (top == x).float().mean().item()})
     return pd.DataFrame(rows)
 
 

@@ -111,14 +111,17 @@ def induction_over_steps_figure(scores: pd.DataFrame, title: str | None = "induc
     return fig
 
 
-def induction_timeline_figure(by_step: pd.DataFrame, title: str | None = "induction heads and in-context copying") -> go.Figure:
+def induction_timeline_figure(by_step: pd.DataFrame, title: str | None = "induction heads and in-context copying",
+                              uniform: float | None = None) -> go.Figure:
     """The strongest induction score and the loss on each copy of repeated random tokens, by step.
 
     Args:
         by_step: `interpret.induction_over_checkpoints`'s per-step table.
+        uniform: the score of uniform attention (`interpret.uniform_induction_score`), drawn as a
+            dashed line on the score axis; None draws none.
     Returns:
         a Figure of three Scatter traces: max_induction_score (left axis), first_copy_loss and
-        second_copy_loss (right axis, nats/token).
+        second_copy_loss (right axis, nats/token); a fourth, "uniform attention", when given.
     """
     require_columns(by_step, ["step", "max_induction_score", "first_copy_loss", "second_copy_loss"],
              "pass induction_over_checkpoints' per-step table")
@@ -128,6 +131,10 @@ def induction_timeline_figure(by_step: pd.DataFrame, title: str | None = "induct
     for col, dash in (("first_copy_loss", "dot"), ("second_copy_loss", "solid")):
         fig.add_trace(go.Scatter(x=by_step["step"], y=by_step[col], name=col.replace("_", " "), mode="lines+markers",
                                  line=dict(dash=dash)), secondary_y=True)
+    if uniform is not None:
+        steps = [by_step["step"].min(), by_step["step"].max()]
+        fig.add_trace(go.Scatter(x=steps, y=[uniform, uniform], name="uniform attention", mode="lines",
+                                 line=dict(dash="dash", color="grey")), secondary_y=False)
     fig.update_yaxes(title_text="induction score", range=[0, 1], secondary_y=False)
     fig.update_yaxes(title_text="loss (nats/token)", secondary_y=True)
     fig.update_layout(title=title, xaxis_title="training step")
