@@ -95,6 +95,19 @@ def test_compression_table_rows_and_columns():
     assert (table["delta_macro_f1"] == 0).all()
 
 
+def test_compressible_share_is_the_linear_weights_share_and_predicts_the_int8_size():
+    model = tiny_gpt(65, block_size=16, n_embd=64, n_layer=2)
+    linear = sum(model.get_submodule(n).weight.numel() for n in cp.compressible_linears(model))
+    total = sum(p.numel() for p in model.parameters())  # the tied head once
+    share = cp.compressible_share(model)
+    assert share == pytest.approx(linear / total) and 0.5 < share < 1  # the embeddings are a real share
+    ratio = len(cp.serialized_bytes(cp.quantize_int8(model))) / len(cp.serialized_bytes(model))
+    assert ratio == pytest.approx(1 - 0.75 * share, abs=0.06)  # int8 shrinks only that share, to a quarter
+    assert ratio > 0.3  # not the quarter of an all-int8 model
+    with pytest.raises(ValueError, match="no parameters"):
+        cp.compressible_share(nn.Sequential())
+
+
 # ------------------------------------------------------------------------ a Hugging Face classifier
 def all_texts(task) -> list[str]:
     return pd.concat([task.train, task.val, task.test])["text"].tolist()
@@ -152,3 +165,31 @@ def test_classifier_compression_of_a_hugging_face_classifier(csv_task):
     n_params = sum(p.numel() for p in model.parameters())
     assert table.loc["baseline", "size_mb"] == pytest.approx(4 * n_params / 1e6, rel=0.01)  # float32 safetensors
     assert table.loc["prune-50%", "sparsity"] == pytest.approx(0.5, abs=1e-3) and np.isnan(table.loc["int8", "sparsity"])
+    assert (table["n"] == len(task.test)).all()
+
+
+def test_classifier_compression_scores_a_seeded_random_sample_of_the_split(csv_task):
+    """max_examples draws passages across the split (seeded, in the split's order), not its first rows,
+    and the table says how many it scored."""
+    _, task = csv_task
+    scored = []
+
+    class Recorder:  # a classifier whose every prediction is class 0; records the texts it is given
+        model = nn.Sequential(nn.Linear(4, 2))
+
+        def predict_proba(self, texts):
+            scored.append(list(texts))
+            return np.tile([1.0, 0.0], (len(texts), 1))
+
+        def encode(self, texts):
+            return (torch.zeros(len(texts), 4),)
+
+    n = len(task.test) // 2
+    table = cp.classifier_compression(Recorder(), task, sparsities=(), max_examples=n, runs=1)
+    expected = task.test.sample(n=n, random_state=0).sort_index()["text"].tolist()
+    assert scored[0] == expected and scored[0] != task.test["text"].head(n).tolist()
+    assert table["n"].tolist() == [n, n]  # baseline and int8
+    cp.classifier_compression(Recorder(), task, sparsities=(), max_examples=10 * len(task.test), runs=1)
+    assert scored[-1] == task.test["text"].tolist()  # more than the split: all of it
+    with pytest.raises(ValueError, match="max_examples must be >= 1"):
+        cp.classifier_compression(Recorder(), task, max_examples=0)

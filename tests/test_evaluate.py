@@ -215,6 +215,34 @@ def test_perplexity_by_document_has_one_row_per_document(char_tok):
     assert ev.perplexity_by_document(model, char_tok, {"a": TEXT}).loc[0, "document"] == "a"
 
 
+def test_lm_by_split_scores_each_document_and_combines_each_split(char_tok):
+    model = tiny_gpt(char_tok.vocab_size)
+    a, b, c = (Document(t, t.lower(), "", "comedy", text) for t, text in (("A", TEXT[:70]), ("B", TEXT[70:150]),
+                                                                           ("C", TEXT[150:])))
+    by_document, by_split = ev.lm_by_split(model, char_tok, {"val": [a, b], "test": [c]})
+    assert by_document["document"].tolist() == ["A", "B", "C"]
+    assert by_document["split"].tolist() == ["val", "val", "test"]
+    assert by_split.index.tolist() == ["val", "test"] and list(by_split.columns) == list(ev.LM_COLUMNS)
+    combined = ev.combine_lm_metrics([ev.lm_metrics(model, char_tok, d.text) for d in (a, b)])
+    assert by_split.loc["val"].to_dict() == pytest.approx({k: combined[k] for k in ev.LM_COLUMNS})
+    assert by_split["tokens"].dtype.kind == "i" and by_split["characters"].dtype.kind == "i"  # counts stay integers
+    with pytest.raises(ValueError, match="no splits"):
+        ev.lm_by_split(model, char_tok, {})
+
+
+def test_lm_compression_scores_every_variant_on_the_start_of_the_text(char_tok):
+    model = tiny_gpt(char_tok.vocab_size)
+    docs = [Document("A", "a", "", "comedy", TEXT[:70]), Document("B", "b", "", "comedy", TEXT[70:])]
+    table = ev.lm_compression(model, char_tok, docs, max_chars=100, sparsities=(0.5,), runs=1)
+    start = "\n\n".join(d.text for d in docs)[:100]  # the documents joined as a split's text, then cut
+    assert table["variant"].tolist() == ["baseline", "int8", "prune-50%"] and (table["characters"] == 100).all()
+    assert table.loc[0, "perplexity"] == pytest.approx(ev.lm_metrics(model, char_tok, start)["perplexity"])
+    assert ev.lm_compression(model, char_tok, TEXT, max_chars=10_000, sparsities=(), runs=1).loc[0, "characters"] \
+        == len(TEXT)  # a shorter text is scored whole
+    with pytest.raises(ValueError, match="max_chars must be at least 2"):
+        ev.lm_compression(model, char_tok, TEXT, max_chars=1)
+
+
 
 
 # ------------------------------------------------------------------------------------- figures

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from workbench.translation import date_task
-from workbench.translation_eval import (character_error_rate, edit_distance, per_locale_scores, rule_based_dates,
-                                        sacrebleu_signatures, translation_scores)
+from workbench.translation_eval import (character_error_rate, date_error_kind, edit_distance, error_table,
+                                        per_locale_scores, rule_based_dates, sacrebleu_signatures, translation_scores)
 
 
 def test_edit_distance_and_cer():
@@ -42,6 +42,34 @@ def test_per_locale_table_scores_each_locale_and_all():
     assert list(table.index) == ["en", "fr", "all"]
     assert table.loc["fr", "exact_match"] == 0.5 and table.loc["en", "exact_match"] == 1.0
     assert table.loc["all", "n"] == 3 and table.loc["all", "exact_match"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("prediction, kind", [("1961-12-03", ""), ("1961-03-12", "day and month swapped"),
+                                               ("1988-12-03", "year"), ("1961-12-04", "other"),
+                                               ("1960-03-12", "other"), ("3 déc. 1961", "other")])
+def test_date_error_kind(prediction, kind):
+    assert date_error_kind(prediction, "1961-12-03") == kind
+    assert date_error_kind("x", "not a date") == "other" and date_error_kind("y", "y") == ""
+
+
+def test_error_table_groups_the_wrong_rows_by_kind_and_locale_with_an_example():
+    rows = pd.DataFrame({"source": ["12/3/61", "8/12/61", "3/1/25", "1998", "1998 b", "5/4/89", "ok"],
+                         "target": ["1961-12-03", "1961-12-08", "2025-01-03", "1998-02-07", "1998-07-25", "1989-05-04",
+                                    "2000-01-01"],
+                         "locale": ["en", "es", "es", "pt", "pt", "en", "fr"], "format": ["short"] * 3 + ["full"] * 2
+                         + ["short"] * 2})
+    predictions = ["1961-03-12", "1961-08-12", "2025-03-01", "1989-02-07", "1988-07-25", "1989-04-04", "2000-01-01"]
+    table = error_table(rows, predictions)
+    assert list(table.columns) == ["kind", "locale", "errors", "format", "source", "target", "prediction"]
+    assert table[["kind", "locale", "errors"]].values.tolist() == [
+        ["day and month swapped", "es", 2], ["day and month swapped", "en", 1], ["year", "pt", 2], ["other", "en", 1]]
+    assert table.loc[0, ["source", "prediction"]].tolist() == ["8/12/61", "1961-08-12"]  # the group's first row
+    assert table["errors"].sum() == 6  # every wrong row once; the right one is not there
+    plain = error_table(rows.drop(columns="format"), predictions)  # a user's file has no format column
+    assert "format" not in plain.columns and len(plain) == 4
+    assert error_table(rows, rows["target"].tolist()).empty
+    with pytest.raises(ValueError, match="6 predictions for 7 references"):
+        error_table(rows, predictions[:-1])
 
 
 @pytest.mark.parametrize("parser", ["dateparser", "babel"])

@@ -43,9 +43,20 @@ def test_a_run_writes_model_history_and_metrics(trained):
         assert (result.run_dir / name).is_file(), name
     m = result.metrics
     assert m["completed"] and m["final_step"] == 12 and m["n_train"] > 390 and m["val_loss"] > 0
-    assert 0 <= m["val_exact_match"] <= 1
+    assert 0 <= m["val_exact_match"] <= 1 and m["val_translated"] == 8  # val_translate of the 40 validation rows
     evals = result.history.evals()
     assert list(evals["step"]) == [6, 12] and evals["val_loss"].iloc[-1] < 4.0
+
+
+def test_the_summary_shows_counts_as_integers(trained, task):
+    result, _ = trained
+    summary = result.summary()
+    assert summary.index.tolist()[:4] == ["val_loss", "val_exact_match", "val_translated", "best_step"]
+    assert summary["params"] == result.model.num_params() and "240256.000" not in summary.to_string()
+    assert re.search(rf"params\s+{result.model.num_params()}\n", summary.to_string())  # no decimals
+    assert summary["val_loss"] == result.metrics["val_loss"]
+    unscored = replace(result, metrics={k: v for k, v in result.metrics.items() if k != "val_exact_match"})
+    assert "val_exact_match" not in unscored.summary().index  # a run that translated no validation rows
 
 
 def test_loaded_translator_translates_like_the_trained_one(trained, task):

@@ -1,6 +1,7 @@
 """The evaluation card: how good is a model, measured five ways, as plain numbers and DataFrames.
 
-- Language modelling on held-out text: one held-out loss (`heldout_loss`, nats per token) with
+- Language modelling on held-out text (`lm_by_split`: every held-out play, and each split's
+  plays combined): one held-out loss (`heldout_loss`, nats per token) with
   one windowing rule, non-overlapping windows of block_size tokens that predict every token
   after the first once, used by training evaluation (`lm_evaluator`) and by the card
   (`split_loss`, `lm_metrics`, `perplexity_by_document`), so the same model on the same ids
@@ -13,8 +14,9 @@
 - Generation, from `workbench.generation_eval` (`generation_table`, `continuation_task`,
   `continuation_scores`): greedy, temperature, top-k and top-p decoding; distinct-n and
   repetition; BLEU and chrF (computed by `sacrebleu`) of continuations of held-out passages.
-- Compression, from `workbench.compress` (`compression_table`): dynamic int8 quantization and
-  magnitude pruning, with size on disk, CPU speed and the change in perplexity.
+- Compression, from `workbench.compress` (`compression_table`; `lm_compression` scores each variant
+  on the start of a held-out text): dynamic int8 quantization and magnitude pruning, with size on
+  disk, CPU speed and the change in perplexity.
 - `evaluate_checkpoint`: all of it for one pretraining run, what `python -m workbench
   evaluate` writes to metrics.json.
 
@@ -313,6 +315,30 @@ def perplexity_by_document(model: nn.Module, tokenizer: Tokenizer, documents: Se
     return pd.DataFrame(rows)
 
 
+# the measurements of `combine_lm_metrics` shown in a table (block_size and stride are settings, bytes ~ characters)
+LM_COLUMNS = ("tokens", "characters", "cross_entropy", "perplexity", "bits_per_token", "bits_per_char", "bits_per_byte")
+
+
+def lm_by_split(model: nn.Module, tokenizer: Tokenizer, splits: Mapping[str, Sequence[Document]],
+                stride: int | None = None, batch_size: int = 16, device: str | torch.device | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every document of several splits scored on its own, and each split's documents combined.
+
+    Args:
+        splits: split name -> its documents, e.g. `held_out_plays()`.
+        stride, batch_size, device: as in `lm_metrics`.
+    Returns:
+        (`perplexity_by_document` rows of every split with a `split` column, in the splits' order;
+         one row per split indexed by split name: the `LM_COLUMNS` of `combine_lm_metrics`).
+    """
+    if not splits:
+        raise ValueError("no splits given; pass e.g. held_out_plays(), {split: documents}")
+    by_document = pd.concat([perplexity_by_document(model, tokenizer, docs, stride, batch_size, device)
+                             .assign(split=name) for name, docs in splits.items()], ignore_index=True)
+    combined = [combine_lm_metrics(by_document[by_document["split"] == name]) for name in splits]
+    return by_document, pd.DataFrame(combined, index=pd.Index(list(splits), name="split"))[list(LM_COLUMNS)]
+
+
 def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> dict[str, float]:
     """The `lm_metrics` of several texts scored separately, as one: totals of tokens, characters,
     bytes and cross-entropy, so the result is token- (or character-) weighted, not a mean of means.
@@ -353,6 +379,29 @@ def held_out_plays(max_chars: int | None = None) -> dict[str, list[Document]]:
 def perplexity_fn(tokenizer: Tokenizer, text: str) -> Callable[[nn.Module], float]:
     """model -> perplexity on `text`: the `eval_fn` of `compression_table`."""
     return lambda model: lm_metrics(model, tokenizer, text)["perplexity"]
+
+
+def lm_compression(model: nn.Module, tokenizer: Tokenizer, text: str | Sequence[Document], max_chars: int,
+                   sparsities: Sequence[float] = (0.25, 0.5, 0.75), runs: int = 5, seed: int = 0) -> pd.DataFrame:
+    """`compression_table` of a language model, every variant scored on the first `max_chars` of a held-out text.
+
+    Scoring each variant on a whole split would take as many passes over it as there are variants,
+    so the table scores the start of it: its baseline perplexity is that text's, not the split's.
+
+    Args:
+        model, tokenizer: a GPT and its tokenizer.
+        text: held-out text, or documents (e.g. `held_out_plays()["val"]`) joined as a split's text is.
+        max_chars: characters scored (>= 2); the text's first ones.
+        sparsities, runs, seed: as in `compression_table`.
+    Returns:
+        `compression_table`'s rows (perplexity and delta_perplexity included) and characters: the
+        characters of text each variant scored (the same for every row).
+    """
+    if max_chars < 2:
+        raise ValueError(f"max_chars must be at least 2 to score a text, got {max_chars}")
+    text = (text if isinstance(text, str) else DOC_SEP.join(d.text for d in text))[:max_chars]
+    table = compression_table(model, perplexity_fn(tokenizer, text), sparsities, runs=runs, seed=seed)
+    return table.assign(characters=len(text))
 
 
 def classifier_report(classifiers: Mapping[str, Any], task, split: str = "test", n_bins: int = 10
@@ -458,7 +507,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
 
     if compression_chars:
         t0 = time.perf_counter()
-        table = compression_table(model, perplexity_fn(tokenizer, text[:compression_chars]), sparsities, seed=seed)
+        table = lm_compression(model, tokenizer, text, compression_chars, sparsities, seed=seed)
         result["compression"] = table.to_dict("records")
         timings["compression"] = time.perf_counter() - t0
     result["timings_s"] = timings

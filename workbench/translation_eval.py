@@ -2,12 +2,16 @@
 
     scores = translation_scores(predictions, references)          # {"exact_match": ..., "cer": ..., ...}
     table = per_locale_scores(test_df, predictions)               # one row per locale, plus "all"
+    errors = error_table(test_df, predictions)                    # the wrong dates by kind of error and locale
     reference = rule_based_dates(test_df)                         # what a date parser gets on the same rows
 
 chrF and BLEU come from `sacrebleu`; `sacrebleu_signatures` gives the signature strings that say
 exactly how they were computed (print them beside the numbers). An ISO date is one "word" to
 BLEU's default 13a tokenizer, so BLEU of single dates would be 0 or 100 per sentence; the date
 task therefore scores BLEU on characters (tokenize="char", written in the signature).
+
+`error_table` sorts a date model's mistakes by kind: day and month swapped (a short date that
+two locales write alike), a wrong year (a held-out year copied imperfectly), or something else.
 
 The rule-based reference is `dateparser` told the row's language (what a practitioner would
 reach for), or babel's own `parse_date` where dateparser is not installed.
@@ -16,6 +20,7 @@ reach for), or babel's own `parse_date` where dateparser is not installed.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -103,6 +108,55 @@ def per_locale_scores(rows: pd.DataFrame, predictions: Sequence[str], bleu_token
              for loc, g in df.groupby("locale", sort=True)}
     table["all"] = translation_scores(df["prediction"].tolist(), df["target"].tolist(), bleu_tokenize)
     return pd.DataFrame.from_dict(table, orient="index").rename_axis("locale").astype({"n": int})
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds of error on the date task
+# ---------------------------------------------------------------------------------------------
+
+ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+ERROR_KINDS = ("day and month swapped", "year", "other")  # error_table's order
+
+
+def date_error_kind(prediction: str, target: str) -> str:
+    """What is wrong with a predicted ISO date: "" when it is right, "day and month swapped" when it
+    is the target with day and month exchanged (the year right), "year" when only the year is wrong,
+    "other" for anything else (a wrong day or month, text that is no YYYY-MM-DD, a target that is not)."""
+    if prediction == target:
+        return ""
+    p, t = ISO_DATE.fullmatch(prediction), ISO_DATE.fullmatch(target)
+    if p is None or t is None:
+        return "other"
+    (py, pm, pd_), (ty, tm, td) = p.groups(), t.groups()
+    if py == ty and (pm, pd_) == (td, tm):
+        return "day and month swapped"
+    if py != ty and (pm, pd_) == (tm, td):
+        return "year"
+    return "other"
+
+
+def error_table(rows: pd.DataFrame, predictions: Sequence[str]) -> pd.DataFrame:
+    """The wrong predictions grouped by kind of error (`date_error_kind`) and locale, with the first
+    of each group as an example.
+
+    Args:
+        rows: DataFrame with source, target and locale columns (and format, for the date task).
+        predictions: one per row, in order.
+    Returns:
+        one row per (kind, locale) that has errors, in `ERROR_KINDS` order and then most errors first:
+        kind, locale, errors (how many), and the example's [format,] source, target and prediction.
+        Empty (same columns) when every prediction is right; the errors column sums to the wrong rows.
+    """
+    _check_lengths(predictions, rows["target"].tolist())
+    example = [c for c in ("format", "source", "target") if c in rows.columns] + ["prediction"]
+    df = rows.assign(prediction=[str(p) for p in predictions])
+    df["kind"] = [date_error_kind(p, t) for p, t in zip(df["prediction"], df["target"])]
+    wrong = df[df["kind"] != ""]
+    table = (wrong.groupby(["kind", "locale"], sort=False)
+             .agg(errors=("target", "size"), **{c: (c, "first") for c in example}).reset_index())
+    table["order"] = table["kind"].map(ERROR_KINDS.index)
+    table = table.sort_values(["order", "errors", "locale"], ascending=[True, False, True], kind="stable")
+    return table.drop(columns="order").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

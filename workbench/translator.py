@@ -220,6 +220,11 @@ class CrossAttentionSnapshots:
         return [(s, w[layer].mean(0) if head is None else w[layer, head]) for s, w in self.snapshots]
 
 
+# the figures of a training run that `TranslationResult.summary` shows, in order
+SUMMARY_KEYS = ("val_loss", "val_exact_match", "val_translated", "best_step", "params", "train_s", "tokens_per_s",
+                "ms_per_iter_median")
+
+
 @dataclass
 class TranslationResult:
     translator: Translator
@@ -230,6 +235,18 @@ class TranslationResult:
     @property
     def model(self) -> Seq2Seq:
         return self.translator.model
+
+    def summary(self, keys: Sequence[str] = SUMMARY_KEYS) -> pd.Series:
+        """The run's headline figures, for display.
+
+        Args:
+            keys: metrics to show, in order; one the run did not record (val_exact_match with
+                val_translate=0, the best-step figures of an unfinished run) is left out.
+        Returns:
+            an object Series indexed by key, so counts (params, best_step, val_translated) show as
+            integers beside the floats rather than as 240256.000.
+        """
+        return pd.Series({k: self.metrics[k] for k in keys if self.metrics.get(k) is not None}, dtype=object)
 
 
 def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_dir: str | Path | None = None,
@@ -245,8 +262,9 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
         progress: show a progress bar.
         resume: continue the run in out_dir exactly (see `workbench.run.Run`); "auto" when it has one.
     Returns:
-        TranslationResult with the best-validation-loss weights; metrics hold val_loss, the run's speed
-        and size. Score the test split with `decoding_table` / `per_locale_scores`.
+        TranslationResult with the best-validation-loss weights; metrics hold val_loss and
+        val_exact_match at the best step (greedy exact match of the first `val_translated` validation
+        rows), the run's speed and size. Score the test split with `decoding_table` / `per_locale_scores`.
     """
     config = config or TranslationConfig()
     run = Run(out_dir, resume, kind="seq2seq-train")
@@ -295,7 +313,8 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     model.eval()
     metrics: dict[str, Any] = {"task": task.name, **task.info(), **run.base_metrics(trainer),
                                "params": model.num_params(), "vocab_size": tokenizer.vocab_size,
-                               "tokenizer": config.tokenizer, "steps": tc.max_iters}
+                               "tokenizer": config.tokenizer, "steps": tc.max_iters,
+                               "val_translated": min(config.val_translate, len(task.val))}
     if completed:
         evals = trainer.history.evals()
         best = evals[evals["step"] == trainer.best_step].iloc[-1] if trainer.best_step is not None else None
