@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from torch.nn import functional as F
+from helpers import causal_uniform
 
 from workbench import interpret
 from workbench.config import ModelConfig
@@ -196,18 +197,12 @@ def test_first_step_above_a_threshold():
     assert first[["head", "step"]].values.tolist() == [[0, 20], [1, 30]]
 
 
-def causal_uniform_pattern(L: int) -> torch.Tensor:
-    """(1, 1, 2L, 2L): every query spreads its weight evenly over the keys the causal mask lets it see."""
-    mask = torch.ones(2 * L, 2 * L).tril()
-    return (mask / mask.sum(-1, keepdim=True))[None, None]
-
-
 def test_a_uniform_causal_head_scores_the_harmonic_formula_and_an_induction_head_one():
     L = 5
     # query L + i sees L + i + 1 keys: the mean of 1/6, ..., 1/10 over the 5 queries
     expected = (1 / 6 + 1 / 7 + 1 / 8 + 1 / 9 + 1 / 10) / 5
     assert interpret.uniform_induction_score(L) == pytest.approx(expected, rel=1e-12)
-    assert interpret.pattern_induction_scores(causal_uniform_pattern(L)).item() == pytest.approx(expected, rel=1e-6)
+    assert interpret.pattern_induction_scores(causal_uniform(2 * L)[None, None]).item() == pytest.approx(expected, rel=1e-6)
     assert interpret.uniform_induction_score(1000) == pytest.approx(np.log(2) / 1000, rel=1e-3)  # about ln 2 / L
     perfect, previous = torch.zeros(1, 1, 2 * L, 2 * L), torch.zeros(1, 1, 2 * L, 2 * L)
     for i in range(L):

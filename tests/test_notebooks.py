@@ -87,18 +87,19 @@ def cells(styler) -> list[str]:
     return re.findall(r'class="data [^>]*>([^<]*)</td>', styler.to_html())
 
 
-def test_tables_show_whole_numbers_without_decimals():
-    """A run's figures in one Series (pandas stores 900 as 900.0 beside a float) and a beam column with a
-    missing value (stored as floats) read as integers; a float column with other values keeps its decimals."""
+def test_tables_show_integers_by_type_and_every_float_with_its_decimals():
+    """A run's figures in an object Series keep their types (900 reads 900, 4.0197 reads 4.020); a count
+    column with a missing value is "Int64"; a float that happens to be whole (an accuracy of 1.0, a
+    loss of 4.0) keeps its decimals, so it reads like the rest of its column."""
     import pandas as pd
 
-    figures = pd.Series({"val_loss": 4.0197, "best_step": 900, "params": 1055488})
-    assert figures.dtype == float
-    assert cells(notebook.table(figures)) == ["4.020", "900", "1,055,488"]
-    decoders = pd.DataFrame({"beam": [1.0, 4.0, float("nan")], "exact_match": [1.0, 0.969, 0.5], "n": [993] * 3,
-                             "figure": [4, 0.25, "bleu"]})  # object column: value by value
+    figures = pd.Series({"val_loss": 4.0197, "best_step": 900, "params": 1055488, "exact": 1.0}, dtype=object)
+    assert cells(notebook.table(figures)) == ["4.020", "900", "1,055,488", "1.000"]
+    decoders = pd.DataFrame({"beam": pd.array([1, 4, None], dtype="Int64"), "exact_match": [1.0, 0.969, 0.5],
+                             "n": [993] * 3, "figure": [4, 0.25, "bleu"]})  # object column: value by value
     assert cells(notebook.table(decoders)) == ["1", "1.000", "993", "4", "4", "0.969", "993", "0.250",
                                                "—", "0.500", "993", "bleu"]
+    assert cells(notebook.table(pd.Series([4.0, 0.5]))) == ["4.000", "0.500"]
 
 
 def test_text_table_shows_text_whole_left_aligned_and_wrapped():
@@ -117,7 +118,7 @@ def test_metrics_summary_shows_every_row_and_paths_under_run_dir_relative(tmp_pa
     ctx = notebook.NotebookContext("04_evaluation", "smoke", tmp_path)
     ctx.write_metrics({f"figure_{i}": i + 0.5 for i in range(70)} | {"gpt_source": str(tmp_path / "pretrain"),
                                                                       "sweep": [1, 2], "steps": 900})
-    summary = notebook.metrics_summary(ctx)
+    summary = notebook.table(notebook.metrics_summary(ctx))
     assert len(summary.data) == 72  # the list is left out
     shown = cells(summary)
     assert len(shown) == 72 * 3 and "figure_69" in shown and "69.500" in shown  # no rows cut out of the middle

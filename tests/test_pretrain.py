@@ -144,6 +144,7 @@ def test_text_samples_start_with_the_untrained_model_and_leave_training_unchange
     from workbench.pretrain import TextSamples, pretrain
 
     config = tiny_run_config(tmp_path, monkeypatch, max_iters=6, eval_interval=3, lr=3e-2, warmup_iters=1)
+    config = replace(config, model=replace(config.model, dropout=0.1))  # training draws from the global RNG
     tokenizer = train_tokenizer("char", PLAYS)
     samples = TextSamples(tokenizer, prompt="KING:\n", max_new_tokens=12)
     with_samples = pretrain(config, tmp_path / "a", tokenizer=tokenizer, callbacks=[samples], progress=False)

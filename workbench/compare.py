@@ -231,7 +231,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     Returns:
         DataFrame indexed by mode: seeds (runs), test_accuracy_mean/_std, test_macro_f1_mean/_std,
         val_macro_f1_mean, train_s_mean, trainable_params, and steps (the training steps of the
-        mode's first run; missing for TF-IDF). std is NaN for a mode with a single run: one seed says
+        mode's first run; <NA> for TF-IDF). std is NaN for a mode with a single run: one seed says
         nothing about the spread (`notebook.table` shows it as a dash).
     """
     g = df.groupby("mode", sort=False)

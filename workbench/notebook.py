@@ -45,14 +45,14 @@ class NotebookContext:
     def path(self, *parts: str) -> Path:
         return self.run_dir.joinpath(*parts)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> Path:
-        """Write this notebook's headline metrics to run_dir/metrics/<notebook>.json."""
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write this notebook's headline metrics to run_dir/metrics/<notebook>.json (returns nothing,
+        so a notebook's last line shows no path)."""
         from .checkpoint import write_json
 
         out = self.path("metrics", f"{self.name}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, metrics)
-        return out
 
     def require(self, relative: str, producer: str) -> Path:
         """Path of an artifact another notebook writes; stops with a message naming that notebook."""
@@ -114,56 +114,37 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
     return ctx
 
 
-def _number_text(value: Any, precision: int, whole: bool) -> str:
-    """One table value as text: an integer (or, with `whole`, a float known to hold one) without
-    decimals and with thousands separators, any other float to `precision` decimals, the rest as str."""
+def _number_text(value: Any, precision: int) -> str:
+    """One table value as text: an integer without decimals, a float to `precision` decimals (both with
+    thousands separators), anything else as str."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         return str(value)
-    if isinstance(value, (int, np.integer)) or whole:
-        return f"{int(value):,}"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
     return f"{value:,.{precision}f}"
 
 
-def _is_whole(value: Any) -> bool:
-    """True for a finite float that holds an integer (900.0), as a mixed Series of figures stores one."""
-    return isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer()
-
-
 def table(df: pd.DataFrame | pd.Series, precision: int = TABLE_PRECISION, na_rep: str = "—"):
-    """`df` for display: integers without decimals, other floats to `precision` decimals, thousands
+    """`df` for display: integers without decimals, floats to `precision` decimals, thousands
     separators, and a missing value (a token position one tokenizer does not reach, the sparsity of
     an int8 model) as `na_rep` rather than NaN. The data is unchanged.
 
-    A float column whose values are all whole numbers (a step or beam column that holds a NaN is
-    stored as floats) shows them as integers; any other float column shows every value to `precision`
-    decimals, so a column reads alike all the way down. A column of mixed values (object dtype) and
-    a Series (one figure of its own kind per row, such as a run's `{"val_loss": ..., "params": ...}`)
-    are formatted value by value.
+    Integers are told by their type, never guessed from a float's value (an accuracy of exactly 1.0
+    still reads 1.000): keep counts integer where they are made, as "Int64" where a count column has
+    a missing value, as an object Series where one Series mixes counts and floats.
 
     Args:
         df: the table; a Series is shown as a one-column table named after it (else "value").
-        precision: decimals of a float that is not a whole number.
+        precision: decimals of a float.
         na_rep: the text of a missing value.
     Returns:
         a pandas Styler of `df` (its `.data` is the frame shown).
     """
     import pandas as pd
 
-    by_value = isinstance(df, pd.Series)
-    if by_value:
+    if isinstance(df, pd.Series):
         df = df.to_frame("value" if df.name is None else df.name)
-    formats = {}
-    for column in df.columns:
-        values = df[column]
-        if by_value or values.dtype == object:
-            formats[column] = lambda v: _number_text(v, precision, _is_whole(v))
-        elif pd.api.types.is_float_dtype(values):
-            present = values.dropna()
-            whole = len(present) > 0 and all(_is_whole(v) for v in present)
-            formats[column] = lambda v, whole=whole: _number_text(v, precision, whole)
-        else:
-            formats[column] = lambda v: _number_text(v, precision, False)
-    return df.style.format(formats, na_rep=na_rep)
+    return df.style.format(lambda v: _number_text(v, precision), na_rep=na_rep)
 
 
 def text_table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str = "—"):
@@ -259,13 +240,14 @@ def finetuned_probabilities(ctx: NotebookContext, task: Any, split: str = "test"
     return out
 
 
-def metrics_summary(ctx: NotebookContext):
-    """The headline figures every notebook wrote to run_dir/metrics/*.json, one row per figure, all
-    of them shown (a `table`: pandas' repr would cut a long one to its first and last rows). Lists
-    are left out; a path under run_dir is written relative to it ("run_dir/pretrain").
+def metrics_summary(ctx: NotebookContext) -> pd.DataFrame:
+    """The headline figures every notebook has written so far to run_dir/metrics/*.json, one row per
+    figure (show it with `table`, which shows every row: pandas' repr would cut a long one to its
+    first and last rows). Lists are left out; a path under run_dir is written relative to it
+    ("run_dir/pretrain").
 
     Returns:
-        a pandas Styler of a DataFrame notebook | metric | value (its `.data`).
+        DataFrame notebook | metric | value (object values: counts stay integers).
     """
     import pandas as pd
 
@@ -276,7 +258,7 @@ def metrics_summary(ctx: NotebookContext):
                 value = str(Path("run_dir") / Path(value).relative_to(ctx.run_dir))
             if isinstance(value, (int, float, str, bool)) or value is None:
                 rows.append({"notebook": path.stem, "metric": key, "value": value})
-    return table(pd.DataFrame(rows, columns=["notebook", "metric", "value"], dtype=object))
+    return pd.DataFrame(rows, columns=["notebook", "metric", "value"], dtype=object)
 
 
 def stream_sample(model, tokenizer, prompt: str, max_new_tokens: int, refresh_s: float = 0.1, **sampling) -> str:

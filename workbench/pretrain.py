@@ -170,7 +170,8 @@ def probe_step_time(config: RunConfig, tokenizer: Tokenizer, steps: int = 10) ->
     data = encode_splits(corpus, tokenizer)["train"]
     T, tc = config.model.block_size, config.train
     device = resolve_device(tc.device)
-    model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
+    with torch.device("meta"):  # shapes only: counting needs no memory for the weights
+        model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
     times = time_steps(model, tc, lambda g: get_batch(data, T, tc.batch_size, g, device=device), steps + 2, device)
     return float(np.median(times[2:]))
 
@@ -197,7 +198,8 @@ def training_plan(config: RunConfig, tokenizer: Tokenizer, step_s: float,
         raise ValueError(f"step_s must be > 0 seconds, got {step_s}; pass probe_step_time(config, tokenizer)")
     if config.train.max_iters is None:
         raise ValueError("config.train.max_iters is None (the run is set in epochs); set max_iters to plan its steps")
-    model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
+    with torch.device("meta"):  # shapes only: counting needs no memory for the weights
+        model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
     tc = config.train
     tokens_per_step = tc.batch_size * tc.grad_accum * config.model.block_size
     nan = float("nan")
@@ -235,7 +237,7 @@ class TextSamples:
     def on_fit_start(self, trainer: Trainer, step: int) -> None:
         if self.samples and self.samples[-1]["step"] == step:  # fit() in chunks: once a step
             return
-        if trainer.dist.enabled:
+        if trainer.parallel.sharded:
             # FSDP sets itself up on the model's first forward. Inside generate's inference_mode that
             # state would be inference tensors, which training may not update in place: run the
             # first forward here, under no_grad and in eval mode (no dropout draws from the RNG).

@@ -5,8 +5,8 @@ index.html) reads each report's `report.json` and lists
 
 - every headline metric side by side, with the difference B - A. A metric `X_mean` whose notebook
   also recorded `X_std` (the spread over seeds, e.g. 03's macro-F1 of each fine-tuning mode) is
-  marked when it moved by more than the larger of the two spreads; a metric with no spread (or one
-  seed, spread 0) is only marked as changed. Timings (wall time, tokens/s) are listed apart: they
+  marked when it moved by more than the larger of the two spreads; a metric with no spread (a
+  mode run with one seed records none) is only marked as changed. Timings (wall time, tokens/s) are listed apart: they
   differ between any two runs;
 - metrics that only one report has;
 - parameters and settings (the profile's, each notebook's) and environment (versions, device, code

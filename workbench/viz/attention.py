@@ -238,8 +238,7 @@ def positional_encoding_figure(pe, title: str | None = "positional encoding") ->
 def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, title: str | None = None,
                   show_values: bool | None = None,
-                  axes: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None,
-                  colorbar: bool = True) -> go.Figure:
+                  axes: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None) -> go.Figure:
     """A row of labelled heatmaps, e.g. the steps of `capture.attention_walkthrough`.
 
     Each matrix has its own colour range, diverging around 0 (red negative, blue positive), with
@@ -255,8 +254,6 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         show_values: write each value in its cell; default when every matrix has <= 144 cells.
         axes: axis titles as (rows, columns), e.g. ("query", "key"): one pair for every matrix,
             or name -> pair for some of them (the others get none).
-        colorbar: a colour bar beside each matrix; False leaves them out (values shown in the
-            cells may be enough).
     Returns:
         a Figure with one Heatmap per matrix, in order, each subplot titled by its name.
     """
@@ -291,7 +288,7 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         return token_labels(given) if given is not None and len(given) == n else [str(i) for i in range(n)]
 
     n = len(arrays)
-    panel, gap = 260, (110 if colorbar else 50)  # px; the gap holds a colour bar and the next y labels
+    panel, gap = 260, 110  # px; the gap holds a colour bar and the next y labels
     width = max(500, panel * n + gap * (n - 1))
     fig = make_subplots(rows=1, cols=n, subplot_titles=list(arrays),
                         horizontal_spacing=min(gap / width, 0.9 / max(n - 1, 1)))
@@ -303,7 +300,7 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
             text = np.where(np.isneginf(a), "-∞", np.char.mod("%.2f", np.nan_to_num(a, neginf=0.0)))
         x_domain = fig.layout[f"xaxis{k + 1 if k else ''}"].domain
         fig.add_trace(go.Heatmap(z=finite, x=labels(col_labels, a.shape[1]), y=labels(row_labels, a.shape[0]),
-                                 colorscale="RdBu", zmin=-limit, zmax=limit, showscale=colorbar,
+                                 colorscale="RdBu", zmin=-limit, zmax=limit, showscale=True,
                                  colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=8, len=0.9,
                                                tickfont_size=8, outlinewidth=0),
                                  text=text, texttemplate="%{text}" if show_values else None,
