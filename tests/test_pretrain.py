@@ -179,3 +179,12 @@ def test_training_plan_puts_the_estimate_beside_the_run():
     assert run["ms per step"] == 60.0 and run["steps"] == 900 and run["tokens per step"] == 128
     with pytest.raises(ValueError, match="step_s must be > 0 seconds.*probe_step_time"):
         training_plan(config, tokenizer, 0.0)
+
+
+def test_probe_step_time_times_real_training_steps(tmp_path, monkeypatch):
+    """02's estimate comes from real steps of the run's model (not a shape-only one): a positive median."""
+    from workbench.pretrain import probe_step_time
+
+    config = tiny_run_config(tmp_path, monkeypatch, max_iters=6)
+    step_s = probe_step_time(config, train_tokenizer("char", PLAYS), steps=3)
+    assert isinstance(step_s, float) and 0 < step_s < 10

@@ -170,8 +170,7 @@ def probe_step_time(config: RunConfig, tokenizer: Tokenizer, steps: int = 10) ->
     data = encode_splits(corpus, tokenizer)["train"]
     T, tc = config.model.block_size, config.train
     device = resolve_device(tc.device)
-    with torch.device("meta"):  # shapes only: counting needs no memory for the weights
-        model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
+    model = GPT(replace(config.model, vocab_size=tokenizer.vocab_size))
     times = time_steps(model, tc, lambda g: get_batch(data, T, tc.batch_size, g, device=device), steps + 2, device)
     return float(np.median(times[2:]))
 
