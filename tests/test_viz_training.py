@@ -29,3 +29,28 @@ def test_the_live_widget_displays_as_a_view_and_a_one_line_note(monkeypatch):
     bundle, _ = DisplayFormatter().format(live.widget)
     assert bundle["text/plain"] == viz_training.LIVE_FIGURE_NOTE  # not "FigureWidget({'data': [...")
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == live.widget.model_id
+
+
+def test_scaling_figure_titles_the_loss_axis_with_its_unit():
+    sweep = pd.DataFrame(dict(params=[900, 500], non_embedding_params=[300, 100], val_loss=[1.5, 2.0]))
+    fig = viz.scaling_figure(sweep)
+    assert fig.layout.yaxis.title.text == "validation loss (nats/token)"
+    assert fig.data[0].name == "validation loss (nats/token)"  # no label column: the one trace
+    assert "validation loss (nats/token)" in fig.data[0].hovertemplate
+    assert viz.scaling_figure(sweep, y_title="loss").layout.yaxis.title.text == "loss"
+
+
+def test_validation_curves_title_the_metric_readably():
+    history = pd.DataFrame(dict(step=[2, 4], val_macro_f1=[0.4, 0.5], val_loss=[1.0, 0.9], other=[1, 2]))
+    fig = viz.validation_curves({"full": history})
+    assert fig.layout.yaxis.title.text == "validation macro-F1"
+    assert fig.layout.title.text == "validation macro-F1 during fine-tuning"
+    loss = viz.validation_curves({"full": history}, metric="val_loss", y_title="validation loss (nats/passage)")
+    assert loss.layout.yaxis.title.text == "validation loss (nats/passage)"
+    assert viz.validation_curves({"full": history}, metric="other").layout.yaxis.title.text == "other"  # unknown: its name
+
+
+def test_loss_curves_second_axis_titles_known_columns():
+    history = HISTORY.assign(val_accuracy=[None, 0.5])
+    assert viz.loss_curves(history, extra=["val_accuracy"]).layout.yaxis2.title.text == \
+        "validation accuracy (fraction correct)"

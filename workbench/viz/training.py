@@ -20,6 +20,25 @@ from .checks import require_columns
 
 LOSS_PER_TOKEN = "loss (nats/token)"  # a language model's cross-entropy, averaged over predicted tokens
 LIVE_FIGURE_NOTE = "(live loss figure: it updates while training runs in JupyterLab)"
+# Axis titles, with units, of the columns the workbench logs; any other column is titled by its name.
+METRIC_TITLES = {
+    "val_loss": "validation loss (nats/token)",
+    "val_accuracy": "validation accuracy (fraction correct)",
+    "val_macro_f1": "validation macro-F1",  # a fraction, 0 to 1
+    "params": "parameters",
+    "non_embedding_params": "non-embedding parameters",
+}
+
+
+def metric_title(column: str) -> str:
+    """A readable axis title, with units, for a logged column: `METRIC_TITLES`' entry, else the name.
+
+    Args:
+        column: a column name such as "val_loss" or "val_macro_f1".
+    Returns:
+        e.g. "validation loss (nats/token)"; an unknown column comes back unchanged.
+    """
+    return METRIC_TITLES.get(column, column)
 
 
 def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str | None = "loss",
@@ -62,8 +81,8 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
     fig.update_layout(title=title, xaxis_title="step", hovermode="x unified",
                       yaxis=dict(title=y_title, type="log" if log_y else "linear"))
     if extra:
-        fig.update_layout(yaxis2=dict(title=", ".join(extra), overlaying="y", side="right", showgrid=False),
-                          legend=dict(x=1.08))
+        fig.update_layout(yaxis2=dict(title=", ".join(metric_title(c) for c in extra), overlaying="y", side="right",
+                                      showgrid=False), legend=dict(x=1.08))
     return fig
 
 
@@ -163,7 +182,8 @@ class _LiveFigureWidget(go.FigureWidget):
 
 
 def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", label: str | None = "label",
-                   title: str | None = "validation loss vs model size", log_y: bool = False) -> go.Figure:
+                   title: str | None = "validation loss vs model size", log_y: bool = False,
+                   y_title: str | None = None) -> go.Figure:
     """Loss against model size on a log x axis, one line per label.
 
     Args:
@@ -173,38 +193,46 @@ def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", 
             `non_embedding_params` when the frame has it (as scaling-law studies count), else `params`.
         title: figure title.
         log_y: logarithmic y axis too (a power law is then a straight line).
+        y_title: the y axis' title; None: `metric_title(y)`, e.g. "validation loss (nats/token)".
+            With no label column the one trace is named by it too.
     Returns:
         a Figure with one lines+markers trace per label (rows sorted by x).
     """
     if x is None:
         x = "non_embedding_params" if "non_embedding_params" in df.columns else "params"
     require_columns(df, (x, y), "pass x= and y= naming columns of the frame", name="frame")
-    groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y, df)]
+    x_title, y_title = metric_title(x), y_title or metric_title(y)
+    groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y_title, df)]
     fig = go.Figure()
     for name, rows in groups:
         rows = rows.sort_values(x)
         fig.add_trace(go.Scatter(x=rows[x], y=rows[y], name=str(name), mode="lines+markers",
-                                 hovertemplate=f"{x} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{name}</extra>"))
-    x_title = {"params": "parameters", "non_embedding_params": "non-embedding parameters"}.get(x, x)
+                                 hovertemplate=f"{x_title} %{{x:,}}<br>{y_title} %{{y:.4f}}<extra>{name}</extra>"))
     fig.update_layout(title=title, xaxis=dict(title=x_title, type="log"),
-                      yaxis=dict(title=y, type="log" if log_y else "linear"))
+                      yaxis=dict(title=y_title, type="log" if log_y else "linear"))
     return fig
 
 
 def validation_curves(histories: dict[str, pd.DataFrame], metric: str = "val_macro_f1",
-                      title: str | None = None) -> go.Figure:
+                      title: str | None = None, y_title: str | None = None) -> go.Figure:
     """One validation curve per run (e.g. per fine-tuning mode) on shared axes.
 
     Args:
         histories: name -> a Trainer History DataFrame (rows with `metric` are evaluations).
         metric: the column to plot against `step`.
+        title: figure title; None: "{y_title} during fine-tuning".
+        y_title: the y axis' title; None: `metric_title(metric)`, e.g. "validation macro-F1".
+            Name the unit for a classifier's "val_loss", e.g. "validation loss (nats/passage)".
+    Returns:
+        a Figure with one lines+markers trace per history, in the dict's order.
     """
+    y_title = y_title or metric_title(metric)
     fig = go.Figure()
     for name, df in histories.items():
         if metric not in df.columns:
             raise ValueError(f"history {name!r} has no column {metric!r}; it has {list(df.columns)}")
         rows = df.dropna(subset=[metric])
         fig.add_trace(go.Scatter(x=rows["step"], y=rows[metric], name=str(name), mode="lines+markers",
-                                 hovertemplate=f"{name}<br>step %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>"))
-    fig.update_layout(title=title or f"{metric} during fine-tuning", xaxis_title="step", yaxis_title=metric)
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>{y_title} %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(title=title or f"{y_title} during fine-tuning", xaxis_title="step", yaxis_title=y_title)
     return fig
