@@ -1,5 +1,5 @@
 """Generation quality, checked against references: hand-counted distinct-n and repetition,
-sacrebleu for BLEU/chrF, continuations cut at line starts and to the reference's length, and
+sacrebleu for BLEU/chrF, continuations cut at line starts and word ends and to the reference's length, and
 tables that repeat with the same seed."""
 
 import pandas as pd
@@ -37,18 +37,31 @@ def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
         ge.generation_table(model, char_tok, ["R"], {"bad": {"temp": 1.0}})
 
 
-def test_continuation_task_cuts_passages_at_line_starts():
+def test_continuation_task_cuts_passages_at_line_starts_and_word_ends():
     docs = {"one": TEXT, "two": TEXT.upper()}
     task = ge.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1)
     assert len(task) == 4
     for _, row in task.iterrows():
-        text = docs[row["document"]]
-        assert text[row["start"] : row["start"] + 50] == row["prompt"] + row["reference"]
+        text, prompt = docs[row["document"]], row["prompt"]
+        assert text[row["start"] : row["start"] + len(prompt) + 20] == prompt + row["reference"]
         assert row["start"] == 0 or text[row["start"] - 1] == "\n"
-        assert len(row["prompt"]) == 30 and len(row["reference"]) == 20
+        assert 0 < len(prompt) <= 30 and len(row["reference"]) == 20
+        # the prompt ends on a whole word; the continuation starts with the whitespace after it
+        assert not prompt[-1].isspace() and row["reference"][0].isspace()
     assert task.equals(ge.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1))
     with pytest.raises(ValueError, match="lower n"):
         ge.continuation_task(TEXT, n=50, prompt_chars=30, continuation_chars=20)
+
+
+def test_cut_at_whitespace_ends_a_prompt_before_the_last_whitespace_run():
+    text = "To be, or  not to be"
+    assert ge.cut_at_whitespace(text, 0, 12) == 9  # "To be, or" | "  not ..." (the whole run of spaces)
+    assert ge.cut_at_whitespace(text, 0, 9) == 9  # the span already ends before a space
+    assert ge.cut_at_whitespace(text, 0, 8) == 6  # "To be," | " or": never inside "or"
+    assert ge.cut_at_whitespace("Honorificabilitudinitatibus", 0, 10) == 10  # no whitespace: cut in the word
+    line = "I know you all, and will awhile uphold the unyoked humour of your idleness"
+    (row,) = ge.continuation_task(line, n=1, prompt_chars=33, continuation_chars=8).itertuples()
+    assert (row.prompt, row.reference) == ("I know you all, and will awhile", " uphold ")  # not "...awhile u"
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

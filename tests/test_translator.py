@@ -241,6 +241,7 @@ def test_decoding_table_has_greedy_beams_and_the_rule_based_row(trained, task):
     table, predictions = decoding_table(result.translator, rows, beams=(1, 2), reference="babel")
     assert list(table.index) == ["greedy", "beam 2", table.index[2]] and table.index[2].startswith("rule-based: babel")
     assert (table["n"] == 10).all() and (table["sentences_per_s"] > 0).all()
+    assert str(table["beam"].dtype) == "Int64" and table["beam"].tolist()[:2] == [1, 2] and table["beam"].isna().iloc[2]
     assert list(predictions) == list(table.index) and len(predictions["greedy"]) == 10
     by_locale = locale_comparison(rows, predictions)
     assert list(by_locale.columns) == list(table.index) and by_locale.index[-1] == "all"

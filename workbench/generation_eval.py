@@ -4,8 +4,8 @@ against what the text really says next.
 - `generation_table`: greedy, temperature, top-k and top-p decoding (`DEFAULT_STRATEGIES`) of
   the same prompts, with distinct-n and repetition of each sample.
 - `continuation_task`, `continuation_samples`, `score_continuations` (together
-  `continuation_scores`): passages of held-out text cut into a prompt and its true
-  continuation, the model's continuation of each prompt, and BLEU and chrF (computed by
+  `continuation_scores`): passages of held-out text cut (at a word's end) into a prompt and its
+  true continuation, the model's continuation of each prompt, and BLEU and chrF (computed by
   `sacrebleu`) of the continuations against the true ones.
 
 Part of the evaluation card (`workbench.evaluate.evaluate_checkpoint`).
@@ -134,15 +134,21 @@ def continuation_task(source: str | Sequence[Document] | Mapping[str, str], n: i
 
     Passages start at the beginning of a non-empty line (drawn without replacement with a
     seeded RNG, in proportion to each document's lines), so a prompt opens on a speaker name or
-    a verse line rather than mid-word.
+    a verse line rather than mid-word. A prompt also ends at a word's end: it is cut before the
+    last run of whitespace within its first `prompt_chars + 1` characters (`cut_at_whitespace`),
+    and the reference continuation starts with that whitespace, so the model continues after a
+    whole word instead of finishing one whose start it was given.
 
     Args:
         source: a text, `Document`s (e.g. the held-out plays) or {name: text}.
         n: number of passages.
-        prompt_chars, continuation_chars: characters of prompt and of reference continuation.
+        prompt_chars: the most characters of a prompt (exactly this many where the passage has
+            no whitespace to cut at).
+        continuation_chars: characters of the reference continuation.
         seed: RNG seed.
     Returns:
-        n rows sorted by document and position: document, start, prompt, reference.
+        n rows sorted by document and position: document, start, prompt, reference
+        (text[start : start + len(prompt) + continuation_chars] == prompt + reference).
     """
     if prompt_chars < 1 or continuation_chars < 1:
         raise ValueError(f"prompt_chars and continuation_chars must be >= 1, got {prompt_chars}, {continuation_chars}")
@@ -166,9 +172,32 @@ def continuation_task(source: str | Sequence[Document] | Mapping[str, str], n: i
     for c in pick:
         k, s = candidates[c]
         name, text = items[k]
-        rows.append({"document": name, "start": s, "prompt": text[s : s + prompt_chars],
-                     "reference": text[s + prompt_chars : s + need]})
+        cut = cut_at_whitespace(text, s, s + prompt_chars)
+        rows.append({"document": name, "start": s, "prompt": text[s:cut],
+                     "reference": text[cut : cut + continuation_chars]})
     return pd.DataFrame(rows)
+
+
+def cut_at_whitespace(text: str, start: int, end: int) -> int:
+    """Where to end a prompt text[start:end] so that it ends at a word's end.
+
+    Args:
+        text: the whole text.
+        start, end: the prompt's first character and the end of its longest allowed span (end > start).
+    Returns:
+        the start of the last run of whitespace in text[start + 1 : end + 1] (so text[start:cut]
+        ends on a non-space and text[cut] is whitespace); `end` itself when that span has no
+        whitespace (one long word: the prompt is then cut inside it).
+    """
+    assert 0 <= start < end <= len(text)
+    cut = end
+    while cut > start and not text[cut : cut + 1].isspace():
+        cut -= 1
+    if cut == start:  # no whitespace after the first character
+        return end
+    while cut - 1 > start and text[cut - 1].isspace():
+        cut -= 1
+    return cut
 
 
 def continuation_samples(model: nn.Module, tokenizer: Tokenizer, task: pd.DataFrame,

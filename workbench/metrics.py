@@ -56,7 +56,7 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     return m
 
 
-def _per_class(m: np.ndarray) -> tuple[np.ndarray, ...]:
+def per_class_scores(m: np.ndarray) -> tuple[np.ndarray, ...]:
     """precision, recall, f1, support, predicted from a confusion matrix (n, n).
 
     0 where undefined, as sklearn's zero_division=0. F1 = 2TP / (2TP + FP + FN).
@@ -83,7 +83,7 @@ def per_class_table(y_true, y_pred, labels: Sequence[str]) -> pd.DataFrame:
     Returns:
         one row per class: label, precision, recall, f1, support, predicted.
     """
-    precision, recall, f1, support, predicted = _per_class(confusion(y_true, y_pred, len(labels)))
+    precision, recall, f1, support, predicted = per_class_scores(confusion(y_true, y_pred, len(labels)))
     return pd.DataFrame({"label": list(labels), "precision": precision, "recall": recall, "f1": f1,
                          "support": support, "predicted": predicted})
 
@@ -140,7 +140,7 @@ def classification_metrics(y_true, y_pred, labels: Sequence[str], probs=None, n_
         "nll" (mean -log p(true class), nats).
     """
     m = confusion(y_true, y_pred, len(labels))
-    precision, recall, f1, support, _ = _per_class(m)
+    precision, recall, f1, support, _ = per_class_scores(m)
     n = int(m.sum())
     out = {
         "n": n,
@@ -169,14 +169,14 @@ def accuracy(y_true, y_pred) -> float:
 
 def macro_f1(y_true, y_pred, n_classes: int) -> float:
     """Unweighted mean of the per-class F1 over all `n_classes` classes."""
-    return float(_per_class(confusion(y_true, y_pred, n_classes))[2].mean())
+    return float(per_class_scores(confusion(y_true, y_pred, n_classes))[2].mean())
 
 
 def split_metrics(y_true, y_pred, labels: Sequence[str], prefix: str = "") -> dict[str, Any]:
     """What a fine-tuning run reports for one split, JSON-ready and prefixed (e.g. "test_"):
     accuracy, macro_f1, per_class {label: {precision, recall, f1, support}}, confusion (lists)."""
     m = confusion(y_true, y_pred, len(labels))
-    precision, recall, f1, support, _ = _per_class(m)
+    precision, recall, f1, support, _ = per_class_scores(m)
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                         "support": int(support[i])} for i, name in enumerate(labels)}
     n = int(m.sum())
@@ -237,7 +237,7 @@ def summarize_confusion(matrix, labels: Sequence[str]) -> ConfusionSummary:
     if m.size and (m.min() < 0 or not np.all(m == np.round(m))):
         raise ValueError("matrix must hold counts (non-negative integers); pass the counts, not row shares")
     m = m.astype(np.int64)
-    _, recall, _, _, _ = _per_class(m)
+    _, recall, _, _, _ = per_class_scores(m)
     both = m + m.T  # (n, n): symmetric, off-diagonal = mistakes either way
     i, j = np.triu_indices(len(m), k=1)
     k = int(np.argmax(both[i, j]))

@@ -6,9 +6,12 @@
     reference = rule_based_dates(test_df)                         # what a date parser gets on the same rows
 
 chrF and BLEU come from `sacrebleu`; `sacrebleu_signatures` gives the signature strings that say
-exactly how they were computed (print them beside the numbers). An ISO date is one "word" to
-BLEU's default 13a tokenizer, so BLEU of single dates would be 0 or 100 per sentence; the date
-task therefore scores BLEU on characters (tokenize="char", written in the signature).
+exactly how they were computed (print them beside the numbers). BLEU's default 13a tokenizer
+splits an ISO date at its hyphens into only five tokens (`2034-11-02` -> `2034 - 11 - 02`), so
+one wrong digit loses a whole token and every n-gram that spans it: a date's sentence BLEU takes
+a few coarse values (one wrong digit in the year or day gives 67, in the month 30). The date task
+therefore scores BLEU on characters (tokenize="char", written in the signature): ten tokens a
+date, and one wrong digit costs only the n-grams around it.
 
 `error_table` sorts a date model's mistakes by kind: day and month swapped (a short date that
 two locales write alike), a wrong year (a held-out year copied imperfectly), or something else.

@@ -347,7 +347,7 @@ def decoding_table(translator: Translator, rows: pd.DataFrame, beams: Sequence[i
         reference: "dateparser" or "babel" for the date task's rule-based row; None leaves it out.
     Returns:
         (DataFrame indexed by decoder ("greedy", "beam 4", ..., "rule-based: <parser>") with columns n,
-        exact_match, cer, chrf, bleu, sentences_per_s, beam; {decoder: predictions}).
+        exact_match, cer, chrf, bleu, sentences_per_s, beam (Int64, <NA> for the parser); {decoder: predictions}).
     """
     table, predictions = [], {}
     for beam in beams:
@@ -359,7 +359,8 @@ def decoding_table(translator: Translator, rows: pd.DataFrame, beams: Sequence[i
         name = f"rule-based: {parser}"
         predictions[name] = ref_predictions
         table.append(comparison_row(name, rows, ref_predictions, speed, bleu_tokenize, beam=np.nan))
-    return pd.DataFrame(table).set_index("decoder"), predictions
+    # beam widths are counts; the parser row has none ("Int64" keeps the column integer beside its <NA>)
+    return pd.DataFrame(table).set_index("decoder").astype({"beam": "Int64"}), predictions
 
 
 def locale_comparison(rows: pd.DataFrame, predictions: dict[str, Sequence[str]],

@@ -11,7 +11,8 @@ from ..capture import head_summary  # a statistics table, not a figure; notebook
 from .attention import (attention_explorer_figure, attention_heatmap, attention_over_checkpoints, head_grid_figure,
                         matrix_figure, model_view, positional_encoding_figure, token_labels)
 from .training import LiveLossPlot, loss_curves, scaling_figure, validation_curves
-from .evaluation import compression_figure, confusion_figure, perplexity_by_document_figure, reliability_diagram
+from .evaluation import (compression_figure, confusion_figure, per_class_figure, perplexity_by_document_figure,
+                         reliability_diagram)
 from .seq2seq import (cross_attention_explorer_figure, cross_attention_grid, cross_attention_heatmap,
                       cross_attention_over_checkpoints, decoding_speed_figure)
 
@@ -20,7 +21,7 @@ NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 __all__ = ["setup_notebook", "token_labels", "attention_heatmap", "attention_explorer_figure", "model_view",
            "head_summary", "head_grid_figure", "attention_over_checkpoints", "positional_encoding_figure", "matrix_figure",
            "loss_curves", "LiveLossPlot", "scaling_figure", "validation_curves", "attention_explorer",
-           "reliability_diagram", "confusion_figure", "compression_figure", "perplexity_by_document_figure",
+           "reliability_diagram", "confusion_figure", "per_class_figure", "compression_figure", "perplexity_by_document_figure",
            "logit_lens_explorer", "cross_attention_heatmap", "cross_attention_explorer_figure", "cross_attention_grid",
            "cross_attention_over_checkpoints", "decoding_speed_figure", "translation_explorer"]
 

@@ -5,19 +5,23 @@
   of perfect calibration (data: `metrics.calibration`).
 - `confusion_figure`: the confusion matrix as a heatmap of counts, row-normalised shares in
   the hover (data: `metrics.confusion`).
+- `per_class_figure`: every classifier's F1 (or precision, recall) of each class, side by side.
 - `compression_figure`: the size / quality trade-off of `compress.compression_table`.
-- `perplexity_by_document_figure`: a bar per document of `evaluate.perplexity_by_document`.
+- `perplexity_by_document_figure`: a bar per document of `evaluate.perplexity_by_document`,
+  coloured by genre and patterned by split.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 
+from ..metrics import per_class_scores
 from .checks import require_columns
 
 
@@ -90,47 +94,142 @@ def confusion_figure(matrix, labels: Sequence[str], title: str | None = "confusi
     return fig
 
 
-def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str = "size_mb",
+def per_class_figure(confusions: Mapping[str, Any], labels: Sequence[str], metric: str = "f1",
+                     title: str | None = "per-class F1") -> go.Figure:
+    """One score per class and classifier: grouped bars, a group per class, a bar per classifier.
+
+    Shows at a glance whether the classifiers fail on the same class (a hard class) or each on
+    its own, which a single confusion matrix cannot.
+
+    Args:
+        confusions: classifier name -> its (C, C) confusion counts (row = true class, as
+            `metrics.confusion`), or `evaluate.classifier_report`'s details (name -> {"confusion": ...}).
+        labels: C class names.
+        metric: "f1", "precision" or "recall" (0 where undefined, as `metrics.per_class_table`).
+        title: figure title.
+    Returns:
+        a Figure with one Bar trace per classifier (in the mapping's order): x = the class names,
+        y = that classifier's score of each class.
+    """
+    if metric not in ("f1", "precision", "recall"):
+        raise ValueError(f"metric must be 'f1', 'precision' or 'recall', got {metric!r}")
+    if not confusions:
+        raise ValueError("no classifiers given; pass {name: confusion matrix}")
+    fig = go.Figure()
+    for name, matrix in confusions.items():
+        matrix = matrix["confusion"] if isinstance(matrix, Mapping) else matrix
+        m = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float64)
+        if m.shape != (len(labels), len(labels)):
+            raise ValueError(f"{name}: a {m.shape} confusion matrix for {len(labels)} labels; "
+                             "pass one (C, C) matrix per classifier and C labels")
+        precision, recall, f1, _, _ = per_class_scores(m)
+        scores = {"precision": precision, "recall": recall, "f1": f1}
+        fig.add_trace(go.Bar(x=[str(x) for x in labels], y=scores[metric].tolist(), name=str(name),
+                             hovertemplate=f"{name}<br>%{{x}}: {metric} %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(title=title, barmode="group", xaxis=dict(title="true class", type="category"),
+                      yaxis=dict(title={"f1": "F1", "precision": "precision", "recall": "recall"}[metric],
+                                 range=[0, 1]), legend_title_text="classifier")
+    return fig
+
+
+# axis titles of the evaluation tables' columns (a column not listed is titled by its name)
+AXIS_TITLES = {
+    "size_mb": "size on disk (MB)",
+    "zipped_mb": "zipped size (MB)",
+    "tokens_per_s": "tokens per second",
+    "perplexity": "perplexity",
+    "delta_perplexity": "perplexity change",
+    "macro_f1": "macro-F1",
+    "delta_macro_f1": "macro-F1 change",
+    "accuracy": "accuracy",
+    "bits_per_char": "bits per character",
+    "bits_per_byte": "bits per byte",
+    "bits_per_token": "bits per token",
+    "cross_entropy": "cross-entropy (nats per token)",
+}
+
+
+def axis_title(column: str) -> str:
+    """A table column's axis title with its unit ("zipped_mb" -> "zipped size (MB)"); else the name."""
+    return AXIS_TITLES.get(column, column)
+
+
+def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str | None = None,
                        title: str | None = "compression: size vs quality") -> go.Figure:
     """One labelled point per compression variant: size against quality.
+
+    The default x is the zipped size: pruning zeroes weights but keeps the tensors' shapes, so
+    `size_mb` is the same for every pruned variant and only compression shows what it saved.
 
     Args:
         table: `compress.compression_table` (variant plus the x and y columns).
         y: "perplexity" (lower is better), "macro_f1" or any other column.
-        x: "size_mb", "zipped_mb" or "tokens_per_s".
+        x: "zipped_mb", "size_mb" or "tokens_per_s"; default "zipped_mb" (`compression_table`
+            always has it), "size_mb" for a table without it.
         title: figure title.
     Returns:
-        a Figure with one Scatter trace (markers + the variant names as text), in table order.
+        a Figure with one Scatter trace (markers + the variant names as text), in table order;
+        the axes are titled with their units (`axis_title`).
     """
+    if x is None:
+        x = "zipped_mb" if "zipped_mb" in table.columns else "size_mb"
     require_columns(table, ("variant", x, y), "pass the table compress.compression_table returns")
     fig = go.Figure(go.Scatter(x=table[x].tolist(), y=table[y].tolist(), mode="markers+text", name=y,
                                text=table["variant"].tolist(), textposition="top center",
                                marker=dict(size=11),
-                               hovertemplate=f"%{{text}}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y)
+                               hovertemplate=f"%{{text}}<br>{axis_title(x)} %{{x:.3f}}<br>"
+                                             f"{axis_title(y)} %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=axis_title(x), yaxis_title=axis_title(y))
     return fig
 
 
+# bar patterns of the splits (or any second grouping) of `perplexity_by_document_figure`, in order of appearance
+SPLIT_PATTERNS = ("", "/", ".", "x", "+")
+
+
 def perplexity_by_document_figure(df: pd.DataFrame, y: str = "bits_per_char", color: str | None = "genre",
+                                  pattern: str | None = "split", x_title: str = "document",
                                   title: str | None = "held-out documents") -> go.Figure:
-    """A bar per document (e.g. per held-out play), coloured by genre when there is one.
+    """A bar per document (e.g. per held-out play), coloured by genre and patterned by split.
 
     Args:
-        df: `evaluate.perplexity_by_document` (document plus `y`).
+        df: `evaluate.perplexity_by_document` (document plus `y`), or `evaluate.lm_by_split`'s
+            first table (with a `split` column).
         y: "bits_per_char" (comparable across tokenizers), "perplexity" or "cross_entropy".
-        color: column grouping bars into traces; ignored when absent or all empty.
+        color: column whose groups get a colour each; ignored when absent or all empty.
+        pattern: column whose groups get a bar pattern each (`SPLIT_PATTERNS`: the first solid,
+            the next hatched "/"); ignored when absent or all empty.
+        x_title: the x axis' title (what a document is, e.g. "held-out play").
         title: figure title.
     Returns:
-        a Figure with one Bar trace per group (a single trace named `y` without groups);
-        documents keep the frame's order on x.
+        a Figure with one Bar trace per (color, pattern) group, named "genre · split" (a single
+        trace named `y` without groups); documents keep the frame's order on x; the y axis is
+        titled with its unit (`axis_title`).
     """
     require_columns(df, ("document", y), "pass the table evaluate.perplexity_by_document returns")
-    use_color = color is not None and color in df.columns and df[color].astype(str).str.len().gt(0).any()
-    groups = df.groupby(color, sort=False) if use_color else [(y, df)]
+
+    def used(column: str | None) -> bool:
+        return column is not None and column in df.columns and df[column].astype(str).str.len().gt(0).any()
+
+    keys = [c for c in (color, pattern) if used(c)]
+    groups = df.groupby(keys, sort=False) if keys else [((y,), df)]
+    colours = {v: i for i, v in enumerate(df[color].unique())} if used(color) else {}
+    patterns = ({v: SPLIT_PATTERNS[i % len(SPLIT_PATTERNS)] for i, v in enumerate(df[pattern].unique())}
+                if used(pattern) else {})
+    palette = plotly.colors.qualitative.Plotly
     fig = go.Figure()
     for name, rows in groups:
-        fig.add_trace(go.Bar(x=rows["document"].tolist(), y=rows[y].tolist(), name=str(name),
-                             hovertemplate=f"%{{x}}<br>{y} %{{y:.4f}}<extra>{name}</extra>"))
-    fig.update_layout(title=title, yaxis_title=y, showlegend=bool(use_color),
-                      xaxis=dict(type="category", categoryorder="array", categoryarray=df["document"].tolist()))
+        name = name if isinstance(name, tuple) else (name,)
+        group = dict(zip(keys, name))
+        marker = {}
+        if color in group:
+            marker["color"] = palette[colours[group[color]] % len(palette)]
+        if pattern in group:
+            marker["pattern"] = dict(shape=patterns[group[pattern]])
+        label = " · ".join(str(v) for v in name)
+        fig.add_trace(go.Bar(x=rows["document"].tolist(), y=rows[y].tolist(), name=label, marker=marker,
+                             hovertemplate=f"%{{x}}<br>{axis_title(y)} %{{y:.4f}}<extra>{label}</extra>"))
+    fig.update_layout(title=title, yaxis_title=axis_title(y), showlegend=bool(keys), barmode="overlay",
+                      xaxis=dict(title=x_title, type="category", categoryorder="array",
+                                 categoryarray=df["document"].tolist()))
     return fig
