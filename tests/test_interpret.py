@@ -190,6 +190,36 @@ def test_weight_snapshots_round_trip_and_feed_induction_over_checkpoints(tmp_pat
         WeightSnapshots(tmp_path, every=0)
 
 
+def test_induction_probe_is_the_five_steps_it_replaces(tmp_path):
+    callback = WeightSnapshots(tmp_path / "snaps", every=1)
+    for step in (1, 2, 3):
+        m = tiny()
+        with torch.no_grad():
+            m.transformer.wte.weight.mul_(step)
+        callback.on_step(SimpleNamespace(step=step, model=m, dist=SimpleNamespace(is_main=True)), {})
+    snapshots = interpret.snapshot_steps(tmp_path / "snaps")
+    model = tiny(n_embd=16)
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(4)  # the final model is none of the snapshots
+    heads = pd.DataFrame({"layer": [0, 0, 0, 0, 1, 1, 1, 1], "head": [0, 1, 2, 3] * 2, "mean_delta": np.arange(8.0),
+                          "prev_token": np.linspace(0, 1, 8), "zero_delta": 1.0})
+    probe = interpret.induction_probe(model, snapshots, 6, 3, heads=heads)
+    # what 06_interpretability's induction cell computed before, step by step
+    repeated = interpret.repeated_tokens(model.config.vocab_size, 6, 3, seed=0)
+    scores, by_step = interpret.induction_over_checkpoints(GPT(model.config), snapshots, repeated)
+    final = interpret.induction_scores(model, repeated).merge(heads[["layer", "head", "mean_delta", "prev_token"]])
+    pd.testing.assert_frame_equal(probe.scores, scores)
+    pd.testing.assert_frame_equal(probe.by_step, by_step)
+    assert probe.summary == interpret.induction_summary(scores, by_step, 6)
+    pd.testing.assert_frame_equal(probe.final, final)
+    assert list(probe.final.columns) == ["layer", "head", "induction_score", "mean_delta", "prev_token"]
+    assert probe.final_copy == interpret.copy_losses(model, repeated)
+    assert probe.final_copy != by_step.iloc[-1][["first_copy_loss", "second_copy_loss"]].to_dict()  # the model's own
+    assert torch.equal(model.transformer.wte.weight, tiny().transformer.wte.weight * 4)  # its weights kept
+    with pytest.raises(ValueError, match=r"heads lacks columns \['prev_token'\]"):
+        interpret.induction_probe(model, snapshots, 6, 3, heads=heads.drop(columns="prev_token"))
+
+
 def test_first_step_above_a_threshold():
     scores = pd.DataFrame({"step": [10, 10, 20, 20, 30, 30], "layer": [1, 1, 1, 1, 1, 1], "head": [0, 1] * 3,
                            "induction_score": [0.1, 0.2, 0.6, 0.3, 0.8, 0.55]})

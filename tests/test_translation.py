@@ -4,11 +4,12 @@
 import datetime as dt
 import json
 
+import pandas as pd
 import pytest
 import torch
 
 from workbench.translation import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, PairTokenizer, date_task, encode_pairs, file_task,
-                                   load_pairs, month_span, split_of_year, train_pair_tokenizer)
+                                   load_pairs, month_probe, month_span, split_of_year, train_pair_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,31 @@ def test_month_spans_cover_most_word_formats(dates):
     assert len(found) > 0.4 * len(dates.test)
     for row in found.head(100).itertuples():
         assert row.month_end > row.month_start and not row.source[row.month_start:row.month_end].isdigit()
+
+
+def test_locale_counts_count_each_locale_in_each_split(dates):
+    counts = dates.locale_counts()
+    assert list(counts.index) == ["train", "val", "test"]
+    assert sorted(counts.columns) == sorted(set(dates.train["locale"]))
+    for split in ("train", "val", "test"):
+        df = dates.split(split)
+        assert counts.loc[split].sum() == len(df)
+        assert counts.loc[split, "fr"] == (df["locale"] == "fr").sum()
+    one = date_task(n_train=30, n_val=2, n_test=2, locales=["fr", "de", "ja"], formats=["long"], seed=0).locale_counts()
+    assert one.loc["train"].notna().all() and one.isna().any(axis=None)  # a locale missing from a small split: NaN
+
+
+def test_month_probe_is_the_first_row_with_a_month_name(dates):
+    probe = month_probe(dates.test)
+    named = dates.test[dates.test["month_start"] >= 0]
+    assert probe.name == named.index[0] and probe["source"] == named.iloc[0]["source"]
+    assert not any(ch.isdigit() for ch in probe["source"][probe["month_start"]:probe["month_end"]])
+    numbers = dates.test[dates.test["month_start"] < 0]
+    assert month_probe(pd.concat([numbers.head(3), named.iloc[[2]]]))["source"] == named.iloc[2]["source"]
+    with pytest.raises(ValueError, match="no row writes its month as a word"):
+        month_probe(numbers)
+    with pytest.raises(ValueError, match=r"no month_start column; pass rows of the date task"):
+        month_probe(numbers[["source", "target"]])
 
 
 def test_date_task_rejects_bad_options():

@@ -1,7 +1,9 @@
 """Comparing fine-tuning modes: the grid of modes x seeds, and the classical baseline beside it.
 
     comparison = compare_modes(checkpoint, task, modes=["full", "frozen", "hf"], seeds=[0, 1, 2])
-    summarize(comparison.runs)          # mean and std over seeds, one row per mode
+    results = summarize(comparison.runs)  # mean and std over seeds, one row per mode
+    best_mode(results)                    # the fine-tuned mode with the best test macro-F1
+    attention_change(pretrained_gpt, comparison.classifiers["full"].model.backbone, tokenizer, text)
 
 Every mode trains on the same data, and on the same step budget and seeds unless the caller's
 `overrides` / `mode_seeds` give it its own (the profiles do so for the hf encoder; `summarize`
@@ -29,9 +31,11 @@ from typing import Any, Iterable
 import pandas as pd
 import torch
 
+from .capture import AttentionResult, attention_shift, gpt_attention
 from .config import MODES, FinetuneConfig, updated
 from .finetune import CUT_WARN_PCT, TextClassifier, finetune
 from .metrics import macro_f1, split_metrics
+from .model import GPT
 from .tasks import TaskData
 from .train import resolve_device, uses_bf16
 
@@ -245,3 +249,88 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     out["steps"] = g["steps"].first().astype("Int64")  # <NA> for TF-IDF
     return out
 
+
+def best_mode(results: pd.DataFrame) -> str:
+    """The fine-tuned mode with the highest mean test macro-F1, TF-IDF aside.
+
+    TF-IDF is the classical floor the fine-tuned modes are measured against, not one of them, so
+    its row is left out even where it scores highest.
+
+    Args:
+        results: `summarize`'s table (indexed by mode, with a test_macro_f1_mean column).
+    Returns:
+        the mode's name (the first in the table's order where two tie).
+    """
+    fine_tuned = results.drop(index="tfidf", errors="ignore")
+    if fine_tuned.empty:
+        raise ValueError("the table has no fine-tuned mode; run compare_modes with at least one mode besides tfidf")
+    return fine_tuned["test_macro_f1_mean"].idxmax()
+
+
+def headline_metrics(results: pd.DataFrame) -> dict[str, float | int | str]:
+    """The comparison's numbers for a report's metrics (what `python -m workbench compare` lines up).
+
+    Args:
+        results: `summarize`'s table (indexed by mode).
+    Returns:
+        per mode, in the table's order: {mode}_test_macro_f1_mean, {mode}_test_macro_f1_std (left out
+        for a mode run once, which has no spread), {mode}_test_accuracy_mean, {mode}_trainable_params
+        (left out where unknown); then best_mode (`best_mode`).
+    """
+    rows = list(results.iterrows())
+    return {
+        **{f"{mode}_test_macro_f1_mean": float(row.test_macro_f1_mean) for mode, row in rows},
+        **{f"{mode}_test_macro_f1_std": float(row.test_macro_f1_std) for mode, row in rows
+           if pd.notna(row.test_macro_f1_std)},
+        **{f"{mode}_test_accuracy_mean": float(row.test_accuracy_mean) for mode, row in rows},
+        **{f"{mode}_trainable_params": int(row.trainable_params) for mode, row in rows if pd.notna(row.trainable_params)},
+        "best_mode": best_mode(results),
+    }
+
+
+@dataclass
+class AttentionChange:
+    """What fine-tuning did to a GPT's attention on one text (`attention_change`).
+
+    Attributes:
+        before, after: the pretrained and the fine-tuned model's attention on the same tokens,
+            attentions (n_layer, n_head, T, T) each.
+        shift: `capture.attention_shift(before, after)`: one row per (layer, head), in that order,
+            with tv_distance (mean over queries) and max_tv.
+    """
+
+    before: AttentionResult
+    after: AttentionResult
+    shift: pd.DataFrame
+
+    def top(self, n: int) -> pd.DataFrame:
+        """The `n` heads whose attention moved most (largest tv_distance first), indexed by (layer, head)."""
+        return self.shift.nlargest(n, "tv_distance").set_index(["layer", "head"])
+
+    @property
+    def most_changed(self) -> tuple[int, int]:
+        """(layer, head) of the head with the largest tv_distance: the first row of `top`."""
+        layer, head = self.top(1).index[0]
+        return int(layer), int(head)
+
+    def head_frames(self, layer: int, head: int) -> list[tuple[int, torch.Tensor]]:
+        """[(0, before), (1, after)]: one head's (T, T) weights, the frames of
+        `viz.attention_over_checkpoints`."""
+        return [(0, self.before.head(layer, head)), (1, self.after.head(layer, head))]
+
+
+def attention_change(pretrained: GPT, fine_tuned: GPT, tokenizer, text: str) -> AttentionChange:
+    """The attention of a pretrained GPT and of a fine-tuned copy of it on the same text, and how far
+    each head moved.
+
+    Args:
+        pretrained: the GPT before fine-tuning.
+        fine_tuned: the GPT after it (a classifier's backbone, e.g. `Comparison.classifiers["full"].model.backbone`).
+        tokenizer: the tokenizer both were trained with.
+        text: the passage to look at (cropped to its last block_size tokens, as `capture.gpt_attention`).
+    Returns:
+        AttentionChange with before, after (n_layer, n_head, T, T) and the per-head shift table.
+    """
+    before = gpt_attention(pretrained, tokenizer, text)
+    after = gpt_attention(fine_tuned, tokenizer, text)
+    return AttentionChange(before, after, attention_shift(before.attentions, after.attentions))

@@ -21,7 +21,7 @@ depth n_layer the model's own output.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -377,6 +377,49 @@ def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, 
                           f"(at step {summary['last_step']}: {summary['first_copy_loss']:.2f} nats/token on the "
                           f"first copy, {summary['second_copy_loss']:.2f} on the second).")
     return summary
+
+
+class InductionProbe(NamedTuple):
+    """What `induction_probe` returns (a tuple, so it unpacks into the five names).
+
+    Attributes:
+        scores, by_step: `induction_over_checkpoints`'s tables (per step and head; per step).
+        summary: `induction_summary` of them (the verdict among its keys).
+        final: the final model's induction_score per (layer, head), beside the given head table's
+            mean_delta and prev_token.
+        final_copy: `copy_losses` of the final model (first_copy_loss, second_copy_loss).
+    """
+
+    scores: pd.DataFrame
+    by_step: pd.DataFrame
+    summary: dict
+    final: pd.DataFrame
+    final_copy: dict[str, float]
+
+
+def induction_probe(model: GPT, snapshots: Sequence[tuple[int, str | Path]], length: int, batch: int,
+                    heads: pd.DataFrame) -> InductionProbe:
+    """The induction-head probe on a model and the weight snapshots of its training, in one call.
+
+    One probe (`repeated_tokens(vocab_size, length, batch, seed=0)`) goes through every snapshot
+    (`induction_over_checkpoints`, on a fresh GPT of the model's config, so `model` keeps its
+    weights), is judged (`induction_summary`), and through the final model.
+
+    Args:
+        model: the trained GPT; snapshots: (step, directory) pairs of its training.
+        length: L, tokens per copy (2L <= block_size); batch: sequences in the probe.
+        heads: one row per (layer, head) with mean_delta and prev_token (the ablation table).
+    Returns:
+        InductionProbe(scores, by_step, summary, final, final_copy).
+    """
+    missing = [c for c in ("layer", "head", "mean_delta", "prev_token") if c not in heads.columns]
+    if missing:
+        raise ValueError(f"heads lacks columns {missing}; pass head_ablation's table merged with pattern_statistics")
+    repeated = repeated_tokens(model.config.vocab_size, length, batch, seed=0)
+    scores, by_step = induction_over_checkpoints(GPT(model.config), snapshots, repeated)
+    summary = induction_summary(scores, by_step, length)
+    final = induction_scores(model, repeated).merge(heads[["layer", "head", "mean_delta", "prev_token"]])
+    return InductionProbe(scores, by_step, summary, final, copy_losses(model, repeated))
 
 
 # ---------------------------------------------------------------- logit lens

@@ -82,6 +82,15 @@ class PairTask(SplitFrames):
         picked = [g.sample(min(len(g), per_locale), random_state=seed) for _, g in df.groupby("locale", sort=False)]
         return pd.concat(picked)[["locale", "source", "target"]].reset_index(drop=True)
 
+    def locale_counts(self) -> pd.DataFrame:
+        """Rows of each locale in each split.
+
+        Returns:
+            DataFrame indexed by split (train, val, test), one column per locale, NaN where
+            a split has no row of that locale.
+        """
+        return pd.DataFrame({s: self.split(s)["locale"].value_counts() for s in SPLITS}).T
+
 
 def split_of_year(year: int) -> str:
     """The split a date's year belongs to: by (tens digit + units digit) % 10 -- 7 is test, 3 validation,
@@ -117,6 +126,23 @@ def month_span(source: str, month: int, locale: str) -> tuple[int, int]:
         if m:
             return m.start(), m.end()
     return -1, -1
+
+
+def month_probe(rows: pd.DataFrame) -> pd.Series:
+    """The first row whose source writes the month as a word (`month_start` >= 0): a sentence whose
+    cross-attention can show the month digits looking at the month's name.
+
+    Args:
+        rows: pairs of the date task (with a month_start column), e.g. `task.test`.
+    Returns:
+        that row (source, target, locale, format, date, month_start, month_end).
+    """
+    if "month_start" not in rows.columns:
+        raise ValueError("rows have no month_start column; pass rows of the date task (load_pairs(\"dates\"))")
+    named = rows[rows["month_start"] >= 0]
+    if named.empty:
+        raise ValueError("no row writes its month as a word; draw more rows or include a long or full date format")
+    return named.iloc[0]
 
 
 def format_dates(dates: Sequence[dt.date], locales: Sequence[str], formats: Sequence[str]) -> pd.DataFrame:
