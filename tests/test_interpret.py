@@ -216,7 +216,7 @@ def test_induction_probe_is_the_five_steps_it_replaces(tmp_path):
     assert probe.final_copy == interpret.copy_losses(model, repeated)
     assert probe.final_copy != by_step.iloc[-1][["first_copy_loss", "second_copy_loss"]].to_dict()  # the model's own
     assert torch.equal(model.transformer.wte.weight, tiny().transformer.wte.weight * 4)  # its weights kept
-    with pytest.raises(ValueError, match=r"heads lacks columns \['prev_token'\]"):
+    with pytest.raises(ValueError, match=r"heads has no column 'prev_token'"):
         interpret.induction_probe(model, snapshots, 6, 3, heads=heads.drop(columns="prev_token"))
 
 

@@ -175,7 +175,7 @@ def test_loss_curves_plot_train_and_validation_at_their_steps():
     assert val.name == "val loss" and list(val.x) == [2, 4] and list(val.y) == [2.7, 2.1]
     assert lr.yaxis == "y2" and list(lr.y) == [0.1, 0.2, 0.3, 0.3]
     assert len(viz.loss_curves(pd.DataFrame()).data[0].x) == 0  # nothing logged yet
-    with pytest.raises(ValueError, match="not in the history"):
+    with pytest.raises(ValueError, match="the history has no column"):
         viz.loss_curves(HISTORY, extra=["accuracy"])
 
 

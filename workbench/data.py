@@ -310,12 +310,20 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"cannot parse {path} ({first}); check that it is valid {suffix[1:].upper()}") from None
 
 
-def require_table_columns(df: pd.DataFrame, path: Path, columns: Sequence[str], fix: str) -> None:
-    """One ValueError naming the `columns` the table read from `path` lacks, the ones it has, and `fix`."""
-    missing = [c for c in columns if c not in df.columns]
+def require_columns(table: pd.DataFrame, columns: Sequence[str], fix: str, name: str = "the table") -> None:
+    """One ValueError naming the `columns` `table` lacks, the ones it has, and `fix`: every check of a
+    table's columns (a user's file, a figure's input, an interpretability table) goes through it.
+
+    Args:
+        table: the DataFrame given.
+        columns: the columns the caller reads.
+        fix: what to pass instead, e.g. "pass --text-column" or "pass the table metrics.calibration returns".
+        name: what to call `table` in the message: a file's path, "the history", ...
+    """
+    missing = [c for c in columns if c not in table.columns]
     if missing:
-        cols = ", ".join(map(str, df.columns)) or "none"
-        raise ValueError(f"{path} has no column {', '.join(map(repr, missing))} (columns: {cols}); {fix}")
+        cols = ", ".join(map(str, table.columns)) or "none"
+        raise ValueError(f"{name} has no column {', '.join(map(repr, missing))} (columns: {cols}); {fix}")
 
 
 def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
@@ -355,7 +363,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
             docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
     elif path.suffix.lower() in (".csv", ".jsonl"):
         df = read_table(path)
-        require_table_columns(df, path, [text_column], "pass one of them as --text-column (text_column=)")
+        require_columns(df, [text_column], "pass one of them as --text-column (text_column=)", name=str(path))
         col = df[text_column].dropna().astype(str)
         docs = [Document(f"{path.name} row {i}", f"{path.stem}-{i}", "", "", t) for i, t in col.items() if t]
     else:

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from .capture import head_summary
+from .data import require_columns
 from .model import GPT, eval_mode
 
 ABLATIONS = ("zero", "mean")
@@ -144,9 +145,7 @@ def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
     Returns:
         one row per statistic: spearman (NaN when a column is constant).
     """
-    missing = [c for c in (effect, *statistics) if c not in table.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing; merge head_ablation with viz.head_summary on layer, head")
+    require_columns(table, (effect, *statistics), "merge head_ablation with viz.head_summary on layer, head")
     ranks = table[[effect, *statistics]].rank()
     return pd.DataFrame({"statistic": list(statistics),
                          "spearman": [ranks[effect].corr(ranks[s]) for s in statistics]})
@@ -167,9 +166,8 @@ def top_heads_report(table: pd.DataFrame, correlations: pd.DataFrame, n: int = 3
         with `effect` is largest in absolute value.
     """
     statistics = [s for s in STATISTICS if s in correlations["statistic"].tolist()]
-    missing = [c for c in ("layer", "head", effect, "zero_delta", *statistics) if c not in table.columns]
-    if missing:
-        raise ValueError(f"columns {missing} are missing; pass head_ablation merged with pattern_statistics")
+    require_columns(table, ("layer", "head", effect, "zero_delta", *statistics),
+                    "pass head_ablation merged with pattern_statistics")
     if correlations["spearman"].isna().all():
         raise ValueError("every correlation is NaN (constant columns); pass rank_correlations of a table that varies")
     ranks = table[statistics].rank(ascending=False, method="min")  # 1 = the head with the highest value
@@ -337,10 +335,11 @@ def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, 
          last_step, first_copy_loss, second_copy_loss (at the last snapshot),
          formed (both signs), verdict (a sentence saying all this)}.
     """
-    missing = [c for c in ("step", "layer", "head", "induction_score") if c not in scores.columns] + \
-              [c for c in ("step", "first_copy_loss", "second_copy_loss") if c not in by_step.columns]
-    if missing or scores.empty or by_step.empty:
-        raise ValueError(f"columns {missing} missing or no rows; pass induction_over_checkpoints' two tables")
+    fix = "pass induction_over_checkpoints' two tables"
+    require_columns(scores, ("step", "layer", "head", "induction_score"), fix, name="scores")
+    require_columns(by_step, ("step", "first_copy_loss", "second_copy_loss"), fix, name="by_step")
+    if scores.empty or by_step.empty:
+        raise ValueError(f"no rows in scores or by_step; {fix}")
     uniform = uniform_induction_score(length)
     if threshold <= uniform:
         raise ValueError(f"threshold {threshold} is not above the uniform level {uniform:.3f}; pass a larger one")
@@ -412,9 +411,8 @@ def induction_probe(model: GPT, snapshots: Sequence[tuple[int, str | Path]], len
     Returns:
         InductionProbe(scores, by_step, summary, final, final_copy).
     """
-    missing = [c for c in ("layer", "head", "mean_delta", "prev_token") if c not in heads.columns]
-    if missing:
-        raise ValueError(f"heads lacks columns {missing}; pass head_ablation's table merged with pattern_statistics")
+    require_columns(heads, ("layer", "head", "mean_delta", "prev_token"),
+                    "pass head_ablation's table merged with pattern_statistics", name="heads")
     repeated = repeated_tokens(model.config.vocab_size, length, batch, seed=0)
     scores, by_step = induction_over_checkpoints(GPT(model.config), snapshots, repeated)
     summary = induction_summary(scores, by_step, length)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_table, require_table_columns, split_documents
+from .data import (FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_table, require_columns,
+                   split_documents)
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
     df = read_table(path)
     if df.empty:  # a header-only CSV or an empty JSONL: nothing to split or learn
         raise ValueError(f"{path} has no rows; add rows with a text and a label each")
-    require_table_columns(df, path, (text_col, label_col), "pass --text-col / --label-col naming the right ones")
+    require_columns(df, (text_col, label_col), "pass --text-col / --label-col naming the right ones", name=str(path))
     rows = pd.DataFrame({"text": df[text_col].fillna("").astype(str),
                          "label": df[label_col].fillna("").astype(str).str.strip()})
     for col, what in (("text", "text"), ("label", "label")):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SPLITS, SplitFrames, read_table, require_table_columns
+from .data import SPLITS, SplitFrames, read_table, require_columns
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 DATE_LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja")
@@ -243,7 +243,7 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
     if path.suffix.lower() not in (".tsv", ".csv", ".jsonl"):
         raise ValueError(f"task file {path} is not .tsv, .csv or .jsonl; save it as one of those")
     df = read_table(path)
-    require_table_columns(df, path, (source_col, target_col), "pass --source-col / --target-col naming the right ones")
+    require_columns(df, (source_col, target_col), "pass --source-col / --target-col naming the right ones", name=str(path))
     # a row without a locale is grouped as "unknown": a null one would drop out of the per-locale scores
     locale = "all"
     if "locale" in df.columns:

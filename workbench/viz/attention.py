@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .checks import require_columns
+from ..data import require_columns
 
 ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as empty
 HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"

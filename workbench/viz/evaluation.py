@@ -21,8 +21,8 @@ import plotly.colors
 import plotly.graph_objects as go
 import torch
 
+from ..data import require_columns
 from ..metrics import per_class_scores
-from .checks import require_columns
 
 
 def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .checks import require_columns
+from ..data import require_columns
 
 
 def _grid(table: pd.DataFrame, value: str) -> pd.DataFrame:

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..data import require_columns
 from .attention import ATTENTION_COLORS, _as_array, head_grid, token_labels
-from .checks import require_columns
 
 CROSS_HOVER = "target %{y}<br>source %{x}<br>weight %{z:.3f}<extra></extra>"
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from .checks import require_columns
+from ..data import require_columns
 
 
 LOSS_PER_TOKEN = "loss (nats/token)"  # a language model's cross-entropy, averaged over predicted tokens
@@ -62,7 +62,7 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
         if len(df):
             raise ValueError("history has no 'step' column; pass History.df from a Trainer")
         df = df.assign(step=pd.Series(dtype=float))  # nothing logged yet
-    require_columns(df, extra, "pass only logged columns as extra", name="history")
+    require_columns(df, extra, "pass only logged columns as extra", name="the history")
 
     def points(col):
         if col not in df.columns:
@@ -200,7 +200,7 @@ def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", 
     """
     if x is None:
         x = "non_embedding_params" if "non_embedding_params" in df.columns else "params"
-    require_columns(df, (x, y), "pass x= and y= naming columns of the frame", name="frame")
+    require_columns(df, (x, y), "pass x= and y= naming columns of the frame", name="the frame")
     x_title, y_title = metric_title(x), y_title or metric_title(y)
     groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y_title, df)]
     fig = go.Figure()
