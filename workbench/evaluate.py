@@ -333,10 +333,11 @@ def lm_by_split(model: nn.Module, tokenizer: Tokenizer, splits: Mapping[str, Seq
     """
     if not splits:
         raise ValueError("no splits given; pass e.g. held_out_plays(), {split: documents}")
-    by_document = pd.concat([perplexity_by_document(model, tokenizer, docs, stride, batch_size, device)
-                             .assign(split=name) for name, docs in splits.items()], ignore_index=True)
-    combined = [combine_lm_metrics(by_document[by_document["split"] == name]) for name in splits]
-    return by_document, pd.DataFrame(combined, index=pd.Index(list(splits), name="split"))[list(LM_COLUMNS)]
+    frames = {name: perplexity_by_document(model, tokenizer, docs, stride, batch_size, device).assign(split=name)
+              for name, docs in splits.items()}
+    combined = [combine_lm_metrics(frame) for frame in frames.values()]
+    return (pd.concat(frames.values(), ignore_index=True),
+            pd.DataFrame(combined, index=pd.Index(list(splits), name="split"))[list(LM_COLUMNS)])
 
 
 def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> dict[str, float]:

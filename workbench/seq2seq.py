@@ -58,7 +58,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from . import checkpoint as ckpt
-from .config import ACTIVATIONS, POS_ENCODINGS, _check, _choice, check_types, from_dict
+from .config import _check, _choice, check_types, from_dict
 from .model import (GPT, MLP, HookedModule, HookPoint, KVCache, apply_rope, attend, check_sampling, eval_mode, rope_tables,
                     sample_next, sinusoidal_encoding)
 from .run import load_final
@@ -100,8 +100,8 @@ class Seq2SeqConfig:
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         _check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1) (the paper used 0.1), "
                                                    f"got {self.label_smoothing}")
-        _choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
-        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("pos_encoding", self.pos_encoding)
+        _choice("activation", self.activation)
         if self.pos_encoding == "rope":
             _check(self.head_size % 2 == 0, f"rope needs an even head size, got n_embd/n_head={self.head_size}; "
                                             "change n_embd or n_head")
@@ -758,6 +758,6 @@ def seq2seq_from_checkpoint(c: ckpt.Checkpoint) -> Seq2Seq:
     if not isinstance(section, dict) or "tgt_vocab_size" not in section:
         raise ValueError(f"{c.path}/config.json holds no encoder–decoder 'model' section; "
                          "point at a checkpoint written by save_seq2seq or seq2seq-train")
-    model = Seq2Seq(c.artifact("config", lambda _: from_dict(Seq2SeqConfig, section)))
+    model = Seq2Seq(c.artifact("config", lambda config: from_dict(Seq2SeqConfig, config["model"])))
     c.load_weights(model)
     return model

@@ -150,7 +150,7 @@ def model_view(attentions, tokens: Sequence[str], title: str | None = "attention
     if show_labels is None:
         show_labels = L * H <= 16 and T <= 16
     cell = 160 if show_labels else max(70, min(130, 1100 // H))
-    fig = head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), title)
+    fig = head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), None)  # titled below, with the guide
     fig.update_layout(title=dict(text=title or "", subtitle=dict(text=GRID_GUIDE)),
                       coloraxis_colorbar=dict(title="weight"), margin_t=110)
     return fig
@@ -204,18 +204,17 @@ def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Seq
     _check_tokens(tokens, arrays[0].shape[1])
     axis = token_labels(tokens)
     n = len(frames)
-    names = [str(x) for x in labels] if labels is not None else [f"step {s}" for s, _ in frames]
+    slider_labels = [str(x) for x in labels] if labels is not None else [str(s) for s, _ in frames]
+    prefix = "" if labels is not None else "step "  # a trace is named as the slider shows it: "step 100"
     fig = go.Figure([go.Heatmap(z=a, x=axis, y=axis, zmin=0, zmax=1, colorscale=ATTENTION_COLORS,
-                                hovertemplate=HOVER, visible=(k == 0), name=names[k])
+                                hovertemplate=HOVER, visible=(k == 0), name=prefix + slider_labels[k])
                      for k, a in enumerate(arrays)])
-    slider_labels = names if labels is not None else [str(s) for s, _ in frames]
     steps = [dict(label=slider_labels[k], method="restyle", args=[{"visible": [j == k for j in range(n)]}])
              for k in range(n)]
     side = min(900, 250 + 22 * len(axis))
     fig.update_layout(
         title=title, width=side + 100, height=side + 80,
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="" if labels is not None else "step "),
-                      pad=dict(t=60))],
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix=prefix), pad=dict(t=60))],
         xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
         yaxis=dict(title="query (attending)", type="category", autorange="reversed"),
     )

@@ -23,6 +23,7 @@ import torch
 
 from ..data import require_columns
 from ..metrics import per_class_scores
+from .training import axis_title
 
 
 def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
@@ -132,28 +133,6 @@ def per_class_figure(confusions: Mapping[str, Any], labels: Sequence[str], metri
     return fig
 
 
-# axis titles of the evaluation tables' columns (a column not listed is titled by its name)
-AXIS_TITLES = {
-    "size_mb": "size on disk (MB)",
-    "zipped_mb": "zipped size (MB)",
-    "tokens_per_s": "tokens per second",
-    "perplexity": "perplexity",
-    "delta_perplexity": "perplexity change",
-    "macro_f1": "macro-F1",
-    "delta_macro_f1": "macro-F1 change",
-    "accuracy": "accuracy",
-    "bits_per_char": "bits per character",
-    "bits_per_byte": "bits per byte",
-    "bits_per_token": "bits per token",
-    "cross_entropy": "cross-entropy (nats per token)",
-}
-
-
-def axis_title(column: str) -> str:
-    """A table column's axis title with its unit ("zipped_mb" -> "zipped size (MB)"); else the name."""
-    return AXIS_TITLES.get(column, column)
-
-
 def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str | None = None,
                        title: str | None = "compression: size vs quality") -> go.Figure:
     """One labelled point per compression variant: size against quality.
@@ -213,9 +192,9 @@ def perplexity_by_document_figure(df: pd.DataFrame, y: str = "bits_per_char", co
 
     keys = [c for c in (color, pattern) if used(c)]
     groups = df.groupby(keys, sort=False) if keys else [((y,), df)]
-    colours = {v: i for i, v in enumerate(df[color].unique())} if used(color) else {}
+    colours = {v: i for i, v in enumerate(df[color].unique())} if color in keys else {}
     patterns = ({v: SPLIT_PATTERNS[i % len(SPLIT_PATTERNS)] for i, v in enumerate(df[pattern].unique())}
-                if used(pattern) else {})
+                if pattern in keys else {})
     palette = plotly.colors.qualitative.Plotly
     fig = go.Figure()
     for name, rows in groups:

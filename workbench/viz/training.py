@@ -20,25 +20,38 @@ from ..data import require_columns
 
 LOSS_PER_TOKEN = "loss (nats/token)"  # a language model's cross-entropy, averaged over predicted tokens
 LIVE_FIGURE_NOTE = "(live loss figure: it updates while training runs in JupyterLab)"
-# Axis titles, with units, of the columns the workbench logs; any other column is titled by its name.
-METRIC_TITLES = {
+# Axis titles, with units, of the columns the workbench logs and the evaluation tables hold; any other
+# column is titled by its name.
+AXIS_TITLES = {
     "val_loss": "validation loss (nats/token)",
     "val_accuracy": "validation accuracy (fraction correct)",
     "val_macro_f1": "validation macro-F1",  # a fraction, 0 to 1
     "params": "parameters",
     "non_embedding_params": "non-embedding parameters",
+    "size_mb": "size on disk (MB)",
+    "zipped_mb": "zipped size (MB)",
+    "tokens_per_s": "tokens per second",
+    "perplexity": "perplexity",
+    "delta_perplexity": "perplexity change",
+    "macro_f1": "macro-F1",
+    "delta_macro_f1": "macro-F1 change",
+    "accuracy": "accuracy",
+    "bits_per_char": "bits per character",
+    "bits_per_byte": "bits per byte",
+    "bits_per_token": "bits per token",
+    "cross_entropy": "cross-entropy (nats per token)",
 }
 
 
-def metric_title(column: str) -> str:
-    """A readable axis title, with units, for a logged column: `METRIC_TITLES`' entry, else the name.
+def axis_title(column: str) -> str:
+    """A readable axis title, with units, for a column: `AXIS_TITLES`' entry, else the name.
 
     Args:
-        column: a column name such as "val_loss" or "val_macro_f1".
+        column: a column name such as "val_loss", "val_macro_f1" or "zipped_mb".
     Returns:
         e.g. "validation loss (nats/token)"; an unknown column comes back unchanged.
     """
-    return METRIC_TITLES.get(column, column)
+    return AXIS_TITLES.get(column, column)
 
 
 def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str | None = "loss",
@@ -81,7 +94,7 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
     fig.update_layout(title=title, xaxis_title="step", hovermode="x unified",
                       yaxis=dict(title=y_title, type="log" if log_y else "linear"))
     if extra:
-        fig.update_layout(yaxis2=dict(title=", ".join(metric_title(c) for c in extra), overlaying="y", side="right",
+        fig.update_layout(yaxis2=dict(title=", ".join(axis_title(c) for c in extra), overlaying="y", side="right",
                                       showgrid=False), legend=dict(x=1.08))
     return fig
 
@@ -193,7 +206,7 @@ def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", 
             `non_embedding_params` when the frame has it (as scaling-law studies count), else `params`.
         title: figure title.
         log_y: logarithmic y axis too (a power law is then a straight line).
-        y_title: the y axis' title; None: `metric_title(y)`, e.g. "validation loss (nats/token)".
+        y_title: the y axis' title; None: `axis_title(y)`, e.g. "validation loss (nats/token)".
             With no label column the one trace is named by it too.
     Returns:
         a Figure with one lines+markers trace per label (rows sorted by x).
@@ -201,7 +214,7 @@ def scaling_figure(df: pd.DataFrame, x: str | None = None, y: str = "val_loss", 
     if x is None:
         x = "non_embedding_params" if "non_embedding_params" in df.columns else "params"
     require_columns(df, (x, y), "pass x= and y= naming columns of the frame", name="the frame")
-    x_title, y_title = metric_title(x), y_title or metric_title(y)
+    x_title, y_title = axis_title(x), y_title or axis_title(y)
     groups = df.groupby(label, sort=False) if label is not None and label in df.columns else [(y_title, df)]
     fig = go.Figure()
     for name, rows in groups:
@@ -221,12 +234,12 @@ def validation_curves(histories: dict[str, pd.DataFrame], metric: str = "val_mac
         histories: name -> a Trainer History DataFrame (rows with `metric` are evaluations).
         metric: the column to plot against `step`.
         title: figure title; None: "{y_title} during fine-tuning".
-        y_title: the y axis' title; None: `metric_title(metric)`, e.g. "validation macro-F1".
+        y_title: the y axis' title; None: `axis_title(metric)`, e.g. "validation macro-F1".
             Name the unit for a classifier's "val_loss", e.g. "validation loss (nats/passage)".
     Returns:
         a Figure with one lines+markers trace per history, in the dict's order.
     """
-    y_title = y_title or metric_title(metric)
+    y_title = y_title or axis_title(metric)
     fig = go.Figure()
     for name, df in histories.items():
         if metric not in df.columns:
