@@ -18,8 +18,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from .config import (ACTIVATIONS, DEVICES, DTYPES, MODES, PARALLEL, POOLINGS, POS_ENCODINGS, PRESETS, TOKENIZERS,
-                     DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict, with_length)
+from .config import (CHOICES, PRESETS, DataConfig, FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict,
+                     with_length)
 from .profiles import PROFILES
 from .report import DEFAULT_TIMEOUT_S
 
@@ -32,9 +32,6 @@ DERIVED = {("model", "vocab_size"), ("model", "src_vocab_size"), ("model", "tgt_
 DERIVED_DEFAULTS = {"max_iters": "--epochs over the training examples", "lr": "the --mode's learning rate",
                     "min_lr": "lr / 10", "warmup_iters": "10%% of the steps", "eval_interval": "a quarter of the steps"}
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
-# the values a text field takes, shown in --help (the config's own check refuses the others, naming them)
-CHOICES = {"tokenizer": TOKENIZERS, "pos_encoding": POS_ENCODINGS, "activation": ACTIVATIONS, "device": DEVICES,
-           "dtype": DTYPES, "parallel": PARALLEL, "mode": MODES, "pooling": POOLINGS}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS,

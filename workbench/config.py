@@ -65,14 +65,16 @@ def check_types(config: Any) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be {wanted}, got {value!r:.60}")
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(name: str, value: str) -> None:
+    """`value` is one of the field's `CHOICES` (the same list `--help` shows)."""
+    choices = CHOICES[name]
     _check(value in choices, f"{name}={value!r} is not one of {', '.join(choices)}; pick one of those")
 
 
 def check_tokenizer(kind: str, vocab_size: int, example: int) -> None:
     """The tokenizer kind, and a BPE vocabulary that holds the 256 byte symbols (a char tokenizer's
     vocabulary is its training text's characters: `vocab_size` is not read for it)."""
-    _choice("tokenizer", kind, TOKENIZERS)
+    _choice("tokenizer", kind)
     if kind == "bpe":
         _check(vocab_size >= MIN_BPE_VOCAB, f"vocab_size={vocab_size} must exceed the 256 byte symbols of BPE; "
                f"use e.g. {example}")
@@ -105,8 +107,8 @@ class ModelConfig:
             f"choose n_embd as a multiple of n_head (e.g. --n-embd {self.n_head * max(1, round(self.n_embd / self.n_head))})",
         )
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        _choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
-        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("pos_encoding", self.pos_encoding)
+        _choice("activation", self.activation)
         if self.pos_encoding == "rope":
             _check(
                 (self.n_embd // self.n_head) % 2 == 0,
@@ -173,9 +175,9 @@ class TrainConfig:
             _check(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must lie in [0, lr={self.lr}]; lower --min-lr")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-        _choice("device", self.device, DEVICES)
-        _choice("dtype", self.dtype, DTYPES)
-        _choice("parallel", self.parallel, PARALLEL)
+        _choice("device", self.device)
+        _choice("dtype", self.dtype)
+        _choice("parallel", self.parallel)
 
     def resolved(self, examples: int | None = None, default_lr: float | None = None) -> "TrainConfig":
         """A copy with every derived field filled in: what the Trainer runs.
@@ -222,6 +224,9 @@ class DataConfig:
 # Fine-tuning (workbench.finetune): what is trained, and each mode's default learning rate.
 MODES = ("full", "frozen", "scratch", "lora", "multitask", "hf")
 POOLINGS = ("mean", "last", "cls")  # last: GPT only (the causal summary); cls: HF encoders only
+# the values each text field takes: checked by the configs, listed by the command line's --help
+CHOICES = {"tokenizer": TOKENIZERS, "pos_encoding": POS_ENCODINGS, "activation": ACTIVATIONS, "device": DEVICES,
+           "dtype": DTYPES, "parallel": PARALLEL, "mode": MODES, "pooling": POOLINGS}
 # Backbone (or adapter) learning rate of each mode when FinetuneConfig.train.lr is None, measured on the
 # genre task with the 4-layer BPE GPT (workbench.compare.compare_modes). A random init and adapters
 # that start at zero want a larger step than weights that already work.
@@ -278,8 +283,8 @@ class FinetuneConfig:
         check_types(self)
         if isinstance(self.train, dict):  # from JSON / keyword dicts: fine-tuning defaults underneath
             self.train = finetune_train(**self.train)
-        _choice("mode", self.mode, MODES)
-        _choice("pooling", self.pooling, POOLINGS)
+        _choice("mode", self.mode)
+        _choice("pooling", self.pooling)
         if self.mode == "hf":
             _check(self.pooling != "last", "pooling='last' needs a causal model; use pooling='mean' or 'cls' with mode='hf'")
         else:
