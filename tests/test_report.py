@@ -181,6 +181,18 @@ def test_report_json_holds_status_metrics_timing_and_environment(passing):
     assert all(env[k] for k in ("python", "torch", "numpy", "plotly", "papermill"))
 
 
+def test_report_json_is_strict_json_and_leaves_no_temp_file(passing, tmp_path):
+    from workbench.report import _write_report
+
+    _, _, report = passing
+    measured_nothing = json.loads(json.dumps(report))
+    measured_nothing["machine"]["tflops_after"] = float("nan")  # json.dumps alone would write NaN, not JSON
+    _write_report(tmp_path, measured_nothing)
+    written = json.loads((tmp_path / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert written["machine"]["tflops_after"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "report.json"]
+
+
 def test_report_json_says_what_produced_it(passing):
     from dataclasses import asdict
 

@@ -507,7 +507,9 @@ def _describe_failure(executed: Path, error: Exception, timeout: float) -> str:
 
 
 def _write_report(out_dir: Path, report: dict, previous: dict | None = None) -> None:
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    from .checkpoint import write_json  # here, not at the top: checkpoint imports torch
+
+    write_json(out_dir / "report.json", report)  # atomic: a report stopped mid-write keeps its last whole JSON
     comparison = ""
     if previous is not None:
         from .report_diff import compare_reports, comparison_html
