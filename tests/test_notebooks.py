@@ -74,7 +74,10 @@ def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
     assert "NaN" not in html and html.count(">—<") == 2
     numbers = notebook.table(pd.DataFrame({"perplexity": [61.86457, 62.95348], "tokens_per_s": [15932.98, 9000.0],
                                            "sparsity": [float("nan"), 0.5]})).to_html()
-    assert ">61.865<" in numbers and ">15,932.980<" in numbers and ">—<" in numbers and "NaN" not in numbers
+    assert ">61.865<" in numbers and ">—<" in numbers and "NaN" not in numbers
+    assert ">15,933<" in numbers and ">9,000<" in numbers  # from 1,000 up, decimals are noise
+    across = cells(notebook.table(pd.DataFrame({"ms": [999.5, 1000.5, float("nan")]})))
+    assert across == ["999.500", "1,000.500", "—"]  # a column reads alike: one value under 1,000 keeps them all
     with pd.option_context("display.precision", 6):  # start() sets it for the notebook's plain tables
         notebook.start("01_attention", profile="smoke", run_dir=str(tmp_path))
         assert pd.get_option("display.precision") == notebook.TABLE_PRECISION == 3
@@ -93,8 +96,9 @@ def test_tables_show_integers_by_type_and_every_float_with_its_decimals():
     loss of 4.0) keeps its decimals, so it reads like the rest of its column."""
     import pandas as pd
 
-    figures = pd.Series({"val_loss": 4.0197, "best_step": 900, "params": 1055488, "exact": 1.0}, dtype=object)
-    assert cells(notebook.table(figures)) == ["4.020", "900", "1,055,488", "1.000"]
+    figures = pd.Series({"val_loss": 4.0197, "best_step": 900, "params": 1055488, "exact": 1.0,
+                         "tokens_per_s": 18264.429}, dtype=object)
+    assert cells(notebook.table(figures)) == ["4.020", "900", "1,055,488", "1.000", "18,264"]
     decoders = pd.DataFrame({"beam": pd.array([1, 4, None], dtype="Int64"), "exact_match": [1.0, 0.969, 0.5],
                              "n": [993] * 3, "figure": [4, 0.25, "bleu"]})  # object column: value by value
     assert cells(notebook.table(decoders)) == ["1", "1.000", "993", "4", "4", "0.969", "993", "0.250",
