@@ -95,6 +95,19 @@ def test_char_unknown_character_names_it_and_the_fix(char):
         char.encode("Zounds")  # e.g. resuming or evaluating a run whose corpus was edited since
 
 
+def test_a_lone_surrogate_is_one_line_naming_it_not_a_failure_to_save_later(bpe, tmp_path):
+    """A string decoded with errors="surrogateescape" holds code points UTF-8 cannot: a tokenizer trained
+    on one could not be saved, fingerprinted or handed to the BPE library."""
+    text = b"To be\xff".decode("utf-8", errors="surrogateescape")  # "To be\udcff"
+    for make in (lambda: CharTokenizer.train(text), lambda: BPETokenizer.train([text] * 5, 300),
+                 lambda: bpe.encode(text), lambda: bpe.encode_to_array(text)):
+        with pytest.raises(ValueError, match=r"lone surrogate, U\+DCFF, .*errors='replace'"):
+            make()
+    fixed = CharTokenizer.train(b"To be\xff".decode("utf-8", errors="replace"))  # the fix it names works
+    assert load_tokenizer(fixed.save(tmp_path / "tokenizer.json")) == fixed
+    assert bpe.encode("To be \U0001F600") == bpe.encode_to_array("To be \U0001F600").tolist()  # a pair is fine
+
+
 def test_decode_rejects_ids_outside_the_vocabulary(char, bpe):
     with pytest.raises(ValueError, match="outside"):
         char.decode([char.vocab_size])

@@ -54,6 +54,7 @@ _CHUNK_CHARS = 1 << 16
 # it whole at the end of a string. (Python's \S is a subset of the Rust regex's \S, so a cut
 # Python calls safe is safe there too.)
 _SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone one: Python strings hold pairs as one code point
 
 
 def _canonical_json(d: dict) -> str:
@@ -76,6 +77,16 @@ def _as_id_list(ids: Any) -> list[int]:
     if ids and isinstance(ids[0], list):
         raise ValueError("decode takes one sequence of ids (1-D); decode each row of a batch separately")
     return [int(i) for i in ids]
+
+
+def check_unicode(text: str, what: str = "the text") -> str:
+    """`text`, or a one-line ValueError if it holds a lone surrogate: not a character, so neither
+    UTF-8 (a saved tokenizer, the BPE library) nor a fingerprint can hold it. Files are read strictly,
+    so only a Python string (decoded with errors="surrogateescape", say) brings one."""
+    if m := _SURROGATE.search(text):
+        raise ValueError(f"{what} holds a lone surrogate, U+{ord(m.group()):04X}, which is not a character; "
+                         "remove it, or decode the bytes with errors='replace'")
+    return text
 
 
 class Tokenizer:
@@ -169,6 +180,7 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, chars: Iterable[str]):
         self.chars: list[str] = sorted(set(chars))
+        check_unicode("".join(self.chars), "the char tokenizer's training text")
         if not self.chars:
             raise ValueError("a char tokenizer needs at least one character; train it on non-empty text")
         if any(len(c) != 1 for c in self.chars):
@@ -272,7 +284,8 @@ class BPETokenizer(Tokenizer):
         texts = [texts] if isinstance(texts, str) else texts
         # Feeding chunks instead of one huge string lets the Rust side count words in parallel;
         # the cuts are at pre-token boundaries, so the counts are the same.
-        tok.train_from_iterator((c for t in texts for c in _safe_chunks(t)), trainer=trainer)
+        tok.train_from_iterator((c for t in texts for c in _safe_chunks(check_unicode(t, "the BPE training text"))),
+                                trainer=trainer)
         out = cls(tok)
         if out.vocab_size < vocab_size:
             warnings.warn(
@@ -288,12 +301,13 @@ class BPETokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         if len(text) <= _CHUNK_CHARS:
-            return self._tok.encode(text, add_special_tokens=False).ids
+            return self._tok.encode(check_unicode(text, "the text to encode"), add_special_tokens=False).ids
         return self.encode_to_array(text).tolist()
 
     def encode_to_array(self, text: str) -> np.ndarray:
         dtype = token_dtype(self.vocab_size)
-        encodings = self._tok.encode_batch(list(_safe_chunks(text)), add_special_tokens=False)
+        encodings = self._tok.encode_batch(list(_safe_chunks(check_unicode(text, "the text to encode"))),
+                                           add_special_tokens=False)
         if not encodings:
             return np.empty(0, dtype=dtype)
         return np.concatenate([np.asarray(e.ids, dtype=dtype) for e in encodings])
