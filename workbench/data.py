@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -238,6 +238,11 @@ def split_documents(docs: list[Document]) -> dict[str, list[Document]]:
 # ---------------------------------------------------------------------------------------------
 
 
+def join_documents(docs: Iterable[Document]) -> str:
+    """Documents as one text, as a split holds them: each document's text, joined with ``DOC_SEP``."""
+    return DOC_SEP.join(d.text for d in docs)
+
+
 @dataclass(frozen=True)
 class Corpus:
     """A named text corpus with its train/val/test split texts ("test" may be "").
@@ -341,7 +346,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
     if str(spec) == "shakespeare":
         docs = load_shakespeare()
         parts = split_documents(docs)
-        splits = {s: DOC_SEP.join(d.text for d in parts[s]) for s in SPLITS}
+        splits = {s: join_documents(parts[s]) for s in SPLITS}
         return _make_corpus("shakespeare", docs, splits)
 
     path = Path(spec).expanduser()
@@ -369,7 +374,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
     else:
         docs = [Document(path.name, path.stem, "", "", read_utf8(path))]
 
-    text = DOC_SEP.join(d.text for d in docs)
+    text = join_documents(docs)
     if not text.strip():
         raise ValueError(f"corpus {path} has no text (empty or only whitespace); add text to it or choose another corpus")
     cut = int(len(text) * TRAIN_FRACTION)

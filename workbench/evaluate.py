@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .checkpoint import json_safe
 from .compress import compression_table
-from .data import DOC_SEP, Document, encode_splits, load_corpus, load_shakespeare, split_documents
+from .data import Document, encode_splits, join_documents, load_corpus, load_shakespeare, split_documents
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
 from .model import eval_mode
@@ -400,7 +400,7 @@ def lm_compression(model: nn.Module, tokenizer: Tokenizer, text: str | Sequence[
     """
     if max_chars < 2:
         raise ValueError(f"max_chars must be at least 2 to score a text, got {max_chars}")
-    text = (text if isinstance(text, str) else DOC_SEP.join(d.text for d in text))[:max_chars]
+    text = (text if isinstance(text, str) else join_documents(text))[:max_chars]
     table = compression_table(model, perplexity_fn(tokenizer, text), sparsities, runs=runs, seed=seed)
     return table.assign(characters=len(text))
 
@@ -485,7 +485,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
         raise ValueError(f"corpus {corpus.name!r} has no {split} split (only the plays have a test split); "
                          "use --split val")
     docs = first_chars(split_documents(corpus.documents)[split], max_chars) if corpus.name == "shakespeare" else []
-    text = DOC_SEP.join(d.text for d in docs) if docs else corpus.splits[split][:max_chars]
+    text = join_documents(docs) if docs else corpus.splits[split][:max_chars]
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "corpus": corpus.name,
                               "tokenizer": tokenizer.kind, "params": model.num_params()}
