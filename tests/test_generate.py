@@ -162,14 +162,39 @@ def test_streaming_runs_in_inference_mode_and_leaves_an_ordinary_cache():
 
 
 def test_bad_arguments_name_the_fix():
-    engine = Engine(sharp())
+    engine = Engine(sharp())  # a vocabulary of 50
     with pytest.raises(ValueError, match="at least one token"):
         engine.generate([[1, 2], []], 3)
+    with pytest.raises(ValueError, match="no prompts"):
+        engine.generate([], 3)
+    for n in (None, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0"):
+            engine.generate([[1]], n)
+    for token in (50, -1):  # not an IndexError inside the embedding
+        with pytest.raises(ValueError, match=f"token id {token} is outside the model's vocabulary \\(0..49\\)"):
+            engine.generate([[1, token]], 3)
+    with pytest.raises(ValueError, match=r"\(B, T\) token ids, got shape \(3,\); add a batch dimension"):
+        engine.generate(torch.tensor([1, 2, 3]), 3)
+
+
+def test_one_string_is_one_prompt_and_one_stop_string_and_another_models_tokenizer_is_refused(char_tok, bpe_tok):
+    engine = Engine(sharp(vocab_size=char_tok.vocab_size, block_size=64))
+    free = generate_text(engine, char_tok, ["to be"], 30, temperature=0)[0]
+    stop = free[10:13]
+    assert stop[0] in free[:10] or stop[1] in free[:10] or stop[2] in free[:10], "a stop read per character ends sooner"
+    assert generate_text(engine, char_tok, "to be", 30, stop=stop, temperature=0) == [free[: free.find(stop)]]
+    assert ["".join(s) for s in zip(*stream_text(engine, char_tok, "to be", 30, temperature=0))] == [free]
+    with pytest.raises(ValueError, match=f"the tokenizer has {bpe_tok.vocab_size} tokens but the model's vocabulary "
+                                         f"has {char_tok.vocab_size}: it is another model's"):
+        generate_text(engine, bpe_tok, ["to be"], 3)
 
 
 BAD_SAMPLING = [({"temperature": -1.0}, "temperature must be >= 0"), ({"temperature": float("nan")}, "temperature must be >= 0"),
+                ({"temperature": None}, "temperature must be >= 0, a number"),
                 ({"top_k": 0}, "top_k must be >= 1"), ({"top_k": -2}, "top_k must be >= 1"),
-                ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"), ({"top_p": 1.5}, r"top_p must be in \(0, 1\]")]
+                ({"top_k": 2.5}, "top_k must be >= 1, a whole number"), ({"top_k": True}, "a whole number"),
+                ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"), ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+                ({"top_p": "0.9"}, r"top_p must be in \(0, 1\], a number")]
 
 
 @pytest.mark.parametrize("bad, message", BAD_SAMPLING)

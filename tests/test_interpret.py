@@ -311,8 +311,10 @@ def test_the_last_layer_of_the_logit_lens_is_the_models_own_logits():
 
 
 class LetterTokenizer:
-    """One token per letter a..z (ids 0..25), displayed as itself; the predictions of a 50-token model
-    beyond 25 show as "#id"."""
+    """One token per letter a..z (ids 0..25), displayed as itself, in the 50-token vocabulary of `tiny`;
+    the predictions beyond 25 show as "#id"."""
+
+    vocab_size = 50
 
     def encode(self, text):
         return [ord(c) - ord("a") for c in text]

@@ -432,3 +432,21 @@ def test_split_qkv_keeps_hooks_and_adapters_on_c_attn():
     torch.testing.assert_close(got, want)
     lora.train()  # with gradients too (dropout is 0: the same function)
     torch.testing.assert_close(lora(idx, idx)[1], F.cross_entropy(want.flatten(0, 1), idx.flatten()))
+
+
+@pytest.mark.parametrize("extra", [-3, 5])  # fewer tokens: read as other tokens; more: outside the embedding
+def test_every_function_of_a_gpt_and_its_tokenizer_refuses_another_models_tokenizer(extra):
+    from helpers import TEXT
+    from workbench import capture, evaluate, generation_eval, interpret
+    from workbench.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.train(TEXT)
+    model = tiny(vocab_size=tokenizer.vocab_size + extra)
+    message = f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has {model.config.vocab_size}"
+    for call in (lambda: capture.gpt_attention(model, tokenizer, "the king"),
+                 lambda: evaluate.lm_metrics(model, tokenizer, TEXT[:200]),
+                 lambda: interpret.logit_lens_top_tokens(model, tokenizer, "the king"),
+                 lambda: generation_eval.generation_table(model, tokenizer, ["the king"], max_new_tokens=2)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert capture.gpt_attention(tiny(vocab_size=tokenizer.vocab_size), tokenizer, "the king").attentions.shape[-1] == 8

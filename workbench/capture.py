@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .model import GPT, eval_mode
+from .model import GPT, check_vocabulary, eval_mode
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -101,6 +101,7 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
     Returns:
         AttentionResult with attentions (n_layer, n_head, T, T), T <= block_size.
     """
+    check_vocabulary(model, tokenizer)
     ids = tokenizer.encode(text)[-model.config.block_size:]
     if not ids:
         raise ValueError("text is empty; give at least one character to look at")

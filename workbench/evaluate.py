@@ -43,7 +43,7 @@ from .compress import compression_table
 from .data import Document, encode_splits, join_documents, load_corpus, load_shakespeare, split_documents
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
-from .model import eval_mode
+from .model import check_vocabulary, eval_mode
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -273,6 +273,7 @@ def lm_metrics(model: nn.Module, tokenizer: Tokenizer, text: str, stride: int | 
         {"tokens", "characters", "bytes", "cross_entropy" (nats/token), "perplexity",
         "bits_per_token", "bits_per_char", "bits_per_byte", "block_size", "stride"}.
     """
+    check_vocabulary(model, tokenizer)
     ids = tokenizer.encode_to_array(text)
     T = model.config.block_size
     stride = T if stride is None else stride

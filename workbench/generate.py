@@ -19,11 +19,12 @@ one-at-a-time decoding give the same tokens (greedy).
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Iterator, Sequence
 
 import torch
 
-from .model import GPT, KVCache, check_sampling, eval_mode, sample_next
+from .model import GPT, KVCache, check_sampling, check_vocabulary, eval_mode, sample_next
 
 
 def decode_step(model: GPT, cache: KVCache, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -118,10 +119,21 @@ class Engine:
         freely, but `clone()` one outside inference mode before it enters a computation with gradients.
         """
         check_sampling(temperature, top_k, top_p)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if isinstance(prompts, torch.Tensor) and prompts.dim() != 2:
+            raise ValueError(f"prompts as a tensor must be (B, T) token ids, got shape {tuple(prompts.shape)}; "
+                             "add a batch dimension with prompts[None]")
         rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else [list(map(int, p)) for p in prompts]
-        if not rows or any(len(r) == 0 for r in rows):
+        if not rows:
+            raise ValueError("no prompts to continue; pass a list of token-id lists, one per row")
+        if any(len(r) == 0 for r in rows):
             raise ValueError("every prompt needs at least one token; start empty prompts with e.g. a newline")
         model, device, block = self.model, self.device, self.model.config.block_size
+        vocab = model.config.vocab_size
+        if (bad := next((t for r in rows for t in r if not 0 <= t < vocab), None)) is not None:
+            raise ValueError(f"prompt token id {bad} is outside the model's vocabulary (0..{vocab - 1}); "
+                             "encode prompts with the model's own tokenizer")
         B = len(rows)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
@@ -238,12 +250,16 @@ def stream_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_token
 
     Args:
         engine: an `Engine` over the model; tokenizer: the model's (`encode`/`decode`).
-        prompts: B strings, each encoding to at least one token.
-        stop: strings that end a row; stop_tokens: token ids that end a row (e.g. BPE's end of text).
+        prompts: B strings, each encoding to at least one token (one string is one prompt).
+        stop: strings that end a row (one string is one stop string); stop_tokens: token ids that end a
+            row (e.g. BPE's end of text).
         sampling: temperature, top_k, top_p, seed (as in `Engine.stream`).
     """
+    prompts = [prompts] if isinstance(prompts, str) else prompts  # one prompt, not one per character
+    stop = [stop] if isinstance(stop, str) else stop
     if any(not s for s in stop):
         raise ValueError("stop strings must be non-empty; remove the empty string from stop")
+    check_vocabulary(engine.model, tokenizer)
     ids = [tokenizer.encode(p) for p in prompts]
     new: list[list[int]] = [[] for _ in prompts]
     shown = ["" for _ in prompts]
@@ -286,6 +302,7 @@ def _until_all(stream: Iterator[torch.Tensor], ended: list[bool]) -> Iterator[to
 def generate_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
                   stop_tokens: Sequence[int] = (), **sampling) -> list[str]:
     """`stream_text` run to the end: each row's continuation (without the prompt or the stop string)."""
+    prompts = [prompts] if isinstance(prompts, str) else prompts
     texts = ["" for _ in prompts]
     for pieces in stream_text(engine, tokenizer, prompts, max_new_tokens, stop, stop_tokens, **sampling):
         texts = [t + p for t, p in zip(texts, pieces)]

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .data import Document
+from .model import check_vocabulary
 from .tokenizer import Tokenizer
 
 # Named decoding settings, passed to GPT.generate. temperature 0 is greedy.
@@ -79,6 +80,7 @@ def generate_continuation(model: nn.Module, tokenizer: Tokenizer, prompt: str, s
     """
     if (max_new_tokens is None) == (min_chars is None):
         raise ValueError("pass exactly one of max_new_tokens and min_chars")
+    check_vocabulary(model, tokenizer)
     ids = _prompt_ids(tokenizer, prompt)
     idx = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
     if min_chars is None:

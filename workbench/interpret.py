@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from .capture import head_summary
 from .data import require_columns
-from .model import GPT, eval_mode
+from .model import GPT, check_vocabulary, eval_mode
 
 ABLATIONS = ("zero", "mean")
 STATISTICS = ("entropy", "prev_token", "first_token", "self_token")
@@ -473,6 +473,7 @@ def logit_lens_top_tokens(model: GPT, tokenizer, text: str) -> tuple[pd.DataFram
         layer label with one column per position named "i:token" (the input token there; the
         prediction is for position i + 1).
     """
+    check_vocabulary(model, tokenizer)
     ids = tokenizer.encode(text)[-model.config.block_size:]
     if not ids:
         raise ValueError("the probe text encodes to no tokens; pass a non-empty text")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -717,12 +718,25 @@ def eval_mode(model: nn.Module):
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Refuse sampling settings `sample_next` cannot use, before any decoding starts."""
-    if not temperature >= 0:  # NaN too
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (None keeps every token), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    # numbers.Real/Integral: numpy's scalars too; a bool is an int to Python, not a setting
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0:  # NaN too
+        raise ValueError(f"temperature must be >= 0, a number (0 is greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+        raise ValueError(f"top_k must be >= 1, a whole number (None keeps every token), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], a number, got {top_p!r}")
+
+
+def check_vocabulary(model: GPT, tokenizer) -> None:
+    """A one-line ValueError unless `tokenizer` (anything with `vocab_size`) fits `model`'s vocabulary.
+
+    A tokenizer of another model is an easy slip in a notebook with several in scope: with fewer
+    tokens its ids would be read as other tokens, silently; with more, the embedding fails deep in torch.
+    """
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary has "
+                         f"{model.config.vocab_size}: it is another model's; pass the tokenizer this model was "
+                         "trained with (load_pretrained returns the two together)")
 
 
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator=None):
@@ -731,7 +745,7 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        v, _ = torch.topk(logits, min(int(top_k), logits.size(-1)))
         logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
