@@ -128,3 +128,11 @@ def test_a_field_of_the_wrong_type_is_one_line_naming_it(make, message):
     assert TrainConfig(lr=1, weight_decay=0).lr == 1  # an integer is a number
     import numpy as np  # and numpy's numbers are numbers (a sweep's values): JSON gets Python's (json_safe)
     assert TrainConfig(lr=np.float32(0.5), seed=np.int64(3)).seed == 3
+
+
+def test_preset_overrides_a_section_and_refuses_a_misspelled_one():
+    from workbench.config import preset
+
+    assert preset("smoke", model={"n_layer": 1}).model.n_layer == 1
+    with pytest.raises(ValueError, match="unknown section.s. modle of preset.*use data, model, train"):
+        preset("smoke", modle={"n_layer": 1})  # it was dropped unseen: two layers, no error

@@ -410,6 +410,8 @@ def updated(config, changes: dict[str, Any]):
 def preset(name: str, **overrides: dict[str, Any]) -> RunConfig:
     """The named preset as a RunConfig; `overrides` maps "data"/"model"/"train" to field values."""
     _check(name in PRESETS, f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(PRESETS[name]))  # a misspelled section would be dropped unseen
+    _check(not unknown, f"unknown section(s) {', '.join(unknown)} of preset(); use {', '.join(PRESETS[name])}")
     parts = {k: {**v, **overrides.get(k, {})} for k, v in PRESETS[name].items()}
     return RunConfig.from_dict(parts)
 
