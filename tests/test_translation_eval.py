@@ -68,6 +68,9 @@ def test_error_table_groups_the_wrong_rows_by_kind_and_locale_with_an_example():
     plain = error_table(rows.drop(columns="format"), predictions)  # a user's file has no format column
     assert "format" not in plain.columns and len(plain) == 4
     assert error_table(rows, rows["target"].tolist()).empty
+    for table in (error_table, per_locale_scores):  # not a KeyError from pandas
+        with pytest.raises(ValueError, match="has no column 'locale'.*pass the rows of a translation.PairTask split"):
+            table(rows.drop(columns="locale"), predictions)
     with pytest.raises(ValueError, match="6 predictions for 7 references"):
         error_table(rows, predictions[:-1])
 

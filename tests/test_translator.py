@@ -246,6 +246,12 @@ def test_decoding_table_has_greedy_beams_and_the_rule_based_row(trained, task):
     by_locale = locale_comparison(rows, predictions)
     assert list(by_locale.columns) == list(table.index) and by_locale.index[-1] == "all"
     assert by_locale.loc["all", "greedy"] == table.loc["greedy", "exact_match"]
+    own_pairs = rows.assign(locale="all")  # translation.load_pairs' locale when a file has none
+    with pytest.raises(ValueError, match="locale.s. 'all' name none: for your own pairs pass reference=None"):
+        decoding_table(result.translator, own_pairs, beams=(1,))
+    assert list(decoding_table(result.translator, own_pairs, beams=(1,), reference=None)[0].index) == ["greedy"]
+    with pytest.raises(ValueError, match="has no column 'target'.*pass the rows of a translation.PairTask split"):
+        decoding_table(result.translator, rows.drop(columns="target"), beams=(1,))
 
 
 def test_cross_attention_rows_are_target_tokens_and_snapshots_follow_evaluations(trained, task):

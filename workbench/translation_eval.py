@@ -31,7 +31,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .data import require_columns
+
 log = logging.getLogger(__name__)
+ROWS_FIX = "pass the rows of a translation.PairTask split (task.test)"  # the fix of a table without its columns
 
 DATE_BLEU_TOKENIZE = "char"  # see the module docstring
 
@@ -105,6 +108,7 @@ def per_locale_scores(rows: pd.DataFrame, predictions: Sequence[str], bleu_token
     Returns:
         DataFrame indexed by locale with columns n, exact_match, cer, chrf, bleu.
     """
+    require_columns(rows, ["target", "locale"], ROWS_FIX)
     _check_lengths(predictions, rows["target"].tolist())
     df = rows.assign(prediction=[str(p) for p in predictions])
     table = {loc: translation_scores(g["prediction"].tolist(), g["target"].tolist(), bleu_tokenize)
@@ -150,6 +154,7 @@ def error_table(rows: pd.DataFrame, predictions: Sequence[str]) -> pd.DataFrame:
         kind, locale, errors (how many), and the example's [format,] source, target and prediction.
         Empty (same columns) when every prediction is right; the errors column sums to the wrong rows.
     """
+    require_columns(rows, ["source", "target", "locale"], ROWS_FIX)
     _check_lengths(predictions, rows["target"].tolist())
     example = [c for c in ("format", "source", "target") if c in rows.columns] + ["prediction"]
     df = rows.assign(prediction=[str(p) for p in predictions])
@@ -203,12 +208,34 @@ def date_parser(prefer: str = "dateparser") -> tuple[str, Callable[[str, str], s
     return f"babel {babel.__version__} parse_date", parse_babel
 
 
+def _is_locale(code: str) -> bool:
+    """Whether babel knows `code` as a locale ("en", "pt_BR"; not "all")."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        Locale.parse(code)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_date_rows(rows: pd.DataFrame) -> None:
+    """A one-line ValueError unless a date parser can read `rows`: a source and a locale it knows in
+    each (the date task's rows; your own pairs' locale, "all", names no language)."""
+    require_columns(rows, ["source", "locale"], ROWS_FIX)
+    unknown = sorted({loc for loc in rows["locale"] if not _is_locale(loc)})
+    if unknown:
+        raise ValueError(f"a date parser reads the date task's rows, each with its language; locale(s) "
+                         f"{', '.join(map(repr, unknown[:5]))} name none: for your own pairs pass reference=None")
+
+
 def rule_based_dates(rows: pd.DataFrame, prefer: str = "dateparser") -> tuple[str, list[str], float]:
     """What a rule-based parser writes for each source of `rows` (DataFrame with source and locale).
 
     Returns:
         (the parser's name, N predictions ("" where it failed), sentences per second).
     """
+    check_date_rows(rows)
     name, parse = date_parser(prefer)
     start = time.perf_counter()
     out = [parse(s, loc) for s, loc in zip(rows["source"], rows["locale"])]
@@ -218,5 +245,6 @@ def rule_based_dates(rows: pd.DataFrame, prefer: str = "dateparser") -> tuple[st
 def comparison_row(name: str, rows: pd.DataFrame, predictions: Sequence[str], sentences_per_s: float,
                    bleu_tokenize: str = DATE_BLEU_TOKENIZE, **extra: Any) -> dict[str, Any]:
     """One row of a decoder comparison table: scores on `rows` plus speed and `extra` columns."""
+    require_columns(rows, ["target"], ROWS_FIX)
     return {"decoder": name, **translation_scores(predictions, rows["target"].tolist(), bleu_tokenize),
             "sentences_per_s": sentences_per_s, **extra}

@@ -28,13 +28,15 @@ import pandas as pd
 import torch
 
 from .config import TrainConfig, _check, check_tokenizer, check_types, from_dict, updated
+from .data import require_columns
 from .run import Run, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, seq2seq_from_checkpoint, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .seq2seq import cross_attentions as model_cross_attentions
 from .train import Callback, History, Trainer
 from .translation import BOS_ID, EOS_ID, PAD_ID, PairTask, PairTokenizer, encode_pairs, train_pair_tokenizer
-from .translation_eval import DATE_BLEU_TOKENIZE, comparison_row, per_locale_scores, rule_based_dates
+from .translation_eval import (DATE_BLEU_TOKENIZE, ROWS_FIX, check_date_rows, comparison_row, per_locale_scores,
+                               rule_based_dates)
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +351,9 @@ def decoding_table(translator: Translator, rows: pd.DataFrame, beams: Sequence[i
         (DataFrame indexed by decoder ("greedy", "beam 4", ..., "rule-based: <parser>") with columns n,
         exact_match, cer, chrf, bleu, sentences_per_s, beam (Int64, <NA> for the parser); {decoder: predictions}).
     """
+    require_columns(rows, ["source", "target"], ROWS_FIX)
+    if reference is not None:
+        check_date_rows(rows)  # before minutes of decoding, not after
     table, predictions = [], {}
     for beam in beams:
         name = "greedy" if beam == 1 else f"beam {beam}"
@@ -422,6 +427,8 @@ def month_alignment(translator: Translator, rows: pd.DataFrame, layers: Sequence
     """
     if translator.tokenizer.kind != "char":
         raise ValueError("month_alignment needs a char-level translator (source token = character); train with tokenizer='char'")
+    require_columns(rows, ["source", "target", "locale", "format", "month_start", "month_end"],
+                    "pass the date task's rows (translation.date_task)")
     named = rows[rows["month_start"] >= 0]
     if n is not None:
         named = named.head(n)
