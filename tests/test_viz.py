@@ -47,6 +47,23 @@ def test_attention_heatmap_shows_the_weights_with_unique_labels():
         viz.attention_heatmap(w, ["a", "b"])
 
 
+def test_self_attention_views_refuse_weights_that_are_not_square():
+    """A (T, S) matrix is cross-attention: drawn with token labels for T×T it would mislabel an axis."""
+    from workbench.capture import head_summary
+
+    message = r"a query for every key, got shape \(.*3, 5\).*viz.cross_attention_heatmap"
+    for draw in (lambda: viz.attention_heatmap(torch.rand(3, 5), TOKENS),
+                 lambda: viz.attention_explorer_figure(torch.rand(1, 1, 3, 5), TOKENS),
+                 lambda: viz.model_view(torch.rand(1, 1, 3, 5), TOKENS),
+                 lambda: viz.attention_over_checkpoints([(0, torch.rand(3, 5))], TOKENS)):
+        with pytest.raises(ValueError, match=message):
+            draw()
+    with pytest.raises(ValueError, match=r"\(n_layer, n_head, T, T\).*got shape \(1, 1, 5, 3\)"):
+        head_summary(torch.ones(1, 1, 5, 3) / 3)  # it had failed with an IndexError
+    with pytest.raises(ValueError, match=r"frames must be \(step, weights\) pairs"):
+        viz.attention_over_checkpoints([causal_uniform(3), causal_uniform(3)], TOKENS)
+
+
 def visible_block(fig):
     """The part of the explorer's z that the current axis ranges show."""
     (y_hi, y_lo), (x_lo, x_hi) = fig.layout.yaxis.range, fig.layout.xaxis.range

@@ -325,7 +325,7 @@ def head_summary(attentions, reference: str | None = None) -> pd.DataFrame:
     if isinstance(attentions, torch.Tensor):
         attentions = attentions.detach().float().cpu().numpy()
     A = np.asarray(attentions, dtype=np.float64)
-    if A.ndim != 4:
+    if A.ndim != 4 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"attentions must be (n_layer, n_head, T, T); for one layer use x[None], got shape {A.shape}")
     L, H, T, _ = A.shape
     logs = np.log(np.where(A > 0, A, 1.0))  # 0·log 0 counts as 0

@@ -27,13 +27,17 @@ ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as e
 HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"
 
 
-def _as_array(x, ndim: int, name: str, shape_help: str) -> np.ndarray:
-    """A tensor, array or nested list as a float64 numpy array with `ndim` dimensions."""
+def _as_array(x, ndim: int, name: str, shape_help: str, square: bool = False) -> np.ndarray:
+    """A tensor, array or nested list as a float64 numpy array with `ndim` dimensions (and, when
+    `square`, self-attention's T × T in its last two)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {shape_help}, got shape {a.shape}")
+    if square and a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"{name} must be {shape_help}, a query for every key, got shape {a.shape}; a decoder's "
+                         "attention over a source draws with viz.cross_attention_heatmap")
     return a
 
 
@@ -59,10 +63,10 @@ def attention_heatmap(weights, tokens: Sequence[str], title: str | None = None) 
         a Figure with one Heatmap trace: z = weights, y = query labels (first at the top),
         x = key labels, colour scale fixed to 0..1.
     """
-    w = _as_array(weights, 2, "weights", "(T, T)")
+    w = _as_array(weights, 2, "weights", "(T, T)", square=True)
     _check_tokens(tokens, w.shape[1])
     labels = token_labels(tokens)
-    fig = go.Figure(go.Heatmap(z=w, x=labels, y=labels[: w.shape[0]], zmin=0, zmax=1,
+    fig = go.Figure(go.Heatmap(z=w, x=labels, y=labels, zmin=0, zmax=1,
                                colorscale=ATTENTION_COLORS, hovertemplate=HOVER))
     side = min(900, 250 + 22 * w.shape[1])
     fig.update_layout(title=title, width=side + 100, height=side,
@@ -89,7 +93,7 @@ def attention_explorer_figure(attentions, tokens: Sequence[str], title: str | No
         a Figure with one Heatmap of z (n_layer*T, n_head*T) where block [l, h] is
         attentions[l, h]; updatemenus[0] picks the layer, updatemenus[1] the head.
     """
-    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)")
+    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)", square=True)
     L, H, T, _ = A.shape
     _check_tokens(tokens, T)
     labels = token_labels(tokens)
@@ -143,7 +147,7 @@ def model_view(attentions, tokens: Sequence[str], title: str | None = "attention
         a Figure with n_layer*n_head Heatmap traces in layer-major order, titled "L{l} H{h}",
         sharing one 0..1 colour axis with a colour bar titled "weight".
     """
-    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)")
+    A = _as_array(attentions, 4, "attentions", "(n_layer, n_head, T, T)", square=True)
     L, H, T, _ = A.shape
     _check_tokens(tokens, T)
     labels = token_labels(tokens)
@@ -198,7 +202,9 @@ def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Seq
     if labels is not None and len(labels) != len(frames):
         raise ValueError(f"{len(labels)} labels for {len(frames)} checkpoints; pass one label per "
                          "checkpoint or leave labels out")
-    arrays = [_as_array(w, 2, f"weights of step {s}", "(T, T)") for s, w in frames]
+    if any(not (isinstance(f, Sequence) and len(f) == 2) for f in frames):
+        raise ValueError("frames must be (step, weights) pairs, e.g. AttentionSnapshots.frames(layer, head)")
+    arrays = [_as_array(w, 2, f"weights of step {s}", "(T, T)", square=True) for s, w in frames]
     if any(a.shape != arrays[0].shape for a in arrays):
         raise ValueError("checkpoint weights differ in shape; capture them all on the same text")
     _check_tokens(tokens, arrays[0].shape[1])
