@@ -320,6 +320,9 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained)
         theirs = hf(idx).logits
     assert ours.shape == theirs.shape
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"is a Hugging Face model folder \('gpt2'\), not a workbench run; load it "
+                                         r"with transformers' from_pretrained, or point at the run it was exported"):
+        load_pretrained(out)  # not "lacks tokenizer.json ... copy the missing file again"
 
     from workbench.checkpoint import new_file_mode  # as readable as the JSON beside it (safetensors writes 0600)
 

@@ -216,9 +216,14 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     assert np.allclose(loaded.predict_proba(texts), result.classifier.predict_proba(texts), atol=1e-6)
     assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
     # the wrong kind of run, a missing one, a file: one error that says what to point at
-    with pytest.raises(ValueError, match=r"holds a finetune run's model \(finetune.json\), not a pretraining run's.*"
+    with pytest.raises(ValueError, match=r"holds a finetune run's model, not a pretrain run's.*"
                                          r"load this one with workbench.finetune.load_finetuned"):
         load_pretrained(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"holds a pretrain run's model, not a finetune run's; point at a finetune "
+                                         r"run's --out, or load this one with workbench.pretrain.load_pretrained"):
+        load_finetuned(base)  # not "lacks finetune.json ... copy the missing file again"
+    with pytest.raises(ValueError, match=r"pass the path of a run directory \(its --out\), got None"):
+        load_finetuned(None)
     with pytest.raises(FileNotFoundError, match=r"does not exist; point at a finetune run's --out, or train one "
                                                 r"first \(python -m workbench finetune --checkpoint BASE"):
         load_finetuned(tmp_path / "nope")

@@ -12,6 +12,7 @@ from helpers import batch_widths, fake_cuda_graphs
 
 from workbench import translator as translator_module
 from workbench.translation import date_task
+from workbench.finetune import load_finetuned
 from workbench.pretrain import load_pretrained
 from workbench.translator import (CrossAttentionSnapshots, TranslationConfig, cross_attention, decoding_table,
                                   load_translator, locale_comparison, month_alignment, seq2seq_train)
@@ -70,8 +71,11 @@ def test_loaded_translator_translates_like_the_trained_one(trained, task):
         again.translate(sources, beam=0)
     with pytest.raises(FileNotFoundError, match=r"does not exist; .*or train one first \(python -m workbench seq2seq-train"):
         load_translator(result.run_dir / "nope")
-    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model \(translation.json\), not a pretraining"):
+    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model, not a pretrain run's"):
         load_pretrained(result.run_dir)
+    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model, not a finetune run's.*"
+                                         r"workbench.translator.load_translator"):
+        load_finetuned(result.run_dir)
 
 
 def test_a_checkpoint_with_another_runs_tokenizer_is_refused(trained, tmp_path):

@@ -473,7 +473,8 @@ def load_predictions(run_dir: str | Path, task: TaskData, split: str = "test") -
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
     hint = "point at a finetune run's --out"
-    c = load_final(path, ("finetune", "labels"), hint, "python -m workbench finetune --checkpoint BASE --out DIR")
+    c = load_final(path, ("finetune", "labels"), hint, "python -m workbench finetune --checkpoint BASE --out DIR",
+                   kind="finetune")
     config = c.artifact("finetune", lambda d: from_dict(FinetuneConfig, d))
     labels = list(c.artifacts["labels"])
     if config.mode != "hf":

@@ -27,7 +27,7 @@ from .data import encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT, eval_mode
-from .run import RUN_KINDS, Run, load_final, run_kind, setup_device
+from .run import Run, load_final, setup_device
 from .tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from .train import Callback, History, Trainer, resolve_device, time_steps
 
@@ -134,11 +134,7 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[GPT, Tokeniz
     none and gives its latest step checkpoint's weights instead, with a warning (resume it to finish).
     """
     hint = "point at a pretraining run's --out"
-    c = load_final(path, ("config", "tokenizer"), hint, "python -m workbench pretrain --out DIR")
-    if (kind := run_kind(c)) != "pretrain":  # its config.json is not a GPT's RunConfig
-        marker, loader = RUN_KINDS[kind]
-        raise ValueError(f"{c.path} holds a {kind} run's model ({marker}.json), not a pretraining run's; "
-                         f"{hint}, or load this one with workbench.{loader}")
+    c = load_final(path, ("config", "tokenizer"), hint, "python -m workbench pretrain --out DIR", kind="pretrain")
     config = c.artifact("config", RunConfig.from_dict)  # a JSON of the wrong shape: one line naming the file
     tokenizer = c.artifact("tokenizer", tokenizer_from_dict)
     if tokenizer.vocab_size != config.model.vocab_size:

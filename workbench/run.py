@@ -47,6 +47,11 @@ RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
              "seq2seq-train": ("translation", "translator.load_translator")}
 
 
+def loader_of(kind: str) -> str:
+    """The function that loads a `kind` run's final model, as `workbench.<module>.<function>` names it."""
+    return RUN_KINDS[kind][1] if kind in RUN_KINDS else "pretrain.load_pretrained"
+
+
 def run_kind(c: ckpt.Checkpoint | Path) -> str:
     """Which command wrote checkpoint `c` (loaded, or its directory): "pretrain", "finetune" or "seq2seq-train"."""
     names = c.artifacts if isinstance(c, ckpt.Checkpoint) else {p.stem for p in Path(c).glob("*.json")}
@@ -236,16 +241,27 @@ class Run:
                 **figures, "device": str(trainer.device)}
 
 
-def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str) -> ckpt.Checkpoint:
+def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str, kind: str | None = None
+               ) -> ckpt.Checkpoint:
     """The checkpoint in a run directory's model/ folder (or `path` itself, a checkpoint directory),
     which must carry the artifacts `needs`; otherwise a FileNotFoundError ending in `hint` (and,
-    when `path` does not exist, `train`: the command that makes such a run)."""
+    when `path` does not exist, `train`: the command that makes such a run). With `kind`, a `run_kind`
+    other than it, or a Hugging Face model folder, is a ValueError naming the loader it needs."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"pass the path of a run directory (its --out), got {path!r}; {hint}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}, or train one first ({train})")
     if (path / FINAL).is_dir():  # a run's final model, damaged or not (never silently a step checkpoint)
         path = path / FINAL
     c = ckpt.load_checkpoint(path)
+    config = c.artifacts.get("config")
+    if isinstance(config, dict) and "model_type" in config:  # export-hf's output, or a model from the Hub
+        raise ValueError(f"{c.path} is a Hugging Face model folder ({config['model_type']!r}), not a workbench run; "
+                         "load it with transformers' from_pretrained, or point at the run it was exported from")
+    if kind is not None and (found := run_kind(c)) != kind:
+        raise ValueError(f"{c.path} holds a {found} run's model, not a {kind} run's; {hint}, or load this one "
+                         f"with workbench.{loader_of(found)}")
     require_artifacts(c, needs, hint)
     return c
 

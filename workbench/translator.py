@@ -148,7 +148,7 @@ class Translator:
 def load_translator(path: str | Path, device: str = "cpu") -> Translator:
     """Rebuild a translator from a seq2seq-train run directory or its model/ folder."""
     c = load_final(path, ("translation", "tokenizer", "config"), "point --checkpoint at a seq2seq-train run's --out",
-                   "python -m workbench seq2seq-train --out DIR")
+                   "python -m workbench seq2seq-train --out DIR", kind="seq2seq-train")
     config = c.artifact("translation", lambda content: from_dict(TranslationConfig, content))
     tokenizer = c.artifact("tokenizer", PairTokenizer.from_dict)
     model = seq2seq_from_checkpoint(c)  # as seq2seq.load_seq2seq builds it
