@@ -29,6 +29,8 @@ def test_summarize_gives_no_spread_for_a_single_seed():
         assert pd.isna(s.loc[mode, "test_macro_f1_std"]) and pd.isna(s.loc[mode, "test_accuracy_std"]), mode
     # each mode's own step budget is in its row (TF-IDF has none)
     assert s.loc["full", "steps"] == 200 and s.loc["hf", "steps"] == 60 and pd.isna(s.loc["tfidf", "steps"])
+    with pytest.raises(ValueError, match="has no column 'test_accuracy'.*pass Comparison.runs"):
+        summarize(runs.drop(columns="test_accuracy"))  # not a KeyError
 
 
 def _results():

@@ -216,6 +216,8 @@ def test_perplexity_by_document_has_one_row_per_document(char_tok):
 
 
 def test_lm_by_split_scores_each_document_and_combines_each_split(char_tok):
+    with pytest.raises(ValueError, match="has no column 'tokens'.*pass perplexity_by_document's rows"):
+        ev.combine_lm_metrics(pd.DataFrame({"x": [1]}))  # not a KeyError
     model = tiny_gpt(char_tok.vocab_size)
     a, b, c = (Document(t, t.lower(), "", "comedy", text) for t, text in (("A", TEXT[:70]), ("B", TEXT[70:150]),
                                                                            ("C", TEXT[150:])))

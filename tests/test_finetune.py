@@ -215,6 +215,8 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     texts = task.test["text"].tolist()
     assert np.allclose(loaded.predict_proba(texts), result.classifier.predict_proba(texts), atol=1e-6)
     assert loaded.predict(texts[0])[0] in task.labels and loaded.labels == task.labels
+    with pytest.raises(ValueError, match="no texts to classify"):  # an assert, gone under python -O
+        loaded.predict([])
     # the wrong kind of run, a missing one, a file: one error that says what to point at
     with pytest.raises(ValueError, match=r"holds a finetune run's model, not a pretrain run's.*"
                                          r"load this one with workbench.finetune.load_finetuned"):

@@ -20,6 +20,8 @@ def test_distinct_n_and_repetition_on_hand_examples():
     assert ge.repetition_rate("a b c d a b c d".split(), 4) == pytest.approx(1 - 4 / 5)  # abcd seen twice
     assert ge.repetition_rate("a a a a a a".split(), 4) == pytest.approx(2 / 3)
     assert ge.distinct_n(["a"], 2) == 0.0 and ge.repetition_rate(["a", "b"], 4) == 0.0
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        ge.distinct_n(words, 0)  # it counted empty n-grams: 0.333
 
 
 def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
@@ -86,6 +88,8 @@ def test_bleu_and_chrf_are_sacrebleus():
     assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
     none = ge.bleu_chrf(["xyz qqq vvv www"], ["abc def ghi jkl"])
     assert none["bleu"] == 0 and none["chrf"] == 0
+    with pytest.raises(ValueError, match="no hypotheses to score"):  # not an IndexError inside sacrebleu
+        ge.bleu_chrf([], [])
     samples = pd.DataFrame({"strategy": ["g", "g", "s"], "hypothesis": hyps, "reference": refs,
                             "new_tokens": [1, 2, 3]})
     scores = ge.score_continuations(samples)

@@ -58,6 +58,9 @@ def test_zero_ablating_a_head_equals_zeroing_its_columns_of_c_proj():
 def test_mean_ablation_equals_folding_the_head_mean_into_the_c_proj_bias():
     model = tiny()
     x, y = windows()
+    for bad_x, bad_y in ((x, y[:, :5]), (x[0], y[0])):  # torch's batch-size error, an IndexError
+        with pytest.raises(ValueError, match=r"x and y must both be \(B, T\) windows"):
+            interpret.head_ablation(model, bad_x, bad_y)
     table = interpret.head_ablation(model, x, y, kinds=["mean"])
     layer, head, hs = 0, 1, 4
     _, cache = model.run_with_cache(x, [f"transformer.h.{layer}.attn.hook_z"])

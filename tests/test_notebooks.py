@@ -62,6 +62,8 @@ def test_start_refuses_to_overwrite_an_earlier_run(tmp_path):
     (tmp_path / "pretrain" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="set run_dir to a new folder"):
         notebook.start("02_pretraining", profile="smoke", run_dir=str(tmp_path), outputs=("pretrain",))
+    with pytest.raises(ValueError, match="run_dir=.*keep.txt' is a file; set run_dir to a folder"):  # not [Errno 17]
+        notebook.start("01_attention", profile="smoke", run_dir=str(tmp_path / "pretrain" / "keep.txt"))
     assert (tmp_path / "pretrain" / "keep.txt").read_text() == "x"
 
 

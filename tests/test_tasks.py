@@ -93,6 +93,9 @@ def test_table_task_split_is_stratified_and_deterministic(csv_task):
     assert again.test["text"].tolist() == task.test["text"].tolist()
     other = load_task(path, seed=1)
     assert other.test["text"].tolist() != task.test["text"].tolist()
+    assert task.subsample(2).balance().loc["comedy"].tolist() == [2, 2, 2, 6]
+    with pytest.raises(ValueError, match="per_label must be an integer >= 1"):
+        task.subsample(-1)  # not pandas' "negative number of rows"
 
 
 def test_table_task_reads_jsonl_and_a_split_column(tmp_path):

@@ -309,6 +309,8 @@ def test_attention_explorer_shows_each_models_head_table_only_on_that_model():
         viz.attention_explorer(models, "the cat", head_table=table)
     with pytest.raises(ValueError, match="not among the models"):
         viz.attention_explorer(models, "the cat", head_table={"big": table})
+    with pytest.raises(ValueError, match="head_table of 'small' has no column 'layer', 'head'.*viz.head_summary"):
+        viz.attention_explorer(models, "the cat", head_table={"small": table.rename(columns=str.upper)})
     one_model = viz.attention_explorer({"small": (small, tok)}, "the cat", head_table=table)
     assert "induction_score 0.900" in one_model.figure_widget.layout.title.text
 

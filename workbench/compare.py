@@ -33,6 +33,7 @@ import torch
 
 from .capture import AttentionResult, attention_shift, gpt_attention
 from .config import MODES, FinetuneConfig, updated
+from .data import require_columns
 from .finetune import CUT_WARN_PCT, TextClassifier, finetune
 from .metrics import macro_f1, split_metrics
 from .model import GPT
@@ -238,6 +239,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         mode's first run; <NA> for TF-IDF). std is NaN for a mode with a single run: one seed says
         nothing about the spread (`notebook.table` shows it as a dash).
     """
+    require_columns(df, ["mode", "test_accuracy", "test_macro_f1", "val_macro_f1", "train_s", "trainable_params",
+                         "steps"], "pass Comparison.runs (compare.compare_modes)")
     g = df.groupby("mode", sort=False)
     out = pd.DataFrame({"seeds": g.size()})
     for col in ("test_accuracy", "test_macro_f1"):

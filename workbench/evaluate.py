@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from .checkpoint import json_safe
 from .compress import compression_table
-from .data import Document, encode_splits, join_documents, load_corpus, load_shakespeare, split_documents
+from .data import (Document, encode_splits, join_documents, load_corpus, load_shakespeare, require_columns,
+                   split_documents)
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
 from .model import check_vocabulary, eval_mode
@@ -353,6 +354,8 @@ def combine_lm_metrics(rows: pd.DataFrame | Sequence[Mapping[str, float]]) -> di
     df = pd.DataFrame(rows)
     if df.empty:
         raise ValueError("nothing to combine; pass at least one lm_metrics row")
+    require_columns(df, ["tokens", "characters", "bytes", "cross_entropy"],
+                    "pass perplexity_by_document's rows or lm_metrics dicts")
     tokens, chars, n_bytes = int(df["tokens"].sum()), int(df["characters"].sum()), int(df["bytes"].sum())
     total = float((df["cross_entropy"] * df["tokens"]).sum())  # nats
     ce = total / tokens

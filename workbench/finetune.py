@@ -269,6 +269,8 @@ class TextClassifier:
     def predict_proba(self, texts: list[str] | str) -> np.ndarray:
         """Class probabilities (N, num_labels) for raw texts."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("no texts to classify; pass a text or a list of texts")
         device = next(self.model.parameters()).device
         logits = predict_logits(self.model, *self.encode(texts), self.config.eval_batch_size, device)
         return logits.softmax(-1).numpy()

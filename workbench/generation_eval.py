@@ -50,6 +50,8 @@ def _check_strategies(strategies: Mapping[str, Mapping[str, Any]] | None) -> dic
 
 def distinct_n(tokens: Sequence, n: int) -> float:
     """Distinct-n (Li et al., 2016): unique n-grams / all n-grams of a sequence; 0.0 when it has none."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be an integer >= 1 (1: words, 2: word pairs), got {n!r}")
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
@@ -229,6 +231,8 @@ def bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str,
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references; "
                          "pass one reference per hypothesis")
+    if not hypotheses:
+        raise ValueError("no hypotheses to score; pass at least one (hypothesis, reference) pair")
     hyps, refs = list(hypotheses), [list(references)]
     return {"bleu": float(sacrebleu.corpus_bleu(hyps, refs).score),
             "chrf": float(sacrebleu.corpus_chrf(hyps, refs).score)}

@@ -103,6 +103,9 @@ def head_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor, kinds: Sequence[
     unknown = [k for k in kinds if k not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablation {unknown[0]!r}; use kinds from {ABLATIONS}")
+    if x.dim() != 2 or x.shape != y.shape:
+        raise ValueError(f"x and y must both be (B, T) windows, got {tuple(x.shape)} and {tuple(y.shape)}; "
+                         "pass heldout_windows' pair (x[None] for one window)")
     rows = []
     with eval_mode(model):
         base = _loss(model(x)[0], y)

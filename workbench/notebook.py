@@ -96,6 +96,8 @@ def start(name: str, profile: Any = "default", run_dir: Any = "../runs/notebooks
         if (run_path / folder).exists():
             raise FileExistsError(f"run_dir={str(run_dir)!r} already holds {folder}/ from an earlier run; "
                                   f"set run_dir to a new folder (or delete {run_path / folder}) to run again")
+    if run_path.exists() and not run_path.is_dir():
+        raise ValueError(f"run_dir={str(run_dir)!r} is a file; set run_dir to a folder (new or from earlier notebooks)")
     run_path.mkdir(parents=True, exist_ok=True)
     ctx = NotebookContext(name=name, profile=profile, run_dir=run_path,
                           settings=get_profile(profile).for_notebook(name))

@@ -95,6 +95,9 @@ class TaskData(SplitFrames):
         """At most `per_label` random rows of each label in each split (None: everything), for quick runs."""
         if per_label is None:
             return self
+        if not (isinstance(per_label, int) and per_label >= 1):
+            raise ValueError(f"per_label must be an integer >= 1 (None keeps every row), got {per_label!r}")
+
         def pick(df: pd.DataFrame) -> pd.DataFrame:
             rows = [i for _, g in df.groupby("label") for i in g.sample(min(len(g), per_label), random_state=seed).index]
             return df.loc[sorted(rows)]

@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..capture import AttentionResult, attention_for
+from ..data import require_columns
 from .attention import attention_heatmap
 
 
@@ -55,6 +56,8 @@ class AttentionExplorer(widgets.VBox):
         unknown = set(head_table or {}) - set(models)
         if unknown:
             raise ValueError(f"head_table names {sorted(unknown)}, not among the models {list(models)}")
+        for name, table in (head_table or {}).items():
+            require_columns(table, ["layer", "head"], "pass viz.head_summary's table", name=f"head_table of {name!r}")
         self.head_tables = {name: table.set_index(["layer", "head"]) for name, table in (head_table or {}).items()}
         self._capturing = False
         self.result: AttentionResult | None = None
