@@ -124,7 +124,7 @@ def test_lm_evaluator_on_the_whole_split_is_every_token_once_by_hand():
         assert ev.lm_evaluator(SPLIT, T, 4, eval_iters, "cpu")(model)["val_loss"] == whole
 
 
-def test_cpu_evaluation_caps_the_logits_of_a_forward_pass_and_scores_the_same(monkeypatch):
+def test_cpu_evaluation_batches_by_activations_caps_the_logits_and_scores_the_same(monkeypatch):
     T = 8
     model = tiny_gpt(40, block_size=T)
     whole = ev.heldout_loss(model, SPLIT, batch_size=16)
@@ -136,8 +136,12 @@ def test_cpu_evaluation_caps_the_logits_of_a_forward_pass_and_scores_the_same(mo
     assert rows == [3] * 8 + [1, 1]  # 25 windows of 8 three at a time, then the last one of 2 alone
     rows.clear()
     monkeypatch.setattr(ev, "EVAL_LOGITS", 2**22)
+    assert ev.heldout_loss(model, SPLIT, batch_size=16) == pytest.approx(whole, rel=1e-6)
+    assert rows == [25, 1]  # a tiny model's pass is mostly fixed cost: EVAL_ACTIVATIONS asks for every window
+    rows.clear()
+    monkeypatch.setattr(ev, "EVAL_ACTIVATIONS", 0)
     ev.heldout_loss(model, SPLIT, batch_size=16)
-    assert rows == [16, 9, 1]  # under the cap, batch_size decides
+    assert rows == [16, 9, 1]  # under both, batch_size decides
 
 
 def test_sampled_evaluation_is_a_seeded_estimate_that_leaves_the_torch_rng_alone():

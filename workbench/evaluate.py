@@ -102,6 +102,11 @@ def sliding_windows(n_tokens: int, block_size: int, stride: int | None = None) -
 # (02's model scores its validation split in 3.9-4.2 s at 16 windows a pass against 5.2-5.7 s at 64: the
 # logits outgrow the caches and the allocator's reuse, `workbench.allocator`). A GPU takes batch_size.
 EVAL_LOGITS = 2**22
+# Tokens × n_embd of a CPU pass, at least: 1 MB of fp32 activations per layer's input, which stays in the
+# caches. 02's default model (n_embd 128, T 128) gets its 16 windows; the smoke model (n_embd 32, T 32)
+# 256, not 32: a pass of a model that small is mostly fixed cost (its validation split took 7.8 s at 32
+# windows a pass and 1.0 s at 256, the same loss).
+EVAL_ACTIVATIONS = 2**18
 
 
 @torch.no_grad()
@@ -109,17 +114,20 @@ def _window_losses(model: nn.Module, ids: np.ndarray, windows: Sequence[tuple[in
                    device: torch.device) -> Iterator[tuple[Sequence[tuple[int, int, int]], np.ndarray]]:
     """Forward `windows` of `ids` in batches; yield (the batch's windows, ce (B, L) float64 nats).
 
-    Consecutive windows of the same length L share a batch (at most batch_size, and on a CPU at
-    most EVAL_LOGITS logits), so with stride = block_size every full window is batched and the one
+    Consecutive windows of the same length L share a batch (batch_size of them; on a CPU at least
+    EVAL_ACTIVATIONS tokens × n_embd and at most EVAL_LOGITS logits), so with stride = block_size every full window is batched and the one
     shorter last window runs alone. ce[i, t] = -log p(ids[begin_i + t + 1] | ids[begin_i : begin_i + t + 1]).
     Only the (B, L, V) logits of one batch are held; the losses leave the device per batch, summed
     later in float64.
     """
-    vocab, cpu = getattr(getattr(model, "config", None), "vocab_size", 1), device.type == "cpu"
+    config = getattr(model, "config", None)
+    vocab, width, cpu = getattr(config, "vocab_size", 1), getattr(config, "n_embd", 0), device.type == "cpu"
     i = 0
     while i < len(windows):
         length = windows[i][1] - windows[i][0]
-        rows = min(batch_size, max(1, EVAL_LOGITS // (length * vocab))) if cpu else batch_size
+        rows = batch_size
+        if cpu:  # enough tokens to pay for a pass (EVAL_ACTIVATIONS), not more logits than EVAL_LOGITS
+            rows = min(max(rows, EVAL_ACTIVATIONS // (length * width or 1)), max(1, EVAL_LOGITS // (length * vocab)))
         j = i
         while j < len(windows) and j - i < rows and windows[j][1] - windows[j][0] == length:
             j += 1
