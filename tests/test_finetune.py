@@ -537,12 +537,12 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
     path, task = csv_task
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         cut = finetune(base, task, quick(max_iters=2, max_len=8), progress=False)
-    assert cut.metrics["window_filled_pct"] > 90 and "raise --max-len" in caplog.text
+    assert cut.metrics["window_filled_pct"] > 90 and "raise max_len (--max-len" in caplog.text
     caplog.clear()
     short = load_task(path, max_chars=20)  # char tokens: every passage fits the 32-token block
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         whole = finetune(base, short, quick(max_iters=2), progress=False)
-    assert whole.metrics["window_filled_pct"] == 0 and "raise --max-len" not in caplog.text
+    assert whole.metrics["window_filled_pct"] == 0 and "raise max_len (--max-len" not in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="workbench.finetune"):  # the window is the whole 32-token block already:
         full = finetune(base, task, quick(max_iters=2), progress=False)  # the most it can read, nothing to say

@@ -376,8 +376,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
     if cut_pct > CUT_WARN_PCT and max_len < limit and run.saved is None:  # the model could read more of them
         # (cut at the model's whole context, they are the most it can read: compare_modes says so beside TF-IDF)
-        log.warning("%.0f%% of the training passages fill the %d-token window and are cut; raise --max-len (at most "
-                    "%d) or lower --max-chars", cut_pct, max_len, limit)
+        log.warning("%.0f%% of the training passages fill the %d-token window and are cut; raise max_len (--max-len, "
+                    "at most %d) or lower max_chars (--max-chars)", cut_pct, max_len, limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     n_train = len(y["train"])
     tc = config.loop(n_train)
