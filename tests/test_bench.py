@@ -109,7 +109,7 @@ def test_matmul_peak_and_generation_speed_follow_from_their_clocks(monkeypatch):
 
 
 def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "new" / "bench.json"  # its folder is made (it failed after the measuring)
     assert main(["bench", "--preset", "smoke", "--iters", "3", "--warmup", "1", "--no-generation",
                  "--step-profile", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -124,15 +124,18 @@ def test_bench_cli_prints_a_table_and_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize("flags, fix", [(["--iters", "0"], "--iters must be >= 1 and --warmup >= 0, got 0 and 10"),
                                         (["--warmup", "-3"], "--iters must be >= 1 and --warmup >= 0, got 50 and -3"),
                                         (["--json", "FILE/b.json"], "a file; choose another path for --json"),
-                                        (["--json", "DIR"], "is a directory; choose a file path for --json")])
+                                        (["--json", "DIR"], "is a directory; choose a file path for --json"),
+                                        (["--json", "FILE"], "already exists; choose a new file name")])
 def test_bench_cli_refuses_what_it_could_not_finish_before_measuring(tmp_path, capsys, monkeypatch, flags, fix):
     monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("measured before refusing"))
     (tmp_path / "f").write_text("mine")
-    flags = [str(tmp_path / "f") + "/b.json" if f == "FILE/b.json" else str(tmp_path) if f == "DIR" else f for f in flags]
+    flags = [str(tmp_path / "f") + "/b.json" if f == "FILE/b.json" else str(tmp_path) if f == "DIR"
+             else str(tmp_path / "f") if f == "FILE" else f for f in flags]
     assert main(["bench", "--preset", "smoke", "--no-generation", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fix in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no leftover temp file
+    assert (tmp_path / "f").read_text() == "mine"  # an existing file is not replaced (a corpus was, once)
 
 
 def test_bench_split_qkv_trains_with_q_k_v_from_three_matmuls(monkeypatch, capsys):

@@ -436,6 +436,9 @@ def test_sample_refuses_a_missing_checkpoint_and_unknown_prompt_characters(tmp_p
         # refused before the model is loaded: a checkpoint that does not exist is not reached
         code, _, err = cli("sample", "--checkpoint", tmp_path / "nope", flag, value, "--device", "cpu")
         assert_user_error(code, err, fix)
+    code, out, err = cli("sample", "--checkpoint", run, "--prompt", "KING:", "--stop", "", "--device", "cpu")
+    assert_user_error(code, err, "--stop must be non-empty text")
+    assert out == ""  # refused before the prompt is printed
 
 
 # --------------------------------------------------------------------------- damaged checkpoints
@@ -543,8 +546,9 @@ def test_pretrain_resume_skips_a_step_whose_config_json_is_not_an_object(tmp_pat
 
 def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
     code, _, err = cli("pretrain", "--corpus", corpus, "--preset", "foo", "--out", tmp_path / "x")
-    assert code == 2 and "Traceback" not in err
-    assert "invalid choice: 'foo' (choose from" in err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1  # one line, not the usage first
+    assert err.startswith("error: argument --preset: invalid choice: 'foo' (choose from")
+    assert err.endswith("; see python -m workbench pretrain --help\n")
     assert not (tmp_path / "x").exists()
 
 
@@ -554,7 +558,18 @@ def test_unknown_preset_is_argparses_exit_2(tmp_path, corpus):
 def test_a_negative_seed_is_argparses_exit_2_naming_the_flag(tmp_path, argv):
     code, _, err = cli(*argv, "-1", "--out", tmp_path / "x") if argv[0] != "sample" else cli(*argv, "-1")
     assert code == 2 and "Traceback" not in err and not (tmp_path / "x").exists()
-    assert err.strip().splitlines()[-1].endswith(f"argument {argv[-1]}: a seed must be >= 0, got -1")
+    assert err.count("\n") == 1 and f"error: argument {argv[-1]}: a seed must be >= 0, got -1; see" in err
+
+
+def test_ctrl_c_where_nothing_is_saved_is_one_line_and_status_130(monkeypatch, capsys):
+    from workbench import __main__ as cli_main
+
+    def interrupted(args):
+        raise KeyboardInterrupt  # Ctrl-C during `sample`, say
+
+    monkeypatch.setattr(cli_main, "cmd_sample", interrupted)
+    assert cli_main.main(["sample", "--checkpoint", "run"]) == 130
+    assert capsys.readouterr().err == "\ninterrupted\n"
 
 
 # Each message is checked in-process above; a real process adds only what the interpreter does around

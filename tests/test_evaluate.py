@@ -348,7 +348,8 @@ def test_run_metrics_give_the_split_loss_of_the_final_weights_and_refuse_a_damag
 
 @pytest.mark.parametrize("extra,fix", [(["--split", "test"], "use --split val"),
                                        (["--prompts", "-1"], "n_prompts must be >= 0"),
-                                       (["--max-chars", "1"], "max_chars must be at least 2")])
+                                       (["--max-chars", "1"], "max_chars must be at least 2"),
+                                       (["--compression-chars", "1"], "compression_chars must be 0 (skip compression) or")])
 def test_cli_evaluate_bad_input_is_one_error_line(tiny_run, tmp_path, extra, fix):
     code, _, err = cli("evaluate", "--checkpoint", tiny_run, "--out", tmp_path / "e", *extra)
     assert code == 2 and err.startswith("error: ") and fix in err and err.count("\n") == 1
@@ -365,8 +366,20 @@ def test_cli_evaluate_writes_beside_the_runs_folders_never_inside_one_training_r
     for checkpoint in (run, run / "model", step):
         code, _, err = cli("evaluate", "--checkpoint", checkpoint, "--prompts", 0, "--compression-chars", 0)
         assert code == 0, err
-    assert (run / "evaluation-val" / "metrics.json").is_file()  # a resume swaps model/ and prunes step folders
-    assert not (run / "model" / "evaluation-val").exists() and not (step / "evaluation-val").exists()
+        assert (run / "evaluation-val" / "metrics.json").is_file()  # a resume swaps model/ and prunes step folders
+        assert not (run / "model" / "evaluation-val").exists() and not (step / "evaluation-val").exists()
+        if checkpoint != step:
+            shutil.rmtree(run / "evaluation-val")
+    card = (run / "evaluation-val" / "metrics.json").read_text()
+    before = {p: p.read_bytes() for p in (run / "metrics.json", run / "model" / "model.safetensors")}
+    for out, fix in ((None, "already holds an evaluation (metrics.json); choose another --out, or delete it"),
+                     (run, "is inside the run that training writes to"), (run / "model", "is inside the run"),
+                     (step / "x", "is inside the run")):
+        code, _, err = cli("evaluate", "--checkpoint", run, "--prompts", 0, "--compression-chars", 0,
+                           *(["--out", out] if out else []))
+        assert code == 2 and err.count("\n") == 1 and fix in err, err
+    assert (run / "evaluation-val" / "metrics.json").read_text() == card  # nothing written is lost
+    assert all(p.read_bytes() == b for p, b in before.items())
     code, _, err = cli("evaluate", "--checkpoint", run, "--out", run / "metrics.json" / "x")
     assert code == 2 and err.count("\n") == 1 and "lies under" in err and "a file; choose another path for --out" in err
 

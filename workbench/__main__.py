@@ -237,6 +237,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}; pass e.g. --max-new-tokens 300")
     check_sampling(args.temperature, args.top_k, args.top_p)  # before the model is loaded
+    if any(not s for s in args.stop or ()):  # before the prompt is printed
+        raise ValueError("--stop must be non-empty text; drop the empty --stop ''")
     device = resolve_device(args.device)
     model, tokenizer, _ = load_pretrained(args.checkpoint, device=str(device))
     prompt = args.prompt or "\n"
@@ -278,8 +280,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         run_dir = run_dir.parent
     elif run_dir.parent.name == CHECKPOINTS:
         run_dir = run_dir.parent.parent
-    out = Path(args.out or run_dir / f"evaluation-{args.split}")
+    default = run_dir / f"evaluation-{args.split}"
+    out = Path(args.out or default)
     check_writable(out)
+    where = out.resolve()  # not the run itself, nor model/ and checkpoints/, which training replaces
+    if where == run_dir.resolve() or any(p.resolve() in (where, *where.parents)
+                                         for p in (run_dir / FINAL, run_dir / CHECKPOINTS)):
+        raise ValueError(f"--out {out} is inside the run that training writes to (it keeps its own metrics.json "
+                         f"there); leave --out out to write {default}, or choose a folder of its own")
+    if (out / "metrics.json").exists():
+        raise ValueError(f"{out} already holds an evaluation (metrics.json); choose another --out, or delete it "
+                         "to evaluate again")
     result = evaluate_checkpoint(args.checkpoint, args.split, n_prompts=args.prompts, max_chars=args.max_chars,
                                  compression_chars=args.compression_chars, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,6 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
                          "pass e.g. --iters 50 --warmup 10")
     if args.json:  # before minutes of measuring, not after
         check_writable(Path(args.json), "--json", is_dir=False)
+        if Path(args.json).exists():
+            raise ValueError(f"--json {args.json} already exists; choose a new file name, or delete it first")
     config = config_from_args(args)
     vocab = config.data.vocab_size if config.data.tokenizer == "bpe" else 65  # 65: tinyshakespeare's characters
     config = replace(config, model=replace(config.model, vocab_size=vocab))
@@ -341,11 +354,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         result["step_profile"] = step_profile(config)
         print(format_profile(result["step_profile"]))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(args.json), result)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line like the workbench's own (not a screenful of usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="train a GPT language model on a corpus")
@@ -477,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where there is nothing to save (sample, evaluate; training's second one)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`sample | head`): stop quietly, as Unix tools do
         # (what is still buffered would raise again at exit: send it nowhere, as Python's docs advise)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -489,6 +489,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
     for name, value in (("n_prompts", n_prompts), ("compression_chars", compression_chars)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0 (0 skips that part), got {value}")
+    if compression_chars == 1:  # lm_compression scores at least two characters
+        raise ValueError("compression_chars must be 0 (skip compression) or at least 2, got 1")
     if max_chars is not None and max_chars < 2:
         raise ValueError(f"max_chars must be at least 2 (or unset to score everything), got {max_chars}")
     model, tokenizer, config = load_pretrained(checkpoint, device=device)
