@@ -95,7 +95,12 @@ def test_every_profile_gives_every_notebook_valid_settings():
 
 @pytest.mark.parametrize("changes, message", [({"lr": math.inf}, "lr must be > 0 and finite, got inf"),
                                               ({"beta1": 2.0}, r"beta1 must be in \[0, 1\), got 2.0; pass e.g. --beta1"),
-                                              ({"beta2": -0.1}, r"beta2 must be in \[0, 1\), got -0.1")])
+                                              ({"beta2": -0.1}, r"beta2 must be in \[0, 1\), got -0.1"),
+                                              # a traceback from int(inf) when the steps were planned
+                                              ({"max_iters": None, "epochs": math.inf}, "epochs must be > 0 and finite"),
+                                              # numpy's error at the first evaluation, minutes in
+                                              ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\), got -1"),
+                                              ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*63\)")])
 def test_loop_values_adamw_cannot_use_are_refused_before_training(changes, message):
     with pytest.raises(ValueError, match=message):  # (inf failed at step 2 as a NaN loss, beta1 2 in torch)
         TrainConfig(**changes)
