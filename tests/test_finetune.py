@@ -196,6 +196,10 @@ def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics["test_macro_f1"] == straight.metrics["test_macro_f1"]
+    smaller = task.subsample(2)
+    with pytest.raises(ValueError, match=rf"the task differs from the run's \(n_train {len(task.train)} in the run, "
+                                         rf"{len(smaller.train)} now; .*\); pass the --task and the flags the run"):
+        finetune(None, smaller, config, tmp_path / "b", resume=True, progress=False)
     with pytest.raises(ValueError, match="differs from the checkpoint's"):
         finetune(None, task, quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.2), tmp_path / "b",
                  resume=True, progress=False)

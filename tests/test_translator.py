@@ -207,6 +207,11 @@ def test_resume_continues_exactly(task, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="already holds files; pass --resume"):
         seq2seq_train(task, tiny_config(), tmp_path / "a", progress=False)
+    other = date_task(n_train=len(task.train) // 2, n_val=len(task.val), n_test=len(task.test), seed=0)
+    with pytest.raises(ValueError, match=rf"the task differs from the run's \(n_train {len(task.train)} in the run, "
+                                         rf"{len(other.train)} now\); pass the --task and the flags the run was "
+                                         r"started with \(--n-train"):
+        seq2seq_train(other, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False, resume=True)
     longer = seq2seq_train(task, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False,
                            resume=True)  # a finished run trains on with a larger max_iters, as pretrain's
     assert longer.history.df["step"].max() == 12

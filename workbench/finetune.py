@@ -45,7 +45,7 @@ from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
 from .pretrain import load_pretrained
-from .run import Run, load_final, require_artifacts, setup_device
+from .run import Run, load_final, require_artifacts, setup_device, task_difference
 from .tasks import TaskData, _trim, encode_task, encode_texts
 from .tokenizer import tokenizer_from_dict
 from .train import Callback, History, Trainer, autocast_context
@@ -353,8 +353,9 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     if run.saved is not None:
         run.check_same("finetune", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
         if run.saved.artifacts["task"] != info:
-            raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']['name']}, "
-                             f"{run.saved.artifacts['task']['n_train']} training rows); pass the same --task to resume")
+            raise ValueError(f"the task differs from the run's ({task_difference(run.saved.artifacts['task'], info)}); "
+                             "pass the --task and the flags the run was started with (--text-col, --label-col, "
+                             "--split-seed, --max-chars) to resume")
         if config.mode != "hf":
             base_config = run.saved.artifact("config", RunConfig.from_dict)
             tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)

@@ -58,6 +58,15 @@ def run_kind(c: ckpt.Checkpoint | Path) -> str:
     return next((kind for kind, (marker, _) in RUN_KINDS.items() if marker in names), "pretrain")
 
 
+def task_difference(saved: Any, now: dict[str, Any]) -> str:
+    """What differs between a run's saved task description (`info()`) and the task given now, e.g.
+    "n_train 1995 in the run, 1800 now"."""
+    if not isinstance(saved, dict):
+        return f"the run's is {saved!r:.60}"
+    return "; ".join(f"{k} {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in {**saved, **now}
+                     if saved.get(k) != now.get(k))
+
+
 def check_kind(out: Path, found: str, kind: str) -> None:
     """Refuse to resume, as a `kind` run, the run in `out` that a `found` run's command wrote."""
     if found != kind:

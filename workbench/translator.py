@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig, _check, check_tokenizer, check_types, from_dict, updated
 from .data import require_columns
-from .run import Run, load_final, setup_device
+from .run import Run, load_final, setup_device, task_difference
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, seq2seq_from_checkpoint, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .seq2seq import cross_attentions as model_cross_attentions
@@ -273,9 +273,10 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     device = setup_device(config.train, run.dist)
     if run.saved is not None:
         run.check_same("translation", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        if run.saved.artifacts["task"] != task.info():
-            raise ValueError(f"the task differs from the run's ({run.saved.artifacts['task']}); pass the same --task "
-                             "to resume")
+        if (saved := run.saved.artifacts["task"]) != (now := task.info()):
+            raise ValueError(f"the task differs from the run's ({task_difference(saved, now)}); pass the --task and "
+                             "the flags the run was started with (--n-train, --n-val, --n-test, --locales, "
+                             "--split-seed; --source-col, --target-col) to resume")
         tokenizer = run.saved.artifact("tokenizer", PairTokenizer.from_dict)
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
