@@ -134,6 +134,8 @@ def test_a_table_with_no_rows_is_named_not_an_index_error(tmp_path):
     for name in ("h.csv", "e.jsonl"):
         with pytest.raises(ValueError, match=f"{name} has no rows; add rows"):
             load_task(tmp_path / name)
+    with pytest.raises(ValueError, match="is a folder; pass --task genre or a .csv/.jsonl file"):
+        load_task(tmp_path)  # it said "does not exist"
 
 
 def test_a_class_missing_from_val_or_test_is_warned_about(tmp_path, csv_task, caplog):

@@ -177,6 +177,8 @@ def test_file_task_bad_input_is_one_line_naming_the_fix(tmp_path, content, match
 def test_file_task_missing_file_or_suffix(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --task dates or a .tsv/.csv/.jsonl file"):
         file_task(tmp_path / "nope.tsv")
+    with pytest.raises(ValueError, match="is a folder; pass --task dates or a"):  # not "does not exist"
+        file_task(tmp_path)
     (tmp_path / "p.txt").write_text("a\tb\n")
     with pytest.raises(ValueError, match="save it as one of those"):
         file_task(tmp_path / "p.txt")

@@ -220,6 +220,8 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
     """
     max_chars = _check_max_chars(max_chars)
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"task file {path} is a folder; pass --task genre or a .csv/.jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.jsonl file")
     if path.suffix.lower() not in (".csv", ".jsonl"):

@@ -238,6 +238,8 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
         PairTask named after the file.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"task file {path} is a folder; pass --task dates or a .tsv/.csv/.jsonl file of pairs")
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist; pass --task dates or a .tsv/.csv/.jsonl file of pairs")
     if path.suffix.lower() not in (".tsv", ".csv", ".jsonl"):
