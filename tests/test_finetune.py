@@ -281,7 +281,8 @@ def test_notebook_04_takes_the_saved_probabilities_and_scores_the_split_when_the
 @pytest.mark.parametrize("name, how", [("model.safetensors", "truncated"), ("labels.json", "garbage"),
                                        ("finetune.json", "truncated"), ("tokenizer.json", "missing"),
                                        ("finetune.json", "wrong field"), ("config.json", "wrong field"),
-                                       ("tokenizer.json", "wrong field")])
+                                       ("tokenizer.json", "wrong field"), ("labels.json", "an object"),
+                                       ("labels.json", "a class too many")])
 def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, tmp_path, name, how):
     _, task = csv_task
     finetune(base, task, quick(mode="frozen", max_iters=2, eval_interval=2), tmp_path / "run", progress=False)
@@ -293,6 +294,10 @@ def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, t
         section = content.get("model", content) if name == "config.json" else content
         section[{"finetune.json": "lora_r", "config.json": "n_embd", "tokenizer.json": "kind"}[name]] = [1]
         path.write_text(json.dumps(content))
+    elif how == "an object":  # it was read as the list of its keys
+        path.write_text('{"comedy": 0, "history": 1}')
+    elif how == "a class too many":  # it was blamed on model.safetensors, whose head has one class less
+        path.write_text(json.dumps([*json.loads(path.read_text()), "romance"]))
     else:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if how == "truncated" else b"\xff\x00junk")
     with pytest.raises((ValueError, FileNotFoundError)) as info:
@@ -303,7 +308,8 @@ def test_a_damaged_finetuned_model_is_one_line_naming_the_file(base, csv_task, t
         assert message == f"{path.parent} lacks {name}; point at a finetune run's --out, or copy the missing file again from its source"
     else:
         assert isinstance(info.value, ckpt.DamagedCheckpointError)
-        assert message.startswith(f"checkpoint file {path} is damaged ({'' if how == 'wrong field' else 'truncated or not '}")
+        cut = how in ("truncated", "garbage")
+        assert message.startswith(f"checkpoint file {path} is damaged ({'truncated or not ' if cut else ''}")
 
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["here", "two-worker-processes"])

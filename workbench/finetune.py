@@ -39,8 +39,10 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 from torch.nn import functional as F
 
+from .checkpoint import MODEL_FILE, DamagedCheckpointError
 from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
@@ -473,13 +475,26 @@ def load_predictions(run_dir: str | Path, task: TaskData, split: str = "test") -
     return probs
 
 
+def _class_names(content: Any) -> list:
+    """labels.json's content: the class names in id order, two or more, distinct."""
+    if not (isinstance(content, list) and len(content) >= 2 and len(set(map(repr, content))) == len(content)
+            and all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in content)):
+        raise ValueError("not a list of two or more distinct class names")
+    return content
+
+
 def load_finetuned(path: str | Path, device: str = "cpu") -> TextClassifier:
     """Rebuild a fine-tuned classifier from a finetune run directory or its model/ folder."""
     hint = "point at a finetune run's --out"
     c = load_final(path, ("finetune", "labels"), hint, "python -m workbench finetune --checkpoint BASE --out DIR",
                    kind="finetune")
     config = c.artifact("finetune", lambda d: from_dict(FinetuneConfig, d))
-    labels = list(c.artifacts["labels"])
+    labels = c.artifact("labels", _class_names)
+    with safe_open(str(c.path / MODEL_FILE), "pt") as f:  # (its header was checked by load_final)
+        classes = f.get_slice("head.bias").get_shape()[0] if "head.bias" in f.keys() else len(labels)
+    if classes != len(labels):  # else the weights would be blamed for not fitting the head
+        raise DamagedCheckpointError(c.path / "labels.json", f"is damaged (it names {len(labels)} classes, the "
+                                     f"weights' head {classes})")
     if config.mode != "hf":
         require_artifacts(c, ("config", "tokenizer"), hint)
     base = c.artifact("config", RunConfig.from_dict) if config.mode != "hf" else None
