@@ -2,6 +2,7 @@
 exact resume), the MiniLM mode under CPU bf16 autocast, the comparison grid and its TF-IDF reference,
 and the `finetune` command line. The task data itself: tests/test_tasks.py; the metrics: test_metrics.py."""
 
+import dataclasses
 import json
 from dataclasses import asdict, replace
 
@@ -183,6 +184,14 @@ def test_a_graphed_finetune_pads_every_batch_to_one_width_and_trains_as_the_eage
         want, got = (r.history.df[key].dropna().to_numpy() for r in (eager, graphed))
         assert len(want) == 10 and got == pytest.approx(want, rel=1e-5), key
     assert graphed.metrics["val_macro_f1"] == eager.metrics["val_macro_f1"]
+
+
+def test_task_characters_the_char_base_never_saw_name_the_task_and_the_fix(base, csv_task):
+    _, task = csv_task
+    crowned = dataclasses.replace(task, train=task.train.assign(text="👑 " + task.train["text"]))
+    with pytest.raises(ValueError, match=r"^tiny.csv: its train texts have characters the base model's char tokenizer "
+                                         r"never saw \('👑'\); remove them .* pretrain the base model with --tokenizer bpe$"):
+        finetune(base, crowned, quick(mode="frozen", max_iters=2), progress=False)
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

@@ -333,6 +333,13 @@ def encode_task(tokenizer, task: TaskData, max_len: int) -> dict[str, tuple[torc
     vocab = tokenizer.to_dict() if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer.to_str()
     key = (str(vocab), max_len, *(tuple(task.split(s)["text"]) for s in ("train", "val", "test")))
     if key not in _ENCODED:
+        if getattr(tokenizer, "kind", None) == "char":  # name the task, not "a corpus edited since?"
+            for split in ("train", "val", "test"):
+                unseen = sorted(set().union(*map(set, task.split(split)["text"])) - set(tokenizer.chars))
+                if unseen:
+                    raise ValueError(f"{task.name}: its {split} texts have characters the base model's char "
+                                     f"tokenizer never saw ({', '.join(map(repr, unseen[:10]))}); remove them from "
+                                     "the task's texts, or pretrain the base model with --tokenizer bpe")
         while len(_ENCODED) >= 2:
             _ENCODED.pop(next(iter(_ENCODED)))
         _ENCODED[key] = {s: encode_texts(tokenizer, task.split(s)["text"].tolist(), max_len) for s in ("train", "val", "test")}
