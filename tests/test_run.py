@@ -96,7 +96,7 @@ def test_resuming_a_finished_run_needs_more_steps(tmp_path):
     assert run.fit(longer) and longer.step == 12 and not run.already_finished
     run.finish(longer, {"config": {"x": 1}}, run.base_metrics(longer))
     run = Run(tmp_path, resume=True)
-    with pytest.raises(ValueError, match=r"is at step 12, past max_iters=4; pass --max-iters above 12"):
+    with pytest.raises(ValueError, match=r"is at step 12, past max_iters=4; pass a max_iters \(--max-iters\) above 12 to train on$"):
         run.fit(trainer(run, max_iters=4))
 
 

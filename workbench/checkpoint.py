@@ -416,6 +416,9 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.is_dir() else []
 
 
+_WARNED: set[str] = set()  # the damaged step checkpoints `latest_checkpoint` has warned about
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete step checkpoint of a run directory (`check_step`), or None.
 
@@ -437,10 +440,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         try:
             check_step(candidate)
         except DamagedCheckpointError as e:
-            # Shown once per directory (same text, same line), however often the run directory is read.
-            warnings.warn(f"skipping the damaged step checkpoint {candidate}: {e.path.name} {e.problem}; "
-                          "using an earlier one (the damaged files are left as they are, until the run "
-                          "checkpoints that step again)")
+            message = (f"skipping the damaged step checkpoint {candidate}: {e.path.name} {e.problem}; using an "
+                       "earlier one (the damaged files are left as they are, until the run checkpoints that step again)")
+            # once, however often the run directory is read (warnings' own once-per-line is forgotten
+            # whenever some library changes the warning filters, as `catch_warnings` does)
+            if message not in _WARNED:
+                _WARNED.add(message)
+                warnings.warn(message)
             continue
         return candidate
     return None

@@ -214,7 +214,7 @@ class Run:
         max_iters = trainer.config.max_iters
         if trainer.step > max_iters:
             raise ValueError(f"the checkpoint in {self.out} is at step {trainer.step}, past max_iters={max_iters}; "
-                             f"pass --max-iters above {trainer.step} to train on (or drop the --preset that sets it)")
+                             f"pass a max_iters (--max-iters) above {trainer.step} to train on")
         if not (trainer.step == max_iters or trainer.stopped_early) or not (self.out / FINAL).is_dir():
             return  # steps left, or it stopped after its last checkpoint and before writing model/: finish it
         if self.auto:
