@@ -336,7 +336,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint directory meant by `path`: itself, or a run directory's latest checkpoint."""
     path = Path(path)
     if path.is_file():
-        raise FileNotFoundError(f"{path} is a file; point at the checkpoint or run directory that holds it ({path.parent})")
+        if (path.parent / MODEL_FILE).is_file() or (path.parent / CHECKPOINTS).is_dir():  # a file of a checkpoint
+            raise FileNotFoundError(f"{path} is a file; point at the checkpoint or run directory that holds it "
+                                    f"({path.parent})")
+        raise FileNotFoundError(f"{path} is a file, not a checkpoint; point --checkpoint at a training run's --out "
+                                "directory")
     if (path / MODEL_FILE).is_file():
         return path
     latest = latest_checkpoint(path)
