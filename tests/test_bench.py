@@ -138,6 +138,12 @@ def test_bench_cli_refuses_what_it_could_not_finish_before_measuring(tmp_path, c
     assert (tmp_path / "f").read_text() == "mine"  # an existing file is not replaced (a corpus was, once)
 
 
+def test_bench_has_no_corpus_flags_it_would_ignore(capsys):
+    with pytest.raises(SystemExit) as exit_:  # it trains on random tokens: --corpus did nothing, silently
+        main(["bench", "--preset", "smoke", "--corpus", "mine.txt"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --corpus mine.txt" in capsys.readouterr().err
+
+
 def test_bench_split_qkv_trains_with_q_k_v_from_three_matmuls(monkeypatch, capsys):
     seen, real = [], bench.time_steps
 

@@ -35,17 +35,19 @@ TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | Non
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = RUN_SECTIONS,
-                     defaults: dict[str, Any] | None = None) -> None:
+                     defaults: dict[str, Any] | None = None, without: tuple[str, ...] = ()) -> None:
     """One flag per field of each config dataclass (`--n-layer` is ModelConfig.n_layer), stored as
     `section.field` only when given, so presets, saved configs and explicit flags can merge. A field
     that is itself a config (FinetuneConfig.train) is its own section. `defaults`: {section: the config
     the command starts from} where that is not the dataclass's own defaults (finetune trains at
-    batch 16 for 3 epochs, not TrainConfig's 12 for 2000 steps), so --help says what a run gets."""
+    batch 16 for 3 epochs, not TrainConfig's 12 for 2000 steps), so --help says what a run gets.
+    `without`: "section.field" flags the command would ignore (bench reads no corpus)."""
     for section, cls in sections.items():
         group = parser.add_argument_group(f"{section} ({cls.__name__})")
         start = (defaults or {}).get(section)
         for f in fields(cls):
-            if (section, f.name) in DERIVED or f.type not in TYPES and f.type != "bool":
+            skipped = (section, f.name) in DERIVED or f"{section}.{f.name}" in without
+            if skipped or f.type not in TYPES and f.type != "bool":
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else None
@@ -459,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-profile", action="store_true",
                    help="also profile a few training steps: time by kind of work (matmul, attention, ...) and the largest kernels")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    add_config_flags(p)
+    add_config_flags(p, without=("data.corpus", "data.text_column"))  # it trains on random tokens
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="run the notebooks with papermill into an HTML + JSON report")
