@@ -118,7 +118,10 @@ def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
       {"text": "c", "label": "x", "split": "test"}], {}, "'y' appear in val/test but never in train"),
     ([{"text": "a", "label": "x", "split": "dev"}, {"text": "b", "label": "y", "split": "train"}], {},
      "use only train, val and test"),
-    ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], {}, "the val split is empty"),
+    ([{"text": t, "label": label} for t, label in zip("abcd", "xxyy")], {}, "the val split is empty"),
+    ([{"text": t, "label": 0.1 * i} for i, t in enumerate("abcdefghij")], {},  # a score, not a class
+     "the val split is empty: the 'label' column has 10 different values in 10 rows; pass --label-col naming a "
+     "column of classes"),
 ])
 def test_table_task_errors_name_the_fix(tmp_path, rows, kwargs, fix):
     path = tmp_path / "bad.csv"

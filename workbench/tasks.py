@@ -250,6 +250,9 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
         rows["split"] = stratified_split(rows["label"], seed)
     for s in SPLITS:
         if not (rows["split"] == s).any():
+            if len(labels) > len(rows) / 2:  # a score or an id, not a class
+                raise ValueError(f"{path}: the {s} split is empty: the {label_col!r} column has {len(labels)} different "
+                                 f"values in {len(rows)} rows; pass --label-col naming a column of classes")
             raise ValueError(f"{path}: the {s} split is empty; add rows (each class needs 6+ for an "
                              "80/10/10 split) or a split column with train, val and test rows")
     unseen = sorted(set(rows.loc[rows["split"] != "train", "label"]) - set(rows.loc[rows["split"] == "train", "label"]))
