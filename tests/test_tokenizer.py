@@ -113,6 +113,10 @@ def test_decode_rejects_ids_outside_the_vocabulary(char, bpe):
         char.decode([char.vocab_size])
     with pytest.raises(ValueError, match="outside"):
         bpe.decode([-1])
+    for tok in (char, bpe):
+        for not_ids in ("First", None):  # not int("F") or "'NoneType' object is not iterable"
+            with pytest.raises(ValueError, match="decode takes token ids .*; encode text first"):
+                tok.decode(not_ids)
 
 
 @pytest.mark.parametrize("s", TRICKY)

@@ -73,6 +73,9 @@ def _as_id_list(ids: Any) -> list[int]:
         ids = ids.tolist()
     if isinstance(ids, int):
         ids = [ids]
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):  # text, None: not ids
+        raise ValueError(f"decode takes token ids (a list, array or tensor), got {type(ids).__name__}; "
+                         "encode text first")
     ids = list(ids)
     if ids and isinstance(ids[0], list):
         raise ValueError("decode takes one sequence of ids (1-D); decode each row of a batch separately")
