@@ -353,7 +353,10 @@ class Records:
     """A Trainer callback that keeps every record it is given."""
 
     def __init__(self):
-        self.steps, self.evals = [], []
+        self.steps, self.evals, self.runs = [], [], []
+
+    def on_run(self, name):
+        self.runs.append(name)
 
     def on_step(self, trainer, record):
         self.steps.append(record)
@@ -376,6 +379,11 @@ def test_grid_in_worker_processes_gives_the_runs_made_here_and_replays_them_to_c
     assert len(here.steps) == len(seen_here.steps) == 4 * 6
     assert [r["val_macro_f1"] for r in here.evals] and len(here.evals) == len(seen_here.evals)
     assert sorted(r["val_macro_f1"] for r in here.evals) == sorted(r["val_macro_f1"] for r in seen_here.evals)
+    # each run is named before its records (a live figure titles itself with it)
+    assert seen_here.runs == ["full, seed 0 (1 of 4)", "full, seed 1 (2 of 4)", "lora, seed 0 (3 of 4)",
+                              "lora, seed 1 (4 of 4)"]
+    assert sorted(name.split(" (")[0] for name in here.runs) == sorted(n.split(" (")[0] for n in seen_here.runs)
+    assert [name.split(" (")[1] for name in here.runs] == ["1 of 4)", "2 of 4)", "3 of 4)", "4 of 4)"]
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])

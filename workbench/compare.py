@@ -109,7 +109,8 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         tfidf: add the TF-IDF + logistic-regression row (seed NaN).
         out_dir: if given, the first seed of each mode is saved as a run in out_dir/<mode>.
         callbacks: Trainer callbacks for every run (e.g. a live figure). With worker processes they
-            receive each run's records when it finishes (`trainer` None), not step by step.
+            receive each run's records when it finishes (`trainer` None), not step by step. One with an
+            `on_run(name)` method hears which run comes next ("lora, seed 1 (5 of 12)").
         mode_seeds: per-mode seeds instead of `seeds` (e.g. fewer for the slow hf encoder).
         workers: runs at a time, each in its own process with threads // workers threads (`grid_workers`);
             1 runs them here, one after another. None: as many as torch has threads on a CPU, 1 on CUDA.
@@ -192,8 +193,11 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
     `workers` spawned processes, which take the jobs longest first (`MODE_COST`)."""
     sources = [checkpoint if mode != "hf" else None for mode, *_ in jobs]  # hf loads its packaged encoder
     if workers == 1:
-        return [finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress)
-                for source, (_, config, run_dir, _) in zip(sources, jobs)]
+        results = []
+        for k, (source, (mode, config, run_dir, _)) in enumerate(zip(sources, jobs), start=1):
+            _announce(callbacks, f"{mode}, seed {config.train.seed} ({k} of {len(jobs)})")
+            results.append(finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress))
+        return results
     threads = max(1, torch.get_num_threads() // workers)
     order = sorted(range(len(jobs)), key=lambda i: -MODE_COST.get(jobs[i][0], 0))  # stable: ties keep the table's order
     results: list = [None] * len(jobs)
@@ -203,9 +207,11 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
             _, config, run_dir, first = jobs[i]
             futures[pool.submit(_grid_job, sources[i], task, config, run_dir, threads, first)] = i
         try:
-            for future in as_completed(futures):
+            for k, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]
                 results[i] = future.result()
+                mode, config, *_ = jobs[i]
+                _announce(callbacks, f"{mode}, seed {config.train.seed} ({k} of {len(jobs)})")
                 for record in results[i].history.records:  # the finished run's curve, for live figures
                     kind = "on_eval" if any(k.startswith("val_") for k in record) else "on_step"
                     for cb in callbacks:
@@ -214,6 +220,13 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return results
+
+
+def _announce(callbacks: list, name: str) -> None:
+    """Tell the callbacks that have an `on_run` which run comes next."""
+    for cb in callbacks:
+        if hasattr(cb, "on_run"):
+            cb.on_run(name)
 
 
 def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path | None, threads: int,
