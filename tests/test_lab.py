@@ -1,8 +1,9 @@
 """The live side: JupyterLab started as `make lab` starts it, driven by headless Debian chromium.
 
 01_attention runs all its cells with smoke parameters (its parameters cell set in a temporary copy),
-then the attention explorer must redraw its heatmap when a new sentence is typed into its text box
-and when its layer slider moves. This guards the chain a reader relies on in the lab and that no
+then the attention explorer must fit the notebook's output column, redraw its heatmap when a new
+sentence is typed into its text box and when its layer slider moves, and show the same heatmap after
+the page is reloaded (the kernel still running). This guards the chain a reader relies on in the lab and that no
 exported page exercises: ipywidgets, plotly's FigureWidget (an anywidget) and JupyterLab's widget
 manager, any of which can drift with a version bump.
 """
@@ -28,8 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-# The explorer: a VBox holding the text box, the sliders and the FigureWidget's plotly div.
-EXPLORER = ".widget-vbox:has(.widget-text input):has(.js-plotly-plot)"
+# The explorer: a VBox holding the text box (a textarea), the sliders and the FigureWidget's plotly div.
+EXPLORER = ".widget-vbox:has(.widget-textarea textarea):has(.js-plotly-plot)"
+# The explorer's figure and the output area it sits in, in px: wider, it would be clipped with no scroll bar.
+WIDTHS = """(sel) => { const plot = document.querySelector(sel + ' .js-plotly-plot');
+    return [plot.querySelector('.main-svg').getBoundingClientRect().width,
+            plot.closest('.jp-OutputArea-output').clientWidth]; }"""
 HEATMAP_DATA = """(sel) => { const div = document.querySelector(sel + ' .js-plotly-plot');
     return div && div.data && div.data[0] ? JSON.stringify({x: div.data[0].x, z: div.data[0].z,
         title: div.layout.title && (div.layout.title.text || div.layout.title)}) : null; }"""
@@ -117,7 +122,8 @@ def run_all_cells(page) -> None:
     pytest.fail("Run All Cells started no cell in three tries")
 
 
-def test_01_runs_in_jupyterlab_and_the_explorer_redraws_on_typing_and_the_layer_slider(lab, tmp_path):
+def test_01_runs_in_jupyterlab_and_the_explorer_redraws_on_typing_and_the_layer_slider_and_survives_a_reload(
+        lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
     outside = []
@@ -142,10 +148,12 @@ def test_01_runs_in_jupyterlab_and_the_explorer_redraws_on_typing_and_the_layer_
             before_json = page.evaluate(HEATMAP_DATA, EXPLORER)
             before = json.loads(before_json)
             assert "layer 0" in before["title"], before["title"]
+            figure_width, column_width = page.evaluate(WIDTHS, EXPLORER)
+            assert 0 < figure_width <= column_width, (figure_width, column_width)
 
-            text_box = page.locator(EXPLORER + " .widget-text input").first
+            text_box = page.locator(EXPLORER + " .widget-textarea textarea").first
             text_box.fill("O Romeo, wherefore art thou?")  # shorter than the parameter's sentence
-            text_box.press("Enter")  # the text box updates on Enter (continuous_update=False)
+            text_box.blur()  # the text box updates when it loses focus (continuous_update=False)
             wait_for_redraw(page, before_json)
             typed_json = page.evaluate(HEATMAP_DATA, EXPLORER)
             typed = json.loads(typed_json)
@@ -155,7 +163,21 @@ def test_01_runs_in_jupyterlab_and_the_explorer_redraws_on_typing_and_the_layer_
             layer_handle.focus()
             layer_handle.press("ArrowRight")
             wait_for_redraw(page, typed_json)
-            moved = json.loads(page.evaluate(HEATMAP_DATA, EXPLORER))
+            moved_json = page.evaluate(HEATMAP_DATA, EXPLORER)
+            moved = json.loads(moved_json)
+
+            # Saved and reloaded, the page opens new views of the kernel's widgets: they must show the
+            # last redraw, not the FigureWidget's first (empty) figure.
+            page.keyboard.press("Control+s")
+            page.wait_for_selector(".jp-mod-current.jp-mod-dirty", state="detached", timeout=30_000)
+            page.reload(wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_selector(EXPLORER + " .js-plotly-plot .main-svg", timeout=120_000)
+            try:
+                page.wait_for_function(f"([sel, shown]) => ({HEATMAP_DATA})(sel) === shown", arg=[EXPLORER, moved_json],
+                                       timeout=30_000)
+            except Exception:
+                pass  # the assertion below says what it shows instead
+            reloaded = json.loads(page.evaluate(HEATMAP_DATA, EXPLORER) or "null")
         except Exception:
             page.screenshot(path=str(tmp_path / "lab.png"), full_page=True)
             raise
@@ -163,5 +185,6 @@ def test_01_runs_in_jupyterlab_and_the_explorer_redraws_on_typing_and_the_layer_
             browser.close()
     assert "layer 1" in moved["title"], moved["title"]
     assert moved["x"] == typed["x"] and moved["z"] != typed["z"]  # same tokens, another layer's weights
+    assert reloaded == moved, f"after a reload the explorer shows {str(reloaded)[:200]}"
     errors = [o for o in outside if "127.0.0.1" not in o]
     assert not errors, f"JupyterLab asked for outside URLs: {errors}"

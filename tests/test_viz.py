@@ -19,6 +19,7 @@ from workbench.data import get_batch
 from workbench.model import GPT, sinusoidal_encoding
 from workbench.tokenizer import CharTokenizer
 from workbench.train import Trainer
+from workbench.viz import interpret as vi
 from workbench.viz import training as viz_training
 
 TOKENS = ["the", "cat", "the"]
@@ -32,6 +33,53 @@ def random_attention(L, H, T, seed=0):
 # ----------------------------------------------------------------- attention figures
 def test_token_labels_keep_repeated_tokens_apart():
     assert viz.token_labels(TOKENS) == ["0:the", "1:cat", "2:the"]
+
+
+def test_token_labels_show_spaces_and_line_breaks():
+    """A space token would label its row "3:" (blank); a BPE piece " the" reads "·the" as 01's table writes it."""
+    labels = viz.token_labels([" the", " ", "\n", "\t", "  x", " "])
+    assert labels == ["0:·the", "1:·", "2:↵", "3:⇥", "4:··x", "5:·"]
+    assert len(set(labels)) == 6
+
+
+# JupyterLab's output column is ~970 px wide (file browser open): a wider figure is cut or needs scrolling,
+# and a wider widget is clipped with no way to scroll.
+COLUMN = 1000
+
+
+def test_matrix_figure_wraps_many_panels_onto_rows_that_fit_the_notebook():
+    names = ["head 0", "head 1", "concatenated heads", "W_O", "output"]
+    fig = viz.matrix_figure({n: torch.randn(6, 6 + k) for k, n in enumerate(names)}, row_labels=list("abcdef"))
+    assert fig.layout.width <= COLUMN
+    assert [a.text for a in fig.layout.annotations] == names
+    rows = [tuple(fig.layout[f"yaxis{k + 1 if k else ''}"].domain) for k in range(5)]
+    assert rows[0] == rows[1] == rows[2] != rows[3] == rows[4]  # 3 + 2
+    assert [t.name for t in fig.data] == names and [t.xaxis for t in fig.data] == ["x", "x2", "x3", "x4", "x5"]
+    assert np.array(fig.data[4].z).shape == (6, 10)
+    for t, (lo, hi) in zip(fig.data, rows):  # each colour bar beside its own panel's row
+        assert lo < t.colorbar.y < hi and t.colorbar.len <= hi - lo
+    assert viz.matrix_figure({"a": torch.ones(2, 2)}).layout.height == 400  # one row as before
+
+
+def test_attention_figures_fit_the_notebook_column_for_large_inputs():
+    A, tokens = random_attention(6, 12, 40), [f"t{i}" for i in range(40)]
+    figures = {"model_view": viz.model_view(A, tokens), "heatmap": viz.attention_heatmap(A[0, 0], tokens),
+               "explorer": viz.attention_explorer_figure(A, tokens),
+               "checkpoints": viz.attention_over_checkpoints([(0, A[0, 0]), (1, A[0, 1])], tokens)}
+    for name, fig in figures.items():
+        assert fig.layout.width <= COLUMN, (name, fig.layout.width)
+    grid = figures["model_view"]
+    widths = {round(grid.layout[f"xaxis{k + 1 if k else ''}"].domain[1] - grid.layout[f"xaxis{k + 1 if k else ''}"].domain[0], 6)
+              for k in range(12)}
+    assert len(widths) == 1 and len(grid.data) == 72  # every head, in equal panels
+    columns = [f"{i}:t{i}" for i in range(40)]
+    lens = vi.logit_lens_figure(pd.DataFrame([["x"] * 40] * 3, columns=columns),
+                                pd.DataFrame(np.full((3, 40), 0.5), columns=columns))
+    assert lens.layout.width <= COLUMN
+
+
+def test_model_view_of_a_small_model_is_wide_enough_for_its_subtitle():
+    assert viz.model_view(random_attention(1, 2, 4), list("abca")).layout.width >= 600
 
 
 def test_attention_heatmap_shows_the_weights_with_unique_labels():
@@ -335,3 +383,109 @@ def test_validation_curves_one_trace_per_run():
     assert list(fig.data[0].x) == [2, 4] and list(fig.data[1].y) == [0.2, 0.25]
     with pytest.raises(ValueError, match="no column"):
         validation_curves({"x": h}, metric="val_loss")
+
+
+def gpt_for(tok, **config) -> GPT:
+    """A small random GPT over `tok`'s vocabulary (2 layers, 2 heads, 16 wide unless `config` says)."""
+    torch.manual_seed(0)
+    return GPT(ModelConfig(**{"vocab_size": tok.vocab_size, "block_size": 16, "n_layer": 2, "n_head": 2,
+                              "n_embd": 16, **config}))
+
+
+def shown_to_a_new_view(figure_widget):
+    """What a view opened later (a page reload) draws: the widget's synced state, not its Python figure."""
+    return figure_widget._widget_data[0], figure_widget._widget_layout
+
+
+def test_explorers_keep_the_redrawn_figure_for_a_page_reload():
+    pytest.importorskip("ipywidgets")
+    tok = CharTokenizer.train("the cat sat")
+    model = gpt_for(tok)
+    w = viz.attention_explorer({"gpt": (model, tok)}, "the cat")
+    w.layer_slider.value, w.head_slider.value = 1, 1
+    trace, layout = shown_to_a_new_view(w.figure_widget)
+    assert np.allclose(np.array(trace["z"]), w.result.attentions[1, 1].numpy())
+    assert "layer 1, head 1" in layout["title"]["text"]
+    w.text_box.value = "sat"
+    trace, layout = shown_to_a_new_view(w.figure_widget)
+    assert list(trace["x"]) == ["0:s", "1:a", "2:t"]
+
+    lens = viz.logit_lens_explorer(model, tok, "the")
+    lens.text_box.value = "cat"
+    trace, layout = shown_to_a_new_view(lens.figure_widget)
+    assert list(trace["x"]) == ["0:c", "1:a", "2:t"] and np.allclose(np.array(trace["z"]), lens.prob.to_numpy())
+    assert layout["title"]["text"].startswith("logit lens")
+
+
+def test_explorer_widgets_fit_their_box_and_keep_the_texts_newlines():
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as widgets
+
+    tok = CharTokenizer.train("the cat\nsat")
+    model = gpt_for(tok, block_size=32)
+    w = viz.attention_explorer({"gpt": (model, tok)}, "the cat\nsat")
+    assert w.figure_widget.layout.width is None and w.figure_widget.layout.autosize  # not the figure's fixed width
+    assert isinstance(w.text_box, widgets.Textarea)  # a one-line Text box would drop the newline
+    assert "7:↵" in w.figure_widget.data[0].x
+    lens = viz.logit_lens_explorer(model, tok, "cat\nsat")
+    assert isinstance(lens.text_box, widgets.Textarea) and "3:↵" in lens.figure_widget.data[0].x
+
+
+def test_attention_explorer_disables_a_slider_with_nothing_to_pick():
+    pytest.importorskip("ipywidgets")
+    tok = CharTokenizer.train("the cat sat")
+    one, two = gpt_for(tok, n_layer=1, n_embd=8), gpt_for(tok, n_head=1, n_embd=8)
+    w = viz.attention_explorer({"one": (one, tok), "two": (two, tok)}, "the cat")
+    assert (w.layer_slider.disabled, w.head_slider.disabled) == (True, False)  # 1 layer, 2 heads
+    w.model_dropdown.value = "two"
+    assert (w.layer_slider.disabled, w.head_slider.disabled) == (False, True)  # 2 layers, 1 head
+
+
+def test_live_loss_plot_keeps_its_figure_for_a_page_reload_at_evaluations_not_every_step(monkeypatch):
+    monkeypatch.setattr(viz_training, "_in_kernel", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda widget: widget._repr_mimebundle_())  # as a kernel does
+    live = viz.LiveLossPlot(extra=["lr"], min_interval=0)  # draws every step
+    live.on_step(None, dict(step=1, loss=3.0, lr=0.1))
+    live.on_step(None, dict(step=2, loss=2.5, lr=0.2))
+    kept = lambda: [list(t["x"]) for t in live.widget._widget_data]  # noqa: E731
+    assert list(live.widget.data[0].x) == [1, 2] and kept()[0] == [1]  # a step: sent to open views only
+    live.on_eval(None, dict(step=2, val_loss=2.7))  # one follows the last step of every run
+    assert kept() == [[1, 2], [2], [1, 2]]
+    for step in range(3, 3 + live.KEEP_EVERY):
+        live.on_step(None, dict(step=step, loss=2.0, lr=0.3))
+    assert 2 < len(kept()[0]) < len(live.widget.data[0].x)  # and every KEEP_EVERY draws
+    live.on_step(None, dict(step=50, loss=1.0, lr=0.3))
+    live.on_checkpoint(None, "ckpt")  # a stop between evaluations saves a checkpoint
+    assert kept()[0][-1] == 50
+
+
+# ------------------------------------------------------------ interpretability figures
+def test_induction_timeline_legend_sits_above_the_plot_clear_of_the_loss_axis():
+    by_step = pd.DataFrame({"step": [10, 20], "max_induction_score": [0.2, 0.9], "first_copy_loss": [4.0, 4.0],
+                            "second_copy_loss": [3.9, 1.0]})
+    layout = vi.induction_timeline_figure(by_step, uniform=0.05).layout
+    assert layout.legend.orientation == "h" and layout.legend.y >= 1 and layout.legend.yanchor == "bottom"
+    assert layout.yaxis2.tickmode == "auto" and layout.yaxis2.title.text == "loss (nats/token)"
+
+
+def test_ablation_heatmap_writes_tiny_effects_with_an_si_prefix():
+    """Deltas of ~1e-4 were all written "0.000" while the colour bar read ±100µ."""
+    table = pd.DataFrame({"layer": [0, 0], "head": [0, 1], "zero_delta": [1.2e-4, -3e-5], "mean_delta": [0.1, 0.25]})
+    zero, mean = vi.ablation_figure(table, kinds=("zero", "mean")).data
+    assert zero.texttemplate == "%{z:.3s}" and zero.z.tolist() == [[1.2e-4, -3e-5]]
+    assert mean.texttemplate == "%{z:.3f}"  # readable as it is
+
+
+def test_importance_scatter_leaves_room_for_the_top_points_label():
+    table = pd.DataFrame({"layer": [0, 1], "head": [0, 1], "mean_delta": [0.1, 0.5], "prev_token": [0.2, 0.9],
+                          "first_token": 0.0, "entropy": 1.0, "self_token": 0.0})
+    fig = vi.importance_vs_pattern_figure(table)
+    low, high = fig.layout.yaxis.range
+    assert high >= 0.5 + 0.1 * 0.4 and low < 0.1 and fig.data[0].cliponaxis is False
+
+
+def test_logit_lens_figure_shows_space_and_newline_tokens():
+    columns = ["0:a", "1: ", "2:\n"]
+    fig = vi.logit_lens_figure(pd.DataFrame([[" ", "b", " the"]], columns=columns, index=["embed"]),
+                               pd.DataFrame([[0.2, 0.5, 0.9]], columns=columns, index=["embed"]))
+    assert list(fig.data[0].x) == ["0:a", "1:·", "2:↵"] and fig.data[0].text.tolist() == [["·", "b", "·the"]]

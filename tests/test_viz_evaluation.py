@@ -60,3 +60,10 @@ def test_per_class_figure_matches_per_class_table_for_every_classifier():
         per_class_figure({"a": np.eye(2)}, labels)
     with pytest.raises(ValueError, match="metric must be"):
         per_class_figure(details, labels, metric="accuracy")
+
+
+def test_compression_figure_leaves_room_for_the_top_points_label():
+    fig = compression_figure(COMPRESSION)
+    low, high = fig.layout.yaxis.range
+    assert low < 60.0 and high >= 62.0 + 0.1 * 2.0  # "prune-50%" sits at the top
+    assert fig.data[0].cliponaxis is False

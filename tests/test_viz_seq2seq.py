@@ -29,7 +29,8 @@ def test_heatmap_rows_are_target_tokens_and_columns_source_tokens():
     fig = cross_attention_heatmap(w, SRC, TGT, title="t")
     (trace,) = fig.data
     assert np.array_equal(np.array(trace.z), w.numpy())
-    assert list(trace.x) == [f"{i}:{c}" for i, c in enumerate(SRC)] and len(set(trace.x)) == len(SRC)
+    assert list(trace.x) == ["0:3", "1:·", "2:m", "3:a", "4:i", "5:·", "6:1", "7:9", "8:9", "9:9"]  # a space as "·"
+    assert len(set(trace.x)) == len(SRC)
     assert list(trace.y)[-1] == "10:<eos>" and fig.layout.yaxis.autorange == "reversed"
     assert "target %{y}" in trace.hovertemplate and "source %{x}" in trace.hovertemplate and "%{z" in trace.hovertemplate
     with pytest.raises(ValueError, match="11 target and 3 source tokens"):
@@ -75,6 +76,8 @@ def test_decoding_speed_figure_one_point_per_decoder():
     assert list(trace.text) == ["greedy", "beam 4"] and list(trace.y) == [0.9, 0.92]
     with pytest.raises(ValueError, match="exact_match"):
         decoding_speed_figure(table.drop(columns="exact_match"))
+    fig = decoding_speed_figure(table.assign(exact_match=[1.0, 0.92]))
+    assert fig.layout.yaxis.range[1] >= 1.1 and fig.data[0].cliponaxis is False  # room for the label at 1.0
 
 
 def test_translation_explorer_redraws_on_text_and_sliders():
@@ -90,7 +93,7 @@ def test_translation_explorer_redraws_on_text_and_sliders():
     translator = Translator(Seq2Seq(fit_model_config(config.model, tok)).eval(), tok, config)
     w = TranslationExplorer(translator, "3 mai 1999")
     assert w.output.value.startswith("translation: <b>")
-    assert list(w.figure_widget.data[0].x) == [f"{i}:{c}" for i, c in enumerate("3 mai 1999")]
+    assert list(w.figure_widget.data[0].x) == [f"{i}:{c}" for i, c in enumerate("3·mai·1999")]
     assert "mean of heads" in w.figure_widget.layout.title.text
     w.head_slider.value = 1
     assert "layer 1, head 1" in w.figure_widget.layout.title.text
@@ -99,3 +102,32 @@ def test_translation_explorer_redraws_on_text_and_sliders():
     assert list(w.figure_widget.data[0].x)[0] == "0:7"
     w.text_box.value = ""
     assert "empty" in w.output.value
+    assert w.head_slider.style.description_width == "initial"  # "head (-1: mean)" whole, not "head (-1: ..."
+    assert not w.layer_slider.disabled  # two decoder layers to pick from
+
+
+def test_translation_explorer_keeps_its_figure_for_a_page_reload_and_disables_a_lone_layer():
+    pytest.importorskip("ipywidgets")
+    from workbench.seq2seq import Seq2Seq
+    from workbench.translation import date_task, train_pair_tokenizer
+    from workbench.translator import TranslationConfig, Translator, fit_model_config
+    from workbench.viz.widgets import TranslationExplorer
+
+    tok = train_pair_tokenizer(date_task(50, 5, 5, locales=["fr"]))
+    config = TranslationConfig(model={"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 16})
+    torch.manual_seed(0)
+    w = TranslationExplorer(Translator(Seq2Seq(fit_model_config(config.model, tok)).eval(), tok, config), "3 mai 1999")
+    assert w.layer_slider.disabled  # min == max == 0: moving it did nothing
+    w.head_slider.value = 0
+    shown = w.figure_widget._widget_data[0]  # what a view opened later (a page reload) draws
+    assert np.allclose(np.array(shown["z"]), w.result.weights[0, 0].numpy())
+    assert "layer 0, head 0" in w.figure_widget._widget_layout["title"]["text"]
+    assert w.figure_widget.layout.width is None  # the widget fills its box
+
+
+def test_cross_attention_figures_fit_the_notebook_column():
+    src, tgt = [f"s{i}" for i in range(40)], [f"t{i}" for i in range(30)]
+    w = torch.rand(2, 12, 30, 40).softmax(-1)
+    for fig in (cross_attention_heatmap(w[0, 0], src, tgt), cross_attention_explorer_figure(w, src, tgt),
+                cross_attention_grid(w, src, tgt), cross_attention_over_checkpoints([(0, w[0, 0])], src, tgt)):
+        assert fig.layout.width <= 1000

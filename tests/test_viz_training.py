@@ -31,6 +31,20 @@ def test_the_live_widget_displays_as_a_view_and_a_one_line_note(monkeypatch):
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == live.widget.model_id
 
 
+def test_the_live_figure_of_a_grid_is_titled_with_each_run_and_starts_afresh(monkeypatch):
+    monkeypatch.setattr(viz_training, "_in_kernel", lambda: True)
+    monkeypatch.setattr("IPython.display.display", lambda widget: None)
+    live = viz.LiveLossPlot()
+    live.on_run("full, seed 0 (1 of 2)")
+    live.on_step(None, dict(step=1, loss=3.0))
+    live.on_step(None, dict(step=2, loss=2.5))
+    assert live.widget.layout.title.text == live.figure().layout.title.text == "loss: full, seed 0 (1 of 2)"
+    live.on_run("lora, seed 0 (2 of 2)")  # before its first step: the widget says what trains now
+    assert live.widget.layout.title.text == "loss: lora, seed 0 (2 of 2)" and live.records == []
+    live.on_step(None, dict(step=1, loss=2.9))
+    assert list(live.figure().data[0].y) == [2.9]
+
+
 def test_scaling_figure_titles_the_loss_axis_with_its_unit():
     sweep = pd.DataFrame(dict(params=[900, 500], non_embedding_params=[300, 100], val_loss=[1.5, 2.0]))
     fig = viz.scaling_figure(sweep)
@@ -54,3 +68,25 @@ def test_loss_curves_second_axis_titles_known_columns():
     history = HISTORY.assign(val_accuracy=[None, 0.5])
     assert viz.loss_curves(history, extra=["val_accuracy"]).layout.yaxis2.title.text == \
         "validation accuracy (fraction correct)"
+
+
+def test_a_second_axis_of_fractions_is_zero_to_one_and_named_readably():
+    history = pd.DataFrame([dict(step=1, loss=3.0), dict(step=2, val_loss=2.7, val_exact_match=0.0),
+                            dict(step=4, val_loss=2.5, val_exact_match=0.0)])  # flat: autorange went negative
+    fig = viz.loss_curves(history, extra=["val_exact_match"])
+    assert fig.data[2].name == fig.layout.yaxis2.title.text == "validation exact match (fraction)"
+    assert tuple(fig.layout.yaxis2.range) == (0, 1)
+    assert fig.layout.yaxis2.tickmode == "auto"  # its own 0, 0.2, ...; not at the loss axis' grid (0.956, 0.806, ...)
+    f1 = viz.loss_curves(history.rename(columns={"val_exact_match": "val_macro_f1"}), extra=["val_macro_f1"])
+    assert tuple(f1.layout.yaxis2.range) == (0, 1) and f1.data[2].name == "validation macro-F1"
+    lr = viz.loss_curves(history.rename(columns={"val_exact_match": "lr"}), extra=["lr"])
+    assert lr.layout.yaxis2.range is None and lr.data[2].name == "learning rate"  # not a fraction: autorange
+    live = viz.LiveLossPlot(extra=("val_exact_match",))
+    live.on_eval(None, dict(step=2, val_loss=2.7, val_exact_match=0.5))
+    assert live.figure().data[2].name == "validation exact match (fraction)"
+
+
+def test_with_a_second_axis_the_legend_is_a_row_above_the_plot_clear_of_its_title():
+    """At the right (x=1.08) the legend ran under the right axis' rotated title."""
+    legend = viz.loss_curves(HISTORY.assign(val_accuracy=[None, 0.5]), extra=["val_accuracy"]).layout.legend
+    assert legend.orientation == "h" and legend.y >= 1 and legend.yanchor == "bottom"

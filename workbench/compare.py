@@ -195,7 +195,7 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
     if workers == 1:
         results = []
         for k, (source, (mode, config, run_dir, _)) in enumerate(zip(sources, jobs), start=1):
-            _announce(callbacks, f"{mode}, seed {config.train.seed} ({k} of {len(jobs)})")
+            _announce(callbacks, mode, config, k, len(jobs))
             results.append(finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress))
         return results
     threads = max(1, torch.get_num_threads() // workers)
@@ -211,7 +211,7 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
                 i = futures[future]
                 results[i] = future.result()
                 mode, config, *_ = jobs[i]
-                _announce(callbacks, f"{mode}, seed {config.train.seed} ({k} of {len(jobs)})")
+                _announce(callbacks, mode, config, k, len(jobs))
                 for record in results[i].history.records:  # the finished run's curve, for live figures
                     kind = "on_eval" if any(k.startswith("val_") for k in record) else "on_step"
                     for cb in callbacks:
@@ -222,11 +222,11 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
     return results
 
 
-def _announce(callbacks: list, name: str) -> None:
-    """Tell the callbacks that have an `on_run` which run comes next."""
+def _announce(callbacks: list, mode: str, config: FinetuneConfig, k: int, n: int) -> None:
+    """Tell the callbacks that have an `on_run` which run comes next: "lora, seed 1 (5 of 12)"."""
     for cb in callbacks:
         if hasattr(cb, "on_run"):
-            cb.on_run(name)
+            cb.on_run(f"{mode}, seed {config.train.seed} ({k} of {n})")
 
 
 def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path | None, threads: int,

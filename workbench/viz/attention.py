@@ -8,7 +8,8 @@ where a figure lets you pick a layer, head or training step it does so with Plot
 Conventions: a (T, T) attention matrix has queries on rows and keys on columns, so the
 heatmaps put query tokens on y (top to bottom) and key tokens on x. Axis labels are
 `token_labels(tokens)`, "position:token", because Plotly merges repeated category names
-("the" twice would become one row).
+("the" twice would become one row). No figure is wider than `MAX_WIDTH`, so it fits
+JupyterLab's output column.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..data import require_columns
+from ..tokenizer import _VISIBLE  # the newline, carriage return and tab marks of tokenizer.tokens()
 
+MAX_WIDTH = 950  # px: JupyterLab's output column is ~970 px wide with its file browser open
 ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as empty
 HOVER = "query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>"
 
@@ -47,9 +50,18 @@ def _check_tokens(tokens: Sequence[str], T: int) -> None:
                          "same text the attention was captured on (AttentionResult.tokens)")
 
 
+def visible_token(token: str) -> str:
+    """A token as an axis label can show it: leading spaces as "·" (so a space token is not blank
+    and " the" reads "·the", as 01's tokenization table writes it), newline, carriage return and
+    tab as "↵", "␍", "⇥" (as `tokenizer.tokens()` already does)."""
+    token = str(token).translate(_VISIBLE)
+    rest = token.lstrip(" ")
+    return "·" * (len(token) - len(rest)) + rest
+
+
 def token_labels(tokens: Sequence[str]) -> list[str]:
-    """Unique axis labels "i:token", so repeated tokens keep their own rows and columns."""
-    return [f"{i}:{tok}" for i, tok in enumerate(tokens)]
+    """Unique axis labels "i:token" (`visible_token`), so repeated tokens keep their own rows and columns."""
+    return [f"{i}:{visible_token(tok)}" for i, tok in enumerate(tokens)]
 
 
 def attention_heatmap(weights, tokens: Sequence[str], title: str | None = None) -> go.Figure:
@@ -69,7 +81,7 @@ def attention_heatmap(weights, tokens: Sequence[str], title: str | None = None) 
     fig = go.Figure(go.Heatmap(z=w, x=labels, y=labels, zmin=0, zmax=1,
                                colorscale=ATTENTION_COLORS, hovertemplate=HOVER))
     side = min(900, 250 + 22 * w.shape[1])
-    fig.update_layout(title=title, width=side + 100, height=side,
+    fig.update_layout(title=title, width=min(MAX_WIDTH, side + 100), height=side,
                       xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
                       yaxis=dict(title="query (attending)", type="category", autorange="reversed"))
     return fig
@@ -117,7 +129,8 @@ def attention_explorer_figure(attentions, tokens: Sequence[str], title: str | No
                               for h in range(H)], x=0.45, xanchor="left", y=1.12, yanchor="bottom")
     side = min(900, 250 + 22 * T)
     fig.update_layout(
-        title=dict(text=title, y=0.98), width=side + 100, height=side + 60, updatemenus=[layer_menu, head_menu],
+        title=dict(text=title, y=0.98), width=min(MAX_WIDTH, side + 100), height=side + 60,
+        updatemenus=[layer_menu, head_menu],
         margin=dict(t=120),
         xaxis=dict(title="key (attended to)", type="category", range=x_range(0), tickmode="array",
                    tickvals=x, ticktext=labels * H, tickangle=-60),
@@ -156,7 +169,8 @@ def model_view(attentions, tokens: Sequence[str], title: str | None = "attention
     cell = 160 if show_labels else max(70, min(130, 1100 // H))
     fig = head_grid(A, labels, labels, HOVER, show_labels, (cell, cell), None)  # titled below, with the guide
     fig.update_layout(title=dict(text=title or "", subtitle=dict(text=GRID_GUIDE)),
-                      coloraxis_colorbar=dict(title="weight"), margin_t=110)
+                      coloraxis_colorbar=dict(title="weight"), margin_t=110,
+                      width=max(fig.layout.width, 620))  # room for the whole subtitle under a grid of 1 or 2 heads
     return fig
 
 
@@ -165,8 +179,11 @@ def head_grid(A: np.ndarray, x: Sequence[str], y: Sequence[str], hover: str, sho
     """Every head's weights (n_layer, n_head, T, S) as a grid of heatmaps, rows layers and columns heads,
     titled "L{l} H{h}" and sharing one 0..1 colour axis: `model_view`'s and the cross-attention grid's
     layout. x, y: unique token labels of the keys and the queries; cell: each panel's (width, height);
-    spacing: between panels, as fractions divided by the number of columns and rows."""
+    spacing: between panels, as fractions divided by the number of columns and rows. Panels shrink
+    (keeping their shape) so that the figure is at most `MAX_WIDTH` wide."""
     L, H = A.shape[:2]
+    scale = min(1.0, (MAX_WIDTH - 150) / (H * cell[0]))
+    cell = (int(cell[0] * scale), int(cell[1] * scale))
     fig = make_subplots(rows=L, cols=H, subplot_titles=[f"L{l} H{h}" for l in range(L) for h in range(H)],
                         horizontal_spacing=spacing[0] / H, vertical_spacing=spacing[1] / L)
     for l in range(L):
@@ -219,7 +236,7 @@ def attention_over_checkpoints(frames: Sequence[tuple[int, object]], tokens: Seq
              for k in range(n)]
     side = min(900, 250 + 22 * len(axis))
     fig.update_layout(
-        title=title, width=side + 100, height=side + 80,
+        title=title, width=min(MAX_WIDTH, side + 100), height=side + 80,
         sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix=prefix), pad=dict(t=60))],
         xaxis=dict(title="key (attended to)", type="category", tickangle=-60),
         yaxis=dict(title="query (attending)", type="category", autorange="reversed"),
@@ -244,7 +261,8 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
                   col_labels: Sequence[str] | None = None, title: str | None = None,
                   show_values: bool | None = None,
                   axes: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None) -> go.Figure:
-    """A row of labelled heatmaps, e.g. the steps of `capture.attention_walkthrough`.
+    """Labelled heatmaps side by side, e.g. the steps of `capture.attention_walkthrough`; more than
+    three wrap onto rows (4 as 2 + 2, 5 as 3 + 2), so the figure stays within `MAX_WIDTH`.
 
     Each matrix has its own colour range, diverging around 0 (red negative, blue positive), with
     its own thin colour bar at its right. -inf entries (masked scores) are drawn blank and, with
@@ -260,7 +278,7 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         axes: axis titles as (rows, columns), e.g. ("query", "key"): one pair for every matrix,
             or name -> pair for some of them (the others get none).
     Returns:
-        a Figure with one Heatmap per matrix, in order, each subplot titled by its name.
+        a Figure with one Heatmap per matrix, in order (row by row), each subplot titled by its name.
     """
     if not matrices:
         raise ValueError("no matrices given; pass a dict such as {'Q': Q, 'K': K}")
@@ -293,30 +311,40 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         return token_labels(given) if given is not None and len(given) == n else [str(i) for i in range(n)]
 
     n = len(arrays)
-    panel, gap = 260, 110  # px; the gap holds a colour bar and the next y labels
-    width = max(500, panel * n + gap * (n - 1))
-    fig = make_subplots(rows=1, cols=n, subplot_titles=list(arrays),
-                        horizontal_spacing=min(gap / width, 0.9 / max(n - 1, 1)))
+    # At most 3 panels a row (more rows, evenly filled, beyond that), so the figure fits MAX_WIDTH.
+    rows = -(-n // 3)
+    cols = -(-n // rows)
+    panel, gap, row_height, row_gap = 240, 105, 220, 120  # px; a gap holds a colour bar and the next y labels
+    width = min(MAX_WIDTH, max(500, panel * cols + gap * (cols - 1)))
+    height = 180 + rows * row_height + (rows - 1) * row_gap
+    specs = [[{} if r * cols + c < n else None for c in range(cols)] for r in range(rows)]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=list(arrays),
+                        horizontal_spacing=min(gap / width, 0.9 / max(cols - 1, 1)),
+                        vertical_spacing=row_gap / (height - 180))
     for k, (name, a) in enumerate(arrays.items()):
+        row, col = k // cols + 1, k % cols + 1
         finite = np.where(np.isfinite(a), a, np.nan)  # -inf would stretch the colour scale
         limit = np.nanmax(np.abs(finite)) if np.isfinite(finite).any() else 1.0
         text = None
         if show_values:
             text = np.where(np.isneginf(a), "-∞", np.char.mod("%.2f", np.nan_to_num(a, neginf=0.0)))
         x_domain = fig.layout[f"xaxis{k + 1 if k else ''}"].domain
+        y_domain = fig.layout[f"yaxis{k + 1 if k else ''}"].domain
         fig.add_trace(go.Heatmap(z=finite, x=labels(col_labels, a.shape[1]), y=labels(row_labels, a.shape[0]),
                                  colorscale="RdBu", zmin=-limit, zmax=limit, showscale=True,
-                                 colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=8, len=0.9,
+                                 colorbar=dict(x=x_domain[1] + 0.005, xanchor="left", thickness=8,
+                                               y=sum(y_domain) / 2, yanchor="middle",
+                                               len=0.9 * (y_domain[1] - y_domain[0]),
                                                tickfont_size=8, outlinewidth=0),
                                  text=text, texttemplate="%{text}" if show_values else None,
                                  name=name, hovertemplate=f"{name}[%{{y}}, %{{x}}] = %{{z:.3f}}<extra></extra>"),
-                      row=1, col=k + 1)
+                      row=row, col=col)
         rows_title, cols_title = titles.get(name, (None, None))
-        fig.update_yaxes(title=dict(text=rows_title, standoff=2, font_size=11), row=1, col=k + 1)
-        fig.update_xaxes(title=dict(text=cols_title, standoff=2, font_size=11), row=1, col=k + 1)
+        fig.update_yaxes(title=dict(text=rows_title, standoff=2, font_size=11), row=row, col=col)
+        fig.update_xaxes(title=dict(text=cols_title, standoff=2, font_size=11), row=row, col=col)
     fig.update_xaxes(type="category", tickfont_size=9)
     fig.update_yaxes(type="category", tickfont_size=9, autorange="reversed")
-    fig.update_layout(title=title, width=width, height=400, plot_bgcolor="white")
+    fig.update_layout(title=title, width=width, height=height, plot_bgcolor="white")
     return fig
 
 

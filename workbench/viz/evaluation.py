@@ -25,6 +25,27 @@ from ..data import require_columns
 from ..metrics import per_class_scores
 from .training import axis_title
 
+# A scatter's point labels ("top center") may be drawn past the plot's edge instead of being cut there.
+LABELLED_POINTS = dict(cliponaxis=False)
+
+
+def label_room(values: Sequence[float], above: float = 0.15, below: float = 0.08) -> list[float]:
+    """A y range over `values` with room for a text label above the highest point.
+
+    Args:
+        values: the points' y values (NaNs ignored).
+        above, below: extra room as fractions of the values' span (of their size when all are equal).
+    Returns:
+        [low, high].
+    """
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    if not y.size:
+        return [0.0, 1.0]
+    lo, hi = float(y.min()), float(y.max())
+    span = hi - lo or abs(hi) or 1.0
+    return [lo - below * span, hi + above * span]
+
 
 def reliability_diagram(bins: pd.DataFrame, ece: float | None = None,
                         title: str | None = "reliability diagram") -> go.Figure:
@@ -148,17 +169,19 @@ def compression_figure(table: pd.DataFrame, y: str = "perplexity", x: str | None
         title: figure title.
     Returns:
         a Figure with one Scatter trace (markers + the variant names as text), in table order;
-        the axes are titled with their units (`axis_title`).
+        the axes are titled with their units (`axis_title`); the y range leaves room for the
+        highest point's label (`label_room`).
     """
     if x is None:
         x = "zipped_mb" if "zipped_mb" in table.columns else "size_mb"
     require_columns(table, ("variant", x, y), "pass the table compress.compression_table returns")
     fig = go.Figure(go.Scatter(x=table[x].tolist(), y=table[y].tolist(), mode="markers+text", name=y,
                                text=table["variant"].tolist(), textposition="top center",
-                               marker=dict(size=11),
+                               marker=dict(size=11), **LABELLED_POINTS,
                                hovertemplate=f"%{{text}}<br>{axis_title(x)} %{{x:.3f}}<br>"
                                              f"{axis_title(y)} %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=axis_title(x), yaxis_title=axis_title(y))
+    fig.update_layout(title=title, xaxis_title=axis_title(x),
+                      yaxis=dict(title=axis_title(y), range=label_room(table[y])))
     return fig
 
 

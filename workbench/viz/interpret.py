@@ -15,6 +15,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..data import require_columns
+from .attention import MAX_WIDTH, visible_token
+from .evaluation import LABELLED_POINTS, label_room
+from .training import LEGEND_ABOVE, OWN_TICKS
 
 
 def _grid(table: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -48,7 +51,8 @@ def ablation_figure(table: pd.DataFrame, kinds: Sequence[str] = ("mean", "zero")
         traces.append(go.Heatmap(z=grid.to_numpy(), x=[f"H{h}" for h in grid.columns], y=[f"L{l}" for l in grid.index],
                                  colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit, visible=k == 0,
                                  name=f"{kind} ablation", colorbar=dict(title="Δ loss"),
-                                 texttemplate="%{z:.3f}",
+                                 # tiny effects with an SI prefix, as the colour bar: "12.3µ", not "0.000"
+                                 texttemplate="%{z:.3f}" if limit >= 0.01 else "%{z:.3s}",
                                  hovertemplate=f"{kind} ablation<br>layer %{{y}}, head %{{x}}<br>Δ loss %{{z:.4f}}"
                                                "<extra></extra>"))
     fig = go.Figure(traces)
@@ -74,14 +78,15 @@ def importance_vs_pattern_figure(table: pd.DataFrame, effect: str = "mean_delta"
                     "merge head_ablation with viz.head_summary on layer, head")
     names = [f"L{l}H{h}" for l, h in zip(table["layer"], table["head"])]
     traces = [go.Scatter(x=table[s], y=table[effect], mode="markers+text", text=names, textposition="top center",
-                         visible=k == 0, name=s, hovertemplate=f"%{{text}}<br>{s} %{{x:.3f}}<br>{effect} %{{y:.4f}}"
-                                                               "<extra></extra>")
+                         visible=k == 0, name=s, **LABELLED_POINTS,
+                         hovertemplate=f"%{{text}}<br>{s} %{{x:.3f}}<br>{effect} %{{y:.4f}}<extra></extra>")
               for k, s in enumerate(statistics)]
     fig = go.Figure(traces)
     extra = [{"xaxis.title.text": s} for s in statistics]
     fig.update_layout(title=title or f"{effect} against the attention pattern", margin=dict(t=110),
                       updatemenus=[_toggle(list(statistics), extra=extra)],
-                      xaxis_title=statistics[0], yaxis_title=f"{effect} (nats/token)")
+                      xaxis_title=statistics[0],
+                      yaxis=dict(title=f"{effect} (nats/token)", range=label_room(table[effect])))  # clear of the menu
     return fig
 
 
@@ -136,9 +141,15 @@ def induction_timeline_figure(by_step: pd.DataFrame, title: str | None = "induct
         fig.add_trace(go.Scatter(x=steps, y=[uniform, uniform], name="uniform attention", mode="lines",
                                  line=dict(dash="dash", color="grey")), secondary_y=False)
     fig.update_yaxes(title_text="induction score", range=[0, 1], secondary_y=False)
-    fig.update_yaxes(title_text="loss (nats/token)", secondary_y=True)
-    fig.update_layout(title=title, xaxis_title="training step")
+    fig.update_yaxes(title_text="loss (nats/token)", showgrid=False, secondary_y=True, **OWN_TICKS)
+    fig.update_layout(title=title, xaxis_title="training step", legend=LEGEND_ABOVE)  # clear of the right axis' title
     return fig
+
+
+def _position_label(column) -> str:
+    """A logit-lens column "i:token" as `viz.token_labels` writes it (a space as "·", a newline as "↵")."""
+    i, sep, token = str(column).partition(":")
+    return f"{i}:{visible_token(token)}" if sep else i
 
 
 def logit_lens_figure(top: pd.DataFrame, prob: pd.DataFrame,
@@ -149,15 +160,17 @@ def logit_lens_figure(top: pd.DataFrame, prob: pd.DataFrame,
         top, prob: `interpret.logit_lens_top_tokens`'s tables (index: layer labels; columns:
             unique "i:token" position labels).
     Returns:
-        a Figure with one Heatmap: z = probability of the top token, text = the token.
+        a Figure with one Heatmap: z = probability of the top token, text = the token; tokens
+        (on x and in the cells) are shown as `viz.token_labels` shows them.
     """
     if list(top.index) != list(prob.index) or list(top.columns) != list(prob.columns):
         raise ValueError("top and prob must come from the same logit_lens_top_tokens call")
-    text = top.to_numpy().astype(str)
-    fig = go.Figure(go.Heatmap(z=prob.to_numpy(), x=list(prob.columns), y=list(prob.index), text=text,
+    text = np.array([[visible_token(tok) for tok in row] for row in top.to_numpy()], dtype=str).reshape(top.shape)
+    x = [_position_label(c) for c in prob.columns]
+    fig = go.Figure(go.Heatmap(z=prob.to_numpy(), x=x, y=list(prob.index), text=text,
                                texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues", colorbar=dict(title="p(top)"),
                                hovertemplate="%{y}, after %{x}<br>predicts %{text!r} p=%{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, width=min(1400, 200 + 60 * top.shape[1]), height=200 + 40 * top.shape[0],
+    fig.update_layout(title=title, width=min(MAX_WIDTH, 200 + 60 * top.shape[1]), height=200 + 40 * top.shape[0],
                       xaxis=dict(title="position: input token (the prediction is for the next one)", type="category",
                                  tickangle=-60),
                       yaxis=dict(title="residual stream after", type="category", autorange="reversed"))
@@ -176,6 +189,6 @@ def logit_lens_metrics_figure(metrics: pd.DataFrame, title: str | None = "logit 
     fig.add_trace(go.Scatter(x=metrics["layer"], y=metrics["loss"], name="loss", mode="lines+markers"),
                   secondary_y=True)
     fig.update_yaxes(title_text="next-token accuracy", range=[0, 1], secondary_y=False)
-    fig.update_yaxes(title_text="loss (nats/token)", secondary_y=True)
-    fig.update_layout(title=title, xaxis=dict(title="residual stream after", type="category"))
+    fig.update_yaxes(title_text="loss (nats/token)", showgrid=False, secondary_y=True, **OWN_TICKS)
+    fig.update_layout(title=title, xaxis=dict(title="residual stream after", type="category"), legend=LEGEND_ABOVE)
     return fig

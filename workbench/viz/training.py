@@ -26,6 +26,8 @@ AXIS_TITLES = {
     "val_loss": "validation loss (nats/token)",
     "val_accuracy": "validation accuracy (fraction correct)",
     "val_macro_f1": "validation macro-F1",  # a fraction, 0 to 1
+    "val_exact_match": "validation exact match (fraction)",
+    "lr": "learning rate",
     "params": "parameters",
     "non_embedding_params": "non-embedding parameters",
     "size_mb": "size on disk (MB)",
@@ -41,6 +43,16 @@ AXIS_TITLES = {
     "bits_per_token": "bits per token",
     "cross_entropy": "cross-entropy (nats per token)",
 }
+
+
+# Metrics that are fractions, 0 to 1: a second axis holding only these is fixed to 0..1, so a flat
+# curve does not autorange into negative ticks.
+FRACTION_SUFFIXES = ("f1", "accuracy", "exact_match")
+# A legend in a row above the plot: clear of a right-hand axis' title, which a legend at the right runs into.
+LEGEND_ABOVE = dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom")
+# A second (overlaying) axis's own round ticks: by default plotly.js puts them at the first axis's
+# grid lines, which reads 0.956, 0.806, ... (or -0.428 on a flat curve).
+OWN_TICKS = dict(tickmode="auto")
 
 
 def axis_title(column: str) -> str:
@@ -68,7 +80,9 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
         y_title: the loss axis' title: what the loss averages over, e.g. "loss (nats/passage)" for a
             classifier's cross-entropy over classes.
     Returns:
-        a Figure whose traces are "train loss", "val loss", then one per `extra` column, in that order.
+        a Figure whose traces are "train loss", "val loss", then one per `extra` column, in that
+        order, named `axis_title(column)`. With `extra`, the legend is a row above the plot, and
+        the second axis is 0..1 when every extra column is a fraction (`FRACTION_SUFFIXES`).
     """
     df = history_df
     if "step" not in df.columns:
@@ -90,12 +104,16 @@ def loss_curves(history_df: pd.DataFrame, extra: Sequence[str] = (), title: str 
     fig.add_trace(go.Scatter(x=x, y=y, name="val loss", mode="lines+markers"))
     for col in extra:
         x, y = points(col)
-        fig.add_trace(go.Scatter(x=x, y=y, name=col, mode="lines+markers", yaxis="y2", line_dash="dot"))
+        fig.add_trace(go.Scatter(x=x, y=y, name=axis_title(col), mode="lines+markers", yaxis="y2", line_dash="dot"))
     fig.update_layout(title=title, xaxis_title="step", hovermode="x unified",
                       yaxis=dict(title=y_title, type="log" if log_y else "linear"))
     if extra:
+        fractions = all(c.endswith(FRACTION_SUFFIXES) for c in extra)
+        if fractions:  # a point at 0 or 1 sits on the axis' edge: draw all of its marker
+            fig.update_traces(cliponaxis=False, selector=dict(yaxis="y2"))
         fig.update_layout(yaxis2=dict(title=", ".join(axis_title(c) for c in extra), overlaying="y", side="right",
-                                      showgrid=False), legend=dict(x=1.08))
+                                      showgrid=False, range=[0, 1] if fractions else None, **OWN_TICKS),
+                          legend=LEGEND_ABOVE)
     return fig
 
 
@@ -116,7 +134,8 @@ class LiveLossPlot:
     `go.FigureWidget` and later records update its traces in place: at most every
     `min_interval` seconds for training steps, always for evaluations. Anywhere else it
     only collects the records. `figure()` gives the static figure of everything seen since
-    the run started; a step count that goes back (the next run of a grid) starts afresh.
+    the run started; a step count that goes back (the next run of a grid) starts afresh, and
+    `on_run(name)` (which `compare.compare_modes` calls) starts afresh titled with the run's name.
 
     `title`, `extra` and `y_title` are `loss_curves`'.
 
@@ -125,11 +144,19 @@ class LiveLossPlot:
     >>> live.figure()  # for the HTML report
     """
 
+    # Every this many draws (and at each evaluation, which includes the last step) the widget's
+    # figure is also kept for views opened later, e.g. after a page reload (`widgets.keep_for_new_views`).
+    # That resends the whole figure, so not on every draw: traffic would grow with the square of the steps.
+    KEEP_EVERY = 20
+
     def __init__(self, extra: Sequence[str] = (), min_interval: float = 1.0, title: str | None = "loss",
                  y_title: str = LOSS_PER_TOKEN):
         self.extra = tuple(extra)
         self.min_interval = min_interval
+        self._draws = 0  # widget updates since it was displayed
+        self._kept = 0  # len(self.records) when the figure was last kept for new views
         self.title, self.y_title = title, y_title
+        self.run: str | None = None  # the grid's run being plotted, for the title
         self.records: list[dict] = []
         self.widget: go.FigureWidget | None = None
         self._last_draw = float("-inf")
@@ -138,18 +165,27 @@ class LiveLossPlot:
         # costs only the widget update, not a new DataFrame and figure (~25 ms at 900 records)
         self._points: dict[str, tuple[list, list]] = {col: ([], []) for col in ("loss", "val_loss", *self.extra)}
 
+    def on_run(self, name: str) -> None:
+        """The next run of a grid ("lora, seed 1 (5 of 12)"): a fresh plot titled with its name."""
+        self.run = name
+        self._restart()
+        if self.widget is not None:
+            self.widget.layout.title = self._title()
+
     def on_step(self, trainer, record: dict) -> None:
         if self.records and record["step"] <= self.records[-1]["step"]:
-            # a new run (e.g. the next fine-tuning mode): start a fresh plot
-            self.records = []
-            self._points = {col: ([], []) for col in self._points}
+            self._restart()  # a new run (e.g. the next fine-tuning mode) that on_run did not announce
         self._add(record)
         if time.monotonic() - self._last_draw >= self.min_interval:
             self._draw()
 
     def on_eval(self, trainer, record: dict) -> None:
         self._add(record)
-        self._draw()
+        self._draw(keep=True)  # evaluations are few, and one follows the last step
+
+    def on_checkpoint(self, trainer, path) -> None:
+        if self._kept != len(self.records):  # e.g. a stop requested between evaluations
+            self._draw(keep=True)
 
     def figure(self) -> go.Figure:
         """`loss_curves` of the records seen so far."""
@@ -157,7 +193,14 @@ class LiveLossPlot:
         for col in self.extra:  # not logged yet: an empty curve, so the widget's traces stay fixed
             if col not in df.columns:
                 df[col] = float("nan")
-        return loss_curves(df, extra=self.extra, title=self.title, y_title=self.y_title)
+        return loss_curves(df, extra=self.extra, title=self._title(), y_title=self.y_title)
+
+    def _title(self) -> str | None:
+        return f"{self.title or ''}: {self.run}".lstrip(": ") if self.run else self.title
+
+    def _restart(self) -> None:
+        self.records = []
+        self._points = {col: ([], []) for col in self._points}
 
     def _add(self, record: dict) -> None:
         self.records.append(dict(record))
@@ -167,7 +210,7 @@ class LiveLossPlot:
                 xs.append(record["step"])
                 ys.append(value)
 
-    def _draw(self) -> None:
+    def _draw(self, keep: bool = False) -> None:
         if not self._live:
             return
         self._last_draw = time.monotonic()
@@ -178,11 +221,18 @@ class LiveLossPlot:
             except (ImportError, ValueError):
                 self._live = False  # no widget support: keep collecting, draw nothing
                 return
-            display(self.widget)
+            display(self.widget)  # (displaying a FigureWidget keeps its figure for new views)
+            self._kept = len(self.records)
             return
         with self.widget.batch_update():
             for live_trace, (xs, ys) in zip(self.widget.data, self._points.values()):
                 live_trace.x, live_trace.y = xs, ys
+        self._draws += 1
+        if keep or self._draws % self.KEEP_EVERY == 0:
+            from .widgets import keep_for_new_views
+
+            keep_for_new_views(self.widget)
+            self._kept = len(self.records)
 
 
 class _LiveFigureWidget(go.FigureWidget):

@@ -9,6 +9,7 @@ anywidget (the `lab` extra).
 from __future__ import annotations
 
 import html
+from copy import deepcopy
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -18,13 +19,42 @@ from ..data import require_columns
 from .attention import attention_heatmap
 
 
+def keep_for_new_views(figure_widget: go.FigureWidget) -> None:
+    """Make the widget's current figure what a NEW view of it shows (after a page reload, say).
+
+    A FigureWidget sends edits made after it is displayed (`batch_update`, trace updates) to the
+    views open at the time as one-off messages; the state a new view starts from
+    (`_widget_data`, `_widget_layout`) is set only at creation and when the widget itself is
+    displayed. Inside a VBox it never is, so a reloaded page showed the first, empty figure.
+    This sets that state as plotly's own `FigureWidget._repr_mimebundle_` does. It sends the
+    whole figure, so call it after a redraw, not on every step of a live plot.
+    """
+    figure_widget._widget_layout = deepcopy(figure_widget._layout_obj._props)
+    figure_widget._widget_data = deepcopy(figure_widget._data)
+
+
+def probe_text_box(text: str) -> widgets.Textarea:
+    """A two-line text box for a probe text: a Textarea keeps the text's newlines, which a one-line
+    Text box drops. Its value changes when the box loses focus (a newline is typed with Enter)."""
+    return widgets.Textarea(value=text, description="text", rows=2, continuous_update=False,
+                            layout=widgets.Layout(width="90%"))
+
+
 def redraw(figure_widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Show `fig`'s (single) trace and layout in `figure_widget`, in place: one message to the browser."""
+    """Show `fig`'s (single) trace and layout in `figure_widget`, in place, and keep it for new views.
+
+    The widget takes the width of its box (autosize) instead of `fig`'s: a widget wider than
+    JupyterLab's output column (~970 px) is clipped with no scroll bar.
+    """
     trace = fig.data[0].to_plotly_json()
     trace.pop("type")
+    layout = fig.layout.to_plotly_json()
+    layout.pop("width", None)
+    layout["autosize"] = True
     with figure_widget.batch_update():
         figure_widget.data[0].update(trace, overwrite=True)
-        figure_widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        figure_widget.layout.update(layout, overwrite=True)
+    keep_for_new_views(figure_widget)
 
 
 class AttentionExplorer(widgets.VBox):
@@ -62,8 +92,7 @@ class AttentionExplorer(widgets.VBox):
         self._capturing = False
         self.result: AttentionResult | None = None
         self.result_model: str | None = None
-        self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
-                                     layout=widgets.Layout(width="90%"))
+        self.text_box = probe_text_box(text)
         self.model_dropdown = widgets.Dropdown(options=list(models), description="model")
         self.layer_slider = widgets.IntSlider(value=0, min=0, max=0, description="layer")
         self.head_slider = widgets.IntSlider(value=0, min=0, max=0, description="head")
@@ -92,6 +121,8 @@ class AttentionExplorer(widgets.VBox):
         try:
             self.layer_slider.max = self.result.n_layer - 1
             self.head_slider.max = self.result.n_head - 1
+            for slider in (self.layer_slider, self.head_slider):
+                slider.disabled = slider.min == slider.max  # one layer (or head): nothing to pick
         finally:
             self._capturing = False
         self._draw()
@@ -125,8 +156,7 @@ class LogitLensExplorer(widgets.VBox):
     def __init__(self, model, tokenizer, text: str):
         self.model, self.tokenizer = model, tokenizer
         self.top = self.prob = None
-        self.text_box = widgets.Text(value=text, description="text", continuous_update=False,
-                                     layout=widgets.Layout(width="90%"))
+        self.text_box = probe_text_box(text)
         self.status = widgets.HTML()
         self.figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
         self._draw()
@@ -171,8 +201,10 @@ class TranslationExplorer(widgets.VBox):
                                      layout=widgets.Layout(width="90%"))
         self.beam_slider = widgets.IntSlider(value=1, min=1, max=8, description="beam")
         self.layer_slider = widgets.IntSlider(value=cfg.n_dec_layer - 1, min=0, max=cfg.n_dec_layer - 1,
-                                              description="layer")
-        self.head_slider = widgets.IntSlider(value=-1, min=-1, max=cfg.n_head - 1, description="head (-1: mean)")
+                                              description="layer", disabled=cfg.n_dec_layer == 1)
+        # the whole description: the default width cut it to "head (-1: ..."
+        self.head_slider = widgets.IntSlider(value=-1, min=-1, max=cfg.n_head - 1, description="head (-1: mean)",
+                                             style={"description_width": "initial"})
         self.output = widgets.HTML()
         self.figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
         self._capture()
