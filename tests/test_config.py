@@ -99,8 +99,8 @@ def test_every_profile_gives_every_notebook_valid_settings():
                                               # a traceback from int(inf) when the steps were planned
                                               ({"max_iters": None, "epochs": math.inf}, "epochs must be > 0 and finite"),
                                               # numpy's error at the first evaluation, minutes in
-                                              ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\), got -1"),
-                                              ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*63\)")])
+                                              ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*64\), got -1"),
+                                              ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*64\)")])
 def test_loop_values_adamw_cannot_use_are_refused_before_training(changes, message):
     with pytest.raises(ValueError, match=message):  # (inf failed at step 2 as a NaN loss, beta1 2 in torch)
         TrainConfig(**changes)

@@ -378,6 +378,9 @@ def test_cli_evaluate_writes_beside_the_runs_folders_never_inside_one_training_r
         code, _, err = cli("evaluate", "--checkpoint", run, "--prompts", 0, "--compression-chars", 0,
                            *(["--out", out] if out else []))
         assert code == 2 and err.count("\n") == 1 and fix in err, err
+    (tmp_path / "link").symlink_to(run / "model")  # model/ by another name: the card still goes beside it
+    code, _, err = cli("evaluate", "--checkpoint", tmp_path / "link", "--prompts", 0, "--compression-chars", 0)
+    assert code == 2 and "already holds an evaluation" in err and not (run / "model" / "evaluation-val").exists()
     assert (run / "evaluation-val" / "metrics.json").read_text() == card  # nothing written is lost
     assert all(p.read_bytes() == b for p, b in before.items())
     code, _, err = cli("evaluate", "--checkpoint", run, "--out", run / "metrics.json" / "x")

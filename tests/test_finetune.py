@@ -245,8 +245,8 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
     with pytest.raises(FileNotFoundError, match=r"model.safetensors is a file; point at the checkpoint or run directory"):
         load_finetuned(tmp_path / "run" / "model" / "model.safetensors")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    with pytest.raises(FileNotFoundError, match=r"notes.txt is a file, not a checkpoint; point --checkpoint at a "
-                                                r"training run's --out directory$"):  # not "... that holds it (.)"
+    with pytest.raises(FileNotFoundError, match=r"notes.txt is a file, not a checkpoint; point at a training run's "
+                                                r"directory \(its --out\)$"):  # not "... that holds it (.)"
         load_finetuned(tmp_path / "notes.txt")
 
 

@@ -94,8 +94,10 @@ def test_table_task_split_is_stratified_and_deterministic(csv_task):
     other = load_task(path, seed=1)
     assert other.test["text"].tolist() != task.test["text"].tolist()
     assert task.subsample(2).balance().loc["comedy"].tolist() == [2, 2, 2, 6]
-    with pytest.raises(ValueError, match="per_label must be an integer >= 1"):
-        task.subsample(-1)  # not pandas' "negative number of rows"
+    assert task.subsample(np.int64(2)).balance().loc["comedy"].tolist() == [2, 2, 2, 6]  # a count from numpy
+    for bad in (-1, True, 2.0):
+        with pytest.raises(ValueError, match="per_label must be an integer >= 1"):
+            task.subsample(bad)  # not pandas' "negative number of rows"
 
 
 def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
@@ -118,7 +120,7 @@ def test_table_task_reads_jsonl_and_a_split_column(tmp_path):
       {"text": "c", "label": "x", "split": "test"}], {}, "'y' appear in val/test but never in train"),
     ([{"text": "a", "label": "x", "split": "dev"}, {"text": "b", "label": "y", "split": "train"}], {},
      "use only train, val and test"),
-    ([{"text": t, "label": label} for t, label in zip("abcd", "xxyy")], {}, "the val split is empty"),
+    ([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}], {}, "the val split is empty; add rows"),
     ([{"text": t, "label": 0.1 * i} for i, t in enumerate("abcdefghij")], {},  # a score, not a class
      "the val split is empty: the 'label' column has 10 different values in 10 rows; pass --label-col naming a "
      "column of classes"),

@@ -277,7 +277,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_checkpoint
     from .run import FINAL, check_writable
 
-    run_dir = Path(args.checkpoint)  # never write inside a folder that training replaces
+    run_dir = Path(args.checkpoint).resolve()  # never write inside a folder that training replaces (`.` or a
+    # symlink may name model/ itself)
     if run_dir.name == FINAL:
         run_dir = run_dir.parent
     elif run_dir.parent.name == CHECKPOINTS:
@@ -370,6 +371,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # name -> the command's parser: its --help lists its flags
 
     p = sub.add_parser("pretrain", help="train a GPT language model on a corpus")
     p.add_argument("--preset", choices=sorted(PRESETS), help="sizes and loop settings: " + ", ".join(sorted(PRESETS)) + " (baby: nanoGPT's "
@@ -494,7 +496,10 @@ DEFAULT_FORMAT = warnings.formatwarning
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.formatwarning = warning_line
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's own parser, whose --help lists the flags it takes
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback

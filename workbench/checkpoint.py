@@ -339,8 +339,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if (path.parent / MODEL_FILE).is_file() or (path.parent / CHECKPOINTS).is_dir():  # a file of a checkpoint
             raise FileNotFoundError(f"{path} is a file; point at the checkpoint or run directory that holds it "
                                     f"({path.parent})")
-        raise FileNotFoundError(f"{path} is a file, not a checkpoint; point --checkpoint at a training run's --out "
-                                "directory")
+        raise FileNotFoundError(f"{path} is a file, not a checkpoint; point at a training run's directory (its "
+                                "--out)")
     if (path / MODEL_FILE).is_file():
         return path
     latest = latest_checkpoint(path)

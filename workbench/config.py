@@ -166,9 +166,10 @@ class TrainConfig:
                f"set one of max_iters (optimizer steps) or epochs (passes over the data), got max_iters={self.max_iters} "
                f"and epochs={self.epochs}; pass --max-iters N or --epochs E")
         _check(self.epochs is None or 0 < self.epochs < math.inf, f"epochs must be > 0 and finite, got {self.epochs}")
-        # numpy's generators (the evaluation sample) take seeds in [0, 2**63); torch's take the same
-        _check(0 <= self.seed < 2**63,  # (its type is checked above)
-               f"seed must be an integer in [0, 2**63), got {self.seed!r}; pass e.g. --seed 0")
+        # numpy's generators (the evaluation sample) and torch's take seeds in [0, 2**64): a negative one
+        # failed at the first evaluation, minutes in
+        _check(0 <= self.seed < 2**64,  # (its type is checked above)
+               f"seed must be an integer in [0, 2**64), got {self.seed!r}; pass e.g. --seed 0")
         _check(self.warmup_iters is None or self.warmup_iters >= 0, f"warmup_iters must be >= 0, got {self.warmup_iters}")
         _check(self.lr is None or 0 < self.lr < math.inf, f"lr must be > 0 and finite, got {self.lr}")
         for name in ("beta1", "beta2"):  # AdamW's moving averages: a weight of 1 or more never forgets

@@ -128,7 +128,9 @@ def _window_losses(model: nn.Module, ids: np.ndarray, windows: Sequence[tuple[in
         length = windows[i][1] - windows[i][0]
         rows = batch_size
         if cpu:  # enough tokens to pay for a pass (EVAL_ACTIVATIONS), not more logits than EVAL_LOGITS
-            rows = min(max(rows, EVAL_ACTIVATIONS // (length * width or 1)), max(1, EVAL_LOGITS // (length * vocab)))
+            if width:
+                rows = max(rows, EVAL_ACTIVATIONS // (length * width))
+            rows = min(rows, max(1, EVAL_LOGITS // (length * vocab)))
         j = i
         while j < len(windows) and j - i < rows and windows[j][1] - windows[j][0] == length:
             j += 1
@@ -189,7 +191,7 @@ def heldout_loss(model: nn.Module, ids, batch_size: int = 16, device: str | torc
     Args:
         model: a GPT (forward(idx) -> (logits, ...)); run in eval mode.
         ids: 1-D token ids (list, array, memmap or CPU tensor), length >= 2.
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (on a CPU at least; see `_window_losses`).
         device: where to run; default the model's device.
         n_windows: score a sample of this many windows, drawn without replacement by a
             generator seeded with `seed` (numpy's: no torch RNG is touched), as an estimate of

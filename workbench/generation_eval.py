@@ -14,6 +14,7 @@ Part of the evaluation card (`workbench.evaluate.evaluate_checkpoint`).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ def _check_strategies(strategies: Mapping[str, Mapping[str, Any]] | None) -> dic
 
 def distinct_n(tokens: Sequence, n: int) -> float:
     """Distinct-n (Li et al., 2016): unique n-grams / all n-grams of a sequence; 0.0 when it has none."""
-    if not (isinstance(n, int) and n >= 1):
+    if isinstance(n, bool) or not (isinstance(n, numbers.Integral) and n >= 1):
         raise ValueError(f"n must be an integer >= 1 (1: words, 2: word pairs), got {n!r}")
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0

@@ -209,14 +209,16 @@ def date_parser(prefer: str = "dateparser") -> tuple[str, Callable[[str, str], s
 
 
 def _is_locale(code: str) -> bool:
-    """Whether babel knows `code` as a locale ("en", "pt_BR"; not "all")."""
+    """Whether babel knows `code` as a locale ("en", "pt_BR", "zh-Hant"; not "all")."""
     from babel import Locale, UnknownLocaleError
 
-    try:
-        Locale.parse(code)
-    except (UnknownLocaleError, ValueError, TypeError):
-        return False
-    return True
+    for sep in ("_", "-"):
+        try:
+            Locale.parse(code, sep=sep)
+            return True
+        except (UnknownLocaleError, ValueError, TypeError):
+            continue
+    return False
 
 
 def check_date_rows(rows: pd.DataFrame) -> None:
