@@ -287,7 +287,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out = Path(args.out or default)
     check_writable(out)
     where = out.resolve()  # not the run itself, nor model/ and checkpoints/, which training replaces
-    if where == run_dir.resolve() or any(p.resolve() in (where, *where.parents)
+    if where == run_dir or any(p.resolve() in (where, *where.parents)
                                          for p in (run_dir / FINAL, run_dir / CHECKPOINTS)):
         raise ValueError(f"--out {out} is inside the run that training writes to (it keeps its own metrics.json "
                          f"there); leave --out out to write {default}, or choose a folder of its own")

@@ -131,7 +131,8 @@ class Engine:
             raise ValueError("every prompt needs at least one token; start empty prompts with e.g. a newline")
         model, device, block = self.model, self.device, self.model.config.block_size
         vocab = model.config.vocab_size
-        if (bad := next((t for r in rows for t in r if not 0 <= t < vocab), None)) is not None:
+        if not (0 <= min(map(min, rows)) and max(map(max, rows)) < vocab):  # (builtins: this is time to first token)
+            bad = next(t for r in rows for t in r if not 0 <= t < vocab)
             raise ValueError(f"prompt token id {bad} is outside the model's vocabulary (0..{vocab - 1}); "
                              "encode prompts with the model's own tokenizer")
         B = len(rows)
@@ -302,10 +303,9 @@ def _until_all(stream: Iterator[torch.Tensor], ended: list[bool]) -> Iterator[to
 def generate_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
                   stop_tokens: Sequence[int] = (), **sampling) -> list[str]:
     """`stream_text` run to the end: each row's continuation (without the prompt or the stop string)."""
-    prompts = [prompts] if isinstance(prompts, str) else prompts
-    texts = ["" for _ in prompts]
+    texts = None  # one per row, as stream_text counts rows (its last step always comes)
     for pieces in stream_text(engine, tokenizer, prompts, max_new_tokens, stop, stop_tokens, **sampling):
-        texts = [t + p for t, p in zip(texts, pieces)]
+        texts = pieces if texts is None else [t + p for t, p in zip(texts, pieces)]
     return texts
 
 

@@ -304,13 +304,20 @@ class BPETokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         if len(text) <= _CHUNK_CHARS:
-            return self._tok.encode(check_unicode(text, "the text to encode"), add_special_tokens=False).ids
+            try:
+                return self._tok.encode(text, add_special_tokens=False).ids
+            except TypeError:  # the library's word for a lone surrogate: name it (checked only then, off the hot path)
+                check_unicode(text, "the text to encode")
+                raise
         return self.encode_to_array(text).tolist()
 
     def encode_to_array(self, text: str) -> np.ndarray:
         dtype = token_dtype(self.vocab_size)
-        encodings = self._tok.encode_batch(list(_safe_chunks(check_unicode(text, "the text to encode"))),
-                                           add_special_tokens=False)
+        try:
+            encodings = self._tok.encode_batch(list(_safe_chunks(text)), add_special_tokens=False)
+        except TypeError:  # as in `encode`
+            check_unicode(text, "the text to encode")
+            raise
         if not encodings:
             return np.empty(0, dtype=dtype)
         return np.concatenate([np.asarray(e.ids, dtype=dtype) for e in encodings])
