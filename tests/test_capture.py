@@ -10,7 +10,7 @@ from helpers import causal_uniform, prev_token_head
 from torch.nn import functional as F
 
 from workbench.capture import (AttentionResult, attention_for, attention_walkthrough, gpt_attention, head_summary,
-                               load_minilm, uniform_attention)
+                               hf_attention, load_minilm, uniform_attention)
 from workbench.config import ModelConfig
 from workbench.model import GPT
 from workbench.tokenizer import CharTokenizer
@@ -68,6 +68,14 @@ def test_gpt_attention_keeps_the_last_block_size_tokens(gpt):
 def test_gpt_attention_rejects_empty_text(gpt):
     with pytest.raises(ValueError, match="empty"):
         gpt_attention(*gpt, "")
+
+
+@pytest.mark.parametrize("text", [None, ["the", "cat"], [3, 4]])
+def test_gpt_attention_refuses_a_text_that_is_not_a_string(gpt, text):
+    with pytest.raises(TypeError, match=r"^text is (NoneType|list), not a string; pass the one text to look at"):
+        gpt_attention(*gpt, text)
+    with pytest.raises(TypeError, match=r"^text is (NoneType|list), not a string"):
+        hf_attention(None, None, text)  # checked before the model is touched
 
 
 def test_attention_for_dispatches_on_model_type(gpt):
@@ -169,6 +177,11 @@ def test_attention_shift_measures_total_variation_per_head():
     assert df["tv_distance"].sum() == 1.0
     with pytest.raises(ValueError, match="same text"):
         attention_shift(a, b[:, :2])
+    # numpy arrays (and nested lists) are the same weights: the same table
+    assert attention_shift(a.numpy(), b.numpy()).equals(df)
+    assert attention_shift(a.numpy().astype(np.float64), b.tolist()).equals(df)
+    with pytest.raises(ValueError, match=r"must be \(n_layer, n_head, T, T\), got shape \(3, 4, 4\); for one layer use x\[None\]"):
+        attention_shift(a[0].numpy(), b[0].numpy())
 
 
 def test_head_summary_on_handmade_patterns():

@@ -407,6 +407,14 @@ def test_ablation_figure_switches_between_zero_and_mean():
     assert scatter.data[0].x.tolist() == [0.9, 0.1, 0.2, 0.3] and list(scatter.data[0].text) == ["L0H0", "L0H1", "L1H0", "L1H1"]
 
 
+def test_heads_are_named_by_one_function_in_reports_and_figures():
+    assert interpret.head_name(1, 3) == "L1H3" and interpret.head_name(np.int64(0), 2.0) == "L0H2"
+    # a table whose layer and head came back as floats (a merge, a CSV) still labels "L1H0", not "L1.0H0.0"
+    table = pd.DataFrame({"layer": [0.0, 1.0], "head": [1.0, 0.0], "mean_delta": [0.1, 0.2], "prev_token": [0.5, 0.6],
+                          "first_token": 0.0, "entropy": 1.0, "self_token": 0.0})
+    assert list(vi.importance_vs_pattern_figure(table).data[0].text) == ["L0H1", "L1H0"]
+
+
 def test_induction_figures_carry_each_step():
     scores = pd.DataFrame({"step": [10] * 2 + [20] * 2, "layer": [0, 1] * 2, "head": [0] * 4,
                            "induction_score": [0.1, 0.2, 0.1, 0.9]})

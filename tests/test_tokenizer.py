@@ -173,6 +173,12 @@ def test_tokens_are_readable_display_strings(char, bpe):
     assert bpe.tokens([bpe.eot_id]) == ["<|endoftext|>"]
 
 
+def test_visible_marks_is_the_public_table_tokens_use():
+    assert "a\nb\rc\td e".translate(tokmod.VISIBLE_MARKS) == "a↵b␍c⇥d e"
+    tok = CharTokenizer.train("a\nb\rc\td e")
+    assert "".join(tok.tokens(tok.encode("a\nb\rc\td e"))) == "a↵b␍c⇥d e"
+
+
 def test_chars_per_token_table_counts_tokens_of_each_text(char, bpe):
     texts = {"line": "First Citizen:\nSpeak, speak.", "all": TEXT}
     table = chars_per_token_table({"char": char, "bpe": bpe}, texts).set_index("tokenizer")
@@ -218,6 +224,22 @@ def test_train_tokenizer_dispatches_and_validates():
         train_tokenizer("bpe", TEXT)
     with pytest.raises(ValueError, match="empty text"):
         train_tokenizer("char", "")
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("text", [None, 5, b"To be"])
+def test_train_tokenizer_refuses_a_text_that_is_not_text(kind, text):
+    name = type(text).__name__
+    with pytest.raises(TypeError, match=rf"^the training text is {name}, not text; pass a string or an iterable of strings"):
+        train_tokenizer(kind, text, vocab_size=300)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_train_tokenizer_refuses_an_item_that_is_not_a_string(kind):
+    with pytest.raises(TypeError, match=r"^training text item 1 is NoneType, not a string; pass a string"):
+        train_tokenizer(kind, [TEXT, None], vocab_size=300)
+    with pytest.raises(TypeError, match=r"^training text item 2 is int, not a string"):
+        train_tokenizer(kind, (t for t in ["ab", "cd", 3]), vocab_size=300)  # a generator is checked as it is read
 
 
 def test_load_errors_name_the_problem(tmp_path):

@@ -86,6 +86,13 @@ def _stack(per_layer) -> torch.Tensor:
     return torch.stack([a[0] for a in per_layer]).float().cpu()
 
 
+def _check_text(text) -> None:
+    """A one-line TypeError for a text that is not a string (None, a list of texts, token ids)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text is {type(text).__name__}, not a string; pass the one text to look at, "
+                        "e.g. \"To be or not to be\" (call once per text)")
+
+
 @torch.no_grad()
 def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = None) -> AttentionResult:
     """Attention of the workbench GPT on `text`: what its `attn.hook_pattern` taps see.
@@ -101,6 +108,7 @@ def gpt_attention(model: GPT, tokenizer, text: str, model_name: str | None = Non
     Returns:
         AttentionResult with attentions (n_layer, n_head, T, T), T <= block_size.
     """
+    _check_text(text)
     check_vocabulary(model, tokenizer)
     ids = tokenizer.encode(text)[-model.config.block_size:]
     if not ids:
@@ -172,6 +180,7 @@ def hf_attention(model, hf_tokenizer, text: str, model_name: str | None = None) 
     Returns:
         AttentionResult with attentions (n_layer, n_head, T, T).
     """
+    _check_text(text)
     # Longer texts keep their first tokens, as the model was trained (the position table ends there).
     limit = min(hf_tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 1 << 30))
     enc = hf_tokenizer(text, return_tensors="pt", truncation=True, max_length=limit)
@@ -266,12 +275,17 @@ def attention_shift(before: torch.Tensor, after: torch.Tensor) -> pd.DataFrame:
     """How much each head's attention changed between two models on the same text.
 
     Args:
-        before, after: (n_layer, n_head, T, T) attention weights of the same tokens.
+        before, after: (n_layer, n_head, T, T) attention weights of the same tokens (tensors,
+            arrays or nested lists), e.g. two `AttentionResult`s' attentions.
     Returns:
         DataFrame with one row per (layer, head): `tv_distance`, the total-variation distance
         0.5·Σ_j |a_ij − b_ij| between each query's two distributions, averaged over queries
         (0 = unchanged, 1 = disjoint), and `max_tv`, the largest over queries.
     """
+    before, after = (a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a)) for a in (before, after))
+    if before.dim() != 4:
+        raise ValueError(f"attentions must be (n_layer, n_head, T, T), got shape {tuple(before.shape)}; "
+                         "for one layer use x[None]")
     if before.shape != after.shape:
         raise ValueError(f"attention shapes differ ({tuple(before.shape)} vs {tuple(after.shape)}); "
                          "capture both models on the same text with the same tokenizer")

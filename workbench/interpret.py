@@ -61,9 +61,9 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> float:
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()).item()
 
 
-def _head_name(row) -> str:
-    """The name "L{layer}H{head}" of a table row (a Series with layer and head)."""
-    return f"L{row['layer']:.0f}H{row['head']:.0f}"
+def head_name(layer: int, head: int) -> str:
+    """A head's name "L{layer}H{head}", e.g. "L0H3" (a layer or head read back as a float prints as an int)."""
+    return f"L{layer:.0f}H{head:.0f}"
 
 
 # ---------------------------------------------------------------- head ablation
@@ -179,7 +179,7 @@ def top_heads_report(table: pd.DataFrame, correlations: pd.DataFrame, n: int = 3
     for i in table.nlargest(n, effect).index:
         row = table.loc[i]
         by = ", ".join(f"{s} {ranks.loc[i, s]:.0f}" for s in statistics)
-        lines.append(f"  {_head_name(row)}: {row[effect]:+.4f} nats/token ({effect}), "
+        lines.append(f"  {head_name(row['layer'], row['head'])}: {row[effect]:+.4f} nats/token ({effect}), "
                      f"{row['zero_delta']:+.4f} (zero_delta); rank by {by}")
     r = correlations.set_index("statistic")["spearman"]
     best = r.abs().idxmax()
@@ -347,6 +347,7 @@ def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, 
     if threshold <= uniform:
         raise ValueError(f"threshold {threshold} is not above the uniform level {uniform:.3f}; pass a larger one")
     above = first_step_above(scores, threshold).sort_values(["step", "layer", "head"])
+    first = above.iloc[0] if len(above) else None
     peak = scores.loc[scores["induction_score"].idxmax()]
     last_step = scores["step"].max()
     best = scores.loc[scores.loc[scores["step"] == last_step, "induction_score"].idxmax()]
@@ -355,9 +356,10 @@ def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, 
     last = steps.iloc[-1]
     summary = {
         "uniform_score": uniform, "threshold": threshold, "heads_above": len(above),
-        "first_above": f"{_head_name(above.iloc[0])}@{above.iloc[0]['step']:.0f}" if len(above) else None,
-        "best_head": _head_name(best), "best_score": float(best["induction_score"]),
-        "peak_head": _head_name(peak), "peak_step": int(peak["step"]), "peak_score": float(peak["induction_score"]),
+        "first_above": f"{head_name(first['layer'], first['head'])}@{first['step']:.0f}" if first is not None else None,
+        "best_head": head_name(best["layer"], best["head"]), "best_score": float(best["induction_score"]),
+        "peak_head": head_name(peak["layer"], peak["head"]), "peak_step": int(peak["step"]),
+        "peak_score": float(peak["induction_score"]),
         "copy_better_from": int(better["step"].iloc[0]) if len(better) else None,
         "last_step": int(last["step"]), "first_copy_loss": float(last["first_copy_loss"]),
         "second_copy_loss": float(last["second_copy_loss"]),
@@ -368,7 +370,7 @@ def induction_summary(scores: pd.DataFrame, by_step: pd.DataFrame, length: int, 
             (True, False): "An induction pattern formed without in-context copying",
             (False, True): "In-context copying without a strong induction head"}[heads, copies]
     head_text = (f"{len(above)} head(s) exceeded an induction score of {threshold:g}, the first "
-                 f"{_head_name(above.iloc[0])} at step {above.iloc[0]['step']:.0f}" if heads else
+                 f"{head_name(first['layer'], first['head'])} at step {first['step']:.0f}" if heads else
                  f"no head exceeded an induction score of {threshold:g} at any of {scores['step'].nunique()} snapshots")
     level = (f"uniform causal attention scores {uniform:.3f}; the highest score was {summary['peak_head']} at "
              f"step {summary['peak_step']}, {summary['peak_score']:.3f}, {summary['peak_score'] / uniform:.1f}x that")

@@ -43,7 +43,8 @@ EOT = "<|endoftext|>"
 # piece " the" keeps its leading space, which is what the model sees); a newline becomes
 # "↵" so a label is never blank or two lines tall. A corpus that contains "↵" itself shows
 # the same label for both; that ambiguity only affects display, never encode/decode.
-_VISIBLE = str.maketrans({"\n": "↵", "\r": "␍", "\t": "⇥"})
+# Public: the attention figures' axis labels (viz.attention.visible_token) use the same marks.
+VISIBLE_MARKS = str.maketrans({"\n": "↵", "\r": "␍", "\t": "⇥"})
 
 # Texts longer than this are encoded in chunks with encode_batch (parallel in Rust).
 _CHUNK_CHARS = 1 << 16
@@ -92,6 +93,24 @@ def check_unicode(text: str, what: str = "the text") -> str:
     return text
 
 
+def _training_texts(text: Any) -> Iterable[str]:
+    """A training text as an iterable of strings, or a one-line TypeError naming what to pass. The
+    items of an iterable are checked as they are read, so a generator is still read only once."""
+    if isinstance(text, str):
+        return [text]
+    if text is None or isinstance(text, (bytes, bytearray)) or not isinstance(text, Iterable):
+        raise TypeError(f"the training text is {type(text).__name__}, not text; pass a string or an iterable of "
+                        "strings, e.g. corpus.train_text (decode bytes first)")
+
+    def checked():
+        for i, chunk in enumerate(text):
+            if not isinstance(chunk, str):
+                raise TypeError(f"training text item {i} is {type(chunk).__name__}, not a string; pass a string "
+                                "or an iterable of strings (str(x) each item, or drop the missing ones)")
+            yield chunk
+    return checked()
+
+
 class Tokenizer:
     """The interface both tokenizers share. Subclasses set ``kind`` and implement
     ``vocab_size``, ``encode``, ``decode``, ``_piece`` and ``to_dict``."""
@@ -138,7 +157,7 @@ class Tokenizer:
         Returns:
             a list of ``len(ids)`` strings.
         """
-        return [self._piece(i).translate(_VISIBLE) for i in self._check_ids(ids)]
+        return [self._piece(i).translate(VISIBLE_MARKS) for i in self._check_ids(ids)]
 
     def _check_ids(self, ids: Any) -> list[int]:
         ids = _as_id_list(ids)
@@ -197,7 +216,7 @@ class CharTokenizer(Tokenizer):
     def train(cls, text: str | Iterable[str]) -> CharTokenizer:
         """Build the vocabulary from ``text`` (a string or an iterable of strings)."""
         chars: set[str] = set()
-        for chunk in [text] if isinstance(text, str) else text:
+        for chunk in _training_texts(text):
             chars.update(chunk)
         if not chars:
             raise ValueError("cannot train a char tokenizer on empty text; pass the corpus's training text")
@@ -274,6 +293,7 @@ class BPETokenizer(Tokenizer):
             the trained tokenizer; its ``vocab_size`` is smaller than asked (with a warning)
             when the text is too small to learn that many merges.
         """
+        texts = _training_texts(texts)
         _check_bpe_vocab_size(vocab_size)
         tok = HFTokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -284,7 +304,6 @@ class BPETokenizer(Tokenizer):
             special_tokens=[EOT],
             show_progress=False,
         )
-        texts = [texts] if isinstance(texts, str) else texts
         # Feeding chunks instead of one huge string lets the Rust side count words in parallel;
         # the cuts are at pre-token boundaries, so the counts are the same.
         tok.train_from_iterator((c for t in texts for c in _safe_chunks(check_unicode(t, "the BPE training text"))),

@@ -23,7 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..data import require_columns
-from ..tokenizer import _VISIBLE  # the newline, carriage return and tab marks of tokenizer.tokens()
+from ..tokenizer import VISIBLE_MARKS  # the newline, carriage return and tab marks of tokenizer.tokens()
 
 MAX_WIDTH = 950  # px: JupyterLab's output column is ~970 px wide with its file browser open
 ATTENTION_COLORS = "Blues"  # 0 is white, so masked (future) positions read as empty
@@ -45,6 +45,9 @@ def _as_array(x, ndim: int, name: str, shape_help: str, square: bool = False) ->
 
 
 def _check_tokens(tokens: Sequence[str], T: int) -> None:
+    if tokens is None:
+        raise TypeError("tokens is None: pass the list of token strings, e.g. tokenizer.tokens(ids) or "
+                        "AttentionResult.tokens")
     if len(tokens) != T:
         raise ValueError(f"{len(tokens)} tokens for attention over {T} positions; pass the tokens of the "
                          "same text the attention was captured on (AttentionResult.tokens)")
@@ -54,7 +57,7 @@ def visible_token(token: str) -> str:
     """A token as an axis label can show it: leading spaces as "·" (so a space token is not blank
     and " the" reads "·the", as 01's tokenization table writes it), newline, carriage return and
     tab as "↵", "␍", "⇥" (as `tokenizer.tokens()` already does)."""
-    token = str(token).translate(_VISIBLE)
+    token = str(token).translate(VISIBLE_MARKS)
     rest = token.lstrip(" ")
     return "·" * (len(token) - len(rest)) + rest
 
@@ -260,7 +263,7 @@ def positional_encoding_figure(pe, title: str | None = "positional encoding") ->
 def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None = None,
                   col_labels: Sequence[str] | None = None, title: str | None = None,
                   show_values: bool | None = None,
-                  axes: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None) -> go.Figure:
+                  axes: tuple[str, str] | list[str] | Mapping[str, tuple[str, str]] | None = None) -> go.Figure:
     """Labelled heatmaps side by side, e.g. the steps of `capture.attention_walkthrough`; more than
     three wrap onto rows (4 as 2 + 2, 5 as 3 + 2), so the figure stays within `MAX_WIDTH`.
 
@@ -275,8 +278,8 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         col_labels: the same for columns.
         title: figure title.
         show_values: write each value in its cell; default when every matrix has <= 144 cells.
-        axes: axis titles as (rows, columns), e.g. ("query", "key"): one pair for every matrix,
-            or name -> pair for some of them (the others get none).
+        axes: axis titles as (rows, columns), e.g. ("query", "key") (a list works too): one pair
+            for every matrix, or name -> pair for some of them (the others get none).
     Returns:
         a Figure with one Heatmap per matrix, in order (row by row), each subplot titled by its name.
     """
@@ -293,10 +296,13 @@ def matrix_figure(matrices: dict[str, object], row_labels: Sequence[str] | None 
         arrays[name] = a
     if axes is None:
         titles = {}
-    elif isinstance(axes, tuple):
+    elif isinstance(axes, (tuple, list)):  # ["query", "key"] is the same pair as ("query", "key")
         if len(axes) != 2:
             raise ValueError(f"axes={axes!r}; pass (row title, column title), e.g. ('query', 'key')")
-        titles = dict.fromkeys(arrays, axes)
+        titles = dict.fromkeys(arrays, tuple(axes))
+    elif not isinstance(axes, Mapping):
+        raise TypeError(f"axes={axes!r}; pass (row title, column title), e.g. ('query', 'key'), or a dict "
+                        "of them keyed by matrix name")
     else:
         titles = dict(axes)
         if unknown := set(titles) - set(arrays):
@@ -355,6 +361,12 @@ def head_grid_figure(table: pd.DataFrame, value: str, title: str | None = None) 
         table: one row per (layer, head) with a `value` column.
     """
     require_columns(table, ("layer", "head", value), f"pass one row per (layer, head) with a {value!r} column")
+    if (repeated := table.duplicated(["layer", "head"], keep="first")).any():
+        pairs = list(dict.fromkeys(zip(table.loc[repeated, "layer"], table.loc[repeated, "head"])))
+        shown = ", ".join(f"({l}, {h})" for l, h in pairs[:5]) + (", ..." if len(pairs) > 5 else "")
+        raise ValueError(f"table has more than one row for (layer, head) {shown}; pass one row per head: "
+                         f"aggregate first, e.g. table.groupby(['layer', 'head'], as_index=False)[{value!r}].mean(), "
+                         "or select one model/step")
     grid = table.pivot(index="layer", columns="head", values=value)
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[f"H{h}" for h in grid.columns], y=[f"L{l}" for l in grid.index],
                                colorscale="Reds", colorbar=dict(title=value),

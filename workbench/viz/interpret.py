@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..data import require_columns
+from ..interpret import head_name
 from .attention import MAX_WIDTH, visible_token
 from .evaluation import LABELLED_POINTS, label_room
 from .training import LEGEND_ABOVE, OWN_TICKS
@@ -76,7 +77,7 @@ def importance_vs_pattern_figure(table: pd.DataFrame, effect: str = "mean_delta"
     """
     require_columns(table, ["layer", "head", effect, *statistics],
                     "merge head_ablation with viz.head_summary on layer, head")
-    names = [f"L{l}H{h}" for l, h in zip(table["layer"], table["head"])]
+    names = [head_name(l, h) for l, h in zip(table["layer"], table["head"])]
     traces = [go.Scatter(x=table[s], y=table[effect], mode="markers+text", text=names, textposition="top center",
                          visible=k == 0, name=s, **LABELLED_POINTS,
                          hovertemplate=f"%{{text}}<br>{s} %{{x:.3f}}<br>{effect} %{{y:.4f}}<extra></extra>")

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from ..data import require_columns
 from .attention import ATTENTION_COLORS, MAX_WIDTH, _as_array, head_grid, token_labels
-from .evaluation import LABELLED_POINTS
+from .evaluation import LABELLED_POINTS, label_room
 
 CROSS_HOVER = "target %{y}<br>source %{x}<br>weight %{z:.3f}<extra></extra>"
 
@@ -146,6 +146,6 @@ def decoding_speed_figure(table, title: str | None = "greedy vs beam search") ->
                                mode="markers+text", textposition="top center", marker_size=11, **LABELLED_POINTS,
                                hovertemplate="%{text}<br>%{x:.0f} sentences/s<br>exact match %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, xaxis=dict(title="sentences per second", type="log"),
-                      yaxis=dict(title="exact match", range=[0, 1.12]),  # room for a label above a point at 1
+                      yaxis=dict(title="exact match", range=label_room(table["exact_match"])),  # room for the top label
                       width=650, height=420)
     return fig
