@@ -39,6 +39,16 @@ def test_generation_table_is_reproducible_and_measures_each_sample(char_tok):
         ge.generation_table(model, char_tok, ["R"], {"bad": {"temp": 1.0}})
 
 
+def test_show_whitespace_writes_line_breaks_as_marks_and_a_long_run_as_its_count():
+    """A barely trained model's 60 newlines were a table row 60 lines tall and empty."""
+    assert ge.show_whitespace("\n" * 60) == "↵×60 "
+    assert ge.show_whitespace("ROMEO:\nI will\n\n\n\n\tgo\r\n") == "ROMEO:↵ I will↵×4 ⇥ go␍ ↵ "
+    assert ge.show_whitespace("a\n\nb c") == "a↵↵ b c"  # short runs mark each break; spaces stay
+    assert "\n" not in ge.show_whitespace("x\n" * 30)
+    with pytest.raises(TypeError, match=r"samples\['text'\].map\(show_whitespace\)"):
+        ge.show_whitespace(None)
+
+
 def test_continuation_task_cuts_passages_at_line_starts_and_word_ends():
     docs = {"one": TEXT, "two": TEXT.upper()}
     task = ge.continuation_task(docs, n=4, prompt_chars=30, continuation_chars=20, seed=1)

@@ -95,6 +95,15 @@ def test_attention_heatmap_shows_the_weights_with_unique_labels():
         viz.attention_heatmap(w, ["a", "b"])
 
 
+def test_attention_views_name_the_fix_when_tokens_are_none():
+    A = random_attention(1, 2, 3)
+    for draw in (lambda: viz.attention_heatmap(A[0, 0], None), lambda: viz.model_view(A, None),
+                 lambda: viz.attention_explorer_figure(A, None),
+                 lambda: viz.attention_over_checkpoints([(0, A[0, 0])], None)):
+        with pytest.raises(TypeError, match=r"^tokens is None: pass the list of token strings, e\.g\. tokenizer\.tokens\(ids\)"):
+            draw()
+
+
 def test_self_attention_views_refuse_weights_that_are_not_square():
     """A (T, S) matrix is cross-attention: drawn with token labels for T×T it would mislabel an axis."""
     from workbench.capture import head_summary
@@ -215,6 +224,12 @@ def test_matrix_figure_titles_each_axis_and_gives_each_matrix_a_colour_bar():
         viz.matrix_figure(w, axes={"Q": ("query", "dimension")})
     with pytest.raises(ValueError, match="row title, column title"):
         viz.matrix_figure(w, axes=("query",))
+    as_list = viz.matrix_figure(w, axes=["row", "column"])  # a list is the same pair
+    assert as_list.to_json() == same.to_json()
+    with pytest.raises(ValueError, match="row title, column title"):
+        viz.matrix_figure(w, axes=["query"])
+    with pytest.raises(TypeError, match=r"^axes='query'; pass \(row title, column title\)"):
+        viz.matrix_figure(w, axes="query")
 
 
 def test_model_view_says_how_to_read_the_grid():
@@ -373,6 +388,17 @@ def test_head_grid_figure_lays_out_layers_by_heads():
     assert list(fig.data[0].y) == ["L0", "L1"] and list(fig.data[0].x) == ["H0", "H1", "H2"]
 
 
+def test_head_grid_figure_refuses_two_rows_for_one_head_naming_them():
+    from workbench.viz import head_grid_figure
+
+    table = pd.DataFrame({"layer": [0, 0, 1, 0, 1], "head": [0, 1, 0, 1, 0], "tv": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    with pytest.raises(ValueError, match=r"^table has more than one row for \(layer, head\) \(0, 1\), \(1, 0\); "
+                                         r"pass one row per head: aggregate first, e\.g\. table\.groupby"):
+        head_grid_figure(table, "tv")
+    fixed = table.groupby(["layer", "head"], as_index=False)["tv"].mean()  # the fix it names works
+    assert np.allclose(head_grid_figure(fixed, "tv").data[0].z, [[0.1, 0.3], [0.4, np.nan]], equal_nan=True)
+
+
 def test_validation_curves_one_trace_per_run():
     import pandas as pd
     from workbench.viz import validation_curves
@@ -417,14 +443,13 @@ def test_explorers_keep_the_redrawn_figure_for_a_page_reload():
     assert layout["title"]["text"].startswith("logit lens")
 
 
-def test_explorer_widgets_fit_their_box_and_keep_the_texts_newlines():
+def test_explorer_widgets_keep_the_texts_newlines():
     pytest.importorskip("ipywidgets")
     import ipywidgets as widgets
 
     tok = CharTokenizer.train("the cat\nsat")
     model = gpt_for(tok, block_size=32)
     w = viz.attention_explorer({"gpt": (model, tok)}, "the cat\nsat")
-    assert w.figure_widget.layout.width is None and w.figure_widget.layout.autosize  # not the figure's fixed width
     assert isinstance(w.text_box, widgets.Textarea)  # a one-line Text box would drop the newline
     assert "7:↵" in w.figure_widget.data[0].x
     lens = viz.logit_lens_explorer(model, tok, "cat\nsat")
@@ -489,3 +514,48 @@ def test_logit_lens_figure_shows_space_and_newline_tokens():
     fig = vi.logit_lens_figure(pd.DataFrame([[" ", "b", " the"]], columns=columns, index=["embed"]),
                                pd.DataFrame([[0.2, 0.5, 0.9]], columns=columns, index=["embed"]))
     assert list(fig.data[0].x) == ["0:a", "1:·", "2:↵"] and fig.data[0].text.tolist() == [["·", "b", "·the"]]
+
+
+# ------------------------------------------------------------ explorer widths (viz.widgets.redraw)
+def test_explorers_draw_at_their_static_figures_width_not_plotlys_default_700_px():
+    """Autosized, the explorers drew at 700 px in JupyterLab, beside static figures up to MAX_WIDTH wide."""
+    pytest.importorskip("ipywidgets")
+    from workbench.seq2seq import Seq2Seq
+    from workbench.translation import date_task, train_pair_tokenizer
+    from workbench.translator import TranslationConfig, Translator, fit_model_config
+    from workbench.viz.attention import MAX_WIDTH
+    from workbench.viz.seq2seq import cross_attention_heatmap
+
+    def widths(figure_widget):  # the Python figure's, and what a view opened later draws
+        return figure_widget.layout.width, figure_widget._widget_layout["width"]
+
+    tok = CharTokenizer.train("the cat sat on the mat\n")
+    model = gpt_for(tok, block_size=40)
+    w = viz.attention_explorer({"gpt": (model, tok)}, "the cat")
+    static = viz.attention_heatmap(w.result.head(0, 0), w.result.tokens).layout.width
+    assert widths(w.figure_widget) == (static, static) and not w.figure_widget.layout.autosize
+    w.text_box.value = "the cat sat on the mat\nthe cat sat"  # 34 tokens: the static figure is MAX_WIDTH wide
+    assert widths(w.figure_widget) == (MAX_WIDTH, MAX_WIDTH)
+    lens = viz.logit_lens_explorer(model, tok, "the cat sat on the mat")
+    assert widths(lens.figure_widget) == (MAX_WIDTH, MAX_WIDTH)  # 200 + 60 * 22 px, cut to MAX_WIDTH
+
+    pair_tok = train_pair_tokenizer(date_task(50, 5, 5, locales=["fr"]))
+    config = TranslationConfig(model={"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 16})
+    torch.manual_seed(0)
+    t = viz.translation_explorer(Translator(Seq2Seq(fit_model_config(config.model, pair_tok)).eval(), pair_tok,
+                                            config), "13 septembre 1999")
+    static = cross_attention_heatmap(t.result.weights[0, 0], t.result.source_tokens,
+                                     t.result.target_tokens).layout.width
+    assert widths(t.figure_widget) == (static, static) and static > 600
+
+
+def test_redraw_keeps_a_widget_within_max_width():
+    pytest.importorskip("ipywidgets")
+    from workbench.viz.attention import MAX_WIDTH
+    from workbench.viz.widgets import redraw
+
+    figure_widget = go.FigureWidget(go.Figure(go.Heatmap()))
+    redraw(figure_widget, go.Figure(go.Heatmap(z=[[1]]), layout=dict(width=2000, height=300)))
+    assert figure_widget.layout.width == MAX_WIDTH and figure_widget.layout.height == 300
+    redraw(figure_widget, go.Figure(go.Heatmap(z=[[1]])))  # a figure with no width of its own
+    assert figure_widget.layout.width == MAX_WIDTH and figure_widget._widget_layout["width"] == MAX_WIDTH

@@ -2,7 +2,8 @@
 against what the text really says next.
 
 - `generation_table`: greedy, temperature, top-k and top-p decoding (`DEFAULT_STRATEGIES`) of
-  the same prompts, with distinct-n and repetition of each sample.
+  the same prompts, with distinct-n and repetition of each sample; `show_whitespace` writes a
+  sample's line breaks as marks for a table cell.
 - `continuation_task`, `continuation_samples`, `score_continuations` (together
   `continuation_scores`): passages of held-out text cut (at a word's end) into a prompt and its
   true continuation, the model's continuation of each prompt, and BLEU and chrF (computed by
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch.nn as nn
 
 from .data import Document
 from .model import check_vocabulary
-from .tokenizer import Tokenizer
+from .tokenizer import VISIBLE_MARKS, Tokenizer
 
 # Named decoding settings, passed to GPT.generate. temperature 0 is greedy.
 DEFAULT_STRATEGIES: dict[str, dict[str, Any]] = {
@@ -98,6 +100,27 @@ def generate_continuation(model: nn.Module, tokenizer: Tokenizer, prompt: str, s
         if len(text) >= min_chars:
             break
     return text, int(idx.size(1) - len(ids))
+
+
+_WHITESPACE_RUN = re.compile(r"([\n\r\t])\1*")  # a run of one of the characters VISIBLE_MARKS marks
+
+
+def show_whitespace(text: str) -> str:
+    """A continuation as a table cell shows it: each newline, carriage return and tab as the mark
+    `tokenizer.tokens()` gives it ("↵", "␍", "⇥") and a space (where the line may wrap), a run of
+    more than three as one mark and its count ("↵×60 "). A barely trained model can write dozens of
+    newlines, which a cell showing its line breaks draws as a tall empty row. For display only: count
+    characters and words on the text itself (`generation_table` does).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text is {type(text).__name__}, not a string; pass one continuation, e.g. "
+                        "samples['text'].map(show_whitespace)")
+
+    def mark(run: re.Match) -> str:
+        n, sign = len(run.group()), run.group(1).translate(VISIBLE_MARKS)
+        return (f"{sign}×{n}" if n > 3 else sign * n) + " "
+
+    return _WHITESPACE_RUN.sub(mark, text)
 
 
 def generation_table(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str],

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from ..capture import AttentionResult, attention_for
 from ..data import require_columns
-from .attention import attention_heatmap
+from .attention import MAX_WIDTH, attention_heatmap
 
 
 def keep_for_new_views(figure_widget: go.FigureWidget) -> None:
@@ -43,14 +43,16 @@ def probe_text_box(text: str) -> widgets.Textarea:
 def redraw(figure_widget: go.FigureWidget, fig: go.Figure) -> None:
     """Show `fig`'s (single) trace and layout in `figure_widget`, in place, and keep it for new views.
 
-    The widget takes the width of its box (autosize) instead of `fig`'s: a widget wider than
-    JupyterLab's output column (~970 px) is clipped with no scroll bar.
+    The widget draws at `fig`'s own width, as the static figure beside it does, at most `MAX_WIDTH`
+    (a widget wider than JupyterLab's output column, ~970 px, is clipped with no scroll bar); one
+    without a width gets `MAX_WIDTH`. Not autosize: in JupyterLab an autosized widget drew at
+    plotly's default 700 px, not its box's width (it measures its box before it is in the page).
     """
     trace = fig.data[0].to_plotly_json()
     trace.pop("type")
     layout = fig.layout.to_plotly_json()
-    layout.pop("width", None)
-    layout["autosize"] = True
+    layout["width"] = min(MAX_WIDTH, layout.get("width") or MAX_WIDTH)
+    layout["autosize"] = False
     with figure_widget.batch_update():
         figure_widget.data[0].update(trace, overwrite=True)
         figure_widget.layout.update(layout, overwrite=True)
@@ -197,6 +199,8 @@ class TranslationExplorer(widgets.VBox):
         self.translator, self._capture_fn = translator, cross_attention
         self.result = None
         cfg = translator.model.config
+        # One line, unlike the GPT explorers' `probe_text_box`: a source date has no line break, and
+        # Enter (in a Textarea, a newline the tokenizer never saw) translates here, as leaving the box does.
         self.text_box = widgets.Text(value=text, description="source", continuous_update=False,
                                      layout=widgets.Layout(width="90%"))
         self.beam_slider = widgets.IntSlider(value=1, min=1, max=8, description="beam")
