@@ -370,6 +370,8 @@ def test_bad_corpus_is_refused_before_anything_is_written(tmp_path, trained, kin
     (["--tokenizer", "bpe", "--vocab-size", "100"], "use e.g. 2048"),
     (["--min-lr", "1.0"], "lower --min-lr"),
     (["--cuda-graph", "--device", "cpu"], "drop --cuda-graph"),
+    (["--vocab-size", "4096"], "add --tokenizer bpe, or drop --vocab-size"),  # TINY's char tokenizer ignores it
+    (["--text-column", "body"], "is read as plain text: drop --text-column"),  # a .txt corpus has no columns
 ])
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, corpus, trained, flags, fix):
     text = corpus.read_text(encoding="utf-8")
@@ -570,6 +572,22 @@ def test_ctrl_c_where_nothing_is_saved_is_one_line_and_status_130(monkeypatch, c
     monkeypatch.setattr(cli_main, "cmd_sample", interrupted)
     assert cli_main.main(["sample", "--checkpoint", "run"]) == 130
     assert capsys.readouterr().err == "\ninterrupted\n"
+
+
+def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path, trained, monkeypatch):
+    """An error the operating system raises (no such folder under /proc, no permission, a full disk) is
+    one line with the path and what to check, not Python's "[Errno 2] ..." (nor a traceback)."""
+    code, _, err = cli("export-hf", "--checkpoint", trained[0], "--out", "/proc/workbench-export")
+    assert_user_error(code, err, "/proc/workbench-export: No such file or directory; check the path, its permissions "
+                                 "and the free disk space, or choose another path")
+    from workbench import __main__ as cli_main
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "model.safetensors"))
+
+    monkeypatch.setattr(cli_main, "cmd_pretrain", full_disk)
+    code, _, err = cli("pretrain", "--out", tmp_path / "run")
+    assert_user_error(code, err, f"{tmp_path / 'run' / 'model.safetensors'}: No space left on device; check")
 
 
 # Each message is checked in-process above; a real process adds only what the interpreter does around

@@ -122,8 +122,11 @@ def test_ctrl_c_checkpoints_the_step_it_stopped_at_and_resume_finishes_the_run(c
             assert proc.returncode == 0, err[-2000:]
             break
         assert proc.returncode == 130, err[-2000:]
-        step = int(err.split("interrupted at step ")[1].split(";")[0])
-        assert "rerun with --resume" in err and not (run / "model").exists() and not (run / "metrics.json").exists()
+        stopped = [line for line in err.splitlines() if "interrupted at step " in line]
+        assert len(stopped) == 1 and stopped[0].endswith(f"; rerun with --resume (resume=True) to continue from "
+                                                         f"{run / 'checkpoints'}"), err[-2000:]  # one line, not two
+        step = int(stopped[0].split("interrupted at step ")[1].split(" of ")[0])
+        assert not (run / "model").exists() and not (run / "metrics.json").exists()
         latest = ckpt.load_checkpoint(run)
         assert latest.state["step"] == step and latest.history[-1]["step"] == step
         stopped_at.append(step)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import batch_widths, cli, fake_cuda_graphs, save_base
+from helpers import batch_widths, cli, fake_cuda_graphs, save_base, tiny_rows
 
 from workbench import checkpoint as ckpt
 from workbench import train as train_module
@@ -207,7 +207,7 @@ def test_resume_of_a_finetune_is_exact(base, csv_task, tmp_path, mode):
     assert resumed.metrics["test_macro_f1"] == straight.metrics["test_macro_f1"]
     smaller = task.subsample(2)
     with pytest.raises(ValueError, match=rf"the task differs from the run's \(n_train {len(task.train)} in the run, "
-                                         rf"{len(smaller.train)} now; .*\); pass the --task and the flags the run"):
+                                         rf"{len(smaller.train)} now; .*\); resume with the task the run was started with"):
         finetune(None, smaller, config, tmp_path / "b", resume=True, progress=False)
     with pytest.raises(ValueError, match="differs from the checkpoint's"):
         finetune(None, task, quick(mode=mode, max_iters=12, eval_interval=4, dropout=0.2), tmp_path / "b",
@@ -528,6 +528,30 @@ def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_pa
     first_four = paused.history.df
     pd.testing.assert_frame_equal(history.iloc[: len(first_four)][first_four.columns].reset_index(drop=True),
                                   first_four, check_dtype=False)  # timings too: the checkpoint's records, not a restart's
+
+
+def test_cli_bare_resume_reloads_the_task_as_the_run_was_started(base, tmp_path, monkeypatch):
+    """The run keeps its task's flags (task_source): `finetune --resume --out RUN` alone reloads the same
+    table, columns, split and passage length, from another folder too."""
+    rows = pd.DataFrame(tiny_rows(30)).rename(columns={"text": "passage", "label": "genre"})
+    rows.to_csv(tmp_path / "speeches.csv", index=False)
+    monkeypatch.chdir(tmp_path)  # a relative --task
+    task_flags = ["--task", "speeches.csv", "--text-col", "passage", "--label-col", "genre", "--split-seed", "3",
+                  "--max-chars", "0"]
+    code, _, err = cli("finetune", "--checkpoint", base, *task_flags, "--mode", "frozen", "--max-iters", "4",
+                       "--batch-size", "8", "--device", "cpu", "--out", tmp_path / "run")
+    assert code == 0, err
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    monkeypatch.chdir(tmp_path.parent)
+    code, _, err = cli("finetune", "--resume", "--out", tmp_path / "run", "--max-iters", "6")
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == 6 and m["n_train"] == first["n_train"] and m["labels"] == first["labels"]
+    source = json.loads((tmp_path / "run" / "model" / "task_source.json").read_text())
+    assert source == {"spec": str(tmp_path / "speeches.csv"), "text_col": "passage", "label_col": "genre", "seed": 3,
+                      "max_chars": None}
+    code, _, err = cli("finetune", "--resume", "--out", tmp_path / "run", "--max-iters", "8", "--split-seed", "4")
+    assert code == 2 and "the task differs from the run's" in err  # a flag given still wins
 
 
 @pytest.mark.parametrize("args, fix", [

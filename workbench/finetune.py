@@ -322,7 +322,9 @@ class FinetuneResult:
 
 
 def _task_info(task: TaskData) -> dict[str, Any]:
-    return {"name": task.name, "labels": list(task.labels), **{f"n_{s}": len(task.split(s)) for s in ("train", "val", "test")}}
+    """What identifies the task in a checkpoint: its name, labels, split sizes and rows (`fingerprint`)."""
+    return {"name": task.name, "labels": list(task.labels), **{f"n_{s}": len(task.split(s)) for s in ("train", "val", "test")},
+            "fingerprint": task.fingerprint(("text", "label"))}
 
 
 def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
@@ -354,10 +356,10 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     pretrained, tokenizer, base_config = None, None, None
     if run.saved is not None:
         run.check_same("finetune", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        if run.saved.artifacts["task"] != info:
-            raise ValueError(f"the task differs from the run's ({task_difference(run.saved.artifacts['task'], info)}); "
-                             "pass the --task and the flags the run was started with (--text-col, --label-col, "
-                             "--split-seed, --max-chars) to resume")
+        if difference := task_difference(run.saved.artifacts["task"], info):
+            raise ValueError(f"the task differs from the run's ({difference}); resume with the task the run was "
+                             "started with (on the command line: drop --task, --text-col, --label-col, --split-seed "
+                             "and --max-chars, which the run keeps, or pass the same ones)")
         if config.mode != "hf":
             base_config = run.saved.artifact("config", RunConfig.from_dict)
             tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
@@ -394,6 +396,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
 
     evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
     artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
+    if task.source is not None:  # how to load the task again: a bare `finetune --resume` reads it
+        artifacts["task_source"] = task.source
     if config.mode != "hf":
         artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, monitor="val_macro_f1",

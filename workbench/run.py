@@ -60,11 +60,11 @@ def run_kind(c: ckpt.Checkpoint | Path) -> str:
 
 def task_difference(saved: Any, now: dict[str, Any]) -> str:
     """What differs between a run's saved task description (`info()`) and the task given now, e.g.
-    "n_train 1995 in the run, 1800 now"."""
+    "n_train 1995 in the run, 1800 now"; "" when nothing does. A key the saved one lacks (a run saved
+    before the key existed) is not compared."""
     if not isinstance(saved, dict):
         return f"the run's is {saved!r:.60}"
-    return "; ".join(f"{k} {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in {**saved, **now}
-                     if saved.get(k) != now.get(k))
+    return "; ".join(f"{k} {saved[k]!r} in the run, {now.get(k)!r} now" for k in saved if saved[k] != now.get(k))
 
 
 def check_kind(out: Path, found: str, kind: str) -> None:
@@ -203,9 +203,10 @@ class Run:
                 log.info("the run in %s already finished at step %d: nothing to train", self.out, trainer.step)
         with stop_on_sigint(trainer):
             trainer.fit()
-        if not trainer.finished:
-            log.warning("training stopped at step %d of %d; resume with resume=True (--resume)", trainer.step,
-                        trainer.config.max_iters)
+        if not trainer.finished and self.dist.is_main:  # one line, also under torchrun; the command line adds none
+            where = (f"rerun with --resume (resume=True) to continue from {self.out / ckpt.CHECKPOINTS}" if self.out
+                     else "without an out_dir there is no checkpoint to resume")
+            log.warning("interrupted at step %d of %d; %s", trainer.step, trainer.config.max_iters, where)
         return trainer.finished
 
     def _check_left_to_train(self, trainer: Trainer) -> None:

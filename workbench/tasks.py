@@ -22,6 +22,7 @@ import logging
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,8 @@ class TaskData(SplitFrames):
         labels: class names, sorted; ``label_id`` indexes this list (saved with a fine-tuned model).
         train, val, test: DataFrames with columns ``text`` (str), ``label`` (str) and ``label_id``
             (int), plus ``play`` and ``speaker`` for the genre task.
+        source: the arguments of `load_task` that load it again (None for a task built otherwise);
+            a fine-tuning run keeps them, so a bare ``finetune --resume`` reloads the same task.
     """
 
     name: str
@@ -54,6 +57,7 @@ class TaskData(SplitFrames):
     train: pd.DataFrame = field(repr=False)
     val: pd.DataFrame = field(repr=False)
     test: pd.DataFrame = field(repr=False)
+    source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"TaskData({self.name!r}, labels={self.labels}, {self.sizes()})"
@@ -70,8 +74,7 @@ class TaskData(SplitFrames):
         Returns:
             DataFrame indexed by label (in ``labels`` order) with columns train, val, test, total.
         """
-        counts = pd.DataFrame({s: self.split(s)["label"].value_counts() for s in SPLITS})
-        counts = counts.reindex(self.labels).fillna(0).astype(int)
+        counts = self.counts("label").reindex(self.labels).fillna(0).astype(int)
         counts["total"] = counts[list(SPLITS)].sum(axis=1)
         counts.index.name = "label"
         return counts / counts.sum() if normalize else counts
@@ -286,9 +289,10 @@ def load_task(spec: str | Path = "genre", text_col: str = "text", label_col: str
     Returns:
         TaskData.
     """
-    if str(spec) == "genre":
-        return genre_task(max_chars=max_chars)
-    return table_task(spec, text_col, label_col, seed, max_chars)
+    task = genre_task(max_chars=max_chars) if str(spec) == "genre" else table_task(spec, text_col, label_col, seed, max_chars)
+    spec = "genre" if str(spec) == "genre" else str(Path(spec).resolve())  # a resume may run from another folder
+    task.source = {"spec": spec, "text_col": text_col, "label_col": label_col, "seed": seed, "max_chars": max_chars}
+    return task
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,19 +62,23 @@ class PairTask(SplitFrames):
             user file without a locale column has "all", a row with an empty one "unknown"), plus
             ``date``, ``format``, ``month_start`` and ``month_end`` for the date task (-1 where the
             month is a number).
+        source: the arguments of `load_pairs` that load it again (None for a task built otherwise);
+            a training run keeps them, so a bare ``seq2seq-train --resume`` reloads the same task.
     """
 
     name: str
     train: pd.DataFrame = field(repr=False)
     val: pd.DataFrame = field(repr=False)
     test: pd.DataFrame = field(repr=False)
+    source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"PairTask({self.name!r}, {self.sizes()})"
 
     def info(self) -> dict[str, Any]:
-        """What identifies the task in a checkpoint: its name and split sizes."""
-        return {"name": self.name, **{f"n_{s}": len(self.split(s)) for s in SPLITS}}
+        """What identifies the task in a checkpoint: its name, split sizes and rows (`fingerprint`)."""
+        return {"name": self.name, **{f"n_{s}": len(self.split(s)) for s in SPLITS},
+                "fingerprint": self.fingerprint(("source", "target"))}
 
     def examples(self, per_locale: int = 1, split: str = "train", seed: int = 0) -> pd.DataFrame:
         """A few rows of each locale of `split`, for a look at the task."""
@@ -89,7 +93,7 @@ class PairTask(SplitFrames):
             DataFrame indexed by split (train, val, test), one column per locale, NaN where
             a split has no row of that locale.
         """
-        return pd.DataFrame({s: self.split(s)["locale"].value_counts() for s in SPLITS}).T
+        return self.counts("locale").T
 
 
 def split_of_year(year: int) -> str:
@@ -282,8 +286,16 @@ def load_pairs(spec: str | Path = "dates", source_col: str = "source", target_co
                seed: int = 0, **date_options: Any) -> PairTask:
     """A translation task: "dates" (`date_task`, with `date_options`) or a file (`file_task`)."""
     if str(spec) == "dates":
-        return date_task(seed=seed, **date_options)
-    return file_task(spec, source_col, target_col, seed)
+        task = date_task(seed=seed, **date_options)
+        task.source = {"spec": "dates", "seed": seed, **{k: list(v) if isinstance(v, (list, tuple)) else v
+                                                         for k, v in date_options.items()}}
+    else:
+        if date_options:
+            raise ValueError(f"{', '.join(date_options)} choose the built-in date task's pairs; a file of pairs "
+                             f"({spec}) takes none of them: drop them")
+        task = file_task(spec, source_col, target_col, seed)
+        task.source = {"spec": str(Path(spec).resolve()), "source_col": source_col, "target_col": target_col, "seed": seed}
+    return task
 
 
 # ---------------------------------------------------------------------------------------------

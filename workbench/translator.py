@@ -273,10 +273,10 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     device = setup_device(config.train, run.dist)
     if run.saved is not None:
         run.check_same("translation", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        if (saved := run.saved.artifacts["task"]) != (now := task.info()):
-            raise ValueError(f"the task differs from the run's ({task_difference(saved, now)}); pass the --task and "
-                             "the flags the run was started with (--n-train, --n-val, --n-test, --locales, "
-                             "--split-seed; --source-col, --target-col) to resume")
+        if difference := task_difference(run.saved.artifacts["task"], task.info()):
+            raise ValueError(f"the task differs from the run's ({difference}); resume with the task the run was "
+                             "started with (on the command line: drop --task, --n-train, --n-val, --n-test, --locales, "
+                             "--split-seed, --source-col and --target-col, which the run keeps, or pass the same ones)")
         tokenizer = run.saved.artifact("tokenizer", PairTokenizer.from_dict)
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
@@ -309,6 +309,8 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
             cb.translator = translator
     artifacts = {"config": {"model": asdict(model_config)},  # what seq2seq.load_seq2seq reads
                  "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": task.info()}
+    if task.source is not None:  # how to load the task again: a bare `seq2seq-train --resume` reads it
+        artifacts["task_source"] = task.source
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, callbacks=callbacks,
                       progress=progress, dist=run.dist, device=device,
                       count_tokens=lambda batch: int((batch[0] != PAD_ID).sum() + (batch[1] != PAD_ID).sum()))
