@@ -338,7 +338,7 @@ def test_decoding_figures_cover_every_mode_batch_and_length_and_agree_with_huggi
                           "n_head": 2, "n_embd": 16, "block_size": 32, "batch_size": 1, "vocab_size": 40,
                           "params": 1, "ms_per_iter": 1.0, "tokens_per_s": 1.0, "achieved_tflops": 0.0,
                           "peak_tflops": 1.0, "mfu": 0.0, "best_matmul_tflops": 1.0, "mfu_of_best_matmul": 0.0,
-                          "peak_memory_mb": 1.0, "decoding": d})
+                          "peak_memory_mib": 1.0, "decoding": d})
     assert "eager batch 2, 6 new" in table and "100% same greedy tokens" in table and "int8 4 new" in table
 
 

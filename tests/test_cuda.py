@@ -273,7 +273,7 @@ def test_bench_on_cuda_reports_bf16_figures():
     config = preset("smoke", model={"vocab_size": 65}, train={"device": "cuda"})
     r = run_bench(config, iters=5, warmup=2, generation=False)
     assert r["dtype"] == "bfloat16" and r["device"] == torch.cuda.get_device_name()
-    assert 0 < r["mfu"] < 1 and r["peak_memory_mb"] > 0
+    assert 0 < r["mfu"] < 1 and r["peak_memory_mib"] > 0
     assert r["best_matmul_tflops"] >= r["peak_tflops"] > 0  # the best single matmul of the 2 s, and their median
 
 

@@ -152,7 +152,7 @@ def training_speed(config: RunConfig, iters: int = 50, warmup: int = 10,
     memory = (torch.cuda.max_memory_allocated() if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"model": model, "device": device, "ms_per_iter": median * 1000, "tokens_per_s": tokens / median,
-            "tokens_per_iter": tokens, "peak_memory_mb": memory / 2**20, "params": model.num_params(),
+            "tokens_per_iter": tokens, "peak_memory_mib": memory / 2**20, "params": model.num_params(),
             "flops_per_token": model.flops_per_token()}
 
 
@@ -298,7 +298,7 @@ def _step_figures(config: RunConfig, iters: int, chunked_loss: bool) -> dict[str
     # window, so the first step's compilation is not spread over the measured ones.
     window = config.train.log_interval
     result = training_speed(config, max(iters, window), warmup=_warmup_steps(config.train), chunked_loss=chunked_loss)
-    return {"peak_memory_mb": result["peak_memory_mb"], "ms_per_iter": result["ms_per_iter"]}
+    return {"peak_memory_mib": result["peak_memory_mib"], "ms_per_iter": result["ms_per_iter"]}
 
 
 def loss_memory(config: RunConfig, iters: int = 5) -> dict[str, float]:
@@ -529,11 +529,11 @@ def format_table(result: dict[str, Any]) -> str:
         ("achieved / peak TFLOP/s", f"{result['achieved_tflops']:.3f} / {result['peak_tflops']:.3f} (matmuls' median; "
                                     f"best single {result['best_matmul_tflops']:.3f})"),
         ("MFU", f"{100 * result['mfu']:.1f}% ({100 * result['mfu_of_best_matmul']:.1f}% of the best single matmul)"),
-        ("peak memory (MB)", f"{result['peak_memory_mb']:,.0f}"),
+        ("peak memory (MiB)", f"{result['peak_memory_mib']:,.0f}"),
     ]
-    if "loss_chunked_peak_memory_mb" in result:
-        rows.append(("loss: chunked / full logits, peak MB", f"{result['loss_chunked_peak_memory_mb']:,.0f} / "
-                     f"{result['loss_full_logits_peak_memory_mb']:,.0f} (ms/iter {result['loss_chunked_ms_per_iter']:.1f}"
+    if "loss_chunked_peak_memory_mib" in result:
+        rows.append(("loss: chunked / full logits, peak MiB", f"{result['loss_chunked_peak_memory_mib']:,.0f} / "
+                     f"{result['loss_full_logits_peak_memory_mib']:,.0f} (ms/iter {result['loss_chunked_ms_per_iter']:.1f}"
                      f" / {result['loss_full_logits_ms_per_iter']:.1f})"))
     for n in GEN_LENGTHS:
         if f"gen{n}_cached_tokens_per_s" in result:

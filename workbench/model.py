@@ -650,7 +650,7 @@ class GPT(HookedModule):
         return out
 
 
-LOSS_CHUNK_ELEMENTS = 2**24  # logits held at once by chunked_cross_entropy: 64 MB in fp32
+LOSS_CHUNK_ELEMENTS = 2**24  # logits held at once by chunked_cross_entropy: 64 MiB in fp32
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
