@@ -141,6 +141,26 @@ def test_out_dir_checks_name_the_fix(tmp_path, resume, fix):
     assert (tmp_path / "notes.txt").read_text() == "mine"  # nothing written or removed
 
 
+def test_a_run_killed_while_writing_its_first_checkpoint_starts_again(tmp_path, caplog):
+    """A SIGKILL inside the first save_checkpoint leaves only a hidden temp folder: --resume says there is
+    nothing to resume and to drop it; without --resume (and "auto", notebook 02's cell run again) the run
+    starts afresh, where it used to say "already holds files; pass --resume" (a circle)."""
+    unfinished = tmp_path / "checkpoints" / ".step-0000004.tmp-4242"
+    unfinished.mkdir(parents=True)
+    (unfinished / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(FileNotFoundError, match="was stopped while writing its first checkpoint, so there is nothing "
+                                                "to resume; drop --resume to start it again"):
+        Run(tmp_path, resume=True)
+    assert unfinished.is_dir()  # nothing removed by the refused resume
+    assert Run(tmp_path, resume="auto").saved is None
+    assert not (tmp_path / "checkpoints").exists() and "unfinished first checkpoint" in caplog.text
+    trainer(Run(tmp_path)).fit(until=4)  # the new run's own checkpoint
+    unfinished.mkdir()  # beside a complete checkpoint it is not a start that failed: the run is resumed
+    assert Run(tmp_path, resume="auto").saved is not None and unfinished.is_dir()
+    with pytest.raises(ValueError, match="already holds files; pass --resume"):
+        Run(tmp_path)
+
+
 def test_an_out_dir_under_a_file_is_refused_before_training(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"notes.txt/run/a lies under .*notes.txt, a file; choose another path for --out"):

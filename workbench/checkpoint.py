@@ -420,6 +420,15 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.is_dir() else []
 
 
+def unfinished_start(run_dir: str | Path) -> bool:
+    """Whether `run_dir` is what a run killed while writing its first checkpoint leaves: nothing but
+    `checkpoints/`, holding nothing but the hidden temp folders of unfinished writes (".step-….tmp-PID")."""
+    run_dir, root = Path(run_dir), Path(run_dir) / CHECKPOINTS
+    if not root.is_dir() or [p.name for p in run_dir.iterdir()] != [CHECKPOINTS]:
+        return False
+    return all(p.name.startswith(".") and ".tmp-" in p.name for p in root.iterdir())
+
+
 _WARNED: set[str] = set()  # the damaged step checkpoints `latest_checkpoint` has warned about
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -98,8 +99,15 @@ def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
                 raise FileNotFoundError(f"--resume: every step checkpoint in {out_dir / ckpt.CHECKPOINTS} is damaged "
                                         "(see the warnings); copy the run again from its source, or drop --resume "
                                         "and start a new run in another --out")
+            if ckpt.unfinished_start(out_dir):
+                raise FileNotFoundError(f"--resume: the run in {out_dir} was stopped while writing its first "
+                                        "checkpoint, so there is nothing to resume; drop --resume to start it again")
             raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
         return latest
+    if ckpt.unfinished_start(out_dir):  # a run killed while writing its first checkpoint: start it afresh
+        log.warning("removing %s: it holds only the unfinished first checkpoint of a run stopped while writing it",
+                    out_dir / ckpt.CHECKPOINTS)
+        shutil.rmtree(out_dir / ckpt.CHECKPOINTS, ignore_errors=True)  # (every rank checks; one removal suffices)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
     return None
