@@ -530,6 +530,14 @@ def test_cli_resume_continues_an_interrupted_run_as_saved(base, csv_task, tmp_pa
                                   first_four, check_dtype=False)  # timings too: the checkpoint's records, not a restart's
 
 
+def test_epochs_and_examples_per_second_count_every_micro_batch(base, csv_task, tmp_path):
+    """With --grad-accum 2 a step learns from two batches: epochs and examples/s count both."""
+    _, task = csv_task
+    m = finetune(base, task, quick(mode="frozen", max_iters=4, eval_interval=4, grad_accum=2), progress=False).metrics
+    assert m["epochs"] == pytest.approx(4 * 8 * 2 / len(task.train))
+    assert m["examples_per_s"] == pytest.approx(8 * 2 * 1000 / m["ms_per_iter_median"])
+
+
 def test_cli_bare_resume_reloads_the_task_as_the_run_was_started(base, tmp_path, monkeypatch):
     """The run keeps its task's flags (task_source): `finetune --resume --out RUN` alone reloads the same
     table, columns, split and passage length, from another folder too."""

@@ -420,11 +420,12 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         split_logits[s] = logits
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     trainable, total = count_params(model)
+    per_step = tc.batch_size * tc.grad_accum * run.dist.world_size  # examples one optimizer step learns from
     metrics |= {
         "pooling": config.pooling, "lr": tc.lr, "head_lr": config.head_lr, "steps": tc.max_iters,
-        "window_filled_pct": cut_pct, "epochs": tc.max_iters * tc.batch_size / n_train, "max_len": max_len,
+        "window_filled_pct": cut_pct, "epochs": tc.max_iters * per_step / n_train, "max_len": max_len,
         "trainable_params": trainable, "total_params": total, "train_s": metrics.get("train_s", 0.0),
-        "examples_per_s": tc.batch_size * 1000 / metrics.get("ms_per_iter_median", float("nan")),
+        "examples_per_s": per_step * 1000 / metrics.get("ms_per_iter_median", float("nan")),
         "labels": list(task.labels), "task": task.name, "n_train": n_train, "n_val": len(y["val"]),
         "n_test": len(y["test"]),
     }
