@@ -488,21 +488,27 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], param_groups: list[
 
 
 def rng_tensors(data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Every RNG state training touches (torch CPU, CUDA, the data sampler) as tensors."""
+    """Every RNG state training touches (torch CPU, the CUDA device it trains on, the data sampler) as
+    tensors. Only this process's device: under torchrun rank 0 writes the checkpoint, and every rank's
+    generators advance alike (one seed, the same ops), so its state is every rank's (other devices'
+    generators, as rank 0 sees them, were never used). CUDA is not started for a run that did not."""
     out = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = s
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()  # the current device: cuda:<local rank> under torchrun
     if data_generator is not None:
         out["rng.data"] = data_generator.get_state()
     return out
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], data_generator: torch.Generator | None = None) -> None:
+    """Set the states `rng_tensors` saved (the CUDA one on this process's current device)."""
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if torch.cuda.is_available():
+        cuda = tensors.get("rng.cuda")
+        if cuda is None and any(k.startswith("rng.cuda.") for k in tensors):  # written before session 25:
+            cuda = tensors.get(f"rng.cuda.{torch.cuda.current_device()}")     # every device's, by index
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
     if data_generator is not None and "rng.data" in tensors:
         data_generator.set_state(tensors["rng.data"])
 
