@@ -138,11 +138,21 @@ def test_bench_cli_refuses_what_it_could_not_finish_before_measuring(tmp_path, c
     assert (tmp_path / "f").read_text() == "mine"  # an existing file is not replaced (a corpus was, once)
 
 
-def test_bench_has_no_corpus_flags_it_would_ignore(capsys):
-    with pytest.raises(SystemExit) as exit_:  # it trains on random tokens: --corpus did nothing, silently
-        main(["bench", "--preset", "smoke", "--corpus", "mine.txt"])
+@pytest.mark.parametrize("flag", ["--corpus mine.txt", "--max-iters 5", "--epochs 1", "--eval-interval 5",
+                                  "--patience 2", "--parallel fsdp"])
+def test_bench_has_no_flags_it_would_ignore(capsys, flag):
+    with pytest.raises(SystemExit) as exit_:  # random tokens, its own --iters: these did nothing, silently
+        main(["bench", "--preset", "smoke", *flag.split()])
     assert exit_.value.code == 2  # one line, naming the page that lists bench's flags
-    assert capsys.readouterr().err == "error: unrecognized arguments: --corpus mine.txt; see python -m workbench bench --help\n"
+    assert capsys.readouterr().err == f"error: unrecognized arguments: {flag}; see python -m workbench bench --help\n"
+
+
+def test_time_steps_runs_a_config_set_in_epochs():
+    """A config whose length is in epochs (fine-tuning's) times its steps too: --iters sets them."""
+    config = TrainConfig(max_iters=None, epochs=1.0, batch_size=2, device="cpu", log_interval=1)
+    model = GPT(ModelConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    batch = lambda g: (torch.randint(16, (2, 8), generator=g), torch.randint(16, (2, 8), generator=g))
+    assert len(bench.time_steps(model, config, batch, 3)) == 3
 
 
 def test_bench_split_qkv_trains_with_q_k_v_from_three_matmuls(monkeypatch, capsys):

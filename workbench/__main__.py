@@ -38,6 +38,10 @@ DERIVED_DEFAULTS = {"max_iters": "--epochs over the training examples", "lr": "t
 TASK_FLAGS = {"task": "spec", "text_col": "text_col", "label_col": "label_col", "split_seed": "seed", "max_chars": "max_chars"}
 PAIR_FLAGS = {"task": "spec", "source_col": "source_col", "target_col": "target_col", "split_seed": "seed"}
 DATE_FLAGS = {"locales": "locales", "n_train": "n_train", "n_val": "n_val", "n_test": "n_test"}
+# the config fields `bench` sets itself: random tokens (no corpus), its own --iters in one process, no
+# evaluation or checkpoint; flags for them would be taken and ignored
+BENCH_SETS = ("data.corpus", "data.text_column", "train.max_iters", "train.epochs", "train.eval_interval",
+              "train.eval_iters", "train.patience", "train.checkpoint_interval", "train.parallel")
 TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
@@ -520,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-profile", action="store_true",
                    help="also profile a few training steps: time by kind of work (matmul, attention, ...) and the largest kernels")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    add_config_flags(p, without=("data.corpus", "data.text_column"))  # it trains on random tokens
+    add_config_flags(p, without=BENCH_SETS)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="run the notebooks with papermill into an HTML + JSON report")

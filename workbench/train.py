@@ -529,7 +529,7 @@ def time_steps(model: torch.nn.Module, config: TrainConfig, next_batch: Callable
     """Seconds of each of `steps` optimizer steps of `model` on `next_batch` (no evaluation, nothing
     written): the step the Trainer runs, for benchmarks and time estimates. Steps between two logging
     steps (config.log_interval) share their window's average."""
-    config = dataclasses.replace(config, max_iters=steps, eval_interval=steps, patience=None)
+    config = dataclasses.replace(config, max_iters=steps, epochs=None, eval_interval=steps, patience=None)
     trainer = Trainer(model, config, next_batch, lambda m: {"val_loss": 0.0}, progress=False, device=device)
     trainer.fit()
     return trainer.step_times
