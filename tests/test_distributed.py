@@ -226,3 +226,24 @@ def test_library_code_under_torchrun_without_a_process_group_names_the_fix(monke
     with pytest.raises(ValueError, match=r"no process group was joined; call workbench.distributed.init_distributed"):
         Run(tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["finetune", "seq2seq-train"])
+def test_commands_that_train_in_one_process_refuse_torchrun(monkeypatch, tmp_path, command):
+    """finetune and seq2seq-train draw whole batches on every rank (the same ones): under torchrun they say
+    so in one line, on the command line and in the library, and take no --parallel flag."""
+    from helpers import cli
+
+    from workbench.distributed import DistInfo
+    from workbench.run import Run
+
+    code, _, err = cli(command, "--parallel", "ddp", "--out", tmp_path / "run")
+    assert code == 2 and "unrecognized arguments: --parallel ddp" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = cli(command, "--out", tmp_path / "run")
+    assert code == 2 and err == (f"error: {command} trains in one process (every rank would draw the same batches); "
+                                 "run it without torchrun: pretrain is the command that trains across ranks\n")
+    monkeypatch.setattr("workbench.run.dist_info", lambda: DistInfo(0, 2, 0))  # a process group joined by hand
+    with pytest.raises(ValueError, match=f"{command} trains in one process"):
+        Run(tmp_path / "run", kind=command)
+    assert not (tmp_path / "run").exists()

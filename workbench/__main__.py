@@ -173,6 +173,14 @@ def task_arguments(args: argparse.Namespace, flags: dict[str, str], saved: dict 
     return {**{name: (saved or {})[name] for name in flags.values() if name in (saved or {})}, **arguments}
 
 
+def one_process(command: str) -> None:
+    """Refuse, under torchrun, a command that trains in one process (`run.RUN_KINDS`: its batches are
+    not split across ranks), before `Run` asks for a process group it should not join."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"{command} trains in one process (every rank would draw the same batches); run it "
+                         "without torchrun: pretrain is the command that trains across ranks")
+
+
 def exit_if_interrupted(metrics: dict) -> None:
     """A run stopped by Ctrl-C exits with status 130 (how to continue it: the run's own warning line)."""
     if not metrics["completed"]:
@@ -204,6 +212,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .finetune import PREDICTIONS, finetune
     from .tasks import load_task
 
+    one_process("finetune")
     out = Path(args.out)
     saved = (saved_artifacts(out, {"finetune": config_of(FinetuneConfig), "task_source": arguments_of(load_task)},
                              "finetune") if args.resume else {})
@@ -247,6 +256,7 @@ def cmd_seq2seq_train(args: argparse.Namespace) -> None:
     from .translation_eval import DATE_BLEU_TOKENIZE, per_locale_scores, sacrebleu_signatures
     from .translator import TranslationConfig, seq2seq_train
 
+    one_process("seq2seq-train")
     out = Path(args.out)
     saved = (saved_artifacts(out, {"translation": config_of(TranslationConfig), "task_source": arguments_of(load_pairs)},
                              "seq2seq-train") if args.resume else {})
@@ -451,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default: 0{resumed})")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train})
+    add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train},
+                     without=("train.parallel",))  # one process (`one_process`)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
@@ -465,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, help=f"dates: test pairs drawn (default: 1000{resumed})")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_config_flags(p, *translation_sections())
+    add_config_flags(p, *translation_sections(), without=("train.parallel",))  # one process (`one_process`)
     p.set_defaults(func=cmd_seq2seq_train)
 
     p = sub.add_parser("translate", help="translate text with a seq2seq-train checkpoint")

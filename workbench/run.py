@@ -174,6 +174,9 @@ class Run:
         if resume and self.out is None:
             raise ValueError("resume needs the out_dir of the run to continue")
         self.dist = dist_info()
+        if self.dist.enabled and kind in RUN_KINDS:  # their batches are drawn whole, not split across ranks
+            raise ValueError(f"{kind} trains in one process (every rank would draw the same batches); run it "
+                             "without torchrun: pretrain is the command that trains across ranks")
         latest = check_out_dir(self.out, bool(resume)) if self.out is not None else None
         barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
         # the newest complete step checkpoint, found (and its files checked) once
