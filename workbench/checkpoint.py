@@ -440,8 +440,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """
     root = Path(run_dir) / CHECKPOINTS
     candidates = step_checkpoints(run_dir)
-    # The pointer first (it names the last checkpoint written), then the others newest first: the
-    # pointer is written after the checkpoint, so a crash between the two leaves a newer directory.
+    # The pointer first (it names the last checkpoint the run finished writing), then the others newest
+    # first. The pointer is written after its checkpoint, so a crash between the two leaves a newer
+    # complete directory that the pointer does not name yet: the run resumes from the pointer's, and
+    # trains the steps after it again (exactly: the same batches, the same weights).
     try:
         named = root / (root / LATEST).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):  # missing or damaged: the step checkpoints alone tell

@@ -340,7 +340,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
             labels.json, task.json), checkpoints/, history.csv, metrics.json, predictions.csv (each val
             and test passage's class probabilities: `load_predictions`). Must be new or empty
             unless resume.
-        callbacks: Trainer callbacks (on_step, on_eval, on_checkpoint).
+        callbacks: Trainer callbacks (`train.Callback`: on_fit_start, on_step, on_eval, on_checkpoint).
         progress: show a progress bar.
         resume: continue the run in out_dir from its latest checkpoint, exactly (see `workbench.run.Run`).
     Returns:

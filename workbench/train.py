@@ -467,7 +467,7 @@ class StepGraph:
 
     A compiled step of GPT-2 124M still launches ~570 kernels, ~15 ms of the host's time for a ~27 ms
     step (`bench --step-profile`), close to where the host sets the pace; as one graph the step took
-    1.6% less on an H200, 3.1-3.4% with q, k, v from three matmuls (README). Here the first `warmup`
+    1.6% less on an H200, 3.1-3.4% with q, k, v from three matmuls (BENCHMARKS.md). Here the first `warmup`
     steps run eagerly on a side stream (compilation, the optimizer's lazily created state and the
     libraries' workspaces happen there, as PyTorch's CUDA graph docs require); the next step is
     captured whole — every micro-batch's forward and backward, clipping and fused AdamW (`capturable`,
