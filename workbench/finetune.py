@@ -48,7 +48,7 @@ from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
 from .pretrain import load_pretrained
 from .run import Run, load_final, require_artifacts, setup_device, task_difference
-from .tasks import TaskData, _trim, encode_task, encode_texts
+from .tasks import TaskData, encode_task, encode_texts, trim_padding
 from .tokenizer import tokenizer_from_dict
 from .train import Callback, History, Trainer, autocast_context
 
@@ -246,7 +246,7 @@ def predict_logits(model: nn.Module, idx: torch.Tensor, lengths: torch.Tensor, b
     with eval_mode(model):
         for i in range(0, len(order), batch_size):
             sel = order[i : i + batch_size]
-            x, n = _trim(idx[sel], lengths[sel]), lengths[sel]
+            x, n = trim_padding(idx[sel], lengths[sel]), lengths[sel]
             logits, _ = model(x.to(device), n.to(device))
             chunks.append(logits.float().cpu())
     assert chunks, "predict_logits needs at least one text"
@@ -391,7 +391,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     def next_batch(generator: torch.Generator):
         ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
         n = train_len[ix]
-        x = train_idx[ix] if tc.cuda_graph else _trim(train_idx[ix], n)  # a CUDA graph replays one shape
+        x = train_idx[ix] if tc.cuda_graph else trim_padding(train_idx[ix], n)  # a CUDA graph replays one shape
         return x.to(device), n.to(device), y["train"][ix].to(device)
 
     evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)

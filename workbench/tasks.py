@@ -327,7 +327,7 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tenso
     return idx, lengths
 
 
-def _trim(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def trim_padding(idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Drop the columns that are padding in every row (a causal model's output is unchanged)."""
     return idx[:, : int(lengths.max())]
 
