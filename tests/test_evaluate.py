@@ -21,7 +21,7 @@ from workbench import evaluate as ev
 from workbench import metrics as mt
 from workbench import viz
 from workbench.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from workbench.data import Document
+from workbench.data import Corpus, Document
 from workbench.generation_eval import DEFAULT_STRATEGIES
 from workbench.model import GPT
 from workbench.checkpoint import DamagedCheckpointError
@@ -390,3 +390,17 @@ def test_cli_evaluate_writes_beside_the_runs_folders_never_inside_one_training_r
 def test_cli_evaluate_missing_checkpoint(tmp_path):
     code, _, err = cli("evaluate", "--checkpoint", tmp_path / "nope", "--out", tmp_path / "e")
     assert code == 2 and err.startswith("error: ") and "does not exist" in err
+
+
+def test_held_out_documents_are_the_runs_own_corpus():
+    """The plays: every validation and test play, each cut to max_chars; another corpus: the end of its
+    text (its val split) as one document, and no test split (04 scores the run's corpus with these)."""
+    from workbench.data import VAL_PLAYS, load_corpus
+    from workbench.evaluate import held_out_documents
+
+    plays = held_out_documents(load_corpus("shakespeare"), max_chars=50)
+    assert {d.slug for d in plays["val"]} == set(VAL_PLAYS)
+    assert plays["test"] and all(len(d.text) == 50 for d in plays["val"] + plays["test"])
+    corpus = Corpus("mine.txt", [], {"train": "a" * 90, "val": "b" * 10, "test": ""}, "x")
+    own = held_out_documents(corpus, max_chars=4)
+    assert list(own) == ["val"] and [d.text for d in own["val"]] == ["bbbb"]

@@ -332,6 +332,45 @@ def test_a_second_report_gives_the_same_metrics(smoke_report, tmp_path):
             assert first[key] == second[key], f"{path.stem}: {key} differs between identical runs"
 
 
+@pytest.mark.slow
+def test_02_to_04_run_on_a_corpus_and_a_task_of_your_own(tmp_path):
+    """The parameters a user sets for their own data reach every step: 02 pretrains on a CSV corpus's
+    `body` column, 03 fine-tunes on a table with other column names, and 04 scores the run's own corpus
+    (not the plays) and 03's task."""
+    import math
+    import shutil
+
+    import pandas as pd
+    from helpers import tiny_rows, word_corpus
+
+    from workbench import data
+    from workbench import evaluate as ev
+    from workbench.pretrain import load_pretrained
+
+    lines = word_corpus(tmp_path / "lines.txt", "the quick brown fox jumps over a lazy dog while seven wise owls "
+                        "sing of rivers mountains and distant cities at night", 1500, 12).read_text().splitlines()
+    pd.DataFrame({"id": range(len(lines)), "body": lines}).to_csv(tmp_path / "own.csv", index=False)
+    pd.DataFrame(tiny_rows(30)).rename(columns={"text": "review", "label": "sentiment"}).to_csv(
+        tmp_path / "reviews.csv", index=False)
+    chain = tmp_path / "notebooks"
+    chain.mkdir()
+    for name in ("02_pretraining", "03_finetuning", "04_evaluation"):
+        shutil.copy(NOTEBOOKS / f"{name}.ipynb", chain)
+    report = run_report(chain, tmp_path / "report", profile="smoke", timeout=300,
+                        parameters={"corpus": str(tmp_path / "own.csv"), "text_column": "body",
+                                    "classification_task": str(tmp_path / "reviews.csv"), "text_col": "review",
+                                    "label_col": "sentiment"})
+    assert report["status"] == "ok"
+    finetuning, m = (metrics(tmp_path / "report", n) for n in ("03_finetuning", "04_evaluation"))
+    assert finetuning["task"] == str(tmp_path / "reviews.csv") and finetuning["n_train"] == 72  # 24 of each label
+    assert m["classifiers"] == 6 and m["test_bits_per_char"] is None  # a CSV corpus has no test split
+    model, tokenizer, config = load_pretrained(tmp_path / "report" / "run" / "pretrain")
+    assert config.data.corpus == str(tmp_path / "own.csv") and config.data.text_column == "body"
+    corpus = data.load_corpus(config.data.corpus, text_column="body")
+    own = ev.lm_metrics(model, tokenizer, corpus.splits["val"][:3000])  # smoke: 04 scores 3,000 characters
+    assert m["val_bits_per_char"] == pytest.approx(own["bits_per_char"], rel=1e-6) and math.isfinite(own["bits_per_char"])
+
+
 # ------------------------------------------------------------------ interrupting a kernel
 KERNEL_SETUP = """
 import pathlib

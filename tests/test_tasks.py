@@ -241,3 +241,11 @@ def test_a_tasks_fingerprint_tells_two_splits_of_the_same_sizes_apart(tmp_path):
     assert a.source == {"spec": str(path.resolve()), "text_col": "text", "label_col": "label", "seed": 0, "max_chars": 600}
     assert task_difference({"name": "x", "n_train": 3}, {"name": "x", "n_train": 3, "fingerprint": "ab"}) == ""  # older run
     assert task_difference({"n_train": 3}, {"n_train": 4}) == "n_train 3 in the run, 4 now"
+
+
+def test_examples_show_one_passage_of_each_label_with_its_play_where_there_is_one(tmp_path):
+    path = tmp_path / "task.csv"
+    pd.DataFrame(tiny_rows(30)).to_csv(path, index=False)
+    own = load_task(path).examples()
+    assert list(own.columns) == ["label", "text"] and own["label"].tolist() == list(LABELS)
+    assert list(load_task("genre", max_chars=300).examples(per_label=2).columns) == ["label", "play", "text"]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .checkpoint import json_safe
 from .compress import compression_table
-from .data import (Document, encode_splits, join_documents, load_corpus, load_shakespeare, require_columns,
+from .data import (Corpus, Document, encode_splits, join_documents, load_corpus, require_columns,
                    split_documents)
 from .generation_eval import continuation_scores, continuation_task
 from .metrics import calibration, classification_metrics, confusion
@@ -315,7 +315,7 @@ def perplexity_by_document(model: nn.Module, tokenizer: Tokenizer, documents: Se
     """`lm_metrics` of each document on its own (e.g. each held-out play).
 
     Args:
-        documents: `Document`s (e.g. `split_documents(load_shakespeare())["val"]`) or {name: text}.
+        documents: `Document`s (e.g. `held_out_documents(corpus)["val"]`) or {name: text}.
         stride, batch_size, device: as in `lm_metrics`.
     Returns:
         one row per document, in order: document, genre ("" for plain texts), then the
@@ -338,14 +338,14 @@ def lm_by_split(model: nn.Module, tokenizer: Tokenizer, splits: Mapping[str, Seq
     """Every document of several splits scored on its own, and each split's documents combined.
 
     Args:
-        splits: split name -> its documents, e.g. `held_out_plays()`.
+        splits: split name -> its documents, e.g. `held_out_documents(corpus)`.
         stride, batch_size, device: as in `lm_metrics`.
     Returns:
         (`perplexity_by_document` rows of every split with a `split` column, in the splits' order;
          one row per split indexed by split name: the `LM_COLUMNS` of `combine_lm_metrics`).
     """
     if not splits:
-        raise ValueError("no splits given; pass e.g. held_out_plays(), {split: documents}")
+        raise ValueError("no splits given; pass e.g. held_out_documents(corpus), {split: documents}")
     frames = {name: perplexity_by_document(model, tokenizer, docs, stride, batch_size, device).assign(split=name)
               for name, docs in splits.items()}
     combined = [combine_lm_metrics(frame) for frame in frames.values()]
@@ -386,10 +386,16 @@ def first_chars(docs: Sequence[Document], max_chars: int | None) -> list[Documen
     return [replace(d, text=d.text[:max_chars]) for d in docs]
 
 
-def held_out_plays(max_chars: int | None = None) -> dict[str, list[Document]]:
-    """The validation and test plays (whole, or their first max_chars characters each)."""
-    splits = split_documents(load_shakespeare())
-    return {split: first_chars(splits[split], max_chars) for split in ("val", "test")}
+def held_out_documents(corpus: Corpus, max_chars: int | None = None) -> dict[str, list[Document]]:
+    """The held-out text of a run's corpus as documents, by split: for the plays, the validation and
+    test plays (whole, or the first `max_chars` characters of each); for another corpus, whose
+    held-out text is the end of its text (`load_corpus`), its validation split (and test, where it
+    has one) as one document, or its first `max_chars` characters."""
+    if corpus.name == "shakespeare":
+        splits = split_documents(corpus.documents)
+        return {split: first_chars(splits[split], max_chars) for split in ("val", "test")}
+    return {split: [Document(f"{corpus.name}: {split} split", split, "", "", corpus.splits[split][:max_chars])]
+            for split in ("val", "test") if corpus.splits[split]}
 
 
 def perplexity_fn(tokenizer: Tokenizer, text: str) -> Callable[[nn.Module], float]:
@@ -406,7 +412,7 @@ def lm_compression(model: nn.Module, tokenizer: Tokenizer, text: str | Sequence[
 
     Args:
         model, tokenizer: a GPT and its tokenizer.
-        text: held-out text, or documents (e.g. `held_out_plays()["val"]`) joined as a split's text is.
+        text: held-out text, or documents (e.g. `held_out_documents(corpus)["val"]`) joined as a split's text is.
         max_chars: characters scored (>= 2); the text's first ones.
         sparsities, runs, seed: as in `compression_table`.
     Returns:
@@ -501,8 +507,9 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", n_prompts: i
     if not corpus.splits[split]:
         raise ValueError(f"corpus {corpus.name!r} has no {split} split (only the plays have a test split); "
                          "use --split val")
-    docs = first_chars(split_documents(corpus.documents)[split], max_chars) if corpus.name == "shakespeare" else []
-    text = join_documents(docs) if docs else corpus.splits[split][:max_chars]
+    held_out = held_out_documents(corpus, max_chars)[split]
+    docs = held_out if corpus.name == "shakespeare" else []  # each play on its own ("documents")
+    text = join_documents(held_out)
     timings: dict[str, float] = {}
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "corpus": corpus.name,
                               "tokenizer": tokenizer.kind, "params": model.num_params()}

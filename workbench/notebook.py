@@ -231,6 +231,22 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
     return result.model.cpu().eval(), result.tokenizer, result.config, snapshots, str(folder)
 
 
+def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str = "text", label_col: str = "label"):
+    """The classification task of 03_finetuning, its passages cut (`max_chars`) and subsampled
+    (`per_label`) as the profile's 03 settings say: `spec` ("genre" or a CSV/JSONL file, with its
+    text and label columns), or with `spec` None the task 03 recorded in its metrics (04 scores
+    03's classifiers on it; "genre" for a 03 that recorded none)."""
+    from .checkpoint import read_json
+    from .tasks import load_task
+
+    if spec is None:
+        recorded = read_json(ctx.require("metrics/03_finetuning.json", "03_finetuning"))
+        spec, text_col, label_col = (recorded.get("task", "genre"), recorded.get("task_text_col", "text"),
+                                     recorded.get("task_label_col", "label"))
+    s = ctx.settings_of("03_finetuning")
+    return load_task(spec, text_col, label_col, max_chars=s.max_chars).subsample(s.per_label)
+
+
 def _finetune_runs(ctx: NotebookContext) -> list[Path]:
     """The run directories 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
     root = ctx.require("finetune", "03_finetuning")

@@ -58,8 +58,7 @@ class FinetuningSettings:
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    per_label: int | None
-    max_chars: int | None  # characters of each held-out play scored (None: all)
+    max_chars: int | None  # characters of each held-out document scored (None: all); the task is 03's
     n_prompts: int
     prompt_chars: int
     continuation_chars: int
@@ -131,7 +130,7 @@ PROFILES: dict[str, Profile] = {
             max_chars=300, per_label=24, modes=ALL_MODES, seeds=[0],
             config=FinetuneConfig(max_len=32, train=finetune_train(max_iters=8, batch_size=8, eval_interval=4)),
             overrides={"hf": {"train": {"max_iters": 4}}}),
-        evaluation=EvaluationSettings(per_label=24, max_chars=3000, n_prompts=4, prompt_chars=120, continuation_chars=60,
+        evaluation=EvaluationSettings(max_chars=3000, n_prompts=4, prompt_chars=120, continuation_chars=60,
                                       compression_chars=3000, sparsities=[0.5], classifier_examples=64, runs=2),
         seq2seq=Seq2SeqSettings(
             n_train=3000, n_val=100, n_test=100, beams=[1, 4], val_translate=50, alignment_rows=30,
@@ -162,7 +161,7 @@ PROFILES: dict[str, Profile] = {
                        "scratch": {"train": {"lr": 5e-4}}, "lora": {"train": {"lr": 5e-3}},
                        "hf": {"dropout": 0.1, "train": {"lr": 1e-4, "max_iters": 60, "eval_interval": 60,
                                                         "dtype": "bfloat16"}}}),
-        evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=20, prompt_chars=200,
+        evaluation=EvaluationSettings(max_chars=None, n_prompts=20, prompt_chars=200,
                                       continuation_chars=100, compression_chars=20000, sparsities=[0.25, 0.5, 0.75],
                                       classifier_examples=400, runs=5),
         # char level, 2+2 layers of width 64: the sizes that learn dates within the notebook's 2.5 minutes;
@@ -186,7 +185,7 @@ PROFILES: dict[str, Profile] = {
             max_chars=600, per_label=None, modes=ALL_MODES, seeds=[0, 1, 2],
             config=FinetuneConfig(train=finetune_train(epochs=3.0, batch_size=32)),
             overrides={"hf": {"train": {"lr": 5e-5}}}),
-        evaluation=EvaluationSettings(per_label=None, max_chars=None, n_prompts=100, prompt_chars=300,
+        evaluation=EvaluationSettings(max_chars=None, n_prompts=100, prompt_chars=300,
                                       continuation_chars=150, compression_chars=100000, sparsities=[0.25, 0.5, 0.75, 0.9],
                                       classifier_examples=None, runs=5),
         seq2seq=Seq2SeqSettings(

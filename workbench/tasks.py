@@ -79,6 +79,11 @@ class TaskData(SplitFrames):
         counts.index.name = "label"
         return counts / counts.sum() if normalize else counts
 
+    def examples(self, per_label: int = 1, split: str = "train") -> pd.DataFrame:
+        """The first `per_label` passages of each label in `split`: label, the play (genre task) and text."""
+        df = self.split(split)
+        return df.groupby("label", sort=True).head(per_label)[[c for c in ("label", "play", "text") if c in df]]
+
     def plays_by_split(self) -> pd.DataFrame:
         """Which plays (documents) each split holds for each label, to check that no play is in two splits.
 
