@@ -101,7 +101,14 @@ def test_top_heads_report_lists_the_costliest_heads_with_their_ranks():
     assert report[1].endswith("rank by entropy 1, prev_token 1, first_token 4, self_token 1")
     assert report[2].startswith("  L0H1: +0.5000") and "entropy 4" in report[2]
     # prev_token's +1 ties first_token's -1 in size: the first listed wins
-    assert report[3].endswith("prev_token (Spearman +1.00 over 4 heads)")
+    assert report[3] == "The statistic that ranks heads most like their ablation effect: prev_token (Spearman +1.00 over 4 heads)"
+    # a negative correlation is said to rank against the effect; effects at noise level are called noise
+    tiny = table.assign(mean_delta=table["mean_delta"] * 1e-4, prev_token=table["first_token"])
+    report = interpret.top_heads_report(tiny, interpret.rank_correlations(tiny)[lambda r: r["statistic"] != "self_token"])
+    assert ("ranks heads most against their ablation effect (the higher a head's prev_token, the less its ablation "
+            "costs): prev_token (Spearman -1.00 over 4 heads)") in report
+    assert report.endswith("No ablation costs more than 9.0e-05 nats/token: at that level the ranks are noise, "
+                           "not evidence (a model trained longer shows real effects)")
     with pytest.raises(ValueError, match="pass head_ablation merged with pattern_statistics"):
         interpret.top_heads_report(table.drop(columns="zero_delta"), interpret.rank_correlations(table))
 

@@ -154,6 +154,9 @@ def rank_correlations(table: pd.DataFrame, effect: str = "mean_delta",
                          "spearman": [ranks[effect].corr(ranks[s]) for s in statistics]})
 
 
+NOISE_NATS = 1e-3  # an ablation effect below this (nats/token) is within what float rounding and tiny models move
+
+
 def top_heads_report(table: pd.DataFrame, correlations: pd.DataFrame, n: int = 3,
                      effect: str = "mean_delta") -> str:
     """A few lines on the heads whose ablation costs most and the statistic that ranks heads best.
@@ -183,8 +186,12 @@ def top_heads_report(table: pd.DataFrame, correlations: pd.DataFrame, n: int = 3
                      f"{row['zero_delta']:+.4f} (zero_delta); rank by {by}")
     r = correlations.set_index("statistic")["spearman"]
     best = r.abs().idxmax()
-    lines.append(f"The statistic that ranks heads most like their ablation effect: {best} "
-                 f"(Spearman {r[best]:+.2f} over {len(table)} heads)")
+    how = ("most like their ablation effect" if r[best] > 0 else
+           f"most against their ablation effect (the higher a head's {best}, the less its ablation costs)")
+    lines.append(f"The statistic that ranks heads {how}: {best} (Spearman {r[best]:+.2f} over {len(table)} heads)")
+    if (largest := table[effect].abs().max()) < NOISE_NATS:
+        lines.append(f"No ablation costs more than {largest:.1e} nats/token: at that level the ranks are noise, "
+                     "not evidence (a model trained longer shows real effects)")
     return "\n".join(lines)
 
 
