@@ -320,6 +320,9 @@ def test_export_hf_loads_in_transformers_with_the_same_logits(tmp_path, trained)
         theirs = hf(idx).logits
     assert ours.shape == theirs.shape
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)  # the same ids, the same text back
+    text = "KING:\nGood night, sweet lord."
+    assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text) and hf_tokenizer.decode(tokenizer.encode(text)) == text
     with pytest.raises(ValueError, match=r"is a Hugging Face model folder \('gpt2'\), not a workbench run; load it "
                                          r"with transformers' from_pretrained, or point at the run it was exported"):
         load_pretrained(out)  # not "lacks tokenizer.json ... copy the missing file again"

@@ -284,3 +284,17 @@ def test_a_tokenizer_of_another_shape_is_one_line_naming_the_fix(d, tmp_path):
         load_tokenizer(path)
     assert str(info.value).startswith(f"tokenizer file {path} is not a workbench tokenizer (")
     assert str(info.value).endswith(fix)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_to_hf_is_the_same_tokenizer_in_transformers(tmp_path, kind):
+    """Saved beside an exported model, AutoTokenizer loads it: the same ids and the same text back,
+    spaces, tabs, CR/LF and accents included (transformers' space cleanup off)."""
+    transformers = pytest.importorskip("transformers")
+    text = "KING:\nGood  night, sweet lord.\tÉté — ok\r\n  end "
+    tok = train_tokenizer(kind, text * 50, 290) if kind == "bpe" else train_tokenizer(kind, text)
+    tok.to_hf().save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ids = hf(text)["input_ids"]
+    assert ids == tok.encode(text) and hf.decode(ids) == text
+    assert (hf.eos_token == "<|endoftext|>") == (kind == "bpe")

@@ -337,8 +337,10 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
         raise ValueError(f"{out} already holds files; choose an empty --out")
     model, tokenizer, _ = load_pretrained(args.checkpoint)
     model.export_hf(out)
+    tokenizer.to_hf().save_pretrained(out)  # tokenizer.json and its config: AutoTokenizer loads it
     tokenizer.save(out / "workbench_tokenizer.json")
-    print(f"GPT2LMHeadModel written to {out} (load with transformers.GPT2LMHeadModel.from_pretrained)")
+    print(f"GPT2LMHeadModel and its tokenizer written to {out} (load with transformers' "
+          "GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
 from .config import MIN_BPE_VOCAB, TOKENIZERS
 
@@ -178,6 +178,21 @@ class Tokenizer:
         """sha256 hex of the canonical JSON of ``to_dict()``: equal tokenizers, equal fingerprints."""
         return hashlib.sha256(_canonical_json(self.to_dict()).encode("utf-8")).hexdigest()
 
+    def to_hf(self):
+        """The same tokenizer as a Hugging Face `PreTrainedTokenizerFast` (same ids, same decoded
+        text; no cleanup of spaces): `save_pretrained` it beside an exported model
+        (`GPT.export_hf`) and `AutoTokenizer.from_pretrained` loads it."""
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_object=self._hf_tokenizer(), clean_up_tokenization_spaces=False,
+                                       **self._hf_special_tokens())
+
+    def _hf_tokenizer(self) -> HFTokenizer:
+        raise NotImplementedError
+
+    def _hf_special_tokens(self) -> dict[str, str]:
+        return {}
+
     def save(self, path: str | Path) -> Path:
         """Write ``to_dict()`` as a JSON file (parents created). Returns the path."""
         path = Path(path)
@@ -252,6 +267,13 @@ class CharTokenizer(Tokenizer):
 
     def to_dict(self) -> dict:
         return {"kind": "char", "chars": list(self.chars)}
+
+    def _hf_tokenizer(self) -> HFTokenizer:
+        # every character its own piece (newlines too), looked up as a word; decoded by joining the pieces
+        tok = HFTokenizer(models.WordLevel(dict(self.stoi), unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        return tok
 
 
 def _safe_chunks(text: str) -> Iterator[str]:
@@ -350,6 +372,12 @@ class BPETokenizer(Tokenizer):
 
     def to_dict(self) -> dict:
         return {"kind": "bpe", "tokenizer": json.loads(self._tok.to_str())}
+
+    def _hf_tokenizer(self) -> HFTokenizer:
+        return HFTokenizer.from_str(self._tok.to_str())  # a copy
+
+    def _hf_special_tokens(self) -> dict[str, str]:
+        return {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}  # as GPT-2's
 
 
 def _check_bpe_vocab_size(vocab_size: int | None) -> int:
