@@ -329,6 +329,9 @@ def test_cli_seq2seq_train_then_translate(tmp_path, caplog):
     assert code == 0, stderr
     assert "test, greedy (20 pairs)" in stdout and "tok:char" in stdout and "all" in stdout
     assert (out / "model" / "model.safetensors").is_file()
+    scores, predictions = pd.read_csv(out / "test_scores.csv", index_col=0), pd.read_csv(out / "test_predictions.csv")
+    assert len(predictions) == 20 and list(predictions.columns) == ["locale", "source", "target", "prediction"]
+    assert scores.loc["all", "exact_match"] == pytest.approx((predictions["prediction"] == predictions["target"]).mean())
     code, stdout, stderr = cli("seq2seq-train", "--resume", "--out", out, "--max-iters", "6")  # the run keeps its task
     assert code == 0, stderr
     assert "test, greedy (20 pairs)" in stdout and json.loads((out / "metrics.json").read_text())["steps"] == 6
@@ -352,8 +355,9 @@ def test_cli_bare_resume_of_a_file_task_reloads_its_columns_and_split(tmp_path, 
                           "--split-seed", "5", *sizes, "--max-iters", "2", "--out", tmp_path / "run")
     assert code == 0, stderr
     monkeypatch.chdir(tmp_path.parent)
-    code, _, stderr = cli("seq2seq-train", "--resume", "--out", tmp_path / "run", "--max-iters", "4")
+    code, stdout, stderr = cli("seq2seq-train", "--resume", "--out", tmp_path / "run", "--max-iters", "4")
     assert code == 0, stderr
+    assert "targets here have fewer than four words, so it reads 0; see chrF" in stdout  # one-word ISO dates
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 4
     code, _, stderr = cli("seq2seq-train", "--resume", "--out", tmp_path / "run", "--max-iters", "6", "--split-seed", "6")
     assert code == 2 and "the task differs from the run's (fingerprint" in stderr  # same sizes, other rows

@@ -283,7 +283,12 @@ def cmd_seq2seq_train(args: argparse.Namespace) -> None:
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     for name, signature in sacrebleu_signatures(bleu_tokenize).items():
         print(f"{name}: {signature}")
-    print(f"checkpoint: {out / 'model'}")
+    if bleu_tokenize == "13a" and task.test["target"].str.split().str.len().median() < 4:
+        print("(BLEU counts word 4-grams: most targets here have fewer than four words, so it reads 0; see chrF)")
+    table.to_csv(out / "test_scores.csv")
+    task.test.assign(prediction=predictions)[["locale", "source", "target", "prediction"]].to_csv(
+        out / "test_predictions.csv", index=False)
+    print(f"checkpoint: {out / 'model'}, test scores: {out / 'test_scores.csv'}, predictions: {out / 'test_predictions.csv'}")
 
 
 def cmd_translate(args: argparse.Namespace) -> None:
