@@ -205,6 +205,8 @@ def test_load_corpus_csv_and_jsonl_columns(tmp_path):
         load_corpus(tmp_path / "d.jsonl")
     with pytest.raises(ValueError, match=r"no column 'body' \(columns: id, text\); pass one of them as --text-column"):
         load_corpus(tmp_path / "d.csv", text_column="body")
+    (tmp_path / "d.tsv").write_text('id\tbody\n1\tfirst, with a comma\n2\t"quoted"\n', encoding="utf-8")
+    assert load_corpus(tmp_path / "d.tsv", text_column="body").text == 'first, with a comma\n\n"quoted"'  # by column
 
 
 def test_load_corpus_errors_are_one_line_and_name_the_fix(tmp_path):

@@ -139,7 +139,7 @@ def test_a_table_with_no_rows_is_named_not_an_index_error(tmp_path):
     for name in ("h.csv", "e.jsonl"):
         with pytest.raises(ValueError, match=f"{name} has no rows; add rows"):
             load_task(tmp_path / name)
-    with pytest.raises(ValueError, match="is a folder; pass --task genre or a .csv/.jsonl file"):
+    with pytest.raises(ValueError, match="is a folder; pass --task genre or a .csv/.tsv/.jsonl file"):
         load_task(tmp_path)  # it said "does not exist"
 
 
@@ -186,8 +186,10 @@ def test_table_task_refuses_missing_files_and_other_formats(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --task genre"):
         load_task(tmp_path / "none.csv")
     (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(ValueError, match="neither .csv nor .jsonl"):
+    with pytest.raises(ValueError, match="is not .csv, .tsv or .jsonl"):
         table_task(tmp_path / "x.txt")
+    pd.DataFrame(tiny_rows(10)).to_csv(tmp_path / "rows.tsv", sep="\t", index=False)  # a TSV, as seq2seq takes
+    assert load_task(tmp_path / "rows.tsv").num_labels == 3
 
 
 # ------------------------------------------------------------------------------ token ids

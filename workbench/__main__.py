@@ -108,13 +108,13 @@ def config_from_args(args: argparse.Namespace, base: dict[str, dict] | None = No
 
 def check_data_flags(given: dict[str, Any], data: DataConfig) -> None:
     """Refuse a data flag the run would not read (taken silently, it would seem to have been used)."""
-    from .data import TABLE_CORPORA
+    from .data import TABLE_FILES
 
     if "vocab_size" in given and data.tokenizer != "bpe":
         raise ValueError("--vocab-size sets the size of a BPE vocabulary; a char tokenizer's vocabulary is the corpus's "
                          "characters: add --tokenizer bpe, or drop --vocab-size")
-    if "text_column" in given and Path(data.corpus).suffix.lower() not in TABLE_CORPORA:
-        raise ValueError(f"--text-column names a column of a {'/'.join(s[1:].upper() for s in TABLE_CORPORA)} "
+    if "text_column" in given and Path(data.corpus).suffix.lower() not in TABLE_FILES:
+        raise ValueError(f"--text-column names a column of a {'/'.join(s[1:].upper() for s in TABLE_FILES)} "
                          f"corpus; --corpus {data.corpus} is read as plain text: drop --text-column")
 
 
@@ -457,12 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a classifier: the genre of a speech, or your CSV/JSONL")
+    p = sub.add_parser("finetune", help="fine-tune a classifier: the genre of a speech, or your CSV/TSV/JSONL")
     p.add_argument("--checkpoint", default=None, help="a pretrain --out directory (not needed for --mode hf)")
     resumed = "; --resume: the run's"  # a task flag left out of a resume is the run's own (TASK_FLAGS)
-    p.add_argument("--task", help=f"genre (First Folio genre of a speech) or a .csv/.jsonl file (default: genre{resumed})")
-    p.add_argument("--text-col", help=f"text column of a CSV/JSONL task (default: text{resumed})")
-    p.add_argument("--label-col", help=f"label column of a CSV/JSONL task (default: label{resumed})")
+    p.add_argument("--task", help=f"genre (First Folio genre of a speech) or a .csv/.tsv/.jsonl file (default: genre{resumed})")
+    p.add_argument("--text-col", help=f"text column of a table task (default: text{resumed})")
+    p.add_argument("--label-col", help=f"label column of a table task (default: label{resumed})")
     p.add_argument("--max-chars", type=int, help=f"keep the first MAX_CHARS of a passage, 0: all (default: 600{resumed})")
     p.add_argument("--split-seed", type=seed, help="seed of the 80/10/10 split of a table without a split column "
                    f"(default: 0{resumed})")

