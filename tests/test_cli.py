@@ -619,3 +619,14 @@ def test_real_process_shows_each_warning_as_one_line(tmp_path, trained):
     lines = proc.stderr.strip().splitlines()
     assert [line[:40] for line in lines] == ["warning: skipping the damaged step check",
                                              f"warning: {run} has no final model"[:40]], proc.stderr
+
+
+def test_column_flags_have_one_spelling_across_commands():
+    """pretrain's --text-column is also finetune's (beside --text-col), and each column flag takes both spellings."""
+    from workbench.__main__ import build_parser
+
+    parser = build_parser()
+    finetune = parser.parse_args(["finetune", "--text-column", "review", "--label-column", "stars", "--out", "o"])
+    assert (finetune.text_col, finetune.label_col) == ("review", "stars")
+    pairs = parser.parse_args(["seq2seq-train", "--source-column", "en", "--target-column", "fr", "--out", "o"])
+    assert (pairs.source_col, pairs.target_col) == ("en", "fr")

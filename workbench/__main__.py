@@ -461,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="a pretrain --out directory (not needed for --mode hf)")
     resumed = "; --resume: the run's"  # a task flag left out of a resume is the run's own (TASK_FLAGS)
     p.add_argument("--task", help=f"genre (First Folio genre of a speech) or a .csv/.tsv/.jsonl file (default: genre{resumed})")
-    p.add_argument("--text-col", help=f"text column of a table task (default: text{resumed})")
-    p.add_argument("--label-col", help=f"label column of a table task (default: label{resumed})")
+    p.add_argument("--text-col", "--text-column", help=f"text column of a table task (default: text{resumed})")
+    p.add_argument("--label-col", "--label-column", help=f"label column of a table task (default: label{resumed})")
     p.add_argument("--max-chars", type=int, help=f"keep the first MAX_CHARS of a passage, 0: all (default: 600{resumed})")
     p.add_argument("--split-seed", type=seed, help="seed of the 80/10/10 split of a table without a split column "
                    f"(default: 0{resumed})")
@@ -474,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
     p.add_argument("--task", help=f"dates (built in) or a .tsv/.csv/.jsonl file of pairs (default: dates{resumed})")
-    p.add_argument("--source-col", help=f"source column of a file of pairs (default: source{resumed})")
-    p.add_argument("--target-col", help=f"target column of a file of pairs (default: target{resumed})")
+    p.add_argument("--source-col", "--source-column", help=f"source column of a file of pairs (default: source{resumed})")
+    p.add_argument("--target-col", "--target-column", help=f"target column of a file of pairs (default: target{resumed})")
     p.add_argument("--split-seed", type=seed, help=f"seed of the date draw, or of a file's 80/10/10 split (default: 0{resumed})")
     p.add_argument("--locales", help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
     p.add_argument("--n-train", type=int, help=f"dates: training pairs drawn (default: 20000{resumed})")
