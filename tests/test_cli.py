@@ -116,6 +116,8 @@ def test_pretrain_writes_model_history_and_metrics(trained):
     assert metrics["tokens_per_s"] * metrics["ms_per_iter_median"] / 1000 == pytest.approx(8 * 32)
     assert metrics["wall_s"] >= metrics["train_s"] > 0  # the whole command takes at least its training steps
     assert metrics["final_step"] == 20 and metrics["tokenizer"] == "char"
+    state = json.loads((out / "checkpoints" / "step-0000020" / "state.json").read_text())
+    assert metrics["compute_dtype"] == state["compute_dtype"] in ("bfloat16", "float32")  # what --dtype auto chose
     if uses_bf16(torch.device("cpu"), "auto"):
         # evaluated under bf16 autocast: the whole split scored again in fp32 (test_evaluate.py checks the figure)
         assert metrics["val_loss"] == pytest.approx(history["val_loss"].min(), abs=0.01)

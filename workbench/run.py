@@ -252,14 +252,15 @@ class Run:
 
     def base_metrics(self, trainer: Trainer) -> dict[str, Any]:
         """What every run reports: completed, the step of the best monitored value, where it stopped,
-        the speed figures (`Trainer.summary`), wall time and device."""
+        the speed figures (`Trainer.summary`), wall time, device and the dtype it computed in
+        (`--dtype auto` decides by timing the machine: "bfloat16" autocast or "float32")."""
         if self.already_finished:  # no step ran here: the figures of the session that trained it
             saved = ckpt.read_json(self.out / "metrics.json") if (self.out / "metrics.json").exists() else {}
             figures = {k: saved[k] for k in ("ms_per_iter_median", "tokens_per_s", "train_s", "wall_s") if k in saved}
         else:
             figures = {**trainer.summary(), "wall_s": time.perf_counter() - self.started}
         return {"completed": trainer.finished, "best_step": trainer.best_step, "final_step": trainer.step,
-                **figures, "device": str(trainer.device)}
+                **figures, "device": str(trainer.device), "compute_dtype": trainer.compute_dtype}
 
 
 def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str, kind: str | None = None
