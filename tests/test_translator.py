@@ -73,8 +73,9 @@ def test_loaded_translator_translates_like_the_trained_one(trained, task):
         again.translate(sources, beam=0)
     with pytest.raises(FileNotFoundError, match=r"does not exist; .*or train one first \(python -m workbench seq2seq-train"):
         load_translator(result.run_dir / "nope")
-    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model, not a pretrain run's"):
-        load_pretrained(result.run_dir)
+    with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model, not a pretrain run's.*load_translator "
+                                         r"\(on the command line: python -m workbench translate\)$"):
+        load_pretrained(result.run_dir)  # what `sample` meets
     with pytest.raises(ValueError, match=r"holds a seq2seq-train run's model, not a finetune run's.*"
                                          r"workbench.translator.load_translator"):
         load_finetuned(result.run_dir)

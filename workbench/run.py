@@ -48,6 +48,10 @@ RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
              "seq2seq-train": ("translation", "translator.load_translator")}
 
 
+# the command that uses a kind of run's model on the command line (a fine-tuned classifier has none)
+USED_BY = {"pretrain": "sample, evaluate, export-hf", "seq2seq-train": "translate"}
+
+
 def loader_of(kind: str) -> str:
     """The function that loads a `kind` run's final model, as `workbench.<module>.<function>` names it."""
     return RUN_KINDS[kind][1] if kind in RUN_KINDS else "pretrain.load_pretrained"
@@ -282,8 +286,9 @@ def load_final(path: str | Path, needs: tuple[str, ...], hint: str, train: str, 
         raise ValueError(f"{c.path} is a Hugging Face model folder ({config['model_type']!r}), not a workbench run; "
                          "load it with transformers' from_pretrained, or point at the run it was exported from")
     if kind is not None and (found := run_kind(c)) != kind:
+        command = f" (on the command line: python -m workbench {USED_BY[found]})" if found in USED_BY else ""
         raise ValueError(f"{c.path} holds a {found} run's model, not a {kind} run's; {hint}, or load this one "
-                         f"with workbench.{loader_of(found)}")
+                         f"with workbench.{loader_of(found)}{command}")
     require_artifacts(c, needs, hint)
     return c
 
