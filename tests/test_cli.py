@@ -595,6 +595,17 @@ def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path, trained, monk
     assert_user_error(code, err, f"{tmp_path / 'run' / 'model.safetensors'}: No space left on device; check")
 
 
+def test_pretrain_says_what_it_read_before_training(tmp_path, corpus):
+    """As nanoGPT's "train has N tokens": one line with the corpus, its split sizes and the vocabulary."""
+    proc = cli_subprocess("pretrain", "--corpus", corpus, *TINY, "--max-iters", "2", "--out", tmp_path / "run",
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = corpus.read_text(encoding="utf-8")
+    cut = int(0.9 * len(text))  # one char a token: the first 90% trains
+    assert (f"INFO workbench.pretrain: corpus {corpus.name} (1 document): train {cut:,} tokens, "
+            f"val {len(text) - cut:,} (char tokenizer, vocabulary {len(set(text))})") in proc.stderr
+
+
 # Each message is checked in-process above; a real process adds only what the interpreter does around
 # main() (the exit status, import-time output). A bad config fails earlier on the same path as a bad corpus.
 @pytest.mark.parametrize("command, fix", [

@@ -589,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command's own parser, whose --help lists the flags it takes
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command in ("pretrain", "finetune", "seq2seq-train"):  # what a run read, resumed from, stopped at
+        logging.getLogger("workbench").setLevel(logging.INFO)
     try:
         args.func(args)
     except KeyboardInterrupt:  # Ctrl-C where there is nothing to save (sample, evaluate; training's second one)

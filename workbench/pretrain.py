@@ -13,6 +13,7 @@ the Trainer, Ctrl-C, and the run directory):
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from .train import Callback, History, Trainer, resolve_device, time_steps
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +84,10 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
     config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
     splits = encode_on_rank0(corpus, tokenizer, run.dist)
     T, tc, world = config.model.block_size, config.train, run.dist.world_size
+    if run.dist.is_main:
+        documents = f"{len(corpus.documents)} document{'s' * (len(corpus.documents) != 1)}"
+        log.info("corpus %s (%s): train %s tokens, val %s (%s tokenizer, vocabulary %d)", corpus.name, documents,
+                 f"{len(splits['train']):,}", f"{len(splits['val']):,}", tokenizer.kind, tokenizer.vocab_size)
     for name in ("train", "val"):
         if len(splits[name]) <= T:
             raise ValueError(f"the {name} split has {len(splits[name])} tokens, fewer than block_size+1={T + 1}; "
