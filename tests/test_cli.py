@@ -643,3 +643,21 @@ def test_column_flags_have_one_spelling_across_commands():
     assert (finetune.text_col, finetune.label_col) == ("review", "stars")
     pairs = parser.parse_args(["seq2seq-train", "--source-column", "en", "--target-column", "fr", "--out", "o"])
     assert (pairs.source_col, pairs.target_col) == ("en", "fr")
+
+
+def test_an_os_error_about_no_path_is_its_reason_alone_and_flags_of_a_file_task_are_refused_with_a_built_in_one(
+        monkeypatch, tmp_path):
+    from workbench import __main__ as cli_main
+
+    def refused(args):
+        raise ConnectionRefusedError(111, "Connection refused")  # torchrun's rendezvous, say: no path to check
+
+    monkeypatch.setattr(cli_main, "cmd_pretrain", refused)
+    code, _, err = cli("pretrain", "--out", tmp_path / "run")
+    assert code == 2 and err == "error: Connection refused (ConnectionRefusedError)\n"
+    code, _, err = cli("finetune", "--text-col", "review", "--split-seed", "3", "--out", tmp_path / "ft")
+    assert_user_error(code, err, "--text-col, --split-seed apply to a file of your own; the built-in genre task reads "
+                                 "none of them: drop them, or pass --task FILE")
+    code, _, err = cli("seq2seq-train", "--source-col", "en", "--out", tmp_path / "s2s")
+    assert_user_error(code, err, "--source-col applies to a file of your own; the built-in dates task")
+    assert not (tmp_path / "ft").exists() and not (tmp_path / "s2s").exists()

@@ -563,6 +563,24 @@ def test_cli_bare_resume_reloads_the_task_as_the_run_was_started(base, tmp_path,
     assert code == 2 and "the task differs from the run's" in err  # a flag given still wins
 
 
+def test_a_run_saved_before_task_fingerprints_resumes_with_a_warning_and_names_the_flags(base, csv_task, tmp_path,
+                                                                                          caplog):
+    """An older run's task.json has sizes only and it keeps no task_source: a resume on a task of the same
+    sizes warns that its rows cannot be checked; one of other sizes names the flags to pass (none to drop)."""
+    _, task = csv_task
+    config = quick(mode="frozen", max_iters=8, eval_interval=4)
+    finetune(base, task, config, tmp_path / "run", callbacks=[StopAt(4)], progress=False)
+    step = ckpt.latest_checkpoint(tmp_path / "run")
+    info = json.loads((step / "task.json").read_text())
+    (step / "task.json").write_text(json.dumps({k: v for k, v in info.items() if k != "fingerprint"}))
+    (step / "task_source.json").unlink()
+    with pytest.raises(ValueError, match=r"\(on the command line: this run does not keep how its task was loaded, so "
+                                         r"pass the --task, --text-col"):
+        finetune(None, task.subsample(2), config, tmp_path / "run", resume=True, progress=False)
+    assert finetune(None, task, config, tmp_path / "run", resume=True, progress=False).metrics["completed"]
+    assert "keeps its task's sizes but no fingerprint of its rows" in caplog.text
+
+
 @pytest.mark.parametrize("args, fix", [
     (["--checkpoint", "BASE", "--task", "nope.csv"], "does not exist"),
     (["--checkpoint", "BASE", "--task", "CSV", "--label-col", "genre"], "(columns: text, label)"),

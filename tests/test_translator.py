@@ -214,7 +214,8 @@ def test_resume_continues_exactly(task, tmp_path):
     with pytest.raises(ValueError, match=rf"the task differs from the run's \(n_train {len(task.train)} in the run, "
                                          rf"{len(other.train)} now; fingerprint '[0-9a-f]{{16}}' in the run, "
                                          r"'[0-9a-f]{16}' now\); resume with the task the run was started with \(on "
-                                         r"the command line: drop --task, --n-train"):
+                                         r"the command line: this run does not keep how its task was loaded, so "
+                                         r"pass the --task, --n-train"):  # built by date_task, not load_pairs
         seq2seq_train(other, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False, resume=True)
     longer = seq2seq_train(task, tiny_config(max_iters=12, eval_interval=4), tmp_path / "b", progress=False,
                            resume=True)  # a finished run trains on with a larger max_iters, as pretrain's

@@ -173,12 +173,12 @@ def task_arguments(args: argparse.Namespace, flags: dict[str, str], saved: dict 
     return {**{name: (saved or {})[name] for name in flags.values() if name in (saved or {})}, **arguments}
 
 
-def one_process(command: str) -> None:
-    """Refuse, under torchrun, a command that trains in one process (`run.RUN_KINDS`: its batches are
-    not split across ranks), before `Run` asks for a process group it should not join."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"{command} trains in one process (every rank would draw the same batches); run it "
-                         "without torchrun: pretrain is the command that trains across ranks")
+def check_table_flags(args: argparse.Namespace, built_in: bool, task: str, dests: tuple[str, ...]) -> None:
+    """Refuse a table's flags (columns, its split seed) given with a built-in task that reads none of them."""
+    if built_in and (given := [d for d in dests if getattr(args, d) is not None]):
+        raise ValueError(f"{', '.join('--' + d.replace('_', '-') for d in given)} "
+                         f"appl{'ies' if len(given) == 1 else 'y'} to a file of your own; "
+                         f"the built-in {task} task reads none of them: drop them, or pass --task FILE")
 
 
 def exit_if_interrupted(metrics: dict) -> None:
@@ -210,16 +210,16 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from .finetune import PREDICTIONS, finetune
+    from .run import check_one_process
     from .tasks import load_task
 
-    one_process("finetune")
+    check_one_process("finetune")  # before any flag is read, as torchrun starts it once per rank
     out = Path(args.out)
     saved = (saved_artifacts(out, {"finetune": config_of(FinetuneConfig), "task_source": arguments_of(load_task)},
                              "finetune") if args.resume else {})
     config = finetune_config_from_args(args, saved.get("finetune"))
     task_args = task_arguments(args, TASK_FLAGS, saved.get("task_source"))
-    if task_args.get("max_chars") == 0:  # --max-chars 0: whole passages
-        task_args["max_chars"] = None
+    check_table_flags(args, task_args.get("spec", "genre") == "genre", "genre", ("text_col", "label_col", "split_seed"))
     task = load_task(**task_args)
     m = finetune(args.checkpoint, task, config, out, resume=args.resume).metrics
     exit_if_interrupted(m)
@@ -252,11 +252,12 @@ def translation_config_from_args(args: argparse.Namespace, base: dict | None = N
 
 
 def cmd_seq2seq_train(args: argparse.Namespace) -> None:
+    from .run import check_one_process
     from .translation import load_pairs
     from .translation_eval import DATE_BLEU_TOKENIZE, per_locale_scores, sacrebleu_signatures
     from .translator import TranslationConfig, seq2seq_train
 
-    one_process("seq2seq-train")
+    check_one_process("seq2seq-train")
     out = Path(args.out)
     saved = (saved_artifacts(out, {"translation": config_of(TranslationConfig), "task_source": arguments_of(load_pairs)},
                              "seq2seq-train") if args.resume else {})
@@ -265,6 +266,7 @@ def cmd_seq2seq_train(args: argparse.Namespace) -> None:
         args.locales = [x.strip() for x in args.locales.split(",") if x.strip()]
     task_args = task_arguments(args, PAIR_FLAGS, saved.get("task_source"))
     dates = task_args.setdefault("spec", "dates") == "dates"
+    check_table_flags(args, dates, "dates", ("source_col", "target_col"))
     if dates:
         task_args |= task_arguments(args, DATE_FLAGS, saved.get("task_source"))
     elif given := [flag for flag in DATE_FLAGS if getattr(args, flag) is not None]:
@@ -469,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_config_flags(p, FINETUNE_SECTIONS, {"finetune": FinetuneConfig(), "train": FinetuneConfig().train},
-                     without=("train.parallel",))  # one process (`one_process`)
+                     without=("train.parallel",))  # one process (`run.check_one_process`)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("seq2seq-train", help="train an encoder-decoder translator: dates in ten locales -> ISO, or your pairs")
@@ -483,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, help=f"dates: test pairs drawn (default: 1000{resumed})")
     p.add_argument("--out", required=True, help="run directory (model/, checkpoints/, history.csv, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    add_config_flags(p, *translation_sections(), without=("train.parallel",))  # one process (`one_process`)
+    add_config_flags(p, *translation_sections(), without=("train.parallel",))  # one process (`run.check_one_process`)
     p.set_defaults(func=cmd_seq2seq_train)
 
     p = sub.add_parser("translate", help="translate text with a seq2seq-train checkpoint")
@@ -577,8 +579,10 @@ def error_line(e: Exception) -> str:
     operating system raised ("[Errno 2] No such file or directory: '/proc/x'") the path, the reason and
     what to check."""
     if isinstance(e, OSError) and e.errno is not None:
-        where = f"{e.filename}: " if e.filename is not None else ""
-        return f"{where}{e.strerror}; check the path, its permissions and the free disk space, or choose another path"
+        if e.filename is None:  # not about a path (a refused connection, too many open files, ...)
+            return f"{e.strerror} ({type(e).__name__})"
+        return (f"{e.filename}: {e.strerror}; check the path, its permissions and the free disk space, or choose "
+                "another path")
     return str(e)
 
 
@@ -589,8 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command's own parser, whose --help lists the flags it takes
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    workbench_log = logging.getLogger("workbench")
+    level = workbench_log.level
     if args.command in ("pretrain", "finetune", "seq2seq-train"):  # what a run read, resumed from, stopped at
-        logging.getLogger("workbench").setLevel(logging.INFO)
+        workbench_log.setLevel(logging.INFO)
     try:
         args.func(args)
     except KeyboardInterrupt:  # Ctrl-C where there is nothing to save (sample, evaluate; training's second one)
@@ -603,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # user errors, and a path the system refuses: one line, no traceback
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        workbench_log.setLevel(level)  # main() called in a process that goes on (a test, a notebook)
     return 0
 
 

@@ -507,8 +507,8 @@ def restore_rng(tensors: dict[str, torch.Tensor], data_generator: torch.Generato
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         cuda = tensors.get("rng.cuda")
-        if cuda is None and any(k.startswith("rng.cuda.") for k in tensors):  # written before session 25:
-            cuda = tensors.get(f"rng.cuda.{torch.cuda.current_device()}")     # every device's, by index
+        if cuda is None:  # a checkpoint of every device's state as rank 0 saw them ("rng.cuda.<index>"):
+            cuda = tensors.get("rng.cuda.0")  # rank 0's own device's is every rank's, as above
         if cuda is not None:
             torch.cuda.set_rng_state(cuda)
     if data_generator is not None and "rng.data" in tensors:

@@ -47,7 +47,7 @@ from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
 from .pretrain import load_pretrained
-from .run import Run, load_final, require_artifacts, setup_device, task_difference
+from .run import Run, check_same_task, load_final, require_artifacts, setup_device
 from .tasks import TaskData, encode_task, encode_texts, trim_padding
 from .tokenizer import tokenizer_from_dict
 from .train import Callback, History, Trainer, autocast_context
@@ -356,10 +356,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     pretrained, tokenizer, base_config = None, None, None
     if run.saved is not None:
         run.check_same("finetune", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        if difference := task_difference(run.saved.artifacts["task"], info):
-            raise ValueError(f"the task differs from the run's ({difference}); resume with the task the run was "
-                             "started with (on the command line: drop --task, --text-col, --label-col, --split-seed "
-                             "and --max-chars, which the run keeps, or pass the same ones)")
+        check_same_task(run.saved, info, "--task, --text-col, --label-col, --split-seed and --max-chars")
         if config.mode != "hf":
             base_config = run.saved.artifact("config", RunConfig.from_dict)
             tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
@@ -420,7 +417,7 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         split_logits[s] = logits
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     trainable, total = count_params(model)
-    per_step = tc.batch_size * tc.grad_accum * run.dist.world_size  # examples one optimizer step learns from
+    per_step = tc.batch_size * tc.grad_accum  # examples one optimizer step learns from
     metrics |= {
         "pooling": config.pooling, "lr": tc.lr, "head_lr": config.head_lr, "steps": tc.max_iters,
         "window_filled_pct": cut_pct, "epochs": tc.max_iters * per_step / n_train, "max_len": max_len,

@@ -233,9 +233,9 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
 
 def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str = "text", label_col: str = "label"):
     """The classification task of 03_finetuning, its passages cut (`max_chars`) and subsampled
-    (`per_label`) as the profile's 03 settings say: `spec` ("genre" or a CSV/JSONL file, with its
-    text and label columns), or with `spec` None the task 03 recorded in its metrics (04 scores
-    03's classifiers on it; "genre" for a 03 that recorded none)."""
+    (`per_label`) as the profile's 03 settings say: `spec` ("genre" or a CSV/TSV/JSONL file, with its
+    text and label columns), or with `spec` None the task 03 recorded in its metrics
+    (`finetune_task_metrics`; 04 scores 03's classifiers on it; "genre" for a 03 that recorded none)."""
     from .checkpoint import read_json
     from .tasks import load_task
 
@@ -245,6 +245,13 @@ def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str =
                                      recorded.get("task_label_col", "label"))
     s = ctx.settings_of("03_finetuning")
     return load_task(spec, text_col, label_col, max_chars=s.max_chars).subsample(s.per_label)
+
+
+def finetune_task_metrics(spec: str, text_col: str = "text", label_col: str = "label") -> dict[str, str]:
+    """What 03_finetuning records of its task in its metrics, for `finetune_task` in 04: a file as its
+    absolute path (04 may run from another folder)."""
+    return {"task": spec if spec == "genre" else str(Path(spec).expanduser().resolve()), "task_text_col": text_col,
+            "task_label_col": label_col}
 
 
 def _finetune_runs(ctx: NotebookContext) -> list[Path]:

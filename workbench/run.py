@@ -49,7 +49,7 @@ RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
 
 
 # the command that uses a kind of run's model on the command line (a fine-tuned classifier has none)
-USED_BY = {"pretrain": "sample, evaluate, export-hf", "seq2seq-train": "translate"}
+USED_BY = {"pretrain": "sample (or evaluate, export-hf)", "seq2seq-train": "translate"}
 
 
 def loader_of(kind: str) -> str:
@@ -72,6 +72,29 @@ def task_difference(saved: Any, now: dict[str, Any]) -> str:
     return "; ".join(f"{k} {saved[k]!r} in the run, {now.get(k)!r} now" for k in saved if saved[k] != now.get(k))
 
 
+def check_same_task(saved: ckpt.Checkpoint, now: dict[str, Any], flags: str) -> None:
+    """A resumed finetune or seq2seq-train run trains on the task it started with: `now` (the task's
+    `info()`) must equal the checkpoint's "task". `flags`: the command's task flags, for the message. A
+    run that keeps no task_source or no fingerprint (written before runs kept them) says so."""
+    task = saved.artifacts["task"]
+    if difference := task_difference(task, now):
+        how = (f"drop {flags}, which the run keeps, or pass the same ones" if "task_source" in saved.artifacts else
+               f"this run does not keep how its task was loaded, so pass the {flags} it was started with")
+        raise ValueError(f"the task differs from the run's ({difference}); resume with the task the run was started "
+                         f"with (on the command line: {how})")
+    if isinstance(task, dict) and "fingerprint" not in task:
+        log.warning("this run keeps its task's sizes but no fingerprint of its rows (a run saved before runs kept "
+                    "one): it resumes on the task given now; make sure it is the one it was started with (%s)", flags)
+
+
+def check_one_process(kind: str | None) -> None:
+    """Refuse torchrun for a kind of run that trains in one process (`RUN_KINDS`: finetune and
+    seq2seq-train draw whole batches, not each rank's slice, so every rank would train on the same ones)."""
+    if kind in RUN_KINDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"{kind} trains in one process (every rank would draw the same batches); run it "
+                         "without torchrun: pretrain is the command that trains across ranks")
+
+
 def check_kind(out: Path, found: str, kind: str) -> None:
     """Refuse to resume, as a `kind` run, the run in `out` that a `found` run's command wrote."""
     if found != kind:
@@ -92,6 +115,15 @@ def check_writable(path: Path, flag: str = "--out", is_dir: bool = True) -> None
         raise ValueError(f"{flag} {path}: {parent} is not writable here; choose a {flag} you can write to")
 
 
+def clear_unfinished_start(out_dir: Path) -> None:
+    """Remove what a run killed while writing its first checkpoint left (`checkpoint.unfinished_start`),
+    so that it starts again where it would otherwise be "already holds files" and "nothing to resume"."""
+    if ckpt.unfinished_start(out_dir):
+        log.warning("removing %s: it holds only the unfinished first checkpoint of a run stopped while writing it",
+                    out_dir / ckpt.CHECKPOINTS)
+        shutil.rmtree(out_dir / ckpt.CHECKPOINTS)
+
+
 def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
     """Refuse to overwrite an existing run unless resuming it; the checkpoint to resume from (or None).
     A path that cannot be written is refused now, not when the first checkpoint is written."""
@@ -108,10 +140,6 @@ def check_out_dir(out_dir: Path, resume: bool) -> Path | None:
                                         "checkpoint, so there is nothing to resume; drop --resume to start it again")
             raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume; drop --resume to start a new run")
         return latest
-    if ckpt.unfinished_start(out_dir):  # a run killed while writing its first checkpoint: start it afresh
-        log.warning("removing %s: it holds only the unfinished first checkpoint of a run stopped while writing it",
-                    out_dir / ckpt.CHECKPOINTS)
-        shutil.rmtree(out_dir / ckpt.CHECKPOINTS, ignore_errors=True)  # (every rank checks; one removal suffices)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} already holds files; pass --resume to continue that run or choose another --out")
     return None
@@ -177,10 +205,12 @@ class Run:
             resume = self.out is not None and bool(ckpt.step_checkpoints(self.out))
         if resume and self.out is None:
             raise ValueError("resume needs the out_dir of the run to continue")
+        check_one_process(kind)
         self.dist = dist_info()
-        if self.dist.enabled and kind in RUN_KINDS:  # their batches are drawn whole, not split across ranks
-            raise ValueError(f"{kind} trains in one process (every rank would draw the same batches); run it "
-                             "without torchrun: pretrain is the command that trains across ranks")
+        if self.out is not None and not resume:
+            if self.dist.is_main:
+                clear_unfinished_start(self.out)
+            barrier(self.dist)  # every rank checks out_dir after rank 0 has cleared it
         latest = check_out_dir(self.out, bool(resume)) if self.out is not None else None
         barrier(self.dist)  # every rank has checked out_dir before rank 0 writes into it
         # the newest complete step checkpoint, found (and its files checked) once

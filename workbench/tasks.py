@@ -294,6 +294,7 @@ def load_task(spec: str | Path = "genre", text_col: str = "text", label_col: str
     Returns:
         TaskData.
     """
+    max_chars = _check_max_chars(max_chars)  # 0 keeps passages whole, as None
     task = genre_task(max_chars=max_chars) if str(spec) == "genre" else table_task(spec, text_col, label_col, seed, max_chars)
     spec = "genre" if str(spec) == "genre" else str(Path(spec).resolve())  # a resume may run from another folder
     task.source = {"spec": spec, "text_col": text_col, "label_col": label_col, "seed": seed, "max_chars": max_chars}

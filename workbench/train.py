@@ -339,7 +339,8 @@ class Trainer:
                 if self._is_eval_step() and self._eval_and_checkpoint():
                     break  # stopped early
                 if self._should_stop(record is not None):
-                    log.warning("stopped at step %d; saving a checkpoint", self.step)
+                    if self.dist.is_main:  # (Run's warning then says how to continue)
+                        log.info("stopped at step %d; saving a checkpoint", self.step)
                     if self._saved_step != self.step:  # (an evaluation step may have saved it)
                         self.save()
                     return self.history

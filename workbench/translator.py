@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainConfig, _check, check_tokenizer, check_types, from_dict, updated
 from .data import require_columns
-from .run import Run, load_final, setup_device, task_difference
+from .run import Run, check_same_task, load_final, setup_device
 from .seq2seq import Seq2Seq, Seq2SeqConfig, loss_evaluator, seq2seq_from_checkpoint, translate
 from .seq2seq import cross_attention as model_cross_attention
 from .seq2seq import cross_attentions as model_cross_attentions
@@ -273,10 +273,8 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     device = setup_device(config.train, run.dist)
     if run.saved is not None:
         run.check_same("translation", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        if difference := task_difference(run.saved.artifacts["task"], task.info()):
-            raise ValueError(f"the task differs from the run's ({difference}); resume with the task the run was "
-                             "started with (on the command line: drop --task, --n-train, --n-val, --n-test, --locales, "
-                             "--split-seed, --source-col and --target-col, which the run keeps, or pass the same ones)")
+        check_same_task(run.saved, task.info(), "--task, --n-train, --n-val, --n-test, --locales, --split-seed, "
+                                                "--source-col and --target-col")
         tokenizer = run.saved.artifact("tokenizer", PairTokenizer.from_dict)
     else:
         tokenizer = train_pair_tokenizer(task, config.tokenizer, config.vocab_size)
