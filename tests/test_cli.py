@@ -661,3 +661,15 @@ def test_an_os_error_about_no_path_is_its_reason_alone_and_flags_of_a_file_task_
     code, _, err = cli("seq2seq-train", "--source-col", "en", "--out", tmp_path / "s2s")
     assert_user_error(code, err, "--source-col applies to a file of your own; the built-in dates task")
     assert not (tmp_path / "ft").exists() and not (tmp_path / "s2s").exists()
+
+
+def test_report_parameters_are_literals_or_text_and_a_name_no_notebook_has_is_refused(tmp_path, monkeypatch):
+    from workbench.__main__ import parameter_value
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("some text")
+    assert parameter_value("3") == 3 and parameter_value("None") is None and parameter_value("[1, 2]") == [1, 2]
+    assert parameter_value("To be") == "To be" and parameter_value("mine.txt") == str(tmp_path / "mine.txt")
+    code, _, err = cli("report", "--profile", "smoke", "-p", "corpuss", "mine.txt", "--out", tmp_path / "report")
+    assert_user_error(code, err, "no notebook has a parameter corpuss; the notebooks' parameters are ")
+    assert "corpus, " in err and not (tmp_path / "report").exists()

@@ -361,6 +361,8 @@ def test_02_to_04_run_on_a_corpus_and_a_task_of_your_own(tmp_path):
                                     "classification_task": str(tmp_path / "reviews.csv"), "text_col": "review",
                                     "label_col": "sentiment"})
     assert report["status"] == "ok"
+    given = {entry["name"]: entry["parameters"] for entry in report["notebooks"]}  # to the notebooks that have them
+    assert given["02_pretraining.ipynb"]["text_column"] == "body" and "text_column" not in given["03_finetuning.ipynb"]
     finetuning, m = (metrics(tmp_path / "report", n) for n in ("03_finetuning", "04_evaluation"))
     assert finetuning["task"] == str(tmp_path / "reviews.csv") and finetuning["n_train"] == 72  # 24 of each label
     assert m["classifiers"] == 6 and m["test_bits_per_char"] is None  # a CSV corpus has no test split

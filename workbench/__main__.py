@@ -9,6 +9,7 @@ The training flags are generated from the config dataclasses (`--n-layer` is
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import logging
 import os
@@ -389,12 +390,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"metrics: {out / 'metrics.json'}")
 
 
+def parameter_value(text: str) -> Any:
+    """A `report -p NAME VALUE` value as papermill's `-p` reads it: a Python literal (3, 0.5, None, [1, 2])
+    or else the text; a path that exists here becomes absolute (the notebooks run in notebooks/)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    return str(Path(value).resolve()) if isinstance(value, str) and value and Path(value).exists() else value
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .report import NotebookFailedError, describe_machine, run_report
 
     out = Path(args.out or f"reports/{time.strftime('%Y%m%d-%H%M%S')}")
+    parameters = {name: parameter_value(value) for name, value in args.parameter or ()}
     try:
-        report = run_report(args.notebooks, out, profile=args.profile, timeout=args.timeout,
+        report = run_report(args.notebooks, out, profile=args.profile, timeout=args.timeout, parameters=parameters,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookFailedError as e:  # the report is written; one `error:` line names notebook, cell, error
         raise ValueError(str(e)) from None
@@ -554,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="folder of notebooks (default: the repository's notebooks/)")
     p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S,
                    help=f"seconds each cell may run (default: {DEFAULT_TIMEOUT_S})")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a notebook parameter, for the notebooks that have it, e.g. -p corpus my.txt "
+                        "-p classification_task reviews.csv (repeat for several)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="two reports side by side: metrics with differences, settings, environment")

@@ -235,7 +235,9 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         out_dir: report folder; created, and must be empty if it exists.
         profile: "smoke", "default" or "full", passed to every notebook as `profile`.
         timeout: seconds each cell may run before the notebook counts as failed.
-        parameters: extra papermill parameters for every notebook (besides profile and run_dir).
+        parameters: papermill parameters (besides profile and run_dir), each given to the notebooks
+            whose parameters cell has it, e.g. {"corpus": "/data/mine.txt"}; a name no notebook has
+            is refused.
         progress: called with one line as each notebook starts and ends (elapsed time and, when an
             earlier report of the same profile sits beside out_dir, an estimate of what is left).
     Returns:
@@ -253,6 +255,11 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     clash = {"profile", "run_dir"} & set(parameters or {})
     if clash:
         raise ValueError(f"parameters {sorted(clash)} are set by the runner; pass profile= or out_dir= instead")
+    declared = {nb: notebook_parameters(nb) for nb in notebooks}  # each notebook gets the parameters it declares
+    if unknown := sorted(set(parameters or {}) - {name for names in declared.values() for name in names}):
+        known = sorted({name for names in declared.values() for name in names} - {"profile", "run_dir"})
+        raise ValueError(f"no notebook has a parameter {', '.join(unknown)}; the notebooks' parameters are "
+                         f"{', '.join(known)}")
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; choose a folder for the report")
@@ -267,7 +274,7 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
               "run_dir": str(run_dir), "error": None, "code": describe_code(), "environment": describe_environment(),
               "seed": DEFAULT_SEED, "settings": dataclasses.asdict(get_profile(profile)), "compared_with": None,
               "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
-                             "parameters": {**notebook_parameters(nb), **params},
+                             "parameters": {**declared[nb], **{k: v for k, v in params.items() if k in declared[nb]}},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     say = progress or (lambda line: None)
     what, peak = matmul_peak()
@@ -293,7 +300,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
                 # the kernel's own log says nothing a reader can act on: transport warnings, and at ERROR a
                 # "KeyboardInterrupt caught in kernel" when jupyter_client's shutdown interrupt lands in a
                 # handler of a notebook that finished; a cell's error reaches the report through papermill
-                pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name="python3",
+                own = {k: v for k, v in params.items() if k in declared[nb_path]}
+                pm.execute_notebook(str(nb_path), str(executed), parameters=own, kernel_name="python3",
                                     engine_name=engine, cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout),
                                     start_timeout=120, progress_bar=sys.stderr.isatty(),
                                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
