@@ -236,7 +236,7 @@ def test_saved_classifier_reloads_and_predicts_the_same(base, csv_task, tmp_path
         load_pretrained(tmp_path / "run")
     with pytest.raises(ValueError, match=r"holds a pretrain run's model, not a finetune run's; point at a finetune "
                                          r"run's --out, or load this one with workbench.pretrain.load_pretrained "
-                                         r"\(on the command line: python -m workbench sample, evaluate, export-hf\)$"):
+                                         r"\(on the command line: python -m workbench sample \(or evaluate, export-hf\)\)$"):
         load_finetuned(base)  # not "lacks finetune.json ... copy the missing file again"
     with pytest.raises(ValueError, match=r"pass the path of a run directory \(its --out\), got None"):
         load_finetuned(None)
