@@ -8,6 +8,7 @@ import torch
 
 from workbench import data as datamod
 from workbench.data import (
+    corpus_summary,
     FOLIO_GENRE,
     TEST_PLAYS,
     VAL_PLAYS,
@@ -319,3 +320,17 @@ def test_get_batch_uses_the_last_token_and_rejects_short_data():
     assert x[0].tolist() == DATA[:8].tolist() and y[0].tolist() == DATA[1:9].tolist()
     with pytest.raises(ValueError, match=r"the val split has 8 tokens, fewer than block_size\+1=9; lower --block-size"):
         get_batch(DATA[:8], 8, 2, torch.Generator(), split="val")
+
+
+def test_corpus_summary_counts_each_split_of_the_plays_and_of_your_own_text(tmp_path):
+    plays = corpus_summary(load_corpus("shakespeare"))
+    assert plays["documents"].groupby(level="split").sum().to_dict() == {"test": 6, "train": 26, "val": 6}
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for name, text in (("a.txt", "one two three " * 30), ("b.txt", "four five " * 10), ("c.md", "six " * 5)):
+        (folder / name).write_text(text)
+    corpus = load_corpus(folder)
+    own = corpus_summary(corpus)
+    assert list(own.index.get_level_values("split")) == ["train", "val"]
+    assert own["characters"].tolist() == [len(corpus.splits["train"]), len(corpus.splits["val"])]
+    assert own["documents"].tolist() == [2, 2]  # b.txt straddles the 90% cut: it counts in both

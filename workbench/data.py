@@ -539,6 +539,26 @@ def get_batch(
     return _to_device(x, device), _to_device(y, device)
 
 
+def corpus_summary(corpus: Corpus) -> pd.DataFrame:
+    """Documents, characters and words of each split: for the plays by (split, genre) (`corpus_stats`);
+    for another corpus, whose splits are the first 90% and the rest of its text, by split, counting
+    each document that has text in it (one that straddles the cut counts in both).
+
+    Returns:
+        DataFrame indexed by (split, genre) with columns documents, characters, words.
+    """
+    if corpus.name == "shakespeare":
+        return corpus_stats(corpus).groupby(["split", "genre"]).agg(
+            documents=("title", "count"), characters=("characters", "sum"), words=("words", "sum"))
+    starts = np.cumsum([0] + [len(d.text) + len(DOC_SEP) for d in corpus.documents[:-1]])
+    cut = len(corpus.splits["train"])
+    documents = {"train": int((starts < cut).sum()),
+                 "val": int(sum(start + len(d.text) > cut for start, d in zip(starts, corpus.documents)))}
+    rows = [{"split": split, "genre": "", "documents": documents[split], "characters": len(corpus.splits[split]),
+             "words": len(corpus.splits[split].split())} for split in ("train", "val")]
+    return pd.DataFrame(rows).set_index(["split", "genre"])
+
+
 def corpus_stats(corpus: Corpus) -> pd.DataFrame:
     """One row per document: title, genre, split, characters, lines, words."""
     split_of = {id(d): s for s, docs in split_documents(corpus.documents).items() for d in docs}
