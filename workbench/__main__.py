@@ -170,16 +170,26 @@ def task_arguments(args: argparse.Namespace, flags: dict[str, str], saved: dict 
     """The task loader's arguments, from `flags` {flag dest: argument}: each flag given on the command
     line, else the resumed run's (its task_source); an argument that is neither is left to the loader's
     default."""
-    arguments = {name: getattr(args, dest) for dest, name in flags.items() if getattr(args, dest) is not None}
-    return {**{name: (saved or {})[name] for name in flags.values() if name in (saved or {})}, **arguments}
+    saved = saved or {}
+    return {**{name: saved[name] for name in flags.values() if name in saved},
+            **{name: getattr(args, dest) for dest, name in flags.items() if getattr(args, dest) is not None}}
+
+
+def flags_given(args: argparse.Namespace, dests) -> list[str]:
+    """The flags among `dests` (argparse dests whose default is None) given on the command line, as typed."""
+    return ["--" + d.replace("_", "-") for d in dests if getattr(args, d) is not None]
 
 
 def check_table_flags(args: argparse.Namespace, built_in: bool, task: str, dests: tuple[str, ...]) -> None:
     """Refuse a table's flags (columns, its split seed) given with a built-in task that reads none of them."""
-    if built_in and (given := [d for d in dests if getattr(args, d) is not None]):
-        raise ValueError(f"{', '.join('--' + d.replace('_', '-') for d in given)} "
-                         f"appl{'ies' if len(given) == 1 else 'y'} to a file of your own; "
+    if built_in and (given := flags_given(args, dests)):
+        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to a file of your own; "
                          f"the built-in {task} task reads none of them: drop them, or pass --task FILE")
+
+
+def comma_list(text: str) -> list[str]:
+    """An argparse type: "en, fr,de" -> ["en", "fr", "de"]."""
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def exit_if_interrupted(metrics: dict) -> None:
@@ -263,15 +273,13 @@ def cmd_seq2seq_train(args: argparse.Namespace) -> None:
     saved = (saved_artifacts(out, {"translation": config_of(TranslationConfig), "task_source": arguments_of(load_pairs)},
                              "seq2seq-train") if args.resume else {})
     config = translation_config_from_args(args, saved.get("translation"))
-    if args.locales is not None:
-        args.locales = [x.strip() for x in args.locales.split(",") if x.strip()]
     task_args = task_arguments(args, PAIR_FLAGS, saved.get("task_source"))
     dates = task_args.setdefault("spec", "dates") == "dates"
     check_table_flags(args, dates, "dates", ("source_col", "target_col"))
     if dates:
         task_args |= task_arguments(args, DATE_FLAGS, saved.get("task_source"))
-    elif given := [flag for flag in DATE_FLAGS if getattr(args, flag) is not None]:
-        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in given)} choose the built-in date task's pairs; "
+    elif given := flags_given(args, DATE_FLAGS):
+        raise ValueError(f"{', '.join(given)} choose the built-in date task's pairs; "
                          f"--task {task_args['spec']} is a file of pairs: drop them")
     task = load_pairs(**task_args)
     result = seq2seq_train(task, config, out, resume=args.resume)
@@ -491,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-col", "--source-column", help=f"source column of a file of pairs (default: source{resumed})")
     p.add_argument("--target-col", "--target-column", help=f"target column of a file of pairs (default: target{resumed})")
     p.add_argument("--split-seed", type=seed, help=f"seed of the date draw, or of a file's 80/10/10 split (default: 0{resumed})")
-    p.add_argument("--locales", help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
+    p.add_argument("--locales", type=comma_list, help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
     p.add_argument("--n-train", type=int, help=f"dates: training pairs drawn (default: 20000{resumed})")
     p.add_argument("--n-val", type=int, help=f"dates: validation pairs drawn (default: 500{resumed})")
     p.add_argument("--n-test", type=int, help=f"dates: test pairs drawn (default: 1000{resumed})")

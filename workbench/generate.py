@@ -6,8 +6,8 @@ columns: it prefills every prompt at once (right-padded: row b's tokens sit at p
 The decode step, `decode_step`, writes each row's new key/value at that row's position (a tensor)
 in a `KVCache` preallocated to block_size and attends over the whole cache through a mask of the
 filled positions, so its shapes never change as the text grows. A compiled engine compiles it once
-(`torch.compile`); on CUDA it also captures it as one CUDA graph (again when the batch size changes), which every token
-replays: one launch instead of a few hundred, and no kernel chosen anew as the text grows
+(`torch.compile`); on CUDA it also captures it as one CUDA graph (again when the batch size changes),
+which every token replays: one launch instead of a few hundred, and no kernel chosen anew as the text grows
 (attention kernels: `model.INFERENCE_BACKENDS`). `Engine.generate` is the thin non-streaming
 wrapper; `stream_text`/`generate_text` add the tokenizer and stop strings.
 

@@ -256,10 +256,10 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     if clash:
         raise ValueError(f"parameters {sorted(clash)} are set by the runner; pass profile= or out_dir= instead")
     declared = {nb: notebook_parameters(nb) for nb in notebooks}  # each notebook gets the parameters it declares
-    if unknown := sorted(set(parameters or {}) - {name for names in declared.values() for name in names}):
-        known = sorted({name for names in declared.values() for name in names} - {"profile", "run_dir"})
+    known = {name for names in declared.values() for name in names}
+    if unknown := sorted(set(parameters or {}) - known):
         raise ValueError(f"no notebook has a parameter {', '.join(unknown)}; the notebooks' parameters are "
-                         f"{', '.join(known)}")
+                         f"{', '.join(sorted(known - {'profile', 'run_dir'}))}")
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; choose a folder for the report")
@@ -269,12 +269,13 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     run_dir.mkdir(parents=True)
 
     params = {"profile": profile, "run_dir": str(run_dir), **(parameters or {})}
+    given = {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in notebooks}
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     report = {"status": "running", "profile": profile, "started": started, "wall_s": None,
               "run_dir": str(run_dir), "error": None, "code": describe_code(), "environment": describe_environment(),
               "seed": DEFAULT_SEED, "settings": dataclasses.asdict(get_profile(profile)), "compared_with": None,
               "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
-                             "parameters": {**declared[nb], **{k: v for k, v in params.items() if k in declared[nb]}},
+                             "parameters": {**declared[nb], **given[nb]},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
     say = progress or (lambda line: None)
     what, peak = matmul_peak()
@@ -300,8 +301,7 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
                 # the kernel's own log says nothing a reader can act on: transport warnings, and at ERROR a
                 # "KeyboardInterrupt caught in kernel" when jupyter_client's shutdown interrupt lands in a
                 # handler of a notebook that finished; a cell's error reaches the report through papermill
-                own = {k: v for k, v in params.items() if k in declared[nb_path]}
-                pm.execute_notebook(str(nb_path), str(executed), parameters=own, kernel_name="python3",
+                pm.execute_notebook(str(nb_path), str(executed), parameters=given[nb_path], kernel_name="python3",
                                     engine_name=engine, cwd=str(notebooks_dir), execution_timeout=math.ceil(timeout),
                                     start_timeout=120, progress_bar=sys.stderr.isatty(),
                                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"])

@@ -271,9 +271,10 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
     config = config or TranslationConfig()
     run = Run(out_dir, resume, kind="seq2seq-train")
     device = setup_device(config.train, run.dist)
+    info = task.info()
     if run.saved is not None:
         run.check_same("translation", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
-        check_same_task(run.saved, task.info(), "--task, --n-train, --n-val, --n-test, --locales, --split-seed, "
+        check_same_task(run.saved, info, "--task, --n-train, --n-val, --n-test, --locales, --split-seed, "
                                                 "--source-col and --target-col")
         tokenizer = run.saved.artifact("tokenizer", PairTokenizer.from_dict)
     else:
@@ -306,7 +307,7 @@ def seq2seq_train(task: PairTask, config: TranslationConfig | None = None, out_d
         if isinstance(cb, CrossAttentionSnapshots):
             cb.translator = translator
     artifacts = {"config": {"model": asdict(model_config)},  # what seq2seq.load_seq2seq reads
-                 "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": task.info()}
+                 "translation": config.to_dict(), "tokenizer": tokenizer.to_dict(), "task": info}
     if task.source is not None:  # how to load the task again: a bare `seq2seq-train --resume` reads it
         artifacts["task_source"] = task.source
     trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, callbacks=callbacks,
