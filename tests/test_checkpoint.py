@@ -135,7 +135,7 @@ def save_steps(run_dir: Path, steps) -> list[Path]:
 def test_latest_checkpoint_skips_damaged_step_checkpoints_with_a_warning(tmp_path):
     save_steps(tmp_path, (4, 8, 12))
     steps = ckpt.step_checkpoints(tmp_path)
-    assert [p.name for p in steps] == ["step-0000012", "step-0000008"]  # mark_latest keeps two
+    assert [p.name for p in steps] == ["step-0000012", "step-0000008"]  # prune_steps keeps two
     assert ckpt.latest_checkpoint(tmp_path) == steps[0]
     truncate(steps[0] / "optimizer.safetensors")
     before = (steps[0] / "optimizer.safetensors").read_bytes()
@@ -181,7 +181,7 @@ def test_a_step_checkpoint_file_of_another_shape_is_a_damaged_step_checkpoint(tm
 
 
 def test_pruning_keeps_damaged_step_checkpoints_and_the_newest_complete_ones(tmp_path):
-    """mark_latest keeps the newest two complete step checkpoints and never deletes a damaged one, as
+    """prune_steps keeps the newest two complete step checkpoints and never deletes a damaged one, as
     latest_checkpoint's warning says."""
     older, damaged = save_steps(tmp_path, (4, 8))
     truncate(damaged / "optimizer.safetensors")

@@ -19,7 +19,7 @@ read: `DamagedCheckpointError`, one line naming the file and the fix.
 A training run directory keeps resumable checkpoints under `checkpoints/step-NNNNNNN/`
 with a `checkpoints/latest` pointer (`save_step`), and the final (best) model in `model/`.
 `latest_checkpoint` skips (with a warning) step checkpoints whose files are damaged, so a
-resume continues from the newest complete one; pruning (`mark_latest`) never deletes them.
+resume continues from the newest complete one; pruning (`prune_steps`) never deletes them.
 """
 
 from __future__ import annotations
@@ -383,7 +383,8 @@ def save_step(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer:
               artifacts: dict[str, Any] | None = None, weights: dict[str, torch.Tensor] | None = None,
               best: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the resumable checkpoint of `step` (weights, optimizer moments, every RNG state, the best
-    weights so far, loop state, history) and point `checkpoints/latest` at it.
+    weights so far, loop state, history), point `checkpoints/latest` at it, and delete all but
+    the newest two complete step checkpoints (`prune_steps`).
 
     Args:
         optimizer: the optimizer, or its whole state_dict (gathered from a sharded model).
@@ -396,16 +397,21 @@ def save_step(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer:
     path = save_checkpoint(step_checkpoint_path(run_dir, step), model, artifacts, state, history, tensors,
                            weights, best)
     mark_latest(run_dir, path)
+    prune_steps(run_dir, path)
     return path
 
 
-def mark_latest(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
-    """Point `checkpoints/latest` at ckpt and delete all but the newest `keep` complete step checkpoints.
-    A damaged one is left on disk, as `latest_checkpoint`'s warning says (and does not count as kept)."""
+def mark_latest(run_dir: str | Path, ckpt: Path) -> None:
+    """Point `checkpoints/latest` at ckpt (a file holding its name, replaced atomically)."""
     root = Path(run_dir) / CHECKPOINTS
     tmp = root / f".{LATEST}.tmp-{os.getpid()}"
     tmp.write_text(ckpt.name)
     os.replace(tmp, root / LATEST)
+
+
+def prune_steps(run_dir: str | Path, ckpt: Path, keep: int = 2) -> None:
+    """Delete all but the newest `keep` complete step checkpoints, never `ckpt` (the one just written).
+    A damaged one is left on disk, as `latest_checkpoint`'s warning says (and does not count as kept)."""
     complete = [p for p in step_checkpoints(run_dir) if p == ckpt or _is_complete_step(p)]
     for old in complete[keep:]:
         if old != ckpt:  # renamed first: a crash mid-delete leaves a hidden folder, not a damaged checkpoint

@@ -288,7 +288,7 @@ class AttentionSnapshots:
 class WeightSnapshots:
     """Trainer callback: keep the weights at chosen steps, for looking at how training got there.
 
-    Step checkpoints keep only the newest two (`checkpoint.mark_latest`); this writes the weights
+    Step checkpoints keep only the newest two (`checkpoint.prune_steps`); this writes the weights
     alone (a few MB for a small GPT, no optimizer state) to `folder/step-NNNNNNN/model.safetensors`
     every `every` steps. It runs on logging steps, so `every` should be a multiple of the run's
     log_interval; `interpret.snapshot_steps(folder)` lists them. Single process only (under FSDP
