@@ -149,24 +149,13 @@ class Engine:
             positions = torch.tensor(filled, device=device)[:, None] - 1  # (B, 1) slot of each row's newest token
             done = torch.zeros(B, 1, dtype=torch.bool, device=device)
             for i in range(max_new_tokens):
-                if i > 0:
-                    if max(filled) == block:  # a row's window is full: slide every row's window, encode afresh
-                        logits = self._encode_windows(tokens, lengths)
-                        filled = [min(n, block) for n in lengths]
-                        positions = torch.tensor(filled, device=device)[:, None] - 1
-                    else:
-                        positions = positions + 1
-                        filled = [n + 1 for n in filled]
-                        if not self.compile and len(set(filled)) == 1:
-                            # every row at the same position (one prompt, or equal lengths), eager: the
-                            # growing cache's step, which needs no mask (the fused kernel's fastest case)
-                            cache = self.cache(B)
-                            cache.pos = filled[0] - 1
-                            logits = model.lm_head(model.hidden_states(idx_next, cache)[:, -1]).float()
-                        else:
-                            # compiled: the whole cache, fixed shapes; eager: only the slots in use, fewer keys
-                            cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
-                            logits = self.decode(cache, idx_next, positions)
+                if i > 0 and max(filled) == block:  # a row's window is full: slide every row's window, encode afresh
+                    logits = self._encode_windows(tokens, lengths)
+                    filled = [min(n, block) for n in lengths]
+                    positions = torch.tensor(filled, device=device)[:, None] - 1
+                elif i > 0:
+                    positions, filled = positions + 1, [n + 1 for n in filled]
+                    logits = self._decode_next(idx_next, positions, filled)
                 idx_next = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 tokens.scatter_(1, ends, idx_next)
                 ends, lengths = ends + 1, [n + 1 for n in lengths]
@@ -175,6 +164,26 @@ class Engine:
                     done |= torch.isin(idx_next, stops)
                     if bool(done.all()):
                         return
+
+    def _decode_next(self, idx: torch.Tensor, positions: torch.Tensor, filled: list[int]) -> torch.Tensor:
+        """Feed each row's newest token; the logits after it.
+
+        Args:
+            idx: (B, 1) the tokens; positions: (B, 1) their cache slots; filled: slots in use per row,
+                these tokens' included.
+        Returns:
+            (B, vocab_size) float32 logits.
+        """
+        B = idx.size(0)
+        if not self.compile and len(set(filled)) == 1:
+            # every row at the same position (one prompt, or equal lengths), eager: the growing
+            # cache's step, which needs no mask (the fused kernel's fastest case)
+            cache = self.cache(B)
+            cache.pos = filled[0] - 1
+            return self.model.lm_head(self.model.hidden_states(idx, cache)[:, -1]).float()
+        # compiled: the whole cache, fixed shapes (`decode_step`); eager: only the slots in use, fewer keys
+        cache = self.cache(B) if self.compile else self.cache(B).prefix(max(filled))
+        return self.decode(cache, idx, positions)
 
     def _encode_windows(self, tokens: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """Prefill each row's last block_size tokens (of lengths[b] in `tokens`), right-padded."""
