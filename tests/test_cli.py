@@ -2,13 +2,16 @@
 presets and flags, and bad input that ends in one `error:` line, exit status 2, and no file
 of an existing run touched."""
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import random
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -295,6 +298,64 @@ def test_sample_ends_at_a_stop_string(trained):
     assert len(quantized) == len(full) and len(os.path.commonprefix([quantized, full])) >= len("KING:") + 10
 
 
+def test_sample_reads_backslash_escapes_in_prompt_and_stop(tmp_path, trained):
+    """`--stop '\n'` as a shell passes it (a backslash and an n) ends at a newline, as $'\n' does; the
+    prompt reads the same escapes; a malformed escape is one error line before the prompt is printed."""
+    run, _ = trained
+    args = ("sample", "--checkpoint", run, "--max-new-tokens", "60", "--seed", "2", "--device", "cpu")
+    code, full, err = cli(*args, "--prompt", "KING:")
+    assert code == 0, err
+    continuation = full[len("KING:"):-1]
+    assert continuation.find("\n") > 5, continuation  # (seed 2: the first newline after a few characters)
+    code, stopped, err = cli(*args, "--prompt", "KING:", "--stop", r"\n")
+    assert code == 0, err
+    assert stopped == "KING:" + continuation[: continuation.find("\n")] + "\n"
+    code, out, err = cli(*args, "--prompt", r"KING\u003a\u0020\n", "--max-new-tokens", "0")
+    assert (code, out) == (0, "KING: \n\n"), err
+    code, _, err = cli(*args, "--prompt", "Kéng’中")  # non-ASCII reaches the model as typed, not as mojibake
+    assert "'é', '’', '中'" in assert_user_error(code, err, "remove them from --prompt")
+    for flag, value, problem in (("--stop", "a\\", "--stop ends in a lone \\"),
+                                 ("--prompt", r"\x41", r"--prompt has \x"),
+                                 ("--stop", r"\u12", r"--stop has \u without four hex digits")):
+        code, out, err = cli(*args, "--prompt", "KING:", flag, value)
+        assert problem in assert_user_error(code, err, r"write \\ for a backslash") and out == ""
+    code, stdout, _ = cli("sample", "--help")
+    assert r"reads the escapes \n, \t, \r, \\ and \uXXXX" in flag_help(stdout, "--stop")
+
+
+def test_unescape_reads_its_escapes_and_keeps_every_other_character():
+    from workbench.__main__ import unescape
+
+    assert unescape(r"a\nb\tc\rd\\n\u00e9", "--stop") == "a\nb\tc\rd\\né"
+    assert unescape("café ’ 中 \n", "--stop") == "café ’ 中 \n"  # typed characters, a real newline too
+    for bad in ("\\", r"\x41", r"\N{BULLET}", r"\ud83d", r"\u00g0", r"\0"):
+        with pytest.raises(ValueError, match=r"--prompt .*; the escapes it reads are \\n, "):
+            unescape(bad, "--prompt")
+
+
+def test_sample_num_samples_are_distinct_separated_and_follow_the_seed(tmp_path, trained):
+    """nanoGPT's layout: each sample, prompt first, then a line of dashes; one batch, seeded as a whole."""
+    run, _ = trained
+    args = ("sample", "--checkpoint", run, "--prompt", "KING:", "--max-new-tokens", "40", "--device", "cpu")
+
+    def samples(*extra) -> list[str]:
+        code, out, err = cli(*args, "--num-samples", "3", *extra)
+        assert code == 0, err
+        parts = out.split("\n---------------\n")
+        assert len(parts) == 4 and parts[-1] == "", out  # a line of dashes after each sample
+        return parts[:3]
+
+    first = samples("--seed", "1")
+    assert all(s.startswith("KING:") and len(s) > len("KING:") + 10 for s in first)
+    assert len(set(first)) == 3  # the rows of one batch draw their own tokens
+    assert samples("--seed", "1") == first and samples("--seed", "2") != first
+    code, greedy, err = cli(*args, "--temperature", "0")
+    assert code == 0 and "---" not in greedy, err  # one sample: as before, no dashes
+    assert samples("--temperature", "0") == [greedy[:-1]] * 3  # greedy rows are the one greedy sample
+    code, out, err = cli("sample", "--checkpoint", tmp_path / "nope", "--num-samples", "0")
+    assert_user_error(code, err, "--num-samples must be >= 1, got 0; pass e.g. --num-samples 3")
+
+
 def test_sample_into_a_pipe_that_closes_early_stops_quietly(trained):
     """`sample ... | head -c 20`: the reader leaves; no BrokenPipeError traceback."""
     run, _ = trained
@@ -577,6 +638,45 @@ def test_ctrl_c_where_nothing_is_saved_is_one_line_and_status_130(monkeypatch, c
     monkeypatch.setattr(cli_main, "cmd_sample", interrupted)
     assert cli_main.main(["sample", "--checkpoint", "run"]) == 130
     assert capsys.readouterr().err == "\ninterrupted\n"
+
+
+class CtrlCAt:
+    """Send this process SIGINT, as Ctrl-C does, after `step` training steps."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, record):
+        if trainer.step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_training_names_the_command_that_continues_it(tmp_path, corpus, monkeypatch, caplog):
+    """Status 130 and one line with the command to paste; that bare command (--resume --out) finishes the run."""
+    from workbench import run as run_module
+
+    real = run_module.stop_on_sigint
+
+    @contextlib.contextmanager
+    def ctrl_c_at_step_5(trainer):
+        trainer.callbacks.append(CtrlCAt(3))
+        with real(trainer):
+            yield
+
+    monkeypatch.setattr(run_module, "stop_on_sigint", ctrl_c_at_step_5)
+    run = tmp_path / "my run"
+    code, stdout, err = cli("pretrain", "--corpus", corpus, *TINY, "--max-iters", "6", "--eval-interval", "3",
+                            "--out", run)
+    assert code == 130 and stdout == "", err
+    [line] = [r.getMessage() for r in caplog.records if "interrupted at step" in r.getMessage()]
+    assert line == f"interrupted at step 3 of 6; to continue: python -m workbench pretrain --out '{run}' --resume"
+    monkeypatch.setattr(run_module, "stop_on_sigint", real)
+    command = shlex.split(line.split("to continue: ")[1])
+    assert command[:3] == ["python", "-m", "workbench"]
+    code, _, err = cli(*command[3:])
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["completed"] is True and metrics["final_step"] == 6  # the run's own --max-iters, reloaded
 
 
 def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path, trained, monkeypatch):

@@ -4,6 +4,7 @@ resuming reaches the same final weights as a run that was never interrupted."""
 
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -123,8 +124,8 @@ def test_ctrl_c_checkpoints_the_step_it_stopped_at_and_resume_finishes_the_run(c
             break
         assert proc.returncode == 130, err[-2000:]
         stopped = [line for line in err.splitlines() if "interrupted at step " in line]
-        assert len(stopped) == 1 and stopped[0].endswith(f"; rerun with --resume (resume=True) to continue from "
-                                                         f"{run / 'checkpoints'}"), err[-2000:]  # one line, not two
+        assert len(stopped) == 1 and stopped[0].endswith(f"; to continue: python -m workbench pretrain --out "
+                                                         f"{shlex.quote(str(run))} --resume"), err[-2000:]  # one line
         step = int(stopped[0].split("interrupted at step ")[1].split(" of ")[0])
         assert not (run / "model").exists() and not (run / "metrics.json").exists()
         latest = ckpt.load_checkpoint(run)

@@ -2,6 +2,7 @@
 resume="auto", Ctrl-C as a clean stop, and the final files."""
 
 import json
+import logging
 import os
 import signal
 
@@ -13,7 +14,8 @@ from workbench import checkpoint as ckpt
 from workbench.config import ModelConfig, TrainConfig
 from workbench.data import get_batch
 from workbench.model import GPT
-from workbench.run import Run, stop_on_sigint
+from workbench.distributed import DistInfo
+from workbench.run import COMMAND_LINE, Run, how_to_continue, stop_on_sigint
 from workbench.train import Trainer
 
 DATA = np.random.default_rng(0).integers(0, 32, size=3000).astype(np.uint16)
@@ -205,3 +207,30 @@ def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path):
     with pytest.raises(KeyboardInterrupt), stop_on_sigint(t):
         t.fit()
     assert ckpt.latest_checkpoint(tmp_path).name == "step-0000004"
+
+
+def test_an_interrupted_run_says_in_one_line_how_to_continue_it(tmp_path, caplog, monkeypatch):
+    """In a notebook: resume=True; on the command line (`python -m workbench` sets COMMAND_LINE): the command,
+    whose bare `--resume --out DIR` reloads the run's settings; torchrun's for a run of several processes."""
+    run = Run(tmp_path / "a", kind="pretrain")
+    t = trainer(run, max_iters=12)
+    t.callbacks.append(SigintAt(6))
+    with caplog.at_level(logging.WARNING, "workbench.run"):
+        assert run.fit(t) is False
+    assert [r.getMessage() for r in caplog.records if "interrupted" in r.getMessage()] == [
+        f"interrupted at step 6 of 12; rerun with resume=True to continue from {tmp_path / 'a' / 'checkpoints'}"]
+    token = COMMAND_LINE.set(True)
+    try:
+        out = tmp_path / "my runs" / "x"  # a space: quoted, so the line can be pasted into a shell
+        assert how_to_continue(out, "finetune", DistInfo()) == (
+            f"to continue: python -m workbench finetune --out '{out}' --resume")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert how_to_continue(tmp_path, "pretrain", DistInfo(0, 2, 0)) == (
+            f"to continue: torchrun --standalone --nproc_per_node=2 -m workbench pretrain --out {tmp_path} --resume")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+        assert how_to_continue(tmp_path, "pretrain", DistInfo(0, 16, 0)).startswith(
+            "to continue: torchrun (on every node, with the flags it was started with) -m workbench pretrain --out ")
+        assert how_to_continue(tmp_path, None, DistInfo()).startswith("rerun with resume=True")  # Run(kind=None)
+        assert how_to_continue(None, "pretrain", DistInfo()) == "without an out_dir there is no checkpoint to resume"
+    finally:
+        COMMAND_LINE.reset(token)

@@ -13,6 +13,7 @@ import ast
 import inspect
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -193,7 +194,8 @@ def comma_list(text: str) -> list[str]:
 
 
 def exit_if_interrupted(metrics: dict) -> None:
-    """A run stopped by Ctrl-C exits with status 130 (how to continue it: the run's own warning line)."""
+    """A run stopped by Ctrl-C exits with status 130 (how to continue it: the run's own warning line, which
+    names the command while `main` runs it: `run.COMMAND_LINE`)."""
     if not metrics["completed"]:
         raise SystemExit(130)
 
@@ -315,6 +317,29 @@ def cmd_translate(args: argparse.Namespace) -> None:
         print(translation)
 
 
+# the backslash escapes `sample` reads in --prompt and --stop (a shell passes "\n" as a backslash and an n)
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[ntr\\]|.?)", re.DOTALL)
+SAMPLE_SEPARATOR = "---------------"  # between --num-samples samples, as nanoGPT's sample.py prints them
+
+
+def unescape(text: str, flag: str) -> str:
+    r"""`text` with the backslash escapes \n, \t, \r, \\ and \uXXXX read ("a\nb" typed is "a", a newline,
+    "b"); every other character, non-ASCII too, as typed. Any other escape, or a lone \ at the end, is a
+    ValueError naming `flag` (not Python's unicode_escape, which turns é into mojibake and reads \x, \N)."""
+    def replace(m: re.Match) -> str:
+        code = m.group(1)
+        if code in ESCAPES:
+            return ESCAPES[code]
+        if len(code) == 5 and not 0xD800 <= int(code[1:], 16) <= 0xDFFF:  # a surrogate is half a character
+            return chr(int(code[1:], 16))
+        bad = ("ends in a lone \\" if not code else "has \\u without four hex digits after it" if code == "u" else
+               f"has \\{code}, half of a character (a surrogate)" if len(code) == 5 else f"has \\{code}")
+        raise ValueError(f"{flag} {bad}; the escapes it reads are \\n, \\t, \\r, \\\\ and \\uXXXX: write \\\\ for a "
+                         "backslash, or type the character itself")
+    return ESCAPE.sub(replace, text)
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from .generate import Engine, inference_model, stream_text
     from .model import check_sampling
@@ -323,24 +348,36 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}; pass e.g. --max-new-tokens 300")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}; pass e.g. --num-samples 3")
     check_sampling(args.temperature, args.top_k, args.top_p)  # before the model is loaded
-    if any(not s for s in args.stop or ()):  # before the prompt is printed
+    prompt = unescape(args.prompt, "--prompt") or "\n"
+    stop = [unescape(s, "--stop") for s in args.stop or ()]
+    if any(not s for s in stop):  # before the prompt is printed
         raise ValueError("--stop must be non-empty text; drop the empty --stop ''")
     device = resolve_device(args.device)
     model, tokenizer, _ = load_pretrained(args.checkpoint, device=str(device))
-    prompt = args.prompt or "\n"
     unknown = sorted(set(prompt) - set(tokenizer.chars)) if tokenizer.kind == "char" else []
     if unknown:
         raise ValueError(f"--prompt has characters this char-level model never saw ({', '.join(map(repr, unknown[:10]))}); "
                          "remove them from --prompt, or train with --tokenizer bpe")
     engine = Engine(inference_model(model, args.dtype), compile=args.compile)
+    # --num-samples rows of one batch: each row draws its own tokens from the one seeded generator, so
+    # the samples differ (at --temperature 0 they are the same) and --seed reproduces them all
+    texts = [""] * args.num_samples
     print(prompt, end="", flush=True)
-    # printed as it is decoded; text that may still turn out to be a stop string or an unfinished
-    # UTF-8 character is held back until it is decided
-    for pieces in stream_text(engine, tokenizer, [prompt], args.max_new_tokens, stop=args.stop or (),
+    # the first sample is printed as it is decoded (text that may still turn out to be a stop string or
+    # an unfinished UTF-8 character is held back until it is decided); the others once all are done
+    for pieces in stream_text(engine, tokenizer, [prompt] * args.num_samples, args.max_new_tokens, stop=stop,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
         print(pieces[0], end="", flush=True)
+        texts = [t + p for t, p in zip(texts, pieces)]
     print()
+    if args.num_samples > 1:  # nanoGPT's layout: a line of dashes after each sample
+        print(SAMPLE_SEPARATOR)
+        for text in texts[1:]:
+            print(prompt + text)
+            print(SAMPLE_SEPARATOR)
 
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
@@ -517,12 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a trained checkpoint (printed as it is decoded)")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
-    p.add_argument("--prompt", default="\n")
+    escapes = r"; reads the escapes \n, \t, \r, \\ and \uXXXX (write \\ for a backslash)"
+    p.add_argument("--prompt", default="\n", help=r"text to continue (default: \n, a newline)" + escapes)
     p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=seed, default=1337)
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="samples of the prompt, decoded in one batch; more than one: a line of dashes after each")
+    p.add_argument("--seed", type=seed, default=1337, help="seed of the sampling: the same seed, the same samples")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                    help="weights to decode with: auto is a bf16 copy on CUDA, float32 elsewhere; int8 (CPU) "
@@ -530,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile the decode step (default: on CUDA only; it pays off over many tokens)")
     p.add_argument("--stop", action="append", metavar="TEXT",
-                   help="end the sample at this text (not printed); repeat for several")
+                   help=r"end the sample at this text (not printed), e.g. --stop '\n'; repeat for several" + escapes)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("export-hf", help="write a Hugging Face GPT2LMHeadModel directory")
@@ -616,10 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the command's own parser, whose --help lists the flags it takes
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    from .run import COMMAND_LINE
+
     workbench_log = logging.getLogger("workbench")
     level = workbench_log.level
     if args.command in ("pretrain", "finetune", "seq2seq-train"):  # what a run read, resumed from, stopped at
         workbench_log.setLevel(logging.INFO)
+    command_line = COMMAND_LINE.set(True)  # an interrupted run names the command that continues it
     try:
         args.func(args)
     except KeyboardInterrupt:  # Ctrl-C where there is nothing to save (sample, evaluate; training's second one)
@@ -634,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         workbench_log.setLevel(level)  # main() called in a process that goes on (a test, a notebook)
+        COMMAND_LINE.reset(command_line)
     return 0
 
 

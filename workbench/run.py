@@ -25,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,9 @@ RUN_KINDS = {"finetune": ("finetune", "finetune.load_finetuned"),
 
 # the command that uses a kind of run's model on the command line (a fine-tuned classifier has none)
 USED_BY = {"pretrain": "sample (or evaluate, export-hf)", "seq2seq-train": "translate"}
+# True while `python -m workbench` runs a command: an interrupted run then names the command that continues
+# it (its bare `--resume --out DIR` reloads the run's settings), not a notebook's resume=True
+COMMAND_LINE: ContextVar[bool] = ContextVar("COMMAND_LINE", default=False)
 
 
 def loader_of(kind: str) -> str:
@@ -85,6 +90,22 @@ def check_same_task(saved: ckpt.Checkpoint, now: dict[str, Any], flags: str) -> 
     if isinstance(task, dict) and "fingerprint" not in task:
         log.warning("this run keeps its task's sizes but no fingerprint of its rows (a run saved before runs kept "
                     "one): it resumes on the task given now; make sure it is the one it was started with (%s)", flags)
+
+
+def how_to_continue(out: Path | None, kind: str | None, dist: DistInfo) -> str:
+    """What the line of an interrupted run says to continue it: on the command line (`COMMAND_LINE`) the
+    command, e.g. "to continue: python -m workbench pretrain --out runs/x --resume" (torchrun's for a run
+    of several processes), else "rerun with resume=True to continue from runs/x/checkpoints"."""
+    if out is None:
+        return "without an out_dir there is no checkpoint to resume"
+    if not (COMMAND_LINE.get() and kind is not None):
+        return f"rerun with resume=True to continue from {out / ckpt.CHECKPOINTS}"
+    launcher = "python"
+    if dist.enabled:  # one node: its size; several: the torchrun flags they were started with
+        one_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)) == dist.world_size
+        launcher = (f"torchrun --standalone --nproc_per_node={dist.world_size}" if one_node else
+                    "torchrun (on every node, with the flags it was started with)")
+    return f"to continue: {launcher} -m workbench {kind} --out {shlex.quote(str(out))} --resume"
 
 
 def check_one_process(kind: str | None) -> None:
@@ -191,7 +212,7 @@ class Run:
         kind: the command training it ("pretrain", "finetune", "seq2seq-train"): a run of another
             kind in out_dir is not resumed.
     Attributes:
-        out, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started,
+        out, kind, saved (the checkpoint to resume, or None), dist (`distributed.dist_info()`), started,
         already_finished (resume="auto" found the run finished: `fit` trains nothing, `finish`
         writes nothing, `base_metrics` gives the figures the run reported).
     """
@@ -199,6 +220,7 @@ class Run:
     def __init__(self, out_dir: str | Path | None, resume: bool | str = False, kind: str | None = None):
         self.started = time.perf_counter()
         self.out = Path(out_dir) if out_dir is not None else None
+        self.kind = kind
         self.auto = resume == "auto"
         self.already_finished = False
         if resume == "auto":  # any step checkpoint, complete or damaged (then check_out_dir says so)
@@ -249,9 +271,8 @@ class Run:
         with stop_on_sigint(trainer):
             trainer.fit()
         if not trainer.finished and self.dist.is_main:  # one line, also under torchrun; the command line adds none
-            where = (f"rerun with --resume (resume=True) to continue from {self.out / ckpt.CHECKPOINTS}" if self.out
-                     else "without an out_dir there is no checkpoint to resume")
-            log.warning("interrupted at step %d of %d; %s", trainer.step, trainer.config.max_iters, where)
+            log.warning("interrupted at step %d of %d; %s", trainer.step, trainer.config.max_iters,
+                        how_to_continue(self.out, self.kind, self.dist))
         return trainer.finished
 
     def _check_left_to_train(self, trainer: Trainer) -> None:
