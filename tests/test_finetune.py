@@ -17,6 +17,7 @@ from workbench import train as train_module
 from dataclasses import fields
 
 from workbench.config import TrainConfig, finetune_train, preset
+from workbench.train import History
 from workbench.tasks import load_task
 from workbench.pretrain import load_pretrained, pretrain
 from workbench.evaluate import classifier_report
@@ -30,6 +31,7 @@ from workbench.finetune import (
     load_finetuned,
     load_predictions,
     predict_logits,
+    _warn_if_still_learning,
 )
 from workbench.tasks import encode_texts
 from workbench.compare import compare_modes, grid_workers, summarize, tfidf_baseline
@@ -620,6 +622,7 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         cut = finetune(base, task, quick(max_iters=2, max_len=8), progress=False)
     assert cut.metrics["window_filled_pct"] > 90 and "raise max_len (--max-len" in caplog.text
+    assert "full, seed 0: " in caplog.text  # which run of a grid
     caplog.clear()
     short = load_task(path, max_chars=20)  # char tokens: every passage fits the 32-token block
     with caplog.at_level("WARNING", logger="workbench.finetune"):
@@ -633,6 +636,46 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
     with caplog.at_level("WARNING", logger="workbench.compare"):  # beside TF-IDF, which reads them whole, it matters
         compare_modes(base, task, ["frozen"], seeds=[0], base_config=quick(max_iters=2), workers=1)
     assert "the passages are cut for frozen (" in caplog.text and "lower max_chars (--max-chars)" in caplog.text
+
+
+# ------------------------------------------------------------------------------------- undertraining
+@pytest.mark.parametrize("length, more", [({"max_iters": None, "epochs": 1.0},
+                                           "raise --epochs (FinetuneConfig.train.epochs, now 1)"),
+                                          ({"max_iters": 9}, "raise --max-iters (FinetuneConfig.train.max_iters, now 9) "
+                                                             "or give --epochs")])
+def test_a_run_ending_with_its_validation_loss_still_falling_says_more_epochs_may_help(base, csv_task, caplog,
+                                                                                      length, more):
+    """1 epoch of 72 passages (9 steps of 8, evaluations at 3, 6 and 9) leaves val_loss falling 7% over the last
+    interval; 30 epochs of the head alone end on a plateau (the lowest val_loss, but barely below the one before)."""
+    _, task = csv_task
+    with caplog.at_level("WARNING", logger="workbench.finetune"):
+        short = finetune(base, task, quick(eval_interval=None, **length), progress=False)
+    loss = short.history.evals()["val_loss"].to_numpy()
+    assert short.metrics["epochs"] == 1.0 and len(loss) == 3
+    assert loss[-1] == loss.min() and loss[-1] < 0.95 * loss[-2]  # what the warning says, from the run's history
+    assert caplog.text.count("validation loss still falling") == 1 and "full, seed 0: validation loss" in caplog.text
+    assert f"at the last evaluation ({loss[-2]:.3f} -> {loss[-1]:.3f}, {100 * (1 - loss[-1] / loss[-2]):.0f}% lower) " \
+           f"after 1.0 epochs: more epochs may help; {more}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.finetune"):
+        long = finetune(base, task, quick(mode="frozen", head_lr=0.03, batch_size=24, max_iters=None, eval_interval=None,
+                                          epochs=30.0), progress=False)
+    loss = long.history.evals()["val_loss"].to_numpy()
+    assert loss[-1] == loss.min() and 0.95 * loss[-2] < loss[-1] < loss[-2]  # still the lowest: the 5% decides
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("losses, warned", [
+    ([1.0, 0.9], True), ([1.2, 1.0, 0.94], True),  # the lowest and over 5% below the one before
+    ([1.0, 0.96], False),  # the lowest, 4% below: a plateau's wobble
+    ([0.8, 1.0, 0.9], False),  # 10% below the one before, but not the lowest: it overfitted earlier
+    ([0.9], False),  # one evaluation: nothing to compare
+])
+def test_the_still_falling_warning_wants_the_lowest_loss_clearly_below_the_one_before(caplog, losses, warned):
+    history = History([{"step": 10 * (i + 1), "val_loss": v} for i, v in enumerate(losses)])
+    with caplog.at_level("WARNING", logger="workbench.finetune"):
+        _warn_if_still_learning(history, FinetuneConfig(train=finetune_train()), epochs=3.0)
+    assert ("validation loss still falling" in caplog.text) is warned
 
 
 def test_predict_logits_restores_training_mode_even_when_a_batch_fails():

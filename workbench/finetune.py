@@ -34,7 +34,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from safetensors import safe_open
 from torch.nn import functional as F
 
 from .checkpoint import MODEL_FILE, DamagedCheckpointError
-from .config import FinetuneConfig, ModelConfig, RunConfig, from_dict
+from .config import FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_dict
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
 from .pretrain import load_pretrained
@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
 CUT_WARN_PCT = 25  # warn when more than this share of training passages fill the window and are cut
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
+# "More epochs may help" when the last evaluation's val_loss is the run's lowest and more than this much below the
+# one before. Validation scores the whole split, so the change is training, not sampling; in the last interval the
+# cosine has the lr under a quarter of its peak, and runs near their plateau moved val_loss by at most ~1.5% there
+# (the tests' tiny task), while short runs that train the body still fell 5.5-7% (1 epoch there; the default
+# profile's lora and scratch runs). Head-only runs learn slowly at that lr and can fall <1.5% far from converged.
+STILL_LEARNING_PCT = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,28 +354,19 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         test_macro_f1, test_per_class, test_confusion, val_accuracy, val_macro_f1, train_s, trainable_params,
         total_params, tokens_per_s, examples_per_s, ... If training was interrupted (Ctrl-C) the run is
         checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
+        A run that ends with its validation loss still falling clearly logs a warning (`STILL_LEARNING_PCT`).
     """
     run = Run(out_dir, resume, kind="finetune")
     device = setup_device(config.train, run.dist)
     info = _task_info(task)
-    # What to build: the saved run when resuming, else the pretrained checkpoint.
-    pretrained, tokenizer, base_config = None, None, None
     if run.saved is not None:
         run.check_same("finetune", asdict(config), ignore=("train",))  # the loop may change, as pretrain's
         check_same_task(run.saved, info, "--task, --text-col, --label-col, --split-seed and --max-chars")
-        if config.mode != "hf":
-            base_config = run.saved.artifact("config", RunConfig.from_dict)
-            tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
-    elif config.mode != "hf":
-        if checkpoint is None:
-            raise ValueError(f"mode={config.mode!r} needs --checkpoint (a pretraining run); only mode='hf' runs without one")
-        pretrained, tokenizer, base_config = load_pretrained(checkpoint)
-
+    pretrained, tokenizer, base_config = _starting_point(run, checkpoint, config.mode)
     torch.manual_seed(config.train.seed)  # the head, the adapters and (scratch) the whole GPT
     model = build_classifier(config, task.num_labels, base_config.model if base_config else None, pretrained)
     if config.mode == "hf":
-        tokenizer = load_hf_encoder(config.hf_model, with_model=False)[1]
-        limit = HF_MAX_LEN
+        tokenizer, limit = load_hf_encoder(config.hf_model, with_model=False)[1], HF_MAX_LEN
     else:
         limit = base_config.model.block_size
     max_len = config.window(limit)
@@ -378,28 +375,16 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     cut_pct = 100.0 * float((enc["train"][1] >= max_len).float().mean())  # passages that fill the window
     if cut_pct > CUT_WARN_PCT and max_len < limit and run.saved is None:  # the model could read more of them
         # (cut at the model's whole context, they are the most it can read: compare_modes says so beside TF-IDF)
-        log.warning("%.0f%% of the training passages fill the %d-token window and are cut; raise max_len (--max-len, "
-                    "at most %d) or lower max_chars (--max-chars)", cut_pct, max_len, limit)
+        log.warning("%s: %.0f%% of the training passages fill the %d-token window and are cut; raise max_len "
+                    "(--max-len, at most %d) or lower max_chars (--max-chars)", run_name(config), cut_pct, max_len, limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
-    n_train = len(y["train"])
-    tc = config.loop(n_train)
-    train_idx, train_len = enc["train"]
-
-    def next_batch(generator: torch.Generator):
-        ix = torch.randint(n_train, (tc.batch_size,), generator=generator)
-        n = train_len[ix]
-        x = train_idx[ix] if tc.cuda_graph else trim_padding(train_idx[ix], n)  # a CUDA graph replays one shape
-        return x.to(device), n.to(device), y["train"][ix].to(device)
-
+    tc = config.loop(len(y["train"]))
     evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
-    artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
-    if task.source is not None:  # how to load the task again: a bare `finetune --resume` reads it
-        artifacts["task_source"] = task.source
-    if config.mode != "hf":
-        artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
-    trainer = Trainer(model, tc, next_batch, evaluate, run_dir=run.out, artifacts=artifacts, monitor="val_macro_f1",
-                      mode="max", callbacks=callbacks, progress=progress, param_groups=param_groups(model, config, tc.lr),
-                      dist=run.dist, device=device, count_tokens=lambda batch: int(batch[1].sum()))
+    artifacts = _artifacts(config, task, info, base_config, tokenizer)
+    trainer = Trainer(model, tc, _batch_sampler(*enc["train"], y["train"], tc, device), evaluate, run_dir=run.out,
+                      artifacts=artifacts, monitor="val_macro_f1", mode="max", callbacks=callbacks, progress=progress,
+                      param_groups=param_groups(model, config, tc.lr), dist=run.dist, device=device,
+                      count_tokens=lambda batch: int(batch[1].sum()))
     evaluate.trainer = trainer
     completed = run.fit(trainer)
     classifier = TextClassifier(model, tokenizer, list(task.labels), config, max_len)
@@ -407,29 +392,103 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     if not completed:
         return FinetuneResult(classifier, trainer.history, metrics, run.out)
 
-    split_logits = {}
-    for s in ("val", "test"):
-        # the restored best weights were scored on val at best_step during training
-        logits = evaluate.logits.get(trainer.best_step) if s == "val" else None
-        if logits is None:  # in the training dtype, as the validation passes were
-            with autocast_context(device, trainer.compute_dtype):
-                logits = predict_logits(model, *enc[s], config.eval_batch_size, device)
-        split_logits[s] = logits
+    split_logits = _best_logits(trainer, evaluate, enc, config.eval_batch_size)
+    for s, logits in split_logits.items():
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
-    trainable, total = count_params(model)
-    per_step = tc.batch_size * tc.grad_accum  # examples one optimizer step learns from
-    metrics |= {
-        "pooling": config.pooling, "lr": tc.lr, "head_lr": config.head_lr, "steps": tc.max_iters,
-        "window_filled_pct": cut_pct, "epochs": tc.max_iters * per_step / n_train, "max_len": max_len,
-        "trainable_params": trainable, "total_params": total, "train_s": metrics.get("train_s", 0.0),
-        "examples_per_s": per_step * 1000 / metrics.get("ms_per_iter_median", float("nan")),
-        "labels": list(task.labels), "task": task.name, "n_train": n_train, "n_val": len(y["val"]),
-        "n_test": len(y["test"]),
-    }
+    metrics |= _run_summary(classifier, tc, task, cut_pct, metrics)
+    if not trainer.stopped_early:  # (a run that stopped early has converged)
+        _warn_if_still_learning(trainer.history, config, metrics["epochs"])
     run.finish(trainer, artifacts, metrics)
     if run.out is not None and run.dist.is_main:
         write_predictions(run.out / PREDICTIONS, task, split_logits)
     return FinetuneResult(classifier, trainer.history, metrics, run.out)
+
+
+def _starting_point(run: Run, checkpoint: str | Path | None, mode: str) -> tuple[GPT | None, Any, RunConfig | None]:
+    """(pretrained GPT, tokenizer, its RunConfig) to build the classifier from: the pretraining checkpoint's,
+    or when resuming the run's own tokenizer and config (its checkpoint then restores every weight);
+    (None, None, None) for mode "hf", whose encoder and tokenizer are the packaged ones."""
+    if mode == "hf":
+        return None, None, None
+    if run.saved is not None:
+        base_config = run.saved.artifact("config", RunConfig.from_dict)
+        return None, run.saved.artifact("tokenizer", tokenizer_from_dict), base_config
+    if checkpoint is None:
+        raise ValueError(f"mode={mode!r} needs --checkpoint (a pretraining run); only mode='hf' runs without one")
+    return load_pretrained(checkpoint)
+
+
+def _batch_sampler(idx: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, tc: TrainConfig,
+                   device: torch.device) -> Callable[[torch.Generator], tuple[torch.Tensor, ...]]:
+    """The Trainer's `next_batch`: tc.batch_size training passages drawn with replacement from the Trainer's
+    (checkpointed) generator, as (idx (B, T), lengths (B,), labels (B,)) on `device`."""
+
+    def next_batch(generator: torch.Generator):
+        ix = torch.randint(len(labels), (tc.batch_size,), generator=generator)
+        n = lengths[ix]
+        x = idx[ix] if tc.cuda_graph else trim_padding(idx[ix], n)  # a CUDA graph replays one shape
+        return x.to(device), n.to(device), labels[ix].to(device)
+
+    return next_batch
+
+
+def _artifacts(config: FinetuneConfig, task: TaskData, info: dict[str, Any], base_config: RunConfig | None,
+               tokenizer: Any) -> dict[str, Any]:
+    """The JSON files written beside every checkpoint and the final model: what rebuilds and resumes the run."""
+    artifacts = {"finetune": asdict(config), "labels": list(task.labels), "task": info}
+    if task.source is not None:  # how to load the task again: a bare `finetune --resume` reads it
+        artifacts["task_source"] = task.source
+    if config.mode != "hf":
+        artifacts |= {"config": base_config.to_dict(), "tokenizer": tokenizer.to_dict()}
+    return artifacts
+
+
+def _best_logits(trainer: Trainer, evaluate: _Evaluator, enc: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 batch_size: int) -> dict[str, torch.Tensor]:
+    """{"val", "test"}: logits (N, num_labels) of the restored best weights. Those weights were scored on val
+    at best_step during training (unless that step was before a resume); the rest is a pass in the training
+    dtype, as the validation passes were."""
+    logits = {"val": evaluate.logits.get(trainer.best_step), "test": None}
+    for s in logits:
+        if logits[s] is None:
+            with autocast_context(trainer.device, trainer.compute_dtype):
+                logits[s] = predict_logits(trainer.model, *enc[s], batch_size, trainer.device)
+    return logits
+
+
+def _run_summary(classifier: TextClassifier, tc: TrainConfig, task: TaskData, cut_pct: float,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's account of the run beside its scores: settings, sizes and speed (from `metrics`'s timing)."""
+    config, n_train = classifier.config, len(task.train)
+    trainable, total = count_params(classifier.model)
+    per_step = tc.batch_size * tc.grad_accum  # examples one optimizer step learns from
+    return {
+        "pooling": config.pooling, "lr": tc.lr, "head_lr": config.head_lr, "steps": tc.max_iters,
+        "window_filled_pct": cut_pct, "epochs": tc.max_iters * per_step / n_train, "max_len": classifier.max_len,
+        "trainable_params": trainable, "total_params": total, "train_s": metrics.get("train_s", 0.0),
+        "examples_per_s": per_step * 1000 / metrics.get("ms_per_iter_median", float("nan")),
+        "labels": list(task.labels), "task": task.name, "n_train": n_train, "n_val": len(task.val),
+        "n_test": len(task.test),
+    }
+
+
+def run_name(config: FinetuneConfig) -> str:
+    """How warnings name a run, so that those of a grid's runs tell them apart: "lora, seed 1"."""
+    return f"{config.mode}, seed {config.train.seed}"
+
+
+def _warn_if_still_learning(history: History, config: FinetuneConfig, epochs: float) -> None:
+    """Log one warning when a run ended with its validation loss still falling clearly: its last evaluation
+    is its lowest and more than STILL_LEARNING_PCT % below the one before (`epochs`: what the run trained)."""
+    losses = history.evals()["val_loss"].to_numpy()  # a finished run evaluated at least at its last step
+    if len(losses) < 2 or losses[-1] > losses.min() or losses[-1] >= (1 - STILL_LEARNING_PCT / 100) * losses[-2]:
+        return
+    train = config.train
+    more = (f"--epochs (FinetuneConfig.train.epochs, now {train.epochs:g})" if train.max_iters is None else
+            f"--max-iters (FinetuneConfig.train.max_iters, now {train.max_iters}) or give --epochs")
+    log.warning("%s: validation loss still falling at the last evaluation (%.3f -> %.3f, %.0f%% lower) after %.1f "
+                "epochs: more epochs may help; raise %s", run_name(config), losses[-2], losses[-1],
+                100 * (1 - losses[-1] / losses[-2]), epochs, more)
 
 
 # ---------------------------------------------------------------------------------------------
