@@ -67,6 +67,24 @@ def test_start_refuses_to_overwrite_an_earlier_run(tmp_path):
     assert (tmp_path / "pretrain" / "keep.txt").read_text() == "x"
 
 
+def test_seq2seq_task_takes_the_task_flags_of_seq2seq_train(tmp_path):
+    """05's `locales` draws the date task in those locales at the profile's sizes; a parameter the chosen
+    task would not read is refused in one line, as the command line refuses its flag."""
+    from workbench.report import notebook_parameters
+    from workbench.translation import DATE_LOCALES
+
+    ctx = notebook.NotebookContext("05_seq2seq", "smoke", tmp_path)
+    task = notebook.seq2seq_task(ctx, "dates", locales="en, ja")
+    assert sorted(set(task.train["locale"])) == sorted(set(task.test["locale"])) == ["en", "ja"]
+    assert task.source == {"spec": "dates", "seed": 0, "n_train": 3000, "n_val": 100, "n_test": 100,
+                           "locales": ["en", "ja"]}  # the smoke profile's sizes
+    # the notebook's default is every locale, so a file of pairs with the default locales is not refused
+    assert notebook_parameters(NOTEBOOKS / "05_seq2seq.ipynb")["locales"] == ",".join(DATE_LOCALES)
+    with pytest.raises(ValueError, match=r"locales='en'.*is a file of pairs: leave locales at its default"):
+        notebook.seq2seq_task(ctx, str(tmp_path / "pairs.tsv"), locales="en")
+    with pytest.raises(ValueError, match=r"source_col='en'.*the date task reads none: set translation_task"):
+        notebook.seq2seq_task(ctx, "dates", source_col="en")
+
 def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
     import pandas as pd
 
@@ -372,6 +390,63 @@ def test_02_to_04_run_on_a_corpus_and_a_task_of_your_own(tmp_path):
     own = ev.lm_metrics(model, tokenizer, corpus.splits["val"][:3000])  # smoke: 04 scores 3,000 characters
     assert m["val_bits_per_char"] == pytest.approx(own["bits_per_char"], rel=1e-6) and math.isfinite(own["bits_per_char"])
 
+
+def run_one_notebook(name, tmp_path, parameters):
+    """`name` alone through the report runner (smoke profile) with `parameters`; its metrics."""
+    import shutil
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / f"{name}.ipynb", folder)
+    report = run_report(folder, tmp_path / "report", profile="smoke", timeout=300, parameters=parameters)
+    assert report["status"] == "ok" and report["notebooks"][0]["parameters"].items() >= parameters.items()
+    return metrics(tmp_path / "report", name)
+
+
+@pytest.mark.slow
+def test_01_attention_runs_on_a_corpus_of_your_own(tmp_path):
+    """`corpus` and `text_column` reach 01: its comparison tokenizers and the GPT it trains (02 has not
+    run) read the CSV's `body` column, not the plays."""
+    import pandas as pd
+    from helpers import word_corpus
+
+    from workbench import data
+    from workbench.pretrain import load_pretrained
+
+    lines = word_corpus(tmp_path / "lines.txt", "the quick brown fox jumps over a lazy dog", 400, 12).read_text()
+    pd.DataFrame({"id": range(400), "body": lines.splitlines()}).to_csv(tmp_path / "own.csv", index=False)
+    m = run_one_notebook("01_attention", tmp_path, {"corpus": str(tmp_path / "own.csv"), "text_column": "body",
+                                                   "text": "the lazy dog"})
+    own = data.load_corpus(tmp_path / "own.csv", text_column="body")
+    assert m["corpus"] == "own.csv" and m["char_vocab_size"] == len(set(own.train_text)) == 28  # a-z, space, newline
+    assert m["char_tokens"] == len("the lazy dog")
+    _, tokenizer, config = load_pretrained(tmp_path / "report" / "run" / "attention_gpt")
+    assert (config.data.corpus, config.data.text_column) == (str(tmp_path / "own.csv"), "body")
+    assert tokenizer.vocab_size == 28  # smoke: a char GPT of the CSV's characters
+
+
+@pytest.mark.slow
+def test_05_seq2seq_runs_on_pairs_of_your_own(tmp_path):
+    """`translation_task`, `source_col` and `target_col` reach 05: it trains on a TSV of pairs (its
+    `locale` and `split` columns kept) and scores them without the date task's parser and month alignment."""
+    import pandas as pd
+
+    ones = "zero one two three four five six seven eight nine".split()
+    tens = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+    rows = [{"words": f"{tens[n // 10]} {ones[n % 10]}", "digits": str(n), "locale": "en"} for n in range(20, 100)]
+    rows += [{"words": " ".join(str(n)), "digits": str(n), "locale": "spaced"} for n in range(20, 100)]
+    pairs = pd.DataFrame(rows).assign(split=lambda df: ["test" if i % 10 == 7 else "val" if i % 10 == 3 else "train"
+                                                        for i in range(len(df))])
+    pairs.to_csv(tmp_path / "pairs.tsv", sep="\t", index=False)
+    m = run_one_notebook("05_seq2seq", tmp_path, {"translation_task": str(tmp_path / "pairs.tsv"),
+                                                 "source_col": "words", "target_col": "digits",
+                                                 "explore_text": "forty two"})
+    assert m["task"] == "pairs.tsv" and m["n_test"] == (pairs["split"] == "test").sum() == 16
+    assert not {"reference_parser", "month_alignment", "rule-based_exact_match"} & m.keys()
+    assert {"greedy_exact_match_en", "greedy_exact_match_spaced", "greedy_exact_match_all"} <= m.keys()
+    assert 0 <= m["greedy_exact_match_all"] <= 1 and 0 <= m["beam_4_bleu"] <= 100
+    source = json.loads((tmp_path / "report" / "run" / "seq2seq" / "model" / "task_source.json").read_text())
+    assert source == {"spec": str(tmp_path / "pairs.tsv"), "source_col": "words", "target_col": "digits", "seed": 0}
 
 # ------------------------------------------------------------------ interrupting a kernel
 KERNEL_SETUP = """

@@ -209,8 +209,8 @@ def test_report_json_says_what_produced_it(passing):
 
 def test_every_parameter_of_a_notebook_is_recorded_with_its_default():
     params = notebook_parameters(Path(__file__).resolve().parent.parent / "notebooks" / "01_attention.ipynb")
-    assert params == {"profile": "default", "run_dir": "../runs/notebooks",
-                      "text": "To be, or not to be, that is the question"}
+    assert params == {"profile": "default", "run_dir": "../runs/notebooks", "corpus": "shakespeare",
+                      "text_column": "text", "text": "To be, or not to be, that is the question"}
 
 
 def test_describe_code_gives_the_revision_and_uncommitted_changes_or_none(tmp_path):

@@ -254,6 +254,31 @@ def finetune_task_metrics(spec: str, text_col: str = "text", label_col: str = "l
             "task_label_col": label_col}
 
 
+def seq2seq_task(ctx: NotebookContext, spec: str = "dates", source_col: str = "source", target_col: str = "target",
+                 locales: str | None = None):
+    """The translation task of 05_seq2seq, chosen as `seq2seq-train`'s task flags choose it: "dates" (drawn
+    at the profile's 05 sizes, in `locales`: comma-separated CLDR codes such as "en,de", None for all
+    ten) or a .tsv/.csv/.jsonl file of pairs with its `source_col` and `target_col`. A parameter the
+    chosen task would not read is refused, as the command line refuses its flag.
+
+    Returns:
+        a `translation.PairTask`.
+    """
+    from .translation import DATE_LOCALES, load_pairs
+
+    chosen = list(DATE_LOCALES) if locales is None else [x.strip() for x in locales.split(",") if x.strip()]
+    if spec != "dates":
+        if chosen != list(DATE_LOCALES):
+            raise ValueError(f"locales={locales!r} chooses the date task's locales; translation_task={spec!r} is a file "
+                             "of pairs: leave locales at its default (a locale column in the file gives per-locale scores)")
+        return load_pairs(spec, source_col, target_col)
+    if (source_col, target_col) != ("source", "target"):
+        raise ValueError(f"source_col={source_col!r}, target_col={target_col!r} name the columns of a file of pairs; "
+                         "the date task reads none: set translation_task to your file, or leave them \"source\", \"target\"")
+    s = ctx.settings_of("05_seq2seq")
+    return load_pairs("dates", n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, locales=chosen)
+
+
 def _finetune_runs(ctx: NotebookContext) -> list[Path]:
     """The run directories 03_finetuning saved under run_dir/finetune/<mode>, by mode."""
     root = ctx.require("finetune", "03_finetuning")
