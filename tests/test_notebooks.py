@@ -85,6 +85,24 @@ def test_seq2seq_task_takes_the_task_flags_of_seq2seq_train(tmp_path):
     with pytest.raises(ValueError, match=r"source_col='en'.*the date task reads none: set translation_task"):
         notebook.seq2seq_task(ctx, "dates", source_col="en")
 
+def test_01s_own_gpt_is_reused_in_its_run_dir_and_one_of_another_corpus_is_refused(tmp_path):
+    """01 without 02 trains a GPT in run_dir/attention_gpt; run again it reuses that one (the same weights, not
+    trained again), and run again on another corpus it refuses rather than show the old corpus's model."""
+    from workbench.config import preset, updated
+
+    for name, text in (("a.txt", "to be or not to be\n"), ("b.txt", "all the world's a stage\n")):
+        (tmp_path / name).write_text(text * 400)
+    ctx = notebook.start("01_attention", profile="smoke", run_dir=str(tmp_path / "run"))
+    config = lambda corpus: updated(preset("smoke", train={"max_iters": 4}), {"data": {"corpus": str(tmp_path / corpus)}})
+    model, tokenizer, source = notebook.trained_gpt(ctx, config("a.txt"))
+    again, _, _ = notebook.trained_gpt(ctx, config("a.txt"))
+    assert source == str(tmp_path / "run" / "attention_gpt") and set(tokenizer.chars) == set("to be or not\n")
+    assert all((a == b).all() for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match=r"^data.corpus='.*b.txt' differs from the checkpoint's '.*a.txt' in .*"
+                                         r"attention_gpt; give data.corpus="):
+        notebook.trained_gpt(ctx, config("b.txt"))
+
+
 def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):
     import pandas as pd
 

@@ -4,6 +4,7 @@ resume="auto", Ctrl-C as a clean stop, and the final files."""
 import json
 import logging
 import os
+import re
 import signal
 
 import numpy as np
@@ -130,7 +131,17 @@ def test_saved_config_differences_are_refused_with_the_flag_to_drop(tmp_path):
     run = Run(tmp_path, resume=True)
     run.check_same("config", {"data": {"corpus": "a"}, "model": {"n_layer": 1, "vocab_size": 99}},
                    ignore=("model.vocab_size",))  # the same run: no error
-    with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer"):
+    token = COMMAND_LINE.set(True)
+    try:
+        with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer"):
+            run.check_same("config", {"model": {"n_layer": 2}})
+    finally:
+        COMMAND_LINE.reset(token)
+    # in a notebook or the library: the field and its saved value, or another run_dir (01 and 06 rerun with a
+    # new corpus in the same run_dir meet this)
+    with pytest.raises(ValueError, match=rf"^model.n_layer=2 differs from the checkpoint's 1 in {re.escape(str(tmp_path))}; give "
+                                         r"model.n_layer=1 to resume it as saved, or train in another out_dir \(a "
+                                         r"notebook: another run_dir\)$"):
         run.check_same("config", {"model": {"n_layer": 2}})
 
 

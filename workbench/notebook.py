@@ -186,18 +186,18 @@ def text_table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str =
 
 def trained_gpt(ctx: NotebookContext, config):
     """The GPT that 02_pretraining left in run_dir, else a small one trained here as `config`
-    (a RunConfig) says.
+    (a RunConfig) says, in run_dir/attention_gpt: a later run with the same run_dir reuses it (or
+    finishes it, if interrupted), and refuses one trained on another corpus or settings.
 
     Returns:
         (model, tokenizer, where it came from)
     """
     from .pretrain import load_pretrained, pretrain
 
-    for folder in ("pretrain", "attention_gpt"):
-        if ctx.path(folder, "model", "model.safetensors").exists():
-            model, tokenizer, _ = load_pretrained(ctx.path(folder))
-            return model, tokenizer, str(ctx.path(folder))
-    result = pretrain(config, ctx.path("attention_gpt"), progress=False)
+    if ctx.path("pretrain", "model", "model.safetensors").exists():
+        model, tokenizer, _ = load_pretrained(ctx.path("pretrain"))
+        return model, tokenizer, str(ctx.path("pretrain"))
+    result = pretrain(config, ctx.path("attention_gpt"), progress=False, resume="auto")
     return result.model.cpu().eval(), result.tokenizer, str(ctx.path("attention_gpt"))
 
 

@@ -242,7 +242,8 @@ class Run:
 
     def check_same(self, artifact: str, given: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
         """A resumed run must be the saved one: every field of `given` (nested sections allowed, e.g.
-        {"data": {...}, "model": {...}}) must equal the saved artifact's, except `ignore` ("model.vocab_size")."""
+        {"data": {...}, "model": {...}}) must equal the saved artifact's, except `ignore` ("model.vocab_size").
+        The error names the fix in the caller's terms: a flag on the command line (`COMMAND_LINE`), else a field."""
         if self.saved is None:
             return
 
@@ -253,10 +254,14 @@ class Run:
                     continue
                 if isinstance(value, dict) and isinstance(saved[key], dict):
                     compare(saved[key], value, f"{name}.")
-                elif saved[key] != value:
+                elif saved[key] != value and COMMAND_LINE.get():
                     raise ValueError(f"{name}={value!r} differs from the checkpoint's {saved[key]!r}; drop "
                                      f"--{key.replace('_', '-')} (or the --preset that sets it) to resume as saved, "
                                      f"or start a new run in another --out")
+                elif saved[key] != value:  # the library, a notebook
+                    raise ValueError(f"{name}={value!r} differs from the checkpoint's {saved[key]!r} in {self.out}; "
+                                     f"give {name}={saved[key]!r} to resume it as saved, or train in another out_dir "
+                                     "(a notebook: another run_dir)")
 
         compare(self.saved.artifacts[artifact], given, "")
 
