@@ -639,10 +639,9 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
 
 
 # ------------------------------------------------------------------------------------- undertraining
-@pytest.mark.parametrize("length, more", [({"max_iters": None, "epochs": 1.0},
-                                           "raise --epochs (FinetuneConfig.train.epochs, now 1)"),
-                                          ({"max_iters": 9}, "raise --max-iters (FinetuneConfig.train.max_iters, now 9) "
-                                                             "or give --epochs")])
+@pytest.mark.parametrize("length, more", [({"max_iters": None, "epochs": 1.0}, "raise FinetuneConfig.train.epochs (now 1)"),
+                                          ({"max_iters": 9}, "raise FinetuneConfig.train.max_iters (now 9), or set its "
+                                                             "epochs")])
 def test_a_run_ending_with_its_validation_loss_still_falling_says_more_epochs_may_help(base, csv_task, caplog,
                                                                                       length, more):
     """1 epoch of 72 passages (9 steps of 8, evaluations at 3, 6 and 9) leaves val_loss falling 7% over the last
@@ -676,6 +675,21 @@ def test_the_still_falling_warning_wants_the_lowest_loss_clearly_below_the_one_b
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         _warn_if_still_learning(history, FinetuneConfig(train=finetune_train()), epochs=3.0)
     assert ("validation loss still falling" in caplog.text) is warned
+
+
+def test_the_still_falling_warning_names_the_flag_on_the_command_line(caplog):
+    from workbench.run import COMMAND_LINE
+
+    history = History([{"step": 10, "val_loss": 1.0}, {"step": 20, "val_loss": 0.9}])
+    token = COMMAND_LINE.set(True)
+    try:
+        with caplog.at_level("WARNING", logger="workbench.finetune"):
+            _warn_if_still_learning(history, FinetuneConfig(train=finetune_train(max_iters=None, epochs=2.0)), 2.0)
+            _warn_if_still_learning(history, FinetuneConfig(train=finetune_train(max_iters=20)), 2.0)
+    finally:
+        COMMAND_LINE.reset(token)
+    assert "(1.000 -> 0.900, 10% lower) after 2.0 epochs: more epochs may help; raise --epochs (now 2)\n" in caplog.text
+    assert "raise --max-iters (now 20), or give --epochs" in caplog.text and "FinetuneConfig" not in caplog.text
 
 
 def test_predict_logits_restores_training_mode_even_when_a_batch_fails():

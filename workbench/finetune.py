@@ -47,7 +47,7 @@ from .config import FinetuneConfig, ModelConfig, RunConfig, TrainConfig, from_di
 from .metrics import accuracy, macro_f1, split_metrics
 from .model import GPT, eval_mode
 from .pretrain import load_pretrained
-from .run import Run, check_same_task, load_final, require_artifacts, setup_device
+from .run import COMMAND_LINE, Run, check_same_task, load_final, require_artifacts, setup_device
 from .tasks import TaskData, encode_task, encode_texts, trim_padding
 from .tokenizer import tokenizer_from_dict
 from .train import Callback, History, Trainer, autocast_context
@@ -484,8 +484,12 @@ def _warn_if_still_learning(history: History, config: FinetuneConfig, epochs: fl
     if len(losses) < 2 or losses[-1] > losses.min() or losses[-1] >= (1 - STILL_LEARNING_PCT / 100) * losses[-2]:
         return
     train = config.train
-    more = (f"--epochs (FinetuneConfig.train.epochs, now {train.epochs:g})" if train.max_iters is None else
-            f"--max-iters (FinetuneConfig.train.max_iters, now {train.max_iters}) or give --epochs")
+    if COMMAND_LINE.get():
+        more = (f"--epochs (now {train.epochs:g})" if train.max_iters is None else
+                f"--max-iters (now {train.max_iters}), or give --epochs")
+    else:  # the library, a notebook (whose profile "full" trains longer), a grid's worker
+        more = (f"FinetuneConfig.train.epochs (now {train.epochs:g})" if train.max_iters is None else
+                f"FinetuneConfig.train.max_iters (now {train.max_iters}), or set its epochs")
     log.warning("%s: validation loss still falling at the last evaluation (%.3f -> %.3f, %.0f%% lower) after %.1f "
                 "epochs: more epochs may help; raise %s", run_name(config), losses[-2], losses[-1],
                 100 * (1 - losses[-1] / losses[-2]), epochs, more)
