@@ -102,6 +102,43 @@ def test_stop_strings_end_each_row_where_expected_and_streaming_equals_generate(
     assert ["".join(s[b] for s in steps) for b in range(2)] == free
 
 
+def streamed(engine, tok, prompts, n, stop):
+    """stream_text's steps and each row's pieces joined."""
+    steps = list(stream_text(engine, tok, prompts, n, stop=stop, temperature=0))
+    return steps, ["".join(s[b] for s in steps) for b in range(len(prompts))]
+
+
+def test_a_stop_string_begun_in_the_prompt_ends_the_row_when_the_generated_text_completes_it(char_tok):
+    """As Hugging Face's StopStringCriteria (the whole sequence): "Hello\n" + a first "\n" ends at "\n\n"."""
+    engine = Engine(sharp(vocab_size=char_tok.vocab_size, block_size=64))
+    free = generate_text(engine, char_tok, ["to be"], 30, temperature=0)[0]
+    for stop, tokens in (("e" + free[0], 1), ("be" + free[:2], 2)):  # ends at the 1st (2nd) generated character
+        assert free.find(stop) != 0
+        assert generate_text(engine, char_tok, ["to be"], 30, stop=[stop], temperature=0) == [""]
+        steps, joined = streamed(engine, char_tok, ["to be"], 30, [stop])
+        assert joined == [""] and all(s == [""] for s in steps)  # none of it shown, not even held back then let go
+        assert len(steps) == tokens + 1  # the row ended at the token that completed it; one closing step
+    # a stop string wholly inside the prompt does not end the row at once (nor does the longer one's reach)
+    for stop in (["be", "\x00\x00\x00"], ["to be"]):
+        cut = min((i for i in (free.find(s) for s in stop) if i >= 0), default=len(free))
+        assert generate_text(engine, char_tok, ["to be"], 30, stop=stop, temperature=0) == [free[:cut]]
+        assert streamed(engine, char_tok, ["to be"], 30, stop)[1] == [free[:cut]]
+        assert cut >= 3
+
+
+def test_a_stop_string_begun_in_one_rows_prompt_ends_that_row_only(char_tok):
+    engine = Engine(sharp(vocab_size=char_tok.vocab_size, block_size=64))
+    prompts = ["to be", "the king and"]
+    free = generate_text(engine, char_tok, prompts, 30, temperature=0)
+    stop = "e" + free[0][:2]  # begins at row 0's last prompt character; row 1's prompt ends in "d"
+    cut = free[1].find(stop)
+    expected = ["", free[1][:cut] if cut >= 0 else free[1]]
+    assert len(expected[1]) >= 5
+    assert generate_text(engine, char_tok, prompts, 30, stop=[stop], temperature=0) == expected
+    steps, joined = streamed(engine, char_tok, prompts, 30, [stop])
+    assert joined == expected and all(s[0] == "" for s in steps)
+
+
 @pytest.mark.slow  # one inductor compilation: ~30 s on a busy 2-core CPU
 def test_compiled_decode_equals_eager_and_does_not_recompile_over_200_tokens():
     from torch._dynamo.utils import counters

@@ -250,13 +250,30 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
     return max((n for s in stop for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
 
 
+def _stop_cut(tail: str, text: str, stop: Sequence[str]) -> int:
+    """Where the generated text ends at its first stop string: an index into text, -1 if none.
+
+    A stop string counts when it ends after the prompt, so it may begin in the prompt (as Hugging
+    Face's `StopStringCriteria`, which matches against the whole sequence): tail is the prompt's last
+    max(len(stop)) - 1 characters, all such a stop string can reach into. One wholly inside the prompt
+    does not count. A stop string that begins in the prompt cuts the text at 0.
+    """
+    seen = tail + text
+    # start each search where a match would end after the tail: never one wholly in the prompt
+    found = [i for i in (seen.find(s, max(len(tail) - len(s) + 1, 0)) for s in stop) if i >= 0]
+    return max(min(found) - len(tail), 0) if found else -1  # never a cut into the prompt
+
+
 def stream_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
                 stop_tokens: Sequence[int] = (), **sampling) -> Iterator[list[str]]:
     """Yield, per decoding step, the new text of every row (a list of B strings, "" where nothing new).
 
-    A row ends at the first of its stop strings (which is not shown) or stop tokens. Text that
-    might be the start of a stop string, or an unfinished UTF-8 character, is held back until it
-    is decided, so the pieces joined equal `generate_text`'s result.
+    A row ends at the first of its stop strings (which is not shown) or stop tokens. A stop string
+    counts once it ends in the generated text, even if it begins in the prompt (as Hugging Face's
+    `StopStringCriteria`, which sees the whole sequence): the prompt "Hello\n" with the stop "\n\n"
+    ends at a first generated "\n", showing nothing; one wholly inside the prompt does not count.
+    Text that might be the start of a stop string, or an unfinished UTF-8 character, is held back
+    until it is decided, so the pieces joined equal `generate_text`'s result.
 
     Args:
         engine: an `Engine` over the model; tokenizer: the model's (`encode`/`decode`).
@@ -271,6 +288,9 @@ def stream_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_token
         raise ValueError("stop strings must be non-empty; remove the empty string from stop")
     check_vocabulary(engine.model, tokenizer)
     ids = [tokenizer.encode(p) for p in prompts]
+    # a stop string may begin in the prompt: keep the prompt's last characters that one could span
+    reach = max(map(len, stop), default=1) - 1
+    tails = [p[max(len(p) - reach, 0):] for p in prompts]
     new: list[list[int]] = [[] for _ in prompts]
     shown = ["" for _ in prompts]
     ended = [False for _ in prompts]
@@ -287,12 +307,13 @@ def stream_text(engine: Engine, tokenizer, prompts: Sequence[str], max_new_token
             else:
                 new[b].append(token)
             text = tokenizer.decode(new[b])
-            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+            cut = _stop_cut(tails[b], text, stop)
             if cut >= 0:
                 text, ended[b] = text[:cut], True
             elif not ended[b]:
                 text = text.rstrip("\ufffd")  # a byte-level BPE token may end inside a character
-                text = text[: len(text) - _held_back(text, stop)]
+                # held back with the prompt's tail: the text may be the middle of a stop string begun there
+                text = text[: len(text) - min(_held_back(tails[b] + text, stop), len(text))]
             pieces.append(text[len(shown[b]):])
             shown[b] = text
         yield pieces
