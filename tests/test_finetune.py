@@ -31,7 +31,7 @@ from workbench.finetune import (
     load_finetuned,
     load_predictions,
     predict_logits,
-    _warn_if_still_learning,
+    ended_on_best,
 )
 from workbench.tasks import encode_texts
 from workbench.compare import compare_modes, grid_workers, summarize, tfidf_baseline
@@ -639,57 +639,61 @@ def test_a_window_shorter_than_the_passages_is_reported(base, csv_task, caplog):
 
 
 # ------------------------------------------------------------------------------------- undertraining
-@pytest.mark.parametrize("length, more", [({"max_iters": None, "epochs": 1.0}, "raise FinetuneConfig.train.epochs (now 1)"),
-                                          ({"max_iters": 9}, "raise FinetuneConfig.train.max_iters (now 9), or set its "
-                                                             "epochs")])
-def test_a_run_ending_with_its_validation_loss_still_falling_says_more_epochs_may_help(base, csv_task, caplog,
-                                                                                      length, more):
-    """1 epoch of 72 passages (9 steps of 8, evaluations at 3, 6 and 9) leaves val_loss falling 7% over the last
-    interval; 30 epochs of the head alone end on a plateau (the lowest val_loss, but barely below the one before)."""
+def test_a_run_whose_macro_f1_was_still_rising_at_its_end_says_more_epochs_may_help(base, csv_task, caplog):
+    """9 steps (evaluations at 3, 6 and 9) leave the validation macro-F1 at its best at the last one: a warning
+    naming the run and the setting; 30 steps peak earlier: none (the loss may still fall, as the model grows
+    more confident: it is not what the kept weights are chosen by)."""
     _, task = csv_task
     with caplog.at_level("WARNING", logger="workbench.finetune"):
-        short = finetune(base, task, quick(eval_interval=None, **length), progress=False)
-    loss = short.history.evals()["val_loss"].to_numpy()
-    assert short.metrics["epochs"] == 1.0 and len(loss) == 3
-    assert loss[-1] == loss.min() and loss[-1] < 0.95 * loss[-2]  # what the warning says, from the run's history
-    assert caplog.text.count("validation loss still falling") == 1 and "full, seed 0: validation loss" in caplog.text
-    assert f"at the last evaluation ({loss[-2]:.3f} -> {loss[-1]:.3f}, {100 * (1 - loss[-1] / loss[-2]):.0f}% lower) " \
-           f"after 1.0 epochs: more epochs may help; {more}" in caplog.text
+        short = finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False)
+    f1 = short.history.evals()["val_macro_f1"].to_numpy()
+    assert short.metrics["ended_on_best"] and short.metrics["best_step"] == 9 and f1[-1] > f1[:-1].max()
+    assert caplog.text.count("more epochs may help") == 1
+    assert (f"full, seed 0: the best validation macro-F1 ({short.metrics['val_macro_f1']:.3f}) came at the last "
+            f"evaluation (step 9, {short.metrics['epochs']:.1f} epochs): still rising, more epochs may help; raise "
+            "FinetuneConfig.train.max_iters (now 9), or set its epochs") in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="workbench.finetune"):
-        long = finetune(base, task, quick(mode="frozen", head_lr=0.03, batch_size=24, max_iters=None, eval_interval=None,
-                                          epochs=30.0), progress=False)
-    loss = long.history.evals()["val_loss"].to_numpy()
-    assert loss[-1] == loss.min() and 0.95 * loss[-2] < loss[-1] < loss[-2]  # still the lowest: the 5% decides
+        long = finetune(base, task, quick(max_iters=60), progress=False)
+    assert not long.metrics["ended_on_best"] and long.metrics["best_step"] < 60 and caplog.text == ""
+    with caplog.at_level("WARNING", logger="workbench.finetune"):  # a grid says it once for all its runs
+        finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False, advise=False)
     assert caplog.text == ""
 
 
-@pytest.mark.parametrize("losses, warned", [
-    ([1.0, 0.9], True), ([1.2, 1.0, 0.94], True),  # the lowest and over 5% below the one before
-    ([1.0, 0.96], False),  # the lowest, 4% below: a plateau's wobble
-    ([0.8, 1.0, 0.9], False),  # 10% below the one before, but not the lowest: it overfitted earlier
-    ([0.9], False),  # one evaluation: nothing to compare
+@pytest.mark.parametrize("scores, best_step, rising", [
+    ([0.5, 0.7], 20, True),  # the best at the last evaluation
+    ([0.5, 0.7, 0.7], 20, False),  # a tie keeps the earlier step: it had stopped rising
+    ([0.9, 1.0], 20, False),  # perfect: more epochs cannot raise it
+    ([0.9, 0.5, 0.6], 10, False),  # rising again, but below its best
+    ([0.9], 10, False),  # one evaluation: nothing to compare
 ])
-def test_the_still_falling_warning_wants_the_lowest_loss_clearly_below_the_one_before(caplog, losses, warned):
-    history = History([{"step": 10 * (i + 1), "val_loss": v} for i, v in enumerate(losses)])
-    with caplog.at_level("WARNING", logger="workbench.finetune"):
-        _warn_if_still_learning(history, FinetuneConfig(train=finetune_train()), epochs=3.0)
-    assert ("validation loss still falling" in caplog.text) is warned
+def test_ended_on_best_wants_the_best_macro_f1_at_the_last_evaluation_and_below_one(scores, best_step, rising):
+    history = History([{"step": 10 * (i + 1), "val_macro_f1": v, "val_loss": 1.0} for i, v in enumerate(scores)])
+    assert ended_on_best(history, best_step) is rising
 
 
-def test_the_still_falling_warning_names_the_flag_on_the_command_line(caplog):
+def test_the_still_rising_warning_names_the_flag_on_the_command_line(base, csv_task, caplog):
     from workbench.run import COMMAND_LINE
 
-    history = History([{"step": 10, "val_loss": 1.0}, {"step": 20, "val_loss": 0.9}])
+    _, task = csv_task
     token = COMMAND_LINE.set(True)
     try:
         with caplog.at_level("WARNING", logger="workbench.finetune"):
-            _warn_if_still_learning(history, FinetuneConfig(train=finetune_train(max_iters=None, epochs=2.0)), 2.0)
-            _warn_if_still_learning(history, FinetuneConfig(train=finetune_train(max_iters=20)), 2.0)
+            finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False)
     finally:
         COMMAND_LINE.reset(token)
-    assert "(1.000 -> 0.900, 10% lower) after 2.0 epochs: more epochs may help; raise --epochs (now 2)\n" in caplog.text
-    assert "raise --max-iters (now 20), or give --epochs" in caplog.text and "FinetuneConfig" not in caplog.text
+    assert "still rising, more epochs may help; raise --max-iters (now 9), or give --epochs\n" in caplog.text
+
+
+def test_a_grid_says_once_which_modes_were_still_rising(base, csv_task, caplog):
+    _, task = csv_task
+    with caplog.at_level("WARNING"):
+        compare_modes(base, task, ["full", "frozen"], seeds=[0, 1], base_config=quick(eval_interval=3, max_iters=9),
+                      workers=1, tfidf=False)
+    rising = [r.getMessage() for r in caplog.records if "still rising" in r.getMessage()]
+    assert len(rising) == 1 and rising[0].startswith("validation macro-F1 still rising at the last evaluation for full (")
+    assert rising[0].endswith("more steps may help (FinetuneConfig.train.max_iters or epochs)")
 
 
 def test_predict_logits_restores_training_mode_even_when_a_batch_fails():

@@ -150,6 +150,7 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         rows.append({k: result.metrics.get(k) for k in ROW_KEYS})
         if first:
             histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
+    _warn_still_rising(jobs, results)
     if tfidf:
         cut = {mode: m["window_filled_pct"] for mode, m in metrics.items() if m.get("window_filled_pct", 0) > CUT_WARN_PCT}
         if cut:  # TF-IDF reads every passage whole
@@ -160,6 +161,19 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         rows.append({**{k: m.get(k) for k in ROW_KEYS}, "seed": None})
         metrics["tfidf"] = m
     return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers, metrics)
+
+
+def _warn_still_rising(jobs: list, results: list) -> None:
+    """One warning for the grid, naming the modes whose runs' validation macro-F1 was still rising at their
+    end (`finetune.ended_on_best`; each run's own warning is off in a grid)."""
+    runs: dict[str, list[bool]] = {}
+    for (mode, *_), result in zip(jobs, results):
+        runs.setdefault(mode, []).append(bool(result.metrics.get("ended_on_best")))
+    rising = {mode: flags for mode, flags in runs.items() if any(flags)}
+    if rising:
+        log.warning("validation macro-F1 still rising at the last evaluation for %s: more steps may help "
+                    "(FinetuneConfig.train.max_iters or epochs)",
+                    ", ".join(f"{mode} ({sum(flags)} of {len(flags)} runs)" for mode, flags in rising.items()))
 
 
 def grid_dtype(device: str) -> str:
@@ -196,7 +210,8 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
         results = []
         for k, (source, (mode, config, run_dir, _)) in enumerate(zip(sources, jobs), start=1):
             _announce(callbacks, mode, config, k, len(jobs))
-            results.append(finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress))
+            results.append(finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress,
+                                    advise=False))
         return results
     threads = max(1, torch.get_num_threads() // workers)
     order = sorted(range(len(jobs)), key=lambda i: -MODE_COST.get(jobs[i][0], 0))  # stable: ties keep the table's order
@@ -237,7 +252,7 @@ def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path 
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = finetune(checkpoint, task, config, out_dir=run_dir, progress=False)
+    result = finetune(checkpoint, task, config, out_dir=run_dir, progress=False, advise=False)
     return result if keep_classifier else dataclasses.replace(result, classifier=None)
 
 

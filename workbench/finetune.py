@@ -57,12 +57,6 @@ log = logging.getLogger(__name__)
 HF_MAX_LEN = 128  # the packaged MiniLM tokenizer truncates at 128 tokens
 CUT_WARN_PCT = 25  # warn when more than this share of training passages fill the window and are cut
 LORA_TARGETS = ["attn.c_attn", "attn.c_proj"]  # the attention projections (not mlp.c_proj)
-# "More epochs may help" when the last evaluation's val_loss is the run's lowest and more than this much below the
-# one before. Validation scores the whole split, so the change is training, not sampling; in the last interval the
-# cosine has the lr under a quarter of its peak, and runs near their plateau moved val_loss by at most ~1.5% there
-# (the tests' tiny task), while short runs that train the body still fell 5.5-7% (1 epoch there; the default
-# profile's lora and scratch runs). Head-only runs learn slowly at that lr and can fall <1.5% far from converged.
-STILL_LEARNING_PCT = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +328,8 @@ def _task_info(task: TaskData) -> dict[str, Any]:
 
 
 def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
-             callbacks: Iterable[Callback] = (), progress: bool = True, resume: bool | str = False) -> FinetuneResult:
+             callbacks: Iterable[Callback] = (), progress: bool = True, resume: bool | str = False,
+             advise: bool = True) -> FinetuneResult:
     """Fine-tune a classifier on `task` as `config` says; write it to `out_dir` (if given).
 
     Args:
@@ -349,12 +344,14 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         callbacks: Trainer callbacks (`train.Callback`: on_fit_start, on_step, on_eval, on_checkpoint).
         progress: show a progress bar.
         resume: continue the run in out_dir from its latest checkpoint, exactly (see `workbench.run.Run`).
+        advise: log a warning when the run's validation macro-F1 was still rising at its end (`ended_on_best`:
+            more epochs may help); a grid (`compare.compare_modes`) says it once for all its runs.
     Returns:
         FinetuneResult: the classifier (best validation macro-F1 weights), History and metrics: test_accuracy,
         test_macro_f1, test_per_class, test_confusion, val_accuracy, val_macro_f1, train_s, trainable_params,
         total_params, tokens_per_s, examples_per_s, ... If training was interrupted (Ctrl-C) the run is
         checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
-        A run that ends with its validation loss still falling clearly logs a warning (`STILL_LEARNING_PCT`).
+        metrics["ended_on_best"]: the best validation macro-F1 came at the last evaluation (`ended_on_best`).
     """
     run = Run(out_dir, resume, kind="finetune")
     device = setup_device(config.train, run.dist)
@@ -396,8 +393,9 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     for s, logits in split_logits.items():
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     metrics |= _run_summary(classifier, tc, task, cut_pct, metrics)
-    if not trainer.stopped_early:  # (a run that stopped early has converged)
-        _warn_if_still_learning(trainer.history, config, metrics["epochs"])
+    metrics["ended_on_best"] = ended_on_best(trainer.history, trainer.best_step)
+    if advise and metrics["ended_on_best"]:
+        _warn_still_rising(config, metrics)
     run.finish(trainer, artifacts, metrics)
     if run.out is not None and run.dist.is_main:
         write_predictions(run.out / PREDICTIONS, task, split_logits)
@@ -477,22 +475,28 @@ def run_name(config: FinetuneConfig) -> str:
     return f"{config.mode}, seed {config.train.seed}"
 
 
-def _warn_if_still_learning(history: History, config: FinetuneConfig, epochs: float) -> None:
-    """Log one warning when a run ended with its validation loss still falling clearly: its last evaluation
-    is its lowest and more than STILL_LEARNING_PCT % below the one before (`epochs`: what the run trained)."""
-    losses = history.evals()["val_loss"].to_numpy()  # a finished run evaluated at least at its last step
-    if len(losses) < 2 or losses[-1] > losses.min() or losses[-1] >= (1 - STILL_LEARNING_PCT / 100) * losses[-2]:
-        return
+def ended_on_best(history: History, best_step: int | None) -> bool:
+    """Whether a run's best validation macro-F1 came at its last evaluation, above every earlier one (a tie
+    keeps the earlier step) and below 1: the score the kept weights are chosen by was still rising when
+    training ended, so more epochs may help. (Not the loss: it keeps falling as the model grows more
+    confident after the macro-F1 has peaked, and barely moves while a frozen body's head learns.)"""
+    evals = history.evals()
+    return (len(evals) >= 2 and best_step == int(evals["step"].iloc[-1])
+            and float(evals["val_macro_f1"].iloc[-1]) < 1.0)
+
+
+def _warn_still_rising(config: FinetuneConfig, metrics: dict[str, Any]) -> None:
+    """The one warning of a run that `ended_on_best`, naming the setting to raise in the caller's terms."""
     train = config.train
     if COMMAND_LINE.get():
         more = (f"--epochs (now {train.epochs:g})" if train.max_iters is None else
                 f"--max-iters (now {train.max_iters}), or give --epochs")
-    else:  # the library, a notebook (whose profile "full" trains longer), a grid's worker
+    else:  # the library, a notebook (whose profile "full" trains longer)
         more = (f"FinetuneConfig.train.epochs (now {train.epochs:g})" if train.max_iters is None else
                 f"FinetuneConfig.train.max_iters (now {train.max_iters}), or set its epochs")
-    log.warning("%s: validation loss still falling at the last evaluation (%.3f -> %.3f, %.0f%% lower) after %.1f "
-                "epochs: more epochs may help; raise %s", run_name(config), losses[-2], losses[-1],
-                100 * (1 - losses[-1] / losses[-2]), epochs, more)
+    log.warning("%s: the best validation macro-F1 (%.3f) came at the last evaluation (step %d, %.1f epochs): still "
+                "rising, more epochs may help; raise %s", run_name(config), metrics["val_macro_f1"],
+                metrics["best_step"], metrics["epochs"], more)
 
 
 # ---------------------------------------------------------------------------------------------
