@@ -669,10 +669,11 @@ def test_ctrl_c_in_training_names_the_command_that_continues_it(tmp_path, corpus
                             "--out", run)
     assert code == 130 and stdout == "", err
     [line] = [r.getMessage() for r in caplog.records if "interrupted at step" in r.getMessage()]
-    assert line == f"interrupted at step 3 of 6; to continue: python -m workbench pretrain --out '{run}' --resume"
+    assert line.startswith("interrupted at step 3 of 6; to continue: ")
+    assert line.endswith(f" -m workbench pretrain --out '{run}' --resume")
     monkeypatch.setattr(run_module, "stop_on_sigint", real)
     command = shlex.split(line.split("to continue: ")[1])
-    assert command[:3] == ["python", "-m", "workbench"]
+    assert os.path.samefile(command[0], sys.executable) and command[1:3] == ["-m", "workbench"]  # this interpreter
     code, _, err = cli(*command[3:])
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())

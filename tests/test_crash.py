@@ -18,6 +18,7 @@ from helpers import word_corpus
 from safetensors.torch import load_file
 
 from workbench import checkpoint as ckpt
+from workbench.run import _shown_path
 
 KILLS = 10
 # Checkpoint at every step, so a good share of the kills land inside a checkpoint write.
@@ -124,8 +125,9 @@ def test_ctrl_c_checkpoints_the_step_it_stopped_at_and_resume_finishes_the_run(c
             break
         assert proc.returncode == 130, err[-2000:]
         stopped = [line for line in err.splitlines() if "interrupted at step " in line]
-        assert len(stopped) == 1 and stopped[0].endswith(f"; to continue: python -m workbench pretrain --out "
-                                                         f"{shlex.quote(str(run))} --resume"), err[-2000:]  # one line
+        assert len(stopped) == 1 and stopped[0].endswith(f"; to continue: {_shown_path(sys.executable)} "
+                                                         f"-m workbench pretrain --out {shlex.quote(str(run))} --resume"), \
+            err[-2000:]  # one line
         step = int(stopped[0].split("interrupted at step ")[1].split(" of ")[0])
         assert not (run / "model").exists() and not (run / "metrics.json").exists()
         latest = ckpt.load_checkpoint(run)

@@ -113,7 +113,7 @@ def test_ctrl_c_stops_both_ranks_at_one_step_and_the_run_resumes_exactly(corpus,
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends torchrun
     _, err = proc.communicate(timeout=120)
-    continue_line = "; to continue: torchrun --standalone --nproc_per_node=2 -m workbench pretrain --out"
+    continue_line = " --standalone --nproc_per_node=2 -m workbench pretrain --out"  # this environment's torchrun
     assert proc.returncode != 0 and err.count(continue_line) == 1, err[-3000:]  # rank 0 reports
     step = int(err.split("interrupted at step ")[1].split(" of ")[0])
     assert 200 <= step < 600 and not (cut / "model").exists()

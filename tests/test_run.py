@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -232,15 +233,21 @@ def test_an_interrupted_run_says_in_one_line_how_to_continue_it(tmp_path, caplog
         f"interrupted at step 6 of 12; rerun with resume=True to continue from {tmp_path / 'a' / 'checkpoints'}"]
     token = COMMAND_LINE.set(True)
     try:
+        python = tmp_path / "env" / "bin" / "python"  # this process's interpreter, outside the working directory
+        monkeypatch.setattr(sys, "executable", str(python))
         out = tmp_path / "my runs" / "x"  # a space: quoted, so the line can be pasted into a shell
         assert how_to_continue(out, "finetune", DistInfo()) == (
-            f"to continue: python -m workbench finetune --out '{out}' --resume")
+            f"to continue: {python} -m workbench finetune --out '{out}' --resume")
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-        assert how_to_continue(tmp_path, "pretrain", DistInfo(0, 2, 0)) == (
-            f"to continue: torchrun --standalone --nproc_per_node=2 -m workbench pretrain --out {tmp_path} --resume")
+        assert how_to_continue(tmp_path, "pretrain", DistInfo(0, 2, 0)) == (  # no torchrun beside it: its module
+            f"to continue: {python} -m torch.distributed.run --standalone --nproc_per_node=2 -m workbench pretrain "
+            f"--out {tmp_path} --resume")
+        python.parent.mkdir(parents=True)
+        (python.parent / "torchrun").touch()
+        monkeypatch.chdir(tmp_path)  # under the working directory: shown relative, as README writes .venv/bin/python
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
         assert how_to_continue(tmp_path, "pretrain", DistInfo(0, 16, 0)).startswith(
-            "to continue: torchrun (on every node, with the flags it was started with) -m workbench pretrain --out ")
+            "to continue: env/bin/torchrun (on every node, with the flags it was started with) -m workbench pretrain --out ")
         assert how_to_continue(tmp_path, None, DistInfo()).startswith("rerun with resume=True")  # Run(kind=None)
         assert how_to_continue(None, "pretrain", DistInfo()) == "without an out_dir there is no checkpoint to resume"
     finally:

@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import threading
 import time
 from contextvars import ContextVar
@@ -94,18 +95,27 @@ def check_same_task(saved: ckpt.Checkpoint, now: dict[str, Any], flags: str) -> 
 
 def how_to_continue(out: Path | None, kind: str | None, dist: DistInfo) -> str:
     """What the line of an interrupted run says to continue it: on the command line (`COMMAND_LINE`) the
-    command, e.g. "to continue: python -m workbench pretrain --out runs/x --resume" (torchrun's for a run
-    of several processes), else "rerun with resume=True to continue from runs/x/checkpoints"."""
+    command, e.g. "to continue: .venv/bin/python -m workbench pretrain --out runs/x --resume" with this
+    interpreter (its environment's torchrun for a run of several processes), else "rerun with resume=True to continue from runs/x/checkpoints"."""
     if out is None:
         return "without an out_dir there is no checkpoint to resume"
     if not (COMMAND_LINE.get() and kind is not None):
         return f"rerun with resume=True to continue from {out / ckpt.CHECKPOINTS}"
-    launcher = "python"
+    # this environment's interpreter (.venv/bin/python) and torchrun, not whichever is first on PATH
+    launcher = _shown_path(sys.executable)
     if dist.enabled:  # one node: its size; several: the torchrun flags they were started with
+        torchrun = Path(sys.executable).with_name("torchrun")
+        torchrun = _shown_path(str(torchrun)) if torchrun.exists() else f"{launcher} -m torch.distributed.run"
         one_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)) == dist.world_size
-        launcher = (f"torchrun --standalone --nproc_per_node={dist.world_size}" if one_node else
-                    "torchrun (on every node, with the flags it was started with)")
+        launcher = (f"{torchrun} --standalone --nproc_per_node={dist.world_size}" if one_node
+                    else f"{torchrun} (on every node, with the flags it was started with)")
     return f"to continue: {launcher} -m workbench {kind} --out {shlex.quote(str(out))} --resume"
+
+
+def _shown_path(path: str) -> str:
+    """path as a shell argument, relative to the working directory when it lies under it (.venv/bin/python)."""
+    relative = os.path.relpath(path)
+    return shlex.quote(path if relative.startswith("..") else relative)
 
 
 def check_one_process(kind: str | None) -> None:
