@@ -231,7 +231,7 @@ BAD_SAMPLING = [({"temperature": -1.0}, "temperature must be >= 0"), ({"temperat
                 ({"top_k": 0}, "top_k must be >= 1"), ({"top_k": -2}, "top_k must be >= 1"),
                 ({"top_k": 2.5}, "top_k must be >= 1, a whole number"), ({"top_k": True}, "a whole number"),
                 ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"), ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
-                ({"top_p": "0.9"}, r"top_p must be in \(0, 1\], a number")]
+                ({"top_p": "0.9"}, r"top_p must be in \(0, 1\], a number \(e.g. 0.9")]
 
 
 @pytest.mark.parametrize("bad, message", BAD_SAMPLING)

@@ -724,7 +724,8 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise ValueError(f"top_k must be >= 1, a whole number (None keeps every token), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], a number, got {top_p!r}")
+        raise ValueError(f"top_p must be in (0, 1], a number (e.g. 0.9: the smallest set of tokens holding 90% of "
+                         f"the probability; None keeps every token), got {top_p!r}")
 
 
 def check_vocabulary(model: GPT, tokenizer) -> None:
