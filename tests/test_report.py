@@ -24,9 +24,9 @@ pio.renderers.default = "plotly_mimetype+notebook"
 go.Figure(go.Scatter(y=[1, 3, 2])).show()"""
 
 
-def write_notebook(path: Path, *cells: str) -> Path:
-    """A notebook with a `parameters` cell of literals followed by `cells`."""
-    params = new_code_cell('profile = "default"\nrun_dir = "unset"')
+def write_notebook(path: Path, *cells: str, parameters: str = "") -> Path:
+    """A notebook with a `parameters` cell of literals (profile, run_dir, then `parameters`) followed by `cells`."""
+    params = new_code_cell('profile = "default"\nrun_dir = "unset"\n' + parameters)
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[new_markdown_cell(f"# {path.stem}"), params, *map(new_code_cell, cells)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -52,8 +52,11 @@ def passing(tmp_path_factory):
     notebooks = root / "notebooks"
     notebooks.mkdir()
     write_notebook(notebooks / "02_second.ipynb", record_cell("02_second"), FIGURE)  # written first on purpose
-    write_notebook(notebooks / "01_first.ipynb", record_cell("01_first"), FIGURE)
-    report = run_report(notebooks, root / "out", profile="smoke", timeout=120)
+    write_notebook(notebooks / "01_first.ipynb", record_cell("01_first"), FIGURE,
+                   parameters='corpus = "shakespeare"\ntext_column = "text"')
+    (root / "notes.txt").write_text("my own text\n")  # a plain-text corpus: no column to check
+    report = run_report(notebooks, root / "out", profile="smoke", timeout=120,
+                        parameters={"corpus": str(root / "notes.txt")})
     return notebooks, root / "out", report
 
 
@@ -93,6 +96,10 @@ def test_progress_names_each_notebook_with_times_and_what_is_left_and_no_kernel_
     assert json.loads((out.parent / "again" / "report.json").read_text())["compared_with"] == "out"
     index = (out.parent / "again" / "index.html").read_text(encoding="utf-8")
     assert "<h2>Compared with out</h2>" in index and "0 metrics changed, 10 the same" in index
+    # ... but `out` read notes.txt and `again` the plays: said first, above the metrics
+    note = "these reports used different data (corpus: notes.txt → shakespeare); their metrics are not comparable"
+    assert index.index("<h2>Compared with out</h2>") < index.index(note) < index.index("0 metrics changed")
+    assert "<p>Data: corpus shakespeare. Parameters: the notebooks' defaults.</p>" in index
 
 
 def test_an_earlier_report_that_is_damaged_is_no_estimate(tmp_path):
@@ -140,8 +147,11 @@ def test_notebooks_run_in_name_order_with_the_injected_parameters(passing):
     notebooks, out, report = passing
     assert (out / "run" / "order.txt").read_text().split() == ["01_first", "02_second"]
     assert [nb["name"] for nb in report["notebooks"]] == ["01_first.ipynb", "02_second.ipynb"]
+    first, second = (nb["parameters"] for nb in report["notebooks"])
+    assert first == {"profile": "smoke", "run_dir": str(out.resolve() / "run"), "corpus": str(out.parent / "notes.txt"),
+                     "text_column": "text"}  # the one given, and the one left at its default
+    assert second == {"profile": "smoke", "run_dir": str(out.resolve() / "run")}  # 02 has no corpus
     for nb in report["notebooks"]:
-        assert nb["parameters"] == {"profile": "smoke", "run_dir": str(out.resolve() / "run")}
         assert nb["metrics"]["profile"] == "smoke"  # what the kernel saw, not what we passed
         assert nb["metrics"]["run_dir"] == str(out.resolve() / "run")
         assert Path(nb["metrics"]["cwd"]).resolve() == notebooks.resolve()
@@ -201,8 +211,13 @@ def test_report_json_says_what_produced_it(passing):
     _, out, report = passing
     assert report["code"] == describe_code()  # this checkout's revision, as a report run here records it
     assert len(report["code"]["revision"]) == 40
-    assert report["settings"] == json.loads(json.dumps(asdict(get_profile("smoke")), default=str))
-    assert report["settings"]["finetuning"]["seeds"] == [0] and report["seed"] == 1337
+    # the profile's settings as it defines them (its corpus is the plays), and beside them the parameters
+    # given, which the notebooks read their data from: no `settings` that claim the plays were read
+    assert "settings" not in report
+    assert report["profile_defaults"] == json.loads(json.dumps(asdict(get_profile("smoke")), default=str))
+    assert report["profile_defaults"]["pretraining"]["run"]["data"]["corpus"] == "shakespeare"
+    assert report["parameters"] == {"corpus": str(out.parent / "notes.txt")}
+    assert report["profile_defaults"]["finetuning"]["seeds"] == [0] and report["seed"] == 1337
     index = (out / "index.html").read_text(encoding="utf-8")
     assert f"code {report['code']['revision'][:12]}" in index
 
@@ -266,6 +281,31 @@ def test_index_html_links_every_notebook_with_its_metrics(passing):
         assert f'href="{nb["html"]}"' in index
     assert "val_loss 1.235" in index and "smoke" in index
     assert "<script" not in index
+
+
+def test_index_html_says_which_data_the_notebooks_read_above_the_table(passing):
+    _, out, _ = passing
+    index = (out / "index.html").read_text(encoding="utf-8")
+    notes = out.parent / "notes.txt"
+    top = (f"<p>Data: corpus {notes}. Parameters given: <code>-p corpus {notes}</code>, each to the notebooks "
+           "that have it; the rest are the notebooks' defaults.</p>")  # plain text: no text_column
+    assert top in index and index.index(top) < index.index("<table")
+    first, second = re.findall(r'<tr class="ok">.*?</tr>', index)
+    assert f"<td>corpus {notes}</td>" in first and "<td></td>" in second  # 02 has no corpus parameter
+
+
+def test_an_index_of_tables_names_their_columns():
+    from workbench.report import _describe_data
+
+    def report(**params):
+        return {"notebooks": [{"name": "01_a.ipynb", "parameters": {"corpus": "shakespeare", "text_column": "text",
+                                                                    **params}},
+                              {"name": "03_b.ipynb", "parameters": {"classification_task": "/d/topics.csv",
+                                                                    "text_col": "sentence", "label_col": "topic"}}]}
+
+    assert _describe_data(report()) == ("corpus shakespeare, "  # the plays have no columns to name
+                                        "classification_task /d/topics.csv (text_col sentence, label_col topic)")
+    assert _describe_data(report(corpus="/d/my.csv", text_column="body")).startswith("corpus /d/my.csv (text_column body), ")
 
 
 # ------------------------------------------------------------------ a failing run
@@ -350,6 +390,92 @@ def test_bad_arguments_name_the_fix(tmp_path):
     (tmp_path / "out" / "report.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds files"):
         run_report(tmp_path, tmp_path / "out")
+
+
+@pytest.fixture
+def tables(tmp_path):
+    """The user's files: a corpus table, a classification table and a TSV of pairs, none with the default columns."""
+    (tmp_path / "my.csv").write_text("body,id\nTo be or not\n")
+    (tmp_path / "topics.csv").write_text("sentence,topic\nI like it,pos\n")
+    (tmp_path / "numbers.tsv").write_text("words\tdigits\none\t1\n")
+    (tmp_path / "pairs.jsonl").write_text('{"en": "one"}\n{"en": "two", "fr": "deux"}\n')  # fr only in line 2
+    (tmp_path / "notes").mkdir()
+    return tmp_path
+
+
+# a notebook's parameters after its defaults, as run_report hands them to check_data_parameters
+CORPUS = {"corpus": "shakespeare", "text_column": "text"}
+CLASSIFICATION = {"classification_task": "genre", "text_col": "text", "label_col": "label"}
+TRANSLATION = {"translation_task": "dates", "source_col": "source", "target_col": "target"}
+
+
+def test_data_parameters_that_name_existing_data_pass(tables):
+    from workbench.report import check_data_parameters
+
+    check_data_parameters([CORPUS, CLASSIFICATION, TRANSLATION])  # the built-in data
+    given = {"corpus": "my.csv", "text_column": "body", "classification_task": "topics.csv", "text_col": "sentence",
+             "label_col": "topic", "translation_task": "numbers.tsv", "source_col": "words", "target_col": "digits"}
+    notebooks = [{**params, **{k: v for k, v in given.items() if k in params}}
+                 for params in (CORPUS, CORPUS, CLASSIFICATION, TRANSLATION)]
+    check_data_parameters(notebooks, tables, given=given)  # relative paths are read from the notebooks' folder
+    check_data_parameters([{**CORPUS, "corpus": str(tables / "notes")}])  # plain text: no text_column to check
+    check_data_parameters([{**TRANSLATION, "translation_task": "pairs.jsonl", "source_col": "en", "target_col": "fr"}],
+                          tables)  # a JSONL's columns are the keys of all its lines
+
+
+@pytest.mark.parametrize("params, given, error", [
+    ({**CORPUS, "corpus": "my.cvs"}, {"corpus"},
+     r"corpus 'my.cvs' not found \(.*my.cvs does not exist\); pass -p corpus FILE with a text file, .*, or -p corpus shakespeare"),
+    ({**CORPUS, "corpus": "my.csv"}, {"corpus"},  # text_column left at "text"
+     r"corpus .*my.csv has no column 'text' \(columns: body, id\); pass -p text_column COLUMN naming one of them"),
+    ({**CLASSIFICATION, "classification_task": "topics.csv", "text_col": "sentence", "label_col": "label"},
+     {"classification_task", "text_col", "label_col"},
+     r"classification_task .*topics.csv has no column 'label' \(columns: sentence, topic\); pass -p label_col COLUMN"),
+    ({**CLASSIFICATION, "classification_task": "notes"}, {"classification_task"},
+     r"classification_task 'notes' is not a .csv, .tsv or .jsonl file; pass -p classification_task FILE .* or -p "
+     r"classification_task genre"),
+    ({**TRANSLATION, "translation_task": "numbers.tsv"}, {"translation_task"},  # source_col/target_col left as they were
+     r"translation_task .*numbers.tsv has no column 'source', 'target' \(columns: words, digits\); "
+     r"pass -p source_col COLUMN -p target_col COLUMN naming the right ones"),
+    ({**TRANSLATION, "source_col": "words", "target_col": "digits"}, {"source_col", "target_col"},  # translation_task forgotten
+     r"-p source_col words -p target_col digits name columns of a table, but translation_task is 'dates', built in: "
+     r"pass -p translation_task FILE with your table, or drop -p source_col and -p target_col"),
+])
+def test_a_data_parameter_that_names_no_data_is_one_line_naming_the_parameter(tables, params, given, error):
+    from workbench.report import check_data_parameters
+
+    with pytest.raises((ValueError, FileNotFoundError), match=error) as failure:
+        check_data_parameters([params], tables, given=given)
+    assert "\n" not in str(failure.value) and "--" not in str(failure.value)  # -p NAME VALUE, not a training flag
+
+
+def test_a_bad_data_parameter_stops_the_report_before_anything_runs_or_is_written(tables, monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    notebooks = tables / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_corpus.ipynb", parameters='corpus = "shakespeare"\ntext_column = "text"')
+    write_notebook(notebooks / "03_task.ipynb", parameters='classification_task = "genre"\ntext_col = "text"\n'
+                                                           'label_col = "label"')
+    given = {"corpus": str(tables / "my.csv"), "text_column": "body", "classification_task": str(tables / "topics.csv"),
+             "text_col": "sentence", "label_col": "label"}
+    with pytest.raises(ValueError, match=r"classification_task .*topics.csv has no column 'label'.*-p label_col"):
+        run_report(notebooks, tables / "out", profile="smoke", parameters=given)
+    assert not (tables / "out").exists()
+
+
+def test_cli_names_the_parameter_of_a_table_without_its_columns_before_any_notebook(tables, capsys, monkeypatch):
+    """The repository's own notebooks, as a user calls them: 05 would have failed minutes in."""
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    code = main(["report", "--out", str(tables / "out"), "-p", "translation_task", str(tables / "numbers.tsv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"error: translation_task {tables / 'numbers.tsv'} has no column 'source', 'target' "
+                                 "(columns: words, digits); pass -p source_col COLUMN -p target_col COLUMN naming "
+                                 "the right ones")
+    assert not (tables / "out").exists()
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import cli
 
-from workbench.report_diff import compare_reports, format_comparison, load_report
+from workbench.report_diff import compare_reports, comparison_html, format_comparison, load_report
 
 
 def make_report(run_dir: str = "/r/a/run") -> dict:
@@ -19,14 +19,16 @@ def make_report(run_dir: str = "/r/a/run") -> dict:
         "run_dir": run_dir, "error": None, "seed": 1337, "compared_with": None,
         "code": {"revision": "a" * 40, "uncommitted_changes": False},
         "environment": {"python": "3.11.7", "torch": "2.13.0+cpu", "device": "cpu"},
-        "settings": {"pretraining": {"run": {"train": {"max_iters": 900, "lr": 0.002}}}},
+        "parameters": {}, "profile_defaults": {"pretraining": {"run": {"train": {"max_iters": 900, "lr": 0.002}}}},
         "notebooks": [
             {"name": "02_pretraining.ipynb", "status": "ok", "wall_s": 60.0,
-             "parameters": {"profile": "default", "run_dir": run_dir, "probe": "To be"},
+             "parameters": {"profile": "default", "run_dir": run_dir, "probe": "To be", "corpus": "shakespeare",
+                            "text_column": "text"},
              "metrics": {"val_loss": 4.02, "params": 1055488, "sweep_val_loss": [5.9, 5.5], "tokens_per_s": 15000.0,
                          "source": f"{run_dir}/pretrain"}},
             {"name": "03_finetuning.ipynb", "status": "ok", "wall_s": 40.0,
-             "parameters": {"profile": "default", "run_dir": run_dir},
+             "parameters": {"profile": "default", "run_dir": run_dir, "classification_task": "genre", "text_col": "text",
+                            "label_col": "label"},
              "metrics": {"full_test_macro_f1_mean": 0.40, "full_test_macro_f1_std": 0.013,
                          "hf_test_macro_f1_mean": 0.42, "best_mode": "hf"}},  # hf ran once: no _std
         ]}
@@ -97,20 +99,49 @@ def test_a_change_within_the_seed_spread_is_not_marked_and_timings_are_apart(tmp
 
 def test_parameters_settings_and_environment_differences_are_listed(tmp_path):
     a, b = make_report(), copy.deepcopy(make_report())
-    b["settings"]["pretraining"]["run"]["train"]["max_iters"] = 1200
+    b["profile_defaults"]["pretraining"]["run"]["train"]["max_iters"] = 1200
     b["notebooks"][0]["parameters"]["probe"] = "O Romeo"
     b["environment"]["torch"] = "2.11.0+cu128"
     b["environment"]["device"] = "NVIDIA H100"
     b["code"] = {"revision": "b" * 40, "uncommitted_changes": True}
     comparison = compare_reports(a, b)
     assert comparison.settings == [("02_pretraining.probe", "To be", "O Romeo"),
-                                   ("settings.pretraining.run.train.max_iters", 900, 1200)]
+                                   ("profile_defaults.pretraining.run.train.max_iters", 900, 1200)]
+    assert comparison.data == [] and comparison.data_note is None  # a prompt is no other data
     assert [key for key, _, _ in comparison.environment] == ["code.revision", "code.uncommitted_changes",
                                                              "environment.device", "environment.torch"]
     text = format_comparison(comparison)
-    assert "settings.pretraining.run.train.max_iters: 900 -> 1,200" in text
+    assert "profile_defaults.pretraining.run.train.max_iters: 900 -> 1,200" in text
+    assert text.startswith("A: A\n")  # nothing above: the same data
     assert "environment.device: cpu -> NVIDIA H100" in text
     assert not comparison.identical and comparison.changed == []
+
+
+def test_reports_of_other_data_say_so_first_in_one_line(tmp_path):
+    a, b = make_report(), make_report()
+    b["notebooks"][0]["parameters"].update(corpus="/home/me/my.csv", text_column="body")
+    b["notebooks"][1]["parameters"].update(label_col="topic")
+    b["notebooks"][1]["metrics"]["full_test_macro_f1_mean"] = 0.8
+    comparison = compare_reports(a, b)
+    assert comparison.data == [("corpus", "shakespeare", "my.csv"), ("text_column", "text", "body"),
+                               ("label_col", "label", "topic")]
+    note = ("these reports used different data (corpus: shakespeare → my.csv; text_column: text → body; "
+            "label_col: label → topic); their metrics are not comparable")
+    text = format_comparison(comparison)
+    assert text.splitlines()[0] == note and "+0.4" in text  # the deltas still follow, under it
+    page = comparison_html(comparison)
+    assert page.index("<h2>Compared with A</h2>") < page.index(note) < page.index("<table")
+    # two files of one name are told apart by their whole paths
+    a["notebooks"][0]["parameters"]["corpus"] = "/data/old/my.csv"
+    assert compare_reports(a, b).data[0] == ("corpus", "/data/old/my.csv", "/home/me/my.csv")
+
+
+def test_a_report_written_before_profile_defaults_compares_its_settings(tmp_path):
+    old = make_report()
+    old["settings"] = old.pop("profile_defaults")
+    del old["parameters"]
+    comparison = compare_reports(old, make_report())
+    assert comparison.identical and comparison.settings == []
 
 
 def test_metrics_only_one_report_has_are_named(tmp_path):

@@ -8,16 +8,25 @@ there), then writes into `out_dir`:
     run/                                         artifacts; run/metrics/<stem>.json from each notebook
     report.json                                  per notebook: status, wall_s, every parameter it ran
                                                  with (its parameters cell, then the injected ones),
-                                                 metrics; plus the profile, its settings and the seed,
+                                                 metrics; plus the parameters given (`parameters`), the
+                                                 profile, its settings as the profile defines them
+                                                 (`profile_defaults`: the data the notebooks read is
+                                                 their parameters', not these settings') and the seed,
                                                  the environment, the workbench's code revision and
                                                  whether its tree had uncommitted changes, total wall time,
                                                  and the machine's matmul peak before and after
                                                  (`matmul_peak`, and `cpu_bf16_peak` where a CPU
                                                  trains in bf16: times compare only between
                                                  machines of similar peaks)
-    index.html                                   a table linking the notebooks, with headline metrics, and
-                                                 what changed since the previous report of the profile
-                                                 (`workbench.report_diff`, also `python -m workbench compare`)
+    index.html                                   a table linking the notebooks, with the parameters each
+                                                 was given and headline metrics, and what changed since
+                                                 the previous report of the profile, first of all whether
+                                                 it read other data (`workbench.report_diff`, also
+                                                 `python -m workbench compare`)
+
+Before anything is written or run, `check_data_parameters` checks the data the notebooks were given
+(a corpus, a classification or translation task: the file exists, a table has the named columns),
+so a typo fails in one line at once rather than when its notebook starts, minutes in.
 
 A failing notebook stops the run: its partial notebook and HTML (with the traceback) are still
 written, earlier outputs are kept, report.json records status "failed", and `NotebookFailedError`
@@ -64,10 +73,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from .notebook import DEFAULT_SEED
 from .profiles import get_profile
+from .report_diff import DATA_PARAMETERS
 
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -260,6 +270,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     if unknown := sorted(set(parameters or {}) - known):
         raise ValueError(f"no notebook has a parameter {', '.join(unknown)}; the notebooks' parameters are "
                          f"{', '.join(sorted(known - {'profile', 'run_dir'}))}")
+    check_data_parameters([{**declared[nb], **{k: v for k, v in (parameters or {}).items() if k in declared[nb]}}
+                           for nb in notebooks], notebooks_dir, given=set(parameters or {}))
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; choose a folder for the report")
@@ -273,7 +285,8 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     report = {"status": "running", "profile": profile, "started": started, "wall_s": None,
               "run_dir": str(run_dir), "error": None, "code": describe_code(), "environment": describe_environment(),
-              "seed": DEFAULT_SEED, "settings": dataclasses.asdict(get_profile(profile)), "compared_with": None,
+              "seed": DEFAULT_SEED, "parameters": dict(parameters or {}),
+              "profile_defaults": dataclasses.asdict(get_profile(profile)), "compared_with": None,
               "notebooks": [{"name": nb.name, "status": "not run", "wall_s": None,
                              "parameters": {**declared[nb], **given[nb]},
                              "metrics": {}, "html": nb.stem + ".html", "ipynb": nb.name} for nb in notebooks]}
@@ -329,6 +342,66 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
         report["machine"]["bf16_tflops_after"] = cpu_bf16_peak()
     _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
     return report
+
+
+# what each data parameter takes besides its built-in name (DATA_PARAMETERS), for the messages
+_DATA_FILES = {"corpus": "a text file, a folder of .txt/.md files or a .csv/.tsv/.jsonl table",
+               "classification_task": "a .csv/.tsv/.jsonl table of texts and labels",
+               "translation_task": "a .csv/.tsv/.jsonl table of pairs"}
+
+
+def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = ".",
+                          given: Collection[str] = ()) -> None:
+    """Check the data the notebooks would read, before any of them runs: each data parameter
+    (`report_diff.DATA_PARAMETERS`: corpus, classification_task, translation_task) names its built-in
+    data set or an existing file, and a table (.csv/.tsv/.jsonl) has the columns its column parameters
+    name (a plain-text corpus, a file or a folder, has none). A column parameter given while its data
+    is the built-in one is refused, as 05 refuses it: the built-in data has no columns to choose.
+
+    The table is read whole with the library's reader (`data.read_table`): a JSONL's columns are the
+    keys of all its lines, and a file it cannot parse fails here too, as it would in its notebook.
+
+    Args:
+        notebook_parameters: each notebook's parameters as it will run: its parameters cell's values
+            updated with those given. Each data set is checked once, however many notebooks read it.
+        folder: where the notebooks run; a relative path is read from there, as their kernels read it.
+        given: the names of the parameters given (`-p NAME VALUE`), not left at their defaults.
+    Raises:
+        FileNotFoundError: a file that does not exist, in one line naming the `-p NAME VALUE` to fix.
+        ValueError: a task that is not a table, a missing column or a column set for built-in data, likewise.
+    """
+    from .data import TABLE_FILES, read_table, require_columns
+
+    checks = []  # (name, value, {column parameter: column}), once each
+    for params in notebook_parameters:
+        for name, (_, columns) in DATA_PARAMETERS.items():
+            if name in params:
+                check = (name, params[name], {c: params.get(c, default) for c, default in columns.items()})
+                if check not in checks:
+                    checks.append(check)
+    for name, value, columns in checks:
+        builtin, defaults = DATA_PARAMETERS[name]
+        if str(value) == builtin:
+            if named := [c for c, column in columns.items() if c in given and column != defaults[c]]:
+                raise ValueError(f"{' '.join(f'-p {c} {columns[c]}' for c in named)} "
+                                 f"{'names a column' if len(named) == 1 else 'name columns'} of a table, but {name} is "
+                                 f"{builtin!r}, built in: pass -p {name} FILE with your table, or drop "
+                                 + " and ".join(f"-p {c}" for c in named))
+            continue
+        path = (Path(folder) / Path(str(value)).expanduser()).resolve()  # an absolute value stays as it is
+        if not path.exists():
+            raise FileNotFoundError(f"{name} {value!r} not found ({path} does not exist); pass -p {name} FILE with "
+                                    f"{_DATA_FILES[name]}, or -p {name} {builtin}")
+        if name == "corpus" and (path.is_dir() or path.suffix.lower() not in TABLE_FILES):
+            continue  # plain text: no columns
+        if path.is_dir() or path.suffix.lower() not in TABLE_FILES:
+            raise ValueError(f"{name} {value!r} is not a .csv, .tsv or .jsonl file; pass -p {name} FILE with "
+                             f"{_DATA_FILES[name]} (save it as one), or -p {name} {builtin}")
+        table = read_table(path)
+        missing = [c for c, column in columns.items() if column not in table.columns]
+        require_columns(table, [columns[c] for c in missing], name=f"{name} {path}",
+                        fix="pass " + " ".join(f"-p {c} COLUMN" for c in missing) + " naming "
+                            + ("one of them" if len(missing) == 1 else "the right ones"))
 
 
 def matmul_peak() -> tuple[str, float]:
@@ -542,16 +615,39 @@ def _headline(metrics: dict, limit: int = 8) -> str:
     return ", ".join(items)
 
 
+def _describe_data(report: dict) -> str:
+    """What the notebooks read, e.g. "corpus /d/my.csv (text_column body), classification_task genre";
+    a table's columns are named, those of built-in data or plain text are not (they have none)."""
+    from .data import TABLE_FILES
+    from .report_diff import data_parameters
+
+    values = data_parameters(report)
+    shown = {name: " / ".join(map(str, vs)) for name, vs in values.items()}
+    parts = []
+    for name, (_, columns) in DATA_PARAMETERS.items():
+        if name in values:
+            table = any(str(v).lower().endswith(TABLE_FILES) for v in values[name])
+            named = [f"{c} {shown[c]}" for c in columns if c in shown and table]
+            parts.append(f"{name} {shown[name]}" + (f" ({', '.join(named)})" if named else ""))
+    return ", ".join(parts) or "none of the data parameters (corpus, classification_task, translation_task)"
+
+
 def _index_html(report: dict, comparison: str = "") -> str:
     esc = html.escape
+    given = report.get("parameters") or {}
     rows = []
     for nb in report["notebooks"]:
         wall = "" if nb["wall_s"] is None else f"{nb['wall_s']:.1f} s"
         name = (f'<a href="{esc(nb["html"])}">{esc(nb["name"])}</a>' if nb["status"] in ("ok", "failed")
                 else esc(nb["name"]))
+        params = ", ".join(f"{k} {v}" for k, v in nb.get("parameters", {}).items() if k in given)
         detail = esc(nb.get("error") or _headline(nb["metrics"]))
         rows.append(f'<tr class="{esc(nb["status"].replace(" ", "-"))}"><td>{name}</td><td>{esc(nb["status"])}</td>'
-                    f'<td>{wall}</td><td>{detail}</td></tr>')
+                    f'<td>{wall}</td><td>{esc(params)}</td><td>{detail}</td></tr>')
+    parameters = "Parameters: the notebooks' defaults"
+    if given:
+        parameters = ("Parameters given: " + " ".join(f"<code>-p {esc(k)} {esc(str(v))}</code>" for k, v in given.items())
+                      + ", each to the notebooks that have it; the rest are the notebooks' defaults")
     env = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
     code = report.get("code") or {}
     if code.get("revision"):
@@ -569,12 +665,13 @@ table {{ border-collapse: collapse; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
 td:nth-child(-n+3) {{ white-space: nowrap; }}
 .ok td:nth-child(2) {{ color: #1a7f37; }} .failed, .failed td:nth-child(2) {{ color: #c62828; }}
-.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }}
+.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }} .different-data {{ color: #c62828; }}
 </style></head><body>
 <h1>LLM Workbench report</h1>
 <p>Profile <b>{esc(report['profile'])}</b>, started {esc(report['started'])}{total}: <b>{esc(report['status'])}</b></p>
+<p>Data: {esc(_describe_data(report))}. {parameters}.</p>
 {error}
-<table><tr><th>notebook</th><th>status</th><th>wall time</th><th>headline metrics</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>wall time</th><th>parameters given</th><th>headline metrics</th></tr>
 {chr(10).join(rows)}
 </table>
 {comparison}

@@ -12,20 +12,31 @@ index.html) reads each report's `report.json` and lists
 - parameters and settings (the profile's, each notebook's) and environment (versions, device, code
   revision) that differ.
 
-Only reports of one profile are compared: a smoke and a default run differ in everything by design.
+Reports whose notebooks read different data (`DATA_PARAMETERS`: another corpus, classification or
+translation task, or other columns of them) are still compared, under one line at the top that says
+so: their metrics measure different things. Only reports of one profile are compared: a smoke and a
+default run differ in everything by design.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # metrics measured in seconds or per second (tokens, sentences, examples): they vary run to run and
 # machine to machine
 TIMING = ("wall_s", "train_s", "_per_s", "ms_per_iter_median")
+
+# The notebooks' parameters that choose their data: each one's built-in data set, and the columns (with
+# their defaults) that a table given instead must have. `report.check_data_parameters` checks them
+# before a report runs; two reports that differ in them, or in 05's `locales`, read different data.
+DATA_PARAMETERS = {"corpus": ("shakespeare", {"text_column": "text"}),
+                   "classification_task": ("genre", {"text_col": "text", "label_col": "label"}),
+                   "translation_task": ("dates", {"source_col": "source", "target_col": "target"})}
+DATA_NAMES = tuple(n for name, (_, columns) in DATA_PARAMETERS.items() for n in (name, *columns)) + ("locales",)
 
 
 @dataclass
@@ -64,6 +75,16 @@ class Comparison:
     only_in_b: list[str]
     settings: list[tuple[str, Any, Any]]  # (dotted key, A, B) of parameters and settings that differ
     environment: list[tuple[str, Any, Any]]  # versions, device, code revision that differ
+    data: list[tuple[str, Any, Any]] = field(default_factory=list)  # (DATA_NAMES name, A, B) that differ
+
+    @property
+    def data_note(self) -> str | None:
+        """One line when the reports read different data, e.g. "these reports used different data
+        (corpus: shakespeare → my.csv); their metrics are not comparable"; None when they read the same."""
+        if not self.data:
+            return None
+        return ("these reports used different data (" + "; ".join(f"{name}: {a} → {b}" for name, a, b in self.data)
+                + "); their metrics are not comparable")
 
     @property
     def changed(self) -> list[MetricRow]:
@@ -153,7 +174,7 @@ def compare_reports(a: dict, b: dict, a_name: str = "A", b_name: str = "B") -> C
         a_name=a_name, b_name=b_name, profile=a["profile"], metrics=rows,
         only_in_a=[f"{n}: {m}" for n, m in values_a if (n, m) not in values_b],
         only_in_b=[f"{n}: {m}" for n, m in values_b if (n, m) not in values_a],
-        settings=_differences(_settings(a), _settings(b)),
+        settings=_differences(_settings(a), _settings(b)), data=_data_differences(a, b),
         environment=_differences(_flatten({key: a.get(key, {}) for key in ("environment", "machine", "code")}),
                                  _flatten({key: b.get(key, {}) for key in ("environment", "machine", "code")})))
 
@@ -179,10 +200,37 @@ def _metrics(report: dict) -> dict[tuple[str, str], Any]:
     return values
 
 
+def data_parameters(report: dict) -> dict[str, list]:
+    """The values of a report's data parameters (`DATA_NAMES`) over its notebooks, each distinct value
+    once in notebook order: {"corpus": ["/data/my.csv"], "text_column": ["body"], ...}."""
+    values: dict[str, list] = {}
+    for nb in report["notebooks"]:
+        for name, value in nb.get("parameters", {}).items():
+            if name in DATA_NAMES and value not in values.setdefault(name, []):
+                values[name].append(value)
+    return values
+
+
+def _data_differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+    """(name, A's value, B's value) of each data parameter that differs, as read in one line: a file by
+    its name (its whole path where both have the same name), several values joined by " / "."""
+    values_a, values_b = data_parameters(a), data_parameters(b)
+    rows = []
+    for name in [n for n in DATA_NAMES if values_a.get(n, []) != values_b.get(n, [])]:
+        shown = [[Path(v).name if isinstance(v, str) and Path(v).is_absolute() else v for v in values.get(name, [])]
+                 for values in (values_a, values_b)]
+        if shown[0] == shown[1]:  # two files of one name
+            shown = [values_a.get(name, []), values_b.get(name, [])]
+        rows.append((name, *(" / ".join(map(str, vs)) or "—" for vs in shown)))
+    return rows
+
+
 def _settings(report: dict) -> dict[str, Any]:
     """What a report was asked to do: the profile's settings and seed, and each notebook's parameters
-    (without run_dir, which names the report's own folder)."""
-    settings = _flatten({"settings": report.get("settings", {}), "seed": report.get("seed")})
+    (without run_dir, which names the report's own folder). A report written before `profile_defaults`
+    was named so holds them as `settings`."""
+    defaults = report.get("profile_defaults", report.get("settings", {}))
+    settings = _flatten({"profile_defaults": defaults, "seed": report.get("seed")})
     for nb in report["notebooks"]:
         params = {k: v for k, v in nb.get("parameters", {}).items() if k != "run_dir"}
         settings.update(_flatten({f"{Path(nb['name']).stem}": params}))
@@ -224,7 +272,7 @@ def _delta(row: MetricRow) -> str:
 def format_comparison(comparison: Comparison) -> str:
     """The comparison as plain text: a table of every metric, then what ran differently."""
     c = comparison
-    lines = [f"A: {c.a_name}", f"B: {c.b_name}", f"profile {c.profile}", ""]
+    lines = ([c.data_note] if c.data_note else []) + [f"A: {c.a_name}", f"B: {c.b_name}", f"profile {c.profile}", ""]
     rows = [row for row in c.metrics if not row.timing] + [row for row in c.metrics if row.timing]
     width = max(len(f"{r.notebook}  {r.metric}") for r in rows)
     lines.append(f"{'metric':<{width}}  {'A':>12}  {'B':>12}  B - A")
@@ -247,9 +295,12 @@ def format_comparison(comparison: Comparison) -> str:
 
 
 def comparison_html(comparison: Comparison) -> str:
-    """A section for a report's index.html: the metrics that changed, then what ran differently."""
+    """A section for a report's index.html: whether the two read different data, the metrics that
+    changed, then what ran differently."""
     esc, c = html.escape, comparison
     parts = [f"<h2>Compared with {esc(c.a_name)}</h2>"]
+    if c.data_note:
+        parts.append(f'<p class="different-data"><b>{esc(c.data_note)}</b></p>')
     if c.changed:
         rows = "\n".join(f'<tr class="{"moved" if r.beyond_spread else ""}"><td>{esc(r.notebook)}</td>'
                          f"<td>{esc(r.metric)}</td><td>{esc(_number(r.a))}</td><td>{esc(_number(r.b))}</td>"
