@@ -85,6 +85,94 @@ def test_seq2seq_task_takes_the_task_flags_of_seq2seq_train(tmp_path):
     with pytest.raises(ValueError, match=r"source_col='en'.*the date task reads none: set translation_task"):
         notebook.seq2seq_task(ctx, "dates", source_col="en")
 
+# A corpus of English stories with no comma and no 'q': the plays' default lines cannot be spelled in it.
+STORIES = ["Once upon a time there was a little red hen who lived on a farm near the woods",
+           "She found some grains of wheat and asked who would help her plant them",
+           "Not I said the cat and not I said the dog and not I said the lazy pig"]
+
+
+def stories_corpus(tmp_path, rows=121):
+    import pandas as pd
+
+    from workbench import data
+
+    pd.DataFrame({"id": range(rows), "body": [STORIES[i % 3] for i in range(rows)]}).to_csv(tmp_path / "stories.csv",
+                                                                                         index=False)
+    return data.load_corpus(tmp_path / "stories.csv", text_column="body")
+
+
+def test_default_texts_are_the_notebooks_parameters():
+    """`corpus_text` tells a default left as it is from a text the user set by DEFAULT_TEXTS: they must be
+    the literals of the notebooks' parameters cells."""
+    from workbench.report import notebook_parameters
+
+    for name, texts in notebook.DEFAULT_TEXTS.items():
+        params = notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+        assert {key: params[key] for key in texts} == texts, name
+
+
+def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, capsys):
+    """Left at its default, a text with characters a char tokenizer of your corpus never saw becomes the
+    opening words of a line of the corpus (about the default's length), with one printed line; set by
+    you, it stops with one line naming the parameter and the fix; a BPE tokenizer takes any text."""
+    from workbench.tokenizer import train_tokenizer
+
+    corpus = stories_corpus(tmp_path)
+    char, bpe = train_tokenizer("char", corpus.train_text), train_tokenizer("bpe", corpus.train_text, 300)
+    ctx = notebook.NotebookContext("01_attention", "smoke", tmp_path)
+    default = notebook.DEFAULT_TEXTS["01_attention"]["text"]
+    text = notebook.corpus_text(ctx, "text", default, corpus, char)
+    # val's first line is where the 90% cut fell, mid-story: the passage opens the first whole line after it
+    assert corpus.splits["val"].startswith("he woods\n\nShe found")
+    assert text == "She found some grains of wheat and asked" and len(text) <= len(default)
+    assert capsys.readouterr().out == (f"text: {default!r} has characters stories.csv never shows (',', 'T', 'b', 'q'); "
+                                       f"using {text!r} from it (set text to choose)\n")
+    with pytest.raises(ValueError, match=r"^text='Hello, world' has characters stories.csv never shows \(',', 'H'\), "
+                                         r"which its char tokenizer cannot encode: set text to text of that corpus "
+                                         r"\(text=\"...\"; in a report -p text \"...\"\)$"):
+        notebook.corpus_text(ctx, "text", "Hello, world", corpus, char)
+    assert notebook.corpus_text(ctx, "text", "the lazy pig", corpus, char) == "the lazy pig"  # yours, and spelled
+    assert notebook.corpus_text(ctx, "text", default, corpus, bpe) == default  # byte-level: any text
+    assert notebook.corpus_text(ctx, "text", "Hello, world", corpus, bpe, char.__class__.train("Helo, wrd")) == \
+        "Hello, world"  # only char tokenizers are checked, each against its own characters
+    assert capsys.readouterr().out == ""
+    prompt = notebook.corpus_text(notebook.NotebookContext("02_pretraining", "smoke", tmp_path), "sample_prompt",
+                                  "ROMEO:\n", corpus, char)
+    assert prompt == "She"  # a short default: whole words within its 7 characters, at least one
+
+
+def test_finetune_task_says_when_the_profile_subsamples(tmp_path, capsys):
+    """The smoke profile keeps at most 24 passages per label in each split: a line says so, with each
+    split's rows before and after; a profile that keeps everything prints nothing."""
+    import pandas as pd
+    from helpers import tiny_rows
+
+    pd.DataFrame(tiny_rows(50)).to_csv(tmp_path / "reviews.csv", index=False)
+    task = notebook.finetune_task(notebook.NotebookContext("03_finetuning", "smoke", tmp_path), str(tmp_path / "reviews.csv"))
+    assert (len(task.train), len(task.val), len(task.test)) == (72, 15, 15)
+    assert capsys.readouterr().out == ("smoke profile: at most 24 passages per label in each split (per_label); "
+                                       "train 120 → 72, val 15 → 15, test 15 → 15\n")
+    notebook.finetune_task(notebook.NotebookContext("03_finetuning", "default", tmp_path), str(tmp_path / "reviews.csv"))
+    assert capsys.readouterr().out == ""
+
+
+def test_02s_corpus_table_of_your_own_text_has_no_genre_and_notes_the_document_in_both_splits(tmp_path):
+    """Your corpus has no genres: its table is by split alone. The document the 90% cut falls in counts in
+    both splits (109 + 13 documents of 121 rows), and a note on both rows says so."""
+    from workbench import data
+
+    corpus = stories_corpus(tmp_path)
+    summary = data.corpus_summary(corpus)
+    assert summary.index.names == ["split"] and summary.index.tolist() == ["train", "val"]
+    assert summary["documents"].tolist() == [109, 13] and len(corpus.documents) == 121
+    assert summary["note"].tolist() == ["its last document goes on in val (counted in both)",
+                                        "its first document began in train (counted in both)"]
+    assert summary["characters"].sum() == len(corpus.text)
+    assert "note" not in data.corpus_summary(stories_corpus(tmp_path, 120))  # the cut falls between two rows
+    plays = data.corpus_summary(data.load_corpus("shakespeare"))
+    assert plays.index.names == ["split", "genre"] and "note" not in plays
+
+
 def test_01s_own_gpt_is_reused_in_its_run_dir_and_one_of_another_corpus_is_refused(tmp_path):
     """01 without 02 trains a GPT in run_dir/attention_gpt; run again it reuses that one (the same weights, not
     trained again), and run again on another corpus it refuses rather than show the old corpus's model."""
@@ -421,26 +509,60 @@ def run_one_notebook(name, tmp_path, parameters):
     return metrics(tmp_path / "report", name)
 
 
+def printed(executed: Path) -> str:
+    """Everything an executed notebook's cells printed."""
+    nb = nbformat.read(executed, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.get("output_type") == "stream")
+
+
+def figure_titles(executed: Path) -> list[str]:
+    """The title of every Plotly figure an executed notebook shows."""
+    nb = nbformat.read(executed, as_version=4)
+    layouts = [o["data"]["application/vnd.plotly.v1+json"].get("layout", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    return [layout.get("title", {}).get("text", "") for layout in layouts]
+
+
 @pytest.mark.slow
 def test_01_attention_runs_on_a_corpus_of_your_own(tmp_path):
     """`corpus` and `text_column` reach 01: its comparison tokenizers and the GPT it trains (02 has not
-    run) read the CSV's `body` column, not the plays."""
+    run) read the CSV's `body` column, not the plays. Its default `text` has characters the corpus never
+    shows (',', 'T'): a line of the corpus stands in, and the printout says so, and says that the GPT
+    sees only the last block_size (32) of its tokens."""
     import pandas as pd
     from helpers import word_corpus
 
     from workbench import data
     from workbench.pretrain import load_pretrained
+    from workbench.tokenizer import train_tokenizer
 
     lines = word_corpus(tmp_path / "lines.txt", "the quick brown fox jumps over a lazy dog", 400, 12).read_text()
     pd.DataFrame({"id": range(400), "body": lines.splitlines()}).to_csv(tmp_path / "own.csv", index=False)
-    m = run_one_notebook("01_attention", tmp_path, {"corpus": str(tmp_path / "own.csv"), "text_column": "body",
-                                                   "text": "the lazy dog"})
+    m = run_one_notebook("01_attention", tmp_path, {"corpus": str(tmp_path / "own.csv"), "text_column": "body"})
     own = data.load_corpus(tmp_path / "own.csv", text_column="body")
     assert m["corpus"] == "own.csv" and m["char_vocab_size"] == len(set(own.train_text)) == 28  # a-z, space, newline
-    assert m["char_tokens"] == len("the lazy dog")
+    ctx = notebook.NotebookContext("01_attention", "smoke", tmp_path)
+    text = notebook.corpus_text(ctx, "text", notebook.DEFAULT_TEXTS["01_attention"]["text"], own,
+                                train_tokenizer("char", own.train_text))
+    assert m["char_tokens"] == len(text) > 32 and set(text) <= set(own.train_text)
+    out = printed(tmp_path / "report" / "01_attention.ipynb")
+    assert ("text: 'To be, or not to be, that is the question' has characters own.csv never shows (',', 'T'); "
+            f"using {text!r} from it (set text to choose)\n") in out
+    assert ("GPT from run_dir/attention_gpt (char tokenizer): 2 layers x 2 heads, 32 tokens "
+            "(text cut to its last 32 tokens, the model's block_size)\n") in out
     _, tokenizer, config = load_pretrained(tmp_path / "report" / "run" / "attention_gpt")
     assert (config.data.corpus, config.data.text_column) == (str(tmp_path / "own.csv"), "body")
     assert tokenizer.vocab_size == 28  # smoke: a char GPT of the CSV's characters
+
+
+def test_05s_headings_name_dates_only_as_the_default_task():
+    """05 runs on your pairs too: a heading that speaks of the date task says it is the default."""
+    nb = nbformat.read(NOTEBOOKS / "05_seq2seq.ipynb", as_version=4)
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("## ")]
+    assert "## The task: source → target (by default, dates as people write them → ISO 8601)" in headings
+    assert all("by default" in h for h in headings if "ISO 8601" in h)
 
 
 @pytest.mark.slow
@@ -463,6 +585,8 @@ def test_05_seq2seq_runs_on_pairs_of_your_own(tmp_path):
     assert not {"reference_parser", "month_alignment", "rule-based_exact_match"} & m.keys()
     assert {"greedy_exact_match_en", "greedy_exact_match_spaced", "greedy_exact_match_all"} <= m.keys()
     assert 0 <= m["greedy_exact_match_all"] <= 1 and 0 <= m["beam_4_bleu"] <= 100
+    titles = figure_titles(tmp_path / "report" / "05_seq2seq.ipynb")
+    assert "exact match against decoding speed (test pairs)" in titles and not any("date" in t for t in titles)
     source = json.loads((tmp_path / "report" / "run" / "seq2seq" / "model" / "task_source.json").read_text())
     assert source == {"spec": str(tmp_path / "pairs.tsv"), "source_col": "words", "target_col": "digits", "seed": 0}
 

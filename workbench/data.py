@@ -541,11 +541,14 @@ def get_batch(
 
 def corpus_summary(corpus: Corpus) -> pd.DataFrame:
     """Documents, characters and words of each split: for the plays by (split, genre) (`corpus_stats`);
-    for another corpus, whose splits are the first 90% and the rest of its text, by split, counting
-    each document that has text in it (one that straddles the cut counts in both).
+    for another corpus, whose splits are the first 90% and the rest of its text, by split alone (it has
+    no genres), counting each document that has text in it. A document the 90% cut falls inside counts
+    in both splits, so their documents add up to one more than the corpus holds: a `note` column then
+    says so on both rows.
 
     Returns:
-        DataFrame indexed by (split, genre) with columns documents, characters, words.
+        DataFrame indexed by (split, genre) for the plays, by split otherwise, with columns documents,
+        characters, words (and note, where a document straddles the cut).
     """
     if corpus.name == "shakespeare":
         return corpus_stats(corpus).groupby(["split", "genre"]).agg(
@@ -554,9 +557,12 @@ def corpus_summary(corpus: Corpus) -> pd.DataFrame:
     cut = len(corpus.splits["train"])
     documents = {"train": int((starts < cut).sum()),
                  "val": int(sum(start + len(d.text) > cut for start, d in zip(starts, corpus.documents)))}
-    rows = [{"split": split, "genre": "", "documents": documents[split], "characters": len(corpus.splits[split]),
-             "words": len(corpus.splits[split].split())} for split in ("train", "val")]
-    return pd.DataFrame(rows).set_index(["split", "genre"])
+    table = pd.DataFrame([{"split": split, "documents": documents[split], "characters": len(corpus.splits[split]),
+                           "words": len(corpus.splits[split].split())} for split in ("train", "val")]).set_index("split")
+    if any(start < cut < start + len(d.text) for start, d in zip(starts, corpus.documents)):
+        table["note"] = ["its last document goes on in val (counted in both)",
+                         "its first document began in train (counted in both)"]
+    return table
 
 
 def corpus_stats(corpus: Corpus) -> pd.DataFrame:

@@ -8,7 +8,8 @@ offline HTML, shows tables' floats to `TABLE_PRECISION` decimals, seeds the RNGs
 default, full), the run directory where notebooks hand artifacts to each other, and `write_metrics`.
 `table(df)` shows a table whose empty places mean "does not apply" with a dash, not `NaN`, and
 integers without decimals; `text_table(df)` shows rows of text whole; `metrics_summary(ctx)` every
-headline figure the notebooks wrote.
+headline figure the notebooks wrote; `corpus_text` checks a text parameter against a char tokenizer's
+characters (a default line of the plays becomes a line of your corpus).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from .profiles import PROFILES, get_profile
 
 DEFAULT_SEED = 1337  # every notebook's seed unless its caller passes another (recorded in reports)
 TABLE_PRECISION = 3  # decimals of a float in a displayed table (the data keeps every digit)
+# The text parameters the notebooks ship with (a test holds them equal to the parameters cells): lines of
+# the plays, which a character tokenizer of another corpus may not know (`corpus_text` swaps them).
+DEFAULT_TEXTS = {
+    "01_attention": {"text": "To be, or not to be, that is the question"},
+    "02_pretraining": {"probe_text": "To be, or not to be, that is the question", "sample_prompt": "ROMEO:\n"},
+    "06_interpretability": {"probe_text": "ROMEO:\nBut soft, what light through yonder window breaks?"},
+}
+MIN_PASSAGE_CHARS = 20  # a line of the corpus shorter than this is no passage to stand in for a default text
 
 
 @dataclass
@@ -231,11 +240,72 @@ def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
     return result.model.cpu().eval(), result.tokenizer, result.config, snapshots, str(folder)
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """`text` quoted for a one-line message, cut to about `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit - 1] + "…")
+
+
+def _first_words(line: str, chars: int) -> str:
+    """The words that open `line`, as many as fit in `chars` characters (at least one)."""
+    out = ""
+    for word in (w for w in line.split(" ") if w):  # split at spaces only: the line shows them
+        if out and len(out) + 1 + len(word) > chars:
+            break
+        out = f"{out} {word}" if out else word
+    return out
+
+
+def corpus_text(ctx: NotebookContext, parameter: str, text: str, corpus, *tokenizers) -> str:
+    """The text a notebook shows for its text parameter `parameter` (01's `text`, 02's `probe_text`...):
+    `text` itself when every character tokenizer among `tokenizers` knows each of its characters (a
+    byte-level BPE encodes any text, so only a char tokenizer's unseen characters matter).
+
+    Otherwise: `text` left at the notebook's default (`DEFAULT_TEXTS`, a line of the plays) is swapped for
+    a passage of `corpus` about as long — the opening words of the first whole line of its validation
+    text (else its training text) of at least MIN_PASSAGE_CHARS characters that the tokenizers know —
+    with one printed line saying so; a text the user set stops the notebook with a ValueError naming
+    the parameter and the fix.
+
+    Args:
+        ctx: the notebook's context (its name picks the default).
+        parameter: the parameter's name, e.g. "text".
+        text: its value.
+        corpus: the `data.Corpus` the tokenizers were trained on.
+        tokenizers: the tokenizers that will encode the text.
+    Returns:
+        the text to use.
+    """
+    alphabets = [set(tok.chars) for tok in tokenizers if tok.kind == "char"]
+    unseen = sorted({c for known in alphabets for c in set(text) - known})
+    if not unseen:
+        return text
+    chars = ", ".join(map(repr, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
+    default = DEFAULT_TEXTS.get(ctx.name, {}).get(parameter)
+    if text != default:
+        raise ValueError(f"{parameter}={_shown(text)} has characters {corpus.name} never shows ({chars}), "
+                         f"which its char tokenizer cannot encode: set {parameter} to text of that corpus "
+                         f"({parameter}=\"...\"; in a report -p {parameter} \"...\")")
+    val_lines = corpus.splits["val"].split("\n")
+    # val's first line is where the 90% cut fell, most likely mid-sentence: every other whole line comes first
+    lines = val_lines[1:] + corpus.train_text.split("\n") + val_lines[:1]
+    known = set.intersection(*alphabets)
+    line = next((ln.strip() for ln in lines if len(ln.strip()) >= MIN_PASSAGE_CHARS and set(ln.strip()) <= known), None)
+    if line is None:
+        raise ValueError(f"{parameter}={_shown(text)} has characters {corpus.name} never shows ({chars}), "
+                         f"and no line of it has {MIN_PASSAGE_CHARS} characters to show instead: set {parameter} "
+                         f"to text of that corpus ({parameter}=\"...\"; in a report -p {parameter} \"...\")")
+    passage = _first_words(line, len(default))
+    print(f"{parameter}: {_shown(text)} has characters {corpus.name} never shows ({chars}); using {_shown(passage)} "
+          f"from it (set {parameter} to choose)")
+    return passage
+
+
 def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str = "text", label_col: str = "label"):
     """The classification task of 03_finetuning, its passages cut (`max_chars`) and subsampled
     (`per_label`) as the profile's 03 settings say: `spec` ("genre" or a CSV/TSV/JSONL file, with its
     text and label columns), or with `spec` None the task 03 recorded in its metrics
-    (`finetune_task_metrics`; 04 scores 03's classifiers on it; "genre" for a 03 that recorded none)."""
+    (`finetune_task_metrics`; 04 scores 03's classifiers on it; "genre" for a 03 that recorded none).
+    Where the subsample leaves rows out, one printed line gives each split's rows before and after."""
     from .checkpoint import read_json
     from .tasks import load_task
 
@@ -244,7 +314,13 @@ def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str =
         spec, text_col, label_col = (recorded.get("task", "genre"), recorded.get("task_text_col", "text"),
                                      recorded.get("task_label_col", "label"))
     s = ctx.settings_of("03_finetuning")
-    return load_task(spec, text_col, label_col, max_chars=s.max_chars).subsample(s.per_label)
+    whole = load_task(spec, text_col, label_col, max_chars=s.max_chars)
+    task = whole.subsample(s.per_label)
+    sizes = {split: (len(whole.split(split)), len(task.split(split))) for split in ("train", "val", "test")}
+    if any(before != after for before, after in sizes.values()):
+        print(f"{ctx.profile} profile: at most {s.per_label} passages per label in each split (per_label); "
+              + ", ".join(f"{split} {before:,} → {after:,}" for split, (before, after) in sizes.items()))
+    return task
 
 
 def finetune_task_metrics(spec: str, text_col: str = "text", label_col: str = "label") -> dict[str, str]:
