@@ -298,3 +298,21 @@ def test_to_hf_is_the_same_tokenizer_in_transformers(tmp_path, kind):
     ids = hf(text)["input_ids"]
     assert ids == tok.encode(text) and hf.decode(ids) == text
     assert (hf.eos_token == "<|endoftext|>") == (kind == "bpe")
+
+
+def test_a_corpus_tokenizer_spells_held_out_text_and_learns_bpe_merges_from_training_text_only(tmp_path):
+    """A character only the last 10% shows (the validation text) is in the char vocabulary, as nanoGPT's,
+    so held-out text encodes; BPE's merges come from the training text alone."""
+    from workbench.data import load_corpus
+    from workbench.tokenizer import train_corpus_tokenizer
+
+    path = tmp_path / "notes.txt"
+    path.write_text("the cat sat on the mat\n" * 90 + "a café, a naïve zoo\n" * 10, encoding="utf-8")
+    corpus = load_corpus(path)
+    assert "é" in corpus.splits["val"] and "é" not in corpus.train_text
+    char = train_corpus_tokenizer("char", corpus)
+    assert char.decode(char.encode(corpus.splits["val"])) == corpus.splits["val"]
+    with pytest.raises(ValueError, match="not in the char tokenizer's vocabulary"):  # from the training text alone
+        train_tokenizer("char", corpus.train_text).encode(corpus.splits["val"])
+    bpe = train_corpus_tokenizer("bpe", corpus, vocab_size=300)
+    assert bpe.to_dict() == train_tokenizer("bpe", corpus.train_text, vocab_size=300).to_dict()

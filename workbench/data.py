@@ -9,7 +9,7 @@ column) is split nanoGPT-style: first 90% train, last 10% val.
 Pipeline::
 
     corpus = load_corpus("shakespeare")                     # Corpus with .splits
-    tok = train_tokenizer("char", corpus.train_text)        # workbench.tokenizer
+    tok = train_corpus_tokenizer("char", corpus)            # workbench.tokenizer
     data = encode_splits(corpus, tok)                       # {"train": memmap, ...}, cached
     x, y = get_batch(data["train"], block_size, batch_size, generator)   # (B, T) each
 

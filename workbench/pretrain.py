@@ -29,7 +29,7 @@ from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT, eval_mode
 from .run import Run, load_final, setup_device
-from .tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
+from .tokenizer import Tokenizer, tokenizer_from_dict, train_corpus_tokenizer
 from .train import Callback, History, Trainer, resolve_device, time_steps
 
 if TYPE_CHECKING:
@@ -75,12 +75,8 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         run.check_same("config", {"data": asdict(config.data), "model": asdict(config.model)},
                        ignore=("model.vocab_size", "model.split_qkv"))  # split_qkv: the same weights
         tokenizer = run.saved.artifact("tokenizer", tokenizer_from_dict)
-    elif tokenizer is None:
-        # BPE learns merges from the training text only; the char vocabulary is just the character
-        # set, taken from the whole corpus as nanoGPT does, so held-out text always encodes.
-        text = corpus.train_text if config.data.tokenizer == "bpe" else corpus.text
-        tokenizer = train_tokenizer(config.data.tokenizer, text,
-                                    config.data.vocab_size if config.data.tokenizer == "bpe" else None)
+    elif tokenizer is None:  # BPE from the training text, a char vocabulary from the whole corpus (as nanoGPT's)
+        tokenizer = train_corpus_tokenizer(config.data.tokenizer, corpus, config.data.vocab_size)
     config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
     splits = encode_on_rank0(corpus, tokenizer, run.dist)
     T, tc, world = config.model.block_size, config.train, run.dist.world_size

@@ -12,7 +12,7 @@ for plot axes), ``to_dict``/``save``/``load_tokenizer`` (plain JSON, never pickl
 
 Typical use::
 
-    tok = train_tokenizer("bpe", corpus.train_text, vocab_size=2048)
+    tok = train_corpus_tokenizer("bpe", corpus, vocab_size=2048)  # or train_tokenizer("bpe", text, 2048)
     ids = tok.encode("If music be the food of love")
     tok.save("runs/x/tokenizer.json"); tok2 = load_tokenizer("runs/x/tokenizer.json")
 """
@@ -407,6 +407,17 @@ def train_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
     if kind == "bpe":
         return BPETokenizer.train(text, _check_bpe_vocab_size(vocab_size))
     raise ValueError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(TOKENIZERS)}")
+
+
+def train_corpus_tokenizer(kind: str, corpus: Any, vocab_size: int | None = None) -> Tokenizer:
+    """The tokenizer a run trains for `corpus` (a `data.Corpus`): BPE learns its merges from the training
+    text only; a char vocabulary is the character set of the whole corpus, as nanoGPT's, so held-out
+    text always encodes (a character only the validation text has keeps an untrained embedding).
+
+    Args:
+        kind: "char" or "bpe"; vocab_size: for "bpe".
+    """
+    return train_tokenizer(kind, corpus.train_text if kind == "bpe" else corpus.text, vocab_size)
 
 
 def tokenizer_from_dict(d: Any) -> Tokenizer:
