@@ -658,12 +658,12 @@ def test_ctrl_c_in_training_names_the_command_that_continues_it(tmp_path, corpus
     real = run_module.stop_on_sigint
 
     @contextlib.contextmanager
-    def ctrl_c_at_step_5(trainer):
+    def ctrl_c_at_step_3(trainer):
         trainer.callbacks.append(CtrlCAt(3))
         with real(trainer):
             yield
 
-    monkeypatch.setattr(run_module, "stop_on_sigint", ctrl_c_at_step_5)
+    monkeypatch.setattr(run_module, "stop_on_sigint", ctrl_c_at_step_3)
     run = tmp_path / "my run"
     code, stdout, err = cli("pretrain", "--corpus", corpus, *TINY, "--max-iters", "6", "--eval-interval", "3",
                             "--out", run)

@@ -4,6 +4,7 @@ and the `finetune` command line. The task data itself: tests/test_tasks.py; the 
 
 import dataclasses
 import json
+import re
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -31,7 +32,7 @@ from workbench.finetune import (
     load_finetuned,
     load_predictions,
     predict_logits,
-    ended_on_best,
+    still_rising,
 )
 from workbench.tasks import encode_texts
 from workbench.compare import compare_modes, grid_workers, summarize, tfidf_baseline
@@ -647,17 +648,18 @@ def test_a_run_whose_macro_f1_was_still_rising_at_its_end_says_more_epochs_may_h
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         short = finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False)
     f1 = short.history.evals()["val_macro_f1"].to_numpy()
-    assert short.metrics["ended_on_best"] and short.metrics["best_step"] == 9 and f1[-1] > f1[:-1].max()
+    assert short.metrics["still_rising"] and short.metrics["best_step"] == 9 and f1[-1] > f1[:-1].max()
     assert caplog.text.count("more epochs may help") == 1
     assert (f"full, seed 0: the best validation macro-F1 ({short.metrics['val_macro_f1']:.3f}) came at the last "
             f"evaluation (step 9, {short.metrics['epochs']:.1f} epochs): still rising, more epochs may help; raise "
-            "FinetuneConfig.train.max_iters (now 9), or set its epochs") in caplog.text
+            'FinetuneConfig.train.epochs or max_iters (now max_iters 9); in a notebook, profile "full" trains longer') \
+        in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="workbench.finetune"):
         long = finetune(base, task, quick(max_iters=60), progress=False)
-    assert not long.metrics["ended_on_best"] and long.metrics["best_step"] < 60 and caplog.text == ""
+    assert not long.metrics["still_rising"] and long.metrics["best_step"] < 60 and caplog.text == ""
     with caplog.at_level("WARNING", logger="workbench.finetune"):  # a grid says it once for all its runs
-        finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False, advise=False)
+        finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False, warn_if_rising=False)
     assert caplog.text == ""
 
 
@@ -668,22 +670,24 @@ def test_a_run_whose_macro_f1_was_still_rising_at_its_end_says_more_epochs_may_h
     ([0.9, 0.5, 0.6], 10, False),  # rising again, but below its best
     ([0.9], 10, False),  # one evaluation: nothing to compare
 ])
-def test_ended_on_best_wants_the_best_macro_f1_at_the_last_evaluation_and_below_one(scores, best_step, rising):
+def test_still_rising_wants_the_best_macro_f1_at_the_last_evaluation_and_below_one(scores, best_step, rising):
     history = History([{"step": 10 * (i + 1), "val_macro_f1": v, "val_loss": 1.0} for i, v in enumerate(scores)])
-    assert ended_on_best(history, best_step) is rising
+    assert still_rising(history, best_step) is rising
 
 
-def test_the_still_rising_warning_names_the_flag_on_the_command_line(base, csv_task, caplog):
+@pytest.mark.parametrize("length, flag", [({"max_iters": 9}, "--max-iters (now 9), or give --epochs"),
+                                          ({"max_iters": None, "epochs": 1.0}, "--epochs (now 1)")])
+def test_the_still_rising_warning_names_the_flag_on_the_command_line(base, csv_task, caplog, length, flag):
     from workbench.run import COMMAND_LINE
 
     _, task = csv_task
     token = COMMAND_LINE.set(True)
     try:
         with caplog.at_level("WARNING", logger="workbench.finetune"):
-            finetune(base, task, quick(eval_interval=3, max_iters=9), progress=False)
+            result = finetune(base, task, quick(eval_interval=3, **length), progress=False)
     finally:
         COMMAND_LINE.reset(token)
-    assert "still rising, more epochs may help; raise --max-iters (now 9), or give --epochs\n" in caplog.text
+    assert result.metrics["steps"] == 9 and f"still rising, more epochs may help; raise {flag}\n" in caplog.text
 
 
 def test_a_grid_says_once_which_modes_were_still_rising(base, csv_task, caplog):
@@ -692,8 +696,10 @@ def test_a_grid_says_once_which_modes_were_still_rising(base, csv_task, caplog):
         compare_modes(base, task, ["full", "frozen"], seeds=[0, 1], base_config=quick(eval_interval=3, max_iters=9),
                       workers=1, tfidf=False)
     rising = [r.getMessage() for r in caplog.records if "still rising" in r.getMessage()]
-    assert len(rising) == 1 and rising[0].startswith("validation macro-F1 still rising at the last evaluation for full (")
-    assert rising[0].endswith("more steps may help (FinetuneConfig.train.max_iters or epochs)")
+    assert len(rising) == 1 and re.fullmatch(
+        r"validation macro-F1 still rising at the last evaluation for (full|frozen) \([12] of 2 runs\)"
+        r"(, frozen \([12] of 2 runs\))?: more epochs may help; raise FinetuneConfig.train.epochs or max_iters; "
+        r'in a notebook, profile "full" trains longer', rising[0]), rising
 
 
 def test_predict_logits_restores_training_mode_even_when_a_batch_fails():

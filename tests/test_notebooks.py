@@ -9,7 +9,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from workbench import notebook
+from workbench import data, notebook
 from workbench.report import run_report
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -115,7 +115,7 @@ def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, 
     """Left at its default, a text with characters a char tokenizer of your corpus never saw becomes the
     opening words of a line of the corpus (about the default's length), with one printed line; set by
     you, it stops with one line naming the parameter and the fix; a BPE tokenizer takes any text."""
-    from workbench.tokenizer import train_tokenizer
+    from workbench.tokenizer import CharTokenizer, train_tokenizer
 
     corpus = stories_corpus(tmp_path)
     char, bpe = train_tokenizer("char", corpus.train_text), train_tokenizer("bpe", corpus.train_text, 300)
@@ -133,12 +133,17 @@ def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, 
         notebook.corpus_text(ctx, "text", "Hello, world", corpus, char)
     assert notebook.corpus_text(ctx, "text", "the lazy pig", corpus, char) == "the lazy pig"  # yours, and spelled
     assert notebook.corpus_text(ctx, "text", default, corpus, bpe) == default  # byte-level: any text
-    assert notebook.corpus_text(ctx, "text", "Hello, world", corpus, bpe, char.__class__.train("Helo, wrd")) == \
+    assert notebook.corpus_text(ctx, "text", "Hello, world", corpus, bpe, CharTokenizer.train("Helo, wrd")) == \
         "Hello, world"  # only char tokenizers are checked, each against its own characters
     assert capsys.readouterr().out == ""
     prompt = notebook.corpus_text(notebook.NotebookContext("02_pretraining", "smoke", tmp_path), "sample_prompt",
                                   "ROMEO:\n", corpus, char)
     assert prompt == "She"  # a short default: whole words within its 7 characters, at least one
+    (tmp_path / "zh.txt").write_text(("床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 2 + "\n") * 40,
+                                     encoding="utf-8")
+    zh = data.load_corpus(tmp_path / "zh.txt")
+    passage = notebook.corpus_text(ctx, "text", default, zh, train_tokenizer("char", zh.text))
+    assert passage == ("床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 2)[:len(default)]  # no spaces: cut at its length
 
 
 def test_finetune_task_says_when_the_profile_subsamples(tmp_path, capsys):
@@ -173,22 +178,27 @@ def test_02s_corpus_table_of_your_own_text_has_no_genre_and_notes_the_document_i
     assert plays.index.names == ["split", "genre"] and "note" not in plays
 
 
-def test_01s_own_gpt_is_reused_in_its_run_dir_and_one_of_another_corpus_is_refused(tmp_path):
-    """01 without 02 trains a GPT in run_dir/attention_gpt; run again it reuses that one (the same weights, not
-    trained again), and run again on another corpus it refuses rather than show the old corpus's model."""
+def test_01s_gpt_is_02s_on_the_same_corpus_else_its_own_reused_and_one_of_other_settings_refused(tmp_path):
+    """01 shows 02's GPT (run_dir/pretrain) only when 02 read the same corpus; else it trains one in
+    run_dir/attention_gpt, which a rerun reuses (the same weights, not trained again), and which a rerun on
+    another corpus or profile refuses in one line rather than show a model of other data."""
     from workbench.config import preset, updated
+    from workbench.pretrain import pretrain
 
     for name, text in (("a.txt", "to be or not to be\n"), ("b.txt", "all the world's a stage\n")):
         (tmp_path / name).write_text(text * 400)
     ctx = notebook.start("01_attention", profile="smoke", run_dir=str(tmp_path / "run"))
-    config = lambda corpus: updated(preset("smoke", train={"max_iters": 4}), {"data": {"corpus": str(tmp_path / corpus)}})
-    model, tokenizer, source = notebook.trained_gpt(ctx, config("a.txt"))
-    again, _, _ = notebook.trained_gpt(ctx, config("a.txt"))
-    assert source == str(tmp_path / "run" / "attention_gpt") and set(tokenizer.chars) == set("to be or not\n")
+    config = lambda corpus, iters=4: updated(preset("smoke", train={"max_iters": iters}),
+                                             {"data": {"corpus": str(tmp_path / corpus)}})
+    pretrain(config("a.txt"), ctx.path("pretrain"), progress=False)  # as 02 on a.txt
+    assert notebook.trained_gpt(ctx, config("a.txt"))[2] == str(ctx.path("pretrain"))
+    model, tokenizer, source = notebook.trained_gpt(ctx, config("b.txt"))  # not 02's: it read a.txt
+    assert source == str(ctx.path("attention_gpt")) and set(tokenizer.chars) == set("all the world's a stage\n")
+    again, _, _ = notebook.trained_gpt(ctx, config("b.txt"))
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    with pytest.raises(ValueError, match=r"^data.corpus='.*b.txt' differs from the checkpoint's '.*a.txt' in .*"
-                                         r"attention_gpt; give data.corpus="):
-        notebook.trained_gpt(ctx, config("b.txt"))
+    with pytest.raises(FileExistsError, match=r"already holds attention_gpt/, trained with other settings \(train"
+                                              r".max_iters: 4 -> 8\): set run_dir to a new folder, or delete "):
+        notebook.trained_gpt(ctx, config("b.txt", iters=8))
 
 
 def test_tables_show_a_dash_where_no_value_exists_and_rounded_numbers(tmp_path):

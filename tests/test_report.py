@@ -306,6 +306,8 @@ def test_an_index_of_tables_names_their_columns():
     assert _describe_data(report()) == ("corpus shakespeare, "  # the plays have no columns to name
                                         "classification_task /d/topics.csv (text_col sentence, label_col topic)")
     assert _describe_data(report(corpus="/d/my.csv", text_column="body")).startswith("corpus /d/my.csv (text_column body), ")
+    dates = report(translation_task="dates", source_col="source", target_col="target", locales="en,de")
+    assert _describe_data(dates).endswith(", translation_task dates (locales en,de)")  # a date task's locales
 
 
 # ------------------------------------------------------------------ a failing run
@@ -425,7 +427,8 @@ def test_data_parameters_that_name_existing_data_pass(tables):
 
 @pytest.mark.parametrize("params, given, error", [
     ({**CORPUS, "corpus": "my.cvs"}, {"corpus"},
-     r"corpus 'my.cvs' not found \(.*my.cvs does not exist\); pass -p corpus FILE with a text file, .*, or -p corpus shakespeare"),
+     r"corpus 'my.cvs' not found \(neither .*my.cvs nor, from the notebooks' folder, .*my.cvs exists\); pass -p corpus "
+     r"FILE with a text file, .*, or -p corpus shakespeare"),
     ({**CORPUS, "corpus": "my.csv"}, {"corpus"},  # text_column left at "text"
      r"corpus .*my.csv has no column 'text' \(columns: body, id\); pass -p text_column COLUMN naming one of them"),
     ({**CLASSIFICATION, "classification_task": "topics.csv", "text_col": "sentence", "label_col": "label"},
@@ -440,6 +443,10 @@ def test_data_parameters_that_name_existing_data_pass(tables):
     ({**TRANSLATION, "source_col": "words", "target_col": "digits"}, {"source_col", "target_col"},  # translation_task forgotten
      r"-p source_col words -p target_col digits name columns of a table, but translation_task is 'dates', built in: "
      r"pass -p translation_task FILE with your table, or drop -p source_col and -p target_col"),
+    ({**TRANSLATION, "translation_task": "numbers.tsv", "source_col": "words", "target_col": "digits",
+      "locales": "en,de"}, {"translation_task", "source_col", "target_col", "locales"},
+     r"^-p locales en,de chooses the date task's locales, but translation_task is a file of pairs \(numbers.tsv\): "
+     r"drop -p locales"),
 ])
 def test_a_data_parameter_that_names_no_data_is_one_line_naming_the_parameter(tables, params, given, error):
     from workbench.report import check_data_parameters

@@ -144,6 +144,24 @@ def test_a_report_written_before_profile_defaults_compares_its_settings(tmp_path
     assert comparison.identical and comparison.settings == []
 
 
+def test_a_data_parameter_an_older_report_lacked_reads_as_its_default(tmp_path):
+    """A notebook that gained a data parameter (05's translation_task, locales, ...) ran on its default before:
+    the first report after the change is not "other data"; locales compare as sets, a real change still shows."""
+    new = make_report()
+    new["notebooks"].append({"name": "05_seq2seq.ipynb", "status": "ok", "wall_s": 10.0, "metrics": {"exact": 0.5},
+                             "parameters": {"profile": "default", "translation_task": "dates", "source_col": "source",
+                                            "target_col": "target", "locales": "en,fr,de,es,it,pt,nl,ru,zh,ja"}})
+    old = make_report()
+    old["notebooks"].append({**new["notebooks"][-1], "parameters": {"profile": "default"}})
+    assert compare_reports(old, new).data == [] and compare_reports(old, new).data_note is None
+    shuffled = json.loads(json.dumps(new))
+    shuffled["notebooks"][-1]["parameters"]["locales"] = "ja, zh,ru,nl,pt,it,es,de,fr,en"
+    assert compare_reports(new, shuffled).data == []
+    fewer = json.loads(json.dumps(new))
+    fewer["notebooks"][-1]["parameters"]["locales"] = "en,de"
+    assert [name for name, *_ in compare_reports(old, fewer).data] == ["locales"]
+
+
 def test_metrics_only_one_report_has_are_named(tmp_path):
     a, b = make_report(), make_report()
     del b["notebooks"][0]["metrics"]["val_loss"]

@@ -134,8 +134,14 @@ def test_saved_config_differences_are_refused_with_the_flag_to_drop(tmp_path):
                    ignore=("model.vocab_size",))  # the same run: no error
     token = COMMAND_LINE.set(True)
     try:
-        with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer"):
+        with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer \(or "
+                                             r"the --preset that sets it\) to resume as saved"):
             run.check_same("config", {"model": {"n_layer": 2}})
+        run.kind = "finetune"  # a command without --preset
+        with pytest.raises(ValueError, match=r"^model.n_layer=2 differs from the checkpoint's 1; drop --n-layer to "
+                                             r"resume as saved, or start a new run in another --out$"):
+            run.check_same("config", {"model": {"n_layer": 2}})
+        run.kind = None
     finally:
         COMMAND_LINE.reset(token)
     # in a notebook or the library: the field and its saved value, or another run_dir (01 and 06 rerun with a

@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--num-samples", type=int, default=1,
                    help="samples of the prompt, decoded in one batch; more than one: a line of dashes after each")
-    p.add_argument("--seed", type=seed, default=1337, help="seed of the sampling: the same seed, the same samples")
+    p.add_argument("--seed", type=seed, default=1337, help="seed of the sampling: the same seed and --num-samples, the same samples")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "int8"],
                    help="weights to decode with: auto is a bf16 copy on CUDA, float32 elsewhere; int8 (CPU) "

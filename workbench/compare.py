@@ -34,7 +34,7 @@ import torch
 from .capture import AttentionResult, attention_shift, gpt_attention
 from .config import MODES, FinetuneConfig, updated
 from .data import require_columns
-from .finetune import CUT_WARN_PCT, TextClassifier, finetune
+from .finetune import CUT_WARN_PCT, TextClassifier, finetune, more_training, run_name
 from .metrics import macro_f1, split_metrics
 from .model import GPT
 from .tasks import TaskData
@@ -150,7 +150,7 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
         rows.append({k: result.metrics.get(k) for k in ROW_KEYS})
         if first:
             histories[mode], classifiers[mode], metrics[mode] = result.history.df, result.classifier, result.metrics
-    _warn_still_rising(jobs, results)
+    _warn_grid_still_rising(jobs, results)
     if tfidf:
         cut = {mode: m["window_filled_pct"] for mode, m in metrics.items() if m.get("window_filled_pct", 0) > CUT_WARN_PCT}
         if cut:  # TF-IDF reads every passage whole
@@ -163,17 +163,17 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
     return Comparison(pd.DataFrame(rows, columns=list(ROW_KEYS)), histories, classifiers, metrics)
 
 
-def _warn_still_rising(jobs: list, results: list) -> None:
+def _warn_grid_still_rising(jobs: list, results: list) -> None:
     """One warning for the grid, naming the modes whose runs' validation macro-F1 was still rising at their
-    end (`finetune.ended_on_best`; each run's own warning is off in a grid)."""
+    end (`finetune.still_rising`; each run's own warning is off in a grid)."""
     runs: dict[str, list[bool]] = {}
     for (mode, *_), result in zip(jobs, results):
-        runs.setdefault(mode, []).append(bool(result.metrics.get("ended_on_best")))
+        runs.setdefault(mode, []).append(bool(result.metrics.get("still_rising")))
     rising = {mode: flags for mode, flags in runs.items() if any(flags)}
     if rising:
-        log.warning("validation macro-F1 still rising at the last evaluation for %s: more steps may help "
-                    "(FinetuneConfig.train.max_iters or epochs)",
-                    ", ".join(f"{mode} ({sum(flags)} of {len(flags)} runs)" for mode, flags in rising.items()))
+        log.warning("validation macro-F1 still rising at the last evaluation for %s: more epochs may help; raise %s",
+                    ", ".join(f"{mode} ({sum(flags)} of {len(flags)} runs)" for mode, flags in rising.items()),
+                    more_training())
 
 
 def grid_dtype(device: str) -> str:
@@ -208,10 +208,10 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
     sources = [checkpoint if mode != "hf" else None for mode, *_ in jobs]  # hf loads its packaged encoder
     if workers == 1:
         results = []
-        for k, (source, (mode, config, run_dir, _)) in enumerate(zip(sources, jobs), start=1):
-            _announce(callbacks, mode, config, k, len(jobs))
+        for k, (source, (_, config, run_dir, _)) in enumerate(zip(sources, jobs), start=1):
+            _announce(callbacks, config, k, len(jobs))
             results.append(finetune(source, task, config, out_dir=run_dir, callbacks=callbacks, progress=progress,
-                                    advise=False))
+                                    warn_if_rising=False))
         return results
     threads = max(1, torch.get_num_threads() // workers)
     order = sorted(range(len(jobs)), key=lambda i: -MODE_COST.get(jobs[i][0], 0))  # stable: ties keep the table's order
@@ -225,8 +225,7 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
             for k, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]
                 results[i] = future.result()
-                mode, config, *_ = jobs[i]
-                _announce(callbacks, mode, config, k, len(jobs))
+                _announce(callbacks, jobs[i][1], k, len(jobs))
                 for record in results[i].history.records:  # the finished run's curve, for live figures
                     kind = "on_eval" if any(k.startswith("val_") for k in record) else "on_step"
                     for cb in callbacks:
@@ -237,11 +236,11 @@ def _run_grid(checkpoint, task: TaskData, jobs: list, workers: int, callbacks: l
     return results
 
 
-def _announce(callbacks: list, mode: str, config: FinetuneConfig, k: int, n: int) -> None:
+def _announce(callbacks: list, config: FinetuneConfig, k: int, n: int) -> None:
     """Tell the callbacks that have an `on_run` which run comes next: "lora, seed 1 (5 of 12)"."""
     for cb in callbacks:
         if hasattr(cb, "on_run"):
-            cb.on_run(f"{mode}, seed {config.train.seed} ({k} of {n})")
+            cb.on_run(f"{run_name(config)} ({k} of {n})")
 
 
 def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path | None, threads: int,
@@ -252,7 +251,7 @@ def _grid_job(checkpoint, task: TaskData, config: FinetuneConfig, run_dir: Path 
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = finetune(checkpoint, task, config, out_dir=run_dir, progress=False, advise=False)
+    result = finetune(checkpoint, task, config, out_dir=run_dir, progress=False, warn_if_rising=False)
     return result if keep_classifier else dataclasses.replace(result, classifier=None)
 
 

@@ -558,7 +558,8 @@ def corpus_summary(corpus: Corpus) -> pd.DataFrame:
     documents = {"train": int((starts < cut).sum()),
                  "val": int(sum(start + len(d.text) > cut for start, d in zip(starts, corpus.documents)))}
     table = pd.DataFrame([{"split": split, "documents": documents[split], "characters": len(corpus.splits[split]),
-                           "words": len(corpus.splits[split].split())} for split in ("train", "val")]).set_index("split")
+                           "words": len(corpus.splits[split].split())} for split in ("train", "val")])
+    table = table.set_index("split")
     if any(start < cut < start + len(d.text) for start, d in zip(starts, corpus.documents)):
         table["note"] = ["its last document goes on in val (counted in both)",
                          "its first document began in train (counted in both)"]

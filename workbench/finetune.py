@@ -329,7 +329,7 @@ def _task_info(task: TaskData) -> dict[str, Any]:
 
 def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConfig, out_dir: str | Path | None = None,
              callbacks: Iterable[Callback] = (), progress: bool = True, resume: bool | str = False,
-             advise: bool = True) -> FinetuneResult:
+             warn_if_rising: bool = True) -> FinetuneResult:
     """Fine-tune a classifier on `task` as `config` says; write it to `out_dir` (if given).
 
     Args:
@@ -344,14 +344,14 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
         callbacks: Trainer callbacks (`train.Callback`: on_fit_start, on_step, on_eval, on_checkpoint).
         progress: show a progress bar.
         resume: continue the run in out_dir from its latest checkpoint, exactly (see `workbench.run.Run`).
-        advise: log a warning when the run's validation macro-F1 was still rising at its end (`ended_on_best`:
-            more epochs may help); a grid (`compare.compare_modes`) says it once for all its runs.
+        warn_if_rising: log a warning when the run's validation macro-F1 was still rising at its end
+            (`still_rising`: more epochs may help); a grid (`compare.compare_modes`) says it once for all its runs.
     Returns:
         FinetuneResult: the classifier (best validation macro-F1 weights), History and metrics: test_accuracy,
         test_macro_f1, test_per_class, test_confusion, val_accuracy, val_macro_f1, train_s, trainable_params,
         total_params, tokens_per_s, examples_per_s, ... If training was interrupted (Ctrl-C) the run is
         checkpointed, nothing final is written and metrics["completed"] is False: call again with resume=True.
-        metrics["ended_on_best"]: the best validation macro-F1 came at the last evaluation (`ended_on_best`).
+        metrics["still_rising"]: the best validation macro-F1 came at the last evaluation (`still_rising`).
     """
     run = Run(out_dir, resume, kind="finetune")
     device = setup_device(config.train, run.dist)
@@ -373,7 +373,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     if cut_pct > CUT_WARN_PCT and max_len < limit and run.saved is None:  # the model could read more of them
         # (cut at the model's whole context, they are the most it can read: compare_modes says so beside TF-IDF)
         log.warning("%s: %.0f%% of the training passages fill the %d-token window and are cut; raise max_len "
-                    "(--max-len, at most %d) or lower max_chars (--max-chars)", run_name(config), cut_pct, max_len, limit)
+                    "(--max-len, at most %d) or lower max_chars (--max-chars)", run_name(config), cut_pct, max_len,
+                    limit)
     y = {s: torch.tensor(task.split(s)["label_id"].to_numpy(), dtype=torch.long) for s in ("train", "val", "test")}
     tc = config.loop(len(y["train"]))
     evaluate = _Evaluator(*enc["val"], y["val"], task.num_labels, config.eval_batch_size, device)
@@ -393,8 +394,8 @@ def finetune(checkpoint: str | Path | None, task: TaskData, config: FinetuneConf
     for s, logits in split_logits.items():
         metrics |= split_metrics(y[s].numpy(), logits.argmax(-1).numpy(), list(task.labels), prefix=f"{s}_")
     metrics |= _run_summary(classifier, tc, task, cut_pct, metrics)
-    metrics["ended_on_best"] = ended_on_best(trainer.history, trainer.best_step)
-    if advise and metrics["ended_on_best"]:
+    metrics["still_rising"] = still_rising(trainer.history, trainer.best_step)
+    if warn_if_rising and metrics["still_rising"]:
         _warn_still_rising(config, metrics)
     run.finish(trainer, artifacts, metrics)
     if run.out is not None and run.dist.is_main:
@@ -475,7 +476,7 @@ def run_name(config: FinetuneConfig) -> str:
     return f"{config.mode}, seed {config.train.seed}"
 
 
-def ended_on_best(history: History, best_step: int | None) -> bool:
+def still_rising(history: History, best_step: int | None) -> bool:
     """Whether a run's best validation macro-F1 came at its last evaluation, above every earlier one (a tie
     keeps the earlier step) and below 1: the score the kept weights are chosen by was still rising when
     training ended, so more epochs may help. (Not the loss: it keeps falling as the model grows more
@@ -486,17 +487,23 @@ def ended_on_best(history: History, best_step: int | None) -> bool:
 
 
 def _warn_still_rising(config: FinetuneConfig, metrics: dict[str, Any]) -> None:
-    """The one warning of a run that `ended_on_best`, naming the setting to raise in the caller's terms."""
-    train = config.train
-    if COMMAND_LINE.get():
-        more = (f"--epochs (now {train.epochs:g})" if train.max_iters is None else
-                f"--max-iters (now {train.max_iters}), or give --epochs")
-    else:  # the library, a notebook (whose profile "full" trains longer)
-        more = (f"FinetuneConfig.train.epochs (now {train.epochs:g})" if train.max_iters is None else
-                f"FinetuneConfig.train.max_iters (now {train.max_iters}), or set its epochs")
+    """The one warning of a run whose macro-F1 was `still_rising`."""
     log.warning("%s: the best validation macro-F1 (%.3f) came at the last evaluation (step %d, %.1f epochs): still "
                 "rising, more epochs may help; raise %s", run_name(config), metrics["val_macro_f1"],
-                metrics["best_step"], metrics["epochs"], more)
+                metrics["best_step"], metrics["epochs"], more_training(config.train))
+
+
+def more_training(train: TrainConfig | None = None) -> str:
+    """The setting that trains longer, in the caller's terms: the flag on the command line, else the
+    config field (and a notebook's profile); with `train`, its value now."""
+    if COMMAND_LINE.get():
+        if train is None:
+            return "--epochs or --max-iters"
+        return (f"--epochs (now {train.epochs:g})" if train.max_iters is None else
+                f"--max-iters (now {train.max_iters}), or give --epochs")
+    now = ("" if train is None else f" (now {train.epochs:g})" if train.max_iters is None else
+           f" (now max_iters {train.max_iters})")
+    return f"FinetuneConfig.train.epochs or max_iters{now}; in a notebook, profile \"full\" trains longer"
 
 
 # ---------------------------------------------------------------------------------------------

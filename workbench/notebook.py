@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,9 +194,10 @@ def text_table(df: pd.DataFrame, precision: int = TABLE_PRECISION, na_rep: str =
 
 
 def trained_gpt(ctx: NotebookContext, config):
-    """The GPT that 02_pretraining left in run_dir, else a small one trained here as `config`
-    (a RunConfig) says, in run_dir/attention_gpt: a later run with the same run_dir reuses it (or
-    finishes it, if interrupted), and refuses one trained on another corpus or settings.
+    """The GPT that 02_pretraining left in run_dir when it read the same corpus as `config` (a RunConfig),
+    else a small one trained here as `config` says, in run_dir/attention_gpt: a later run with the same
+    run_dir reuses it (or finishes it, if interrupted); one trained with other settings (another corpus
+    or profile) stops the notebook, naming what differs and the fix (a new run_dir).
 
     Returns:
         (model, tokenizer, where it came from)
@@ -204,10 +205,34 @@ def trained_gpt(ctx: NotebookContext, config):
     from .pretrain import load_pretrained, pretrain
 
     if ctx.path("pretrain", "model", "model.safetensors").exists():
-        model, tokenizer, _ = load_pretrained(ctx.path("pretrain"))
-        return model, tokenizer, str(ctx.path("pretrain"))
-    result = pretrain(config, ctx.path("attention_gpt"), progress=False, resume="auto")
-    return result.model.cpu().eval(), result.tokenizer, str(ctx.path("attention_gpt"))
+        model, tokenizer, saved = load_pretrained(ctx.path("pretrain"))
+        if not _settings_differ(saved, config, ("data",)):
+            return model, tokenizer, str(ctx.path("pretrain"))
+    folder = ctx.path("attention_gpt")
+    if (folder / "model" / "model.safetensors").exists():
+        model, tokenizer, saved = load_pretrained(folder)
+        if differ := _settings_differ(saved, config, ("data", "model", "train")):
+            raise FileExistsError(f"run_dir={str(ctx.run_dir)!r} already holds attention_gpt/, trained with other "
+                                  f"settings ({differ}): set run_dir to a new folder, or delete {folder}")
+        return model, tokenizer, str(folder)
+    result = pretrain(config, folder, progress=False, resume="auto")
+    return result.model.cpu().eval(), result.tokenizer, str(folder)
+
+
+def _settings_differ(saved, config, sections: tuple[str, ...]) -> str:
+    """What differs between a saved run's RunConfig and `config` in `sections`, e.g. "data.corpus:
+    'shakespeare' -> '/d/my.csv'" ("" when nothing does). A corpus path is compared resolved, as
+    `pretrain` saves it; the vocabulary size is the tokenizer's, not a setting."""
+    def flat(run) -> dict[str, Any]:
+        values = {f"{section}.{k}": v for section in sections for k, v in asdict(getattr(run, section)).items()}
+        corpus = Path(str(values.get("data.corpus", "shakespeare"))).expanduser()
+        if "data.corpus" in values and values["data.corpus"] != "shakespeare" and corpus.exists():
+            values["data.corpus"] = str(corpus.resolve())
+        values.pop("model.vocab_size", None)
+        return values
+
+    before, now = flat(saved), flat(config)
+    return "; ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in now if before.get(k) != now[k])
 
 
 def trained_gpt_with_snapshots(ctx: NotebookContext, config, every: int):
@@ -246,7 +271,10 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def _first_words(line: str, chars: int) -> str:
-    """The words that open `line`, as many as fit in `chars` characters (at least one)."""
+    """The words that open `line`, as many as fit in `chars` characters; its first `chars` characters when
+    its first word is longer (a language written without spaces, code)."""
+    if len(line.split(" ", 1)[0]) > chars:
+        return line[:chars]
     out = ""
     for word in (w for w in line.split(" ") if w):  # split at spaces only: the line shows them
         if out and len(out) + 1 + len(word) > chars:
@@ -345,12 +373,14 @@ def seq2seq_task(ctx: NotebookContext, spec: str = "dates", source_col: str = "s
     chosen = list(DATE_LOCALES) if locales is None else [x.strip() for x in locales.split(",") if x.strip()]
     if spec != "dates":
         if chosen != list(DATE_LOCALES):
-            raise ValueError(f"locales={locales!r} chooses the date task's locales; translation_task={spec!r} is a file "
-                             "of pairs: leave locales at its default (a locale column in the file gives per-locale scores)")
+            raise ValueError(f"locales={locales!r} chooses the date task's locales; translation_task={spec!r} is a "
+                             "file of pairs: leave locales at its default (a locale column in the file gives "
+                             "per-locale scores)")
         return load_pairs(spec, source_col, target_col)
     if (source_col, target_col) != ("source", "target"):
         raise ValueError(f"source_col={source_col!r}, target_col={target_col!r} name the columns of a file of pairs; "
-                         "the date task reads none: set translation_task to your file, or leave them \"source\", \"target\"")
+                         "the date task reads none: set translation_task to your file, or leave them \"source\", "
+                         "\"target\"")
     s = ctx.settings_of("05_seq2seq")
     return load_pairs("dates", n_train=s.n_train, n_val=s.n_val, n_test=s.n_test, locales=chosen)
 

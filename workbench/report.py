@@ -379,6 +379,11 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
                 check = (name, params[name], {c: params.get(c, default) for c, default in columns.items()})
                 if check not in checks:
                     checks.append(check)
+    for params in notebook_parameters:  # 05 refuses them, as seq2seq-train refuses --locales with a file
+        task, locales = params.get("translation_task", "dates"), params.get("locales")
+        if "locales" in given and str(task) != "dates":
+            raise ValueError(f"-p locales {locales} chooses the date task's locales, but translation_task is a file "
+                             f"of pairs ({task}): drop -p locales (a locale column in the file gives per-locale scores)")
     for name, value, columns in checks:
         builtin, defaults = DATA_PARAMETERS[name]
         if str(value) == builtin:
@@ -390,7 +395,9 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
             continue
         path = (Path(folder) / Path(str(value)).expanduser()).resolve()  # an absolute value stays as it is
         if not path.exists():
-            raise FileNotFoundError(f"{name} {value!r} not found ({path} does not exist); pass -p {name} FILE with "
+            where = (f"{path} does not exist" if Path(str(value)).expanduser().is_absolute() else
+                     f"neither {Path.cwd() / str(value)} nor, from the notebooks' folder, {path} exists")
+            raise FileNotFoundError(f"{name} {value!r} not found ({where}); pass -p {name} FILE with "
                                     f"{_DATA_FILES[name]}, or -p {name} {builtin}")
         if name == "corpus" and (path.is_dir() or path.suffix.lower() not in TABLE_FILES):
             continue  # plain text: no columns
@@ -628,6 +635,8 @@ def _describe_data(report: dict) -> str:
         if name in values:
             table = any(str(v).lower().endswith(TABLE_FILES) for v in values[name])
             named = [f"{c} {shown[c]}" for c in columns if c in shown and table]
+            if name == "translation_task" and not table and "locales" in shown:  # the date task's locales
+                named.append(f"locales {shown['locales']}")
             parts.append(f"{name} {shown[name]}" + (f" ({', '.join(named)})" if named else ""))
     return ", ".join(parts) or "none of the data parameters (corpus, classification_task, translation_task)"
 
@@ -646,7 +655,8 @@ def _index_html(report: dict, comparison: str = "") -> str:
                     f'<td>{wall}</td><td>{esc(params)}</td><td>{detail}</td></tr>')
     parameters = "Parameters: the notebooks' defaults"
     if given:
-        parameters = ("Parameters given: " + " ".join(f"<code>-p {esc(k)} {esc(str(v))}</code>" for k, v in given.items())
+        parameters = ("Parameters given: "
+                      + " ".join(f"<code>-p {esc(k)} {esc(str(v))}</code>" for k, v in given.items())
                       + ", each to the notebooks that have it; the rest are the notebooks' defaults")
     env = ", ".join(f"{k} {v}" for k, v in report["environment"].items())
     code = report.get("code") or {}
@@ -665,7 +675,8 @@ table {{ border-collapse: collapse; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4em .8em; text-align: left; }}
 td:nth-child(-n+3) {{ white-space: nowrap; }}
 .ok td:nth-child(2) {{ color: #1a7f37; }} .failed, .failed td:nth-child(2) {{ color: #c62828; }}
-.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }} .different-data {{ color: #c62828; }}
+.not-run {{ color: #888; }} small {{ color: #666; }} .moved td {{ font-weight: bold; }}
+.different-data {{ color: #c62828; }}
 </style></head><body>
 <h1>LLM Workbench report</h1>
 <p>Profile <b>{esc(report['profile'])}</b>, started {esc(report['started'])}{total}: <b>{esc(report['status'])}</b></p>

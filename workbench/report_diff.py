@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .translation import DATE_LOCALES
+
 # metrics measured in seconds or per second (tokens, sentences, examples): they vary run to run and
 # machine to machine
 TIMING = ("wall_s", "train_s", "_per_s", "ms_per_iter_median")
@@ -37,6 +39,10 @@ DATA_PARAMETERS = {"corpus": ("shakespeare", {"text_column": "text"}),
                    "classification_task": ("genre", {"text_col": "text", "label_col": "label"}),
                    "translation_task": ("dates", {"source_col": "source", "target_col": "target"})}
 DATA_NAMES = tuple(n for name, (_, columns) in DATA_PARAMETERS.items() for n in (name, *columns)) + ("locales",)
+# each data parameter's default: what a report written before its notebook had the parameter read
+DATA_DEFAULTS = {**{name: builtin for name, (builtin, _) in DATA_PARAMETERS.items()},
+                 **{c: d for _, columns in DATA_PARAMETERS.values() for c, d in columns.items()},
+                 "locales": ",".join(DATE_LOCALES)}
 
 
 @dataclass
@@ -216,13 +222,20 @@ def _data_differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
     its name (its whole path where both have the same name), several values joined by " / "."""
     values_a, values_b = data_parameters(a), data_parameters(b)
     rows = []
-    for name in [n for n in DATA_NAMES if values_a.get(n, []) != values_b.get(n, [])]:
+    for name in [n for n in DATA_NAMES if _read_as(n, values_a) != _read_as(n, values_b)]:
         shown = [[Path(v).name if isinstance(v, str) and Path(v).is_absolute() else v for v in values.get(name, [])]
                  for values in (values_a, values_b)]
         if shown[0] == shown[1]:  # two files of one name
             shown = [values_a.get(name, []), values_b.get(name, [])]
         rows.append((name, *(" / ".join(map(str, vs)) or "—" for vs in shown)))
     return rows
+
+
+def _read_as(name: str, values: dict[str, list]) -> list:
+    """What a report's notebooks read for data parameter `name`: its values, or its default where no
+    notebook had the parameter (a report written before it existed); locales as sets of codes."""
+    read = values.get(name) or [DATA_DEFAULTS[name]]
+    return [frozenset(c.strip() for c in str(v).split(",") if c.strip()) for v in read] if name == "locales" else read
 
 
 def _settings(report: dict) -> dict[str, Any]:

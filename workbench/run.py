@@ -96,7 +96,8 @@ def check_same_task(saved: ckpt.Checkpoint, now: dict[str, Any], flags: str) -> 
 def how_to_continue(out: Path | None, kind: str | None, dist: DistInfo) -> str:
     """What the line of an interrupted run says to continue it: on the command line (`COMMAND_LINE`) the
     command, e.g. "to continue: .venv/bin/python -m workbench pretrain --out runs/x --resume" with this
-    interpreter (its environment's torchrun for a run of several processes), else "rerun with resume=True to continue from runs/x/checkpoints"."""
+    interpreter (its environment's torchrun for a run of several processes), else "rerun with resume=True to
+    continue from runs/x/checkpoints"."""
     if out is None:
         return "without an out_dir there is no checkpoint to resume"
     if not (COMMAND_LINE.get() and kind is not None):
@@ -265,9 +266,10 @@ class Run:
                 if isinstance(value, dict) and isinstance(saved[key], dict):
                     compare(saved[key], value, f"{name}.")
                 elif saved[key] != value and COMMAND_LINE.get():
+                    preset = " (or the --preset that sets it)" if self.kind in ("pretrain", None) else ""
                     raise ValueError(f"{name}={value!r} differs from the checkpoint's {saved[key]!r}; drop "
-                                     f"--{key.replace('_', '-')} (or the --preset that sets it) to resume as saved, "
-                                     f"or start a new run in another --out")
+                                     f"--{key.replace('_', '-')}{preset} to resume as saved, or start a new run in "
+                                     "another --out")
                 elif saved[key] != value:  # the library, a notebook
                     raise ValueError(f"{name}={value!r} differs from the checkpoint's {saved[key]!r} in {self.out}; "
                                      f"give {name}={saved[key]!r} to resume it as saved, or train in another out_dir "

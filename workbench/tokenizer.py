@@ -396,7 +396,8 @@ def train_tokenizer(kind: str, text: str | Iterable[str], vocab_size: int | None
 
     Args:
         kind: "char" or "bpe".
-        text: the training text (a string or an iterable of strings); use the TRAIN split.
+        text: the training text (a string or an iterable of strings); for a corpus,
+            `train_corpus_tokenizer` chooses it (BPE: the train split; char: the whole corpus).
         vocab_size: required for "bpe" (>= 257); ignored for "char", whose vocabulary is the
             set of characters in ``text``.
     Returns:
