@@ -331,6 +331,8 @@ def test_unescape_reads_its_escapes_and_keeps_every_other_character():
     for bad in ("\\", r"\x41", r"\N{BULLET}", r"\ud83d", r"\u00g0", r"\0"):
         with pytest.raises(ValueError, match=r"--prompt .*; the escapes it reads are \\n, "):
             unescape(bad, "--prompt")
+    with pytest.raises(ValueError, match=r"^--prompt has a \\ before '\\n'; [^\n]*$"):  # one line, the newline named
+        unescape("a\\\nb", "--prompt")
 
 
 def test_sample_num_samples_are_distinct_separated_and_follow_the_seed(tmp_path, trained):

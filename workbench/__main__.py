@@ -334,7 +334,8 @@ def unescape(text: str, flag: str) -> str:
         if len(code) == 5 and not 0xD800 <= int(code[1:], 16) <= 0xDFFF:  # a surrogate is half a character
             return chr(int(code[1:], 16))
         bad = ("ends in a lone \\" if not code else "has \\u without four hex digits after it" if code == "u" else
-               f"has \\{code}, half of a character (a surrogate)" if len(code) == 5 else f"has \\{code}")
+               f"has \\{code}, half of a character (a surrogate)" if len(code) == 5 else
+               f"has \\{code}" if code.isprintable() else f"has a \\ before {code!r}")  # e.g. a newline: one line
         raise ValueError(f"{flag} {bad}; the escapes it reads are \\n, \\t, \\r, \\\\ and \\uXXXX: write \\\\ for a "
                          "backslash, or type the character itself")
     return ESCAPE.sub(replace, text)
