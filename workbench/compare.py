@@ -164,14 +164,14 @@ def compare_modes(checkpoint: str | Path | None, task: TaskData, modes: Iterable
 
 
 def _warn_grid_still_rising(jobs: list, results: list) -> None:
-    """One warning for the grid, naming the modes whose runs' validation macro-F1 was still rising at their
-    end (`finetune.still_rising`; each run's own warning is off in a grid)."""
+    """One warning for the grid, naming the modes whose runs' validation scores were still improving at
+    their end (`finetune.still_rising`; each run's own warning is off in a grid)."""
     runs: dict[str, list[bool]] = {}
     for (mode, *_), result in zip(jobs, results):
         runs.setdefault(mode, []).append(bool(result.metrics.get("still_rising")))
     rising = {mode: flags for mode, flags in runs.items() if any(flags)}
     if rising:
-        log.warning("validation macro-F1 still rising at the last evaluation for %s: more epochs may help; raise %s",
+        log.warning("validation scores still improving at the last evaluation for %s: more epochs may help; raise %s",
                     ", ".join(f"{mode} ({sum(flags)} of {len(flags)} runs)" for mode, flags in rising.items()),
                     more_training())
 
