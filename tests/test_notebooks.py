@@ -111,10 +111,11 @@ def test_default_texts_are_the_notebooks_parameters():
         assert {key: params[key] for key in texts} == texts, name
 
 
-def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, capsys):
-    """Left at its default, a text with characters a char tokenizer of your corpus never saw becomes the
-    opening words of a line of the corpus (about the default's length), with one printed line; set by
-    you, it stops with one line naming the parameter and the fix; a BPE tokenizer takes any text."""
+def test_a_default_text_of_the_plays_becomes_a_line_of_your_corpus(tmp_path, capsys):
+    """Left at its default (a line of the plays) with a corpus of your own, a text becomes the opening words
+    of a line of the corpus (about the default's length), with one printed line, whether or not the
+    tokenizer could spell it; set by you, it is kept, or, with characters a char tokenizer of your corpus
+    never saw, stops with one line naming the parameter and the fix."""
     from workbench.tokenizer import CharTokenizer, train_tokenizer
 
     corpus = stories_corpus(tmp_path)
@@ -126,13 +127,17 @@ def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, 
     assert corpus.splits["val"].startswith("he woods\n\nShe found")
     assert text == "She found some grains of wheat and asked" and len(text) <= len(default)
     assert capsys.readouterr().out == (f"text: {default!r} has characters stories.csv never shows (',', 'T', 'b', 'q'); "
-                                       f"using {text!r} from it (set text to choose)\n")
+                                       f"using {text!r} from stories.csv (set text to choose)\n")
     with pytest.raises(ValueError, match=r"^text='Hello, world' has characters stories.csv never shows \(',', 'H'\), "
                                          r"which its char tokenizer cannot encode: set text to text of that corpus "
                                          r"\(text=\"...\"; in a report -p text \"...\"\)$"):
         notebook.corpus_text(ctx, "text", "Hello, world", corpus, char)
     assert notebook.corpus_text(ctx, "text", "the lazy pig", corpus, char) == "the lazy pig"  # yours, and spelled
-    assert notebook.corpus_text(ctx, "text", default, corpus, bpe) == default  # byte-level: any text
+    assert notebook.corpus_text(ctx, "text", default, corpus, bpe) == text  # BPE spells it, but it is the plays'
+    assert capsys.readouterr().out == (f"text: {default!r} is a line of the plays; using {text!r} from stories.csv "
+                                       "(set text to choose)\n")
+    plays = data.load_corpus("shakespeare")
+    assert notebook.corpus_text(ctx, "text", default, plays, bpe) == default  # the default data: kept
     assert notebook.corpus_text(ctx, "text", "Hello, world", corpus, bpe, CharTokenizer.train("Helo, wrd")) == \
         "Hello, world"  # only char tokenizers are checked, each against its own characters
     assert capsys.readouterr().out == ""
@@ -144,6 +149,23 @@ def test_a_default_text_your_corpus_cannot_spell_becomes_a_line_of_it(tmp_path, 
     zh = data.load_corpus(tmp_path / "zh.txt")
     passage = notebook.corpus_text(ctx, "text", default, zh, train_tokenizer("char", zh.text))
     assert passage == ("床前明月光，疑是地上霜。举头望明月，低头思故乡。" * 2)[:len(default)]  # no spaces: cut at its length
+
+
+def test_05s_default_text_becomes_a_source_of_your_pairs(tmp_path, capsys):
+    from workbench.translation import load_pairs
+
+    rows = [f"{w}\t{d}" for w, d in zip(["one", "two", "three", "four", "five"] * 8, [1, 2, 3, 4, 5] * 8)]
+    (tmp_path / "numbers.tsv").write_text("source\ttarget\n" + "\n".join(rows) + "\n")
+    task = load_pairs(tmp_path / "numbers.tsv")
+    ctx = notebook.NotebookContext("05_seq2seq", "smoke", tmp_path)
+    default = notebook.DEFAULT_TEXTS["05_seq2seq"]["explore_text"]
+    first = task.test["source"].iloc[0]
+    assert notebook.pair_source_text(ctx, "explore_text", default, task) == first
+    assert capsys.readouterr().out == (f"explore_text: {default!r} is a date; using {first!r}, the first test source "
+                                       "of numbers.tsv (set explore_text to choose)\n")
+    assert notebook.pair_source_text(ctx, "explore_text", "seven", task) == "seven"  # yours: kept
+    dates = load_pairs("dates", n_train=20, n_val=5, n_test=5)
+    assert notebook.pair_source_text(ctx, "explore_text", default, dates) == default and capsys.readouterr().out == ""
 
 
 def test_finetune_task_says_when_the_profile_subsamples(tmp_path, capsys):
@@ -170,8 +192,8 @@ def test_02s_corpus_table_of_your_own_text_has_no_genre_and_notes_the_document_i
     summary = data.corpus_summary(corpus)
     assert summary.index.names == ["split"] and summary.index.tolist() == ["train", "val"]
     assert summary["documents"].tolist() == [109, 13] and len(corpus.documents) == 121
-    assert summary["note"].tolist() == ["its last document goes on in val (counted in both)",
-                                        "its first document began in train (counted in both)"]
+    assert summary["note"].tolist() == ["its last document goes on in val",
+                                        "its first document began in train"]
     assert summary["characters"].sum() == len(corpus.text)
     assert "note" not in data.corpus_summary(stories_corpus(tmp_path, 120))  # the cut falls between two rows
     plays = data.corpus_summary(data.load_corpus("shakespeare"))

@@ -447,6 +447,10 @@ def test_data_parameters_that_name_existing_data_pass(tables):
       "locales": "en,de"}, {"translation_task", "source_col", "target_col", "locales"},
      r"^-p locales en,de chooses the date task's locales, but translation_task is a file of pairs \(numbers.tsv\): "
      r"drop -p locales"),
+    ({**TRANSLATION, "locales": "en,xx"}, {"locales"},
+     r"^-p locales en,xx: locale 'xx' is unknown to babel; use a CLDR code such as en, fr"),
+    ({**CORPUS, "corpus": "notes", "text_column": "body"}, {"corpus", "text_column"},
+     r"^-p text_column body names a column, but corpus notes is plain text \(a file or folder\): drop -p text_column"),
 ])
 def test_a_data_parameter_that_names_no_data_is_one_line_naming_the_parameter(tables, params, given, error):
     from workbench.report import check_data_parameters

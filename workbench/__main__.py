@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a trained checkpoint (printed as it is decoded)")
     p.add_argument("--checkpoint", required=True, help="a pretrain --out directory or a checkpoint directory")
     escapes = r"; reads the escapes \n, \t, \r, \\ and \uXXXX (write \\ for a backslash)"
-    p.add_argument("--prompt", default="\n", help=r"text to continue (default: \n, a newline)" + escapes)
+    p.add_argument("--prompt", default="\n", help=r"text to continue (default, and for an empty one: \n, a newline)" + escapes)
     p.add_argument("--max-new-tokens", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)

@@ -561,8 +561,8 @@ def corpus_summary(corpus: Corpus) -> pd.DataFrame:
                            "words": len(corpus.splits[split].split())} for split in ("train", "val")])
     table = table.set_index("split")
     if any(start < cut < start + len(d.text) for start, d in zip(starts, corpus.documents)):
-        table["note"] = ["its last document goes on in val (counted in both)",
-                         "its first document began in train (counted in both)"]
+        table["note"] = ["its last document goes on in val",
+                         "its first document began in train"]  # counted in both (the caption says so)
     return table
 
 

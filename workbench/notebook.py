@@ -8,8 +8,8 @@ offline HTML, shows tables' floats to `TABLE_PRECISION` decimals, seeds the RNGs
 default, full), the run directory where notebooks hand artifacts to each other, and `write_metrics`.
 `table(df)` shows a table whose empty places mean "does not apply" with a dash, not `NaN`, and
 integers without decimals; `text_table(df)` shows rows of text whole; `metrics_summary(ctx)` every
-headline figure the notebooks wrote; `corpus_text` checks a text parameter against a char tokenizer's
-characters (a default line of the plays becomes a line of your corpus).
+headline figure the notebooks wrote; `corpus_text` / `pair_source_text` give a text parameter left at its
+default a passage of your own data (and check a char tokenizer knows a text you set).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ TABLE_PRECISION = 3  # decimals of a float in a displayed table (the data keeps 
 DEFAULT_TEXTS = {
     "01_attention": {"text": "To be, or not to be, that is the question"},
     "02_pretraining": {"probe_text": "To be, or not to be, that is the question", "sample_prompt": "ROMEO:\n"},
+    "05_seq2seq": {"explore_text": "jeudi 26 novembre 2026"},
     "06_interpretability": {"probe_text": "ROMEO:\nBut soft, what light through yonder window breaks?"},
 }
 MIN_PASSAGE_CHARS = 20  # a line of the corpus shorter than this is no passage to stand in for a default text
@@ -284,15 +285,14 @@ def _first_words(line: str, chars: int) -> str:
 
 
 def corpus_text(ctx: NotebookContext, parameter: str, text: str, corpus, *tokenizers) -> str:
-    """The text a notebook shows for its text parameter `parameter` (01's `text`, 02's `probe_text`...):
-    `text` itself when every character tokenizer among `tokenizers` knows each of its characters (a
-    byte-level BPE encodes any text, so only a char tokenizer's unseen characters matter).
+    """The text a notebook shows for its text parameter `parameter` (01's `text`, 02's `probe_text`...).
 
-    Otherwise: `text` left at the notebook's default (`DEFAULT_TEXTS`, a line of the plays) is swapped for
-    a passage of `corpus` about as long — the opening words of the first whole line of its validation
-    text (else its training text) of at least MIN_PASSAGE_CHARS characters that the tokenizers know —
-    with one printed line saying so; a text the user set stops the notebook with a ValueError naming
-    the parameter and the fix.
+    Left at the notebook's default (`DEFAULT_TEXTS`, a line of the plays) while the corpus is another,
+    it becomes a passage of `corpus` about as long, with one printed line saying so: the opening words of
+    the first whole line of its validation text (else its training text) of at least MIN_PASSAGE_CHARS
+    characters that the tokenizers know. Otherwise it is `text`, which every character tokenizer among
+    `tokenizers` must know each character of (a byte-level BPE encodes any text): a text the user set
+    with characters the corpus never shows stops the notebook with a ValueError naming the parameter.
 
     Args:
         ctx: the notebook's context (its name picks the default).
@@ -305,27 +305,43 @@ def corpus_text(ctx: NotebookContext, parameter: str, text: str, corpus, *tokeni
     """
     alphabets = [set(tok.chars) for tok in tokenizers if tok.kind == "char"]
     unseen = sorted({c for known in alphabets for c in set(text) - known})
-    if not unseen:
-        return text
     chars = ", ".join(map(repr, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
     default = DEFAULT_TEXTS.get(ctx.name, {}).get(parameter)
-    if text != default:
-        raise ValueError(f"{parameter}={_shown(text)} has characters {corpus.name} never shows ({chars}), "
-                         f"which its char tokenizer cannot encode: set {parameter} to text of that corpus "
-                         f"({parameter}=\"...\"; in a report -p {parameter} \"...\")")
+    if text != default or (corpus.name == "shakespeare" and not unseen):
+        if unseen:
+            raise ValueError(f"{parameter}={_shown(text)} has characters {corpus.name} never shows ({chars}), "
+                             f"which its char tokenizer cannot encode: set {parameter} to text of that corpus "
+                             f"({parameter}=\"...\"; in a report -p {parameter} \"...\")")
+        return text
     val_lines = corpus.splits["val"].split("\n")
     # val's first line is where the 90% cut fell, most likely mid-sentence: every other whole line comes first
     lines = val_lines[1:] + corpus.train_text.split("\n") + val_lines[:1]
-    known = set.intersection(*alphabets)
-    line = next((ln.strip() for ln in lines if len(ln.strip()) >= MIN_PASSAGE_CHARS and set(ln.strip()) <= known), None)
+    known = set.intersection(*alphabets) if alphabets else None
+    line = next((ln.strip() for ln in lines if len(ln.strip()) >= MIN_PASSAGE_CHARS
+                 and (known is None or set(ln.strip()) <= known)), None)
+    why = f"has characters {corpus.name} never shows ({chars})" if unseen else "is a line of the plays"
     if line is None:
-        raise ValueError(f"{parameter}={_shown(text)} has characters {corpus.name} never shows ({chars}), "
-                         f"and no line of it has {MIN_PASSAGE_CHARS} characters to show instead: set {parameter} "
-                         f"to text of that corpus ({parameter}=\"...\"; in a report -p {parameter} \"...\")")
+        raise ValueError(f"{parameter}={_shown(text)} {why}, and no line of {corpus.name} has {MIN_PASSAGE_CHARS} "
+                         f"characters to show instead: set {parameter} to text of that corpus ({parameter}=\"...\"; "
+                         f"in a report -p {parameter} \"...\")")
     passage = _first_words(line, len(default))
-    print(f"{parameter}: {_shown(text)} has characters {corpus.name} never shows ({chars}); using {_shown(passage)} "
-          f"from it (set {parameter} to choose)")
+    print(f"{parameter}: {_shown(text)} {why}; using {_shown(passage)} from {corpus.name} (set {parameter} to choose)")
     return passage
+
+
+def pair_source_text(ctx: NotebookContext, parameter: str, text: str, task) -> str:
+    """05's text to translate (`explore_text`): left at its default (a date) for a task of your own pairs,
+    the first test source instead, with one printed line; else `text`.
+
+    Args:
+        task: the `translation.PairTask` the model was trained on.
+    """
+    if text != DEFAULT_TEXTS.get(ctx.name, {}).get(parameter) or task.name == "dates":
+        return text
+    source = str(task.test["source"].iloc[0])
+    print(f"{parameter}: {_shown(text)} is a date; using {_shown(source)}, the first test source of {task.name} "
+          f"(set {parameter} to choose)")
+    return source
 
 
 def finetune_task(ctx: NotebookContext, spec: str | None = None, text_col: str = "text", label_col: str = "label"):

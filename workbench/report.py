@@ -371,6 +371,7 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
         ValueError: a task that is not a table, a missing column or a column set for built-in data, likewise.
     """
     from .data import TABLE_FILES, read_table, require_columns
+    from .translation import check_locales
 
     checks = []  # (name, value, {column parameter: column}), once each
     for params in notebook_parameters:
@@ -384,6 +385,15 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
         if "locales" in given and str(task) != "dates":
             raise ValueError(f"-p locales {locales} chooses the date task's locales, but translation_task is a file "
                              f"of pairs ({task}): drop -p locales (a locale column in the file gives per-locale scores)")
+        if "locales" in given:
+            try:
+                check_locales([code.strip() for code in str(locales).split(",") if code.strip()])
+            except ValueError as e:
+                raise ValueError(f"-p locales {locales}: {e}") from None
+        corpus = Path(str(params.get("corpus", "shakespeare")))
+        if "text_column" in given and str(corpus) != "shakespeare" and corpus.suffix.lower() not in TABLE_FILES:
+            raise ValueError(f"-p text_column {params['text_column']} names a column, but corpus {corpus} is plain "
+                             "text (a file or folder): drop -p text_column, or pass a .csv/.tsv/.jsonl corpus")
     for name, value, columns in checks:
         builtin, defaults = DATA_PARAMETERS[name]
         if str(value) == builtin:

@@ -187,15 +187,7 @@ def date_task(n_train: int = 20_000, n_val: int = 500, n_test: int = 1_000, loca
     Returns:
         PairTask "dates".
     """
-    from babel import Locale, UnknownLocaleError
-
-    if not locales:
-        raise ValueError(f"no locales given; pass some of {', '.join(DATE_LOCALES)}")
-    for loc in locales:
-        try:
-            Locale.parse(loc)
-        except (ValueError, UnknownLocaleError):
-            raise ValueError(f"locale {loc!r} is unknown to babel; use a CLDR code such as {', '.join(DATE_LOCALES)}") from None
+    check_locales(locales)
     bad = [f for f in formats if f not in DATE_FORMATS]
     if bad or not formats:
         raise ValueError(f"date format(s) {bad or 'none'} given; pick from {', '.join(DATE_FORMATS)}")
@@ -280,6 +272,19 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
         if parts[s].empty:
             raise ValueError(f"{path}: the {s} split is empty; add {s} rows to the split column (or drop it)")
     return PairTask(path.name, parts["train"], parts["val"], parts["test"])
+
+
+def check_locales(locales: Sequence[str]) -> None:
+    """Refuse an empty list or a code babel does not know (CLDR codes such as "en", "pt_BR"), in one line."""
+    from babel import Locale, UnknownLocaleError
+
+    if not locales:
+        raise ValueError(f"no locales given; pass some of {', '.join(DATE_LOCALES)}")
+    for loc in locales:
+        try:
+            Locale.parse(loc)
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(f"locale {loc!r} is unknown to babel; use a CLDR code such as {', '.join(DATE_LOCALES)}") from None
 
 
 def load_pairs(spec: str | Path = "dates", source_col: str = "source", target_col: str = "target",
