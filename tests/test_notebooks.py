@@ -573,14 +573,14 @@ def test_01_attention_runs_on_a_corpus_of_your_own(tmp_path):
     pd.DataFrame({"id": range(400), "body": lines.splitlines()}).to_csv(tmp_path / "own.csv", index=False)
     m = run_one_notebook("01_attention", tmp_path, {"corpus": str(tmp_path / "own.csv"), "text_column": "body"})
     own = data.load_corpus(tmp_path / "own.csv", text_column="body")
-    assert m["corpus"] == "own.csv" and m["char_vocab_size"] == len(set(own.train_text)) == 28  # a-z, space, newline
+    assert m["corpus"] == "own.csv" and m["char_vocab_size"] == len(set(own.text)) == 28  # a-z, space, newline
     ctx = notebook.NotebookContext("01_attention", "smoke", tmp_path)
     text = notebook.corpus_text(ctx, "text", notebook.DEFAULT_TEXTS["01_attention"]["text"], own,
                                 train_tokenizer("char", own.train_text))
     assert m["char_tokens"] == len(text) > 32 and set(text) <= set(own.train_text)
     out = printed(tmp_path / "report" / "01_attention.ipynb")
     assert ("text: 'To be, or not to be, that is the question' has characters own.csv never shows (',', 'T'); "
-            f"using {text!r} from it (set text to choose)\n") in out
+            f"using {text!r} from own.csv (set text to choose)\n") in out and m["text"] == text
     assert ("GPT from run_dir/attention_gpt (char tokenizer): 2 layers x 2 heads, 32 tokens "
             "(text cut to its last 32 tokens, the model's block_size)\n") in out
     _, tokenizer, config = load_pretrained(tmp_path / "report" / "run" / "attention_gpt")
@@ -614,6 +614,7 @@ def test_05_seq2seq_runs_on_pairs_of_your_own(tmp_path):
                                                  "source_col": "words", "target_col": "digits",
                                                  "explore_text": "forty two"})
     assert m["task"] == "pairs.tsv" and m["n_test"] == (pairs["split"] == "test").sum() == 16
+    assert m["explore_text"] == "forty two"  # set: kept
     assert not {"reference_parser", "month_alignment", "rule-based_exact_match"} & m.keys()
     assert {"greedy_exact_match_en", "greedy_exact_match_spaced", "greedy_exact_match_all"} <= m.keys()
     assert 0 <= m["greedy_exact_match_all"] <= 1 and 0 <= m["beam_4_bleu"] <= 100
