@@ -77,7 +77,7 @@ from typing import Callable, Collection
 
 from .notebook import DEFAULT_SEED
 from .profiles import get_profile
-from .report_diff import DATA_PARAMETERS
+from .report_diff import DATA_PARAMETERS, data_differences
 
 DEFAULT_TIMEOUT_S = 1800  # per cell; pretraining on 2 CPU cores takes minutes in one cell
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -304,9 +304,13 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     engine = _report_engine()
     t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
+    # a report of other data may have taken quite another time: the line says so
+    other = " of other data" if earlier and data_differences(_read_previous(out_dir.parent / earlier), report) else ""
     for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
         expected = earlier_times.get(nb_path.name)
-        say(f"[{i}/{len(notebooks)}] {nb_path.stem} ..." + (f" (took {expected:.0f} s in {earlier})" if expected else ""))
+        say(f"[{i}/{len(notebooks)}] {nb_path.stem} ..."
+            + (f" (took {expected:.0f} s in {earlier}, a report{other})" if expected and other else
+               f" (took {expected:.0f} s in {earlier})" if expected else ""))
         executed, t0, error = out_dir / nb_path.name, time.perf_counter(), None
         entry["status"] = "running"
         with _environ(**kernel_env):

@@ -180,7 +180,7 @@ def compare_reports(a: dict, b: dict, a_name: str = "A", b_name: str = "B") -> C
         a_name=a_name, b_name=b_name, profile=a["profile"], metrics=rows,
         only_in_a=[f"{n}: {m}" for n, m in values_a if (n, m) not in values_b],
         only_in_b=[f"{n}: {m}" for n, m in values_b if (n, m) not in values_a],
-        settings=_differences(_settings(a), _settings(b)), data=_data_differences(a, b),
+        settings=_differences(_settings(a), _settings(b)), data=data_differences(a, b),
         environment=_differences(_flatten({key: a.get(key, {}) for key in ("environment", "machine", "code")}),
                                  _flatten({key: b.get(key, {}) for key in ("environment", "machine", "code")})))
 
@@ -217,7 +217,7 @@ def data_parameters(report: dict) -> dict[str, list]:
     return values
 
 
-def _data_differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
+def data_differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
     """(name, A's value, B's value) of each data parameter that differs, as read in one line: a file by
     its name (its whole path where both have the same name), several values joined by " / "."""
     values_a, values_b = data_parameters(a), data_parameters(b)
