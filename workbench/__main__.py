@@ -188,11 +188,6 @@ def check_table_flags(args: argparse.Namespace, built_in: bool, task: str, dests
                          f"the built-in {task} task reads none of them: drop them, or pass --task FILE")
 
 
-def comma_list(text: str) -> list[str]:
-    """An argparse type: "en, fr,de" -> ["en", "fr", "de"]."""
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def exit_if_interrupted(metrics: dict) -> None:
     """A run stopped by Ctrl-C exits with status 130 (how to continue it: the run's own warning line, which
     names the command while `main` runs it: `run.COMMAND_LINE`)."""
@@ -505,6 +500,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .translation import parse_locales
+
     parser = Parser(prog="python -m workbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     parser.commands = sub.choices  # name -> the command's parser: its --help lists its flags
@@ -537,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-col", "--source-column", help=f"source column of a file of pairs (default: source{resumed})")
     p.add_argument("--target-col", "--target-column", help=f"target column of a file of pairs (default: target{resumed})")
     p.add_argument("--split-seed", type=seed, help=f"seed of the date draw, or of a file's 80/10/10 split (default: 0{resumed})")
-    p.add_argument("--locales", type=comma_list, help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
+    p.add_argument("--locales", type=parse_locales, help=f"dates: comma-separated CLDR locales (default: en,fr,de,es,it,pt,nl,ru,zh,ja{resumed})")
     p.add_argument("--n-train", type=int, help=f"dates: training pairs drawn (default: 20000{resumed})")
     p.add_argument("--n-val", type=int, help=f"dates: validation pairs drawn (default: 500{resumed})")
     p.add_argument("--n-test", type=int, help=f"dates: test pairs drawn (default: 1000{resumed})")

@@ -347,6 +347,13 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], fix: str, name:
         raise ValueError(f"{name} has no column {', '.join(map(repr, missing))} (columns: {cols}); {fix}")
 
 
+def corpus_spec(spec: str | Path) -> str:
+    """A corpus as a run records it: "shakespeare", or a path that exists made absolute (so that a resume,
+    `evaluate` or a notebook finds it from any working directory, and two spellings compare equal)."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if str(spec) != "shakespeare" and path.exists() else str(spec)
+
+
 def load_corpus(spec: str | Path, text_column: str = "text") -> Corpus:
     """Load a corpus and split it.
 

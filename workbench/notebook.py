@@ -223,12 +223,13 @@ def trained_gpt(ctx: NotebookContext, config):
 def _settings_differ(saved, config, sections: tuple[str, ...]) -> str:
     """What differs between a saved run's RunConfig and `config` in `sections`, e.g. "data.corpus:
     'shakespeare' -> '/d/my.csv'" ("" when nothing does). A corpus path is compared resolved, as
-    `pretrain` saves it; the vocabulary size is the tokenizer's, not a setting."""
+    `pretrain` saves it (`data.corpus_spec`); the vocabulary size is the tokenizer's, not a setting."""
+    from .data import corpus_spec
+
     def flat(run) -> dict[str, Any]:
         values = {f"{section}.{k}": v for section in sections for k, v in asdict(getattr(run, section)).items()}
-        corpus = Path(str(values.get("data.corpus", "shakespeare"))).expanduser()
-        if "data.corpus" in values and values["data.corpus"] != "shakespeare" and corpus.exists():
-            values["data.corpus"] = str(corpus.resolve())
+        if "data.corpus" in values:
+            values["data.corpus"] = corpus_spec(values["data.corpus"])
         values.pop("model.vocab_size", None)
         return values
 
@@ -384,9 +385,9 @@ def seq2seq_task(ctx: NotebookContext, spec: str = "dates", source_col: str = "s
     Returns:
         a `translation.PairTask`.
     """
-    from .translation import DATE_LOCALES, load_pairs
+    from .translation import DATE_LOCALES, load_pairs, parse_locales
 
-    chosen = list(DATE_LOCALES) if locales is None else [x.strip() for x in locales.split(",") if x.strip()]
+    chosen = list(DATE_LOCALES) if locales is None else parse_locales(locales)
     if spec != "dates":
         if chosen != list(DATE_LOCALES):
             raise ValueError(f"locales={locales!r} chooses the date task's locales; translation_task={spec!r} is a "

@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import read_json
 from .config import RunConfig
-from .data import encode_splits, get_batch, load_corpus
+from .data import corpus_spec, encode_splits, get_batch, load_corpus
 from .distributed import barrier, rank_slice
 from .evaluate import heldout_loss, lm_evaluator
 from .model import GPT, eval_mode
@@ -64,10 +64,7 @@ def pretrain(config: RunConfig, out_dir: str | Path | None = None, resume: bool 
         the whole one. Interrupted (Ctrl-C), metrics["completed"] is False (final_step says where
         it stopped) and nothing final is written; resume=True continues the run.
     """
-    corpus_path = Path(config.data.corpus).expanduser()
-    if config.data.corpus != "shakespeare" and corpus_path.exists():
-        # saved as an absolute path, so --resume and evaluate find it from any working directory
-        config = replace(config, data=replace(config.data, corpus=str(corpus_path.resolve())))
+    config = replace(config, data=replace(config.data, corpus=corpus_spec(config.data.corpus)))  # absolute
     run = Run(out_dir, resume, kind="pretrain")
     device = setup_device(config.train, run.dist)
     corpus = load_corpus(config.data.corpus, text_column=config.data.text_column)

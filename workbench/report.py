@@ -304,13 +304,13 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     engine = _report_engine()
     t_run = time.perf_counter()
     earlier, earlier_times = previous_report(out_dir, profile)
+    previous = _read_previous(out_dir.parent / earlier) if earlier else None  # read once: timed against, compared with
     # a report of other data may have taken quite another time: the line says so
-    other = " of other data" if earlier and data_differences(_read_previous(out_dir.parent / earlier), report) else ""
+    other = ", a report of other data" if previous is not None and data_differences(previous, report) else ""
     for i, (nb_path, entry) in enumerate(zip(notebooks, report["notebooks"]), start=1):
         expected = earlier_times.get(nb_path.name)
-        say(f"[{i}/{len(notebooks)}] {nb_path.stem} ..."
-            + (f" (took {expected:.0f} s in {earlier}, a report{other})" if expected and other else
-               f" (took {expected:.0f} s in {earlier})" if expected else ""))
+        took = f" (took {expected:.0f} s in {earlier}{other})" if expected else ""
+        say(f"[{i}/{len(notebooks)}] {nb_path.stem} ...{took}")
         executed, t0, error = out_dir / nb_path.name, time.perf_counter(), None
         entry["status"] = "running"
         with _environ(**kernel_env):
@@ -344,7 +344,7 @@ def run_report(notebooks_dir: str | Path | None, out_dir: str | Path, profile: s
     report["machine"]["tflops_after"] = matmul_peak()[1]
     if bf16 is not None:
         report["machine"]["bf16_tflops_after"] = cpu_bf16_peak()
-    _write_report(out_dir, report, previous=_read_previous(out_dir.parent / earlier) if earlier else None)
+    _write_report(out_dir, report, previous=previous)
     return report
 
 
@@ -375,7 +375,7 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
         ValueError: a task that is not a table, a missing column or a column set for built-in data, likewise.
     """
     from .data import TABLE_FILES, read_table, require_columns
-    from .translation import check_locales
+    from .translation import check_locales, parse_locales
 
     checks = []  # (name, value, {column parameter: column}), once each
     for params in notebook_parameters:
@@ -388,10 +388,11 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
         task, locales = params.get("translation_task", "dates"), params.get("locales")
         if "locales" in given and str(task) != "dates":
             raise ValueError(f"-p locales {locales} chooses the date task's locales, but translation_task is a file "
-                             f"of pairs ({task}): drop -p locales (a locale column in the file gives per-locale scores)")
+                             f"of pairs ({task}): drop -p locales (a locale column in the file gives per-locale "
+                             "scores)")
         if "locales" in given:
             try:
-                check_locales([code.strip() for code in str(locales).split(",") if code.strip()])
+                check_locales(parse_locales(locales))
             except ValueError as e:
                 raise ValueError(f"-p locales {locales}: {e}") from None
         corpus = Path(str(params.get("corpus", "shakespeare")))

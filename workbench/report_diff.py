@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .translation import DATE_LOCALES
+from .translation import DATE_LOCALES, parse_locales
 
 # metrics measured in seconds or per second (tokens, sentences, examples): they vary run to run and
 # machine to machine
@@ -235,7 +235,7 @@ def _read_as(name: str, values: dict[str, list]) -> list:
     """What a report's notebooks read for data parameter `name`: its values, or its default where no
     notebook had the parameter (a report written before it existed); locales as sets of codes."""
     read = values.get(name) or [DATA_DEFAULTS[name]]
-    return [frozenset(c.strip() for c in str(v).split(",") if c.strip()) for v in read] if name == "locales" else read
+    return [frozenset(parse_locales(v)) for v in read] if name == "locales" else read
 
 
 def _settings(report: dict) -> dict[str, Any]:

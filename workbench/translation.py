@@ -274,6 +274,12 @@ def file_task(path: str | Path, source_col: str = "source", target_col: str = "t
     return PairTask(path.name, parts["train"], parts["val"], parts["test"])
 
 
+def parse_locales(text: str) -> list[str]:
+    """Locale codes from comma-separated text, as --locales and 05's `locales` take them: "en, fr,de" ->
+    ["en", "fr", "de"]."""
+    return [code.strip() for code in str(text).split(",") if code.strip()]
+
+
 def check_locales(locales: Sequence[str]) -> None:
     """Refuse an empty list or a code babel does not know (CLDR codes such as "en", "pt_BR"), in one line."""
     from babel import Locale, UnknownLocaleError
