@@ -424,6 +424,8 @@ def test_data_parameters_that_name_existing_data_pass(tables):
     check_data_parameters([{**CORPUS, "corpus": str(tables / "notes")}])  # plain text: no text_column to check
     check_data_parameters([{**TRANSLATION, "translation_task": "pairs.jsonl", "source_col": "en", "target_col": "fr"}],
                           tables)  # a JSONL's columns are the keys of all its lines
+    check_data_parameters([CORPUS, CLASSIFICATION, {**TRANSLATION, "locales": "en, de"}], tables,
+                          given={"locales"})  # the notebooks without a locales parameter have none to check
 
 
 @pytest.mark.parametrize("params, given, error", [

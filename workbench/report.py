@@ -385,12 +385,12 @@ def check_data_parameters(notebook_parameters: list[dict], folder: str | Path = 
                 if check not in checks:
                     checks.append(check)
     for params in notebook_parameters:  # 05 refuses them, as seq2seq-train refuses --locales with a file
-        task, locales = params.get("translation_task", "dates"), params.get("locales")
-        if "locales" in given and str(task) != "dates":
-            raise ValueError(f"-p locales {locales} chooses the date task's locales, but translation_task is a file "
-                             f"of pairs ({task}): drop -p locales (a locale column in the file gives per-locale "
-                             "scores)")
-        if "locales" in given:
+        if "locales" in given and "locales" in params:  # (only 05 has it)
+            task, locales = params.get("translation_task", "dates"), params["locales"]
+            if str(task) != "dates":
+                raise ValueError(f"-p locales {locales} chooses the date task's locales, but translation_task is a "
+                                 f"file of pairs ({task}): drop -p locales (a locale column in the file gives "
+                                 "per-locale scores)")
             try:
                 check_locales(parse_locales(locales))
             except ValueError as e:
